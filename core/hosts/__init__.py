@@ -1,0 +1,1 @@
+"""Where commands run: the local machine or SSH hosts, behind one ``Host`` interface."""

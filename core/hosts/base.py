@@ -1,0 +1,76 @@
+"""The interface every host implements: run a shell script, read byte ranges of files."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from core.config import HostConfig
+from core.jobs import scripts
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def error_text(self) -> str:
+        """The last line of stderr (or stdout), for a one-line error message."""
+        for stream in (self.stderr, self.stdout):
+            lines = stream.decode("utf-8", "replace").strip().splitlines()
+            if lines:
+                return lines[-1].strip()
+        return f"exit status {self.exit_status}"
+
+
+class HostState(enum.StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    ERROR = "error"
+
+
+class Host(ABC):
+    """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``."""
+
+    is_local: bool = False
+
+    def __init__(self, name: str, config: HostConfig) -> None:
+        self.name = name
+        self.config = config
+        self.state = HostState.DISCONNECTED
+        self.last_error: str | None = None
+        self.base_dir: str = ""
+        """Absolute base directory on the host, set by ``connect``."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Make the host usable (open the connection, resolve ``base_dir``)."""
+
+    @abstractmethod
+    async def run(
+        self, script: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        """Run ``script`` with bash on the host and return its exit status and output."""
+
+    async def close(self) -> None:
+        self.state = HostState.DISCONNECTED
+
+    async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
+        """For each (path, offset, limit), up to ``limit`` bytes of the file from ``offset``.
+
+        One round trip for all of them; a missing file gives b"".
+        """
+        if not requests:
+            return []
+        res = await self.run(scripts.read_ranges(requests))
+        return scripts.parse_read_ranges(res.stdout, len(requests))
+
+    def job_dir(self, job_key: str) -> str:
+        return f"{self.base_dir}/jobs/{job_key}"

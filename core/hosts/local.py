@@ -1,0 +1,56 @@
+"""The local machine as a host: scripts run with bash, files are read directly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from core.config import HostConfig
+from core.hosts.base import CommandResult, Host, HostState
+from core.locations import ensure_private_dir
+
+
+class LocalHost(Host):
+    is_local = True
+
+    def __init__(self, name: str, config: HostConfig, default_base: Path) -> None:
+        super().__init__(name, config)
+        base = Path(config.base_dir).expanduser() if config.base_dir else default_base
+        self.base_dir = str(base.resolve())
+
+    async def connect(self) -> None:
+        ensure_private_dir(Path(self.base_dir) / "jobs")
+        self.state = HostState.CONNECTED
+
+    async def run(
+        self, script: str, *, stdin: bytes | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", script,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C meant for evopilot must not hit host scripts
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return CommandResult(124, b"", f"timed out after {timeout}s".encode())
+        return CommandResult(proc.returncode or 0, out, err)
+
+    async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
+        return [_read_range(p, off, limit) for p, off, limit in requests]
+
+
+def _read_range(path: str, offset: int, limit: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return b""
+    try:
+        return os.pread(fd, limit, offset)
+    finally:
+        os.close(fd)

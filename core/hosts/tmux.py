@@ -1,0 +1,42 @@
+"""The one quoting function, and the tmux command lines built with it.
+
+Every string that reaches a shell anywhere in evopilot goes through ``quote`` (or ``join``,
+which calls it): names, paths, commands and arguments from users never reach a shell raw.
+All functions here are pure and return shell text.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable
+
+
+def quote(s: str | int | float) -> str:
+    """Quote one word for a POSIX shell."""
+    return shlex.quote(str(s))
+
+
+def join(words: Iterable[str | int | float]) -> str:
+    """Quote each word and join them into one command line."""
+    return " ".join(quote(w) for w in words)
+
+
+def session_name(prefix: str, instance: str, job_id: int) -> str:
+    """tmux session of a job; the database's instance tag keeps two databases apart."""
+    return f"{prefix}-{instance}-{job_id}"
+
+
+def new_session(session: str, command: str) -> str:
+    """Start ``command`` (shell text) detached in a new session, unless it already exists."""
+    return (
+        f"tmux has-session -t {quote('=' + session)} 2>/dev/null || "
+        f"tmux new-session -d -s {quote(session)} -x 200 -y 50 {quote(command)}"
+    )
+
+
+def kill_session(session: str) -> str:
+    return f"tmux kill-session -t {quote('=' + session)} 2>/dev/null || true"
+
+
+def list_sessions() -> str:
+    return "tmux list-sessions -F '#{session_name}' 2>/dev/null || true"

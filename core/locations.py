@@ -1,0 +1,75 @@
+"""Every path evopilot uses, decided in one place.
+
+Config discovery order (first that exists wins; documented here and in README):
+  1. ``--config FILE`` on the command line
+  2. ``$EVOPILOT_CONFIG``
+  3. ``./evopilot.toml`` in the current directory
+  4. ``<user config dir>/config.toml`` (platformdirs, e.g. ``~/.config/evopilot/config.toml``)
+If none exists the built-in defaults apply.
+
+Data directory (database, logs, local job directories):
+  1. ``--home DIR``   2. ``$EVOPILOT_HOME``   3. the platform's user data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "evopilot"
+
+
+def user_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def config_candidates(cli_config: str | None = None) -> list[tuple[Path, bool]]:
+    """Config files in discovery order, each with whether it was asked for explicitly.
+
+    An explicitly named file must exist; the implicit ones are skipped when missing.
+    """
+    out: list[tuple[Path, bool]] = []
+    if cli_config:
+        out.append((Path(cli_config).expanduser(), True))
+    env = os.environ.get("EVOPILOT_CONFIG")
+    if env:
+        out.append((Path(env).expanduser(), True))
+    out.append((Path.cwd() / "evopilot.toml", False))
+    out.append((user_config_file(), False))
+    return out
+
+
+def data_home(cli_home: str | None = None) -> Path:
+    if cli_home:
+        return Path(cli_home).expanduser().resolve()
+    env = os.environ.get("EVOPILOT_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def db_path(home: Path) -> Path:
+    return home / "evopilot.db"
+
+
+def logs_dir(home: Path) -> Path:
+    """Local mirrors of remote job logs."""
+    return home / "logs"
+
+
+def local_base(home: Path) -> Path:
+    """The local host's base directory: local job directories live in ``<base>/jobs``."""
+    return home / "local"
+
+
+def deps_cache_dir(home: Path) -> Path:
+    return home / "cache" / "deps"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable by the owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
