@@ -20,6 +20,7 @@ class LocalHost(Host):
         self.base_dir = str(base.resolve())
 
     async def connect(self) -> None:
+        ensure_private_dir(Path(self.base_dir))
         ensure_private_dir(Path(self.base_dir) / "jobs")
         self.state = HostState.CONNECTED
 

@@ -1,0 +1,22 @@
+"""Dependency analysis of a benchmark: local modules it imports, external packages, and what
+pyproject.toml is missing. A pure library: no database, no asyncio."""
+
+from core.analysis.deps import (
+    DependencyAnalysis,
+    ExternalPackage,
+    LocalDependency,
+    SyntaxIssue,
+    analyze,
+    render_tree,
+)
+from core.analysis.packages import fix
+
+__all__ = [
+    "DependencyAnalysis",
+    "ExternalPackage",
+    "LocalDependency",
+    "SyntaxIssue",
+    "analyze",
+    "fix",
+    "render_tree",
+]

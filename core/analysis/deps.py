@@ -1,0 +1,576 @@
+"""What a benchmark needs to run on another machine: the local modules it imports (followed
+through the project), the external packages, and whether pyproject declares them.
+
+``analyze`` follows imports the way ``python bench.py`` would find them: the benchmark's own
+directory first (sys.path[0] of a script), then the project root and ``src/``. Parsed imports
+are cached per file by content hash so a second analysis of an unchanged project re-reads no
+source; the cache is one JSON file per project, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from core.analysis import packages
+from core.analysis.imports import FileImports, Import, SyntaxProblem, extract
+from core.errors import EvopilotError
+from core.hosts.tmux import join
+from core.locations import ensure_private_dir
+
+# Nested models deeper than this break pydantic's JSON round trip; deeper modules still appear
+# in the flat list, and in the tree as references without children.
+MAX_TREE_DEPTH = 50
+
+
+class SyntaxIssue(BaseModel):
+    path: str
+    line: int
+    message: str
+
+
+class LocalDependency(BaseModel):
+    module_name: str
+    file_path: str | None
+    """Relative to the project, POSIX separators; for a missing module the file expected."""
+    exists: bool
+    optional: bool
+    """Only reachable through a ``try/except ImportError`` import: the benchmark survives without it."""
+    problem: str | None = None
+    """Why a module that does not exist cannot be imported."""
+    children: list[LocalDependency] = []
+
+
+class ExternalPackage(BaseModel):
+    import_name: str
+    distribution: str
+    declared: bool
+    optional: bool
+    imported_by: list[str]
+    """Project-relative paths of the files that import it."""
+
+
+class DependencyAnalysis(BaseModel):
+    benchmark: str
+    root: LocalDependency
+    """The benchmark and, below it, the local import tree (each module expanded once)."""
+    local: list[LocalDependency]
+    """Every local module the benchmark reaches, once each, without children."""
+    external: list[ExternalPackage]
+    syntax_errors: list[SyntaxIssue]
+
+    def missing_local(self) -> list[LocalDependency]:
+        return [d for d in self.local if not d.exists and not d.optional]
+
+    def undeclared(self) -> list[ExternalPackage]:
+        return [p for p in self.external if not p.declared and not p.optional]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_local() or self.undeclared() or self.syntax_errors)
+
+    def fix_command(self, uv_path: str = "uv") -> str | None:
+        """The shell command that declares every undeclared package, or None if none is."""
+        dists = [p.distribution for p in self.undeclared()]
+        return join([uv_path, "add", *dists]) if dists else None
+
+
+# --- analysis --------------------------------------------------------------------------------
+
+
+def analyze(project_root: Path, bench_file: Path, *, cache_dir: Path | None = None) -> DependencyAnalysis:
+    """Analyse ``bench_file`` (absolute, or relative to the project, else to the cwd).
+
+    Raises ``EvopilotError`` when the project or the benchmark does not exist, the benchmark
+    lies outside the project, or pyproject.toml cannot be read.
+    """
+    root = Path(project_root).expanduser().resolve()
+    if not root.is_dir():
+        raise EvopilotError(f"project directory not found: {project_root}")
+    bench = _locate_benchmark(root, Path(bench_file).expanduser())
+    bench_dir = bench.parent
+    roots = list(dict.fromkeys(d for d in (bench_dir, root, root / "src") if d.is_dir()))
+
+    cache = _ParseCache(cache_dir, root) if cache_dir is not None else None
+    graph = _Graph(root, _Finder(bench_dir, roots), cache)
+    graph.build(bench)
+    if cache is not None:
+        cache.save()
+
+    required = graph.required()
+    declared = packages.declared_distributions(root)
+    return DependencyAnalysis(
+        benchmark=_rel(root, bench),
+        root=_tree(graph),
+        local=[
+            LocalDependency(
+                module_name=n.name, file_path=n.path, exists=n.exists, optional=k not in required, problem=n.problem
+            )
+            for k, n in graph.nodes.items()
+            if k != graph.root_key
+        ],
+        external=_externals(graph, required, declared, root, cache_dir),
+        syntax_errors=graph.syntax_errors,
+    )
+
+
+def _locate_benchmark(root: Path, bench_file: Path) -> Path:
+    candidates = [bench_file] if bench_file.is_absolute() else [root / bench_file, Path.cwd() / bench_file]
+    for candidate in candidates:
+        if candidate.is_file():
+            bench = candidate.resolve()
+            if not bench.is_relative_to(root):
+                raise EvopilotError(f"benchmark {bench_file} is outside the project {root}")
+            return bench
+    raise EvopilotError(f"benchmark not found: {bench_file} (in project {root})")
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+@dataclass
+class _Module:
+    """Where an importable name lives: a file, or (namespace package) only directories."""
+
+    name: str
+    file: Path | None
+    search: list[Path]
+    """Directories its submodules are looked up in; empty for a plain module."""
+
+
+@dataclass
+class _Node:
+    name: str
+    path: str | None
+    exists: bool
+    problem: str | None = None
+    edges: dict[str, bool] = field(default_factory=dict)
+    """Target node key -> optional; an edge imported both ways counts as required."""
+
+
+class _Finder:
+    """Resolves module names to files in the project, listing each directory once per run."""
+
+    def __init__(self, script_dir: Path, roots: list[Path]) -> None:
+        self.script_dir = script_dir
+        self.roots = roots
+        self._listings: dict[Path, dict[str, bool]] = {}
+
+    def entries(self, directory: Path) -> dict[str, bool]:
+        """Name -> is a directory, for everything in ``directory``."""
+        listing = self._listings.get(directory)
+        if listing is None:
+            listing = {}
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        listing[entry.name] = entry.is_dir()
+            except OSError:
+                pass  # a missing directory has no modules
+            self._listings[directory] = listing
+        return listing
+
+    def find(self, dirs: list[Path], name: str, part: str) -> _Module | None:
+        """The module ``part`` in ``dirs`` in import-system order: a package with ``__init__.py``,
+        then ``part.py``, each directory in turn; a namespace package only if neither exists."""
+        portions: list[Path] = []
+        for d in dirs:
+            listing = self.entries(d)
+            if listing.get(part) is True:
+                sub = d / part
+                if self.entries(sub).get("__init__.py") is False:
+                    return _Module(name, sub / "__init__.py", [sub])
+                portions.append(sub)
+            if listing.get(part + ".py") is False:
+                return _Module(name, d / (part + ".py"), [])
+        return _Module(name, None, portions) if portions else None
+
+    def top_level(self, top: str) -> _Module | None:
+        """A top-level module in the project, or None for the standard library or an external
+        package. The script's directory precedes the standard library on sys.path; the project
+        root and ``src/`` (on the path through PYTHONPATH or an install) come after it."""
+        if packages.is_builtin(top):
+            return None
+        found = self.find([self.script_dir], top, top)
+        if found is not None and found.file is not None:
+            return found
+        if packages.is_stdlib(top):
+            return None
+        return self.find(self.roots, top, top)
+
+
+class _Graph:
+    """The local import graph from the benchmark, built breadth first, each file parsed once."""
+
+    def __init__(self, root: Path, finder: _Finder, cache: _ParseCache | None) -> None:
+        self.root = root
+        self.finder = finder
+        self.cache = cache
+        self.nodes: dict[str, _Node] = {}
+        self.root_key = ""
+        self.externals: dict[str, list[tuple[str, bool]]] = {}
+        """Import name -> (importing node key, optional) for each import of it."""
+        self.syntax_errors: list[SyntaxIssue] = []
+
+    def build(self, bench: Path) -> None:
+        self.root_key = _rel(self.root, bench)
+        self.nodes[self.root_key] = _Node(bench.stem, self.root_key, True)
+        queue: deque[tuple[str, _Module | None]] = deque([(self.root_key, None)])
+        while queue:
+            key, module = queue.popleft()
+            parsed = self._parse(self.root / key)
+            for problem in parsed.errors:
+                self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
+            for imp in parsed.imports:
+                for target in self._resolve(key, module, imp):
+                    if target.file is not None:  # namespace packages have no code to follow
+                        target_key = _rel(self.root, target.file)
+                        if target_key not in self.nodes:
+                            self.nodes[target_key] = _Node(target.name, target_key, True)
+                            queue.append((target_key, target))
+                        self._edge(key, target_key, imp.optional)
+
+    def _edge(self, source: str, target: str, optional: bool) -> None:
+        edges = self.nodes[source].edges
+        if source != target:
+            edges[target] = edges.get(target, True) and optional
+
+    def _missing(self, source: str, name: str, path: Path | None, problem: str, optional: bool) -> None:
+        rel = _rel(self.root, path) if path is not None and path.is_relative_to(self.root) else None
+        key = f"missing:{name}"
+        self.nodes.setdefault(key, _Node(name, rel, False, problem))
+        self._edge(source, key, optional)
+
+    def _parse(self, path: Path) -> FileImports:
+        if self.cache is not None:
+            return self.cache.imports(path)
+        try:
+            return extract(path.read_bytes())
+        except OSError as e:
+            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+
+    def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module]:
+        """The project modules one import statement loads; records missing ones and externals."""
+        if imp.level:
+            base = self._relative_base(key, importer, imp)
+            if base is None:
+                return []
+            chain = [base]
+        else:
+            top = imp.module.partition(".")[0]
+            found = self.finder.top_level(top)
+            if found is None:
+                if not packages.is_stdlib(top):
+                    self._external(key, imp)
+                return []
+            chain = [found]
+        parts = imp.module.split(".")[0 if imp.level else 1 :] if imp.module else []
+        for part in parts:
+            parent = chain[-1]
+            name = f"{parent.name}.{part}" if parent.name else part
+            if not parent.search:
+                self._missing(key, name, None, f"{parent.name!r} is not a package", imp.optional)
+                return chain[1:] if imp.level else chain
+            found = self.finder.find(parent.search, name, part)
+            if found is None:
+                self._missing(key, name, parent.search[0] / f"{part}.py", "no such file", imp.optional)
+                return chain[1:] if imp.level else chain
+            chain.append(found)
+        package = chain[-1]
+        for attr in imp.names:  # `from pkg import name`: a submodule if such a file exists
+            if package.search:
+                sub = self.finder.find(package.search, f"{package.name}.{attr}", attr)
+                if sub is not None:
+                    chain.append(sub)
+        # the package a relative import starts from is already loaded: its importer lives in it
+        return chain[1:] if imp.level else chain
+
+    def _relative_base(self, key: str, importer: _Module | None, imp: Import) -> _Module | None:
+        """The package ``from .`` (level 1), ``from ..`` (level 2) ... names, as Python finds it."""
+        display = "." * imp.level + imp.module
+        if importer is None:  # the benchmark runs as a script: it has no package
+            self._missing(key, display, None, "relative import in a script run directly", imp.optional)
+            return None
+        is_init = importer.file is not None and importer.file.name == "__init__.py"
+        package = importer.name if is_init else importer.name.rpartition(".")[0]
+        parts = package.split(".") if package else []
+        if len(parts) < imp.level:
+            self._missing(key, display, None, "relative import beyond the top-level package", imp.optional)
+            return None
+        directory = (self.root / key).parent
+        for _ in range(imp.level - 1):
+            directory = directory.parent
+        return _Module(".".join(parts[: len(parts) - imp.level + 1]), None, [directory])
+
+    def _external(self, key: str, imp: Import) -> None:
+        known = packages.known_distribution(imp.module)
+        name = known[0] if known else imp.module.partition(".")[0]
+        self.externals.setdefault(name, []).append((key, imp.optional))
+
+    def required(self) -> set[str]:
+        """Node keys reachable from the benchmark through imports that are not optional."""
+        seen = {self.root_key}
+        queue = deque([self.root_key])
+        while queue:
+            for target, optional in self.nodes[queue.popleft()].edges.items():
+                if not optional and target not in seen:
+                    seen.add(target)
+                    queue.append(target)
+        return seen
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+def _tree(graph: _Graph) -> LocalDependency:
+    """The import tree: each module's children are listed wherever it is imported, but expanded
+    only once, under its nearest required importer (so a module needed by the benchmark never
+    shows up first as optional)."""
+    parent_of: dict[str, str] = {}
+    depth = {graph.root_key: 0}
+    for only_required in (True, False):
+        queue = deque(depth)
+        while queue:
+            key = queue.popleft()
+            if depth[key] >= MAX_TREE_DEPTH:
+                continue
+            for target, optional in graph.nodes[key].edges.items():
+                if target in depth or (only_required and optional):
+                    continue
+                depth[target] = depth[key] + 1
+                parent_of[target] = key
+                queue.append(target)
+
+    def build(key: str, optional: bool) -> LocalDependency:
+        node = graph.nodes[key]
+        children = [
+            build(target, optional or edge_optional)
+            if parent_of.get(target) == key
+            else _leaf(graph.nodes[target], optional or edge_optional)
+            for target, edge_optional in node.edges.items()
+        ]
+        return LocalDependency(
+            module_name=node.name,
+            file_path=node.path,
+            exists=node.exists,
+            optional=optional,
+            problem=node.problem,
+            children=children,
+        )
+
+    return build(graph.root_key, False)
+
+
+def _leaf(node: _Node, optional: bool) -> LocalDependency:
+    return LocalDependency(
+        module_name=node.name, file_path=node.path, exists=node.exists, optional=optional, problem=node.problem
+    )
+
+
+def _externals(
+    graph: _Graph, required: set[str], declared: set[str] | None, root: Path, cache_dir: Path | None
+) -> list[ExternalPackage]:
+    declared = declared or set()
+    installed: dict[str, list[str]] | None = None  # read only if some import is not declared
+    out: list[ExternalPackage] = []
+    for name, uses in sorted(graph.externals.items(), key=lambda kv: kv[0].lower()):
+        known = packages.KNOWN_DISTRIBUTIONS.get(name)
+        candidates = list(known) if known else [name]
+        if not any(packages.normalize(c) in declared for c in candidates):
+            if installed is None:
+                installed = _installed(root, cache_dir)
+            provided = installed.get(name.partition(".")[0], [])
+            # a distribution named like the import comes first; otherwise a stable order
+            provided = sorted(provided, key=lambda d: (packages.normalize(d) != packages.normalize(name), d.lower()))
+            candidates = (list(known) + provided) if known else (provided or [name])
+        in_pyproject = [c for c in candidates if packages.normalize(c) in declared]
+        out.append(
+            ExternalPackage(
+                import_name=name,
+                distribution=(in_pyproject or candidates)[0],
+                declared=bool(in_pyproject),
+                optional=not any(k in required and not optional for k, optional in uses),
+                imported_by=list(dict.fromkeys(k for k, _ in uses)),
+            )
+        )
+    return out
+
+
+def render_tree(analysis: DependencyAnalysis) -> list[str]:
+    """Plain-text lines: the local tree (missing files, optional imports and repeats marked),
+    then external packages with their pyproject status, then syntax errors."""
+    expanded = {n.file_path for n in _walk(analysis.root) if n.children}
+    lines = [analysis.root.file_path or analysis.benchmark]
+
+    def emit(node: LocalDependency, prefix: str, last: bool) -> None:
+        label = f"{node.module_name} ({node.file_path})" if node.file_path else node.module_name
+        if not node.exists:
+            label += f"  MISSING: {node.problem or 'no such file'}"
+        if node.optional:
+            label += "  [optional]"
+        if not node.children and node.file_path in expanded:
+            label += "  (see above)"
+        lines.append(prefix + ("└── " if last else "├── ") + label)
+        for i, child in enumerate(node.children):
+            emit(child, prefix + ("    " if last else "│   "), i == len(node.children) - 1)
+
+    for i, child in enumerate(analysis.root.children):
+        emit(child, "", i == len(analysis.root.children) - 1)
+    if analysis.external:
+        lines.append("external packages:")
+        for p in analysis.external:
+            name = p.import_name if packages.normalize(p.import_name) == packages.normalize(p.distribution) else f"{p.import_name} -> {p.distribution}"
+            status = "declared" if p.declared else "NOT DECLARED in pyproject.toml"
+            extra = "  [optional]" if p.optional else ""
+            lines.append(f"  {name}  {status}{extra}  (imported by {', '.join(p.imported_by)})")
+    if analysis.syntax_errors:
+        lines.append("syntax errors:")
+        lines.extend(f"  {e.path}:{e.line}: {e.message}" for e in analysis.syntax_errors)
+    command = analysis.fix_command()
+    if command:
+        lines.append(f"fix: {command}")
+    return lines
+
+
+def _walk(node: LocalDependency):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(n.children)
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+_CACHE_VERSION = 1
+# A file changed within this many ns of being hashed could change again without a new mtime
+# (coarse file-system clocks): such an entry is re-hashed instead of trusted by its stat.
+_RACY_NS = 2_000_000_000
+_INSTALLED: dict[str, tuple[list, dict[str, list[str]]]] = {}
+"""In-process memo of the installed mapping: site dirs key -> (fingerprint, mapping)."""
+
+
+class _ParseCache:
+    """Per-project cache: path -> stat fingerprint and content hash; content hash -> imports.
+
+    A file is re-read when its (size, mtime, ctime, inode) changed or was recent when hashed, and
+    re-parsed only when its content hash is new. Written once per analysis, atomically.
+    """
+
+    def __init__(self, cache_dir: Path, root: Path) -> None:
+        self.dir = Path(cache_dir)
+        self.root = str(root)
+        key = hashlib.blake2b(str(root).encode(), digest_size=12).hexdigest()
+        self.file = self.dir / f"imports-{key}.json"
+        self.dirty = False
+        self.stats: dict[str, list] = {}
+        self.parsed: dict[str, list] = {}
+        try:
+            data = json.loads(self.file.read_bytes())
+            if data.get("version") == _CACHE_VERSION and data.get("root") == self.root:
+                self.stats, self.parsed = data["stats"], data["parsed"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # absent or corrupt: start empty
+
+    def imports(self, path: Path) -> FileImports:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+        fingerprint = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        key = str(path)
+        entry = self.stats.get(key)
+        if entry is not None and entry[:4] == fingerprint and entry[5] - st.st_mtime_ns > _RACY_NS:
+            cached = self.parsed.get(entry[4])
+            if cached is not None:
+                return _from_json(cached)
+        try:
+            source = path.read_bytes()
+        except OSError as e:
+            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+        digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+        cached = self.parsed.get(digest)
+        if cached is None:
+            result = extract(source)
+            self.parsed[digest] = _to_json(result)
+            self.dirty = True
+        else:
+            result = _from_json(cached)
+        now = time.time_ns()
+        # only worth a write when the entry changed or can now be trusted without re-hashing
+        if entry is None or entry[:5] != [*fingerprint, digest] or now - st.st_mtime_ns > _RACY_NS:
+            self.stats[key] = [*fingerprint, digest, now]
+            self.dirty = True
+        return result
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        used = {entry[4] for entry in self.stats.values()}
+        data = {
+            "version": _CACHE_VERSION,
+            "root": self.root,
+            "stats": self.stats,
+            "parsed": {h: v for h, v in self.parsed.items() if h in used},
+        }
+        _write_json(self.dir, self.file, data)
+
+
+def _to_json(result: FileImports) -> list:
+    return [[list(i[:2]) + [list(i.names), i.line, i.optional] for i in result.imports], [list(e) for e in result.errors]]
+
+
+def _from_json(data: list) -> FileImports:
+    imports = [Import(level, module, tuple(names), line, optional) for level, module, names, line, optional in data[0]]
+    return FileImports(imports, [SyntaxProblem(line, message) for line, message in data[1]])
+
+
+def _installed(root: Path, cache_dir: Path | None) -> dict[str, list[str]]:
+    """Import name -> installed distributions, recomputed only when a site directory changed."""
+    dirs = packages.site_dirs(root)
+    key = hashlib.blake2b("\0".join(dirs).encode(), digest_size=12).hexdigest()
+    fingerprint = packages.site_fingerprint(dirs)
+    memo = _INSTALLED.get(key)
+    if memo is not None and memo[0] == fingerprint:
+        return memo[1]
+    cache_file = Path(cache_dir) / f"installed-{key}.json" if cache_dir is not None else None
+    mapping: dict[str, list[str]] | None = None
+    if cache_file is not None:
+        try:
+            data = json.loads(cache_file.read_bytes())
+            if data["fingerprint"] == fingerprint:
+                mapping = data["mapping"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or corrupt: recompute
+    if mapping is None:
+        mapping = packages.installed_top_levels(dirs)
+        if cache_file is not None:
+            _write_json(Path(cache_dir), cache_file, {"fingerprint": fingerprint, "mapping": mapping})
+    _INSTALLED[key] = (fingerprint, mapping)
+    return mapping
+
+
+def _write_json(directory: Path, target: Path, data: object) -> None:
+    """Write owner-only via a unique temp file and rename, so concurrent writers never leave a
+    torn file: the last complete write wins. A cache that cannot be written is not an error."""
+    try:
+        ensure_private_dir(directory)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass

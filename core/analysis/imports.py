@@ -1,0 +1,196 @@
+"""Import statements of one Python source file, found with tree-sitter.
+
+Pure and per file: no file system, no resolution. The result is plain tuples so the
+dependency cache can store it as JSON and rebuild it without re-parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import tree_sitter_python
+from tree_sitter import Language, Node, Parser, Query, QueryCursor
+
+# One language, parser and query per process: building them costs more than parsing a small file.
+_LANGUAGE = Language(tree_sitter_python.language())
+_PARSER = Parser(_LANGUAGE)
+# `from __future__` is its own node type (future_import_statement), so it is never captured.
+_QUERY = Query(_LANGUAGE, "(import_statement) @import (import_from_statement) @import")
+
+# Exceptions whose handler makes an import in the `try` body optional; a bare `except:` too.
+_CATCHES_IMPORT_ERROR = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+# PEP 263 coding declaration: a file that declares another encoding may legitimately not be UTF-8.
+_CODING = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+
+
+class Import(NamedTuple):
+    """One imported module: ``import a.b`` is (0, "a.b", ()); ``from ..p import x, y`` is
+    (2, "p", ("x", "y")); a wildcard import has no names."""
+
+    level: int
+    module: str
+    names: tuple[str, ...]
+    line: int
+    optional: bool
+
+
+class SyntaxProblem(NamedTuple):
+    line: int
+    message: str
+
+
+class FileImports(NamedTuple):
+    imports: list[Import]
+    errors: list[SyntaxProblem]
+
+
+def extract(source: bytes) -> FileImports:
+    """Every runtime import in ``source``, with whether a ``try/except ImportError`` guards it.
+
+    Imports under ``if TYPE_CHECKING:`` are left out (they never run). Syntax errors are
+    reported by line and the imports tree-sitter recovered around them are still returned.
+    """
+    tree = _PARSER.parse(source)
+    imports: list[Import] = []
+    for node in QueryCursor(_QUERY).captures(tree.root_node).get("import", ()):
+        context = _context(node)
+        if context is None:
+            continue
+        imports.extend(_imports_of(node, context))
+    imports.sort(key=lambda i: i.line)  # captures are grouped by pattern, not in source order
+    errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
+    encoding_error = _utf8_error(source)
+    if encoding_error:
+        errors.append(encoding_error)
+    return FileImports(imports, errors)
+
+
+def _context(node: Node) -> bool | None:
+    """Whether the import is optional, or None when it sits under ``if TYPE_CHECKING:``."""
+    optional = False
+    in_function = False  # a try around a function definition does not guard imports in its body
+    child, parent = node, node.parent
+    while parent is not None:
+        kind = parent.type
+        if kind == "try_statement" and not in_function and child == parent.child_by_field_name("body"):
+            optional = optional or _guards_import(parent)
+        elif kind == "if_statement" and child == parent.child_by_field_name("consequence"):
+            if _is_type_checking(parent.child_by_field_name("condition")):
+                return None
+        elif kind == "function_definition":
+            in_function = True
+        child, parent = parent, parent.parent
+    return optional
+
+
+def _guards_import(try_node: Node) -> bool:
+    for clause in try_node.named_children:
+        if clause.type != "except_clause":
+            continue
+        values = clause.children_by_field_name("value")
+        if not values:
+            return True  # bare `except:`
+        if _CATCHES_IMPORT_ERROR.intersection(_exception_names(values)):
+            return True
+    return False
+
+
+def _exception_names(nodes: list[Node]) -> list[str]:
+    names: list[str] = []
+    for node in nodes:
+        if node.type == "as_pattern":  # `except X as e`: only X matters
+            names.extend(_exception_names(node.named_children[:1]))
+        elif node.type == "identifier":
+            names.append(_text(node))
+        elif node.type == "attribute":  # `builtins.ImportError`
+            names.append(_text(node.child_by_field_name("attribute")))
+        else:  # tuple, parenthesized expression
+            names.extend(_exception_names(node.named_children))
+    return names
+
+
+def _is_type_checking(condition: Node | None) -> bool:
+    if condition is None:
+        return False
+    if condition.type == "identifier":
+        return _text(condition) == "TYPE_CHECKING"
+    if condition.type == "attribute":
+        return _text(condition.child_by_field_name("attribute")) == "TYPE_CHECKING"
+    return False
+
+
+def _imports_of(node: Node, optional: bool) -> list[Import]:
+    line = node.start_point.row + 1
+    if node.type == "import_statement":
+        modules = [_dotted(_strip_alias(n)) for n in node.children_by_field_name("name")]
+        return [Import(0, m, (), line, optional) for m in modules if m is not None]
+    module_node = node.child_by_field_name("module_name")
+    if module_node is None:  # recovered from a syntax error without its module
+        return []
+    level = 0
+    if module_node.type == "relative_import":
+        prefix = module_node.named_children[0]
+        level = _text(prefix).count(".")  # `from . . import x` is legal: count dots, not bytes
+        inner = module_node.named_children[1:]
+        module = _dotted(inner[0]) if inner else ""
+    else:
+        module = _dotted(module_node)
+    if module is None:
+        return []
+    names = tuple(
+        name
+        for name in (_dotted(_strip_alias(n)) for n in node.children_by_field_name("name"))
+        if name is not None
+    )
+    return [Import(level, module, names, line, optional)]
+
+
+def _strip_alias(node: Node) -> Node:
+    if node.type == "aliased_import":
+        return node.child_by_field_name("name") or node
+    return node
+
+
+def _dotted(node: Node | None) -> str | None:
+    """``a.b.c`` as text, or None when it is not a valid module path (e.g. invalid UTF-8)."""
+    if node is None or node.type != "dotted_name":
+        return None
+    parts = [_text(c) for c in node.named_children]
+    if not parts or not all(p.isidentifier() for p in parts):
+        return None
+    return ".".join(parts)
+
+
+def _text(node: Node | None) -> str:
+    return (node.text or b"").decode("utf-8", "replace") if node is not None else ""
+
+
+def _syntax_errors(root: Node) -> list[SyntaxProblem]:
+    """The outermost ERROR and MISSING nodes; only subtrees that contain an error are walked."""
+    problems: list[SyntaxProblem] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        line = node.start_point.row + 1
+        if node.is_error:
+            text = _text(node).strip()
+            snippet = text.splitlines()[0][:40] if text else ""
+            problems.append(SyntaxProblem(line, f"invalid syntax near {snippet!r}" if snippet else "invalid syntax"))
+        elif node.is_missing:
+            problems.append(SyntaxProblem(line, f"missing {node.type!r}"))
+        else:
+            stack.extend(reversed([c for c in node.children if c.has_error or c.is_missing]))
+    return problems
+
+
+def _utf8_error(source: bytes) -> SyntaxProblem | None:
+    """Python refuses a file that is not UTF-8 unless it declares its encoding in line 1 or 2."""
+    try:
+        source.decode("utf-8")
+        return None
+    except UnicodeDecodeError as e:
+        head = source.split(b"\n", 2)[:2]
+        if any((m := _CODING.match(line)) and m.group(1).lower() not in (b"utf-8", b"utf8") for line in head):
+            return None
+        return SyntaxProblem(source.count(b"\n", 0, e.start) + 1, f"not valid UTF-8 (byte {e.start})")

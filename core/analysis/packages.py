@@ -1,0 +1,225 @@
+"""Which imports are the standard library, which distribution provides an import, what a
+project's pyproject declares, and ``uv add`` for what is missing."""
+
+from __future__ import annotations
+
+import glob
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import EvopilotError
+
+if TYPE_CHECKING:
+    from core.analysis.deps import DependencyAnalysis
+
+_STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
+
+# Import names whose distribution is named differently; the first entry is what `fix` adds, the
+# others are accepted as declaring it. Names equal after PEP 503 normalisation need no entry.
+KNOWN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "yaml": ("PyYAML",),
+    "sklearn": ("scikit-learn",),
+    "skimage": ("scikit-image",),
+    "PIL": ("Pillow",),
+    "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    "bs4": ("beautifulsoup4",),
+    "dateutil": ("python-dateutil",),
+    "attr": ("attrs",),
+    "google.protobuf": ("protobuf",),
+    "google.cloud.storage": ("google-cloud-storage",),
+    "google.generativeai": ("google-generativeai",),
+    "googleapiclient": ("google-api-python-client",),
+    "grpc": ("grpcio",),
+    "absl": ("absl-py",),
+    "Crypto": ("pycryptodome",),
+    "OpenSSL": ("pyOpenSSL",),
+    "jwt": ("PyJWT",),
+    "dotenv": ("python-dotenv",),
+    "serial": ("pyserial",),
+    "usb": ("pyusb",),
+    "zmq": ("pyzmq",),
+    "git": ("GitPython",),
+    "github": ("PyGithub",),
+    "gi": ("PyGObject",),
+    "cairo": ("pycairo",),
+    "wx": ("wxPython",),
+    "OpenGL": ("PyOpenGL",),
+    "magic": ("python-magic",),
+    "docx": ("python-docx",),
+    "pptx": ("python-pptx",),
+    "fitz": ("PyMuPDF",),
+    "MySQLdb": ("mysqlclient",),
+    "psycopg2": ("psycopg2", "psycopg2-binary"),
+    "bson": ("pymongo",),
+    "kafka": ("kafka-python",),
+    "ldap": ("python-ldap",),
+    "snappy": ("python-snappy",),
+    "dns": ("dnspython",),
+    "nacl": ("PyNaCl",),
+    "socks": ("PySocks",),
+    "jose": ("python-jose",),
+    "multipart": ("python-multipart",),
+    "slugify": ("python-slugify",),
+    "websocket": ("websocket-client",),
+    "telegram": ("python-telegram-bot",),
+    "Bio": ("biopython",),
+    "umap": ("umap-learn",),
+    "community": ("python-louvain",),
+    "faiss": ("faiss-cpu", "faiss-gpu"),
+    "haiku": ("dm-haiku",),
+    "tree": ("dm-tree",),
+    "hydra": ("hydra-core",),
+    "mpl_toolkits": ("matplotlib",),
+    "pkg_resources": ("setuptools",),
+    "_pytest": ("pytest",),
+    "win32api": ("pywin32",),
+    "Xlib": ("python-xlib",),
+}
+
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def normalize(name: str) -> str:
+    """PEP 503: names that differ only in case and runs of ``-_.`` are the same distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def is_stdlib(top_level: str) -> bool:
+    return top_level in _STDLIB
+
+
+def is_builtin(top_level: str) -> bool:
+    """Compiled into the interpreter: wins over any file of the same name on sys.path."""
+    return top_level in sys.builtin_module_names
+
+
+def known_distribution(module: str) -> tuple[str, tuple[str, ...]] | None:
+    """The longest dotted prefix of ``module`` in the table, and its distributions."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in KNOWN_DISTRIBUTIONS:
+            return prefix, KNOWN_DISTRIBUTIONS[prefix]
+    return None
+
+
+# --- installed distributions -------------------------------------------------------------------
+
+
+def site_dirs(project_root: Path) -> list[str]:
+    """Where the project's imports come from: its own ``.venv`` first, then this interpreter's."""
+    venv = sorted(glob.glob(str(project_root / ".venv" / "lib" / "python*" / "site-packages")))
+    return [p for p in dict.fromkeys([*venv, *sys.path]) if p and os.path.isdir(p)]
+
+
+def site_fingerprint(dirs: list[str]) -> list[list]:
+    """Installing or removing a distribution adds or removes a ``*.dist-info`` entry, which
+    changes its directory's mtime; this is the key under which a mapping may be reused."""
+    return [[d, os.stat(d).st_mtime_ns] for d in dirs]
+
+
+def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
+    """Top-level import name -> distributions installed in ``dirs`` that provide it.
+
+    Like ``importlib.metadata.packages_distributions()`` but over chosen directories; it reads
+    every installed distribution's metadata (~0.1 s), so callers cache it by ``site_fingerprint``.
+    """
+    mapping: dict[str, list[str]] = {}
+    for dist in importlib.metadata.distributions(path=dirs):
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        for top in _top_levels(dist):
+            if name not in mapping.setdefault(top, []):
+                mapping[top].append(name)
+    return mapping
+
+
+def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
+    declared = dist.read_text("top_level.txt")
+    if declared:
+        return {line.strip() for line in declared.split() if line.strip()}
+    tops: set[str] = set()
+    for f in dist.files or ():
+        if len(f.parts) > 1:
+            top = f.parts[0]  # a package directory (or *.dist-info, which is no identifier)
+        elif f.suffix in (".py", ".so", ".pyd"):
+            top = f.name.partition(".")[0]  # a single-file module
+        else:
+            continue
+        if top.isidentifier() and top != "__pycache__":
+            tops.add(top)
+    return tops
+
+
+# --- pyproject -------------------------------------------------------------------------------
+
+
+def declared_distributions(project_root: Path) -> set[str] | None:
+    """Normalised names of every dependency pyproject.toml lists (main, optional extras,
+    dependency groups, uv dev-dependencies), or None when the project has no pyproject.toml."""
+    path = project_root / "pyproject.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise EvopilotError(f"{path}: cannot read: {e}") from None
+    project = data.get("project", {})
+    requirements: list = list(project.get("dependencies", []))
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements.extend(extra)
+    for group in data.get("dependency-groups", {}).values():
+        requirements.extend(group)
+    requirements.extend(data.get("tool", {}).get("uv", {}).get("dev-dependencies", []))
+    names: set[str] = set()
+    for req in requirements:
+        # dependency groups may hold {include-group = "..."} tables; they name no distribution
+        if isinstance(req, str) and (m := _REQUIREMENT_NAME.match(req)):
+            names.add(normalize(m.group(1)))
+    return names
+
+
+# --- fix -------------------------------------------------------------------------------------
+
+
+def fix(project_root: Path, analysis: DependencyAnalysis, uv_path: str = "uv") -> list[str]:
+    """Add every undeclared, non-optional distribution with ``uv add``; return what was added.
+
+    Runs synchronously (uv resolves, locks and syncs); call it from a thread in async code.
+    """
+    dists = [p.distribution for p in analysis.undeclared()]
+    if not dists:
+        return []
+    try:
+        done = subprocess.run(
+            [uv_path, "add", *dists],
+            cwd=project_root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except FileNotFoundError:
+        raise EvopilotError(f"cannot run uv: {uv_path!r} not found") from None
+    except subprocess.TimeoutExpired:
+        raise EvopilotError(f"uv add {' '.join(dists)} timed out after 600 s") from None
+    if done.returncode != 0:
+        lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+        reason = _uv_reason(lines)
+        raise EvopilotError(f"uv add {' '.join(dists)} failed (exit {done.returncode}): {reason}")
+    return dists
+
+
+def _uv_reason(lines: list[str]) -> str:
+    """uv prints an ``error:`` line followed by detail; the first such line says the most."""
+    for line in lines:
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,1 @@
+"""The SQLite store: one connection module, migrations, and plain SQL per aggregate."""

@@ -1,0 +1,209 @@
+"""Plain SQL for jobs, their metrics and steps, and the queue's state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+
+from core.errors import EvopilotError
+from core.models import Job, JobStatus, Metric, now_iso
+
+_SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
+
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection):
+    """BEGIN IMMEDIATE … COMMIT: batch a tick's writes into one transaction."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+
+
+async def meta(db: aiosqlite.Connection, key: str) -> str | None:
+    row = await (await db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
+    return row[0] if row else None
+
+
+async def set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
+    await db.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+async def insert_job(db: aiosqlite.Connection, **fields: Any) -> int:
+    now = now_iso()
+    fields.setdefault("status", JobStatus.QUEUED.value)
+    fields["args"] = json.dumps(fields.get("args", []))
+    fields.update(created_at=now, updated_at=now)
+    cols = ", ".join(fields)
+    marks = ", ".join("?" for _ in fields)
+    cur = await db.execute(
+        f"INSERT INTO jobs({cols}, seq) VALUES ({marks}, "
+        f"(SELECT coalesce(max(seq), 0) + 1 FROM jobs)) RETURNING id",
+        tuple(fields.values()),
+    )
+    (job_id,) = await cur.fetchone()
+    return job_id
+
+
+async def update_job(db: aiosqlite.Connection, job_id: int, **fields: Any) -> None:
+    fields["updated_at"] = now_iso()
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    await db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
+
+async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[Job]:
+    jobs = [Job.from_row(r) for r in rows]
+    if not jobs:
+        return jobs
+    by_id = {j.id: j for j in jobs}
+    marks = ",".join("?" for _ in by_id)
+    cur = await db.execute(
+        f"SELECT job_id, name, value FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
+    )
+    for job_id, name, value in await cur.fetchall():
+        by_id[job_id].metrics[name] = value
+    return jobs
+
+
+async def get_job(db: aiosqlite.Connection, job_id: int) -> Job:
+    row = await (await db.execute(f"{_SELECT} WHERE jobs.id = ?", (job_id,))).fetchone()
+    if row is None:
+        raise EvopilotError(f"no job {job_id}")
+    return (await _with_metrics(db, [row]))[0]
+
+
+def _filters(status: Iterable[str] | None, project: str | None, host: str | None) -> tuple[str, list]:
+    where, params = [], []
+    if status:
+        status = list(status)
+        where.append(f"jobs.status IN ({','.join('?' for _ in status)})")
+        params += status
+    if project:
+        where.append("projects.name = ?")
+        params.append(project)
+    if host:
+        where.append("jobs.host = ?")
+        params.append(host)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+async def list_jobs(
+    db: aiosqlite.Connection,
+    *,
+    status: Iterable[str] | None = None,
+    project: str | None = None,
+    host: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    newest_first: bool = False,
+) -> list[Job]:
+    where, params = _filters(status, project, host)
+    order = "jobs.id DESC" if newest_first else "jobs.id"
+    sql = f"{_SELECT}{where} ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit, offset]
+    return await _with_metrics(db, await (await db.execute(sql, params)).fetchall())
+
+
+async def count_jobs(
+    db: aiosqlite.Connection,
+    *,
+    status: Iterable[str] | None = None,
+    project: str | None = None,
+    host: str | None = None,
+) -> int:
+    where, params = _filters(status, project, host)
+    sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
+    (n,) = await (await db.execute(sql, params)).fetchone()
+    return n
+
+
+async def claim_next(db: aiosqlite.Connection, host: str, slots: int, claimer: str) -> Job | None:
+    """Atomically move the next queued job of ``host`` to running, if a slot is free.
+
+    One statement: SQLite runs it under the write lock, so two processes never claim the same
+    job and never overfill the host's slots.
+    """
+    now = now_iso()
+    cur = await db.execute(
+        """
+        UPDATE jobs SET status = 'running', claimed_by = ?, started_at = ?, updated_at = ?
+        WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND host = ?
+                    ORDER BY priority DESC, seq, id LIMIT 1)
+          AND status = 'queued'
+          AND (SELECT count(*) FROM jobs WHERE status = 'running' AND host = ?) < ?
+          AND (SELECT value FROM meta WHERE key = 'queue_paused') = '0'
+        RETURNING id
+        """,
+        (claimer, now, now, host, host, slots),
+    )
+    row = await cur.fetchone()
+    return await get_job(db, row[0]) if row else None
+
+
+async def replace_metrics(db: aiosqlite.Connection, job_id: int, metrics: list[Metric]) -> None:
+    now = now_iso()
+    await db.execute("DELETE FROM metrics WHERE job_id = ?", (job_id,))
+    await db.executemany(
+        "INSERT INTO metrics(job_id, name, value, unit, higher_is_better, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(job_id, m.name, m.value, m.unit, m.higher_is_better, now) for m in metrics],
+    )
+
+
+async def add_step(
+    db: aiosqlite.Connection, job_id: int, name: str, step_type: str, status: str,
+    details: str | None = None,
+) -> None:
+    now = now_iso()
+    await db.execute(
+        "INSERT INTO job_steps(job_id, name, step_type, status, details, started_at, "
+        "finished_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (job_id, name, step_type, status, details, now, now, now),
+    )
+
+
+async def steps(db: aiosqlite.Connection, job_id: int) -> list[dict[str, Any]]:
+    cur = await db.execute("SELECT * FROM job_steps WHERE job_id = ? ORDER BY id", (job_id,))
+    return [dict(r) for r in await cur.fetchall()]
+
+
+async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> None:
+    """Reorder a queued job: ``front``/``back`` of the queue, or ``up``/``down`` one place."""
+    job = await get_job(db, job_id)
+    if job.status not in (JobStatus.QUEUED, JobStatus.PENDING):
+        raise EvopilotError(f"job {job_id} is {job.status.value}, not queued")
+    if where in ("front", "back"):
+        agg = "min(seq) - 1" if where == "front" else "max(seq) + 1"
+        await db.execute(
+            f"UPDATE jobs SET seq = (SELECT {agg} FROM jobs WHERE status IN ('queued','pending')), "
+            f"priority = (SELECT {'max' if where == 'front' else 'min'}(priority) FROM jobs "
+            f"WHERE status IN ('queued','pending')), updated_at = ? WHERE id = ?",
+            (now_iso(), job_id),
+        )
+        return
+    # up/down: swap order keys with the neighbour in queue order
+    cmp, order = ("<", "DESC") if where == "up" else (">", "")
+    row = await (
+        await db.execute(
+            f"SELECT id, priority, seq FROM jobs WHERE status IN ('queued','pending') "
+            f"AND (-priority, seq, id) {cmp} (?, ?, ?) "
+            f"ORDER BY -priority {order}, seq {order}, id {order} LIMIT 1",
+            (-job.priority, job.seq, job.id),
+        )
+    ).fetchone()
+    if row is None:
+        return
+    await update_job(db, row["id"], priority=job.priority, seq=job.seq)
+    await update_job(db, job_id, priority=row["priority"], seq=row["seq"])

@@ -1,0 +1,62 @@
+"""Plain SQL for projects and their benchmarks."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from core.errors import EvopilotError
+from core.models import Benchmark, Project, now_iso
+
+
+async def add_project(db: aiosqlite.Connection, name: str, path: str, python: str) -> Project:
+    now = now_iso()
+    try:
+        cur = await db.execute(
+            "INSERT INTO projects(name, path, python_version, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING *",
+            (name, path, python, now, now),
+        )
+    except sqlite3.IntegrityError:
+        raise EvopilotError(f"a project named {name!r} already exists") from None
+    return Project.from_row(await cur.fetchone())
+
+
+async def list_projects(db: aiosqlite.Connection) -> list[Project]:
+    rows = await (await db.execute("SELECT * FROM projects ORDER BY name")).fetchall()
+    return [Project.from_row(r) for r in rows]
+
+
+async def get_project(db: aiosqlite.Connection, name: str) -> Project:
+    row = await (await db.execute("SELECT * FROM projects WHERE name = ?", (name,))).fetchone()
+    if row is None:
+        raise EvopilotError(f"no project named {name!r} (see `evopilot project list`)")
+    return Project.from_row(row)
+
+
+async def remove_project(db: aiosqlite.Connection, project_id: int) -> None:
+    # benchmarks cascade; jobs keep their rows with project_id set to NULL
+    await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+
+
+async def add_benchmark(db: aiosqlite.Connection, project_id: int, name: str, path: str) -> Benchmark:
+    try:
+        cur = await db.execute(
+            "INSERT INTO benchmarks(project_id, name, path, created_at) VALUES (?, ?, ?, ?) "
+            "RETURNING *",
+            (project_id, name, path, now_iso()),
+        )
+    except sqlite3.IntegrityError:
+        raise EvopilotError(f"benchmark {path!r} is already in the project") from None
+    return Benchmark.from_row(await cur.fetchone())
+
+
+async def list_benchmarks(db: aiosqlite.Connection, project_id: int | None = None) -> list[Benchmark]:
+    if project_id is None:
+        cur = await db.execute("SELECT * FROM benchmarks ORDER BY project_id, path")
+    else:
+        cur = await db.execute(
+            "SELECT * FROM benchmarks WHERE project_id = ? ORDER BY path", (project_id,)
+        )
+    return [Benchmark.from_row(r) for r in await cur.fetchall()]

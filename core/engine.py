@@ -1,0 +1,411 @@
+"""The one facade the TUI and the CLI talk to.
+
+It owns the database connection, the hosts and the job loop, and publishes typed events
+(``core.models.Event``) to subscribers. Everything here is async and runs in the caller's event
+loop; nothing blocks it for long (subprocesses and SSH are awaited, SQLite runs in aiosqlite's
+thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from core import locations
+from core.config import LOCAL, Config
+from core.db import connect as db_connect
+from core.db import jobs as jobs_db
+from core.db import projects as projects_db
+from core.errors import EvopilotError
+from core.hosts.base import Host
+from core.hosts.local import LocalHost
+from core.hosts.tmux import join
+from core.jobs import scripts
+from core.jobs.dispatch import dispatch
+from core.jobs.monitor import Monitor
+from core.models import (
+    FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent, now_iso,
+)
+
+
+class Engine:
+    def __init__(self, config: Config, home: Path, db: aiosqlite.Connection, instance: str) -> None:
+        self.config = config
+        self.home = home
+        self.db = db
+        self.instance = instance
+        self.claimer = f"{socket.gethostname()}:{os.getpid()}"
+        self._hosts: dict[str, Host] = {}
+        self._monitor = Monitor(db, config)
+        self._subscribers: list[asyncio.Queue[Event]] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._tick_lock = asyncio.Lock()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: Config, home: Path) -> "Engine":
+        locations.ensure_private_dir(home)
+        locations.ensure_private_dir(locations.logs_dir(home))
+        db = await db_connect.connect(locations.db_path(home))
+        instance = await jobs_db.meta(db, "instance")
+        return cls(config, home, db, instance or "0")
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for h in self._hosts.values():
+            await h.close()
+        await self.db.close()
+
+    async def __aenter__(self) -> "Engine":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        q: asyncio.Queue[Event] = asyncio.Queue()
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
+        self._subscribers.remove(q)
+
+    def _emit(self, event: Event) -> None:
+        for q in self._subscribers:
+            q.put_nowait(event)
+
+    async def _emit_jobs(self, ids: Iterable[int], previous: dict[int, JobStatus] | None = None) -> None:
+        for job_id in ids:
+            job = await jobs_db.get_job(self.db, job_id)
+            self._emit(JobEvent(job=job, previous=(previous or {}).get(job_id)))
+
+    # ---- hosts -----------------------------------------------------------------------------
+
+    async def host(self, name: str) -> Host:
+        if name not in self._hosts:
+            cfg = self.config.host(name)  # raises for an unknown host
+            if name == LOCAL:
+                host: Host = LocalHost(name, cfg, locations.local_base(self.home))
+            else:
+                from core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
+
+                host = SshHost(name, cfg)
+            self._hosts[name] = host
+        host = self._hosts[name]
+        if host.state != "connected":
+            await host.connect()
+            self._emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
+        return host
+
+    # ---- projects and benchmarks -----------------------------------------------------------
+
+    async def add_project(self, path: str | Path, name: str | None = None, python: str | None = None) -> tuple[Project, list[Benchmark]]:
+        root = Path(path).expanduser()
+        if not root.is_dir():
+            raise EvopilotError(f"{path}: not a directory")
+        root = root.resolve()
+        name = name or root.name
+        _check_name(name, "project name")
+        python = python or self.config.projects.default_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if not _valid_python_version(python):
+            raise EvopilotError(f"--python {python!r}: expected a version like 3.12")
+        async with jobs_db.transaction(self.db):
+            project = await projects_db.add_project(self.db, name, str(root), python)
+            found = sorted({p for g in self.config.projects.benchmark_globs for p in root.glob(g) if p.is_file()})
+            benches = [
+                await projects_db.add_benchmark(self.db, project.id, p.name, p.relative_to(root).as_posix())
+                for p in found
+            ]
+        return project, benches
+
+    async def list_projects(self) -> list[Project]:
+        return await projects_db.list_projects(self.db)
+
+    async def project(self, name: str) -> Project:
+        return await projects_db.get_project(self.db, name)
+
+    async def remove_project(self, name: str) -> None:
+        project = await projects_db.get_project(self.db, name)
+        await projects_db.remove_project(self.db, project.id)
+
+    async def add_benchmarks(self, project_name: str, files: Sequence[str]) -> list[Benchmark]:
+        project = await projects_db.get_project(self.db, project_name)
+        root = Path(project.path)
+        rels = []
+        for f in files:
+            p = Path(f).expanduser()
+            p = (p if p.is_absolute() else Path.cwd() / p)
+            if not p.exists() and (root / f).exists():
+                p = root / f  # a path given relative to the project
+            p = p.resolve()
+            if not p.is_relative_to(root):
+                raise EvopilotError(f"{f}: outside the project directory {root}")
+            if not p.is_file():
+                raise EvopilotError(f"{f}: no such file")
+            rels.append(p.relative_to(root).as_posix())
+        async with jobs_db.transaction(self.db):
+            return [await projects_db.add_benchmark(self.db, project.id, Path(r).name, r) for r in rels]
+
+    async def list_benchmarks(self, project_name: str | None = None) -> list[Benchmark]:
+        pid = (await projects_db.get_project(self.db, project_name)).id if project_name else None
+        return await projects_db.list_benchmarks(self.db, pid)
+
+    async def resolve_benchmark(self, project: Project, ref: str) -> Benchmark:
+        """A benchmark by its path in the project, or by its file name when that is unique."""
+        benches = await projects_db.list_benchmarks(self.db, project.id)
+        for b in benches:
+            if b.path == ref:
+                return b
+        named = [b for b in benches if b.name == ref]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise EvopilotError(f"{ref!r} is ambiguous in {project.name}: " + ", ".join(b.path for b in named))
+        raise EvopilotError(f"no benchmark {ref!r} in project {project.name} (see `evopilot bench list {project.name}`)")
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    async def run(
+        self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
+        timeout: float | None = None, args: Sequence[str] = (),
+    ) -> list[Job]:
+        """Queue one job per benchmark, then start what fits in the host's free slots."""
+        self.config.host(host)
+        if timeout is not None and timeout <= 0:
+            raise EvopilotError("--timeout must be a positive number of seconds")
+        project = await projects_db.get_project(self.db, project_name)
+        resolved = [await self.resolve_benchmark(project, b) for b in benches]
+        ids = []
+        async with jobs_db.transaction(self.db):
+            for b in resolved:
+                ids.append(await jobs_db.insert_job(
+                    self.db, project_id=project.id, kind="benchmark", benchmark_name=b.name,
+                    benchmark_path=b.path, args=list(args), workdir=project.path, host=host,
+                    command=self._bench_command(project, b, args), priority=priority, timeout_s=timeout,
+                ))
+        await self._emit_jobs(ids)
+        await self.dispatch()
+        return [await jobs_db.get_job(self.db, i) for i in ids]
+
+    async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
+                     host: str = LOCAL, priority: int = 0, timeout: float | None = None) -> Job:
+        """Queue an arbitrary shell command as a job (used by setup steps and benchmarks)."""
+        self.config.host(host)
+        job_id = await jobs_db.insert_job(
+            self.db, project_id=None, kind="command", benchmark_name=name, command=command,
+            workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
+        )
+        await self._emit_jobs([job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    def _bench_command(self, project: Project, bench: Benchmark, args: Sequence[str]) -> str:
+        venv_python = Path(project.path) / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else self.config.host(LOCAL).python
+        return join([python, bench.path, *args])
+
+    async def jobs(self, *, status: Iterable[str] | None = None, project: str | None = None,
+                   host: str | None = None, limit: int | None = None, offset: int = 0,
+                   newest_first: bool = False, reconcile: bool = True) -> list[Job]:
+        if status:
+            status = [_check_status(s) for s in status]
+        if reconcile:
+            await self.reconcile()
+        return await jobs_db.list_jobs(self.db, status=status, project=project, host=host,
+                                       limit=limit, offset=offset, newest_first=newest_first)
+
+    async def count_jobs(self, **filters) -> int:
+        return await jobs_db.count_jobs(self.db, **filters)
+
+    async def job(self, job_id: int) -> Job:
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def job_steps(self, job_id: int) -> list[dict]:
+        return await jobs_db.steps(self.db, job_id)
+
+    async def stop(self, job_id: int) -> Job:
+        """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""
+        job = await self._running(job_id, "stop")
+        host = await self.host(job.host)
+        res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
+        if not res.ok:
+            raise EvopilotError(f"job {job_id} has not started its process yet; try again")
+        await jobs_db.update_job(self.db, job_id, requested="stop")
+        await self.tick_host(job.host)
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def kill(self, job_id: int) -> Job:
+        """SIGTERM the whole process group, SIGKILL after the grace period, remove the session."""
+        job = await self._running(job_id, "kill")
+        await jobs_db.update_job(self.db, job_id, requested="kill")
+        host = await self.host(job.host)
+        await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
+                                    grace=self.config.engine.kill_grace))
+        await self.tick_host(job.host)
+        # No exit code could be recorded (the wrapper itself was gone): killed all the same.
+        cur = await self.db.execute(
+            "UPDATE jobs SET status = 'killed', finished_at = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'running' RETURNING id",
+            (now_iso(), now_iso(), job_id),
+        )
+        if await cur.fetchone():
+            await self._emit_jobs([job_id], {job_id: JobStatus.RUNNING})
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def _running(self, job_id: int, verb: str) -> Job:
+        job = await jobs_db.get_job(self.db, job_id)
+        if job.status != JobStatus.RUNNING:
+            hint = " (use cancel for a queued job)" if job.status in (JobStatus.QUEUED, JobStatus.PENDING) else ""
+            raise EvopilotError(f"cannot {verb} job {job_id}: it is {job.status.value}{hint}")
+        if not job.job_dir:
+            raise EvopilotError(f"job {job_id} is still starting; try again")
+        return job
+
+    async def cancel(self, job_id: int) -> Job:
+        cur = await self.db.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? "
+            "WHERE id = ? AND status IN ('queued', 'pending') RETURNING id",
+            (now_iso(), now_iso(), job_id),
+        )
+        if await cur.fetchone() is None:
+            job = await jobs_db.get_job(self.db, job_id)
+            hint = " (use stop or kill)" if job.status == JobStatus.RUNNING else ""
+            raise EvopilotError(f"cannot cancel job {job_id}: it is {job.status.value}{hint}")
+        await self._emit_jobs([job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def retry(self, job_id: int) -> Job:
+        """A new job with the same inputs (project, benchmark, arguments, host, priority)."""
+        old = await jobs_db.get_job(self.db, job_id)
+        if old.status not in FINISHED:
+            raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
+        new_id = await jobs_db.insert_job(
+            self.db, project_id=old.project_id, kind=old.kind, benchmark_name=old.benchmark_name,
+            benchmark_path=old.benchmark_path, args=old.args, command=old.command,
+            workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
+            retry_of=old.id,
+        )
+        await self._emit_jobs([new_id])
+        await self.dispatch()
+        return await jobs_db.get_job(self.db, new_id)
+
+    async def move(self, job_id: int, where: str) -> Job:
+        if where not in ("front", "back", "up", "down"):
+            raise EvopilotError(f"cannot move a job {where!r}: use front, back, up or down")
+        async with jobs_db.transaction(self.db):
+            await jobs_db.move_in_queue(self.db, job_id, where)
+        await self._emit_jobs([job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def queue_paused(self) -> bool:
+        return await jobs_db.meta(self.db, "queue_paused") == "1"
+
+    async def set_queue_paused(self, paused: bool) -> None:
+        await jobs_db.set_meta(self.db, "queue_paused", "1" if paused else "0")
+        self._emit(QueueEvent(paused=paused))
+        if not paused:
+            await self.dispatch()
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    async def _active_hosts(self, *statuses: str) -> list[str]:
+        cur = await self.db.execute(
+            f"SELECT DISTINCT host FROM jobs WHERE status IN ({','.join('?' for _ in statuses)})", statuses
+        )
+        return [r[0] for r in await cur.fetchall()]
+
+    async def reconcile(self) -> None:
+        """Bring every running job's row in line with its host: finished, lost, or log caught up."""
+        for name in await self._active_hosts(JobStatus.RUNNING.value):
+            await self.tick_host(name, dispatch_jobs=False)
+
+    async def dispatch(self) -> None:
+        for name in await self._active_hosts(JobStatus.QUEUED.value):
+            async with self._tick_lock:
+                started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
+            for job in started:
+                self._emit(JobEvent(job=job, previous=JobStatus.QUEUED))
+
+    async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
+        """Monitor one host's running jobs, then fill its free slots."""
+        host = await self.host(name)
+        async with self._tick_lock:
+            before = {j.id: j.status for j in await jobs_db.list_jobs(self.db, status=["running"], host=name)}
+            result = await self._monitor.tick(host)
+        await self._emit_jobs(result.changed, before)
+        for ev in result.logs:
+            self._emit(ev)
+        for job in result.kills:
+            self._spawn(self._kill_for_timeout(job))
+        if dispatch_jobs and not await self.queue_paused():
+            async with self._tick_lock:
+                started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
+            for job in started:
+                self._emit(JobEvent(job=job, previous=JobStatus.QUEUED))
+
+    async def _kill_for_timeout(self, job: Job) -> None:
+        host = await self.host(job.host)
+        await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
+                                    grace=self.config.engine.kill_grace))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def tick(self) -> None:
+        hosts = set(await self._active_hosts(JobStatus.RUNNING.value, JobStatus.QUEUED.value))
+        for name in sorted(hosts):
+            await self.tick_host(name)
+
+    async def idle(self) -> bool:
+        """Nothing running, and nothing queued that could start."""
+        if await jobs_db.count_jobs(self.db, status=["running"]):
+            return False
+        if await self.queue_paused():
+            return True
+        return not await jobs_db.count_jobs(self.db, status=["queued"])
+
+    async def run_forever(self, *, until_idle: bool = False, until_done: Iterable[int] | None = None) -> None:
+        """The worker loop: tick every ``poll_interval`` seconds.
+
+        ``until_idle`` stops when nothing is running or startable; ``until_done`` when those
+        jobs have all finished.
+        """
+        waiting = set(until_done or ())
+        while True:
+            await self.tick()
+            if until_idle and await self.idle() and not self._tasks:
+                return
+            if waiting:
+                done = {j for j in waiting if (await jobs_db.get_job(self.db, j)).status in FINISHED}
+                waiting -= done
+                if not waiting:
+                    return
+            await asyncio.sleep(self.config.engine.poll_interval)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name or "/" in name or "\n" in name or name.startswith("-") or len(name) > 200:
+        raise EvopilotError(f"invalid {what} {name!r}: no '/', newline or leading '-', at most 200 characters")
+
+
+def _valid_python_version(v: str) -> bool:
+    parts = v.split(".")
+    return 2 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+
+
+def _check_status(s: str) -> str:
+    try:
+        return JobStatus(s).value
+    except ValueError:
+        raise EvopilotError(f"unknown status {s!r}: one of {', '.join(x.value for x in JobStatus)}") from None

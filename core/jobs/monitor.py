@@ -1,0 +1,182 @@
+"""Watch a host's running jobs: one probe round trip, one round trip for new log bytes, then
+finish, time out or lose jobs by what the job directories say.
+
+Reconcile after a restart is the same tick: the files and ``tmux has-session`` are the truth.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+from core.config import Config
+from core.db import jobs as jobs_db
+from core.hosts.base import Host
+from core.jobs import parse, scripts
+from core.models import Job, JobStatus, LogEvent, now_iso, parse_iso
+
+RESULTS_LIMIT = 1024 * 1024
+ERROR_TAIL = 16 * 1024
+_CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
+
+
+@dataclass
+class TickResult:
+    changed: list[int] = field(default_factory=list)
+    """Jobs whose row changed (status, progress, pid)."""
+    logs: list[LogEvent] = field(default_factory=list)
+    kills: list[Job] = field(default_factory=list)
+    """Jobs past their timeout, to be killed."""
+
+
+class Monitor:
+    def __init__(self, db: aiosqlite.Connection, config: Config) -> None:
+        self.db = db
+        self.config = config
+        self._carry: dict[int, bytes] = {}
+
+    async def tick(self, host: Host, only: set[int] | None = None) -> TickResult:
+        jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name)
+        if only is not None:
+            jobs = [j for j in jobs if j.id in only]
+        out = TickResult()
+        if not jobs:
+            return out
+        probed = [(j.id, j.job_dir, j.tmux_session) for j in jobs if j.job_dir]
+        probes = {}
+        if probed:
+            res = await host.run(scripts.probe(probed))
+            probes = scripts.parse_probe(res.stdout, probed)
+
+        chunk = self.config.engine.log_chunk_bytes
+        reqs, req_jobs = [], []
+        for j in jobs:
+            p = probes.get(j.id)
+            if p is None:
+                continue
+            if p.log_size > j.log_offset:
+                reqs.append((f"{j.job_dir}/{scripts.LOG}", j.log_offset, chunk))
+                req_jobs.append((j, "log"))
+            if p.exit_code is not None:
+                reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, RESULTS_LIMIT))
+                req_jobs.append((j, "results"))
+        got = await host.read_ranges(reqs)
+        new_bytes: dict[int, bytes] = {}
+        results: dict[int, bytes] = {}
+        for (j, what), data in zip(req_jobs, got):
+            (new_bytes if what == "log" else results)[j.id] = data
+
+        now = now_iso()
+        async with jobs_db.transaction(self.db):
+            for j in jobs:
+                await self._update(host, j, probes.get(j.id), new_bytes.get(j.id, b""),
+                                   results.get(j.id), now, out)
+        return out
+
+    async def _update(self, host, j: Job, p, data: bytes, results: bytes | None, now: str,
+                      out: TickResult) -> None:
+        fields: dict = {}
+        if data:
+            if not host.is_local:
+                _pwrite(j.log_path, j.log_offset, data)
+            offset = j.log_offset + len(data)
+            fields["log_offset"] = offset
+            prog = parse.parse_progress(self._carry.get(j.id, b"") + data)
+            self._carry[j.id] = data[-_CARRY:]
+            if prog and prog != (j.progress_current, j.progress_total):
+                fields["progress_current"], fields["progress_total"] = prog
+            out.logs.append(LogEvent(job_id=j.id, log_path=j.log_path or "", size=offset))
+        else:
+            offset = j.log_offset
+        if p is not None and p.pgid and p.pgid != j.pgid:
+            fields.update(pid=p.pgid, pgid=p.pgid)
+
+        metrics: list = []
+        if p is not None and p.exit_code is not None and offset >= p.log_size:
+            done, metrics = self._finish(j, p.exit_code, results, now)
+            fields.update(done)
+        elif p is not None and p.exit_code is None and not p.session_alive:
+            if self._age(j) > self.config.engine.lost_grace:
+                fields.update(
+                    status=JobStatus.LOST.value, finished_at=now,
+                    error_message=f"tmux session {j.tmux_session} vanished without an exit code",
+                )
+        elif p is None and self._age(j) > self.config.engine.lost_grace:
+            fields.update(status=JobStatus.LOST.value, finished_at=now,
+                          error_message="evopilot stopped before the job's session was started")
+        elif j.timeout_s and j.requested is None and self._age(j) > j.timeout_s:
+            fields["requested"] = "timeout"
+            out.kills.append(j)
+
+        if not fields:
+            return
+        fields["updated_at"] = now
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        # Conditional on 'running': only one process finishes a job, however many watch it.
+        cur = await self.db.execute(
+            f"UPDATE jobs SET {sets} WHERE id = ? AND status = 'running'", (*fields.values(), j.id)
+        )
+        if cur.rowcount != 1:
+            return
+        if "status" in fields:
+            self._carry.pop(j.id, None)
+            await jobs_db.replace_metrics(self.db, j.id, metrics)
+        out.changed.append(j.id)
+
+    def _finish(self, j: Job, code: int, results: bytes | None, now: str) -> tuple[dict, list]:
+        """Final status, error and metrics of a job whose exit code is known and log read."""
+        fields: dict = {"exit_code": code, "finished_at": now}
+        metrics: list = []
+        error = None
+        if results:
+            try:
+                metrics = parse.parse_results(results)
+            except parse.ResultsError as e:
+                error = str(e)
+        if j.requested == "kill":
+            status = JobStatus.KILLED
+        elif j.requested == "timeout":
+            status, error = JobStatus.FAILED, f"timeout: killed after {j.timeout_s:g}s"
+        elif code == 0 and error is None:
+            status = JobStatus.SUCCEEDED
+        elif j.requested == "stop":
+            status = JobStatus.CANCELLED
+        else:
+            status = JobStatus.FAILED
+            if error is None:
+                error = parse.error_summary(_tail(j.log_path, ERROR_TAIL)) or f"exit code {code}"
+        fields["status"] = status.value
+        if error is not None:
+            fields["error_message"] = error
+        return fields, metrics
+
+    def _age(self, j: Job) -> float:
+        started = parse_iso(j.started_at)
+        if started is None:
+            return 0.0
+        return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _pwrite(path: str | None, offset: int, data: bytes) -> None:
+    """Write log bytes at their offset in the local mirror: idempotent if two processes do it."""
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def _tail(path: str | None, n: int) -> bytes:
+    if not path:
+        return b""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read()
+    except OSError:
+        return b""

@@ -1,0 +1,75 @@
+"""Every test gets a private tmux server, data directory and config directory.
+
+tmux runs on a socket under a fresh ``TMUX_TMPDIR``, so a test never sees or kills anyone
+else's sessions; the server is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.sshd"] if (Path(__file__).parent / "sshd.py").exists() else []
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def private_env(monkeypatch, tmp_path):
+    tmux_dir = tempfile.mkdtemp(prefix="evp-tmux-")  # short: unix socket paths are limited
+    monkeypatch.setenv("TMUX_TMPDIR", tmux_dir)
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.setenv("EVOPILOT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("EVOPILOT_CONFIG", raising=False)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    yield
+    subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": tmux_dir},
+                   stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    shutil.rmtree(tmux_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+    from tui.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def evopilot_cmd(*args: str) -> list[str]:
+    """argv for the real `evopilot` in a subprocess."""
+    return [sys.executable, "-m", "tui.cli", *[str(a) for a in args]]
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """Write a project with the given benchmark sources: {relative path: source}."""
+
+    def make(files: dict[str, str], name: str = "proj") -> Path:
+        root = tmp_path / name
+        for rel, src in files.items():
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(src)
+        root.mkdir(exist_ok=True)
+        return root
+
+    return make

@@ -1,0 +1,205 @@
+"""The job engine on the local host, driven through the CLI as a user would, with real tmux."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+PROGRESS = """
+import json, os, sys, time
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+for i in range(1, n + 1):
+    print(f"[{i}/{n}] step", flush=True)
+    time.sleep(0.05)
+json.dump({"score": 0.5, "time": {"value": 1.5, "unit": "s", "higher_is_better": False}},
+          open(os.environ["EVOPILOT_RESULTS"], "w"))
+"""
+
+FAILS = """
+def inner():
+    raise ValueError("the solver diverged")
+print("[1/2] about to fail", flush=True)
+inner()
+"""
+
+
+def jobs_json(cli, *args):
+    code, out, err = cli("jobs", "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_run_wait_records_progress_metrics_and_exit(cli, make_project):
+    root = make_project({"benchmarks/b_ok.py": PROGRESS, "benchmark_fail.py": FAILS})
+    code, out, err = cli("project", "add", root)
+    assert code == 0, err
+    assert "2 benchmark(s)" in out
+    code, out, err = cli("run", "proj", "b_ok.py", "benchmark_fail.py", "--wait")
+    assert code == 1, "a failed job makes --wait exit non-zero"
+    jobs = {j["benchmark"]: j for j in jobs_json(cli)}
+    ok, bad = jobs["b_ok.py"], jobs["benchmark_fail.py"]
+    assert ok["status"] == "succeeded" and ok["exit_code"] == 0
+    assert (ok["progress_current"], ok["progress_total"]) == (3, 3)
+    assert ok["metrics"] == {"score": 0.5, "time": 1.5}
+    assert ok["started_at"] and ok["finished_at"] and ok["host"] == "local"
+    assert bad["status"] == "failed" and bad["exit_code"] == 1
+    assert "ValueError: the solver diverged" in bad["error_message"]
+    assert "Traceback" in bad["error_message"]
+    assert (bad["progress_current"], bad["progress_total"]) == (1, 2)
+    code, out, _ = cli("logs", str(bad["id"]))
+    assert "[1/2] about to fail" in out and "ValueError" in out
+
+
+def test_job_environment_and_files(cli, make_project, home):
+    root = make_project({"benchmarks/env.py": (
+        "import os\nfor k in ('EVOPILOT_JOB_ID','EVOPILOT_JOB_DIR','EVOPILOT_RESULTS'):\n"
+        "    print(k, os.environ[k])\nprint('cwd', os.getcwd())\n")})
+    cli("project", "add", root)
+    code, _, err = cli("run", "proj", "env.py", "--wait")
+    assert code == 0, err
+    (job,) = jobs_json(cli)
+    log = Path(job["log_path"]).read_text()
+    job_dir = Path(job["log_path"]).parent
+    assert f"EVOPILOT_JOB_ID {job['id']}" in log
+    assert f"EVOPILOT_JOB_DIR {job_dir}" in log
+    assert f"EVOPILOT_RESULTS {job_dir}/results.json" in log
+    assert f"cwd {root}" in log
+    assert (job_dir / "exit_code").read_text().strip() == "0"
+    assert int((job_dir / "pid").read_text())
+    # private to the user: database, job directory, log
+    assert (home / "evopilot.db").stat().st_mode & 0o077 == 0
+    assert job_dir.stat().st_mode & 0o077 == 0
+    assert (job_dir / "log").stat().st_mode & 0o077 == 0
+
+
+def test_invalid_results_json_fails_the_job_and_keeps_its_log(cli, make_project):
+    root = make_project({"benchmarks/bad.py": (
+        "import os\nprint('computed everything')\n"
+        "open(os.environ['EVOPILOT_RESULTS'], 'w').write('{not json')\n")})
+    cli("project", "add", root)
+    assert cli("run", "proj", "bad.py", "--wait")[0] == 1
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed" and job["exit_code"] == 0
+    assert "results.json is not valid JSON" in job["error_message"]
+    assert "computed everything" in cli("logs", str(job["id"]))[1]
+
+
+def test_timeout_kills_and_fails_with_reason(cli, make_project):
+    root = make_project({"benchmarks/slow.py": "import time\nprint('[1/9]', flush=True)\ntime.sleep(60)\n"})
+    cli("project", "add", root)
+    t = time.monotonic()
+    assert cli("run", "proj", "slow.py", "--timeout", "1", "--wait")[0] == 1
+    assert time.monotonic() - t < 20
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed"
+    assert job["error_message"].startswith("timeout")
+
+
+def test_invalid_utf8_and_a_10mb_line_are_logged_byte_exact(cli, make_project):
+    root = make_project({"benchmarks/noisy.py": (
+        "import sys\nout = sys.stdout.buffer\nout.write(b'bad \\xff\\xfe bytes\\n')\n"
+        "out.write(b'y' * (10 * 1024 * 1024) + b'\\n')\nout.write(b'[2/2] end\\n')\n")})
+    cli("project", "add", root)
+    assert cli("run", "proj", "noisy.py", "--wait")[0] == 0
+    (job,) = jobs_json(cli)
+    data = Path(job["log_path"]).read_bytes()
+    assert data.startswith(b"bad \xff\xfe bytes\n")
+    assert len(data) == len(b"bad \xff\xfe bytes\n") + 10 * 1024 * 1024 + 1 + len(b"[2/2] end\n")
+    assert (job["progress_current"], job["progress_total"]) == (2, 2)
+
+
+def test_cancel_retry_and_queue_order(cli, make_project, tmp_path):
+    cfg = tmp_path / "one-slot.toml"
+    cfg.write_text("[hosts.local]\nmax_parallel = 1\n")
+    root = make_project({"benchmarks/a.py": "import time\ntime.sleep(0.5)\n",
+                         "benchmarks/b.py": "print('b ran')\n", "benchmarks/c.py": "print('c ran')\n"})
+    cli("project", "add", root, "--config", cfg)
+    assert cli("queue", "pause", "--config", cfg)[0] == 0
+    code, out, _ = cli("run", "proj", "a.py", "b.py", "c.py", "--config", cfg)
+    ids = [int(l.split()[1].rstrip(":")) for l in out.splitlines()]
+    assert all(j["status"] == "queued" for j in jobs_json(cli, "--config", cfg))
+    assert cli("queue", "front", str(ids[2]), "--config", cfg)[0] == 0
+    assert cli("cancel", str(ids[1]), "--config", cfg)[0] == 0
+    code, _, err = cli("cancel", str(ids[1]), "--config", cfg)
+    assert code == 2 and "it is cancelled" in err
+    assert cli("queue", "resume", "--config", cfg)[0] == 0
+    assert cli("worker", "--until-idle", "--config", cfg)[0] == 0
+    jobs = {j["id"]: j for j in jobs_json(cli, "--config", cfg)}
+    assert jobs[ids[1]]["status"] == "cancelled"
+    # c was moved to the front: with one slot it started before a
+    assert jobs[ids[2]]["started_at"] < jobs[ids[0]]["started_at"]
+    code, out, _ = cli("retry", str(ids[1]), "--config", cfg)
+    assert code == 0 and f"retry of job {ids[1]}" in out
+    cli("worker", "--until-idle", "--config", cfg)
+    retried = max(jobs_json(cli, "--config", cfg), key=lambda j: j["id"])
+    assert retried["benchmark"] == "b.py" and retried["status"] == "succeeded"
+
+
+def test_stop_sends_sigint_to_the_whole_group(cli, make_project, tmp_path):
+    marker = tmp_path / "child-alive"
+    root = make_project({"benchmarks/loop.py": (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen(['bash', '-c', 'trap \"\" INT; while true; do touch {marker}; sleep 0.1; done'])\n"
+        "print('[1/2] started', flush=True)\n"
+        "try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+        "    print('got SIGINT', flush=True)\n    sys.exit(130)\n")})
+    cli("project", "add", root)
+    cli("run", "proj", "loop.py")
+    (job,) = jobs_json(cli)
+    _wait_for(lambda: marker.exists())
+    code, out, err = cli("stop", str(job["id"]))
+    assert code == 0, err
+    _wait_for(lambda: jobs_json(cli)[0]["status"] != "running")
+    (job,) = jobs_json(cli)
+    assert job["status"] == "cancelled" and job["exit_code"] == 130
+    assert "got SIGINT" in cli("logs", str(job["id"]))[1]
+    # the child ignored SIGINT and lives on in the group: kill takes the group down
+    assert cli("kill", str(job["id"]))[0] == 2  # no longer running
+
+
+def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_path):
+    marker = tmp_path / "grandchild"
+    root = make_project({"benchmarks/stubborn.py": (
+        "import signal, subprocess, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"subprocess.Popen(['bash', '-c', 'trap \"\" TERM; while true; do touch {marker}; sleep 0.1; done'])\n"
+        "print('[1/1] ignoring TERM', flush=True)\ntime.sleep(120)\n")})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nkill_grace = 0.5\n")
+    cli("project", "add", root, "--config", cfg)
+    cli("run", "proj", "stubborn.py", "--config", cfg)
+    (job,) = jobs_json(cli, "--config", cfg)
+    _wait_for(lambda: marker.exists())
+    pgid = int((Path(job["log_path"]).parent / "pid").read_text())
+    code, out, err = cli("kill", str(job["id"]), "--config", cfg)
+    assert code == 0, err
+    (job,) = jobs_json(cli, "--config", cfg)
+    assert job["status"] == "killed" and job["exit_code"] == 137
+    assert _group_alive(pgid) is False
+    sessions = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
+                              capture_output=True, text=True).stdout
+    assert job["tmux_session"] not in sessions
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is in the group: orphans may wait as zombies for a
+    PID 1 that does not reap, and those are dead."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_for(cond, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,415 @@
+"""The command line: headless commands print text (or JSON with --json); no command opens the app.
+
+Textual is imported only when the app is opened, so scripts and cron jobs start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core import locations
+from core.config import load_config
+from core.engine import Engine
+from core.errors import EvopilotError
+from core.models import FINISHED, Job, JobEvent, JobStatus
+
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "solver"
+
+
+# ---- output helpers -----------------------------------------------------------------------
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    if not rows:
+        return
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _progress(job: Job) -> str:
+    if not job.progress_total:
+        return ""
+    return f"[{job.progress_current}/{job.progress_total}]"
+
+
+def _job_line(job: Job) -> str:
+    bits = [f"job {job.id}", job.benchmark_name, job.host, job.status.value]
+    if job.progress_total:
+        bits.append(_progress(job))
+    if job.exit_code is not None:
+        bits.append(f"exit {job.exit_code}")
+    if job.metrics:
+        bits.append(" ".join(f"{k}={v:g}" for k, v in job.metrics.items()))
+    if job.error_message and job.status.finished:
+        bits.append("error: " + job.error_message.splitlines()[-1][:200])
+    return "  ".join(bits)
+
+
+def _fmt_elapsed(job: Job) -> str:
+    e = job.elapsed()
+    if e is None:
+        return ""
+    m, s = divmod(int(e), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+async def cmd_init(engine: Engine, args) -> int:
+    target = Path(args.config).expanduser() if args.config else locations.user_config_file()
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    if target.exists():
+        print(f"config: {target} (exists, left as it is)")
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(example.read_text() if example.exists() else "", encoding="utf-8")
+        os.chmod(target, 0o600)
+        print(f"config: {target} (written)")
+    print(f"database: {locations.db_path(engine.home)}")
+    return 0
+
+
+async def cmd_project_add(engine: Engine, args) -> int:
+    project, benches = await engine.add_project(args.path, args.name, args.python)
+    if args.json:
+        _print_json({"project": project.model_dump(), "benchmarks": [b.model_dump() for b in benches]})
+    else:
+        print(f"added project {project.name} ({project.path}), python {project.python_version}, "
+              f"{len(benches)} benchmark(s): {', '.join(b.path for b in benches) or 'none found'}")
+    return 0
+
+
+async def cmd_project_list(engine: Engine, args) -> int:
+    projects = await engine.list_projects()
+    if args.json:
+        _print_json([p.model_dump() for p in projects])
+    elif not projects:
+        print("no projects: add one with `evopilot project add PATH`")
+    else:
+        benches = await engine.list_benchmarks()
+        counts = {p.id: sum(b.project_id == p.id for b in benches) for p in projects}
+        _table([[p.name, p.python_version, counts[p.id], p.path] for p in projects],
+               ["NAME", "PYTHON", "BENCHMARKS", "PATH"])
+    return 0
+
+
+async def cmd_project_rm(engine: Engine, args) -> int:
+    await engine.remove_project(args.name)
+    if not args.json:
+        print(f"removed project {args.name} (its jobs are kept)")
+    return 0
+
+
+async def cmd_bench_add(engine: Engine, args) -> int:
+    added = await engine.add_benchmarks(args.project, args.files)
+    if args.json:
+        _print_json([b.model_dump() for b in added])
+    else:
+        for b in added:
+            print(f"added benchmark {b.path}")
+    return 0
+
+
+async def cmd_bench_list(engine: Engine, args) -> int:
+    benches = await engine.list_benchmarks(args.project)
+    projects = {p.id: p.name for p in await engine.list_projects()}
+    if args.json:
+        _print_json([{**b.model_dump(), "project": projects[b.project_id]} for b in benches])
+    elif not benches:
+        print("no benchmarks")
+    else:
+        _table([[projects[b.project_id], b.name, b.path] for b in benches], ["PROJECT", "NAME", "PATH"])
+    return 0
+
+
+async def cmd_run(engine: Engine, args) -> int:
+    jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
+                            timeout=args.timeout, args=args.args)
+    if args.json and not args.wait:
+        _print_json([j.public() for j in jobs])
+    elif not args.json:
+        for j in jobs:
+            print(f"job {j.id}: {j.benchmark_name} on {j.host}, {j.status.value}")
+    if not args.wait:
+        return 0
+    return await _wait(engine, [j.id for j in jobs], args.json)
+
+
+async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
+    """Drive the engine until ``ids`` have finished, printing each change; 1 if any failed."""
+    events = engine.subscribe()
+    shown: dict[int, tuple] = {}
+
+    async def printer() -> None:
+        while True:
+            ev = await events.get()
+            if not isinstance(ev, JobEvent) or ev.job.id not in ids:
+                continue
+            j = ev.job
+            key = (j.status, j.progress_current, j.progress_total)
+            if shown.get(j.id) == key:
+                continue
+            shown[j.id] = key
+            print(json.dumps(j.public()) if as_json else _job_line(j), flush=True)
+
+    task = asyncio.create_task(printer())
+    try:
+        await engine.run_forever(until_done=ids)
+        await asyncio.sleep(0)  # let the printer drain
+        while not events.empty():
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        engine.unsubscribe(events)
+    final = [await engine.job(i) for i in ids]
+    return 0 if all(j.status == JobStatus.SUCCEEDED for j in final) else 1
+
+
+async def cmd_jobs(engine: Engine, args) -> int:
+    jobs = await engine.jobs(status=args.status, project=args.project, host=args.host)
+    if args.json:
+        _print_json([j.public() for j in jobs])
+        return 0
+    if not jobs:
+        print("no jobs")
+        return 0
+    rows = []
+    for j in jobs:
+        note = " ".join(f"{k}={v:g}" for k, v in j.metrics.items())
+        if not note and j.error_message:
+            note = j.error_message.strip().splitlines()[-1][:60]
+        rows.append([j.id, j.project or "-", j.benchmark_name, j.host, j.status.value, _progress(j),
+                     "" if j.exit_code is None else j.exit_code, _fmt_elapsed(j), note])
+    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "ELAPSED", "METRICS / ERROR"])
+    return 0
+
+
+async def cmd_logs(engine: Engine, args) -> int:
+    job = await engine.job(args.job)
+    if not job.log_path:
+        raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
+    out = sys.stdout.buffer
+    offset = 0
+    while True:
+        if args.follow and job.status == JobStatus.RUNNING:
+            await engine.tick_host(job.host, dispatch_jobs=False)
+            job = await engine.job(job.id)
+        try:
+            with open(job.log_path, "rb") as f:
+                f.seek(offset)
+                while chunk := f.read(1 << 20):
+                    out.write(chunk)
+                    offset += len(chunk)
+        except FileNotFoundError:
+            if not args.follow:
+                raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing") from None
+        out.flush()
+        if not args.follow or job.status in FINISHED:
+            return 0
+        await asyncio.sleep(engine.config.engine.poll_interval)
+
+
+def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace], Awaitable[int]]:
+    async def action(engine: Engine, args) -> int:
+        job = await getattr(engine, method)(args.job)
+        if args.json:
+            _print_json(job.public())
+        elif method == "retry":
+            print(f"job {job.id}: retry of job {args.job}, {job.status.value}")
+        else:
+            print(f"job {job.id}: {verb}, now {job.status.value}")
+        return 0
+    return action
+
+
+async def cmd_queue(engine: Engine, args) -> int:
+    if args.action in ("pause", "resume"):
+        await engine.set_queue_paused(args.action == "pause")
+        print(f"queue {'paused' if args.action == 'pause' else 'resumed'}")
+        return 0
+    if args.job is None:
+        raise EvopilotError(f"queue {args.action} needs a JOB id")
+    job = await engine.move(args.job, args.action)
+    print(f"job {job.id}: moved {args.action}")
+    return 0
+
+
+async def cmd_worker(engine: Engine, args) -> int:
+    events = engine.subscribe()
+
+    async def printer() -> None:
+        while True:
+            ev = await events.get()
+            if isinstance(ev, JobEvent) and ev.job.status != ev.previous:
+                print(json.dumps(ev.job.public()) if args.json else _job_line(ev.job), flush=True)
+
+    task = asyncio.create_task(printer())
+    try:
+        await engine.run_forever(until_idle=args.until_idle)
+        await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    return 0
+
+
+async def cmd_demo(engine: Engine, args) -> int:
+    """Register the bundled example (once) and run all its benchmarks, waiting for them."""
+    name = "example"
+    try:
+        await engine.project(name)
+    except EvopilotError:
+        await engine.add_project(EXAMPLE_DIR, name)
+    benches = [b.path for b in await engine.list_benchmarks(name)]
+    print(f"running {len(benches)} benchmarks of {EXAMPLE_DIR} on the local host "
+          f"(data: {engine.home})", flush=True)
+    jobs = await engine.run(name, benches)
+    code = await _wait(engine, [j.id for j in jobs], False)
+    print("\nsee them with `evopilot jobs`, their logs with `evopilot logs JOB`, "
+          "or open the app with `evopilot`")
+    return code
+
+
+# ---- parsing ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="config file (default: $EVOPILOT_CONFIG, ./evopilot.toml, user config dir)")
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                        help="data directory (default: $EVOPILOT_HOME or the user data dir)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of text")
+
+    p = argparse.ArgumentParser(
+        prog="evopilot", parents=[common],
+        description="Run benchmarks and experiments in tmux, locally or on SSH hosts. "
+                    "With no command, opens the terminal app.",
+    )
+    p.add_argument("--headless", action="store_true",
+                   help="run the engine without a UI (same as `evopilot worker`)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_, parent=sub):
+        sp = parent.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("init", cmd_init, "write a config file (from config.example.toml) and create the database")
+    add("demo", cmd_demo, "add the bundled example project and run its benchmarks on this machine")
+
+    proj = sub.add_parser("project", help="add, list or remove projects").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    sp = add("add", cmd_project_add, "register a project directory and discover its benchmarks", proj)
+    sp.add_argument("path")
+    sp.add_argument("--name", help="project name (default: the directory's name)")
+    sp.add_argument("--python", help="Python version for its environment (default: this Python's)")
+    add("list", cmd_project_list, "list projects", proj)
+    sp = add("rm", cmd_project_rm, "remove a project and its benchmarks (its jobs are kept)", proj)
+    sp.add_argument("name")
+
+    bench = sub.add_parser("bench", help="add or list benchmarks").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    sp = add("add", cmd_bench_add, "add benchmark files to a project", bench)
+    sp.add_argument("project")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+    sp = add("list", cmd_bench_list, "list benchmarks", bench)
+    sp.add_argument("project", nargs="?")
+
+    sp = add("run", cmd_run, "queue one job per benchmark; start what fits the host's free slots")
+    sp.add_argument("project")
+    sp.add_argument("benchmarks", nargs="+", metavar="BENCH", help="file name or path in the project")
+    sp.add_argument("--host", default="local", help="host from config (default: local)")
+    sp.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    sp.add_argument("--timeout", type=float, metavar="S", help="kill and fail the job after S seconds")
+    sp.add_argument("--wait", action="store_true", help="stay until the jobs end; exit 1 if any failed")
+    sp.add_argument("--arg", dest="args", action="append", default=[], metavar="ARG",
+                    help="argument passed to the benchmark (repeatable)")
+
+    sp = add("jobs", cmd_jobs, "list jobs (reconciles running jobs first)")
+    sp.add_argument("--status", action="append", metavar="S",
+                    help="only jobs with this status (repeatable): " + ", ".join(s.value for s in JobStatus))
+    sp.add_argument("--project")
+    sp.add_argument("--host")
+
+    sp = add("logs", cmd_logs, "print a job's log")
+    sp.add_argument("job", type=int)
+    sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+
+    for name, method, verb, help_ in [
+        ("stop", "stop", "SIGINT sent", "send SIGINT to a running job's process group"),
+        ("kill", "kill", "killed", "SIGTERM a job's process group, SIGKILL after a grace period"),
+        ("cancel", "cancel", "cancelled", "cancel a queued job"),
+        ("retry", "retry", "retried", "queue a new job with the same inputs"),
+    ]:
+        sp = add(name, _job_action(method, verb), help_)
+        sp.add_argument("job", type=int)
+
+    sp = add("queue", cmd_queue, "pause or resume dispatch; move a queued job")
+    sp.add_argument("action", choices=["pause", "resume", "front", "back", "up", "down"])
+    sp.add_argument("job", type=int, nargs="?")
+
+    sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
+    sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")
+    return p
+
+
+async def _main_async(args) -> int:
+    config = load_config(getattr(args, "config", None))
+    home = locations.data_home(getattr(args, "home", None))
+    engine = await Engine.open(config, home)
+    try:
+        return await args.func(engine, args)
+    finally:
+        await engine.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    if args.headless and not getattr(args, "func", None):
+        args.func, args.until_idle = cmd_worker, False
+    if not getattr(args, "func", None):
+        return _open_app(args)
+    try:
+        return asyncio.run(_main_async(args))
+    except EvopilotError as e:
+        print(f"evopilot: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # `evopilot jobs | head` must end quietly
+        return 0
+
+
+def _open_app(args) -> int:
+    try:
+        config = load_config(getattr(args, "config", None))
+    except EvopilotError as e:
+        print(f"evopilot: error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    from tui.app import EvopilotApp  # Textual only for the app
+
+    home = locations.data_home(getattr(args, "home", None))
+    EvopilotApp(config, home).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
