@@ -296,7 +296,7 @@ class _Graph:
 
     def _relative_base(self, key: str, importer: _Module | None, imp: Import) -> _Module | None:
         """The package ``from .`` (level 1), ``from ..`` (level 2) ... names, as Python finds it."""
-        display = "." * imp.level + imp.module
+        display = "." * imp.level + (imp.module or ", ".join(imp.names))
         if importer is None:  # the benchmark runs as a script: it has no package
             self._missing(key, display, None, "relative import in a script run directly", imp.optional)
             return None
@@ -418,7 +418,7 @@ def render_tree(analysis: DependencyAnalysis) -> list[str]:
         if node.optional:
             label += "  [optional]"
         if not node.children and node.file_path in expanded:
-            label += "  (see above)"
+            label += "  (expanded elsewhere)"
         lines.append(prefix + ("└── " if last else "├── ") + label)
         for i, child in enumerate(node.children):
             emit(child, prefix + ("    " if last else "│   "), i == len(node.children) - 1)
