@@ -302,7 +302,8 @@ class LogIndex:
                 self.generation += 1
                 self._reset()
             self._file = new
-            self._ident = (os.fstat(new.fileno()).st_dev, os.fstat(new.fileno()).st_ino)
+            fst = os.fstat(new.fileno())
+            self._ident = (fst.st_dev, fst.st_ino)
         size = st.st_size
         if size < self._size:
             self.generation += 1
@@ -502,19 +503,20 @@ class LogIndex:
             # Separators: newlines strictly before data_end, found from the right.
             seps: list[int] = []
             hi = data_end
-            scanned = 0
+            since_sep = 0
             while hi > 0 and len(seps) < count:
                 lo = max(0, hi - _TAIL_STEP)
                 chunk = os.pread(fd, hi - lo, lo)
                 r = len(chunk)
+                found = len(seps)
                 while len(seps) < count:
                     r = chunk.rfind(b"\n", 0, r)
                     if r < 0:
                         break
                     seps.append(lo + r)
-                scanned += hi - lo
+                since_sep = 0 if len(seps) > found else since_sep + (hi - lo)
                 hi = lo
-                if scanned > _TAIL_SCAN_CAP and not seps:
+                if since_sep > _TAIL_SCAN_CAP:
                     break  # one enormous line: show it from where we stopped
             if len(seps) < count:
                 seps.append(hi - 1)  # the file start (or where we gave up)
@@ -575,7 +577,8 @@ class LogIndex:
                 if start_line < 0:
                     return None
                 i = min(start_line, total - 1)
-                hi = self._start(i + 1) if i + 1 < self._lines + 1 and i < self._lines else limit
+                # Search [0, end of line i including its newline).
+                hi = self._start(i + 1) if i < self._lines else limit
             else:
                 if start_line >= total:
                     return None

@@ -1,0 +1,1 @@
+"""evopilot's terminal user interface (Textual); imports only core.engine from the core."""

@@ -1,0 +1,1 @@
+"""Reusable Textual widgets of the evopilot UI (one module per widget)."""
