@@ -1,1 +1,1 @@
-"""evopilot's terminal user interface (Textual); imports only core.engine from the core."""
+"""evopilot's terminal user interface: the Textual app, its screens and widgets."""
