@@ -70,7 +70,8 @@ def _fmt_elapsed(job: Job) -> str:
 
 
 async def cmd_init(engine: Engine, args) -> int:
-    target = Path(args.config).expanduser() if args.config else locations.user_config_file()
+    given = getattr(args, "config", None)
+    target = Path(given).expanduser() if given else locations.user_config_file()
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     if target.exists():
         print(f"config: {target} (exists, left as it is)")

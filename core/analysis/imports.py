@@ -16,7 +16,16 @@ from tree_sitter import Language, Node, Parser, Query, QueryCursor
 _LANGUAGE = Language(tree_sitter_python.language())
 _PARSER = Parser(_LANGUAGE)
 # `from __future__` is its own node type (future_import_statement), so it is never captured.
-_QUERY = Query(_LANGUAGE, "(import_statement) @import (import_from_statement) @import")
+# Module-level imports are captured apart: they need no walk up the tree for their context, and
+# that walk is what costs (tree-sitter finds a node's parent by searching down from the root).
+_QUERY = Query(
+    _LANGUAGE,
+    """
+    (module [(import_statement) (import_from_statement)] @top)
+    (block [(import_statement) (import_from_statement)] @nested)
+    (ERROR [(import_statement) (import_from_statement)] @nested)
+    """,
+)
 
 # Exceptions whose handler makes an import in the `try` body optional; a bare `except:` too.
 _CATCHES_IMPORT_ERROR = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
@@ -52,13 +61,15 @@ def extract(source: bytes) -> FileImports:
     reported by line and the imports tree-sitter recovered around them are still returned.
     """
     tree = _PARSER.parse(source)
+    captures = QueryCursor(_QUERY).captures(tree.root_node)
     imports: list[Import] = []
-    for node in QueryCursor(_QUERY).captures(tree.root_node).get("import", ()):
+    for node in captures.get("top", ()):
+        imports.extend(_imports_of(node, False))
+    for node in captures.get("nested", ()):
         context = _context(node)
-        if context is None:
-            continue
-        imports.extend(_imports_of(node, context))
-    imports.sort(key=lambda i: i.line)  # captures are grouped by pattern, not in source order
+        if context is not None:
+            imports.extend(_imports_of(node, context))
+    imports.sort(key=lambda i: i.line)
     errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
     encoding_error = _utf8_error(source)
     if encoding_error:
@@ -121,7 +132,7 @@ def _is_type_checking(condition: Node | None) -> bool:
 
 
 def _imports_of(node: Node, optional: bool) -> list[Import]:
-    line = node.start_point.row + 1
+    line = node.start_point[0] + 1
     if node.type == "import_statement":
         modules = [_dotted(_strip_alias(n)) for n in node.children_by_field_name("name")]
         return [Import(0, m, (), line, optional) for m in modules if m is not None]
@@ -156,6 +167,9 @@ def _dotted(node: Node | None) -> str | None:
     """``a.b.c`` as text, or None when it is not a valid module path (e.g. invalid UTF-8)."""
     if node is None or node.type != "dotted_name":
         return None
+    text = _text(node)
+    if all(p.isidentifier() for p in text.split(".")):  # the usual case: no spaces or comments inside
+        return text
     parts = [_text(c) for c in node.named_children]
     if not parts or not all(p.isidentifier() for p in parts):
         return None
@@ -172,7 +186,7 @@ def _syntax_errors(root: Node) -> list[SyntaxProblem]:
     stack = [root]
     while stack:
         node = stack.pop()
-        line = node.start_point.row + 1
+        line = node.start_point[0] + 1
         if node.is_error:
             text = _text(node).strip()
             snippet = text.splitlines()[0][:40] if text else ""

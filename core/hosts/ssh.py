@@ -345,6 +345,8 @@ class SshTarget:
     host: str
     port: int
     user: str
+    proxy: str | None = None
+    """ProxyJump or ProxyCommand from the ssh config, when one applies."""
 
     def __str__(self) -> str:
         return f"{self.user}@{_hostport(self.host, self.port)}"
@@ -356,7 +358,15 @@ def resolve_target(
     options = _ssh_options(name, config, ssh_config)
     if options is None:
         return SshTarget(_target_host(name, config), config.port or 22, config.user or "")
-    return SshTarget(str(options.host), int(options.port), str(options.username))
+    cfg = options.config
+    proxy = cfg.get("ProxyJump") or cfg.get("ProxyCommand")
+    if isinstance(proxy, (list, tuple)):
+        proxy = " ".join(str(p) for p in proxy)
+    if proxy and str(proxy).lower() == "none":
+        proxy = None
+    return SshTarget(
+        str(options.host), int(options.port), str(options.username), str(proxy) if proxy else None
+    )
 
 
 # --- the host ------------------------------------------------------------------------------
@@ -554,6 +564,8 @@ class SshHost(Host):
                 f"connecting to {where} timed out after {self.config.connect_timeout:g}s", "timeout"
             ) from None
         except asyncssh.DisconnectError as e:
+            if "host key" in str(e.reason).lower() and host_key_known(self.config, t.host, t.port):
+                raise await self._host_key_error() from None  # known key of another type
             raise self._err(f"ssh connection to {where} failed: {e.reason}", "protocol") from None
         except OSError as e:
             raise self._err(f"cannot connect to {where}: {e.strerror or e}", "unreachable") from None
@@ -561,30 +573,17 @@ class SshHost(Host):
             raise self._err(f"ssh settings for {where} are not valid: {e}", "config") from None
 
     async def _host_key_error(self) -> HostConnectError:
-        t = self.target
-        where = _hostport(t.host, t.port)
-        kh_file = user_known_hosts_file(self.config)
-        try:
-            key = await asyncio.wait_for(
-                asyncssh.get_server_host_key(t.host, t.port, config=None),
-                self.config.connect_timeout,
-            )
-            seen = f"{key.get_algorithm()} {key.get_fingerprint()}" if key else "no key"
-        except (OSError, asyncssh.Error, TimeoutError):
-            seen = "fingerprint unavailable"
-        scan = join(["ssh-keyscan", *(["-p", str(t.port)] if t.port != 22 else []), t.host])
-        trust = f"{scan} >> {quote(kh_file)}"
-        if host_key_known(self.config, t.host, t.port):
-            remove = join(["ssh-keygen", "-R", where, "-f", kh_file])
+        check = await check_host_key(self.name, self.config, ssh_config=self.ssh_config)
+        where = _hostport(self.target.host, self.target.port)
+        if check.status == "changed":
             return self._err(
-                f"the host key of {where} has CHANGED ({seen}) and does not match known_hosts; "
-                f"this may be an attack. If the change is expected, remove the old key with: "
-                f"{remove} and trust the new one with: {trust}",
+                f"the host key of {where} has CHANGED ({check.seen}) and does not match "
+                f"known_hosts; this may be an attack. If the change is expected, {check.fix}",
                 "host_key_changed",
             )
         return self._err(
-            f"the host key of {where} is not known ({seen}); after checking that fingerprint, "
-            f"trust it with: {trust}",
+            f"the host key of {where} is not known ({check.seen}); after checking that "
+            f"fingerprint, {check.fix}",
             "host_key_unknown",
         )
 
@@ -734,19 +733,62 @@ class SshHost(Host):
                 client.exit()
 
 
-def host_key_known(config: HostConfig, host: str, port: int) -> bool:
-    """Whether known_hosts holds any key for ``host``:``port`` (by name or address)."""
+def _known_keys(config: HostConfig, host: str, port: int):
+    """(trusted host keys, trusted CA keys) in known_hosts for ``host``:``port``."""
     files = [f for f in known_hosts_files(config) if os.path.isfile(f)]
     if not files:
-        return False
+        return [], []
     try:
         addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
     except OSError:
         addr = ""
     try:
-        known = asyncssh.read_known_hosts(files)
-        keys = known.match(host, addr, port if port != 22 else None)
+        found = asyncssh.read_known_hosts(files).match(host, addr, port if port != 22 else None)
     except (OSError, ValueError, asyncssh.Error):
-        return False
-    return bool(keys[0] or keys[1])
+        return [], []
+    return list(found[0]), list(found[1])
 
+
+def host_key_known(config: HostConfig, host: str, port: int) -> bool:
+    """Whether known_hosts holds any key for ``host``:``port`` (by name or address)."""
+    keys, cas = _known_keys(config, host, port)
+    return bool(keys or cas)
+
+
+@dataclass(frozen=True, slots=True)
+class HostKeyCheck:
+    status: str
+    """``known``, ``unknown``, ``changed``, ``ca`` (a certificate authority is trusted: left to
+    the connection) or ``unavailable`` (the server's key could not be fetched)."""
+    seen: str
+    """The server's key as ``ALG SHA256:...``, or why it is not known."""
+    fix: str | None
+
+
+async def check_host_key(
+    name: str, config: HostConfig, *, ssh_config: Sequence[str] | None = None
+) -> HostKeyCheck:
+    """Fetch the server's host key (no authentication) and compare it with known_hosts."""
+    t = resolve_target(name, config, ssh_config=ssh_config)
+    where = _hostport(t.host, t.port)
+    kh_file = user_known_hosts_file(config)
+    scan = join(["ssh-keyscan", *(["-p", str(t.port)] if t.port != 22 else []), t.host])
+    trust = f"trust it with: {scan} >> {quote(kh_file)}"
+    keys, cas = _known_keys(config, t.host, t.port)
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(t.host, t.port, config=None), config.connect_timeout
+        )
+    except (OSError, asyncssh.Error, TimeoutError) as e:
+        return HostKeyCheck("unavailable", _one_line(f"cannot fetch the host key: {e}"), trust)
+    if key is None:
+        return HostKeyCheck("unavailable", "the server sent no host key", trust)
+    seen = f"{key.get_algorithm()} {key.get_fingerprint()}"
+    if any(k.public_data == key.public_data for k in keys):
+        return HostKeyCheck("known", seen, None)
+    if cas:
+        return HostKeyCheck("ca", seen, None)
+    if keys:
+        remove = join(["ssh-keygen", "-R", where, "-f", kh_file])
+        return HostKeyCheck("changed", seen, f"remove the old key with: {remove} and {trust}")
+    return HostKeyCheck("unknown", seen, trust)

@@ -95,7 +95,7 @@ class Monitor:
 
         metrics: list = []
         if p is not None and p.exit_code is not None and offset >= p.log_size:
-            done, metrics = self._finish(j, p.exit_code, results, now)
+            done, metrics = self._finish(j, p.exit_code, p.hangup, results, now)
             fields.update(done)
         elif p is not None and p.exit_code is None and not p.session_alive:
             if self._age(j) > self.config.engine.lost_grace:
@@ -125,7 +125,7 @@ class Monitor:
             await jobs_db.replace_metrics(self.db, j.id, metrics)
         out.changed.append(j.id)
 
-    def _finish(self, j: Job, code: int, results: bytes | None, now: str) -> tuple[dict, list]:
+    def _finish(self, j: Job, code: int, hangup: bool, results: bytes | None, now: str) -> tuple[dict, list]:
         """Final status, error and metrics of a job whose exit code is known and log read."""
         fields: dict = {"exit_code": code, "finished_at": now}
         metrics: list = []
@@ -139,6 +139,9 @@ class Monitor:
             status = JobStatus.KILLED
         elif j.requested == "timeout":
             status, error = JobStatus.FAILED, f"timeout: killed after {j.timeout_s:g}s"
+        elif hangup:
+            status = JobStatus.LOST
+            error = f"tmux session {j.tmux_session} went away under the job (SIGHUP, exit code {code})"
         elif code == 0 and error is None:
             status = JobStatus.SUCCEEDED
         elif j.requested == "stop":

@@ -13,6 +13,7 @@ from core.hosts.tmux import join, kill_session, list_sessions, new_session, quot
 
 # Files in a job directory.
 LOG, PID, EXIT_CODE, RESULTS, WRAPPER = "log", "pid", "exit_code", "results.json", "run.sh"
+HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
 
 
 def wrapper(
@@ -39,7 +40,7 @@ set +m
 printf '%s\\n' "$child" > "$D/{PID}.tmp" && mv -f "$D/{PID}.tmp" "$D/{PID}"
 trap 'kill -INT -- -$child 2>/dev/null' INT
 trap 'kill -TERM -- -$child 2>/dev/null' TERM
-trap 'kill -HUP -- -$child 2>/dev/null' HUP
+trap ': > "$D/{HANGUP}"; kill -HUP -- -$child 2>/dev/null' HUP
 tail -n +1 -f --pid="$child" "$D/{LOG}" 2>/dev/null &
 while :; do
   wait "$child"; rc=$?
@@ -74,6 +75,7 @@ class Probe:
     pgid: int | None
     log_size: int
     session_alive: bool
+    hangup: bool = False
 
 
 def probe(jobs: list[tuple[int, str, str]]) -> str:
@@ -82,30 +84,31 @@ def probe(jobs: list[tuple[int, str, str]]) -> str:
     for job_id, job_dir, _session in jobs:
         d = quote(job_dir)
         lines.append(
-            f"printf 'J\\t%s\\t%s\\t%s\\t%s\\n' {quote(job_id)} "
+            f"printf 'J\\t%s\\t%s\\t%s\\t%s\\t%s\\n' {quote(job_id)} "
             f'"$(cat {d}/{EXIT_CODE} 2>/dev/null)" "$(cat {d}/{PID} 2>/dev/null)" '
-            f'"$(stat -c %s {d}/{LOG} 2>/dev/null || echo 0)"'
+            f'"$(stat -c %s {d}/{LOG} 2>/dev/null || echo 0)" "$([ -e {d}/{HANGUP} ] && echo 1)"'
         )
     return "\n".join(lines) + "\n"
 
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
     sessions: set[str] = set()
-    rows: dict[int, tuple[str, str, str]] = {}
+    rows: dict[int, tuple[str, str, str, str]] = {}
     for line in out.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
         if parts[0] == "S" and len(parts) == 2:
             sessions.add(parts[1])
-        elif parts[0] == "J" and len(parts) == 5:
-            rows[int(parts[1])] = (parts[2], parts[3], parts[4])
+        elif parts[0] == "J" and len(parts) == 6:
+            rows[int(parts[1])] = (parts[2], parts[3], parts[4], parts[5])
     result = {}
     for job_id, _dir, session in jobs:
-        code, pid, size = rows.get(job_id, ("", "", "0"))
+        code, pid, size, hangup = rows.get(job_id, ("", "", "0", ""))
         result[job_id] = Probe(
             exit_code=_int_or_none(code),
             pgid=_int_or_none(pid),
             log_size=_int_or_none(size) or 0,
             session_alive=session in sessions,
+            hangup=hangup == "1",
         )
     return result
 

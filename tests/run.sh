@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run the whole suite: bash tests/run.sh [pytest args]
+# System packages (tmux, openssh-server, rsync, git) come from apt-get when missing and root;
+# Python packages go into .venv from pyproject's [test] extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v git >/dev/null || missing+=(git)
+command -v rsync >/dev/null || missing+=(rsync)
+command -v ssh >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null || missing+=(openssh-server)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  else
+    echo "tests/run.sh: missing ${missing[*]}: install them (e.g. sudo apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,57 @@
+"""The store: WAL, foreign keys, migrations in user_version, owner-only files, data kept."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from core.db.connect import latest_version
+
+
+def test_schema_version_wal_and_refusing_a_newer_database(cli, home):
+    assert cli("project", "list")[0] == 0
+    db = sqlite3.connect(home / "evopilot.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.execute(f"PRAGMA user_version = {latest_version() + 1}")
+    db.commit()
+    db.close()
+    code, _, err = cli("project", "list")
+    assert code == 2 and "newer than this evopilot understands" in err and err.count("\n") == 1
+
+
+def test_not_a_database_is_a_clear_error(cli, home):
+    home.mkdir(parents=True)
+    (home / "evopilot.db").write_bytes(b"this is not sqlite" * 100)
+    code, _, err = cli("jobs")
+    assert code == 2 and "not a usable evopilot database" in err
+
+
+def test_removing_a_project_keeps_its_jobs(cli, make_project):
+    root = make_project({"benchmarks/a.py": "print('[1/1]')\n"})
+    cli("project", "add", root)
+    assert cli("run", "proj", "a.py", "--wait")[0] == 0
+    assert cli("project", "rm", "proj")[0] == 0
+    assert json.loads(cli("bench", "list", "--json")[1]) == []
+    (job,) = json.loads(cli("jobs", "--json")[1])
+    assert job["project"] is None and job["status"] == "succeeded"
+
+
+def test_project_and_benchmark_errors(cli, make_project, tmp_path):
+    root = make_project({"benchmarks/a.py": "", "other.py": ""})
+    assert cli("project", "add", tmp_path / "missing")[0] == 2
+    assert cli("project", "add", root)[0] == 0
+    code, _, err = cli("project", "add", root)
+    assert code == 2 and "already exists" in err
+    outside = tmp_path / "outside.py"
+    outside.write_text("")
+    code, _, err = cli("bench", "add", "proj", outside)
+    assert code == 2 and "outside the project" in err
+    code, _, err = cli("bench", "add", "proj", root / "nope.py")
+    assert code == 2 and "no such file" in err
+    code, _, err = cli("bench", "add", "proj", root / "benchmarks" / "a.py")
+    assert code == 2 and "already in the project" in err
+    code, out, _ = cli("bench", "add", "proj", root / "other.py")
+    assert code == 0 and "other.py" in out
+    code, _, err = cli("run", "proj", "zzz.py")
+    assert code == 2 and "no benchmark 'zzz.py'" in err
