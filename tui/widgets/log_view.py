@@ -1,0 +1,763 @@
+"""LogView: a follow-able, searchable view of a (huge, growing) log file.
+
+The lines come from :class:`core.jobs.logindex.LogIndex`, which reads them
+from the file on demand; this widget never holds more than the visible lines
+(plus a small cache of rendered strips). All file I/O stays in ``LogIndex``.
+
+Structure: ``LogView`` is a small container holding
+
+* ``LogLines`` - a Line API widget (``ScrollView`` + ``render_line``) that
+  renders only the visible window; it is the focus target and carries the
+  key bindings;
+* a search ``Input`` docked at the bottom, hidden until ``/`` is pressed.
+
+How it is fed
+-------------
+The app calls :meth:`LogView.notify_grew` (sync) or ``await file_grew()``
+whenever the engine reports new bytes for the log. Calls are coalesced: at
+most one refresh per ``MIN_REFRESH_INTERVAL`` (1/60 s), however many calls
+arrive. The widget does not poll anything by default; ``safety_poll=`` (seconds)
+turns on a slow ``stat`` of the file as a safety net for a missed event.
+
+Opening a big file: the first ``INLINE_INDEX_BYTES`` are indexed at once; if
+the file is bigger, the view shows its last lines immediately (``LogIndex.tail``,
+a backward scan from the end) while a thread worker indexes the rest in bounded
+steps; when it finishes, the view switches to the full index at the same place.
+
+Follow mode: while following, new lines scroll into view. Scrolling up (keys,
+mouse wheel, a search jump) pauses; ``End`` (or scrolling back to the very
+bottom) resumes. The state is shown in the border subtitle ("following" /
+"paused").
+
+Keys (all ``Binding(..., id="log.*")``, so an app keymap can remap them):
+
+=========  ===================  ============================================
+key        id                   action
+=========  ===================  ============================================
+``/``      ``log.search``       open the search input (Enter searches
+                                forward from the view, Escape closes;
+                                smart case; ``re:`` prefix for a regex)
+``n``      ``log.search_next``  next match (wraps around)
+``N``      ``log.search_prev``  previous match (wraps around)
+``e``      ``log.first_error``  jump to the first error line
+``End``    ``log.follow``       jump to the end and follow
+``escape`` ``log.search_close`` close the search input (while it is focused)
+=========  ===================  ============================================
+
+The current match is shown with a ``▶`` marker in the gutter and the matching
+text in reverse bold (the whole line when the text is not visible), so it
+stays visible with ``NO_COLOR``. Escape sequences (colours) in the log are
+stripped, tabs expanded, other control characters shown as ``�``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from time import monotonic
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.containers import Vertical
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input
+from textual.worker import get_current_worker
+
+from core.jobs.logindex import ERROR_PATTERN, LogIndex
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["LogView", "LogLines"]
+
+MIN_REFRESH_INTERVAL = 1 / 60
+"""Growth notifications are coalesced into at most one refresh per this many seconds."""
+
+INLINE_INDEX_BYTES = 4 * 1024 * 1024
+"""Bytes indexed on the UI thread per refresh; more goes to a thread worker."""
+
+BACKGROUND_STEP_BYTES = 8 * 1024 * 1024
+"""Bytes indexed per step by the background worker (a few ms per step)."""
+
+TAIL_LINES = 500
+"""Lines shown (and scrollable) while a big file is still being indexed."""
+
+_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+_CTRL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def display_text(line: str) -> str:
+    """What a log line looks like on screen: no escapes, tabs expanded."""
+    if "\x1b" in line:
+        line = _ANSI_RE.sub("", line)
+    if "\t" in line:
+        line = line.expandtabs(8)
+    return _CTRL_RE.sub("\ufffd", line)
+
+
+def parse_query(query: str) -> tuple[str, bool, bool]:
+    """``(pattern, regex, case)`` from what the user typed.
+
+    ``re:`` prefix: a regular expression. Smart case: case-sensitive only when
+    the pattern contains an upper-case letter.
+    """
+    regex = query.startswith("re:")
+    pattern = query[3:] if regex else query
+    case = any(c.isupper() for c in pattern)
+    return pattern, regex, case
+
+
+class LogLines(ScrollView, can_focus=True):
+    """The Line API part of :class:`LogView`: renders the visible lines only."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "log-lines--gutter",
+        "log-lines--match",
+        "log-lines--other-match",
+    }
+
+    DEFAULT_CSS = """
+    LogLines {
+        height: 1fr;
+        background: $surface;
+        color: $text;
+        overflow: scroll;
+        scrollbar-size-vertical: 1;
+    }
+    LogLines > .log-lines--gutter { color: $text-muted; }
+    LogLines > .log-lines--match { text-style: reverse bold; }
+    LogLines > .log-lines--other-match { text-style: underline; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "search", "Search", id="log.search", show=True),
+        Binding("n", "search_next", "Next match", id="log.search_next", show=True),
+        Binding("N", "search_prev", "Prev match", id="log.search_prev", show=True),
+        Binding("e", "first_error", "First error", id="log.first_error", show=True),
+        Binding("end", "follow", "Follow", id="log.follow", show=True),
+    ]
+
+    def __init__(self, view: LogView) -> None:
+        super().__init__()
+        self._view = view
+        self._strips: LRUCache[int, tuple[tuple, Strip]] = LRUCache(512)
+        self._max_width = 0
+        self.programmatic_scroll = False
+
+    # -- actions (delegated to the view) --------------------------------------
+
+    def action_search(self) -> None:
+        self._view.open_search()
+
+    def action_search_next(self) -> None:
+        self._view.search_next()
+
+    def action_search_prev(self) -> None:
+        self._view.search_next(backwards=True)
+
+    def action_first_error(self) -> None:
+        self._view.jump_to_first_error()
+
+    def action_follow(self) -> None:
+        self._view.follow()
+
+    # -- scrolling -------------------------------------------------------------
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if not self.programmatic_scroll:
+            # A move up that leaves the bottom pauses following; a move down
+            # that reaches the bottom resumes it. A clamp caused by a resize
+            # or a shorter file lands on the bottom and changes nothing.
+            at_end = new_value >= self.max_scroll_y
+            if new_value < old_value and not at_end:
+                self._view.following = False
+            elif new_value > old_value and at_end:
+                self._view.following = True
+        self._view._update_subtitle()
+
+    def on_resize(self) -> None:
+        if self._view.following:
+            self.scroll_to_line(0, end=True)
+        self._view._update_subtitle()
+
+    def scroll_to_line(self, y: int, *, end: bool = False) -> None:
+        """Scroll without touching the follow state."""
+        self.programmatic_scroll = True
+        try:
+            if end:
+                self.scroll_to(y=self.max_scroll_y, animate=False)
+            else:
+                self.scroll_to(y=y, animate=False)
+        finally:
+            self.programmatic_scroll = False
+
+    def set_height(self, lines: int) -> None:
+        if self.virtual_size.height != lines or self.virtual_size.width < self._max_width:
+            self.virtual_size = Size(self._max_width, lines)
+
+    def clear_cache(self, from_line: int | None = None) -> None:
+        if from_line is None:
+            self._strips.clear()
+            return
+        for key in [k for k in self._strips.keys() if k >= from_line]:
+            self._strips.discard(key)
+
+    # -- rendering -------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        number = scroll_y + y
+        width = self.size.width
+        rich_style = self.rich_style
+        strip = self._line_strip(number, rich_style)
+        if strip is None:
+            return Strip.blank(width, rich_style)
+        return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(
+            scroll_x, number
+        )
+
+    def _line_strip(self, number: int, rich_style: Style) -> Strip | None:
+        view = self._view
+        text = view._text_of(number)
+        if text is None:
+            return None
+        gutter_width = view._gutter_width()
+        is_match = view.match_line is not None and view._match_number(number) == view.match_line
+        key = (gutter_width, is_match, view._search_key)
+        cached = self._strips.get(number)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        shown = display_text(text)
+        label = view._label_of(number)
+        gutter_style = self.get_component_rich_style("log-lines--gutter", partial=True)
+        segments = []
+        if gutter_width:
+            marker = "▶" if is_match else " "
+            segments.append(Segment(f"{label:>{gutter_width}}{marker}", rich_style + gutter_style))
+        body = Text(shown, style=rich_style, no_wrap=True, end="")
+        regex = view._display_regex
+        if regex is not None:
+            style_name = "log-lines--match" if is_match else "log-lines--other-match"
+            match_style = self.get_component_rich_style(style_name, partial=True)
+            found = False
+            for m in regex.finditer(shown):
+                if m.end() > m.start():
+                    body.stylize(match_style, m.start(), m.end())
+                    found = True
+            if is_match and not found:
+                body.stylize(match_style)
+        elif is_match:
+            body.stylize(self.get_component_rich_style("log-lines--match", partial=True))
+        segments.extend(body.render(self.app.console))
+        strip = Strip(segments)
+        total = strip.cell_length
+        if total > self._max_width:
+            self._max_width = total
+            self.call_later(self._grow_width)
+        self._strips.set(number, (key, strip))
+        return strip
+
+    def _grow_width(self) -> None:
+        if self.virtual_size.width < self._max_width:
+            self.virtual_size = Size(self._max_width, self.virtual_size.height)
+
+    def visible_text(self) -> list[str]:
+        """The plain text of the rows as rendered now (for tests and debugging)."""
+        return [self.render_line(y).text for y in range(self.scrollable_content_region.height)]
+
+
+class _SearchInput(Input):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close_search", "Close search", id="log.search_close", show=True),
+    ]
+
+    def action_close_search(self) -> None:
+        view = self.parent
+        if isinstance(view, LogView):
+            view.close_search()
+
+
+class LogView(Vertical):
+    """A view of a log file; see the module docstring."""
+
+    DEFAULT_CSS = """
+    LogView {
+        height: 1fr;
+        border: round $foreground 30%;
+        border-title-align: left;
+        border-subtitle-align: right;
+        &:focus-within { border: round $accent; }
+        & > _SearchInput {
+            dock: bottom;
+            display: none;
+        }
+        & > _SearchInput.-open { display: block; }
+    }
+    """
+
+    following: reactive[bool] = reactive(True, init=False)
+    """True while new lines scroll into view."""
+
+    class _Indexed(Message):
+        """Posted (from the indexing thread) on progress and when done."""
+
+        def __init__(self, index: LogIndex, done: bool) -> None:
+            super().__init__()
+            self.index = index
+            self.done = done
+
+    class _Found(Message):
+        """Posted (from a search thread) with the result of a search."""
+
+        def __init__(
+            self, index: LogIndex, line: int | None, wrapped: bool, what: str, pattern: str | None
+        ) -> None:
+            super().__init__()
+            self.index = index
+            self.line = line
+            self.wrapped = wrapped
+            self.what = what
+            self.pattern = pattern
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        safety_poll: float | None = None,
+        line_numbers: bool = True,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._path: str | None = None if path is None else os.fspath(path)
+        self._index: LogIndex | None = None
+        self._tail_mode = False
+        self._tail: list[str] = []
+        self._tail_offset = 0
+        self._count = 0  # line count currently displayed (index mode)
+        self._size_seen = 0
+        self._indexing = False
+        self._grow_pending = False
+        self._last_grow = 0.0
+        self._pending_after_index: list = []
+        self._error: str | None = None
+        self._line_numbers = line_numbers
+        self._safety_poll = safety_poll
+        self.match_line: int | None = None
+        """Line number (0-based) of the current search match, if any."""
+        self._match_pattern: tuple[str, bool, bool] | None = None
+        self._display_regex: re.Pattern[str] | None = None
+        self._search_key: object = None
+        self.lines_view = LogLines(self)
+        self._search_input = _SearchInput(
+            placeholder="search (smart case; re: for a regex) - Enter: find, Esc: close",
+            compact=True,
+        )
+
+    def compose(self):
+        yield self.lines_view
+        yield self._search_input
+
+    def on_mount(self) -> None:
+        self._open()
+        if self._safety_poll:
+            # Safety net only: a slow stat of the file in case a growth event
+            # was missed. The engine's events remain the normal trigger.
+            self.set_interval(self._safety_poll, self.notify_grew)
+
+    def on_unmount(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+    def focus(self, scroll_visible: bool = True) -> Self:
+        """Focusing the view focuses its lines (where the bindings live)."""
+        self.lines_view.focus(scroll_visible)
+        return self
+
+    # -- public API --------------------------------------------------------------
+
+    @property
+    def path(self) -> str | None:
+        return self._path
+
+    @property
+    def index(self) -> LogIndex | None:
+        return self._index
+
+    @property
+    def is_tail_mode(self) -> bool:
+        """True while a big file is shown from its tail, before the index is complete."""
+        return self._tail_mode
+
+    def set_path(self, path: str | os.PathLike[str] | None) -> None:
+        """Show another file (or nothing); starts following its end."""
+        self._path = None if path is None else os.fspath(path)
+        if self.is_mounted:
+            self._open()
+
+    def notify_grew(self) -> None:
+        """The log file has new bytes (or was replaced). Cheap; coalesced.
+
+        Call it from the app's event loop thread (from another thread use
+        ``app.call_from_thread(view.notify_grew)``).
+        """
+        if self._index is None or self._grow_pending:
+            return
+        self._grow_pending = True
+        delay = self._last_grow + MIN_REFRESH_INTERVAL - monotonic()
+        if delay > 0:
+            self.set_timer(delay, self._apply_growth)
+        else:
+            self.call_later(self._apply_growth)
+
+    async def file_grew(self) -> None:
+        """Async spelling of :meth:`notify_grew`."""
+        self.notify_grew()
+
+    def follow(self) -> None:
+        """Jump to the end and follow new lines."""
+        self.following = True
+        self.lines_view.scroll_to_line(0, end=True)
+        self._update_subtitle()
+
+    def visible_text(self) -> list[str]:
+        """The plain text of the rows as rendered now (gutter included)."""
+        return self.lines_view.visible_text()
+
+    # -- opening and growth ------------------------------------------------------
+
+    def _open(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        self.workers.cancel_group(self, "log-index")
+        self.workers.cancel_group(self, "log-search")
+        self._index = None
+        self._tail_mode = False
+        self._tail = []
+        self._count = 0
+        self._indexing = False
+        self._pending_after_index = []
+        self._error = None
+        self.match_line = None
+        self.lines_view.clear_cache()
+        self.lines_view._max_width = 0
+        self.border_title = os.path.basename(self._path) if self._path else "no log"
+        if self._path is None:
+            self.lines_view.set_height(0)
+            self._update_subtitle()
+            return
+        index = LogIndex(self._path)
+        self._index = index
+        try:
+            index.refresh(max_bytes=INLINE_INDEX_BYTES)
+        except OSError as error:
+            self._error = f"cannot read: {error.strerror or error}"
+            self._update_subtitle()
+            return
+        self._size_seen = index.size
+        if not index.complete:
+            self._enter_tail_mode()
+            self._start_indexer()
+        else:
+            self._sync_count()
+        if self.following:
+            self.lines_view.scroll_to_line(0, end=True)
+        self._update_subtitle()
+
+    def _enter_tail_mode(self) -> None:
+        assert self._index is not None
+        self._tail_mode = True
+        self._reload_tail()
+
+    def _reload_tail(self) -> None:
+        assert self._index is not None
+        gen = self._index.generation
+        self._tail_offset, self._tail = self._index.tail(max(TAIL_LINES, 2 * self.size.height))
+        if self._index.generation != gen:
+            self._open()
+            return
+        self.lines_view.clear_cache()
+        self.lines_view.set_height(len(self._tail))
+        if self.following:
+            self.lines_view.scroll_to_line(0, end=True)
+        self.lines_view.refresh()
+
+    def _start_indexer(self) -> None:
+        if self._indexing or self._index is None:
+            return
+        self._indexing = True
+        index = self._index
+
+        def work() -> None:
+            worker = get_current_worker()
+            last_post = monotonic()
+            while not worker.is_cancelled:
+                try:
+                    index.refresh(max_bytes=BACKGROUND_STEP_BYTES)
+                except (OSError, ValueError):
+                    break  # closed or unreadable: the next growth event retries
+                if index.complete:
+                    break
+                if monotonic() - last_post > 0.1:
+                    self.post_message(self._Indexed(index, done=False))
+                    last_post = monotonic()
+            if not worker.is_cancelled:
+                self.post_message(self._Indexed(index, done=True))
+
+        self.run_worker(work, group="log-index", thread=True, exclusive=True, exit_on_error=False)
+
+    @on(_Indexed)
+    def _on_indexed(self, message: _Indexed) -> None:
+        message.stop()
+        if message.index is not self._index:
+            return
+        if not message.done:
+            if not self._tail_mode:
+                self._sync_count()
+            self._update_subtitle()
+            return
+        self._indexing = False
+        if self._tail_mode:
+            self._leave_tail_mode()
+        else:
+            self._sync_count()
+        pending, self._pending_after_index = self._pending_after_index, []
+        for action in pending:
+            action()
+        # Pick up what was appended while indexing (no-op when nothing was).
+        self.notify_grew()
+
+    def _leave_tail_mode(self) -> None:
+        assert self._index is not None
+        top_in_tail = self.lines_view.scroll_offset.y
+        self._tail_mode = False
+        self._tail = []
+        self.lines_view.clear_cache()
+        self._sync_count(scroll=False)
+        if self.following:
+            self.lines_view.scroll_to_line(0, end=True)
+        else:
+            first = self._index.line_at_offset(self._tail_offset)
+            self.lines_view.scroll_to_line(first + top_in_tail)
+        self.lines_view.refresh()
+        self._update_subtitle()
+
+    def _apply_growth(self) -> None:
+        self._grow_pending = False
+        self._last_grow = monotonic()
+        index = self._index
+        if index is None:
+            return
+        if self._indexing:
+            # The worker will reach the new end by itself; keep the tail live.
+            if self._tail_mode and self.following:
+                self._reload_tail()
+            return
+        gen = index.generation
+        try:
+            index.refresh(max_bytes=INLINE_INDEX_BYTES)
+        except OSError as error:
+            self._error = f"cannot read: {error.strerror or error}"
+            self._update_subtitle()
+            return
+        if index.generation != gen:
+            self._open()  # replaced or truncated: start again at its end
+            return
+        if not index.complete:
+            self._start_indexer()
+        self._sync_count()
+
+    def _sync_count(self, scroll: bool = True) -> None:
+        """Show the index's current line count (index mode)."""
+        index = self._index
+        if index is None or self._tail_mode:
+            return
+        old = self._count
+        new = index.line_count
+        size_changed = index.size != self._size_seen
+        self._size_seen = index.size
+        if new == old and not size_changed:
+            return
+        self._count = new
+        # The old last line may have been partial and changed.
+        self.lines_view.clear_cache(max(0, old - 1))
+        self.lines_view.set_height(new)
+        if scroll and self.following:
+            self.lines_view.scroll_to_line(0, end=True)
+        top = self.lines_view.scroll_offset.y
+        height = self.lines_view.size.height
+        if old - 1 < top + height:
+            self.lines_view.refresh()
+        self._update_subtitle()
+
+    # -- what LogLines asks --------------------------------------------------------
+
+    def _text_of(self, number: int) -> str | None:
+        if number < 0:
+            return None
+        if self._tail_mode:
+            return self._tail[number] if number < len(self._tail) else None
+        if self._index is None or number >= self._count:
+            return None
+        try:
+            return self._index.line(number)
+        except IndexError:
+            return None  # the file shrank since the last refresh
+
+    def _match_number(self, number: int) -> int | None:
+        """Index line number of displayed row ``number`` (None in tail mode)."""
+        return None if self._tail_mode else number
+
+    def _gutter_width(self) -> int:
+        if not self._line_numbers or self._tail_mode:
+            return 0
+        return len(str(max(1, self._count)))
+
+    def _label_of(self, number: int) -> str:
+        return str(number + 1)
+
+    def _update_subtitle(self) -> None:
+        parts = []
+        if self._error:
+            parts.append(self._error)
+        parts.append("following" if self.following else "paused")
+        if self._indexing and self._index is not None:
+            parts.append(f"indexing {self._index.progress:.0%}")
+        if not self._tail_mode and self._count:
+            top = self.lines_view.scroll_offset.y
+            bottom = min(self._count, top + self.lines_view.size.height)
+            parts.append(f"{top + 1}-{bottom}/{self._count}")
+        if self.match_line is not None:
+            parts.append(f"match {self.match_line + 1}")
+        subtitle = " · ".join(parts)
+        if subtitle != self.border_subtitle:
+            self.border_subtitle = subtitle
+
+    def watch_following(self, following: bool) -> None:
+        self._update_subtitle()
+
+    # -- search --------------------------------------------------------------------
+
+    def open_search(self) -> None:
+        self._search_input.add_class("-open")
+        if self._match_pattern is not None:
+            pattern, regex, _case = self._match_pattern
+            self._search_input.value = f"re:{pattern}" if regex else pattern
+        self._search_input.focus()
+
+    def close_search(self) -> None:
+        self._search_input.remove_class("-open")
+        self.lines_view.focus()
+
+    @on(Input.Submitted)
+    def _on_search_submitted(self, event: Input.Submitted) -> None:
+        if event.input is not self._search_input:
+            return
+        event.stop()
+        query = event.value
+        self.close_search()
+        if not query:
+            return
+        pattern, regex, case = parse_query(query)
+        try:
+            display = re.compile(pattern if regex else re.escape(pattern), 0 if case else re.IGNORECASE)
+        except re.error as error:
+            self.notify(f"bad regular expression: {error}", severity="error")
+            return
+        self._match_pattern = (pattern, regex, case)
+        self._set_display_regex(display)
+        self._run_search(self.lines_view.scroll_offset.y, backwards=False)
+
+    def search_next(self, backwards: bool = False) -> None:
+        """Next (or previous) match of the last search; wraps around."""
+        if self._match_pattern is None:
+            self.open_search()
+            return
+        top = self.lines_view.scroll_offset.y
+        if self.match_line is not None:
+            start = self.match_line - 1 if backwards else self.match_line + 1
+        else:
+            start = top + self.lines_view.size.height - 1 if backwards else top
+        self._run_search(start, backwards=backwards)
+
+    def jump_to_first_error(self) -> None:
+        """Scroll to (and mark) the first line that looks like an error."""
+        self._run_search(0, backwards=False, error=True)
+
+    def _set_display_regex(self, regex: re.Pattern[str] | None) -> None:
+        self._display_regex = regex
+        self._search_key = None if regex is None else (regex.pattern, regex.flags)
+        self.lines_view.refresh()
+
+    def _run_search(self, start: int, *, backwards: bool, error: bool = False) -> None:
+        index = self._index
+        if index is None:
+            return
+        if self._indexing:
+            # Searching needs line numbers: run once the index is complete.
+            self.notify(f"indexing ({index.progress:.0%}); the search will run when it is done")
+            self._pending_after_index = [
+                lambda: self._run_search(start if not self._tail_mode else 0, backwards=backwards, error=error)
+            ]
+            return
+        pattern = self._match_pattern
+
+        def work() -> None:
+            worker = get_current_worker()
+            stop = lambda: worker.is_cancelled  # noqa: E731
+            total = index.line_count
+            wrapped = False
+            if error:
+                line = index.first_error_line(should_stop=stop)
+                self.post_message(self._Found(index, line, False, "error line", ERROR_PATTERN))
+                return
+            assert pattern is not None
+            text, regex, case = pattern
+            line = index.search(text, start, backwards, regex, case, should_stop=stop)
+            if line is None and not worker.is_cancelled:
+                wrapped = True
+                again = total - 1 if backwards else 0
+                line = index.search(text, again, backwards, regex, case, should_stop=stop)
+            if not worker.is_cancelled:
+                self.post_message(self._Found(index, line, wrapped, repr(text), None))
+
+        self.run_worker(work, group="log-search", thread=True, exclusive=True, exit_on_error=False)
+
+    @on(_Found)
+    def _on_found(self, message: _Found) -> None:
+        message.stop()
+        if message.index is not self._index:
+            return
+        if message.pattern is not None:  # the error search brings its own pattern
+            self._match_pattern = None
+            self._set_display_regex(re.compile(message.pattern))
+        if message.line is None:
+            self.notify(f"no {message.what} found", severity="warning")
+            return
+        if message.wrapped:
+            self.notify("search wrapped around", timeout=1.5)
+        self.show_line(message.line)
+
+    def show_line(self, line: int) -> None:
+        """Mark ``line`` as the current match and scroll it into view (pauses following)."""
+        self.following = False
+        self.match_line = line
+        self._sync_count()
+        height = max(1, self.lines_view.size.height)
+        top = self.lines_view.scroll_offset.y
+        if not top <= line < top + height:
+            self.lines_view.scroll_to_line(max(0, line - height // 3))
+        self.lines_view.refresh()
+        self._update_subtitle()
