@@ -201,10 +201,14 @@ class SshdServer:
         return HostConfig(**values)
 
     def make_host(self, name: str = "testhost", **overrides):
-        """An ``SshHost`` for this server that reads no ``~/.ssh/config``."""
+        """An ``SshHost`` for this server that reads no ``~/.ssh/config``. Keyword arguments
+        are ``HostConfig`` fields, or ``SshHost`` options (``reconnect_initial``...)."""
         from core.hosts.ssh import SshHost
 
-        return SshHost(name, self.host_config(**overrides), ssh_config=[self.ssh_config])
+        host_kw = {k: overrides.pop(k) for k in ("reconnect_initial", "reconnect_max", "ssh_config")
+                   if k in overrides}
+        host_kw.setdefault("ssh_config", [self.ssh_config])
+        return SshHost(name, self.host_config(**overrides), **host_kw)
 
     def tmux_env(self) -> dict[str, str]:
         """Environment for running ``tmux`` locally against this server's tmux."""

@@ -652,18 +652,23 @@ class SshHost(Host):
         timeout: float | None,
     ) -> CommandResult:
         body = script.encode("utf-8", "surrogateescape")
+        # the host enforces the timeout itself: OpenSSH ignores signal requests, and closing the
+        # channel leaves the command running. GNU timeout kills the whole process group.
+        limit = f"timeout -k 2 {max(timeout, 0.001):.3f} " if timeout is not None else ""
         if len(body) > MAX_INLINE_SCRIPT:
             # bootstrap: read exactly len(body) bytes of script from stdin into a temp file
             command = "bash -c " + quote(
                 'f=$(mktemp) || exit 125\n'
                 f'dd bs={len(body)} count=1 iflag=fullblock status=none of="$f" || '
                 '{ rm -f "$f"; exit 125; }\n'
-                'bash "$f"; rc=$?; rm -f "$f"; exit $rc\n'
+                f'{limit}bash "$f"; rc=$?; rm -f "$f"; exit $rc\n'
             )
             data = body + (stdin or b"")
         else:
-            command = "bash -c " + quote(script)
+            command = limit + "bash -c " + quote(script)
             data = stdin or b""
+        wait = timeout + 5 if timeout is not None else None  # in case the host stops answering
+        started = time.monotonic()
         try:
             proc = await conn.create_process(command, encoding=None, request_pty=False)
         except asyncssh.ChannelOpenError as e:
@@ -679,7 +684,7 @@ class SshHost(Host):
             if data:
                 proc.stdin.write(data)
             proc.stdin.write_eof()
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            out, err = await asyncio.wait_for(proc.communicate(), wait)
         except TimeoutError:
             with contextlib.suppress(Exception):
                 proc.kill()
@@ -695,6 +700,10 @@ class SshHost(Host):
         if status is None and sig is None:
             raise self._lost_error(conn, None, may_have_run=True)
         if status is not None and status >= 0:
+            if timeout is not None and status in (124, 137) and (
+                time.monotonic() - started >= timeout
+            ):
+                err = (err or b"") + f"timed out after {timeout:g}s\n".encode()
             return CommandResult(status, out or b"", err or b"")
         name = sig[0] if sig else "?"
         try:
