@@ -120,7 +120,16 @@ class SshdServer:
     tmux_tmpdir, base_dir, home (the remote HOME, None for the real one), dir (its temporary
     directory)."""
 
-    def __init__(self, root: Path, *, real_home: bool = False, max_sessions: int = 10) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        real_home: bool = False,
+        path: str | None = None,
+        max_sessions: int = 10,
+    ) -> None:
+        """``path``: PATH for remote commands (default: this process's); only with a private
+        HOME."""
         self.dir = root
         self.host = "127.0.0.1"
         self.port = _free_port()
@@ -152,7 +161,7 @@ class SshdServer:
         env = {"TMUX_TMPDIR": self.tmux_tmpdir, **_uv_dirs()}
         if self.home:
             env["HOME"] = self.home
-            env["PATH"] = os.environ.get("PATH", os.defpath)
+            env["PATH"] = path or os.environ.get("PATH", os.defpath)
         setenv = " ".join(f'"{k}={v}"' for k, v in env.items())
         self.config_file.write_text(
             "\n".join(
