@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.analysis import packages
 from core.analysis.imports import FileImports, Import, SyntaxProblem, extract
@@ -46,7 +47,7 @@ class LocalDependency(BaseModel):
     """Only reachable through a ``try/except ImportError`` import: the benchmark survives without it."""
     problem: str | None = None
     """Why a module that does not exist cannot be imported."""
-    children: list[LocalDependency] = []
+    children: list[LocalDependency] = Field(default_factory=list)
 
 
 class ExternalPackage(BaseModel):
@@ -89,35 +90,54 @@ class DependencyAnalysis(BaseModel):
 def analyze(project_root: Path, bench_file: Path, *, cache_dir: Path | None = None) -> DependencyAnalysis:
     """Analyse ``bench_file`` (absolute, or relative to the project, else to the cwd).
 
-    Raises ``EvopilotError`` when the project or the benchmark does not exist, the benchmark
-    lies outside the project, or pyproject.toml cannot be read.
+    With ``cache_dir``, an unchanged project costs a stat of each input and one JSON read, and a
+    changed one re-parses only the files whose content changed. Raises ``EvopilotError`` when
+    the project or the benchmark does not exist, the benchmark lies outside the project, or
+    pyproject.toml cannot be read.
     """
     root = Path(project_root).expanduser().resolve()
     if not root.is_dir():
         raise EvopilotError(f"project directory not found: {project_root}")
     bench = _locate_benchmark(root, Path(bench_file).expanduser())
-    bench_dir = bench.parent
-    roots = list(dict.fromkeys(d for d in (bench_dir, root, root / "src") if d.is_dir()))
+    bench_key = _rel(root, bench)
+    if cache_dir is None:
+        return _compute(root, bench_key, {}, None, None)
+    cache_dir = Path(cache_dir)
+    result_file = cache_dir / f"result-{_digest(str(root / bench_key).encode())}.json"
+    cached = _load_result(result_file, root)
+    if cached is not None:
+        return cached
+    inputs: dict[str, os.stat_result | None] = {}
+    parse_cache = _ParseCache(cache_dir, root, inputs)
+    result = _compute(root, bench_key, inputs, parse_cache, cache_dir)
+    parse_cache.save()
+    _save_result(result_file, root, inputs, result)
+    return result
 
-    cache = _ParseCache(cache_dir, root) if cache_dir is not None else None
-    graph = _Graph(root, _Finder(bench_dir, roots), cache)
-    graph.build(bench)
-    if cache is not None:
-        cache.save()
 
+def _compute(
+    root: Path,
+    bench_key: str,
+    inputs: dict[str, os.stat_result | None],
+    parse_cache: _ParseCache | None,
+    cache_dir: Path | None,
+) -> DependencyAnalysis:
+    """The analysis itself; ``inputs`` collects the stat of everything it read, taken before reading."""
+    bench_dir = (root / bench_key).parent
+    for directory in (root, bench_dir):  # a new src/ or .venv shows in the root's listing
+        inputs[str(directory)] = _stat(str(directory))
+    roots = [str(d) for d in dict.fromkeys((bench_dir, root, root / "src")) if d.is_dir()]
+    graph = _Graph(str(root), _Finder(roots, inputs), parse_cache)
+    graph.build(bench_key)
     required = graph.required()
+    pyproject = str(root / "pyproject.toml")
+    inputs[pyproject] = _stat(pyproject)
     declared = packages.declared_distributions(root)
     return DependencyAnalysis(
-        benchmark=_rel(root, bench),
+        benchmark=bench_key,
         root=_tree(graph),
-        local=[
-            LocalDependency(
-                module_name=n.name, file_path=n.path, exists=n.exists, optional=k not in required, problem=n.problem
-            )
-            for k, n in graph.nodes.items()
-            if k != graph.root_key
-        ],
-        external=_externals(graph, required, declared, root, cache_dir),
+        local=[_leaf(node, key not in required) for key, node in graph.nodes.items() if key != graph.root_key],
+        external=_externals(graph, required, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
 
@@ -137,13 +157,17 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+# Paths below are plain strings joined with "/": pathlib costs several times more per call, and
+# a cached analysis is mostly such calls. evopilot runs on POSIX systems only (tmux).
+
+
 @dataclass
 class _Module:
     """Where an importable name lives: a file, or (namespace package) only directories."""
 
     name: str
-    file: Path | None
-    search: list[Path]
+    file: str | None
+    search: list[str]
     """Directories its submodules are looked up in; empty for a plain module."""
 
 
@@ -160,16 +184,20 @@ class _Node:
 class _Finder:
     """Resolves module names to files in the project, listing each directory once per run."""
 
-    def __init__(self, script_dir: Path, roots: list[Path]) -> None:
-        self.script_dir = script_dir
+    def __init__(self, roots: list[str], inputs: dict[str, os.stat_result | None]) -> None:
+        self.script_dir = roots[:1]  # the benchmark's directory comes first
         self.roots = roots
-        self._listings: dict[Path, dict[str, bool]] = {}
+        self.inputs = inputs
+        self._listings: dict[str, dict[str, bool]] = {}
+        self._top: dict[str, _Module | None] = {}
 
-    def entries(self, directory: Path) -> dict[str, bool]:
+    def entries(self, directory: str) -> dict[str, bool]:
         """Name -> is a directory, for everything in ``directory``."""
         listing = self._listings.get(directory)
         if listing is None:
             listing = {}
+            # adding or removing an entry changes a directory's mtime: its stat stands for the listing
+            self.inputs[directory] = _stat(directory)
             try:
                 with os.scandir(directory) as it:
                     for entry in it:
@@ -179,28 +207,33 @@ class _Finder:
             self._listings[directory] = listing
         return listing
 
-    def find(self, dirs: list[Path], name: str, part: str) -> _Module | None:
+    def find(self, dirs: list[str], name: str, part: str) -> _Module | None:
         """The module ``part`` in ``dirs`` in import-system order: a package with ``__init__.py``,
         then ``part.py``, each directory in turn; a namespace package only if neither exists."""
-        portions: list[Path] = []
+        portions: list[str] = []
         for d in dirs:
             listing = self.entries(d)
             if listing.get(part) is True:
-                sub = d / part
+                sub = f"{d}/{part}"
                 if self.entries(sub).get("__init__.py") is False:
-                    return _Module(name, sub / "__init__.py", [sub])
+                    return _Module(name, f"{sub}/__init__.py", [sub])
                 portions.append(sub)
             if listing.get(part + ".py") is False:
-                return _Module(name, d / (part + ".py"), [])
+                return _Module(name, f"{d}/{part}.py", [])
         return _Module(name, None, portions) if portions else None
 
     def top_level(self, top: str) -> _Module | None:
         """A top-level module in the project, or None for the standard library or an external
         package. The script's directory precedes the standard library on sys.path; the project
         root and ``src/`` (on the path through PYTHONPATH or an install) come after it."""
+        if top not in self._top:
+            self._top[top] = self._find_top(top)
+        return self._top[top]
+
+    def _find_top(self, top: str) -> _Module | None:
         if packages.is_builtin(top):
             return None
-        found = self.find([self.script_dir], top, top)
+        found = self.find(self.script_dir, top, top)
         if found is not None and found.file is not None:
             return found
         if packages.is_stdlib(top):
@@ -209,9 +242,12 @@ class _Finder:
 
 
 class _Graph:
-    """The local import graph from the benchmark, built breadth first, each file parsed once."""
+    """The local import graph from the benchmark, built breadth first, each file parsed once.
 
-    def __init__(self, root: Path, finder: _Finder, cache: _ParseCache | None) -> None:
+    Nodes are keyed by project-relative path (a missing module by ``missing:<name>``), so a
+    module reached under two names or through a cycle is visited once."""
+
+    def __init__(self, root: str, finder: _Finder, cache: _ParseCache | None) -> None:
         self.root = root
         self.finder = finder
         self.cache = cache
@@ -221,19 +257,20 @@ class _Graph:
         """Import name -> (importing node key, optional) for each import of it."""
         self.syntax_errors: list[SyntaxIssue] = []
 
-    def build(self, bench: Path) -> None:
-        self.root_key = _rel(self.root, bench)
-        self.nodes[self.root_key] = _Node(bench.stem, self.root_key, True)
-        queue: deque[tuple[str, _Module | None]] = deque([(self.root_key, None)])
+    def build(self, bench_key: str) -> None:
+        self.root_key = bench_key
+        self.nodes[bench_key] = _Node(bench_key.rpartition("/")[2].removesuffix(".py"), bench_key, True)
+        queue: deque[tuple[str, _Module | None]] = deque([(bench_key, None)])
+        prefix = len(self.root) + 1
         while queue:
             key, module = queue.popleft()
-            parsed = self._parse(self.root / key)
+            parsed = self._parse(f"{self.root}/{key}")
             for problem in parsed.errors:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
             for imp in parsed.imports:
                 for target in self._resolve(key, module, imp):
                     if target.file is not None:  # namespace packages have no code to follow
-                        target_key = _rel(self.root, target.file)
+                        target_key = target.file[prefix:]
                         if target_key not in self.nodes:
                             self.nodes[target_key] = _Node(target.name, target_key, True)
                             queue.append((target_key, target))
@@ -244,17 +281,18 @@ class _Graph:
         if source != target:
             edges[target] = edges.get(target, True) and optional
 
-    def _missing(self, source: str, name: str, path: Path | None, problem: str, optional: bool) -> None:
-        rel = _rel(self.root, path) if path is not None and path.is_relative_to(self.root) else None
+    def _missing(self, source: str, name: str, path: str | None, problem: str, optional: bool) -> None:
+        rel = path[len(self.root) + 1 :] if path is not None and path.startswith(self.root + "/") else None
         key = f"missing:{name}"
         self.nodes.setdefault(key, _Node(name, rel, False, problem))
         self._edge(source, key, optional)
 
-    def _parse(self, path: Path) -> FileImports:
+    def _parse(self, path: str) -> FileImports:
         if self.cache is not None:
             return self.cache.imports(path)
         try:
-            return extract(path.read_bytes())
+            with open(path, "rb") as f:
+                return extract(f.read())
         except OSError as e:
             return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
 
@@ -265,32 +303,34 @@ class _Graph:
             if base is None:
                 return []
             chain = [base]
+            parts = imp.module.split(".") if imp.module else []
         else:
-            top = imp.module.partition(".")[0]
+            top, _, rest = imp.module.partition(".")
             found = self.finder.top_level(top)
             if found is None:
                 if not packages.is_stdlib(top):
                     self._external(key, imp)
                 return []
             chain = [found]
-        parts = imp.module.split(".")[0 if imp.level else 1 :] if imp.module else []
+            parts = rest.split(".") if rest else []
         for part in parts:
             parent = chain[-1]
-            name = f"{parent.name}.{part}" if parent.name else part
+            name = f"{parent.name}.{part}"
             if not parent.search:
                 self._missing(key, name, None, f"{parent.name!r} is not a package", imp.optional)
-                return chain[1:] if imp.level else chain
+                break
             found = self.finder.find(parent.search, name, part)
             if found is None:
-                self._missing(key, name, parent.search[0] / f"{part}.py", "no such file", imp.optional)
-                return chain[1:] if imp.level else chain
+                self._missing(key, name, f"{parent.search[0]}/{part}.py", "no such file", imp.optional)
+                break
             chain.append(found)
-        package = chain[-1]
-        for attr in imp.names:  # `from pkg import name`: a submodule if such a file exists
-            if package.search:
-                sub = self.finder.find(package.search, f"{package.name}.{attr}", attr)
-                if sub is not None:
-                    chain.append(sub)
+        else:
+            package = chain[-1]
+            if package.search:  # `from pkg import name`: a submodule if such a file exists
+                for attr in imp.names:
+                    sub = self.finder.find(package.search, f"{package.name}.{attr}", attr)
+                    if sub is not None:
+                        chain.append(sub)
         # the package a relative import starts from is already loaded: its importer lives in it
         return chain[1:] if imp.level else chain
 
@@ -300,15 +340,13 @@ class _Graph:
         if importer is None:  # the benchmark runs as a script: it has no package
             self._missing(key, display, None, "relative import in a script run directly", imp.optional)
             return None
-        is_init = importer.file is not None and importer.file.name == "__init__.py"
+        is_init = importer.file is not None and importer.file.endswith("/__init__.py")
         package = importer.name if is_init else importer.name.rpartition(".")[0]
         parts = package.split(".") if package else []
         if len(parts) < imp.level:
             self._missing(key, display, None, "relative import beyond the top-level package", imp.optional)
             return None
-        directory = (self.root / key).parent
-        for _ in range(imp.level - 1):
-            directory = directory.parent
+        directory = f"{self.root}/{key}".rsplit("/", imp.level)[0]
         return _Module(".".join(parts[: len(parts) - imp.level + 1]), None, [directory])
 
     def _external(self, key: str, imp: Import) -> None:
@@ -377,7 +415,12 @@ def _leaf(node: _Node, optional: bool) -> LocalDependency:
 
 
 def _externals(
-    graph: _Graph, required: set[str], declared: set[str] | None, root: Path, cache_dir: Path | None
+    graph: _Graph,
+    required: set[str],
+    declared: set[str] | None,
+    root: Path,
+    cache_dir: Path | None,
+    inputs: dict[str, os.stat_result | None],
 ) -> list[ExternalPackage]:
     declared = declared or set()
     installed: dict[str, list[str]] | None = None  # read only if some import is not declared
@@ -387,7 +430,7 @@ def _externals(
         candidates = list(known) if known else [name]
         if not any(packages.normalize(c) in declared for c in candidates):
             if installed is None:
-                installed = _installed(root, cache_dir)
+                installed = _installed(root, cache_dir, inputs)
             provided = installed.get(name.partition(".")[0], [])
             # a distribution named like the import comes first; otherwise a stable order
             provided = sorted(provided, key=lambda d: (packages.normalize(d) != packages.normalize(name), d.lower()))
@@ -449,28 +492,86 @@ def _walk(node: LocalDependency):
         stack.extend(n.children)
 
 
-# --- cache -----------------------------------------------------------------------------------
+# --- cache ---------------------------------------------------------------------------------
 
+# Bump when the analysis or the cached formats change meaning.
 _CACHE_VERSION = 1
-# A file changed within this many ns of being hashed could change again without a new mtime
-# (coarse file-system clocks): such an entry is re-hashed instead of trusted by its stat.
+# A file changed within this many ns before its stat was recorded could change again without a
+# new mtime or ctime (coarse file-system clocks): such a stat is not trusted to stand for content.
 _RACY_NS = 2_000_000_000
 _INSTALLED: dict[str, tuple[list, dict[str, list[str]]]] = {}
 """In-process memo of the installed mapping: site dirs key -> (fingerprint, mapping)."""
+_CODE = [str(Path(m).resolve()) for m in (__file__, packages.__file__, sys.modules[extract.__module__].__file__)]
+"""The analysis's own source files: editing them invalidates cached results."""
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _fingerprint(st: os.stat_result | None) -> list[int] | None:
+    return None if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _settled(st: os.stat_result | None, now: int) -> bool:
+    return st is None or now - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
+    """A stored analysis whose every input (files, directory listings, pyproject, site
+    directories, this code, the interpreter) has the stat it had when it was stored."""
+    try:
+        header, _, body = result_file.read_bytes().partition(b"\n")
+        record = json.loads(header)
+        if record["version"] != _CACHE_VERSION or record["python"] != sys.version:
+            return None
+        if record["sites"] != packages.site_dirs(root):
+            return None
+        for path, fingerprint in record["paths"].items():
+            if _fingerprint(_stat(path)) != fingerprint:
+                return None
+        return DependencyAnalysis.model_validate_json(body)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent, stale format or corrupt: analyse afresh
+
+
+def _save_result(result_file: Path, root: Path, inputs: dict[str, os.stat_result | None], result: DependencyAnalysis) -> None:
+    """Store the analysis with the stats of its inputs, unless one changed too recently for its
+    stat to be trusted (then the next run recomputes, from the per-file cache)."""
+    sites = packages.site_dirs(root)
+    stats = {**inputs, **{p: _stat(p) for p in (*sites, *_CODE)}}
+    now = time.time_ns()
+    if not all(_settled(st, now) for st in stats.values()):
+        return
+    record = {
+        "version": _CACHE_VERSION,
+        "python": sys.version,
+        "sites": sites,
+        "paths": {path: _fingerprint(st) for path, st in stats.items()},
+    }
+    body = result.model_dump_json(exclude_defaults=True)  # smaller, and quicker to validate back
+    _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
 
 
 class _ParseCache:
     """Per-project cache: path -> stat fingerprint and content hash; content hash -> imports.
 
-    A file is re-read when its (size, mtime, ctime, inode) changed or was recent when hashed, and
-    re-parsed only when its content hash is new. Written once per analysis, atomically.
+    A file is re-read when its stat changed or was recent when recorded, and re-parsed only when
+    its content hash is new. Written once per analysis, atomically.
     """
 
-    def __init__(self, cache_dir: Path, root: Path) -> None:
-        self.dir = Path(cache_dir)
+    def __init__(self, cache_dir: Path, root: Path, inputs: dict[str, os.stat_result | None]) -> None:
+        self.dir = cache_dir
         self.root = str(root)
-        key = hashlib.blake2b(str(root).encode(), digest_size=12).hexdigest()
-        self.file = self.dir / f"imports-{key}.json"
+        self.file = cache_dir / f"imports-{_digest(self.root.encode())}.json"
+        self.inputs = inputs
         self.dirty = False
         self.stats: dict[str, list] = {}
         self.parsed: dict[str, list] = {}
@@ -481,34 +582,30 @@ class _ParseCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
 
-    def imports(self, path: Path) -> FileImports:
+    def imports(self, path: str) -> FileImports:
+        st = self.inputs[path] = _stat(path)
+        if st is None:
+            return FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
+        fingerprint = _fingerprint(st)
+        entry = self.stats.get(path)
+        # entry: size, mtime, ctime, inode, content hash, whether settled when recorded
+        if entry is not None and entry[5] and entry[:4] == fingerprint and entry[4] in self.parsed:
+            return _from_json(self.parsed[entry[4]])
         try:
-            st = os.stat(path)
+            with open(path, "rb") as f:
+                source = f.read()
         except OSError as e:
             return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        fingerprint = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        key = str(path)
-        entry = self.stats.get(key)
-        if entry is not None and entry[:4] == fingerprint and entry[5] - st.st_mtime_ns > _RACY_NS:
-            cached = self.parsed.get(entry[4])
-            if cached is not None:
-                return _from_json(cached)
-        try:
-            source = path.read_bytes()
-        except OSError as e:
-            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+        digest = _digest(source)
         cached = self.parsed.get(digest)
         if cached is None:
             result = extract(source)
             self.parsed[digest] = _to_json(result)
-            self.dirty = True
         else:
             result = _from_json(cached)
-        now = time.time_ns()
-        # only worth a write when the entry changed or can now be trusted without re-hashing
-        if entry is None or entry[:5] != [*fingerprint, digest] or now - st.st_mtime_ns > _RACY_NS:
-            self.stats[key] = [*fingerprint, digest, now]
+        new_entry = [*fingerprint, digest, _settled(st, time.time_ns())]
+        if new_entry != entry:  # unchanged and still racy: nothing worth a write
+            self.stats[path] = new_entry
             self.dirty = True
         return result
 
@@ -522,11 +619,11 @@ class _ParseCache:
             "stats": self.stats,
             "parsed": {h: v for h, v in self.parsed.items() if h in used},
         }
-        _write_json(self.dir, self.file, data)
+        _write(self.dir, self.file, json.dumps(data, separators=(",", ":")).encode())
 
 
 def _to_json(result: FileImports) -> list:
-    return [[list(i[:2]) + [list(i.names), i.line, i.optional] for i in result.imports], [list(e) for e in result.errors]]
+    return [[[i.level, i.module, list(i.names), i.line, i.optional] for i in result.imports], [list(e) for e in result.errors]]
 
 
 def _from_json(data: list) -> FileImports:
@@ -534,15 +631,18 @@ def _from_json(data: list) -> FileImports:
     return FileImports(imports, [SyntaxProblem(line, message) for line, message in data[1]])
 
 
-def _installed(root: Path, cache_dir: Path | None) -> dict[str, list[str]]:
-    """Import name -> installed distributions, recomputed only when a site directory changed."""
+def _installed(root: Path, cache_dir: Path | None, inputs: dict[str, os.stat_result | None]) -> dict[str, list[str]]:
+    """Import name -> installed distributions, recomputed only when a site directory changed
+    (installing or removing a distribution adds or removes an entry there)."""
     dirs = packages.site_dirs(root)
-    key = hashlib.blake2b("\0".join(dirs).encode(), digest_size=12).hexdigest()
-    fingerprint = packages.site_fingerprint(dirs)
+    stats = {d: _stat(d) for d in dirs}
+    inputs.update(stats)
+    fingerprint = [[d, _fingerprint(st)] for d, st in stats.items()]
+    key = _digest("\0".join(dirs).encode())
     memo = _INSTALLED.get(key)
     if memo is not None and memo[0] == fingerprint:
         return memo[1]
-    cache_file = Path(cache_dir) / f"installed-{key}.json" if cache_dir is not None else None
+    cache_file = cache_dir / f"installed-{key}.json" if cache_dir is not None else None
     mapping: dict[str, list[str]] | None = None
     if cache_file is not None:
         try:
@@ -554,20 +654,20 @@ def _installed(root: Path, cache_dir: Path | None) -> dict[str, list[str]]:
     if mapping is None:
         mapping = packages.installed_top_levels(dirs)
         if cache_file is not None:
-            _write_json(Path(cache_dir), cache_file, {"fingerprint": fingerprint, "mapping": mapping})
+            _write(cache_dir, cache_file, json.dumps({"fingerprint": fingerprint, "mapping": mapping}).encode())
     _INSTALLED[key] = (fingerprint, mapping)
     return mapping
 
 
-def _write_json(directory: Path, target: Path, data: object) -> None:
+def _write(directory: Path, target: Path, data: bytes) -> None:
     """Write owner-only via a unique temp file and rename, so concurrent writers never leave a
     torn file: the last complete write wins. A cache that cannot be written is not an error."""
     try:
         ensure_private_dir(directory)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")  # mode 0600
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # created 0600
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, target)
         except BaseException:
             os.unlink(tmp)

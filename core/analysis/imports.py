@@ -16,16 +16,7 @@ from tree_sitter import Language, Node, Parser, Query, QueryCursor
 _LANGUAGE = Language(tree_sitter_python.language())
 _PARSER = Parser(_LANGUAGE)
 # `from __future__` is its own node type (future_import_statement), so it is never captured.
-# Module-level imports are captured apart: they need no walk up the tree for their context, and
-# that walk is what costs (tree-sitter finds a node's parent by searching down from the root).
-_QUERY = Query(
-    _LANGUAGE,
-    """
-    (module [(import_statement) (import_from_statement)] @top)
-    (block [(import_statement) (import_from_statement)] @nested)
-    (ERROR [(import_statement) (import_from_statement)] @nested)
-    """,
-)
+_QUERY = Query(_LANGUAGE, "(import_statement) @import (import_from_statement) @import")
 
 # Exceptions whose handler makes an import in the `try` body optional; a bare `except:` too.
 _CATCHES_IMPORT_ERROR = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
@@ -61,15 +52,15 @@ def extract(source: bytes) -> FileImports:
     reported by line and the imports tree-sitter recovered around them are still returned.
     """
     tree = _PARSER.parse(source)
-    captures = QueryCursor(_QUERY).captures(tree.root_node)
     imports: list[Import] = []
-    for node in captures.get("top", ()):
-        imports.extend(_imports_of(node, False))
-    for node in captures.get("nested", ()):
-        context = _context(node)
-        if context is not None:
-            imports.extend(_imports_of(node, context))
-    imports.sort(key=lambda i: i.line)
+    for node in QueryCursor(_QUERY).captures(tree.root_node).get("import", ()):
+        row, column = node.start_point
+        # a statement at column 0 is in no block: skip the walk up, which costs (tree-sitter
+        # finds a parent by searching down from the root, past every top-level statement)
+        optional = False if column == 0 else _context(node)
+        if optional is not None:
+            imports.extend(_imports_of(node, row + 1, optional))
+    imports.sort(key=lambda i: i.line)  # captures are grouped by pattern, not in source order
     errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
     encoding_error = _utf8_error(source)
     if encoding_error:
@@ -131,8 +122,11 @@ def _is_type_checking(condition: Node | None) -> bool:
     return False
 
 
-def _imports_of(node: Node, optional: bool) -> list[Import]:
-    line = node.start_point[0] + 1
+def _is_dotted(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
+
+
+def _imports_of(node: Node, line: int, optional: bool) -> list[Import]:
     if node.type == "import_statement":
         modules = [_dotted(_strip_alias(n)) for n in node.children_by_field_name("name")]
         return [Import(0, m, (), line, optional) for m in modules if m is not None]
@@ -168,7 +162,7 @@ def _dotted(node: Node | None) -> str | None:
     if node is None or node.type != "dotted_name":
         return None
     text = _text(node)
-    if all(p.isidentifier() for p in text.split(".")):  # the usual case: no spaces or comments inside
+    if _is_dotted(text):  # the usual case: no spaces or comments inside
         return text
     parts = [_text(c) for c in node.named_children]
     if not parts or not all(p.isidentifier() for p in parts):

@@ -113,22 +113,19 @@ def known_distribution(module: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def site_dirs(project_root: Path) -> list[str]:
-    """Where the project's imports come from: its own ``.venv`` first, then this interpreter's."""
+    """Where installed distributions live: the project's own ``.venv`` first, then this
+    interpreter's site directories (not every sys.path entry: a source directory such as the
+    current one changes all the time and holds no distributions)."""
     venv = sorted(glob.glob(str(project_root / ".venv" / "lib" / "python*" / "site-packages")))
-    return [p for p in dict.fromkeys([*venv, *sys.path]) if p and os.path.isdir(p)]
-
-
-def site_fingerprint(dirs: list[str]) -> list[list]:
-    """Installing or removing a distribution adds or removes a ``*.dist-info`` entry, which
-    changes its directory's mtime; this is the key under which a mapping may be reused."""
-    return [[d, os.stat(d).st_mtime_ns] for d in dirs]
+    interpreter = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    return [p for p in dict.fromkeys([*venv, *interpreter]) if os.path.isdir(p)]
 
 
 def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
     """Top-level import name -> distributions installed in ``dirs`` that provide it.
 
     Like ``importlib.metadata.packages_distributions()`` but over chosen directories; it reads
-    every installed distribution's metadata (~0.1 s), so callers cache it by ``site_fingerprint``.
+    every installed distribution's metadata (~0.1 s), so callers cache it by the directories' stat.
     """
     mapping: dict[str, list[str]] = {}
     for dist in importlib.metadata.distributions(path=dirs):
