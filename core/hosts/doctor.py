@@ -9,6 +9,7 @@ the same list without the first three.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -61,6 +62,8 @@ def probe_script(config: HostConfig, base_dir: str) -> str:
     """One script printing ``key<TAB>status<TAB>first line of output`` per probe."""
     b = quote(base_dir)
     py = "import sys; print('Python %d.%d.%d' % sys.version_info[:3])"
+    write = ': > "$1/.evp-doctor" && rm -f "$1/.evp-doctor"'
+    free = 'df -Pk -- "$1" | awk "NR==2 {print \\$4}"'
     lines = [
         "probe() { k=$1; shift; o=$(\"$@\" 2>&1 </dev/null); r=$?; "
         "printf '%s\\t%s\\t%s\\n' \"$k\" \"$r\" \"$(printf '%s\\n' \"$o\" | head -n1 | tr '\\t' ' ')\"; }",
@@ -68,8 +71,8 @@ def probe_script(config: HostConfig, base_dir: str) -> str:
         f"probe uv {_word(config.uv_path)} --version",
         "probe rsync rsync --version",
         f"probe python {_word(config.python)} -c {quote(py)}",
-        f"probe write sh -c {quote(': > \"$1/.evp-doctor\" && rm -f \"$1/.evp-doctor\"')} sh {b}",
-        f"probe disk sh -c {quote('df -Pk -- \"$1\" | awk \"NR==2 {print \\$4}\"')} sh {b}",
+        f"probe write sh -c {quote(write)} sh {b}",
+        f"probe disk sh -c {quote(free)} sh {b}",
     ]
     for i, (_key, path) in enumerate(_env_paths(config)):
         lines.append(f"probe env{i} test -e {_word(path)}")
@@ -94,7 +97,8 @@ async def _tcp_check(host: str, port: int, timeout: float) -> str | None:
     except TimeoutError:
         return f"no answer from {host}:{port} within {timeout:g}s"
     except OSError as e:
-        return f"cannot connect to {host}:{port}: {e.strerror or e}"
+        why = os.strerror(e.errno).lower() if e.errno else str(e)
+        return f"cannot connect to {host}:{port}: {why}"
     w.close()
     try:
         await w.wait_closed()
@@ -181,16 +185,16 @@ async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
                                 f"{status.describe()}"))
             checks.append(Check("base_dir", False, e.message,
                                 f"set hosts.{name}.base_dir to a writable directory"))
-            return checks + _not_run(later[2:], "base_dir is not usable")
+            return checks + _not_run(later[1:], "base_dir is not usable")
         if e.kind in ("host_key_unknown", "host_key_changed"):
             checks.append(Check("authentication", False, e.message, None))
         else:
             checks.append(Check("authentication", False, f"{e.message}",
                                 key_fix(status, name, config) if e.kind == "auth" else None))
-        return checks + _not_run(later[1:], "authentication failed")
+        return checks + _not_run(later, "authentication failed")
     except EvopilotError as e:
         checks.append(Check("authentication", False, e.message, None))
-        return checks + _not_run(later[1:], "authentication failed")
+        return checks + _not_run(later, "authentication failed")
     checks.append(Check("authentication", True, f"logged in as {target.user}; {status.describe()}"))
     return await _tools(name, config, host, checks)
 

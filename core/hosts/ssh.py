@@ -568,7 +568,8 @@ class SshHost(Host):
                 raise await self._host_key_error() from None  # known key of another type
             raise self._err(f"ssh connection to {where} failed: {e.reason}", "protocol") from None
         except OSError as e:
-            raise self._err(f"cannot connect to {where}: {e.strerror or e}", "unreachable") from None
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise self._err(f"cannot connect to {where}: {why}", "unreachable") from None
         except (ValueError, asyncssh.Error) as e:
             raise self._err(f"ssh settings for {where} are not valid: {e}", "config") from None
 
