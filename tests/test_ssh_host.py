@@ -25,8 +25,7 @@ from core.hosts.ssh import (
     key_status,
     ssh_command_args,
 )
-from core.hosts.tmux import session_name
-from core.jobs import scripts
+from core.hosts.tmux import kill_session, list_sessions, new_session, quote, session_name
 
 
 def _keygen(path: Path, passphrase: str = "") -> Path:
@@ -183,31 +182,33 @@ async def test_timeout_returns_124(sshd):
         await host.close()
 
 
-async def test_job_in_tmux_over_ssh(sshd):
-    """The engine's scripts work unchanged over SSH: start, probe, log, exit code."""
+async def test_tmux_over_ssh_uses_the_private_server(sshd):
+    """A detached tmux session started over SSH outlives the command, on the fixture's own
+    tmux server (not the test's), and the quoting survives the trip."""
     host = sshd.make_host()
     await host.connect()
     try:
-        job_dir = host.job_dir("t-1")
+        out = f"{host.base_dir}/out file"
         session = session_name("evp", "t", 1)
-        wrapper = scripts.wrapper(job_id=1, job_dir=job_dir, workdir=host.base_dir,
-                                  command="echo hello from tmux; exit 3", env={"A": "b c"})
-        start = scripts.start([scripts.StartSpec(1, job_dir, session, wrapper)])
-        res = await host.run(start)
-        assert scripts.parse_start(res.stdout) == {1: True}, res
-        jobs = [(1, job_dir, session)]
+        command = f"printf '%s\\n' \"it's $((6 * 7))\" > {quote(out)}; sleep 30"
+        res = await host.run(new_session(session, command))
+        assert res.ok, res
+        again = await host.run(new_session(session, "exit 1"))
+        assert not again.ok and b"duplicate session" in again.stderr
 
-        async def finished():
-            res = await host.run(scripts.probe(jobs))
-            return scripts.parse_probe(res.stdout, jobs)[1].exit_code is not None
+        async def written():
+            return os.path.exists(out) and Path(out).read_text() == "it's 42\n"
 
-        await _until(finished)
-        res = await host.run(scripts.probe(jobs))
-        assert scripts.parse_probe(res.stdout, jobs)[1].exit_code == 3
-        (log,) = await host.read_ranges([(job_dir + "/log", 0, 1 << 20)])
-        assert log == b"hello from tmux\n"
-        # the session lived on the fixture's private tmux server, not the test's own
-        assert Path(sshd.tmux_tmpdir, f"tmux-{os.getuid()}", "default").exists()
+        await _until(written)
+        listed = await host.run(list_sessions())
+        assert listed.stdout.decode().split() == [session]
+        local = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
+                               capture_output=True, text=True, env=sshd.tmux_env())
+        assert local.stdout.split() == [session]
+        mine = subprocess.run(["tmux", "list-sessions"], capture_output=True, text=True)
+        assert session not in mine.stdout
+        assert (await host.run(kill_session(session))).ok
+        assert (await host.run(list_sessions())).stdout == b""
     finally:
         await host.close()
 

@@ -190,7 +190,7 @@ async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
             checks.append(Check("authentication", False, e.message, None))
         else:
             checks.append(Check("authentication", False, f"{e.message}",
-                                key_fix(status, name, config) if e.kind == "auth" else None))
+                                key_fix(status, name, config) if e.kind in ("auth", "key") else None))
         return checks + _not_run(later, "authentication failed")
     except EvopilotError as e:
         checks.append(Check("authentication", False, e.message, None))

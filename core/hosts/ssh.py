@@ -554,6 +554,9 @@ class SshHost(Host):
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as e:
             raise self._err(f"cannot use identity_file {self.config.identity_file}: {e}", "key") from None
         except FileNotFoundError as e:
+            ident = _expand(self.config.identity_file) if self.config.identity_file else None
+            if ident and e.filename == ident:
+                raise self._err(f"identity_file {ident} does not exist", "key") from None
             raise self._err(f"file not found: {e.filename}", "config") from None
         except socket.gaierror as e:
             raise self._err(f"cannot resolve hostname {t.host!r}: {e.strerror}", "dns") from None
@@ -583,8 +586,7 @@ class SshHost(Host):
                 "host_key_changed",
             )
         return self._err(
-            f"the host key of {where} is not known ({check.seen}); after checking that "
-            f"fingerprint, {check.fix}",
+            f"the host key of {where} is not known ({check.seen}); {check.fix}",
             "host_key_unknown",
         )
 
@@ -801,4 +803,4 @@ async def check_host_key(
     if keys:
         remove = join(["ssh-keygen", "-R", where, "-f", kh_file])
         return HostKeyCheck("changed", seen, f"remove the old key with: {remove} and {trust}")
-    return HostKeyCheck("unknown", seen, trust)
+    return HostKeyCheck("unknown", seen, f"after checking that fingerprint, {trust}")
