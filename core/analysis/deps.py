@@ -172,6 +172,15 @@ class _Module:
 
 
 @dataclass
+class _Missing:
+    """A module an import needs that is not there."""
+
+    name: str
+    path: str | None
+    problem: str
+
+
+@dataclass
 class _Node:
     name: str
     path: str | None
@@ -269,23 +278,20 @@ class _Graph:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
             for imp in parsed.imports:
                 for target in self._resolve(key, module, imp):
-                    if target.file is not None:  # namespace packages have no code to follow
+                    if isinstance(target, _Missing):
+                        target_key = f"missing:{target.name}"
+                        rel = target.path[prefix:] if target.path and target.path.startswith(self.root + "/") else None
+                        self.nodes.setdefault(target_key, _Node(target.name, rel, False, target.problem))
+                    elif target.file is not None:  # namespace packages have no code to follow
                         target_key = target.file[prefix:]
                         if target_key not in self.nodes:
                             self.nodes[target_key] = _Node(target.name, target_key, True)
                             queue.append((target_key, target))
-                        self._edge(key, target_key, imp.optional)
-
-    def _edge(self, source: str, target: str, optional: bool) -> None:
-        edges = self.nodes[source].edges
-        if source != target:
-            edges[target] = edges.get(target, True) and optional
-
-    def _missing(self, source: str, name: str, path: str | None, problem: str, optional: bool) -> None:
-        rel = path[len(self.root) + 1 :] if path is not None and path.startswith(self.root + "/") else None
-        key = f"missing:{name}"
-        self.nodes.setdefault(key, _Node(name, rel, False, problem))
-        self._edge(source, key, optional)
+                    else:
+                        continue
+                    edges = self.nodes[key].edges
+                    if target_key != key:  # an edge imported both ways counts as required
+                        edges[target_key] = edges.get(target_key, True) and imp.optional
 
     def _parse(self, path: str) -> FileImports:
         if self.cache is not None:
@@ -296,13 +302,13 @@ class _Graph:
         except OSError as e:
             return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
 
-    def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module]:
-        """The project modules one import statement loads; records missing ones and externals."""
+    def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module | _Missing]:
+        """The project modules one import statement loads, in order; records externals."""
         if imp.level:
             base = self._relative_base(key, importer, imp)
-            if base is None:
-                return []
-            chain = [base]
+            if isinstance(base, _Missing):
+                return [base]
+            package = base
             parts = imp.module.split(".") if imp.module else []
         else:
             top, _, rest = imp.module.partition(".")
@@ -311,21 +317,20 @@ class _Graph:
                 if not packages.is_stdlib(top):
                     self._external(key, imp)
                 return []
-            chain = [found]
+            package = found
             parts = rest.split(".") if rest else []
+        chain: list[_Module | _Missing] = [package]
         for part in parts:
-            parent = chain[-1]
-            name = f"{parent.name}.{part}"
-            if not parent.search:
-                self._missing(key, name, None, f"{parent.name!r} is not a package", imp.optional)
+            name = f"{package.name}.{part}"
+            if not package.search:
+                chain.append(_Missing(name, None, f"{package.name!r} is not a package"))
                 break
-            found = self.finder.find(parent.search, name, part)
+            found = self.finder.find(package.search, name, part)
             if found is None:
-                self._missing(key, name, f"{parent.search[0]}/{part}.py", "no such file", imp.optional)
+                chain.append(_Missing(name, f"{package.search[0]}/{part}.py", "no such file"))
                 break
-            chain.append(found)
+            chain.append(package := found)
         else:
-            package = chain[-1]
             if package.search:  # `from pkg import name`: a submodule if such a file exists
                 for attr in imp.names:
                     sub = self.finder.find(package.search, f"{package.name}.{attr}", attr)
@@ -334,18 +339,15 @@ class _Graph:
         # the package a relative import starts from is already loaded: its importer lives in it
         return chain[1:] if imp.level else chain
 
-    def _relative_base(self, key: str, importer: _Module | None, imp: Import) -> _Module | None:
+    def _relative_base(self, key: str, importer: _Module | None, imp: Import) -> _Module | _Missing:
         """The package ``from .`` (level 1), ``from ..`` (level 2) ... names, as Python finds it."""
         display = "." * imp.level + (imp.module or ", ".join(imp.names))
         if importer is None:  # the benchmark runs as a script: it has no package
-            self._missing(key, display, None, "relative import in a script run directly", imp.optional)
-            return None
-        is_init = importer.file is not None and importer.file.endswith("/__init__.py")
-        package = importer.name if is_init else importer.name.rpartition(".")[0]
+            return _Missing(display, None, "relative import in a script run directly")
+        package = importer.name if key.endswith("__init__.py") else importer.name.rpartition(".")[0]
         parts = package.split(".") if package else []
         if len(parts) < imp.level:
-            self._missing(key, display, None, "relative import beyond the top-level package", imp.optional)
-            return None
+            return _Missing(display, None, "relative import beyond the top-level package")
         directory = f"{self.root}/{key}".rsplit("/", imp.level)[0]
         return _Module(".".join(parts[: len(parts) - imp.level + 1]), None, [directory])
 

@@ -62,9 +62,12 @@ def extract(source: bytes) -> FileImports:
             imports.extend(_imports_of(node, row + 1, optional))
     imports.sort(key=lambda i: i.line)  # captures are grouped by pattern, not in source order
     errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
-    encoding_error = _utf8_error(source)
-    if encoding_error:
-        errors.append(encoding_error)
+    bad_lines = _undecodable_lines(source)
+    if bad_lines:
+        # tree-sitter cuts a name at a bad byte (`caf\xe9` -> `caf`): drop such guesses
+        imports = [i for i in imports if i.line not in bad_lines]
+        errors.append(SyntaxProblem(min(bad_lines), "not valid UTF-8 (and no coding declaration)"))
+        errors.sort()
     return FileImports(imports, errors)
 
 
@@ -192,13 +195,21 @@ def _syntax_errors(root: Node) -> list[SyntaxProblem]:
     return problems
 
 
-def _utf8_error(source: bytes) -> SyntaxProblem | None:
-    """Python refuses a file that is not UTF-8 unless it declares its encoding in line 1 or 2."""
+def _undecodable_lines(source: bytes) -> set[int]:
+    """Lines that are not UTF-8, in a file that does not declare another encoding in line 1
+    or 2 (Python refuses such a file); empty for a well-formed file."""
     try:
         source.decode("utf-8")
-        return None
-    except UnicodeDecodeError as e:
-        head = source.split(b"\n", 2)[:2]
-        if any((m := _CODING.match(line)) and m.group(1).lower() not in (b"utf-8", b"utf8") for line in head):
-            return None
-        return SyntaxProblem(source.count(b"\n", 0, e.start) + 1, f"not valid UTF-8 (byte {e.start})")
+        return set()
+    except UnicodeDecodeError:
+        pass
+    lines = source.split(b"\n")
+    if any((m := _CODING.match(line)) and m.group(1).lower() not in (b"utf-8", b"utf8") for line in lines[:2]):
+        return set()
+    bad = set()
+    for number, line in enumerate(lines, 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.add(number)
+    return bad
