@@ -497,3 +497,30 @@ def test_ssh_command_args_reach_the_test_host(sshd):
                          stdin=subprocess.DEVNULL, timeout=20)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == sshd.tmux_tmpdir
+
+
+async def test_silent_server_times_out_and_close_interrupts_waiters(sshd):
+    """A port that accepts TCP but never speaks SSH: a one-line timeout; close() during the
+    attempt makes waiting run() calls fail with HostUnavailable, not CancelledError."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        host = sshd.make_host("mute", port=port, connect_timeout=0.7)
+        t = time.monotonic()
+        with pytest.raises(HostConnectError) as ei:
+            await host.connect()
+        assert ei.value.kind == "timeout" and time.monotonic() - t < 3
+        assert _one_line(ei.value) == f"host mute: connecting to [127.0.0.1]:{port} timed out after 0.7s"
+
+        host = sshd.make_host("mute", port=port, connect_timeout=5)
+        waiters = [asyncio.create_task(host.run("true")) for _ in range(3)]
+        await asyncio.sleep(0.3)
+        await host.close()
+        for w in waiters:
+            with pytest.raises(HostUnavailable):
+                await w
+        assert host.state == HostState.DISCONNECTED
+    finally:
+        silent.close()

@@ -3,9 +3,10 @@
 * Every command is ``bash -c <script>`` on one kept connection; at most ``max_sessions`` channels
   are open at once (a semaphore: OpenSSH's ``MaxSessions 10`` makes asyncssh fail above ~6).
 * Host keys are always verified against known_hosts (``hosts.X.known_hosts``, else
-  ``~/.ssh/known_hosts`` and ``/etc/ssh/ssh_known_hosts``); a key from ``~/.ssh/config``'s
-  ``UserKnownHostsFile`` is not consulted so no config file can turn checking off. An unknown or
-  changed key is refused with a one-line message saying how to trust it.
+  ``~/.ssh/known_hosts`` and ``/etc/ssh/ssh_known_hosts``); the ssh config's
+  ``UserKnownHostsFile``/``StrictHostKeyChecking`` are not consulted, so no config file can turn
+  checking off. An unknown or changed key is refused with a one-line message saying how to
+  trust it.
 * ``~/.ssh/config`` applies (asyncssh loads it when ``config=()``): aliases, ``HostName``,
   ``Port``, ``User``, ``IdentityFile``, ``ProxyJump``... Values set in evopilot's config win.
 * A lost connection is re-opened lazily by the next ``run`` (or at once by ``reconnect()``),
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import posixpath
@@ -34,6 +36,8 @@ from core.config import HostConfig
 from core.errors import EvopilotError
 from core.hosts.base import CommandResult, Host, HostState
 from core.hosts.tmux import join, quote
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_COUNT_MAX = 3
 """Keepalives without an answer before the connection is declared dead."""
@@ -425,7 +429,10 @@ class SshHost(Host):
         self.state = state
         self.last_error = error
         if changed and self.on_state_change is not None:
-            self.on_state_change(self)
+            try:
+                self.on_state_change(self)
+            except Exception:  # a listener's bug must not break the connection logic
+                log.exception("on_state_change callback failed for host %s", self.name)
 
     @property
     def connected(self) -> bool:
@@ -477,7 +484,17 @@ class SshHost(Host):
             return conn
         if self._attempt is None or self._attempt.done():
             self._attempt = asyncio.ensure_future(self._open())
-        return await asyncio.shield(self._attempt)
+            # nobody may be left to await a failed attempt: do not log "never retrieved"
+            self._attempt.add_done_callback(lambda t: t.cancelled() or t.exception())
+        attempt = self._attempt
+        try:
+            return await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if attempt.cancelled() and not (me is not None and me.cancelling()):
+                # close() cancelled the shared attempt, not this caller
+                raise HostUnavailable(f"host {self.name}: closed while connecting") from None
+            raise
 
     async def _open(self) -> asyncssh.SSHClientConnection:
         self.connect_attempts += 1
