@@ -450,7 +450,7 @@ def test_render_tree_marks_problems(tmp_path):
         "  ujson  NOT DECLARED in pyproject.toml  [optional]  (imported by benchmarks/bench.py)",
         "  yaml -> PyYAML  NOT DECLARED in pyproject.toml  (imported by benchmarks/bench.py)",
         "syntax errors:",
-        "  helper.py:3: invalid syntax near 'def f(:'",
+        "  helper.py:3: missing ')'",
         "fix: uv add PyYAML",
     ]
 
