@@ -25,8 +25,9 @@ class _Strict(BaseModel):
 
 
 class EngineConfig(_Strict):
-    poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.25
-    """Seconds between monitor ticks for the local host."""
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """Seconds between monitor ticks for the local host (progress and logs; a job's end wakes
+    the loop at once)."""
     remote_poll_interval: Annotated[float, Field(gt=0, le=600)] = 1.0
     """Seconds between monitor ticks for SSH hosts (one round trip per host per tick)."""
     kill_grace: Annotated[float, Field(ge=0, le=600)] = 5.0

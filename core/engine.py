@@ -27,11 +27,14 @@ from core.hosts.base import Host
 from core.hosts.local import LocalHost
 from core.hosts.tmux import join
 from core.jobs import scripts
-from core.jobs.dispatch import dispatch
+from core.jobs.dispatch import dispatch, done_channel
 from core.jobs.monitor import Monitor
 from core.models import (
     FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent, now_iso,
 )
+
+
+WAKE_COALESCE = 0.02
 
 
 class Engine:
@@ -46,6 +49,8 @@ class Engine:
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._tasks: set[asyncio.Task] = set()
         self._tick_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._watchers: dict[str, asyncio.Task] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -58,7 +63,7 @@ class Engine:
         return cls(config, home, db, instance or "0")
 
     async def close(self) -> None:
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._watchers.values()]:
             t.cancel()
         for h in self._hosts.values():
             await h.close()
@@ -85,6 +90,8 @@ class Engine:
             q.put_nowait(event)
 
     async def _emit_jobs(self, ids: Iterable[int], previous: dict[int, JobStatus] | None = None) -> None:
+        if not self._subscribers:  # nobody listening: skip reading the rows
+            return
         for job_id in ids:
             job = await jobs_db.get_job(self.db, job_id)
             self._emit(JobEvent(job=job, previous=(previous or {}).get(job_id)))
@@ -332,16 +339,14 @@ class Engine:
         for name in await self._active_hosts(JobStatus.QUEUED.value):
             async with self._tick_lock:
                 started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
-            for job in started:
-                self._emit(JobEvent(job=job, previous=JobStatus.QUEUED))
+            await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
         """Monitor one host's running jobs, then fill its free slots."""
         host = await self.host(name)
         async with self._tick_lock:
-            before = {j.id: j.status for j in await jobs_db.list_jobs(self.db, status=["running"], host=name)}
             result = await self._monitor.tick(host)
-        await self._emit_jobs(result.changed, before)
+        await self._emit_jobs(result.changed, {i: JobStatus.RUNNING for i in result.changed})
         for ev in result.logs:
             self._emit(ev)
         for job in result.kills:
@@ -349,8 +354,7 @@ class Engine:
         if dispatch_jobs and not await self.queue_paused():
             async with self._tick_lock:
                 started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
-            for job in started:
-                self._emit(JobEvent(job=job, previous=JobStatus.QUEUED))
+            await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
 
     async def _kill_for_timeout(self, job: Job) -> None:
         host = await self.host(job.host)
@@ -362,10 +366,14 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def tick(self) -> None:
+    async def tick(self, *, watch: bool = False) -> None:
+        """One pass over every host with running or queued jobs; ``watch`` also keeps a
+        completion watcher open on each (for loops that tick repeatedly)."""
         hosts = set(await self._active_hosts(JobStatus.RUNNING.value, JobStatus.QUEUED.value))
         for name in sorted(hosts):
             await self.tick_host(name)
+            if watch:
+                self._watch_completions(await self.host(name))
 
     async def idle(self) -> bool:
         """Nothing running, and nothing queued that could start."""
@@ -381,17 +389,38 @@ class Engine:
         ``until_idle`` stops when nothing is running or startable; ``until_done`` when those
         jobs have all finished.
         """
-        waiting = set(until_done or ())
+        waiting = list(until_done or ())
         while True:
-            await self.tick()
+            await self.tick(watch=True)
             if until_idle and await self.idle() and not self._tasks:
                 return
-            if waiting:
-                done = {j for j in waiting if (await jobs_db.get_job(self.db, j)).status in FINISHED}
-                waiting -= done
-                if not waiting:
-                    return
-            await asyncio.sleep(self.config.engine.poll_interval)
+            if waiting and not await jobs_db.count_unfinished(self.db, waiting):
+                return
+            self._wake.clear()
+            try:  # a finishing job wakes us at once; progress is read every poll interval
+                await asyncio.wait_for(self._wake.wait(), self.config.engine.poll_interval)
+                await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
+            except TimeoutError:
+                pass
+
+    def _watch_completions(self, host: Host) -> None:
+        """Keep a ``tmux wait-for`` open on ``host`` that wakes the loop when a job ends."""
+        if host.name in self._watchers:
+            return
+        script = scripts.wait_done(done_channel(self.config, self.instance))
+
+        async def watch() -> None:
+            while True:
+                try:
+                    res = await host.run(script)
+                except Exception:
+                    res = None
+                if res is not None and res.ok:
+                    self._wake.set()
+                else:  # no tmux server yet, or the host is away: try again later
+                    await asyncio.sleep(self.config.engine.poll_interval)
+
+        self._watchers[host.name] = asyncio.create_task(watch())
 
 
 def _check_name(name: str, what: str) -> None:

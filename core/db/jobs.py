@@ -106,6 +106,7 @@ async def list_jobs(
     limit: int | None = None,
     offset: int = 0,
     newest_first: bool = False,
+    with_metrics: bool = True,
 ) -> list[Job]:
     where, params = _filters(status, project, host)
     order = "jobs.id DESC" if newest_first else "jobs.id"
@@ -113,7 +114,8 @@ async def list_jobs(
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params += [limit, offset]
-    return await _with_metrics(db, await (await db.execute(sql, params)).fetchall())
+    rows = await (await db.execute(sql, params)).fetchall()
+    return await _with_metrics(db, rows) if with_metrics else [Job.from_row(r) for r in rows]
 
 
 async def count_jobs(
@@ -126,6 +128,16 @@ async def count_jobs(
     where, params = _filters(status, project, host)
     sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
     (n,) = await (await db.execute(sql, params)).fetchone()
+    return n
+
+
+async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
+    marks = ",".join("?" for _ in ids)
+    cur = await db.execute(
+        f"SELECT count(*) FROM jobs WHERE id IN ({marks}) "
+        f"AND status IN ('pending', 'queued', 'running')", ids,
+    )
+    (n,) = await cur.fetchone()
     return n
 
 

@@ -62,6 +62,11 @@ class Host(ABC):
     async def close(self) -> None:
         self.state = HostState.DISCONNECTED
 
+    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, "scripts.Probe"]:
+        """What each (job id, job dir, session) looks like now: one round trip for all."""
+        res = await self.run(scripts.probe(jobs))
+        return scripts.parse_probe(res.stdout, jobs)
+
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         """For each (path, offset, limit), up to ``limit`` bytes of the file from ``offset``.
 

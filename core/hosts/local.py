@@ -8,6 +8,8 @@ from pathlib import Path
 
 from core.config import HostConfig
 from core.hosts.base import CommandResult, Host, HostState
+from core.hosts.tmux import list_sessions
+from core.jobs import scripts
 from core.locations import ensure_private_dir
 
 
@@ -40,10 +42,27 @@ class LocalHost(Host):
             proc.kill()
             await proc.wait()
             return CommandResult(124, b"", f"timed out after {timeout}s".encode())
+        except asyncio.CancelledError:
+            proc.kill()  # a cancelled caller must not leave the script running
+            raise
         return CommandResult(proc.returncode or 0, out, err)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         return [_read_range(p, off, limit) for p, off, limit in requests]
+
+    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, scripts.Probe]:
+        # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
+        sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
+        return {
+            job_id: scripts.Probe(
+                exit_code=_read_int(f"{d}/{scripts.EXIT_CODE}"),
+                pgid=_read_int(f"{d}/{scripts.PID}"),
+                log_size=_size(f"{d}/{scripts.LOG}"),
+                session_alive=session in sessions,
+                hangup=os.path.exists(f"{d}/{scripts.HANGUP}"),
+            )
+            for job_id, d, session in jobs
+        }
 
 
 def _read_range(path: str, offset: int, limit: int) -> bytes:
@@ -55,3 +74,18 @@ def _read_range(path: str, offset: int, limit: int) -> bytes:
         return os.pread(fd, limit, offset)
     finally:
         os.close(fd)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read(64).strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

@@ -27,11 +27,12 @@ def session_name(prefix: str, instance: str, job_id: int) -> str:
 
 
 def new_session(session: str, command: str) -> str:
-    """Start ``command`` (shell text) detached in a new session, unless it already exists."""
-    return (
-        f"tmux has-session -t {quote('=' + session)} 2>/dev/null || "
-        f"tmux new-session -d -s {quote(session)} -x 200 -y 50 {quote(command)}"
-    )
+    """Start ``command`` (shell text) detached in a new session; fails if the session exists."""
+    return f"tmux new-session -d -s {quote(session)} -x 200 -y 50 {quote(command)}"
+
+
+def has_session(session: str) -> str:
+    return f"tmux has-session -t {quote('=' + session)} 2>/dev/null"
 
 
 def kill_session(session: str) -> str:

@@ -17,21 +17,50 @@ def job_key(instance: str, job_id: int) -> str:
     return f"{instance}-{job_id}"
 
 
+def done_channel(config: Config, instance: str) -> str:
+    """The tmux wait-for channel a job's wrapper signals when it ends."""
+    return f"{config.engine.session_prefix}-{instance}-done"
+
+
 async def dispatch(
     db: aiosqlite.Connection, config: Config, host: Host, instance: str, claimer: str
 ) -> list[Job]:
-    """Start queued jobs on ``host`` while it has free slots; returns the jobs that changed."""
-    changed = []
+    """Claim queued jobs for ``host``'s free slots and start them all with one script.
+
+    Returns the claimed jobs as they were when claimed (read them again for their state now).
+    """
     slots = config.host(host.name).slots(host.is_local)
+    claimed = []
     while (job := await jobs_db.claim_next(db, host.name, slots, claimer)) is not None:
-        changed.append(await start(db, config, host, instance, job))
-    return changed
+        claimed.append(job)
+    if not claimed:
+        return []
+    specs = []
+    async with jobs_db.transaction(db):
+        for job in claimed:
+            specs.append(await _prepare(db, config, host, instance, job))
+    try:
+        res = await host.run(scripts.start(specs))
+        started, error = scripts.parse_start(res.stdout), res.error_text()
+    except Exception as e:  # host unreachable: no job may be left half-started
+        started, error = {}, str(e)
+    async with jobs_db.transaction(db):
+        for job in claimed:
+            if started.get(job.id):
+                await jobs_db.add_step(db, job.id, "start", "tmux", "ok", job.tmux_session)
+            else:
+                await jobs_db.update_job(
+                    db, job.id, status=JobStatus.FAILED.value, finished_at=now_iso(),
+                    error_message=f"cannot start the job on {host.name}: {error}",
+                )
+    return claimed
 
 
-async def start(db: aiosqlite.Connection, config: Config, host: Host, instance: str, job: Job) -> Job:
+async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instance: str, job: Job) -> scripts.StartSpec:
+    """Record where the job lives before its session starts, so a crash in between leaves a job
+    that reconcile can find."""
     job_dir = host.job_dir(job_key(instance, job.id))
     session = session_name(config.engine.session_prefix, instance, job.id)
-    # Recorded before the session starts, so a crash in between leaves a job that reconcile finds.
     await jobs_db.update_job(
         db, job.id, job_dir=job_dir, tmux_session=session,
         results_path=f"{job_dir}/{scripts.RESULTS}",
@@ -39,17 +68,6 @@ async def start(db: aiosqlite.Connection, config: Config, host: Host, instance: 
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        env=config.host(host.name).env,
+        env=config.host(host.name).env, done_channel=done_channel(config, instance),
     )
-    try:
-        res = await host.run(scripts.start(job_dir=job_dir, session=session, wrapper_text=wrapper))
-        error = None if res.ok else f"cannot start the job's tmux session: {res.error_text()}"
-    except Exception as e:  # host unreachable: the job must not be left half-started
-        error = f"cannot start the job on {host.name}: {e}"
-    if error:
-        await jobs_db.update_job(
-            db, job.id, status=JobStatus.FAILED.value, error_message=error, finished_at=now_iso()
-        )
-    else:
-        await jobs_db.add_step(db, job.id, "start", "tmux", "ok", session)
-    return await jobs_db.get_job(db, job.id)
+    return scripts.StartSpec(job.id, job_dir, session, wrapper)

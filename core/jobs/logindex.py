@@ -469,6 +469,25 @@ class LogIndex:
             start, end = self._span(i)
             return self._read_line(self._file.fileno(), start, end)
 
+    def _starts(self, a: int, b: int) -> list[int]:
+        """Start offsets of lines ``a .. b`` inclusive (``b <= self._lines``)."""
+        out: list[int] = []
+        cp_line = self._cp_line[: self._ncp]
+        i = a
+        while i <= b:
+            if i >= self._lines:
+                out.append(self._end)
+                i += 1
+                continue
+            k = int(np.searchsorted(cp_line, i, side="right")) - 1
+            base = int(cp_line[k])
+            starts = self._block_starts(k)
+            j = i - base
+            take = min(len(starts) - j, b - i + 1)
+            out.extend(starts[j : j + take].tolist())
+            i += take
+        return out
+
     def lines(self, start: int, count: int) -> list[str]:
         """Display text of lines ``start .. start+count-1`` that exist."""
         with self._lock:
@@ -478,7 +497,14 @@ class LogIndex:
             if start >= stop:
                 return []
             fd = self._file.fileno()
-            spans = [self._span(i) for i in range(start, stop)]
+            # Starts of start..stop (the start of line `stop` ends line stop-1).
+            starts = self._starts(start, min(stop, self._lines))
+            spans = []
+            for n, i in enumerate(range(start, stop)):
+                if i < self._lines:
+                    spans.append((starts[n], starts[n + 1] - 1))
+                else:
+                    spans.append((starts[n], self._size))  # the unterminated last line
             lo, hi = spans[0][0], spans[-1][1]
             if hi - lo > 1024 * 1024 or any(e - s > _SMALL_LINE for s, e in spans):
                 return [self._read_line(fd, s, e) for s, e in spans]

@@ -38,17 +38,15 @@ class Monitor:
         self._carry: dict[int, bytes] = {}
 
     async def tick(self, host: Host, only: set[int] | None = None) -> TickResult:
-        jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name)
+        jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name,
+                                       with_metrics=False)
         if only is not None:
             jobs = [j for j in jobs if j.id in only]
         out = TickResult()
         if not jobs:
             return out
         probed = [(j.id, j.job_dir, j.tmux_session) for j in jobs if j.job_dir]
-        probes = {}
-        if probed:
-            res = await host.run(scripts.probe(probed))
-            probes = scripts.parse_probe(res.stdout, probed)
+        probes = await host.probe(probed) if probed else {}
 
         chunk = self.config.engine.log_chunk_bytes
         reqs, req_jobs = [], []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.hosts.tmux import join, kill_session, list_sessions, new_session, quote
+from core.hosts.tmux import has_session, join, kill_session, list_sessions, new_session, quote
 
 # Files in a job directory.
 LOG, PID, EXIT_CODE, RESULTS, WRAPPER = "log", "pid", "exit_code", "results.json", "run.sh"
@@ -17,13 +17,15 @@ HANGUP = "hangup"  # present when the job's tmux session went away under it (SIG
 
 
 def wrapper(
-    *, job_id: int, job_dir: str, workdir: str, command: str, env: dict[str, str]
+    *, job_id: int, job_dir: str, workdir: str, command: str, env: dict[str, str],
+    done_channel: str,
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
     It starts ``command`` as its own process group (``set -m``), records the group id in
     ``pid``, appends stdout+stderr to ``log`` (shown in the pane too), forwards INT/TERM/HUP to
-    the group and writes the exit status to ``exit_code`` atomically (temp file + rename).
+    the group and writes the exit status to ``exit_code`` atomically (temp file + rename),
+    then wakes ``tmux wait-for done_channel`` so a watching engine reacts at once.
     """
     exports = "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
     return f"""#!/usr/bin/env bash
@@ -47,24 +49,47 @@ while :; do
   kill -0 "$child" 2>/dev/null || break  # wait was cut short by a trapped signal
 done
 finish "$rc"
+tmux wait-for -S {quote(done_channel)} 2>/dev/null
 """
 
 
-def start(*, job_dir: str, session: str, wrapper_text: str) -> str:
-    """Create the job directory, write the wrapper and start its session: idempotent.
+@dataclass(frozen=True, slots=True)
+class StartSpec:
+    job_id: int
+    job_dir: str
+    session: str
+    wrapper: str
 
-    A job that already has a session or an exit code is left alone, so sending this twice
-    (say, after a dropped link) never starts the job twice.
+
+def start(specs: list[StartSpec]) -> str:
+    """Create each job's directory, write its wrapper and start its session: one script for
+    all, printing ``OK <id>`` or ``ERR <id>`` per job.
+
+    Idempotent: a job that already has an exit code or a session is left alone, so sending
+    this twice (say, after a dropped link) never starts a job twice.
     """
-    d = quote(job_dir)
-    return (
-        f"set -e\nmkdir -p {d} && chmod 700 {d}\n"
-        f"if [ -e {d}/{EXIT_CODE} ]; then exit 0; fi\n"
-        f"umask 077\n"
-        f"[ -e {d}/{WRAPPER} ] || printf '%s' {quote(wrapper_text)} > {d}/{WRAPPER}\n"
-        f": >> {d}/{LOG}\n"
-        f"{new_session(session, join(['bash', job_dir + '/' + WRAPPER]))}\n"
-    )
+    parts = ["umask 077"]
+    for s in specs:
+        d = quote(s.job_dir)
+        parts.append(
+            f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
+            f"elif mkdir -p {d} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
+            f"&& : >> {d}/{LOG} && {new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))}; "
+            f"then echo OK {s.job_id}\n"
+            # already started by an earlier attempt: the session is there
+            f"elif {has_session(s.session)}; then echo OK {s.job_id}\n"
+            f"else echo ERR {s.job_id}\nfi"
+        )
+    return "\n".join(parts) + "\n"
+
+
+def parse_start(out: bytes) -> dict[int, bool]:
+    result = {}
+    for line in out.decode("utf-8", "replace").splitlines():
+        word, _, job_id = line.partition(" ")
+        if word in ("OK", "ERR") and job_id.isdigit():
+            result[int(job_id)] = word == "OK"
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,37 +103,44 @@ class Probe:
     hangup: bool = False
 
 
+_SECTION = b"\0--evopilot--\n"
+
+
 def probe(jobs: list[tuple[int, str, str]]) -> str:
-    """One script reporting on every (job id, job dir, session): sessions, then a line per job."""
-    lines = [f"{{ {list_sessions()}; }} | sed 's/^/S\\t/'"]
-    for job_id, job_dir, _session in jobs:
-        d = quote(job_dir)
-        lines.append(
-            f"printf 'J\\t%s\\t%s\\t%s\\t%s\\t%s\\n' {quote(job_id)} "
-            f'"$(cat {d}/{EXIT_CODE} 2>/dev/null)" "$(cat {d}/{PID} 2>/dev/null)" '
-            f'"$(stat -c %s {d}/{LOG} 2>/dev/null || echo 0)" "$([ -e {d}/{HANGUP} ] && echo 1)"'
-        )
-    return "\n".join(lines) + "\n"
+    """One script reporting on every (job id, job dir, session) with three processes however
+    many jobs: tmux's session list, ``find`` for the sizes of logs and hangup markers, and
+    ``grep`` for the contents of the exit_code and pid files (NUL after each file name)."""
+    dirs = [d for _, d, _ in jobs]
+    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID)]
+    sep = "printf '\\0--evopilot--\\n'"
+    return (
+        f"{list_sessions()}\n{sep}\n"
+        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} \\) "
+        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{sep}\n"
+        f"grep -s -H -Z '' {join(small)}\ntrue\n"
+    )
 
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
-    sessions: set[str] = set()
-    rows: dict[int, tuple[str, str, str, str]] = {}
-    for line in out.decode("utf-8", "replace").splitlines():
-        parts = line.split("\t")
-        if parts[0] == "S" and len(parts) == 2:
-            sessions.add(parts[1])
-        elif parts[0] == "J" and len(parts) == 6:
-            rows[int(parts[1])] = (parts[2], parts[3], parts[4], parts[5])
+    sections = out.split(_SECTION)
+    sections += [b""] * (3 - len(sections))
+    sessions = set(sections[0].decode("utf-8", "replace").splitlines())
+    sizes: dict[str, int] = {}
+    for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
+        path, _, size = line.rpartition("\t")
+        sizes[path] = _int_or_none(size) or 0
+    contents: dict[str, str] = {}
+    for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
+        path, _, value = line.partition("\0")
+        contents[path] = value
     result = {}
-    for job_id, _dir, session in jobs:
-        code, pid, size, hangup = rows.get(job_id, ("", "", "0", ""))
+    for job_id, d, session in jobs:
         result[job_id] = Probe(
-            exit_code=_int_or_none(code),
-            pgid=_int_or_none(pid),
-            log_size=_int_or_none(size) or 0,
+            exit_code=_int_or_none(contents.get(f"{d}/{EXIT_CODE}", "")),
+            pgid=_int_or_none(contents.get(f"{d}/{PID}", "")),
+            log_size=sizes.get(f"{d}/{LOG}", 0),
             session_alive=session in sessions,
-            hangup=hangup == "1",
+            hangup=f"{d}/{HANGUP}" in sizes,
         )
     return result
 
@@ -143,8 +175,9 @@ def kill(*, job_dir: str, session: str, grace: float) -> str:
     )
 
 
-def remove_session(session: str) -> str:
-    return kill_session(session) + "\n"
+def wait_done(done_channel: str) -> str:
+    """Block until some job of this database finishes (see ``wrapper``)."""
+    return f"tmux wait-for {quote(done_channel)}\n"
 
 
 def read_ranges(requests: list[tuple[str, int, int]]) -> str:
