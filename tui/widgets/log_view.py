@@ -15,7 +15,7 @@ How it is fed
 -------------
 The app calls :meth:`LogView.notify_grew` (sync) or ``await file_grew()``
 whenever the engine reports new bytes for the log. Calls are coalesced: at
-most one refresh per ``MIN_REFRESH_INTERVAL`` (1/60 s), however many calls
+most one refresh per ``MIN_REFRESH_INTERVAL`` (1/30 s), however many calls
 arrive. The widget does not poll anything by default; ``safety_poll=`` (seconds)
 turns on a slow ``stat`` of the file as a safety net for a missed event.
 
@@ -70,6 +70,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import get_current_worker
 
@@ -80,8 +81,11 @@ if TYPE_CHECKING:
 
 __all__ = ["LogView", "LogLines"]
 
-MIN_REFRESH_INTERVAL = 1 / 60
-"""Growth notifications are coalesced into at most one refresh per this many seconds."""
+MIN_REFRESH_INTERVAL = 1 / 30
+"""Growth notifications are coalesced into at most one refresh per this many
+seconds (~30 frames/s while a log streams: smooth to read, and a frame of a
+full-screen log view costs ~10-20 ms of CPU in Textual, so 60/s would take a
+whole core)."""
 
 INLINE_INDEX_BYTES = 4 * 1024 * 1024
 """Bytes indexed on the UI thread per refresh; more goes to a thread worker."""
@@ -131,7 +135,8 @@ class LogLines(ScrollView, can_focus=True):
         height: 1fr;
         background: $surface;
         color: $text;
-        overflow: scroll;
+        overflow-x: auto;
+        overflow-y: scroll;
         scrollbar-size-vertical: 1;
     }
     LogLines > .log-lines--gutter { color: $text-muted; }
@@ -152,6 +157,7 @@ class LogLines(ScrollView, can_focus=True):
         self._view = view
         self._strips: LRUCache[int, tuple[tuple, Strip]] = LRUCache(512)
         self._max_width = 0
+        self._styles: tuple[Style, Style, Style, Style] | None = None
         self.programmatic_scroll = False
 
     # -- actions (delegated to the view) --------------------------------------
@@ -203,8 +209,21 @@ class LogLines(ScrollView, can_focus=True):
             self.programmatic_scroll = False
 
     def set_height(self, lines: int) -> None:
-        if self.virtual_size.height != lines or self.virtual_size.width < self._max_width:
-            self.virtual_size = Size(self._max_width, lines)
+        """Set the scrollable height (in lines) without a layout pass.
+
+        ``virtual_size`` is a layout reactive: assigning it re-lays out and
+        re-renders the whole screen, on every frame while a log grows. A line
+        API widget has no children, so only its scrollbars depend on the
+        virtual size: set the value without the layout, update the scrollbars
+        (``_scroll_update`` triggers a layout itself when a scrollbar appears
+        or disappears) and repaint this widget only.
+        """
+        size = Size(max(self._max_width, self.virtual_size.width), lines)
+        if size == self.virtual_size:
+            return
+        self.set_reactive(Widget.virtual_size, size)
+        self._scroll_update(size)
+        self.refresh()
 
     def clear_cache(self, from_line: int | None = None) -> None:
         if from_line is None:
@@ -215,62 +234,86 @@ class LogLines(ScrollView, can_focus=True):
 
     # -- rendering -------------------------------------------------------------
 
+    def _get_styles(self) -> tuple[Style, Style, Style, Style]:
+        if self._styles is not None:
+            return self._styles
+        return (
+            self.rich_style,
+            self.get_component_rich_style("log-lines--gutter", partial=True),
+            self.get_component_rich_style("log-lines--match", partial=True),
+            self.get_component_rich_style("log-lines--other-match", partial=True),
+        )
+
+    def render_lines(self, crop):  # type: ignore[no-untyped-def]
+        # Look the styles up once per update, not once per line, and read the
+        # lines of the update from the file in one go.
+        self._styles = (
+            self.rich_style,
+            self.get_component_rich_style("log-lines--gutter", partial=True),
+            self.get_component_rich_style("log-lines--match", partial=True),
+            self.get_component_rich_style("log-lines--other-match", partial=True),
+        )
+        self._view._prefetch(self.scroll_offset.y + crop.y, crop.height)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._styles = None
+            self._view._prefetched = None
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         number = scroll_y + y
         width = self.size.width
-        rich_style = self.rich_style
-        strip = self._line_strip(number, rich_style)
-        if strip is None:
-            return Strip.blank(width, rich_style)
-        return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(
-            scroll_x, number
-        )
-
-    def _line_strip(self, number: int, rich_style: Style) -> Strip | None:
+        base, gutter_style, match_style, other_style = self._get_styles()
         view = self._view
         text = view._text_of(number)
         if text is None:
-            return None
-        gutter_width = view._gutter_width()
+            return Strip.blank(width, base)
         is_match = view.match_line is not None and view._match_number(number) == view.match_line
-        key = (gutter_width, is_match, view._search_key)
+        gutter = view._gutter(number, is_match)
+        body_width = max(0, width - len(gutter))
+        shown = display_text(text)
+        ascii_text = shown.isascii()
+        text_width = len(shown) if ascii_text else cell_len(shown)
+        if text_width + len(gutter) > self._max_width:
+            self._max_width = text_width + len(gutter)
+            self.call_later(self._grow_width)
+        segments = [Segment(gutter, base + gutter_style)] if gutter else []
+        regex = view._display_regex
+        if ascii_text and not is_match and (regex is None or regex.search(shown) is None):
+            # The common case, kept cheap: one Strip, cropped by slicing.
+            body = shown[scroll_x : scroll_x + body_width]
+            segments.append(Segment(body.ljust(body_width), base))
+            return Strip(segments, width if body_width else len(gutter))
+        key = (is_match, view._search_key, shown)
         cached = self._strips.get(number)
         if cached is not None and cached[0] == key:
-            return cached[1]
-        shown = display_text(text)
-        label = view._label_of(number)
-        gutter_style = self.get_component_rich_style("log-lines--gutter", partial=True)
-        segments = []
-        if gutter_width:
-            marker = "▶" if is_match else " "
-            segments.append(Segment(f"{label:>{gutter_width}}{marker}", rich_style + gutter_style))
-        body = Text(shown, style=rich_style, no_wrap=True, end="")
-        regex = view._display_regex
-        if regex is not None:
-            style_name = "log-lines--match" if is_match else "log-lines--other-match"
-            match_style = self.get_component_rich_style(style_name, partial=True)
-            found = False
-            for m in regex.finditer(shown):
-                if m.end() > m.start():
-                    body.stylize(match_style, m.start(), m.end())
-                    found = True
-            if is_match and not found:
-                body.stylize(match_style)
-        elif is_match:
-            body.stylize(self.get_component_rich_style("log-lines--match", partial=True))
-        segments.extend(body.render(self.app.console))
-        strip = Strip(segments)
-        total = strip.cell_length
-        if total > self._max_width:
-            self._max_width = total
-            self.call_later(self._grow_width)
-        self._strips.set(number, (key, strip))
-        return strip
+            body_strip = cached[1]
+        else:
+            body = Text(shown, style=base, no_wrap=True, end="")
+            if regex is not None or is_match:
+                style = match_style if is_match else other_style
+                found = False
+                if regex is not None:
+                    for m in regex.finditer(shown):
+                        if m.end() > m.start():
+                            body.stylize(style, m.start(), m.end())
+                            found = True
+                if is_match and not found:
+                    body.stylize(match_style)
+            body_strip = Strip(body.render(self.app.console))
+            self._strips.set(number, (key, body_strip))
+        cropped = body_strip.crop_extend(scroll_x, scroll_x + body_width, base)
+        segments.extend(cropped)
+        return Strip(segments, len(gutter) + body_width)
 
     def _grow_width(self) -> None:
         if self.virtual_size.width < self._max_width:
-            self.virtual_size = Size(self._max_width, self.virtual_size.height)
+            self.set_height(self.virtual_size.height)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
 
     def visible_text(self) -> list[str]:
         """The plain text of the rows as rendered now (for tests and debugging)."""
@@ -355,6 +398,10 @@ class LogView(Vertical):
         self._error: str | None = None
         self._line_numbers = line_numbers
         self._safety_poll = safety_poll
+        self._prefetched: tuple[int, list[str]] | None = None
+        self._subtitle_state: tuple | None = None
+        self._subtitle_time = 0.0
+        self._subtitle_timer_pending = False
         self.match_line: int | None = None
         """Line number (0-based) of the current search match, if any."""
         self._match_pattern: tuple[str, bool, bool] | None = None
@@ -611,6 +658,10 @@ class LogView(Vertical):
             return self._tail[number] if number < len(self._tail) else None
         if self._index is None or number >= self._count:
             return None
+        if self._prefetched is not None:
+            first, texts = self._prefetched
+            if 0 <= number - first < len(texts):
+                return texts[number - first]
         try:
             return self._index.line(number)
         except IndexError:
@@ -620,15 +671,37 @@ class LogView(Vertical):
         """Index line number of displayed row ``number`` (None in tail mode)."""
         return None if self._tail_mode else number
 
-    def _gutter_width(self) -> int:
-        if not self._line_numbers or self._tail_mode:
-            return 0
-        return len(str(max(1, self._count)))
+    def _gutter(self, number: int, is_match: bool) -> str:
+        """Line number and match marker column (none while showing the tail)."""
+        if self._tail_mode:
+            return ""
+        marker = "▶" if is_match else " "
+        if not self._line_numbers:
+            return marker
+        return f"{number + 1:>{len(str(max(1, self._count)))}}{marker}"
 
-    def _label_of(self, number: int) -> str:
-        return str(number + 1)
+    def _prefetch(self, first: int, count: int) -> None:
+        """Read the lines an update will draw with one ``LogIndex.lines`` call."""
+        if self._tail_mode or self._index is None or first >= self._count:
+            self._prefetched = None
+            return
+        count = min(count, self._count - first)
+        try:
+            self._prefetched = (first, self._index.lines(first, count))
+        except (OSError, ValueError):
+            self._prefetched = None
 
-    def _update_subtitle(self) -> None:
+    def _update_subtitle(self, *, now: bool = False) -> None:
+        """Update the border subtitle; position/count changes at most 4 times a second."""
+        state = (self.following, self._error, self.match_line, self._tail_mode, self._indexing)
+        if not now and state == self._subtitle_state:
+            if monotonic() - self._subtitle_time < 0.25:
+                if not self._subtitle_timer_pending:
+                    self._subtitle_timer_pending = True
+                    self.set_timer(0.25, self._deferred_subtitle)
+                return
+        self._subtitle_state = state
+        self._subtitle_time = monotonic()
         parts = []
         if self._error:
             parts.append(self._error)
@@ -644,6 +717,10 @@ class LogView(Vertical):
         subtitle = " · ".join(parts)
         if subtitle != self.border_subtitle:
             self.border_subtitle = subtitle
+
+    def _deferred_subtitle(self) -> None:
+        self._subtitle_timer_pending = False
+        self._update_subtitle(now=True)
 
     def watch_following(self, following: bool) -> None:
         self._update_subtitle()
