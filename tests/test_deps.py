@@ -289,6 +289,21 @@ def test_import_cycle_visits_each_module_once(tmp_path):
     assert lines[4:6] == ["            ├── a (a.py)  (expanded elsewhere)", "            └── b (b.py)  (expanded elsewhere)"]
 
 
+def test_a_long_import_chain_keeps_every_module_and_a_json_safe_tree(tmp_path):
+    files = {BENCH: "import m0\n"}
+    files.update({f"m{i}.py": f"import m{i + 1}\n" for i in range(79)})
+    files["m79.py"] = "import numpy\n"
+    root = project(tmp_path, files)
+    a = analyze(root, Path(BENCH))
+    assert [d.module_name for d in a.local] == [f"m{i}" for i in range(80)]
+    assert external(a)["numpy"][2] is False  # found at the end of the chain, and required
+    depth, node = 0, a.root
+    while node.children:
+        depth, node = depth + 1, node.children[0]
+    assert depth == deps.MAX_TREE_DEPTH + 1  # the module past the limit is shown, its imports not
+    assert DependencyAnalysis.model_validate_json(a.model_dump_json()) == a
+
+
 def test_syntax_error_is_reported_and_the_rest_still_analysed(tmp_path):
     root = project(
         tmp_path,

@@ -2,9 +2,13 @@
 through the project), the external packages, and whether pyproject declares them.
 
 ``analyze`` follows imports the way ``python bench.py`` would find them: the benchmark's own
-directory first (sys.path[0] of a script), then the project root and ``src/``. Parsed imports
-are cached per file by content hash so a second analysis of an unchanged project re-reads no
-source; the cache is one JSON file per project, replaced atomically.
+directory first (sys.path[0] of a script), then the project root and ``src/``.
+
+Two caches, both JSON files written atomically in ``cache_dir``: the parsed imports of each
+file keyed by content hash (a changed project re-parses only changed files), and each finished
+analysis with the stat of every input it read (an unchanged project costs those stats and one
+read). A stat stands for content only once it is older than ``_RACY_NS``; a newer file is
+re-hashed, so a change is detected even when it keeps size and mtime.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from core.errors import EvopilotError
 from core.hosts.tmux import join
 from core.locations import ensure_private_dir
 
-# Nested models deeper than this break pydantic's JSON round trip; deeper modules still appear
-# in the flat list, and in the tree as references without children.
+# Nested models much deeper than this break pydantic's JSON round trip: a module at this depth
+# is shown in the tree without its own imports (every module is still in the flat list).
 MAX_TREE_DEPTH = 50
 
 
@@ -76,6 +80,8 @@ class DependencyAnalysis(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """Nothing known to fail on a fresh machine: no missing module, no undeclared package,
+        no syntax error."""
         return not (self.missing_local() or self.undeclared() or self.syntax_errors)
 
     def fix_command(self, uv_path: str = "uv") -> str | None:
@@ -136,7 +142,7 @@ def _compute(
     return DependencyAnalysis(
         benchmark=bench_key,
         root=_tree(graph),
-        local=[_leaf(node, key not in required) for key, node in graph.nodes.items() if key != graph.root_key],
+        local=[_leaf(n, key not in required) for key, n in graph.nodes.items() if key != graph.root_key],
         external=_externals(graph, required, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
@@ -280,7 +286,8 @@ class _Graph:
                 for target in self._resolve(key, module, imp):
                     if isinstance(target, _Missing):
                         target_key = f"missing:{target.name}"
-                        rel = target.path[prefix:] if target.path and target.path.startswith(self.root + "/") else None
+                        inside = target.path is not None and target.path.startswith(self.root + "/")
+                        rel = target.path[prefix:] if inside else None
                         self.nodes.setdefault(target_key, _Node(target.name, rel, False, target.problem))
                     elif target.file is not None:  # namespace packages have no code to follow
                         target_key = target.file[prefix:]
@@ -372,9 +379,9 @@ class _Graph:
 
 
 def _tree(graph: _Graph) -> LocalDependency:
-    """The import tree: each module's children are listed wherever it is imported, but expanded
-    only once, under its nearest required importer (so a module needed by the benchmark never
-    shows up first as optional)."""
+    """The import tree: a module appears under every module that imports it, but its own imports
+    are expanded only once, under its nearest required importer (so a module the benchmark needs
+    is never shown expanded only as optional)."""
     parent_of: dict[str, str] = {}
     depth = {graph.root_key: 0}
     for only_required in (True, False):
@@ -412,7 +419,11 @@ def _tree(graph: _Graph) -> LocalDependency:
 
 def _leaf(node: _Node, optional: bool) -> LocalDependency:
     return LocalDependency(
-        module_name=node.name, file_path=node.path, exists=node.exists, optional=optional, problem=node.problem
+        module_name=node.name,
+        file_path=node.path,
+        exists=node.exists,
+        optional=optional,
+        problem=node.problem,
     )
 
 
@@ -435,7 +446,8 @@ def _externals(
                 installed = _installed(root, cache_dir, inputs)
             provided = installed.get(name.partition(".")[0], [])
             # a distribution named like the import comes first; otherwise a stable order
-            provided = sorted(provided, key=lambda d: (packages.normalize(d) != packages.normalize(name), d.lower()))
+            wanted = packages.normalize(name)
+            provided = sorted(provided, key=lambda d: (packages.normalize(d) != wanted, d.lower()))
             candidates = (list(known) + provided) if known else (provided or [name])
         in_pyproject = [c for c in candidates if packages.normalize(c) in declared]
         out.append(
@@ -473,7 +485,9 @@ def render_tree(analysis: DependencyAnalysis) -> list[str]:
     if analysis.external:
         lines.append("external packages:")
         for p in analysis.external:
-            name = p.import_name if packages.normalize(p.import_name) == packages.normalize(p.distribution) else f"{p.import_name} -> {p.distribution}"
+            name = p.import_name
+            if packages.normalize(name) != packages.normalize(p.distribution):
+                name += f" -> {p.distribution}"
             status = "declared" if p.declared else "NOT DECLARED in pyproject.toml"
             extra = "  [optional]" if p.optional else ""
             lines.append(f"  {name}  {status}{extra}  (imported by {', '.join(p.imported_by)})")
@@ -503,7 +517,7 @@ _CACHE_VERSION = 1
 _RACY_NS = 2_000_000_000
 _INSTALLED: dict[str, tuple[list, dict[str, list[str]]]] = {}
 """In-process memo of the installed mapping: site dirs key -> (fingerprint, mapping)."""
-_CODE = [str(Path(m).resolve()) for m in (__file__, packages.__file__, sys.modules[extract.__module__].__file__)]
+_CODE = [str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "packages.py")]
 """The analysis's own source files: editing them invalidates cached results."""
 
 
@@ -544,7 +558,9 @@ def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
         return None  # absent, stale format or corrupt: analyse afresh
 
 
-def _save_result(result_file: Path, root: Path, inputs: dict[str, os.stat_result | None], result: DependencyAnalysis) -> None:
+def _save_result(
+    result_file: Path, root: Path, inputs: dict[str, os.stat_result | None], result: DependencyAnalysis
+) -> None:
     """Store the analysis with the stats of its inputs, unless one changed too recently for its
     stat to be trusted (then the next run recomputes, from the per-file cache)."""
     sites = packages.site_dirs(root)
@@ -625,15 +641,18 @@ class _ParseCache:
 
 
 def _to_json(result: FileImports) -> list:
-    return [[[i.level, i.module, list(i.names), i.line, i.optional] for i in result.imports], [list(e) for e in result.errors]]
+    imports = [[i.level, i.module, list(i.names), i.line, i.optional] for i in result.imports]
+    return [imports, [list(e) for e in result.errors]]
 
 
 def _from_json(data: list) -> FileImports:
-    imports = [Import(level, module, tuple(names), line, optional) for level, module, names, line, optional in data[0]]
+    imports = [Import(level, module, tuple(names), line, opt) for level, module, names, line, opt in data[0]]
     return FileImports(imports, [SyntaxProblem(line, message) for line, message in data[1]])
 
 
-def _installed(root: Path, cache_dir: Path | None, inputs: dict[str, os.stat_result | None]) -> dict[str, list[str]]:
+def _installed(
+    root: Path, cache_dir: Path | None, inputs: dict[str, os.stat_result | None]
+) -> dict[str, list[str]]:
     """Import name -> installed distributions, recomputed only when a site directory changed
     (installing or removing a distribution adds or removes an entry there)."""
     dirs = packages.site_dirs(root)
@@ -656,7 +675,8 @@ def _installed(root: Path, cache_dir: Path | None, inputs: dict[str, os.stat_res
     if mapping is None:
         mapping = packages.installed_top_levels(dirs)
         if cache_file is not None:
-            _write(cache_dir, cache_file, json.dumps({"fingerprint": fingerprint, "mapping": mapping}).encode())
+            data = {"fingerprint": fingerprint, "mapping": mapping}
+            _write(cache_dir, cache_file, json.dumps(data).encode())
     _INSTALLED[key] = (fingerprint, mapping)
     return mapping
 

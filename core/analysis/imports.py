@@ -187,7 +187,8 @@ def _syntax_errors(root: Node) -> list[SyntaxProblem]:
         if node.is_error:
             text = _text(node).strip()
             snippet = text.splitlines()[0][:40] if text else ""
-            problems.append(SyntaxProblem(line, f"invalid syntax near {snippet!r}" if snippet else "invalid syntax"))
+            message = f"invalid syntax near {snippet!r}" if snippet else "invalid syntax"
+            problems.append(SyntaxProblem(line, message))
         elif node.is_missing:
             problems.append(SyntaxProblem(line, f"missing {node.type!r}"))
         else:
@@ -204,7 +205,8 @@ def _undecodable_lines(source: bytes) -> set[int]:
     except UnicodeDecodeError:
         pass
     lines = source.split(b"\n")
-    if any((m := _CODING.match(line)) and m.group(1).lower() not in (b"utf-8", b"utf8") for line in lines[:2]):
+    declared = [m.group(1).lower() for line in lines[:2] if (m := _CODING.match(line))]
+    if declared and declared[0] not in (b"utf-8", b"utf8"):
         return set()
     bad = set()
     for number, line in enumerate(lines, 1):

@@ -27,7 +27,12 @@ KNOWN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "sklearn": ("scikit-learn",),
     "skimage": ("scikit-image",),
     "PIL": ("Pillow",),
-    "cv2": ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    "cv2": (
+        "opencv-python",
+        "opencv-python-headless",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ),
     "bs4": ("beautifulsoup4",),
     "dateutil": ("python-dateutil",),
     "attr": ("attrs",),
