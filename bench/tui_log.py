@@ -66,6 +66,21 @@ def rss_kb() -> tuple[int, int]:
     return rss, hwm
 
 
+def schedstat() -> tuple[float, float]:
+    """(seconds on CPU, seconds runnable but waiting for a CPU) of this process's
+    threads so far, from /proc/<pid>/task/*/schedstat."""
+    on = wait = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                a, b, _ = f.read().split()
+        except OSError:
+            continue
+        on += int(a)
+        wait += int(b)
+    return on / 1e9, wait / 1e9
+
+
 def ensure_file(path: Path, size: int) -> int:
     """Create the log if needed; return its size without the follow phase's additions."""
     meta = path.with_suffix(path.suffix + ".size")
@@ -211,6 +226,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
             app.frames.clear()
             beats.clear()
             cpu0 = os.times()
+            sched0 = schedstat()
             t_start = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", WRITER, path, str(args.rate), str(args.seconds),
@@ -219,6 +235,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
             out, _ = await proc.communicate()
             t_end = time.perf_counter()
             cpu1 = os.times()
+            sched1 = schedstat()
             written, writer_elapsed = out.split()
             frames = [t for t in app.frames if t_start + 0.05 <= t <= t_end]
             gaps = sorted(b - a for a, b in zip(frames, frames[1:]))
@@ -246,6 +263,8 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
                     1000 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / max(1, len(frames)), 1
                 ),
                 "loadavg_1min_after": round(os.getloadavg()[0], 2),
+                # Time the app was ready to run but had no CPU (other processes).
+                "runqueue_wait_percent": round(100 * (sched1[1] - sched0[1]) / (t_end - t_start)),
                 "still_following": view.following,
                 "last_line_on_screen": bool(rows) and rows[-1].endswith(app.want_last),
                 "lines_after": view.index.line_count,
@@ -390,7 +409,8 @@ def main() -> None:
             f"follow: {f['lines_per_s']:,} lines/s for {f['writer_seconds']} s; {f['frames']} frames ({f['fps']} fps); "
             f"frame gap max {f['max_frame_gap_ms']} ms, p99 {f['p99_frame_gap_ms']} ms, median {f['median_frame_gap_ms']} ms; "
             f"heartbeat max {f['max_heartbeat_interval_ms']} ms; app CPU {f['app_cpu_percent']}% "
-            f"({f['app_cpu_ms_per_frame']} ms/frame); load avg {f['loadavg_1min_after']}; "
+            f"({f['app_cpu_ms_per_frame']} ms/frame), waiting for a CPU {f['runqueue_wait_percent']}% of the time; "
+            f"load avg {f['loadavg_1min_after']}; "
             f"last line on screen: {f['last_line_on_screen']}, following: {f['still_following']}"
         )
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import os
 import re
+from math import ceil
 from time import monotonic
 from typing import TYPE_CHECKING, ClassVar
 
@@ -69,6 +70,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input
@@ -158,6 +160,7 @@ class LogLines(ScrollView, can_focus=True):
         self._strips: LRUCache[int, tuple[tuple, Strip]] = LRUCache(512)
         self._max_width = 0
         self._styles: tuple[Style, Style, Style, Style] | None = None
+        self._scrollbar_key: tuple | None = None
         self.programmatic_scroll = False
 
     # -- actions (delegated to the view) --------------------------------------
@@ -180,7 +183,13 @@ class LogLines(ScrollView, can_focus=True):
     # -- scrolling -------------------------------------------------------------
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
+        # Not ScrollView.watch_scroll_y: it repaints the whole scrollbar on
+        # every change, which cost as much as drawing the lines themselves
+        # while a log streams; _sync_scrollbar repaints it only when its thumb
+        # moves on screen.
+        self._sync_scrollbar()
+        if round(old_value) != round(new_value):
+            self.refresh()
         if not self.programmatic_scroll:
             # A move up that leaves the bottom pauses following; a move down
             # that reaches the bottom resumes it. A clamp caused by a resize
@@ -208,7 +217,7 @@ class LogLines(ScrollView, can_focus=True):
         finally:
             self.programmatic_scroll = False
 
-    def set_height(self, lines: int) -> None:
+    def set_height(self, lines: int, *, sync_scrollbar: bool = True) -> None:
         """Set the scrollable height (in lines) without a layout pass.
 
         ``virtual_size`` is a layout reactive: assigning it re-lays out and
@@ -219,11 +228,45 @@ class LogLines(ScrollView, can_focus=True):
         or disappears) and repaint this widget only.
         """
         size = Size(max(self._max_width, self.virtual_size.width), lines)
-        if size == self.virtual_size:
+        old = self.virtual_size
+        if size == old:
             return
         self.set_reactive(Widget.virtual_size, size)
-        self._scroll_update(size)
+        if not self.container_size:
+            return  # not laid out yet: the first layout sets the scrollbars up
+        # Scrollbar visibility (a layout happens only if it changes).
+        self._refresh_scrollbars()
+        self.scroll_target_y = self.validate_scroll_target_y(self.scroll_target_y)
+        self.scroll_y = self.validate_scroll_y(self.scroll_y)
+        if sync_scrollbar:
+            self._sync_scrollbar()
+        if size.width != old.width and self.show_horizontal_scrollbar:
+            bar = self.horizontal_scrollbar
+            bar.window_virtual_size = size.width
+            bar.window_size = self.container_size.width - self.scrollbar_size_vertical
         self.refresh()
+
+    def _sync_scrollbar(self) -> None:
+        """Keep the vertical scrollbar's numbers current; repaint it only when
+        the thumb it draws (in 1/8 cells, as ``ScrollBarRender`` does) changes."""
+        if not self.show_vertical_scrollbar:
+            return
+        bar = self.vertical_scrollbar
+        virtual = self.virtual_size.height
+        window = self.container_size.height - self.scrollbar_size_horizontal
+        position = self.scroll_y
+        bar.set_reactive(ScrollBar.window_virtual_size, virtual)
+        bar.set_reactive(ScrollBar.window_size, window)
+        bar.set_reactive(ScrollBar.position, position)
+        size = bar.size.height
+        key: tuple = (size, window >= virtual)
+        if size and virtual > window > 0:
+            thumb = max(1.0, window / (virtual / size))
+            start = (size - thumb) * (position / (virtual - window))
+            key = (size, int(start * 8), ceil(thumb * 8))
+        if key != self._scrollbar_key:
+            self._scrollbar_key = key
+            bar.refresh()
 
     def clear_cache(self, from_line: int | None = None) -> None:
         if from_line is None:
@@ -640,9 +683,12 @@ class LogView(Vertical):
         self._count = new
         # The old last line may have been partial and changed.
         self.lines_view.clear_cache(max(0, old - 1))
-        self.lines_view.set_height(new)
-        if scroll and self.following:
+        following = scroll and self.following
+        # When following, the scrollbar is synced once, after the scroll.
+        self.lines_view.set_height(new, sync_scrollbar=not following)
+        if following:
             self.lines_view.scroll_to_line(0, end=True)
+            self.lines_view._sync_scrollbar()
         top = self.lines_view.scroll_offset.y
         height = self.lines_view.size.height
         if old - 1 < top + height:
