@@ -3,6 +3,7 @@ written into tmp_path, the pyproject comparison, the cache, and `uv add` run for
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
@@ -69,6 +70,21 @@ def test_the_benchmark_directory_comes_first_like_sys_path_0(tmp_path):
     )
     a = analyze(root, Path(BENCH))
     assert local(a) == {"util": ("benchmarks/util.py", True, False), "near": ("benchmarks/near.py", True, False)}
+
+
+def test_shadowing_follows_sys_path_order(tmp_path):
+    root = project(
+        tmp_path,
+        {
+            BENCH: "import code\nimport csv\nimport sys\n",
+            "benchmarks/code.py": "",  # the script's directory precedes the standard library
+            "benchmarks/sys.py": "",  # built into the interpreter: always wins
+            "csv.py": "",  # the project root comes after the standard library
+        },
+    )
+    a = analyze(root, Path(BENCH))
+    assert local(a) == {"code": ("benchmarks/code.py", True, False)}
+    assert a.external == []
 
 
 def test_dotted_import_resolves_every_component(tmp_path):
@@ -215,6 +231,7 @@ def test_try_except_import_error_is_optional(tmp_path):
                 "try:\n    from pkg import gone_mod\n    import pkg.missing\nexcept ImportError:\n    pass\n"
                 "try:\n    import must_have\nexcept ValueError:\n    pass\n"
                 "try:\n    def later():\n        import late_dep\nexcept ImportError:\n    pass\n"
+                "try:\n    import anything_goes\nexcept:\n    pass\n"
             ),
             "fast_helper.py": "import orjson\nimport shared\n",
             "shared.py": "",
@@ -227,6 +244,7 @@ def test_try_except_import_error_is_optional(tmp_path):
     assert ext["orjson"][2] is True  # only reachable through an optional local import
     assert ext["must_have"][2] is False  # `except ValueError` does not catch a failed import
     assert ext["late_dep"][2] is False  # a try around a def does not guard the body's imports
+    assert ext["anything_goes"][2] is True  # a bare except catches ImportError too
     assert "json" not in ext
     assert local(a)["fast_helper"] == ("fast_helper.py", True, True)
     assert local(a)["shared"] == ("shared.py", True, True)
@@ -470,6 +488,67 @@ def test_render_tree_marks_problems(tmp_path):
     ]
 
 
+def ast_imports(source: bytes) -> list[tuple[int, str, tuple[str, ...], int, bool]]:
+    """The reference: the same extraction done with the `ast` module."""
+    guards = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+    found = []
+
+    def names_of(node: ast.expr | None) -> set[str]:
+        if node is None:
+            return set()
+        return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node) if isinstance(n, ast.Name | ast.Attribute)}
+
+    def visit(body: list[ast.stmt], optional: bool) -> None:
+        for stmt in body:
+            if isinstance(stmt, ast.Import):
+                found.extend((0, a.name, (), stmt.lineno, optional) for a in stmt.names)
+            elif isinstance(stmt, ast.ImportFrom) and stmt.module != "__future__":
+                names = tuple(a.name for a in stmt.names if a.name != "*")
+                found.append((stmt.level, stmt.module or "", names, stmt.lineno, optional))
+            elif isinstance(stmt, ast.Try | ast.TryStar):
+                guarded = any(h.type is None or names_of(h.type) & guards for h in stmt.handlers)
+                visit(stmt.body, optional or guarded)
+                for part in (*[h.body for h in stmt.handlers], stmt.orelse, stmt.finalbody):
+                    visit(part, optional)
+            elif isinstance(stmt, ast.If):
+                test = stmt.test
+                type_checking = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+                    isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+                )
+                if not type_checking:
+                    visit(stmt.body, optional)
+                visit(stmt.orelse, optional)
+            elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(stmt.body, False)
+            else:
+                for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                    for child in getattr(stmt, field, []):
+                        visit(child.body if hasattr(child, "pattern") or isinstance(child, ast.excepthandler) else [child], optional)
+
+    visit(ast.parse(source).body, False)
+    return sorted(found)
+
+
+def test_extraction_agrees_with_ast_on_the_standard_library():
+    from core.analysis.imports import extract
+
+    stdlib = Path(ast.__file__).parent
+    files = [stdlib / "typing.py"]  # TYPE_CHECKING-free but full of guarded and nested imports
+    for pattern in ("*.py", "importlib/**/*.py", "email/*.py", "concurrent/**/*.py", "json/*.py"):
+        files += [p for p in sorted(stdlib.glob(pattern)) if p.stat().st_size < 40_000]
+    checked = 0
+    for path in files:
+        source = path.read_bytes()
+        try:
+            expected = ast_imports(source)
+        except SyntaxError:
+            continue  # test data with deliberate errors
+        got = sorted(tuple(i) for i in extract(source).imports)
+        assert got == expected, path
+        checked += 1
+    assert checked > 150
+
+
 # --- errors ------------------------------------------------------------------------------------
 
 
@@ -540,6 +619,16 @@ def test_content_change_invalidates_even_within_the_same_second(tmp_path, count_
     (root / "helper.py").write_text("import scipy\n")
     assert set(external(analyze(root, Path(BENCH), cache_dir=cache))) == {"scipy"}
     assert len(count_parses) == 3  # the benchmark itself was not parsed again (same hash)
+
+
+def test_recent_changes_are_seen_even_when_the_stat_does_not_move(tmp_path, monkeypatch):
+    # a coarse file-system clock: rewriting a file within one tick leaves every timestamp as it was
+    monkeypatch.setattr(deps, "_fingerprint", lambda st: None if st is None else [st.st_size])
+    root = project(tmp_path, {BENCH: "import helper\n", "helper.py": "import numpy\n"})
+    cache = tmp_path / "cache"
+    assert set(external(analyze(root, Path(BENCH), cache_dir=cache))) == {"numpy"}
+    (root / "helper.py").write_text("import scipy\n")
+    assert set(external(analyze(root, Path(BENCH), cache_dir=cache))) == {"scipy"}
 
 
 def test_changes_after_settling_invalidate_the_result(tmp_path, quick_settle, count_parses):

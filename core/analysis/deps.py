@@ -511,7 +511,7 @@ def _walk(node: LocalDependency):
 # --- cache ---------------------------------------------------------------------------------
 
 # Bump when the analysis or the cached formats change meaning.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 # A file changed within this many ns before its stat was recorded could change again without a
 # new mtime or ctime (coarse file-system clocks): such a stat is not trusted to stand for content.
 _RACY_NS = 2_000_000_000
@@ -605,10 +605,9 @@ class _ParseCache:
         if st is None:
             return FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
         fingerprint = _fingerprint(st)
-        entry = self.stats.get(path)
-        # entry: size, mtime, ctime, inode, content hash, whether settled when recorded
-        if entry is not None and entry[5] and entry[:4] == fingerprint and entry[4] in self.parsed:
-            return _from_json(self.parsed[entry[4]])
+        entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
+        if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
+            return _from_json(self.parsed[entry[1]])
         try:
             with open(path, "rb") as f:
                 source = f.read()
@@ -621,7 +620,7 @@ class _ParseCache:
             self.parsed[digest] = _to_json(result)
         else:
             result = _from_json(cached)
-        new_entry = [*fingerprint, digest, _settled(st, time.time_ns())]
+        new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
         if new_entry != entry:  # unchanged and still racy: nothing worth a write
             self.stats[path] = new_entry
             self.dirty = True
@@ -630,7 +629,7 @@ class _ParseCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        used = {entry[4] for entry in self.stats.values()}
+        used = {entry[1] for entry in self.stats.values()}
         data = {
             "version": _CACHE_VERSION,
             "root": self.root,
