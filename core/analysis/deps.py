@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tree_sitter
+import tree_sitter_python
 from pydantic import BaseModel, Field
 
 from core.analysis import packages
@@ -517,8 +519,16 @@ _CACHE_VERSION = 2
 _RACY_NS = 2_000_000_000
 _INSTALLED: dict[str, tuple[list, dict[str, list[str]]]] = {}
 """In-process memo of the installed mapping: site dirs key -> (fingerprint, mapping)."""
-_CODE = [str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "packages.py")]
-"""The analysis's own source files: editing them invalidates cached results."""
+_CODE = [
+    *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "packages.py")),
+    *(str(Path(module.__file__ or "").parent) for module in (tree_sitter, tree_sitter_python)),
+]
+"""The analysis's own sources and the parser's package directories: editing or upgrading any of
+them invalidates both caches."""
+
+
+def _code() -> list[list[int] | None]:
+    return [_fingerprint(_stat(path)) for path in _CODE]
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -564,7 +574,8 @@ def _save_result(
     """Store the analysis with the stats of its inputs, unless one changed too recently for its
     stat to be trusted (then the next run recomputes, from the per-file cache)."""
     sites = packages.site_dirs(root)
-    stats = {**inputs, **{p: _stat(p) for p in (*sites, *_CODE)}}
+    # stats taken before reading win over later ones: a change in between must not be hidden
+    stats = {**{p: _stat(p) for p in (*sites, *_CODE)}, **inputs}
     now = time.time_ns()
     if not all(_settled(st, now) for st in stats.values()):
         return
@@ -595,7 +606,8 @@ class _ParseCache:
         self.parsed: dict[str, list] = {}
         try:
             data = json.loads(self.file.read_bytes())
-            if data.get("version") == _CACHE_VERSION and data.get("root") == self.root:
+            header = (data.get("version"), data.get("root"), data.get("code"))
+            if header == (_CACHE_VERSION, self.root, _code()):
                 self.stats, self.parsed = data["stats"], data["parsed"]
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
@@ -632,6 +644,7 @@ class _ParseCache:
         used = {entry[1] for entry in self.stats.values()}
         data = {
             "version": _CACHE_VERSION,
+            "code": _code(),
             "root": self.root,
             "stats": self.stats,
             "parsed": {h: v for h, v in self.parsed.items() if h in used},
