@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import aiosqlite
 
 from core import locations
@@ -33,6 +35,8 @@ from core.models import (
     FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent, now_iso,
 )
 
+if TYPE_CHECKING:
+    from core.analysis import DependencyAnalysis
 
 WAKE_COALESCE = 0.02
 
@@ -182,16 +186,62 @@ class Engine:
 
     # ---- jobs ------------------------------------------------------------------------------
 
+    # ---- dependency analysis ---------------------------------------------------------------
+
+    async def deps(self, project_name: str, bench_ref: str) -> "DependencyAnalysis":
+        """Local import tree and external packages of a benchmark (cached by file content)."""
+        project = await projects_db.get_project(self.db, project_name)
+        bench = await self.resolve_benchmark(project, bench_ref)
+        return await self._analyze(project, bench)
+
+    async def _analyze(self, project: Project, bench: Benchmark) -> "DependencyAnalysis":
+        from core.analysis import analyze  # tree-sitter only when analysing
+
+        return await asyncio.to_thread(
+            analyze, Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
+        )
+
+    async def fix_deps(self, project_name: str, bench_ref: str) -> list[str]:
+        """Declare the benchmark's undeclared packages with `uv add`; returns what was added."""
+        from core.analysis import fix
+
+        project = await projects_db.get_project(self.db, project_name)
+        analysis = await self.deps(project_name, bench_ref)
+        return await asyncio.to_thread(fix, Path(project.path), analysis, self.config.host(LOCAL).uv_path)
+
+    async def preflight(self, project: Project, benches: Sequence[Benchmark]) -> None:
+        """Refuse to queue benchmarks that import missing local files or undeclared packages."""
+        problems, fixes = [], set()
+        for b in benches:
+            a = await self._analyze(project, b)
+            missing = [f"{d.module_name} ({d.file_path})" for d in a.missing_local()]
+            undeclared = [p.distribution for p in a.undeclared()]
+            if missing:
+                problems.append(f"{b.path} imports missing local modules: {', '.join(missing)}")
+            if undeclared:
+                problems.append(f"{b.path} imports packages not in pyproject.toml: {', '.join(undeclared)}")
+                fixes.add(f"evopilot deps {project.name} {b.path} --fix")
+        if problems:
+            hint = f"; fix with `{'`, `'.join(sorted(fixes))}`" if fixes else ""
+            raise EvopilotError("; ".join(problems) + hint + " (or run with --no-check)")
+
+    # ---- jobs ------------------------------------------------------------------------------
+
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
-        timeout: float | None = None, args: Sequence[str] = (),
+        timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
     ) -> list[Job]:
-        """Queue one job per benchmark, then start what fits in the host's free slots."""
+        """Queue one job per benchmark, then start what fits in the host's free slots.
+
+        With ``check``, the benchmarks' dependencies are analysed first (see ``preflight``).
+        """
         self.config.host(host)
         if timeout is not None and timeout <= 0:
             raise EvopilotError("--timeout must be a positive number of seconds")
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.resolve_benchmark(project, b) for b in benches]
+        if check:
+            await self.preflight(project, resolved)
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:

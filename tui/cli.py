@@ -139,7 +139,7 @@ async def cmd_bench_list(engine: Engine, args) -> int:
 
 async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
-                            timeout=args.timeout, args=args.args)
+                            timeout=args.timeout, args=args.args, check=not args.no_check)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
@@ -148,6 +148,24 @@ async def cmd_run(engine: Engine, args) -> int:
     if not args.wait:
         return 0
     return await _wait(engine, [j.id for j in jobs], args.json)
+
+
+async def cmd_deps(engine: Engine, args) -> int:
+    from core.analysis import render_tree
+
+    analysis = await engine.deps(args.project, args.benchmark)
+    added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
+    if args.json:
+        _print_json({**analysis.model_dump(mode="json"), "ok": analysis.ok,
+                     "fix_command": analysis.fix_command(), "added": added})
+        return 0
+    for line in render_tree(analysis):
+        print(line)
+    if added:
+        print(f"added to pyproject.toml with uv: {', '.join(added)}")
+    elif analysis.fix_command():
+        print(f"fix: evopilot deps {args.project} {args.benchmark} --fix  (runs `{analysis.fix_command()}`)")
+    return 0 if analysis.ok or added else 1
 
 
 async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
@@ -340,6 +358,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true", help="stay until the jobs end; exit 1 if any failed")
     sp.add_argument("--arg", dest="args", action="append", default=[], metavar="ARG",
                     help="argument passed to the benchmark (repeatable)")
+    sp.add_argument("--no-check", action="store_true",
+                    help="queue even if the dependency analysis finds missing files or packages")
+
+    sp = add("deps", cmd_deps, "show a benchmark's local imports and external packages "
+             "(exit 1 when something is missing)")
+    sp.add_argument("project")
+    sp.add_argument("benchmark", metavar="BENCH")
+    sp.add_argument("--fix", action="store_true", help="add the undeclared packages with `uv add`")
 
     sp = add("jobs", cmd_jobs, "list jobs (reconciles running jobs first)")
     sp.add_argument("--status", action="append", metavar="S",
