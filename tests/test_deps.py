@@ -282,11 +282,12 @@ def test_type_checking_blocks_are_ignored(tmp_path):
                 "from typing import TYPE_CHECKING\nimport typing\n"
                 "if TYPE_CHECKING:\n    import pandas\n    from typing_only import T\n"
                 "if typing.TYPE_CHECKING:\n    import polars\nelse:\n    import runtime_dep\n"
+                "if sys.version_info < (3, 8):\n    import old_dep\nelif TYPE_CHECKING:\n    import stubs_only\n"
             ),
         },
     )
     a = analyze(root, Path(BENCH))
-    assert set(external(a)) == {"runtime_dep"}
+    assert set(external(a)) == {"runtime_dep", "old_dep"}
     assert a.local == []
 
 

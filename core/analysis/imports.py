@@ -80,7 +80,7 @@ def _context(node: Node) -> bool | None:
         kind = parent.type
         if kind == "try_statement" and not in_function and child == parent.child_by_field_name("body"):
             optional = optional or _guards_import(parent)
-        elif kind == "if_statement" and child == parent.child_by_field_name("consequence"):
+        elif kind in ("if_statement", "elif_clause") and child == parent.child_by_field_name("consequence"):
             if _is_type_checking(parent.child_by_field_name("condition")):
                 return None
         elif kind == "function_definition":
