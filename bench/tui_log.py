@@ -182,6 +182,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
 
     result: dict = {
         "phase": "open-cold" if cold else "open",
+        "gc_freeze": args.gc_freeze,
         "file_bytes": os.path.getsize(path),
         "loadavg_1min_before": round(os.getloadavg()[0], 2),
     }
@@ -190,6 +191,10 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
         app = BenchApp()
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
+            if args.gc_freeze:
+                import gc
+
+                gc.freeze()  # what an app can do once started: see RESULTS.md
             rss0, _ = rss_kb()
             t0 = time.perf_counter()
             app.view = LogView(path)
@@ -353,6 +358,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of the follow phase (0: skip)")
     parser.add_argument("--baseline-lines", type=int, default=1_000_000)
     parser.add_argument("--phase", choices=["all", "open", "open-cold", "baseline"], default="all")
+    parser.add_argument(
+        "--gc-freeze", action="store_true",
+        help="call gc.freeze() after the app has started (LogView phases)",
+    )
     args = parser.parse_args()
 
     if args.phase == "open":
@@ -369,6 +378,8 @@ def main() -> None:
     results = []
     common = ["--path", str(args.path), "--rate", str(args.rate), "--seconds", str(args.seconds),
               "--baseline-lines", str(args.baseline_lines)]
+    if args.gc_freeze:
+        common.append("--gc-freeze")
     try:
         for phase in ("open", "open-cold", "baseline"):
             out = subprocess.run(

@@ -213,6 +213,10 @@ async def test_first_error_line(tmp_path):
         rows = texts(view)
         assert contains(rows, "322▶Traceback (most recent call last):")
         assert contains(rows, "ValueError: boom")
+        # n goes on to the next error line.
+        await pilot.press("n")
+        await settle(pilot, app)
+        assert view.match_line == 323
 
 
 async def test_keymap_remaps_by_binding_id(tmp_path):

@@ -40,6 +40,8 @@ key        id                   action
 ``n``      ``log.search_next``  next match (wraps around)
 ``N``      ``log.search_prev``  previous match (wraps around)
 ``e``      ``log.first_error``  jump to the first error line
+                                (``ERROR_PATTERN`` of ``core.jobs.logindex``;
+                                then ``n`` / ``N`` go to the next ones)
 ``End``    ``log.follow``       jump to the end and follow
 ``escape`` ``log.search_close`` close the search input (while it is focused)
 =========  ===================  ============================================
@@ -775,7 +777,7 @@ class LogView(Vertical):
 
     def open_search(self) -> None:
         self._search_input.add_class("-open")
-        if self._match_pattern is not None:
+        if self._match_pattern is not None and self._match_pattern[0] != ERROR_PATTERN:
             pattern, regex, _case = self._match_pattern
             self._search_input.value = f"re:{pattern}" if regex else pattern
         self._search_input.focus()
@@ -863,8 +865,9 @@ class LogView(Vertical):
         message.stop()
         if message.index is not self._index:
             return
-        if message.pattern is not None:  # the error search brings its own pattern
-            self._match_pattern = None
+        if message.pattern is not None:
+            # After `e`, n / N move between error lines.
+            self._match_pattern = (message.pattern, True, True)
             self._set_display_regex(re.compile(message.pattern))
         if message.line is None:
             self.notify(f"no {message.what} found", severity="warning")
