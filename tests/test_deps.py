@@ -424,6 +424,12 @@ dev-dependencies = ["opencv-python-headless"]
     assert a.fix_command("/opt/my uv/uv") == "'/opt/my uv/uv' add Pillow requests"
 
 
+def test_odd_pyproject_shapes_do_not_crash(tmp_path):
+    pyproject = 'dependencies = "numpy"\noptional-dependencies = ["x"]\n[tool]\nuv = 3\n[dependency-groups]\ndev = ["numpy"]\n'
+    root = project(tmp_path, {BENCH: "import numpy\n"}, pyproject=pyproject)
+    assert external(analyze(root, Path(BENCH))) == {"numpy": ("numpy", True, False)}
+
+
 def test_unreadable_pyproject_is_a_one_line_error(tmp_path):
     root = project(tmp_path, {BENCH: "import numpy\n", "pyproject.toml": "[project\nname="}, pyproject=None)
     with pytest.raises(EvopilotError) as e:
@@ -773,6 +779,7 @@ def test_fix_failure_is_a_one_line_error(tmp_path, offline_uv):
         fix(root, analysis)
     message = str(e.value)
     assert message.startswith("uv add no_such_dist_anywhere failed") and "\n" not in message
+    assert "no-such-dist-anywhere" in message.partition("failed")[2]  # uv's reason names it
     with pytest.raises(EvopilotError, match="not found"):
         fix(root, analysis, uv_path=str(tmp_path / "no-uv-here"))
     assert "no_such_dist_anywhere" not in (root / "pyproject.toml").read_text()

@@ -87,6 +87,9 @@ KNOWN_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "Xlib": ("python-xlib",),
 }
 
+# How uv marks its error line and the causes below it (plain and fancy report styles).
+_UV_ERROR = ("error:", "×")
+_UV_CAUSE = ("cause:", "Caused by:", "╰─▶")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
 
 
@@ -173,19 +176,28 @@ def declared_distributions(project_root: Path) -> set[str] | None:
         return None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise EvopilotError(f"{path}: cannot read: {e}") from None
-    project = data.get("project", {})
-    requirements: list = list(project.get("dependencies", []))
-    for extra in project.get("optional-dependencies", {}).values():
-        requirements.extend(extra)
-    for group in data.get("dependency-groups", {}).values():
-        requirements.extend(group)
-    requirements.extend(data.get("tool", {}).get("uv", {}).get("dev-dependencies", []))
+    project = _table(data.get("project"))
+    requirements = _array(project.get("dependencies"))
+    for extra in _table(project.get("optional-dependencies")).values():
+        requirements += _array(extra)
+    for group in _table(data.get("dependency-groups")).values():
+        requirements += _array(group)
+    requirements += _array(_table(_table(data.get("tool")).get("uv")).get("dev-dependencies"))
     names: set[str] = set()
     for req in requirements:
         # dependency groups may hold {include-group = "..."} tables; they name no distribution
         if isinstance(req, str) and (m := _REQUIREMENT_NAME.match(req)):
             names.add(normalize(m.group(1)))
     return names
+
+
+def _table(value: object) -> dict:
+    """A TOML table, or empty when the key is missing or not a table (uv reports that itself)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: object) -> list:
+    return list(value) if isinstance(value, list) else []
 
 
 # --- fix -------------------------------------------------------------------------------------
@@ -220,8 +232,16 @@ def fix(project_root: Path, analysis: DependencyAnalysis, uv_path: str = "uv") -
 
 
 def _uv_reason(lines: list[str]) -> str:
-    """uv prints an ``error:`` line followed by detail; the first such line says the most."""
-    for line in lines:
-        if line.startswith("error:"):
-            return line.removeprefix("error:").strip()
-    return lines[-1] if lines else "no output"
+    """One line from uv's report: its error line, and the innermost cause when it gives one."""
+    error = next((_after_prefix(ln, _UV_ERROR) for ln in lines if ln.startswith(_UV_ERROR)), None)
+    causes = [_after_prefix(ln, _UV_CAUSE) for ln in lines if ln.startswith(_UV_CAUSE)]
+    if error is None:
+        return lines[-1] if lines else "no output"
+    return f"{error.rstrip(':')}: {causes[-1]}" if causes else error
+
+
+def _after_prefix(line: str, prefixes: tuple[str, ...]) -> str:
+    for prefix in prefixes:
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip()
+    return line
