@@ -223,6 +223,7 @@ class LogIndex:
         self._refresh_lock = threading.Lock()
         self._file = None  # an unbuffered binary file object, kept for pread
         self._ident: tuple[int, int] | None = None
+        self._closed = False
         self.generation = 0
         """Incremented every time the index is reset (file replaced or truncated)."""
         self._reset()
@@ -241,11 +242,15 @@ class LogIndex:
         self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def close(self) -> None:
+        """Close the file; later calls read nothing (a closed index stays empty)."""
         with self._lock:
+            self._closed = True
             if self._file is not None:
                 self._file.close()
             self._file = None
             self._ident = None
+            self.generation += 1
+            self._reset()
 
     def __enter__(self) -> LogIndex:
         return self
@@ -287,6 +292,8 @@ class LogIndex:
 
         Called with ``self._lock`` held.
         """
+        if self._closed:
+            return
         try:
             st = os.stat(self.path)
         except FileNotFoundError:

@@ -496,6 +496,7 @@ class LogView(Vertical):
     def set_path(self, path: str | os.PathLike[str] | None) -> None:
         """Show another file (or nothing); starts following its end."""
         self._path = None if path is None else os.fspath(path)
+        self.following = True
         if self.is_mounted:
             self._open()
 
