@@ -17,6 +17,13 @@ _LANGUAGE = Language(tree_sitter_python.language())
 _PARSER = Parser(_LANGUAGE)
 # `from __future__` is its own node type (future_import_statement), so it is never captured.
 _QUERY = Query(_LANGUAGE, "(import_statement) @import (import_from_statement) @import")
+# Numeric kinds and fields: comparing ints spares a string per node visited.
+_IMPORT_STATEMENT = _LANGUAGE.id_for_node_kind("import_statement", True)
+_ALIASED_IMPORT = _LANGUAGE.id_for_node_kind("aliased_import", True)
+_DOTTED_NAME = _LANGUAGE.id_for_node_kind("dotted_name", True)
+_RELATIVE_IMPORT = _LANGUAGE.id_for_node_kind("relative_import", True)
+_NAME = _LANGUAGE.field_id_for_name("name")
+_MODULE_NAME = _LANGUAGE.field_id_for_name("module_name")
 
 # Exceptions whose handler makes an import in the `try` body optional; a bare `except:` too.
 _CATCHES_IMPORT_ERROR = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
@@ -130,46 +137,37 @@ def _is_dotted(name: str) -> bool:
 
 
 def _imports_of(node: Node, line: int, optional: bool) -> list[Import]:
-    if node.type == "import_statement":
-        modules = [_dotted(_strip_alias(n)) for n in node.children_by_field_name("name")]
+    if node.kind_id == _IMPORT_STATEMENT:
+        modules = [_dotted(n) for n in node.children_by_field_id(_NAME)]
         return [Import(0, m, (), line, optional) for m in modules if m is not None]
-    module_node = node.child_by_field_name("module_name")
+    module_node = node.child_by_field_id(_MODULE_NAME)
     if module_node is None:  # recovered from a syntax error without its module
         return []
     level = 0
-    if module_node.type == "relative_import":
-        prefix = module_node.named_children[0]
+    if module_node.kind_id == _RELATIVE_IMPORT:
+        prefix, *inner = module_node.named_children
         level = _text(prefix).count(".")  # `from . . import x` is legal: count dots, not bytes
-        inner = module_node.named_children[1:]
         module = _dotted(inner[0]) if inner else ""
     else:
         module = _dotted(module_node)
     if module is None:
         return []
-    names = tuple(
-        name
-        for name in (_dotted(_strip_alias(n)) for n in node.children_by_field_name("name"))
-        if name is not None
-    )
+    names = tuple(name for name in map(_dotted, node.children_by_field_id(_NAME)) if name is not None)
     return [Import(level, module, names, line, optional)]
 
 
-def _strip_alias(node: Node) -> Node:
-    if node.type == "aliased_import":
-        return node.child_by_field_name("name") or node
-    return node
-
-
 def _dotted(node: Node | None) -> str | None:
-    """``a.b.c`` as text, or None when it is not a valid module path (e.g. invalid UTF-8)."""
-    if node is None or node.type != "dotted_name":
+    """``a.b.c`` (of ``a.b.c as d`` too) as text, or None when it is not a valid module path."""
+    if node is not None and node.kind_id == _ALIASED_IMPORT:
+        node = node.child_by_field_id(_NAME)
+    if node is None or node.kind_id != _DOTTED_NAME:
         return None
     text = _text(node)
     if _is_dotted(text):  # the usual case: no spaces or comments inside
         return text
     parts = [_text(c) for c in node.named_children]
     if not parts or not all(p.isidentifier() for p in parts):
-        return None
+        return None  # e.g. a name cut short by invalid UTF-8
     return ".".join(parts)
 
 
