@@ -1,0 +1,267 @@
+"""The Textual app: tabs Projects, Tasks, Jobs, Archive, Hosts over one ``Engine``.
+
+``EvopilotApp(config, home)`` opens the engine in ``on_mount``, subscribes to its events and
+drives the job loop in the app's own event loop. Widgets never poll the database on timers: they
+change when an event says so (a batch of events is handled at most once per frame, ~30/s).
+
+Engine calls that write go through ``call`` (one lock), and the job loop ticks under the same
+lock: the engine shares one SQLite connection between coroutines, and two of its transactions
+must not interleave (``BEGIN`` inside another coroutine's ``BEGIN`` fails and killed
+``Engine.run_forever`` in a stress test). Reads do not take the lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from core.config import Config
+from core.engine import Engine
+from core.errors import EvopilotError
+from core.models import HostEvent, Job, JobEvent, LogEvent, QueueEvent
+from tui import keymap
+from tui.screens.help import HelpScreen
+from tui.screens.hosts import HostsPane
+from tui.screens.jobs import JobsPane
+from tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
+from tui.screens.projects import ProjectsPane
+from tui.widgets.job_table import Clock, JobTable, utc_now
+
+FRAME = 1 / 30
+"""Events are handled in batches at most this often."""
+
+TABS = ["projects", "tasks", "jobs", "archive", "hosts"]
+SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "hosts": "Hosts", "log": "Log"}
+
+
+class EvopilotApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "evopilot"
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.APP)
+
+    def __init__(self, config: Config, home: Path, *, clock: Clock = utc_now,
+                 engine_loop: bool = True) -> None:
+        """``clock`` gives "now" for elapsed times (tests freeze it); ``engine_loop=False``
+        shows the database without starting, monitoring or reconciling jobs (snapshots)."""
+        super().__init__()
+        self.config = config
+        self.home = Path(home)
+        self.clock = clock
+        self.engine: Engine | None = None
+        self.engine_lock = asyncio.Lock()
+        self.key_overrides, self.key_warnings = keymap.check_keymap(dict(config.keys))
+        self._run_loop = engine_loop
+        self._events: asyncio.Queue | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.ready = asyncio.Event()
+        """Set once the engine is open and every tab has its first data."""
+        self.loop_errors = 0
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="projects", id="tabs"):
+            with TabPane("Projects", id="projects"):
+                yield ProjectsPane(id="projects-pane")
+            with TabPane("Tasks", id="tasks"):
+                yield EmptyPane(TASKS_TEXT, id="tasks-pane")
+            with TabPane("Jobs", id="jobs"):
+                yield JobsPane(id="jobs-pane")
+            with TabPane("Archive", id="archive"):
+                yield EmptyPane(ARCHIVE_TEXT, id="archive-pane")
+            with TabPane("Hosts", id="hosts"):
+                yield HostsPane(id="hosts-pane")
+        yield Footer()
+
+    @property
+    def projects(self) -> ProjectsPane:
+        return self.query_one(ProjectsPane)
+
+    @property
+    def jobs(self) -> JobsPane:
+        return self.query_one(JobsPane)
+
+    @property
+    def hosts(self) -> HostsPane:
+        return self.query_one(HostsPane)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        if self.key_overrides:
+            self.set_keymap(self.key_overrides)
+        for warning in self.key_warnings:
+            self.notify(warning, severity="warning", timeout=15)
+        self.query_one("#project-tree").focus()
+        try:
+            self.engine = await Engine.open(self.config, self.home)
+        except EvopilotError as e:
+            self.exit(return_code=e.exit_code, message=f"evopilot: error: {e.message}")
+            return
+        self._events = self.engine.subscribe()
+        self._spawn(self._consume_events())
+        self.run_worker(self._first_load(), group="first-load")
+
+    async def _first_load(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        paused = await engine.queue_paused()
+        newest = await engine.jobs(limit=1, newest_first=True, reconcile=False)
+        self.jobs.engine_ready(paused, newest[0].id if newest else 0)
+        await self.projects.load()
+        await self.hosts.engine_ready()
+        if newest and self.query_one(TabbedContent).active == "projects":
+            self.action_show_tab("jobs")  # there is work: start where it shows
+        if self._run_loop:
+            self._spawn(self._engine_loop())
+        self.ready.set()
+
+    def _spawn(self, coro: Coroutine) -> None:
+        self._tasks.append(asyncio.create_task(coro))
+
+    async def on_unmount(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        if self.engine is not None:
+            if self._events is not None:
+                self.engine.unsubscribe(self._events)
+            await self.engine.close()
+            self.engine = None
+
+    async def _engine_loop(self) -> None:
+        """``Engine.run_forever`` with the write lock around each tick (see the module doc)."""
+        engine = self.engine
+        assert engine is not None
+        poll = engine.config.engine.poll_interval
+        while True:
+            try:
+                async with self.engine_lock:
+                    await engine.tick(watch=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the loop must survive a bad tick
+                self.loop_errors += 1
+                if self.loop_errors in (1, 10) or self.loop_errors % 100 == 0:
+                    self.notify(f"job loop: {e}", severity="error", timeout=10)
+            wake = getattr(engine, "_wake", None)  # a finishing job wakes the loop at once
+            if isinstance(wake, asyncio.Event):
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), poll)
+                    await asyncio.sleep(0.02)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(poll)
+
+    async def _consume_events(self) -> None:
+        q = self._events
+        assert q is not None
+        while True:
+            batch = [await q.get()]
+            while not q.empty() and len(batch) < 10_000:
+                batch.append(q.get_nowait())
+            try:
+                self._handle(batch)
+            except Exception as e:  # noqa: BLE001 - one bad event must not stop the stream
+                self.notify(f"cannot show an update: {type(e).__name__}: {e}", severity="error")
+            await asyncio.sleep(FRAME)
+
+    def _handle(self, batch: Iterable) -> None:
+        jobs: dict[int, Job] = {}
+        logs: dict[int, LogEvent] = {}
+        status_changed = False
+        for ev in batch:
+            if isinstance(ev, JobEvent):
+                jobs[ev.job.id] = ev.job
+                status_changed |= ev.previous != ev.job.status
+            elif isinstance(ev, LogEvent):
+                logs[ev.job_id] = ev
+            elif isinstance(ev, HostEvent):
+                self.hosts.on_host(ev)
+            elif isinstance(ev, QueueEvent):
+                self.jobs.on_queue(ev.paused)
+        if jobs:
+            self.jobs.on_jobs(list(jobs.values()))
+            if status_changed:
+                self.hosts.on_jobs_changed()
+        for ev in logs.values():
+            self.jobs.on_log(ev)
+
+    # -- engine calls ----------------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args, **kwargs) -> Any:
+        """Await an engine method that may write, under the write lock."""
+        if self.engine is None:
+            raise EvopilotError("the database is not open yet")
+        async with self.engine_lock:
+            return await fn(*args, **kwargs)
+
+    def act(self, coro: Coroutine, on_error: Callable[[str], None] | None = None) -> None:
+        """Run ``coro`` in a worker; an ``EvopilotError`` becomes a notification."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except EvopilotError as e:
+                self.notify(e.message, severity="error", timeout=8)
+                if on_error:
+                    on_error(e.message)
+            except Exception as e:  # noqa: BLE001 - an unexpected error is shown, not fatal
+                msg = f"{type(e).__name__}: {e}"
+                self.notify(msg, severity="error", timeout=8)
+                if on_error:
+                    on_error(msg)
+
+        self.run_worker(run(), group="actions")
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        self._focus_tab(tab)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._focus_tab(event.pane.id or "")
+
+    def _focus_tab(self, tab: str) -> None:
+        target = {"projects": "#project-tree", "jobs": JobTable, "hosts": "HostTable"}.get(tab)
+        if target is not None:
+            self.query_one(target).focus()  # type: ignore[arg-type]
+        else:
+            self.set_focus(None)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_overrides, self.key_warnings))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every active binding is also a command (title: what it does; help: id and key)."""
+        seen = set()
+        for active in screen.active_bindings.values():
+            b = active.binding
+            if not b.id or b.id in seen or not active.enabled:
+                continue
+            seen.add(b.id)
+            scope = SCOPE_TITLES.get(b.id.split(".", 1)[0], "")
+            yield SystemCommand(
+                f"{scope}: {b.description}" if scope else b.description,
+                f"{b.id} · key {self.get_key_display(b)}",
+                lambda action=b.action, node=active.node: self.call_later(self.run_action, action, node),
+            )
+        yield from super().get_system_commands(screen)

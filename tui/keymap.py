@@ -1,0 +1,143 @@
+"""Every key binding of the app: an id, a default key, an action and a description.
+
+Keys are kept apart from what they do (as in Harlequin): widgets build their ``BINDINGS`` from
+the specs here, every binding has an id like ``jobs.kill``, and ``[keys]`` in config.toml maps
+ids to other keys (``"jobs.kill" = "ctrl+k"``; several keys are comma separated). The app applies
+the overrides with Textual's keymap support (``App.set_keymap``), so a remapped key works in
+every widget, in the footer and in the command palette.
+
+The log view's bindings (``log.*``) live in ``tui.widgets.log_view``; they are listed in the
+help screen from that widget's own ``BINDINGS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+MOVE = Binding.Group("Move", compact=True)
+FILTER = Binding.Group("Filter", compact=True)
+TABS = Binding.Group("Tab", compact=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    id: str
+    key: str
+    action: str
+    description: str
+    show: bool = True
+    priority: bool = False
+    group: Binding.Group | None = None
+
+    def binding(self) -> Binding:
+        return Binding(self.key, self.action, self.description, show=self.show, id=self.id,
+                       priority=self.priority, group=self.group)
+
+
+APP: list[Spec] = [
+    Spec("app.help", "question_mark", "help", "Help"),
+    Spec("app.tab.projects", "1", "show_tab('projects')", "Projects", group=TABS),
+    Spec("app.tab.tasks", "2", "show_tab('tasks')", "Tasks", group=TABS),
+    Spec("app.tab.jobs", "3", "show_tab('jobs')", "Jobs", group=TABS),
+    Spec("app.tab.archive", "4", "show_tab('archive')", "Archive", group=TABS),
+    Spec("app.tab.hosts", "5", "show_tab('hosts')", "Hosts", group=TABS),
+    Spec("app.quit", "q", "quit", "Quit"),
+]
+
+PROJECTS: list[Spec] = [
+    Spec("projects.add", "a", "add_project", "Add project"),
+    Spec("projects.add_benchmark", "b", "add_benchmark", "Add bench"),
+    Spec("projects.toggle", "space", "toggle", "Select"),
+    Spec("projects.run", "r", "run", "Run"),
+    Spec("projects.host", "h", "cycle_host", "Host"),
+    Spec("projects.remove", "x", "remove_project", "Remove"),
+]
+
+JOBS: list[Spec] = [
+    Spec("jobs.stop", "s", "stop", "Stop"),
+    Spec("jobs.kill", "k", "kill", "Kill"),
+    Spec("jobs.cancel", "c", "cancel", "Cancel"),
+    Spec("jobs.retry", "r", "retry", "Retry"),
+    Spec("jobs.move_up", "left_square_bracket", "move('up')", "Move up", group=MOVE),
+    Spec("jobs.move_down", "right_square_bracket", "move('down')", "Move down", group=MOVE),
+    Spec("jobs.move_front", "left_curly_bracket", "move('front')", "Move to front", group=MOVE),
+    Spec("jobs.move_back", "right_curly_bracket", "move('back')", "Move to back", group=MOVE),
+    Spec("jobs.pause", "p", "toggle_pause", "Pause/resume queue"),
+    Spec("jobs.filter_status", "S", "cycle_filter('status')", "Filter by status", group=FILTER),
+    Spec("jobs.filter_project", "P", "cycle_filter('project')", "Filter by project", group=FILTER),
+    Spec("jobs.filter_host", "H", "cycle_filter('host')", "Filter by host", group=FILTER),
+    Spec("jobs.filter_clear", "escape", "clear_filters", "Clear filters", group=FILTER),
+    Spec("jobs.log", "l", "toggle_log", "Log"),
+]
+
+JOB_TABLE: list[Spec] = [
+    Spec("jobs.cursor_up", "up", "cursor_up", "Up", show=False),
+    Spec("jobs.cursor_down", "down", "cursor_down", "Down", show=False),
+    Spec("jobs.page_up", "pageup", "page_up", "Page up", show=False),
+    Spec("jobs.page_down", "pagedown", "page_down", "Page down", show=False),
+    Spec("jobs.first", "home", "first", "Newest job", show=False),
+    Spec("jobs.last", "end", "last", "Oldest job", show=False),
+]
+
+HOSTS: list[Spec] = [
+    Spec("hosts.doctor", "d", "doctor", "Doctor"),
+    Spec("hosts.reconnect", "r", "reconnect", "Reconnect"),
+]
+
+DIALOG: list[Spec] = [
+    Spec("dialog.cancel", "escape", "cancel", "Cancel"),
+    Spec("dialog.complete", "tab", "complete", "Complete path"),
+]
+
+CONFIRM: list[Spec] = [
+    Spec("confirm.yes", "y", "yes", "Yes"),
+    Spec("confirm.no", "n,escape", "no", "No"),
+]
+
+HELP: list[Spec] = [
+    Spec("help.close", "escape,question_mark,q", "close", "Close"),
+]
+
+SCOPES: dict[str, list[Spec]] = {
+    "app": APP,
+    "projects": PROJECTS,
+    "jobs": JOBS + JOB_TABLE,
+    "hosts": HOSTS,
+    "dialog": DIALOG,
+    "confirm": CONFIRM,
+    "help": HELP,
+}
+
+
+def bindings(*specs: list[Spec]) -> list[Binding]:
+    return [s.binding() for group in specs for s in group]
+
+
+def log_specs() -> list[Spec]:
+    """The log view's bindings, as specs (read from the widget, which owns them)."""
+    from tui.widgets.log_view import LogLines, _SearchInput
+
+    out = []
+    for b in [*LogLines.BINDINGS, *_SearchInput.BINDINGS]:
+        if isinstance(b, Binding) and b.id:
+            out.append(Spec(b.id, b.key, b.action, b.description, b.show))
+    return out
+
+
+def all_specs() -> list[Spec]:
+    return [s for group in SCOPES.values() for s in group] + log_specs()
+
+
+def known_ids() -> set[str]:
+    return {s.id for s in all_specs()}
+
+
+def check_keymap(keys: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The overrides to apply, and one warning per id that names no binding."""
+    ids = known_ids()
+    good = {k: v for k, v in keys.items() if k in ids and v.strip()}
+    bad = [f"[keys] {k!r}: no such binding (see ? for the list)" for k in keys if k not in ids]
+    bad += [f"[keys] {k!r}: empty key" for k, v in keys.items() if k in ids and not v.strip()]
+    return good, bad

@@ -1,0 +1,191 @@
+"""Small modal dialogs: add a project, add benchmarks, confirm, show a report.
+
+A dialog that changes something takes an async ``submit`` callable; an ``EvopilotError`` from it
+is shown inline in the dialog, which stays open and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Static
+
+from core.errors import EvopilotError
+from tui import keymap
+from tui.widgets.path_input import PathInput
+
+DIALOG_CANCEL = [s.binding() for s in keymap.DIALOG if s.id == "dialog.cancel"]
+
+
+class _Dialog(ModalScreen):
+    BINDINGS: ClassVar[list[BindingType]] = DIALOG_CANCEL
+
+    DEFAULT_CSS = """
+    _Dialog { align: center middle; }
+    _Dialog > Vertical {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: round $accent;
+        padding: 0 1;
+        background: $surface;
+    }
+    _Dialog .title { text-style: bold; margin-bottom: 1; }
+    _Dialog .hint { color: $text-muted; }
+    _Dialog .error { color: $text-error; text-style: bold; }
+    _Dialog Input { margin-bottom: 1; border: none; height: 1; }
+    """
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class AddProjectDialog(_Dialog):
+    """Path (with completion) and an optional name; Enter adds, Escape cancels."""
+
+    def __init__(self, submit: Callable[[str, str | None], Awaitable[Any]]) -> None:
+        super().__init__()
+        self._submit = submit
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Add a project", classes="title")
+            yield Label("Directory (Tab or → completes):")
+            yield PathInput(placeholder="~/work/solver", id="path")
+            yield Label("Name (empty: the directory's name):")
+            yield Input(placeholder="", id="name", compact=True)
+            yield Static("", id="error", classes="error", markup=False)
+            yield Static("Enter: add · Esc: cancel. Benchmarks are found by "
+                         "config [projects] benchmark_globs.", classes="hint", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._busy:
+            return
+        path = self.query_one("#path", Input).value.strip()
+        name = self.query_one("#name", Input).value.strip() or None
+        error = self.query_one("#error", Static)
+        if not path:
+            error.update("error: type a directory")
+            return
+        self._busy = True
+        error.update("adding…")
+        try:
+            result = await self._submit(path, name)
+        except EvopilotError as e:
+            error.update(f"error: {e.message}")
+            return
+        finally:
+            self._busy = False
+        self.dismiss(result)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        # An old error no longer applies once the input changes.
+        self.query_one("#error", Static).update("")
+
+
+class AddBenchmarkDialog(_Dialog):
+    def __init__(self, project: str, root: Path, submit: Callable[[list[str]], Awaitable[Any]]) -> None:
+        super().__init__()
+        self._project = project
+        self._root = root
+        self._submit = submit
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Add benchmarks to {self._project}", classes="title", markup=False)
+            yield Label(f"File(s), relative to {self._root} or absolute; separate with spaces:", markup=False)
+            yield PathInput(base=self._root, dirs_only=False, placeholder="benchmarks/bench_x.py", id="path")
+            yield Static("", id="error", classes="error", markup=False)
+            yield Static("Enter: add · Tab: complete · Esc: cancel", classes="hint", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()
+
+    @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        files = event.value.split()
+        error = self.query_one("#error", Static)
+        if not files:
+            error.update("error: type a file")
+            return
+        resolved = [f if Path(f).expanduser().is_absolute() else str(self._root / f) for f in files]
+        try:
+            result = await self._submit(resolved)
+        except EvopilotError as e:
+            error.update(f"error: {e.message}")
+            return
+        self.dismiss(result)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        self.query_one("#error", Static).update("")
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.CONFIRM)
+
+    DEFAULT_CSS = """
+    ConfirmDialog { align: center middle; }
+    ConfirmDialog > Vertical {
+        width: 60; max-width: 100%; height: auto;
+        border: round $warning; padding: 0 1; background: $surface;
+    }
+    ConfirmDialog .hint { color: $text-muted; margin-top: 1; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, markup=False)
+            yield Static("y: yes · n / Esc: no", classes="hint")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+
+class ReportDialog(_Dialog):
+    """Read-only lines (doctor results and the like); Esc closes."""
+
+    DEFAULT_CSS = """
+    ReportDialog > Vertical { width: 100; height: auto; max-height: 90%; }
+    ReportDialog VerticalScroll { height: auto; max-height: 30; }
+    """
+
+    def __init__(self, title: str, lines: list[str]) -> None:
+        super().__init__()
+        self._title = title
+        self._lines = lines
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self._title, classes="title", markup=False)
+            with VerticalScroll():
+                yield Static("\n".join(self._lines), markup=False, id="report")
+            yield Static("Esc: close", classes="hint")
+
+    def update_lines(self, lines: list[str]) -> None:
+        self._lines = lines
+        if self.is_mounted:
+            self.query_one("#report", Static).update("\n".join(lines))

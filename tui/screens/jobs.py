@@ -1,0 +1,300 @@
+"""The Jobs tab: a virtual table of every job (newest first), filters, actions, and the
+selected job's log following live output.
+
+Updates come from engine events only: a ``JobEvent`` for a job in the table's window replaces
+that row in place; one that changes which rows match (a new job, a status leaving the filter)
+asks the table to refetch its window, coalesced to one fetch at a time. A ``LogEvent`` for the
+selected job tells the LogView its file grew. A 1 s timer repaints running rows' elapsed time
+(no database access).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from core.models import Job, JobStatus, LogEvent
+from tui import keymap
+from tui.screens.dialogs import ConfirmDialog
+from tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text
+from tui.widgets.log_view import LogView
+
+if TYPE_CHECKING:
+    from tui.app import EvopilotApp
+
+FINISHED_WORDS = ["succeeded", "failed", "cancelled", "killed", "lost"]
+STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
+    ("all", None),
+    ("active", ["pending", "queued", "running"]),
+    ("running", ["running"]),
+    ("queued", ["pending", "queued"]),
+    ("finished", FINISHED_WORDS),
+    ("failed", ["failed", "killed", "lost"]),
+    ("succeeded", ["succeeded"]),
+]
+
+
+class _Source:
+    def __init__(self, pane: JobsPane) -> None:
+        self.pane = pane
+
+    async def count(self) -> int:
+        engine = self.pane.evo.engine
+        if engine is None:
+            return 0
+        f = self.pane.filters()
+        return await engine.count_jobs(**f)
+
+    async def fetch(self, offset: int, limit: int) -> list[Job]:
+        engine = self.pane.evo.engine
+        if engine is None:
+            return []
+        return await engine.jobs(limit=limit, offset=offset, newest_first=True, reconcile=False,
+                                 **self.pane.filters())
+
+
+class JobsPane(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.JOBS)
+
+    DEFAULT_CSS = """
+    JobsPane #jobs-status { height: 1; padding: 0 1; }
+    JobsPane JobTable { height: 1fr; min-height: 4; border: round $foreground 30%; }
+    JobsPane JobTable:focus { border: round $accent; }
+    JobsPane #job-detail { height: auto; max-height: 3; padding: 0 1; }
+    JobsPane LogView { height: 1fr; min-height: 5; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.status_index = 0
+        self.project_filter: str | None = None
+        self.host_filter: str | None = None
+        self.queue_paused = False
+        self.selected: Job | None = None
+        self.max_job_id = 0
+
+    @property
+    def evo(self) -> EvopilotApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def table(self) -> JobTable:
+        return self.query_one(JobTable)
+
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one(LogView)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="jobs-status", markup=False)
+        yield JobTable(_Source(self), clock=self.evo.clock,
+                       empty_text="no jobs: queue benchmarks from the Projects tab (1, then r)")
+        yield Static("", id="job-detail", markup=False)
+        yield LogView(None, id="job-log")
+
+    def on_mount(self) -> None:
+        self._update_status()
+        self.set_interval(1.0, self._tick_clock)
+
+    # -- filters -------------------------------------------------------------------------
+
+    def filters(self) -> dict:
+        return {"status": STATUS_FILTERS[self.status_index][1], "project": self.project_filter,
+                "host": self.host_filter}
+
+    def matches(self, job: Job) -> bool:
+        statuses = STATUS_FILTERS[self.status_index][1]
+        if statuses is not None and job.status.value not in statuses:
+            return False
+        if self.project_filter is not None and job.project != self.project_filter:
+            return False
+        return self.host_filter is None or job.host == self.host_filter
+
+    def _update_status(self) -> None:
+        t = self.table if self.is_mounted else None
+        count = t.count if t is not None else 0
+        parts = [f"status: {STATUS_FILTERS[self.status_index][0]}",
+                 f"project: {self.project_filter or 'all'}", f"host: {self.host_filter or 'all'}"]
+        queue = "queue: PAUSED (p resumes)" if self.queue_paused else "queue: running"
+        self.query_one("#jobs-status", Static).update(
+            f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}")
+
+    async def action_cycle_filter(self, which: str) -> None:
+        if which == "status":
+            self.status_index = (self.status_index + 1) % len(STATUS_FILTERS)
+        elif which == "project":
+            names = [None] + [p.name for p in await self.evo.engine.list_projects()]
+            i = names.index(self.project_filter) if self.project_filter in names else 0
+            self.project_filter = names[(i + 1) % len(names)]
+        elif which == "host":
+            names = [None] + self.evo.config.host_names()
+            i = names.index(self.host_filter) if self.host_filter in names else 0
+            self.host_filter = names[(i + 1) % len(names)]
+        self._filters_changed()
+
+    def action_clear_filters(self) -> None:
+        if self.status_index or self.project_filter or self.host_filter:
+            self.status_index, self.project_filter, self.host_filter = 0, None, None
+            self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        self.table.cursor = 0
+        self.table.scroll_to(y=0, animate=False, immediate=True)
+        self.table.reload()
+        self._update_status()
+
+    # -- engine events ---------------------------------------------------------------------
+
+    def engine_ready(self, paused: bool, max_job_id: int) -> None:
+        self.queue_paused = paused
+        self.max_job_id = max_job_id
+        self.table.reload()
+        self._update_status()
+
+    def on_jobs(self, jobs: list[Job]) -> None:
+        """Jobs that changed (the latest state of each, from JobEvents)."""
+        t = self.table
+        need = False
+        status_filtered = STATUS_FILTERS[self.status_index][1] is not None
+        for job in jobs:
+            new = job.id > self.max_job_id
+            self.max_job_id = max(self.max_job_id, job.id)
+            matches = self.matches(job)
+            if t.holds(job.id):
+                if matches:
+                    t.update_job(job)
+                else:
+                    need = True  # it left the filter
+            elif matches and (new or status_filtered):
+                need = True  # a new row, or one that entered the filter
+        if need:
+            t.reload()
+
+    def on_log(self, event: LogEvent) -> None:
+        sel = self.selected
+        if sel is not None and sel.id == event.job_id:
+            if event.log_path and self.log_view.path != event.log_path:
+                self.log_view.set_path(event.log_path)
+            self.log_view.notify_grew()
+
+    def on_queue(self, paused: bool) -> None:
+        self.queue_paused = paused
+        self._update_status()
+
+    @on(JobTable.Reloaded)
+    def _reloaded(self, event: JobTable.Reloaded) -> None:
+        self._update_status()
+
+    @on(JobTable.Highlighted)
+    def _highlighted(self, event: JobTable.Highlighted) -> None:
+        job = event.job
+        self.selected = job
+        path = job.log_path if job is not None else None
+        if path != self.log_view.path:
+            self.log_view.set_path(path)
+        self._update_status()
+        self._update_detail()
+
+    def _update_detail(self) -> None:
+        job = self.selected
+        detail = self.query_one("#job-detail", Static)
+        if job is None:
+            detail.update("")
+            return
+        bits = [f"job {job.id}", job.benchmark_name, f"on {job.host}", job.status.value]
+        if job.progress_total:
+            bits.append(progress_text(job, 10))
+        e = elapsed(job, self.evo.clock)
+        if e is not None:
+            bits.append(fmt_duration(e))
+        if job.exit_code is not None:
+            bits.append(f"exit {job.exit_code}")
+        if job.requested:
+            bits.append(f"requested: {job.requested}")
+        text = " · ".join(bits)
+        extra = metrics_text(job)
+        if extra:
+            text += "\n" + ("metrics: " if job.metrics else "error: ") + extra
+        detail.update(text)
+
+    def _tick_clock(self) -> None:
+        if not self.display or self.evo.engine is None:
+            return
+        if self.table.has_running_visible():
+            self.table.refresh()
+        if self.selected is not None and self.selected.status == JobStatus.RUNNING:
+            self._update_detail()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _job(self) -> Job | None:
+        job = self.table.current
+        if job is None:
+            self.app.notify("no job selected", severity="warning")
+        return job
+
+    def _do(self, method: str, *args, done: str | None = None) -> None:
+        job = self._job()
+        if job is None:
+            return
+
+        async def go() -> None:
+            result = await self.evo.call(getattr(self.evo.engine, method), job.id, *args)
+            if done:
+                self.app.notify(done.format(id=job.id, new=getattr(result, "id", "")))
+
+        self.evo.act(go())
+
+    def action_stop(self) -> None:
+        self._do("stop", done="job {id}: stop requested (SIGINT)")
+
+    def action_kill(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+        if job.status != JobStatus.RUNNING:
+            self.app.notify(f"cannot kill job {job.id}: it is {job.status.value}", severity="error")
+            return
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                async def go() -> None:
+                    await self.evo.call(self.evo.engine.kill, job.id)
+                    self.app.notify(f"job {job.id}: killed")
+
+                self.evo.act(go())
+
+        self.app.push_screen(ConfirmDialog(
+            f"Kill job {job.id} ({job.benchmark_name} on {job.host})?\n"
+            "SIGTERM to its process group, SIGKILL after the grace period."), done)
+
+    def action_cancel(self) -> None:
+        self._do("cancel", done="job {id}: cancelled")
+
+    def action_retry(self) -> None:
+        self._do("retry", done="job {id}: retried as job {new}")
+
+    def action_move(self, where: str) -> None:
+        self._do("move", where)
+
+    def action_toggle_pause(self) -> None:
+        paused = not self.queue_paused
+
+        async def go() -> None:
+            await self.evo.call(self.evo.engine.set_queue_paused, paused)
+            self.on_queue(paused)
+            self.app.notify("queue paused: running jobs go on, queued ones wait" if paused
+                            else "queue resumed")
+
+        self.evo.act(go())
+
+    def action_toggle_log(self) -> None:
+        if self.table.has_focus:
+            self.log_view.focus()
+        else:
+            self.table.focus()

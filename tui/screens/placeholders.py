@@ -1,0 +1,37 @@
+"""Tabs whose content arrives in later releases: they say so plainly (no fake data)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+TASKS_TEXT = """\
+No tasks.
+
+Tasks are coding-agent work items (an attempt runs an agent in its own git worktree, as a job).
+They arrive in a later release of evopilot; nothing here can be created yet.
+
+Meanwhile, benchmarks run from the Projects tab (1) and their jobs show in the Jobs tab (3)."""
+
+ARCHIVE_TEXT = """\
+No evolution experiments.
+
+The archive shows the commits of an evolution experiment (MAP-Elites islands, metrics per
+commit). Experiments arrive in a later release of evopilot; nothing here can be created yet.
+
+Meanwhile, benchmarks run from the Projects tab (1) and their jobs show in the Jobs tab (3)."""
+
+
+class EmptyPane(Vertical):
+    DEFAULT_CSS = """
+    EmptyPane { padding: 1 2; }
+    EmptyPane > Static { width: 100%; }
+    """
+
+    def __init__(self, text: str, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._text = text
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._text, markup=False, classes="empty-state")
