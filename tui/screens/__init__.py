@@ -1,0 +1,1 @@
+"""The app's tabs and dialogs (one module per screen or pane)."""
