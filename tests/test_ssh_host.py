@@ -526,7 +526,9 @@ async def test_silent_server_times_out_and_close_interrupts_waiters(sshd):
         with pytest.raises(HostConnectError) as ei:
             await host.connect()
         assert ei.value.kind == "timeout" and time.monotonic() - t < 3
-        assert _one_line(ei.value) == f"host mute: connecting to [127.0.0.1]:{port} timed out after 0.7s"
+        assert _one_line(ei.value) == (
+            f"host mute: connecting to [127.0.0.1]:{port} timed out after 0.7s"
+        )
 
         host = sshd.make_host("mute", port=port, connect_timeout=5)
         waiters = [asyncio.create_task(host.run("true")) for _ in range(3)]

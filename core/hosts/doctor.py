@@ -66,7 +66,8 @@ def probe_script(config: HostConfig, base_dir: str) -> str:
     free = 'df -Pk -- "$1" | awk "NR==2 {print \\$4}"'
     lines = [
         "probe() { k=$1; shift; o=$(\"$@\" 2>&1 </dev/null); r=$?; "
-        "printf '%s\\t%s\\t%s\\n' \"$k\" \"$r\" \"$(printf '%s\\n' \"$o\" | head -n1 | tr '\\t' ' ')\"; }",
+        "printf '%s\\t%s\\t%s\\n' \"$k\" \"$r\" "
+        "\"$(printf '%s\\n' \"$o\" | head -n1 | tr '\\t' ' ')\"; }",
         "probe tmux tmux -V",
         f"probe uv {_word(config.uv_path)} --version",
         "probe rsync rsync --version",
@@ -189,8 +190,8 @@ async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
         if e.kind in ("host_key_unknown", "host_key_changed"):
             checks.append(Check("authentication", False, e.message, None))
         else:
-            checks.append(Check("authentication", False, f"{e.message}",
-                                key_fix(status, name, config) if e.kind in ("auth", "key") else None))
+            fix = key_fix(status, name, config) if e.kind in ("auth", "key") else None
+            checks.append(Check("authentication", False, e.message, fix))
         return checks + _not_run(later, "authentication failed")
     except EvopilotError as e:
         checks.append(Check("authentication", False, e.message, None))

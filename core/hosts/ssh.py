@@ -143,7 +143,8 @@ def key_fix(status: SshKeyStatus, name: str, config: HostConfig) -> str | None:
                 f" && {join(['ssh-copy-id', '-i', p + '.pub', *port, dest])}"
             )
         case KeyFile(key_path=p):
-            return f"install the key on the host: {join(['ssh-copy-id', '-i', p + '.pub', *port, dest])}"
+            copy = join(["ssh-copy-id", "-i", p + ".pub", *port, dest])
+            return f"install the key on the host: {copy}"
         case InAgent():
             return f"install your key on the host: {join(['ssh-copy-id', *port, dest])}"
     return None
@@ -328,8 +329,13 @@ def _ssh_options(
 ) -> asyncssh.SSHClientConnectionOptions | None:
     """asyncssh's view of the target (ssh config applied), without credentials; None if the
     ssh config cannot be read."""
-    kwargs: dict = {"host": _target_host(name, config), "client_keys": None, "agent_path": None,
-                    "known_hosts": None, "config": tuple(ssh_config) if ssh_config is not None else ()}
+    kwargs: dict = {
+        "host": _target_host(name, config),
+        "client_keys": None,
+        "agent_path": None,
+        "known_hosts": None,
+        "config": tuple(ssh_config) if ssh_config is not None else (),
+    }
     if ssh_config is not None and not ssh_config:
         kwargs["config"] = None
     if config.port:
@@ -569,7 +575,8 @@ class SshHost(Host):
                 "auth",
             ) from None
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as e:
-            raise self._err(f"cannot use identity_file {self.config.identity_file}: {e}", "key") from None
+            ident = self.config.identity_file
+            raise self._err(f"cannot use identity_file {ident}: {e}", "key") from None
         except FileNotFoundError as e:
             ident = _expand(self.config.identity_file) if self.config.identity_file else None
             if ident and e.filename == ident:
@@ -613,7 +620,9 @@ class SshHost(Host):
             async with self._sem:
                 res = await self._exec(conn, script, None, self.config.connect_timeout)
         except HostUnavailable as e:
-            raise self._err(f"lost the connection while preparing base_dir: {e}", "protocol") from None
+            raise self._err(
+                f"lost the connection while preparing base_dir: {e}", "protocol"
+            ) from None
         path = res.stdout.decode("utf-8", "replace").strip()
         if not res.ok or not path.startswith("/"):
             raise self._err(
@@ -755,7 +764,8 @@ class SshHost(Host):
             except (asyncssh.Error, OSError) as e:
                 if conn.is_closed():
                     raise self._lost_error(conn, e, may_have_run=False) from None
-                raise EvopilotError(_one_line(f"host {self.name}: cannot start SFTP: {e}")) from None
+                why = _one_line(f"host {self.name}: cannot start SFTP: {e}")
+                raise EvopilotError(why) from None
             try:
                 yield client
             finally:
