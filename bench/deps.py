@@ -14,6 +14,7 @@ Run: python3 bench/deps.py
 from __future__ import annotations
 
 import ast
+import os
 import random
 import statistics
 import sys
@@ -115,31 +116,30 @@ def project(root: Path, packages: int = 10, modules: int = 50) -> Path:
     return bench
 
 
-def timed(fn, repeat: int) -> float:
-    """Median wall time of ``fn`` in ms."""
+def timed(fn, repeat: int) -> str:
+    """Median and best wall time of ``fn`` in ms: on a shared machine the best run is the
+    cost of the work, the median includes waiting for the CPU."""
     runs = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         runs.append((time.perf_counter() - t) * 1000)
-    return statistics.median(runs)
+    return f"median {statistics.median(runs):7.1f} ms, best {min(runs):7.1f} ms"
 
 
 def main() -> None:
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         source = big_file()
         assert len(extract(source).imports) == len(ast_extract(source)), "extractions disagree"
-        ts_ms = timed(lambda: extract(source), 20)
-        ast_ms = timed(lambda: ast_extract(source), 20)
         single = tmp_path / "single"
-        (single / "bench.py").parent.mkdir()
+        single.mkdir()
         (single / "bench.py").write_bytes(source)
-        analyze_ms = timed(lambda: analyze(single, Path("bench.py")), 10)
         print(f"5,000-line file ({len(source):,} bytes, {len(extract(source).imports)} imports)")
-        print(f"  tree-sitter parse + extract : {ts_ms:7.1f} ms  (target < 50 ms)")
-        print(f"  ast baseline, same output   : {ast_ms:7.1f} ms")
-        print(f"  analyze() of it, no cache   : {analyze_ms:7.1f} ms")
+        print(f"  tree-sitter parse + extract : {timed(lambda: extract(source), 30)}  (target < 50 ms)")
+        print(f"  ast baseline, same output   : {timed(lambda: ast_extract(source), 30)}")
+        print(f"  analyze() of it, no cache   : {timed(lambda: analyze(single, Path('bench.py')), 10)}")
 
         root = tmp_path / "big"
         root.mkdir()
@@ -150,20 +150,23 @@ def main() -> None:
             deps._INSTALLED.clear()  # also forget the installed-distributions memo
             analyze(root, bench, cache_dir=cache)
 
-        cold_ms = timed(cold, 5)
+        def from_disk() -> None:
+            deps._RESULTS.clear()  # as a new process (the CLI) finds it: the result file only
+            analyze(root, bench, cache_dir=cache)
+
         cache = tmp_path / "cache"
         result = analyze(root, bench, cache_dir=cache)
-        # files written < 2 s ago are re-hashed (not trusted by stat): measure that case, then the usual one
-        recent_ms = timed(lambda: analyze(root, bench, cache_dir=cache), 10)
-        time.sleep(2.1)
-        analyze(root, bench, cache_dir=cache)  # records the now-trustworthy stat fingerprints
-        cached_ms = timed(lambda: analyze(root, bench, cache_dir=cache), 20)
-        no_cache_ms = timed(lambda: analyze(root, bench), 3)
+        # first, while the files are < 2 s old: they are re-hashed rather than trusted by their stat
+        recent = timed(lambda: analyze(root, bench, cache_dir=cache), 5)
+        assert not list(cache.glob("result-*")), "measured too late: the result was already stored"
         print(f"500-module project ({len(result.local)} local modules, {len(result.external)} external)")
-        print(f"  analyze cold (empty cache)  : {cold_ms:7.1f} ms  (target < 1000 ms)")
-        print(f"  analyze, no cache_dir       : {no_cache_ms:7.1f} ms")
-        print(f"  analyze cached, files < 2 s old (re-hashed): {recent_ms:7.1f} ms")
-        print(f"  analyze cached              : {cached_ms:7.1f} ms  (target < 50 ms)")
+        print(f"  cached, files < 2 s old     : {recent}")
+        print(f"  analyze cold (empty cache)  : {timed(cold, 5)}  (target < 1000 ms)")
+        print(f"  analyze, no cache_dir       : {timed(lambda: analyze(root, bench), 5)}")
+        time.sleep(2.1)
+        analyze(root, bench, cache_dir=cache)  # stores the result now that every stat can be trusted
+        print(f"  cached, new process (disk)  : {timed(from_disk, 20)}  (target < 50 ms)")
+        print(f"  cached, same process        : {timed(lambda: analyze(root, bench, cache_dir=cache), 20)}")
 
 
 if __name__ == "__main__":

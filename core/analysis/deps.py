@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tree_sitter
 import tree_sitter_python
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.analysis import packages
 from core.analysis.imports import FileImports, Import, SyntaxProblem, extract
@@ -38,13 +38,17 @@ from core.locations import ensure_private_dir
 MAX_TREE_DEPTH = 50
 
 
-class SyntaxIssue(BaseModel):
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SyntaxIssue(_Frozen):
     path: str
     line: int
     message: str
 
 
-class LocalDependency(BaseModel):
+class LocalDependency(_Frozen):
     module_name: str
     file_path: str | None
     """Relative to the project, POSIX separators; for a missing module the file expected."""
@@ -56,7 +60,7 @@ class LocalDependency(BaseModel):
     children: list[LocalDependency] = Field(default_factory=list)
 
 
-class ExternalPackage(BaseModel):
+class ExternalPackage(_Frozen):
     import_name: str
     distribution: str
     declared: bool
@@ -65,7 +69,7 @@ class ExternalPackage(BaseModel):
     """Project-relative paths of the files that import it."""
 
 
-class DependencyAnalysis(BaseModel):
+class DependencyAnalysis(_Frozen):
     benchmark: str
     root: LocalDependency
     """The benchmark and, below it, the local import tree (each module expanded once)."""
@@ -519,6 +523,9 @@ _CACHE_VERSION = 2
 _RACY_NS = 2_000_000_000
 _INSTALLED: dict[str, tuple[list, dict[str, list[str]]]] = {}
 """In-process memo of the installed mapping: site dirs key -> (fingerprint, mapping)."""
+_RESULTS: dict[Path, tuple[dict, DependencyAnalysis]] = {}
+"""In-process memo of stored analyses: result file -> (its input record, the analysis). Safe to
+share because the models are frozen."""
 _CODE = [
     *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "packages.py")),
     *(str(Path(module.__file__ or "").parent) for module in (tree_sitter, tree_sitter_python)),
@@ -552,20 +559,29 @@ def _digest(data: bytes) -> str:
 
 def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
     """A stored analysis whose every input (files, directory listings, pyproject, site
-    directories, this code, the interpreter) has the stat it had when it was stored."""
+    directories, this code, the interpreter) has the stat it had when it was stored. The last
+    one per file is also kept in memory: a long-lived process skips re-reading it."""
+    memo = _RESULTS.get(result_file)
+    if memo is not None and _still_valid(memo[0], root):
+        return memo[1]
     try:
         header, _, body = result_file.read_bytes().partition(b"\n")
         record = json.loads(header)
-        if record["version"] != _CACHE_VERSION or record["python"] != sys.version:
+        if not _still_valid(record, root):
             return None
-        if record["sites"] != packages.site_dirs(root):
-            return None
-        for path, fingerprint in record["paths"].items():
-            if _fingerprint(_stat(path)) != fingerprint:
-                return None
-        return DependencyAnalysis.model_validate_json(body)
+        result = DependencyAnalysis.model_validate_json(body)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent, stale format or corrupt: analyse afresh
+    _RESULTS[result_file] = (record, result)
+    return result
+
+
+def _still_valid(record: dict, root: Path) -> bool:
+    if record["version"] != _CACHE_VERSION or record["python"] != sys.version:
+        return False
+    if record["sites"] != packages.site_dirs(root):
+        return False
+    return all(_fingerprint(_stat(path)) == fingerprint for path, fingerprint in record["paths"].items())
 
 
 def _save_result(
@@ -587,6 +603,7 @@ def _save_result(
     }
     body = result.model_dump_json(exclude_defaults=True)  # smaller, and quicker to validate back
     _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
+    _RESULTS[result_file] = (record, result)
 
 
 class _ParseCache:
