@@ -25,9 +25,10 @@ def test_two_workers_200_jobs_none_started_twice(cli, make_project, tmp_path):
     cli("queue", "pause", "--config", cfg)
     code, out, err = cli("run", "proj", *["once.py"] * N, "--config", cfg)
     assert code == 0, err
+    logs = [tmp_path / f"worker{i}.jsonl" for i in range(2)]  # files: a full pipe would block a worker
     workers = [subprocess.Popen(evopilot_cmd("worker", "--config", cfg, "--json"), cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-               for _ in range(2)]
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=os.environ.copy())
+               for log in logs]
     try:
         cli("queue", "resume", "--config", cfg)
         deadline = time.monotonic() + 240
@@ -40,7 +41,8 @@ def test_two_workers_200_jobs_none_started_twice(cli, make_project, tmp_path):
     finally:
         for w in workers:
             w.terminate()
-        outputs = [w.communicate(timeout=30)[0].decode() for w in workers]
+            w.wait(timeout=30)
+    outputs = [log.read_text() for log in logs]
     assert [j["status"] for j in jobs] == ["succeeded"] * N
     runs = collections.Counter(ledger.read_text().split())
     assert len(runs) == N and set(runs.values()) == {1}, "a job ran twice or not at all"
