@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -554,6 +555,16 @@ def test_extraction_agrees_with_ast_on_the_standard_library():
         assert got == expected, path
         checked += 1
     assert checked > 150
+
+
+def test_threads_can_analyse_at_once(tmp_path):
+    files = {BENCH: "".join(f"import m{i}\n" for i in range(40))}
+    files.update({f"m{i}.py": "import numpy\n" * 200 + f"import m{(i + 7) % 40}\n" for i in range(40)})
+    root = project(tmp_path, files)
+    expected = analyze(root, Path(BENCH))
+    with ThreadPoolExecutor(4) as pool:  # one shared parser, memo and cache directory
+        results = list(pool.map(lambda _: analyze(root, Path(BENCH), cache_dir=tmp_path / "c"), range(8)))
+    assert all(r == expected for r in results)
 
 
 # --- errors ------------------------------------------------------------------------------------

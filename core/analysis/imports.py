@@ -13,6 +13,7 @@ import tree_sitter_python
 from tree_sitter import Language, Node, Parser, Query, QueryCursor
 
 # One language, parser and query per process: building them costs more than parsing a small file.
+# Threads may share them: py-tree-sitter holds the GIL while it parses.
 _LANGUAGE = Language(tree_sitter_python.language())
 _PARSER = Parser(_LANGUAGE)
 # `from __future__` is its own node type (future_import_statement), so it is never captured.
