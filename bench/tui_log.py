@@ -230,6 +230,18 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
             await asyncio.sleep(0.2)
             app.frames.clear()
             beats.clear()
+            import gc
+
+            pauses: list[tuple[int, float]] = []
+            gc_start = [0.0]
+
+            def on_gc(phase: str, info: dict) -> None:
+                if phase == "start":
+                    gc_start[0] = time.perf_counter()
+                else:
+                    pauses.append((info["generation"], time.perf_counter() - gc_start[0]))
+
+            gc.callbacks.append(on_gc)
             cpu0 = os.times()
             sched0 = schedstat()
             t_start = time.perf_counter()
@@ -241,6 +253,8 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
             t_end = time.perf_counter()
             cpu1 = os.times()
             sched1 = schedstat()
+            gc.callbacks.remove(on_gc)
+            full = [d for g, d in pauses if g == 2]
             written, writer_elapsed = out.split()
             frames = [t for t in app.frames if t_start + 0.05 <= t <= t_end]
             gaps = sorted(b - a for a, b in zip(frames, frames[1:]))
@@ -270,6 +284,9 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
                 "loadavg_1min_after": round(os.getloadavg()[0], 2),
                 # Time the app was ready to run but had no CPU (other processes).
                 "runqueue_wait_percent": round(100 * (sched1[1] - sched0[1]) / (t_end - t_start)),
+                "gc_collections": len(pauses),
+                "gc_full_collections": len(full),
+                "gc_full_max_ms": round(1000 * max(full, default=0.0), 1),
                 "still_following": view.following,
                 "last_line_on_screen": bool(rows) and rows[-1].endswith(app.want_last),
                 "lines_after": view.index.line_count,
@@ -422,6 +439,7 @@ def main() -> None:
             f"heartbeat max {f['max_heartbeat_interval_ms']} ms; app CPU {f['app_cpu_percent']}% "
             f"({f['app_cpu_ms_per_frame']} ms/frame), waiting for a CPU {f['runqueue_wait_percent']}% of the time; "
             f"load avg {f['loadavg_1min_after']}; "
+            f"{f['gc_full_collections']} full GCs, longest {f['gc_full_max_ms']} ms; "
             f"last line on screen: {f['last_line_on_screen']}, following: {f['still_following']}"
         )
 
