@@ -242,6 +242,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
                     pauses.append((info["generation"], time.perf_counter() - gc_start[0]))
 
             gc.callbacks.append(on_gc)
+            size_before = os.path.getsize(path)
             cpu0 = os.times()
             sched0 = schedstat()
             t_start = time.perf_counter()
@@ -265,6 +266,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
             notifier.stop()
             await pilot.pause()
             rows = [r.rstrip() for r in view.visible_text() if r.strip()]
+            os.truncate(path, size_before)  # keep the 1 GiB file reusable
             result["follow"] = {
                 "lines_written": int(written),
                 "writer_seconds": round(float(writer_elapsed), 2),
