@@ -50,6 +50,16 @@ The current match is shown with a ``▶`` marker in the gutter and the matching
 text in reverse bold (the whole line when the text is not visible), so it
 stays visible with ``NO_COLOR``. Escape sequences (colours) in the log are
 stripped, tabs expanded, other control characters shown as ``�``.
+
+Performance notes (see ``bench/tui_log.py`` and ``bench/RESULTS.md``): while a
+log streams, every frame shows new lines, so ``LogLines`` avoids what made
+frames expensive: it sets ``virtual_size`` without a screen layout pass, builds a
+plain line as one pre-cropped ``Strip``, reads the visible lines with a single
+``LogIndex.lines`` call per update and repaints the scrollbar only when its
+thumb moves. These use Textual internals (``Widget._refresh_scrollbars``, the
+``ScrollBar`` reactives) checked against Textual 8.2.8; the Pilot tests cover
+them. Python's full garbage collections (30-110 ms in an app of this size) are
+the other source of long frames; an app can call ``gc.freeze()`` once started.
 """
 
 from __future__ import annotations
