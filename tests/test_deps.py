@@ -222,6 +222,41 @@ def test_imports_inside_functions_and_classes(tmp_path):
     assert set(external(a)) == {"numpy", "scipy"}
 
 
+def test_imports_in_every_kind_of_block(tmp_path):
+    source = """
+import a_top
+@decorator
+async def f():
+    async with x:
+        import b_with
+    for i in y:
+        import c_for
+    else:
+        import d_for_else
+while z:
+    import e_while
+match cmd:
+    case [1, *rest]:
+        import f_case
+class K:
+    import g_class
+try:
+    pass
+except ImportError:
+    import h_fallback
+else:
+    import i_try_else
+finally:
+    import j_finally
+if x: import k_one_line
+"""
+    root = project(tmp_path, {BENCH: source})
+    a = analyze(root, Path(BENCH))
+    expected = "a_top b_with c_for d_for_else e_while f_case g_class h_fallback i_try_else j_finally k_one_line"
+    assert sorted(external(a)) == expected.split()
+    assert not any(optional for _, _, optional in external(a).values())
+
+
 def test_try_except_import_error_is_optional(tmp_path):
     root = project(
         tmp_path,

@@ -10,21 +10,45 @@ import re
 from typing import NamedTuple
 
 import tree_sitter_python
-from tree_sitter import Language, Node, Parser, Query, QueryCursor
+from tree_sitter import Language, Node, Parser
 
-# One language, parser and query per process: building them costs more than parsing a small file.
+# One language and parser per process: building them costs more than parsing a small file.
 # Threads may share them: py-tree-sitter holds the GIL while it parses.
 _LANGUAGE = Language(tree_sitter_python.language())
 _PARSER = Parser(_LANGUAGE)
-# `from __future__` is its own node type (future_import_statement), so it is never captured.
-_QUERY = Query(_LANGUAGE, "(import_statement) @import (import_from_statement) @import")
+
+
+def _kind(name: str) -> int:
+    kind = _LANGUAGE.id_for_node_kind(name, True)
+    if kind is None:
+        raise RuntimeError(f"tree-sitter-python has no node kind {name!r}: unsupported grammar version")
+    return kind
+
+
 # Numeric kinds and fields: comparing ints spares a string per node visited.
-_IMPORT_STATEMENT = _LANGUAGE.id_for_node_kind("import_statement", True)
-_ALIASED_IMPORT = _LANGUAGE.id_for_node_kind("aliased_import", True)
-_DOTTED_NAME = _LANGUAGE.id_for_node_kind("dotted_name", True)
-_RELATIVE_IMPORT = _LANGUAGE.id_for_node_kind("relative_import", True)
+_IMPORT_STATEMENT = _kind("import_statement")
+_IMPORTS = frozenset({_IMPORT_STATEMENT, _kind("import_from_statement")})  # not `from __future__`
+_ALIASED_IMPORT = _kind("aliased_import")
+_DOTTED_NAME = _kind("dotted_name")
+_RELATIVE_IMPORT = _kind("relative_import")
+_TRY = _kind("try_statement")
+_IF = _kind("if_statement")
+_ELIF = _kind("elif_clause")
+_FUNCTION = _kind("function_definition")
+_BLOCK = _kind("block")
+# Nodes that hold statements. Imports are statements, so the walk never enters an expression;
+# ERROR is here so that imports tree-sitter recovered around a syntax error are still found.
+_CONTAINERS = frozenset(
+    _kind(name)
+    for name in (
+        "block", "if_statement", "elif_clause", "else_clause", "for_statement", "while_statement",
+        "try_statement", "except_clause", "finally_clause", "with_statement", "function_definition",
+        "class_definition", "decorated_definition", "match_statement", "case_clause", "ERROR",
+    )
+)
 _NAME = _LANGUAGE.field_id_for_name("name")
 _MODULE_NAME = _LANGUAGE.field_id_for_name("module_name")
+_CONDITION = _LANGUAGE.field_id_for_name("condition")
 
 # Exceptions whose handler makes an import in the `try` body optional; a bare `except:` too.
 _CATCHES_IMPORT_ERROR = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
@@ -61,14 +85,9 @@ def extract(source: bytes) -> FileImports:
     """
     tree = _PARSER.parse(source)
     imports: list[Import] = []
-    for node in QueryCursor(_QUERY).captures(tree.root_node).get("import", ()):
-        row, column = node.start_point
-        # a statement at column 0 is in no block: skip the walk up, which costs (tree-sitter
-        # finds a parent by searching down from the root, past every top-level statement)
-        optional = False if column == 0 else _context(node)
-        if optional is not None:
-            imports.extend(_imports_of(node, row + 1, optional))
-    imports.sort(key=lambda i: i.line)  # captures are grouped by pattern, not in source order
+    for node, optional in _import_statements(tree.root_node):
+        imports.extend(_imports_of(node, node.start_point[0] + 1, optional))
+    imports.sort(key=lambda i: i.line)
     errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
     bad_lines = _undecodable_lines(source)
     if bad_lines:
@@ -79,22 +98,34 @@ def extract(source: bytes) -> FileImports:
     return FileImports(imports, errors)
 
 
-def _context(node: Node) -> bool | None:
-    """Whether the import is optional, or None when it sits under ``if TYPE_CHECKING:``."""
-    optional = False
-    in_function = False  # a try around a function definition does not guard imports in its body
-    child, parent = node, node.parent
-    while parent is not None:
-        kind = parent.type
-        if kind == "try_statement" and not in_function and child == parent.child_by_field_name("body"):
-            optional = optional or _guards_import(parent)
-        elif kind in ("if_statement", "elif_clause") and child == parent.child_by_field_name("consequence"):
-            if _is_type_checking(parent.child_by_field_name("condition")):
-                return None
-        elif kind == "function_definition":
-            in_function = True
-        child, parent = parent, parent.parent
-    return optional
+def _import_statements(root: Node) -> list[tuple[Node, bool]]:
+    """Every import statement that runs, with whether it is optional, in one walk down the
+    statements (a walk up from each import would cost more: tree-sitter finds a node's parent
+    by searching down from the root)."""
+    found: list[tuple[Node, bool]] = []
+    stack = [(root, False)]
+    while stack:
+        node, optional = stack.pop()
+        kind = node.kind_id
+        # what the node's own block (a try's body, an if's consequence) is: guarded, skipped, as is
+        block_optional: bool | None = optional
+        if kind == _TRY:
+            block_optional = optional or _guards_import(node)
+        elif kind == _IF or kind == _ELIF:
+            if _is_type_checking(node.child_by_field_id(_CONDITION)):
+                block_optional = None  # never runs
+        elif kind == _FUNCTION:  # its body runs when called: a try around the def guards nothing
+            optional = block_optional = False
+        for child in node.named_children:
+            child_kind = child.kind_id
+            if child_kind in _IMPORTS:
+                found.append((child, optional))
+            elif child_kind == _BLOCK:
+                if block_optional is not None:
+                    stack.append((child, block_optional))
+            elif child_kind in _CONTAINERS:
+                stack.append((child, optional))
+    return found
 
 
 def _guards_import(try_node: Node) -> bool:
