@@ -63,6 +63,8 @@ class HostConfig(_Strict):
     """Jobs running at once on this host; 0 means the CPU count (local) or 4 (remote)."""
     max_sessions: Annotated[int, Field(ge=1, le=64)] = 6
     """Concurrent SSH channels on the one connection; keep below the server's MaxSessions."""
+    ssh_config: str | None = None
+    """OpenSSH client config file read for aliases; default ~/.ssh/config, "" for none."""
     keepalive_interval: Annotated[float, Field(ge=0)] = 15.0
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     uv_path: str = "uv"

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from core.errors import EvopilotError
 from core.hosts.base import Host
 from core.hosts.local import LocalHost
 from core.hosts.tmux import join
-from core.jobs import scripts
+from core.jobs import environments, scripts
 from core.jobs.dispatch import dispatch, done_channel
 from core.jobs.monitor import Monitor
 from core.models import (
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from core.analysis import DependencyAnalysis
 
 WAKE_COALESCE = 0.02
+SETUP_PRIORITY = 1000  # a host's environment setup goes before the jobs that wait for it
 
 
 class Engine:
@@ -55,6 +57,7 @@ class Engine:
         self._tick_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
+        self._next_remote_tick: dict[str, float] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -108,15 +111,75 @@ class Engine:
             if name == LOCAL:
                 host: Host = LocalHost(name, cfg, locations.local_base(self.home))
             else:
-                from core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
-
-                host = SshHost(name, cfg)
+                host = self._ssh_host(name, cfg)
+                host.on_state_change = lambda h: self._emit(
+                    HostEvent(host=h.name, state=h.state, last_error=h.last_error))
             self._hosts[name] = host
         host = self._hosts[name]
         if host.state != "connected":
             await host.connect()
-            self._emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
+            if host.is_local:
+                self._emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
         return host
+
+    @staticmethod
+    def _ssh_host(name: str, cfg) -> Host:
+        from core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
+
+        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
+        return SshHost(name, cfg, ssh_config=ssh_config)
+
+    def host_states(self) -> dict[str, tuple[str, str | None]]:
+        """Connection state and last error of every configured host (not connecting any)."""
+        out = {}
+        for name in self.config.host_names():
+            h = self._hosts.get(name)
+            out[name] = (h.state.value, h.last_error) if h else ("disconnected", None)
+        return out
+
+    async def hosts(self) -> list[dict]:
+        """Each host with its state, running jobs, free slots and last error."""
+        running = {}
+        for name, n in await (await self.db.execute(
+                "SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")).fetchall():
+            running[name] = n
+        out = []
+        for name, (state, error) in self.host_states().items():
+            slots = self.config.host(name).slots(name == LOCAL)
+            out.append({"name": name, "state": state, "running": running.get(name, 0),
+                        "slots": slots, "free_slots": max(0, slots - running.get(name, 0)),
+                        "last_error": error})
+        return out
+
+    async def connect_host(self, name: str) -> dict:
+        """Connect (or reconnect) a host now; returns its row as ``hosts()`` gives it."""
+        host = self._hosts.get(name)
+        if host is not None and hasattr(host, "reconnect"):
+            await host.reconnect()
+        else:
+            await self.host(name)
+        return next(h for h in await self.hosts() if h["name"] == name)
+
+    async def doctor(self, name: str) -> list:
+        from core.hosts.doctor import doctor
+
+        def factory(n, cfg):
+            return LocalHost(n, cfg, locations.local_base(self.home)) if n == LOCAL else self._ssh_host(n, cfg)
+
+        return await doctor(name, self.config.host(name), factory)
+
+    async def sync(self, project_name: str, host_name: str, *, dry_run: bool = False):
+        """Send the project's files to its directory on the host; returns (status, report)."""
+        from core.hosts.sync import sync, sync_status
+
+        if host_name == LOCAL:
+            raise EvopilotError("the local host runs projects in place: nothing to sync")
+        project = await projects_db.get_project(self.db, project_name)
+        host = await self.host(host_name)
+        remote = environments.project_dir(host, project)
+        status = await sync_status(Path(project.path), host, remote)
+        report = await sync(Path(project.path), host, remote, dry_run=dry_run)
+        return status, report
 
     # ---- projects and benchmarks -----------------------------------------------------------
 
@@ -242,17 +305,62 @@ class Engine:
         resolved = [await self.resolve_benchmark(project, b) for b in benches]
         if check:
             await self.preflight(project, resolved)
+        if host == LOCAL:
+            workdir, setup_id = project.path, None
+        else:
+            workdir, setup_id = await self._prepare_remote(project, host)
+        cfg = self.config.host(host)
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:
-                ids.append(await jobs_db.insert_job(
+                command = (self._bench_command(project, b, args) if host == LOCAL
+                           else environments.bench_command(cfg, b, args))
+                job_id = await jobs_db.insert_job(
                     self.db, project_id=project.id, kind="benchmark", benchmark_name=b.name,
-                    benchmark_path=b.path, args=list(args), workdir=project.path, host=host,
-                    command=self._bench_command(project, b, args), priority=priority, timeout_s=timeout,
-                ))
+                    benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
+                    command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
+                    status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
+                    error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
+                )
+                if host != LOCAL:
+                    await jobs_db.update_job(self.db, job_id, log_path=self._mirror(job_id))
+                ids.append(job_id)
         await self._emit_jobs(ids)
         await self.dispatch()
         return [await jobs_db.get_job(self.db, i) for i in ids]
+
+    def _mirror(self, job_id: int) -> str:
+        """Local copy of a remote job's log."""
+        return str(locations.logs_dir(self.home) / f"{self.instance}-{job_id}.log")
+
+    async def _prepare_remote(self, project: Project, host_name: str) -> tuple[str, int | None]:
+        """Sync the project to the host; queue a setup job unless its environment is current.
+
+        Returns the project's directory there and the setup job the benchmarks must wait for.
+        """
+        from core.hosts.sync import sync
+
+        host = await self.host(host_name)
+        remote = environments.project_dir(host, project)
+        await sync(Path(project.path), host, remote)
+        key = environments.env_key(project)
+        have = (await host.run(environments.check_script(remote))).stdout.decode(errors="replace").strip()
+        if have == key:
+            return remote, None
+        row = await (await self.db.execute(
+            "SELECT id FROM jobs WHERE kind = 'setup' AND project_id = ? AND host = ? "
+            "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (project.id, host_name),
+        )).fetchone()
+        if row:
+            return remote, row[0]
+        setup_id = await jobs_db.insert_job(
+            self.db, project_id=project.id, kind="setup", benchmark_name=f"setup {project.name}",
+            command=environments.setup_command(project, self.config.host(host_name), key),
+            workdir=remote, host=host_name, priority=SETUP_PRIORITY,
+        )
+        await jobs_db.update_job(self.db, setup_id, log_path=self._mirror(setup_id))
+        await self._emit_jobs([setup_id])
+        return remote, setup_id
 
     async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
                      host: str = LOCAL, priority: int = 0, timeout: float | None = None) -> Job:
@@ -262,6 +370,8 @@ class Engine:
             self.db, project_id=None, kind="command", benchmark_name=name, command=command,
             workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
         )
+        if host != LOCAL:
+            await jobs_db.update_job(self.db, job_id, log_path=self._mirror(job_id))
         await self._emit_jobs([job_id])
         return await jobs_db.get_job(self.db, job_id)
 
@@ -351,6 +461,9 @@ class Engine:
             workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
             retry_of=old.id,
         )
+        if old.host != LOCAL:
+            await jobs_db.update_job(self.db, new_id, log_path=self._mirror(new_id))
+        await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await self._emit_jobs([new_id])
         await self.dispatch()
         return await jobs_db.get_job(self.db, new_id)
@@ -386,17 +499,36 @@ class Engine:
             await self.tick_host(name, dispatch_jobs=False)
 
     async def dispatch(self) -> None:
+        """Start queued jobs on every host with free slots; an unreachable host keeps its queue."""
         for name in await self._active_hosts(JobStatus.QUEUED.value):
-            async with self._tick_lock:
-                started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
+            try:
+                async with self._tick_lock:
+                    started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
+            except EvopilotError as e:
+                if name == LOCAL or name not in self._hosts:
+                    raise
+                self._hosts[name].last_error = str(e)
+                continue
             await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
-        """Monitor one host's running jobs, then fill its free slots."""
+        """Monitor one host's running jobs, then fill its free slots.
+
+        A host that cannot be reached is skipped: its jobs keep running there, and the next
+        tick after it is back catches their logs up from the recorded offsets.
+        """
+        try:
+            await self._tick_host(name, dispatch_jobs)
+        except EvopilotError as e:
+            if name == LOCAL or name not in self._hosts:
+                raise
+            self._hosts[name].last_error = str(e)
+
+    async def _tick_host(self, name: str, dispatch_jobs: bool) -> None:
         host = await self.host(name)
         async with self._tick_lock:
             result = await self._monitor.tick(host)
-        await self._emit_jobs(result.changed, {i: JobStatus.RUNNING for i in result.changed})
+        await self._emit_jobs(result.changed, result.changed)
         for ev in result.logs:
             self._emit(ev)
         for job in result.kills:
@@ -420,10 +552,15 @@ class Engine:
         """One pass over every host with running or queued jobs; ``watch`` also keeps a
         completion watcher open on each (for loops that tick repeatedly)."""
         hosts = set(await self._active_hosts(JobStatus.RUNNING.value, JobStatus.QUEUED.value))
+        now = time.monotonic()
         for name in sorted(hosts):
+            if name != LOCAL:  # remote hosts are asked less often: every tick is a round trip
+                if now < self._next_remote_tick.get(name, 0):
+                    continue
+                self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             await self.tick_host(name)
-            if watch:
-                self._watch_completions(await self.host(name))
+            if watch and name in self._hosts and self._hosts[name].state == "connected":
+                self._watch_completions(self._hosts[name])
 
     async def idle(self) -> bool:
         """Nothing running, and nothing queued that could start."""

@@ -98,6 +98,7 @@ class Job(_Row):
     log_offset: int
     requested: str | None
     retry_of: int | None
+    depends_on: int | None = None
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -133,6 +134,7 @@ class Job(_Row):
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "depends_on": self.depends_on,
             "tmux_session": self.tmux_session,
             "log_path": self.log_path,
             "metrics": self.metrics,

@@ -168,6 +168,62 @@ async def cmd_deps(engine: Engine, args) -> int:
     return 0 if analysis.ok or added else 1
 
 
+async def cmd_hosts(engine: Engine, args) -> int:
+    rows = await engine.hosts()
+    if args.connect:
+        rows = [await _connect_row(engine, r["name"]) for r in rows]
+    if args.json:
+        _print_json(rows)
+    else:
+        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
+                for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
+    return 0
+
+
+async def _connect_row(engine: Engine, name: str) -> dict:
+    try:
+        return await engine.connect_host(name)
+    except EvopilotError as e:
+        row = next(r for r in await engine.hosts() if r["name"] == name)
+        return {**row, "state": "error", "last_error": e.message}
+
+
+async def cmd_doctor(engine: Engine, args) -> int:
+    names = [args.host] if args.host else engine.config.host_names()
+    results = {name: await engine.doctor(name) for name in names}
+    if args.json:
+        _print_json({n: [{"name": c.name, "ok": c.ok, "ran": c.ran, "detail": c.detail, "fix": c.fix}
+                         for c in checks] for n, checks in results.items()})
+    else:
+        for name, checks in results.items():
+            print(f"{name}:")
+            for c in checks:
+                mark = "ok  " if c.ok else ("--  " if not c.ran else "FAIL")
+                print(f"  {mark} {c.name}: {c.detail}" + (f"\n       fix: {c.fix}" if c.fix and not c.ok else ""))
+    return 0 if all(c.ok or not c.ran for checks in results.values() for c in checks) else 1
+
+
+async def cmd_sync(engine: Engine, args) -> int:
+    status, report = await engine.sync(args.project, args.host, dry_run=args.dry_run)
+    if args.json:
+        _print_json({"status": "up_to_date" if not report.changed else "modified",
+                     "files": report.sent, "deleted": report.deleted, "remote_dir": report.remote_dir,
+                     "method": report.method, "dry_run": report.dry_run, "bytes": report.bytes})
+        return 0
+    if not report.changed:
+        print(f"Up to date ({report.remote_dir} on {args.host})")
+        return 0
+    n = len(report.sent) + len(report.deleted)
+    print(f"{n} modified file(s){' (dry run: nothing sent)' if report.dry_run else ''}:")
+    for f in report.sent:
+        print(f"  {f}")
+    for f in report.deleted:
+        print(f"  {f} (deleted)")
+    if not report.dry_run:
+        print(f"synced to {report.remote_dir} on {args.host} with {report.method}")
+    return 0
+
+
 async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     """Drive the engine until ``ids`` have finished, printing each change; 1 if any failed."""
     events = engine.subscribe()
@@ -389,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("queue", cmd_queue, "pause or resume dispatch; move a queued job")
     sp.add_argument("action", choices=["pause", "resume", "front", "back", "up", "down"])
     sp.add_argument("job", type=int, nargs="?")
+
+    sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
+    sp.add_argument("--connect", action="store_true", help="connect to each host first")
+    sp = add("doctor", cmd_doctor, "check a host (or all): reachable, host key, auth, tmux, uv, rsync, "
+             "python, disk, env paths; exit 1 if a check fails")
+    sp.add_argument("host", nargs="?")
+    sp = add("sync", cmd_sync, "send a project's files (git-tracked and untracked-not-ignored) to a host")
+    sp.add_argument("project")
+    sp.add_argument("--host", required=True)
+    sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")

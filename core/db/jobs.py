@@ -164,6 +164,26 @@ async def claim_next(db: aiosqlite.Connection, host: str, slots: int, claimer: s
     return await get_job(db, row[0]) if row else None
 
 
+async def release_dependents(db: aiosqlite.Connection, job_id: int, succeeded: bool, reason: str) -> list[int]:
+    """A job others wait on has finished: queue them, or say why they keep waiting."""
+    if succeeded:
+        cur = await db.execute(
+            "UPDATE jobs SET status = 'queued', error_message = NULL, updated_at = ? "
+            "WHERE depends_on = ? AND status = 'pending' RETURNING id", (now_iso(), job_id))
+    else:
+        cur = await db.execute(
+            "UPDATE jobs SET error_message = ?, updated_at = ? WHERE depends_on = ? "
+            "AND status = 'pending' RETURNING id", (reason, now_iso(), job_id))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def redirect_dependents(db: aiosqlite.Connection, old_id: int, new_id: int) -> None:
+    await db.execute(
+        "UPDATE jobs SET depends_on = ?, error_message = ?, updated_at = ? "
+        "WHERE depends_on = ? AND status = 'pending'",
+        (new_id, f"waiting for job {new_id}", now_iso(), old_id))
+
+
 async def replace_metrics(db: aiosqlite.Connection, job_id: int, metrics: list[Metric]) -> None:
     now = now_iso()
     await db.execute("DELETE FROM metrics WHERE job_id = ?", (job_id,))

@@ -6,6 +6,7 @@ import aiosqlite
 
 from core.config import Config
 from core.db import jobs as jobs_db
+from core.errors import EvopilotError
 from core.hosts.base import Host
 from core.hosts.tmux import session_name
 from core.jobs import scripts
@@ -42,8 +43,14 @@ async def dispatch(
     try:
         res = await host.run(scripts.start(specs))
         started, error = scripts.parse_start(res.stdout), res.error_text()
-    except Exception as e:  # host unreachable: no job may be left half-started
-        started, error = {}, str(e)
+    except EvopilotError:
+        # The host is away. Starting is idempotent (the job directory and session tell), so
+        # the jobs go back to the queue and the next dispatch sends the same start again.
+        async with jobs_db.transaction(db):
+            for job in claimed:
+                await jobs_db.update_job(db, job.id, status=JobStatus.QUEUED.value,
+                                         started_at=None, claimed_by=None)
+        raise
     async with jobs_db.transaction(db):
         for job in claimed:
             if started.get(job.id):

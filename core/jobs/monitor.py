@@ -24,8 +24,8 @@ _CARRY = 64  # bytes kept from the previous chunk, so a marker split across read
 
 @dataclass
 class TickResult:
-    changed: list[int] = field(default_factory=list)
-    """Jobs whose row changed (status, progress, pid)."""
+    changed: dict[int, JobStatus] = field(default_factory=dict)
+    """Jobs whose row changed (status, progress, pid), with their status before."""
     logs: list[LogEvent] = field(default_factory=list)
     kills: list[Job] = field(default_factory=list)
     """Jobs past their timeout, to be killed."""
@@ -121,7 +121,14 @@ class Monitor:
         if "status" in fields:
             self._carry.pop(j.id, None)
             await jobs_db.replace_metrics(self.db, j.id, metrics)
-        out.changed.append(j.id)
+            ok = fields["status"] == JobStatus.SUCCEEDED.value
+            released = await jobs_db.release_dependents(
+                self.db, j.id, ok,
+                f"{j.benchmark_name} (job {j.id}) {fields['status']}: see `evopilot logs {j.id}`, "
+                f"fix it and `evopilot retry {j.id}`",
+            )
+            out.changed.update(dict.fromkeys(released, JobStatus.PENDING))
+        out.changed[j.id] = JobStatus.RUNNING
 
     def _finish(self, j: Job, code: int, hangup: bool, results: bytes | None, now: str) -> tuple[dict, list]:
         """Final status, error and metrics of a job whose exit code is known and log read."""

@@ -1,0 +1,242 @@
+"""Jobs on SSH hosts, end to end through the CLI against a real OpenSSH sshd on 127.0.0.1:
+sync, uv environment setup, remote tmux, logs mirrored byte for byte, stop/kill, and faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, evopilot_cmd
+
+PYPROJECT = "[project]\nname = 'remote-proj'\nversion = '0.1.0'\nrequires-python = '>=3.10'\ndependencies = []\n"
+
+TICKER = """
+import json, os, sys, time
+n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.05
+sys.stdout.buffer.write(b"raw \\xff\\xfe bytes\\n")
+for i in range(1, n + 1):
+    print(f"[{i}/{n}] tick {i} " + "x" * 100, flush=True)
+    time.sleep(delay)
+json.dump({"ticks": n, "python": sys.version_info[1]}, open(os.environ["EVOPILOT_RESULTS"], "w"))
+"""
+
+
+def host_toml(name: str, server, **overrides) -> str:
+    cfg = server.host_config(**overrides)
+    lines = [f"[hosts.{name}]"]
+    for key, value in cfg.model_dump(exclude_defaults=True).items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    lines.append(f"ssh_config = {json.dumps(server.ssh_config)}")  # never the developer's ~/.ssh/config
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def remote(cli, make_project, sshd, tmp_path):
+    """A project registered with a config that has the test sshd as host `h1`."""
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text("[engine]\nremote_poll_interval = 0.3\npoll_interval = 0.1\nkill_grace = 1\n"
+                   + host_toml("h1", sshd))
+    root = make_project({"pyproject.toml": PYPROJECT, "benchmarks/tick.py": TICKER,
+                         "benchmarks/forever.py": "import time\nprint('[1/2] up', flush=True)\ntime.sleep(300)\n"})
+
+    def run(*args):
+        return cli(*args, "--config", cfg)
+
+    assert run("project", "add", root)[0] == 0
+    run.cfg, run.root, run.server = cfg, root, sshd
+    return run
+
+
+def jobs(run) -> dict[str, dict]:
+    code, out, err = run("jobs", "--json")
+    assert code == 0, err
+    return {j["benchmark"]: j for j in json.loads(out)}
+
+
+def remote_log(server, job) -> bytes:
+    """The job's log as the host has it (the sshd's base dir is on this machine)."""
+    matches = list(Path(server.base_dir).glob(f"jobs/*-{job['id']}/log"))
+    assert len(matches) == 1
+    return matches[0].read_bytes()
+
+
+def test_run_on_a_host_syncs_sets_up_and_mirrors_the_log(remote):
+    code, out, err = remote("run", "proj", "tick.py", "--host", "h1", "--arg", "20", "--wait")
+    assert code == 0, err + out
+    js = jobs(remote)
+    setup, job = js["setup proj"], js["tick.py"]
+    assert setup["status"] == "succeeded" and setup["host"] == "h1"
+    assert job["status"] == "succeeded" and job["host"] == "h1" and job["depends_on"] == setup["id"]
+    assert (job["progress_current"], job["progress_total"]) == (20, 20)
+    assert job["metrics"]["ticks"] == 20
+    mirror = Path(job["log_path"])
+    assert mirror.is_relative_to(Path(os.environ["EVOPILOT_HOME"]))
+    assert mirror.read_bytes() == remote_log(remote.server, job)
+    assert b"raw \xff\xfe bytes" in mirror.read_bytes()
+    # the environment is current now: a second run needs no setup job
+    assert remote("run", "proj", "tick.py", "--host", "h1", "--wait")[0] == 0
+    code, out, _ = remote("jobs", "--json")
+    assert sum(j["benchmark"] == "setup proj" for j in json.loads(out)) == 1
+
+
+def test_sync_reports_then_sends(remote):
+    code, out, err = remote("sync", "proj", "--host", "h1", "--dry-run")
+    assert code == 0, err
+    assert "3 modified file(s) (dry run" in out and "benchmarks/tick.py" in out
+    code, out, _ = remote("sync", "proj", "--host", "h1")
+    assert code == 0 and "synced to" in out
+    assert remote("sync", "proj", "--host", "h1")[1].startswith("Up to date")
+    (remote.root / "benchmarks" / "tick.py").write_text(TICKER + "\n# changed\n")
+    code, out, _ = remote("sync", "proj", "--host", "h1", "--json")
+    data = json.loads(out)
+    assert data["status"] == "modified" and data["files"] == ["benchmarks/tick.py"]
+
+
+def test_broken_environment_fails_setup_and_keeps_jobs_waiting(remote):
+    (remote.root / "pyproject.toml").write_text(PYPROJECT.replace(">=3.10", ">=9.0"))
+    code, out, err = remote("run", "proj", "tick.py", "--host", "h1", "--no-check")
+    assert code == 0, err
+    remote("worker", "--until-idle")
+    js = jobs(remote)
+    assert js["setup proj"]["status"] == "failed"
+    assert js["tick.py"]["status"] == "pending"
+    assert f"retry {js['setup proj']['id']}" in js["tick.py"]["error_message"]
+    assert "Python" in remote("logs", str(js["setup proj"]["id"]))[1]
+
+
+def test_stop_and_kill_on_a_host(remote):
+    remote("run", "proj", "forever.py", "tick.py", "--host", "h1", "--arg", "1000", "--arg", "0.2")
+    worker = _worker(remote)
+    try:
+        _wait(lambda: all(j["status"] == "running" and j["progress_current"] >= 1
+                          for b, j in jobs(remote).items() if b != "setup proj"))
+        js = jobs(remote)
+        code, _, err = remote("kill", str(js["forever.py"]["id"]))
+        assert code == 0, err
+        code, _, err = remote("stop", str(js["tick.py"]["id"]))
+        assert code == 0, err
+        _wait(lambda: jobs(remote)["tick.py"]["status"] != "running", timeout=30)
+    finally:
+        _stop(worker)
+    js = jobs(remote)
+    assert js["forever.py"]["status"] == "killed"
+    assert js["tick.py"]["status"] == "cancelled" and js["tick.py"]["exit_code"] == 130
+    sessions = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"], env=remote.server.tmux_env(),
+                              capture_output=True, text=True).stdout
+    assert js["forever.py"]["tmux_session"] not in sessions
+
+
+def test_remote_tmux_server_killed_jobs_become_lost(remote):
+    remote("run", "proj", "forever.py", "--host", "h1")
+    worker = _worker(remote)
+    try:
+        _wait(lambda: jobs(remote)["forever.py"]["status"] == "running")
+        subprocess.run(["tmux", "kill-server"], env=remote.server.tmux_env(), check=True)
+        t = time.monotonic()
+        _wait(lambda: jobs(remote)["forever.py"]["status"] == "lost", timeout=10)
+        assert time.monotonic() - t < 2 * 0.3 + 2  # two remote ticks, plus a CLI start
+    finally:
+        _stop(worker)
+    assert "went away" in jobs(remote)["forever.py"]["error_message"]
+
+
+def test_sshd_down_30s_while_jobs_run(remote):
+    """The jobs keep running, evopilot reconnects by itself, the logs come through complete
+    and no job starts twice."""
+    code, _, err = remote("run", "proj", "tick.py", "--host", "h1", "--arg", "200", "--arg", "0.2")
+    assert code == 0, err
+    worker = _worker(remote)
+    try:
+        _wait(lambda: jobs(remote)["tick.py"]["progress_current"] >= 5, timeout=60)
+        remote.server.stop()
+        remote.server.drop_connections()
+        time.sleep(30)
+        remote.server.start()
+        _wait(lambda: jobs(remote)["tick.py"]["status"] == "succeeded", timeout=120)
+    finally:
+        _stop(worker)
+    job = jobs(remote)["tick.py"]
+    log = Path(job["log_path"]).read_bytes()
+    assert log == remote_log(remote.server, job)
+    ticks = [l for l in log.decode(errors="replace").splitlines() if l.startswith("[")]
+    assert [t.split()[0] for t in ticks] == [f"[{i}/200]" for i in range(1, 201)]
+    starts = list(Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}/log"))
+    assert len(starts) == 1
+
+
+def test_kill_9_with_remote_jobs_then_restart(remote):
+    remote("run", "proj", "tick.py", "--host", "h1", "--arg", "40", "--arg", "0.1")
+    worker = _worker(remote)
+    try:
+        _wait(lambda: jobs(remote)["tick.py"]["progress_current"] >= 3, timeout=60)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    time.sleep(5)  # the job finishes on the host while no evopilot runs
+    js = jobs(remote)  # reconciles
+    job = js["tick.py"]
+    assert job["status"] == "succeeded" and (job["progress_current"], job["progress_total"]) == (40, 40)
+    assert Path(job["log_path"]).read_bytes() == remote_log(remote.server, job)
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "unknown_host_key", "closed_port", "not_in_config"])
+def test_connection_errors_are_one_line_exit_2(cli, make_project, sshd, tmp_path, case):
+    kw = {}
+    host = "h1"
+    if case == "wrong_key":
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        kw["identity_file"] = str(other)
+    elif case == "unknown_host_key":
+        empty = tmp_path / "known_hosts"
+        empty.write_text("")
+        kw["known_hosts"] = str(empty)
+    elif case == "closed_port":
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            kw["port"] = s.getsockname()[1]
+    else:
+        host = "nowhere"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(host_toml("h1", sshd, **kw))
+    root = make_project({"benchmarks/a.py": "print(1)\n"})
+    cli("project", "add", root, "--config", cfg)
+    code, out, err = cli("sync", "proj", "--host", host, "--config", cfg)
+    assert code == 2, out + err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    expect = {"wrong_key": "auth", "unknown_host_key": "ssh-keyscan", "closed_port": "refused",
+              "not_in_config": "unknown host 'nowhere'"}[case]
+    assert expect.lower() in err.lower(), err
+
+
+def _worker(run) -> subprocess.Popen:
+    log = open(run.cfg.parent / f"worker-{time.monotonic_ns()}.log", "wb")
+    return subprocess.Popen(evopilot_cmd("worker", "--config", run.cfg), cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, env=os.environ.copy())
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def _wait(cond, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
