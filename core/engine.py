@@ -272,12 +272,21 @@ class Engine:
         analysis = await self.deps(project_name, bench_ref)
         return await asyncio.to_thread(fix, Path(project.path), analysis, self.config.host(LOCAL).uv_path)
 
-    async def preflight(self, project: Project, benches: Sequence[Benchmark]) -> None:
-        """Refuse to queue benchmarks that import missing local files or undeclared packages."""
+    async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL) -> None:
+        """Refuse to queue benchmarks that import missing local files or undeclared packages;
+        for a remote host, also local files that sync would not send (ignored by git)."""
         problems, fixes = [], set()
+        synced = None
+        if host != LOCAL:
+            from core.hosts.sync import list_files
+
+            synced = set(await list_files(Path(project.path)))
         for b in benches:
             a = await self._analyze(project, b)
             missing = [f"{d.module_name} ({d.file_path})" for d in a.missing_local()]
+            if synced is not None:
+                missing += [f"{d.module_name} ({d.file_path}, ignored by git so never synced)"
+                            for d in a.local if d.exists and not d.optional and d.file_path not in synced]
             undeclared = [p.distribution for p in a.undeclared()]
             if missing:
                 problems.append(f"{b.path} imports missing local modules: {', '.join(missing)}")
@@ -304,7 +313,7 @@ class Engine:
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.resolve_benchmark(project, b) for b in benches]
         if check:
-            await self.preflight(project, resolved)
+            await self.preflight(project, resolved, host)
         if host == LOCAL:
             workdir, setup_id = project.path, None
         else:

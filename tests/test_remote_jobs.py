@@ -240,3 +240,15 @@ def _wait(cond, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def test_preflight_refuses_a_helper_that_git_would_not_sync(remote):
+    root = remote.root
+    (root / "benchmarks" / "uses_secret.py").write_text("import local_secret\nprint('[1/1]')\n")
+    (root / "local_secret.py").write_text("VALUE = 1\n")
+    (root / ".gitignore").write_text("local_secret.py\n")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    assert remote("bench", "add", "proj", root / "benchmarks" / "uses_secret.py")[0] == 0
+    code, _, err = remote("run", "proj", "uses_secret.py", "--host", "h1")
+    assert code == 2 and "ignored by git so never synced" in err and "local_secret" in err
+    assert remote("run", "proj", "uses_secret.py")[0] == 0  # locally it is there: fine
