@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -155,8 +157,11 @@ def test_stop_sends_sigint_to_the_whole_group(cli, make_project, tmp_path):
     (job,) = jobs_json(cli)
     assert job["status"] == "cancelled" and job["exit_code"] == 130
     assert "got SIGINT" in cli("logs", str(job["id"]))[1]
-    # the child ignored SIGINT and lives on in the group: kill takes the group down
-    assert cli("kill", str(job["id"]))[0] == 2  # no longer running
+    # the child ignores SIGINT and outlives the job in its process group
+    pgid = int((Path(job["log_path"]).parent / "pid").read_text())
+    assert _group_alive(pgid)
+    assert cli("kill", str(job["id"]))[0] == 2  # the job itself is over
+    os.killpg(pgid, signal.SIGKILL)
 
 
 def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_path):
