@@ -21,7 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from core.config import Config
 from core.engine import Engine
@@ -34,6 +34,7 @@ from tui.screens.jobs import JobsPane
 from tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
 from tui.screens.projects import ProjectsPane
 from tui.widgets.job_table import Clock, JobTable, utc_now
+from tui.widgets.key_bar import KeyBar
 
 FRAME = 1 / 30
 """Events are handled in batches at most this often."""
@@ -43,7 +44,7 @@ SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "hosts": "
 
 
 class EvopilotApp(App):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses live elsewhere
     TITLE = "evopilot"
     BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.APP)
 
@@ -79,7 +80,7 @@ class EvopilotApp(App):
                 yield EmptyPane(ARCHIVE_TEXT, id="archive-pane")
             with TabPane("Hosts", id="hosts"):
                 yield HostsPane(id="hosts-pane")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def projects(self) -> ProjectsPane:
@@ -253,15 +254,17 @@ class EvopilotApp(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every active binding is also a command (title: what it does; help: id and key)."""
         seen = set()
+        specs = keymap.by_id()
         for active in screen.active_bindings.values():
             b = active.binding
             if not b.id or b.id in seen or not active.enabled:
                 continue
             seen.add(b.id)
             scope = SCOPE_TITLES.get(b.id.split(".", 1)[0], "")
+            spec = specs.get(b.id)
             yield SystemCommand(
                 f"{scope}: {b.description}" if scope else b.description,
-                f"{b.id} · key {self.get_key_display(b)}",
+                f"{spec.long if spec else b.description} · {b.id} · key {self.get_key_display(b)}",
                 lambda action=b.action, node=active.node: self.call_later(self.run_action, action, node),
             )
         yield from super().get_system_commands(screen)

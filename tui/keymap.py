@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from textual.binding import Binding
 
 MOVE = Binding.Group("Move", compact=True)
-FILTER = Binding.Group("Filter", compact=True)
+FILTER = Binding.Group("Filter")
 TABS = Binding.Group("Tab", compact=True)
 
 
@@ -30,6 +30,12 @@ class Spec:
     show: bool = True
     priority: bool = False
     group: Binding.Group | None = None
+    help: str = ""
+    """A longer description for the help screen and the command palette."""
+
+    @property
+    def long(self) -> str:
+        return self.help or self.description
 
     def binding(self) -> Binding:
         return Binding(self.key, self.action, self.description, show=self.show, id=self.id,
@@ -37,39 +43,58 @@ class Spec:
 
 
 APP: list[Spec] = [
-    Spec("app.help", "question_mark", "help", "Help"),
-    Spec("app.tab.projects", "1", "show_tab('projects')", "Projects", group=TABS),
-    Spec("app.tab.tasks", "2", "show_tab('tasks')", "Tasks", group=TABS),
-    Spec("app.tab.jobs", "3", "show_tab('jobs')", "Jobs", group=TABS),
-    Spec("app.tab.archive", "4", "show_tab('archive')", "Archive", group=TABS),
-    Spec("app.tab.hosts", "5", "show_tab('hosts')", "Hosts", group=TABS),
-    Spec("app.quit", "q", "quit", "Quit"),
+    Spec("app.help", "question_mark", "help", "Help", help="Show every key binding"),
+    Spec("app.tab.projects", "1", "show_tab('projects')", "Projects", group=TABS,
+         help="Show the Projects tab"),
+    Spec("app.tab.tasks", "2", "show_tab('tasks')", "Tasks", group=TABS,
+         help="Show the Tasks tab"),
+    Spec("app.tab.jobs", "3", "show_tab('jobs')", "Jobs", group=TABS,
+         help="Show the Jobs tab"),
+    Spec("app.tab.archive", "4", "show_tab('archive')", "Archive", group=TABS,
+         help="Show the Archive tab"),
+    Spec("app.tab.hosts", "5", "show_tab('hosts')", "Hosts", group=TABS,
+         help="Show the Hosts tab"),
+    Spec("app.quit", "q", "quit", "Quit", help="Quit (jobs keep running in tmux)"),
 ]
 
 PROJECTS: list[Spec] = [
-    Spec("projects.add", "a", "add_project", "Add project"),
-    Spec("projects.add_benchmark", "b", "add_benchmark", "Add bench"),
-    Spec("projects.toggle", "space", "toggle", "Select"),
-    Spec("projects.run", "r", "run", "Run"),
-    Spec("projects.host", "h", "cycle_host", "Host"),
-    Spec("projects.remove", "x", "remove_project", "Remove"),
+    Spec("projects.add", "a", "add_project", "Add project", help="Add a project (a directory)"),
+    Spec("projects.add_benchmark", "b", "add_benchmark", "Add bench",
+         help="Add benchmark files to the highlighted project"),
+    Spec("projects.toggle", "space", "toggle", "Select",
+         help="Select or unselect a benchmark (on a project: all of its benchmarks)"),
+    Spec("projects.run", "r", "run", "Run",
+         help="Queue the selected benchmarks (or the highlighted one) on the target host"),
+    Spec("projects.host", "h", "cycle_host", "Host", help="Change the target host for r"),
+    Spec("projects.remove", "x", "remove_project", "Remove",
+         help="Remove the highlighted project (asks first; jobs are kept)"),
 ]
 
 JOBS: list[Spec] = [
-    Spec("jobs.stop", "s", "stop", "Stop"),
-    Spec("jobs.kill", "k", "kill", "Kill"),
-    Spec("jobs.cancel", "c", "cancel", "Cancel"),
-    Spec("jobs.retry", "r", "retry", "Retry"),
-    Spec("jobs.move_up", "left_square_bracket", "move('up')", "Move up", group=MOVE),
-    Spec("jobs.move_down", "right_square_bracket", "move('down')", "Move down", group=MOVE),
-    Spec("jobs.move_front", "left_curly_bracket", "move('front')", "Move to front", group=MOVE),
-    Spec("jobs.move_back", "right_curly_bracket", "move('back')", "Move to back", group=MOVE),
-    Spec("jobs.pause", "p", "toggle_pause", "Pause/resume queue"),
-    Spec("jobs.filter_status", "S", "cycle_filter('status')", "Filter by status", group=FILTER),
-    Spec("jobs.filter_project", "P", "cycle_filter('project')", "Filter by project", group=FILTER),
-    Spec("jobs.filter_host", "H", "cycle_filter('host')", "Filter by host", group=FILTER),
-    Spec("jobs.filter_clear", "escape", "clear_filters", "Clear filters", group=FILTER),
-    Spec("jobs.log", "l", "toggle_log", "Log"),
+    Spec("jobs.stop", "s", "stop", "Stop", help="Stop the selected job (SIGINT)"),
+    Spec("jobs.kill", "k", "kill", "Kill",
+         help="Kill the selected job (asks first; SIGTERM, then SIGKILL)"),
+    Spec("jobs.cancel", "c", "cancel", "Cancel", help="Cancel the selected queued job"),
+    Spec("jobs.retry", "r", "retry", "Retry", help="Queue the selected finished job again"),
+    Spec("jobs.move_up", "left_square_bracket", "move('up')", "Move up", group=MOVE,
+         help="Move the selected queued job up one place"),
+    Spec("jobs.move_down", "right_square_bracket", "move('down')", "Move down", group=MOVE,
+         help="Move the selected queued job down one place"),
+    Spec("jobs.move_front", "left_curly_bracket", "move('front')", "Move to front", group=MOVE,
+         help="Move the selected queued job to the front of the queue"),
+    Spec("jobs.move_back", "right_curly_bracket", "move('back')", "Move to back", group=MOVE,
+         help="Move the selected queued job to the back of the queue"),
+    Spec("jobs.pause", "p", "toggle_pause", "Pause/resume",
+         help="Pause or resume the queue (running jobs go on)"),
+    Spec("jobs.filter_status", "S", "cycle_filter('status')", "Filter by status", group=FILTER,
+         help="Filter by status: all, active, running, queued, finished, failed, succeeded"),
+    Spec("jobs.filter_project", "P", "cycle_filter('project')", "Filter by project", group=FILTER,
+         help="Filter by project (cycles through them)"),
+    Spec("jobs.filter_host", "H", "cycle_filter('host')", "Filter by host", group=FILTER,
+         help="Filter by host (cycles through them)"),
+    Spec("jobs.filter_clear", "escape", "clear_filters", "Clear filters", group=FILTER,
+         help="Show all jobs again"),
+    Spec("jobs.log", "l", "toggle_log", "Log", help="Move between the job table and the log"),
 ]
 
 JOB_TABLE: list[Spec] = [
@@ -77,18 +102,18 @@ JOB_TABLE: list[Spec] = [
     Spec("jobs.cursor_down", "down", "cursor_down", "Down", show=False),
     Spec("jobs.page_up", "pageup", "page_up", "Page up", show=False),
     Spec("jobs.page_down", "pagedown", "page_down", "Page down", show=False),
-    Spec("jobs.first", "home", "first", "Newest job", show=False),
-    Spec("jobs.last", "end", "last", "Oldest job", show=False),
+    Spec("jobs.first", "home", "first", "Newest job", show=False, help="Go to the newest job (the top)"),
+    Spec("jobs.last", "end", "last", "Oldest job", show=False, help="Go to the oldest job (the bottom)"),
 ]
 
 HOSTS: list[Spec] = [
-    Spec("hosts.doctor", "d", "doctor", "Doctor"),
-    Spec("hosts.reconnect", "r", "reconnect", "Reconnect"),
+    Spec("hosts.doctor", "d", "doctor", "Doctor", help="Check the highlighted host (tools, disk, SSH)"),
+    Spec("hosts.reconnect", "r", "reconnect", "Reconnect", help="Reconnect to the highlighted host"),
 ]
 
 DIALOG: list[Spec] = [
     Spec("dialog.cancel", "escape", "cancel", "Cancel"),
-    Spec("dialog.complete", "tab", "complete", "Complete path"),
+    Spec("dialog.complete", "tab", "complete", "Complete path", help="Accept the path completion"),
 ]
 
 CONFIRM: list[Spec] = [
@@ -128,6 +153,10 @@ def log_specs() -> list[Spec]:
 
 def all_specs() -> list[Spec]:
     return [s for group in SCOPES.values() for s in group] + log_specs()
+
+
+def by_id() -> dict[str, Spec]:
+    return {s.id: s for s in all_specs()}
 
 
 def known_ids() -> set[str]:

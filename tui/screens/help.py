@@ -24,7 +24,7 @@ def help_rows(app, overrides: dict[str, str]) -> list[tuple[str, str, str]]:
     rows = []
     for spec in keymap.all_specs():
         keys = overrides.get(spec.id, spec.key)
-        rows.append((spec.id, key_label(keys, app), spec.description))
+        rows.append((spec.id, key_label(keys, app), spec.long))
     return rows
 
 

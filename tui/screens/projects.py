@@ -146,6 +146,8 @@ class ProjectsPane(Vertical):
             tree.root.add_leaf(Text(NO_PROJECTS), data=None)
         if target_line is not None:
             self.call_after_refresh(self._move_to, target_line)
+        elif tree.cursor_line < 0:
+            tree.cursor_line = 0
         self._update_head()
         self._show_highlighted(tree.cursor_node)
 
