@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,13 @@ def make_project(tmp_path):
         return root
 
     return make
+
+
+def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it is true; fail the test after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not met within {timeout:g}s")

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import wait_until
+
 PROGRESS = """
 import json, os, sys, time
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
@@ -150,10 +152,10 @@ def test_stop_sends_sigint_to_the_whole_group(cli, make_project, tmp_path):
     cli("project", "add", root)
     cli("run", "proj", "loop.py")
     (job,) = jobs_json(cli)
-    _wait_for(lambda: marker.exists())
+    wait_until(lambda: marker.exists())
     code, out, err = cli("stop", str(job["id"]))
     assert code == 0, err
-    _wait_for(lambda: jobs_json(cli)[0]["status"] != "running")
+    wait_until(lambda: jobs_json(cli)[0]["status"] != "running")
     (job,) = jobs_json(cli)
     assert job["status"] == "cancelled" and job["exit_code"] == 130
     assert "got SIGINT" in cli("logs", str(job["id"]))[1]
@@ -176,7 +178,7 @@ def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_pa
     cli("project", "add", root, "--config", cfg)
     cli("run", "proj", "stubborn.py", "--config", cfg)
     (job,) = jobs_json(cli, "--config", cfg)
-    _wait_for(lambda: marker.exists())
+    wait_until(lambda: marker.exists())
     pgid = int((Path(job["log_path"]).parent / "pid").read_text())
     code, out, err = cli("kill", str(job["id"]), "--config", cfg)
     assert code == 0, err
@@ -199,12 +201,3 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
-
-
-def _wait_for(cond, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, evopilot_cmd
+from tests.conftest import REPO, evopilot_cmd, wait_until
 
 PYPROJECT = "[project]\nname = 'remote-proj'\nversion = '0.1.0'\nrequires-python = '>=3.10'\ndependencies = []\n"
 
@@ -115,14 +115,14 @@ def test_stop_and_kill_on_a_host(remote):
     remote("run", "proj", "forever.py", "tick.py", "--host", "h1", "--arg", "1000", "--arg", "0.2")
     worker = _worker(remote)
     try:
-        _wait(lambda: all(j["status"] == "running" and j["progress_current"] >= 1
+        wait_until(lambda: all(j["status"] == "running" and j["progress_current"] >= 1
                           for b, j in jobs(remote).items() if b != "setup proj"))
         js = jobs(remote)
         code, _, err = remote("kill", str(js["forever.py"]["id"]))
         assert code == 0, err
         code, _, err = remote("stop", str(js["tick.py"]["id"]))
         assert code == 0, err
-        _wait(lambda: jobs(remote)["tick.py"]["status"] != "running", timeout=30)
+        wait_until(lambda: jobs(remote)["tick.py"]["status"] != "running", timeout=30)
     finally:
         _stop(worker)
     js = jobs(remote)
@@ -137,10 +137,10 @@ def test_remote_tmux_server_killed_jobs_become_lost(remote):
     remote("run", "proj", "forever.py", "--host", "h1")
     worker = _worker(remote)
     try:
-        _wait(lambda: jobs(remote)["forever.py"]["status"] == "running")
+        wait_until(lambda: jobs(remote)["forever.py"]["status"] == "running")
         subprocess.run(["tmux", "kill-server"], env=remote.server.tmux_env(), check=True)
         t = time.monotonic()
-        _wait(lambda: jobs(remote)["forever.py"]["status"] == "lost", timeout=10)
+        wait_until(lambda: jobs(remote)["forever.py"]["status"] == "lost", timeout=10)
         assert time.monotonic() - t < 2 * 0.3 + 2  # two remote ticks, plus a CLI start
     finally:
         _stop(worker)
@@ -154,12 +154,12 @@ def test_sshd_down_30s_while_jobs_run(remote):
     assert code == 0, err
     worker = _worker(remote)
     try:
-        _wait(lambda: jobs(remote)["tick.py"]["progress_current"] >= 5, timeout=60)
+        wait_until(lambda: jobs(remote)["tick.py"]["progress_current"] >= 5, timeout=60)
         remote.server.stop()
         remote.server.drop_connections()
         time.sleep(30)
         remote.server.start()
-        _wait(lambda: jobs(remote)["tick.py"]["status"] == "succeeded", timeout=120)
+        wait_until(lambda: jobs(remote)["tick.py"]["status"] == "succeeded", timeout=120)
     finally:
         _stop(worker)
     job = jobs(remote)["tick.py"]
@@ -175,7 +175,7 @@ def test_kill_9_with_remote_jobs_then_restart(remote):
     remote("run", "proj", "tick.py", "--host", "h1", "--arg", "40", "--arg", "0.1")
     worker = _worker(remote)
     try:
-        _wait(lambda: jobs(remote)["tick.py"]["progress_current"] >= 3, timeout=60)
+        wait_until(lambda: jobs(remote)["tick.py"]["progress_current"] >= 3, timeout=60)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
@@ -231,15 +231,6 @@ def _stop(worker: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
-
-
-def _wait(cond, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_preflight_refuses_a_helper_that_git_would_not_sync(remote):

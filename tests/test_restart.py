@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, evopilot_cmd
+from tests.conftest import REPO, evopilot_cmd, wait_until
 
 TICKER = """
 import sys, time
@@ -55,14 +55,20 @@ def test_kill_9_during_jobs_then_restart_reconciles_everything(cli, make_project
     assert [l for l in log.splitlines() if l.startswith("[")] == [f"[{i}/30] line {i}" for i in range(1, 31)]
 
 
-def test_vanished_session_becomes_lost_with_the_reason(cli, make_project, tmp_path):
-    cfg = tmp_path / "c.toml"
+def _start_long_job(cli, make_project, cfg):
+    """A running job (its process group recorded), with jobs lost at once when they vanish."""
     cfg.write_text("[engine]\nlost_grace = 0\n")
     root = make_project({"benchmarks/long.py": "import time\nprint('[1/2]', flush=True)\ntime.sleep(60)\n"})
     cli("project", "add", root, "--config", cfg)
     cli("run", "proj", "long.py", "--config", cfg)
     (job,) = json.loads(cli("jobs", "--json", "--config", cfg)[1])
     _wait_file(Path(job["log_path"]).parent / "pid")
+    return job
+
+
+def test_vanished_session_becomes_lost_with_the_reason(cli, make_project, tmp_path):
+    cfg = tmp_path / "c.toml"
+    _start_long_job(cli, make_project, cfg)
     subprocess.run(["tmux", "kill-server"], check=True)
     # the pane's wrapper records the hangup; `jobs` reconciles the job to lost
     deadline = time.monotonic() + 10
@@ -75,13 +81,8 @@ def test_vanished_session_becomes_lost_with_the_reason(cli, make_project, tmp_pa
 
 def test_session_gone_without_exit_code_is_lost(cli, make_project, tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[engine]\nlost_grace = 0\n")
-    root = make_project({"benchmarks/long.py": "import time\nprint('[1/2]', flush=True)\ntime.sleep(60)\n"})
-    cli("project", "add", root, "--config", cfg)
-    cli("run", "proj", "long.py", "--config", cfg)
-    (job,) = json.loads(cli("jobs", "--json", "--config", cfg)[1])
+    job = _start_long_job(cli, make_project, cfg)
     job_dir = Path(job["log_path"]).parent
-    _wait_file(job_dir / "pid")
     # the wrapper is killed outright (as by the OOM killer), then its session goes
     pane_pid = subprocess.run(["tmux", "list-panes", "-t", job["tmux_session"], "-F", "#{pane_pid}"],
                               capture_output=True, text=True, check=True).stdout.split()[0]
@@ -105,9 +106,4 @@ def _jobs_no_reconcile(root):
 
 
 def _wait_file(path: Path, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not appear")
+    wait_until(path.exists, timeout, f"{path} to appear")
