@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, metavar="S", help="kill and fail the job after S seconds")
     sp.add_argument("--wait", action="store_true", help="stay until the jobs end; exit 1 if any failed")
     sp.add_argument("--arg", dest="args", action="append", default=[], metavar="ARG",
-                    help="argument passed to the benchmark (repeatable)")
+                    help="argument passed to the benchmark (repeatable; --arg=VALUE for values starting with -)")
     sp.add_argument("--no-check", action="store_true",
                     help="queue even if the dependency analysis finds missing files or packages")
 
