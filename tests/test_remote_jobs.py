@@ -243,3 +243,18 @@ def test_preflight_refuses_a_helper_that_git_would_not_sync(remote):
     code, _, err = remote("run", "proj", "uses_secret.py", "--host", "h1")
     assert code == 2 and "ignored by git so never synced" in err and "local_secret" in err
     assert remote("run", "proj", "uses_secret.py")[0] == 0  # locally it is there: fine
+
+
+def test_timeout_retry_and_cancel_on_a_host(remote):
+    code, _, err = remote("run", "proj", "forever.py", "--host", "h1", "--timeout", "2", "--wait")
+    assert code == 1, err
+    js = jobs(remote)
+    assert js["forever.py"]["status"] == "failed" and js["forever.py"]["error_message"].startswith("timeout")
+    remote("queue", "pause")
+    code, out, _ = remote("retry", str(js["forever.py"]["id"]))
+    assert code == 0
+    retried = json.loads(remote("jobs", "--json", "--status", "queued")[1])
+    assert [j["benchmark"] for j in retried] == ["forever.py"] and retried[0]["host"] == "h1"
+    assert remote("cancel", str(retried[0]["id"]))[0] == 0
+    remote("queue", "resume")
+    assert json.loads(remote("jobs", "--json", "--status", "running")[1]) == []
