@@ -33,7 +33,7 @@ from core.jobs import environments, scripts
 from core.jobs.dispatch import dispatch, done_channel
 from core.jobs.monitor import Monitor
 from core.models import (
-    FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent, now_iso,
+    FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent,
 )
 
 if TYPE_CHECKING:
@@ -139,10 +139,7 @@ class Engine:
 
     async def hosts(self) -> list[dict]:
         """Each host with its state, running jobs, free slots and last error."""
-        running = {}
-        for name, n in await (await self.db.execute(
-                "SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")).fetchall():
-            running[name] = n
+        running = await jobs_db.running_per_host(self.db)
         out = []
         for name, (state, error) in self.host_states().items():
             slots = self.config.host(name).slots(name == LOCAL)
@@ -356,12 +353,9 @@ class Engine:
         have = (await host.run(environments.check_script(remote))).stdout.decode(errors="replace").strip()
         if have == key:
             return remote, None
-        row = await (await self.db.execute(
-            "SELECT id FROM jobs WHERE kind = 'setup' AND project_id = ? AND host = ? "
-            "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (project.id, host_name),
-        )).fetchone()
-        if row:
-            return remote, row[0]
+        waiting_for = await jobs_db.active_setup_job(self.db, project.id, host_name)
+        if waiting_for:
+            return remote, waiting_for
         setup_id = await jobs_db.insert_job(
             self.db, project_id=project.id, kind="setup", benchmark_name=f"setup {project.name}",
             command=environments.setup_command(project, self.config.host(host_name), key),
@@ -428,12 +422,7 @@ class Engine:
                                     grace=self.config.engine.kill_grace))
         await self.tick_host(job.host)
         # No exit code could be recorded (the wrapper itself was gone): killed all the same.
-        cur = await self.db.execute(
-            "UPDATE jobs SET status = 'killed', finished_at = ?, updated_at = ? "
-            "WHERE id = ? AND status = 'running' RETURNING id",
-            (now_iso(), now_iso(), job_id),
-        )
-        if await cur.fetchone():
+        if await jobs_db.transition(self.db, job_id, JobStatus.KILLED, [JobStatus.RUNNING]):
             await self._emit_jobs([job_id], {job_id: JobStatus.RUNNING})
         return await jobs_db.get_job(self.db, job_id)
 
@@ -447,12 +436,8 @@ class Engine:
         return job
 
     async def cancel(self, job_id: int) -> Job:
-        cur = await self.db.execute(
-            "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ? "
-            "WHERE id = ? AND status IN ('queued', 'pending') RETURNING id",
-            (now_iso(), now_iso(), job_id),
-        )
-        if await cur.fetchone() is None:
+        if not await jobs_db.transition(self.db, job_id, JobStatus.CANCELLED,
+                                        [JobStatus.QUEUED, JobStatus.PENDING]):
             job = await jobs_db.get_job(self.db, job_id)
             hint = " (use stop or kill)" if job.status == JobStatus.RUNNING else ""
             raise EvopilotError(f"cannot cancel job {job_id}: it is {job.status.value}{hint}")
@@ -497,10 +482,7 @@ class Engine:
     # ---- the loop --------------------------------------------------------------------------
 
     async def _active_hosts(self, *statuses: str) -> list[str]:
-        cur = await self.db.execute(
-            f"SELECT DISTINCT host FROM jobs WHERE status IN ({','.join('?' for _ in statuses)})", statuses
-        )
-        return [r[0] for r in await cur.fetchall()]
+        return await jobs_db.hosts_with(self.db, statuses)
 
     async def reconcile(self) -> None:
         """Bring every running job's row in line with its host: finished, lost, or log caught up."""

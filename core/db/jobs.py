@@ -239,3 +239,37 @@ async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> No
         return
     await update_job(db, row["id"], priority=job.priority, seq=job.seq)
     await update_job(db, job_id, priority=row["priority"], seq=row["seq"])
+
+
+async def transition(db: aiosqlite.Connection, job_id: int, to: JobStatus, from_: Iterable[JobStatus]) -> bool:
+    """Move a job to the finished status ``to`` if it is in one of ``from_``; False if not."""
+    now = now_iso()
+    from_ = [s.value for s in from_]
+    cur = await db.execute(
+        f"UPDATE jobs SET status = ?, finished_at = ?, updated_at = ? "
+        f"WHERE id = ? AND status IN ({','.join('?' for _ in from_)}) RETURNING id",
+        (to.value, now, now, job_id, *from_),
+    )
+    return await cur.fetchone() is not None
+
+
+async def hosts_with(db: aiosqlite.Connection, statuses: Iterable[str]) -> list[str]:
+    statuses = list(statuses)
+    cur = await db.execute(
+        f"SELECT DISTINCT host FROM jobs WHERE status IN ({','.join('?' for _ in statuses)})", statuses
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def running_per_host(db: aiosqlite.Connection) -> dict[str, int]:
+    cur = await db.execute("SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")
+    return {host: n for host, n in await cur.fetchall()}
+
+
+async def active_setup_job(db: aiosqlite.Connection, project_id: int, host: str) -> int | None:
+    """A setup job of the project on the host that is still to run or running."""
+    row = await (await db.execute(
+        "SELECT id FROM jobs WHERE kind = 'setup' AND project_id = ? AND host = ? "
+        "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (project_id, host),
+    )).fetchone()
+    return row[0] if row else None
