@@ -48,7 +48,10 @@ class LocalHost(Host):
         return CommandResult(proc.returncode or 0, out, err)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
-        return [_read_range(p, off, limit) for p, off, limit in requests]
+        if not requests:
+            return []
+        # megabytes per tick when a job floods its log: off the event loop the UI shares
+        return await asyncio.to_thread(lambda: [_read_range(p, off, n) for p, off, n in requests])
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, scripts.Probe]:
         # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
