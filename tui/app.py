@@ -13,6 +13,7 @@ must not interleave (``BEGIN`` inside another coroutine's ``BEGIN`` fails and ki
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,6 +124,9 @@ class EvopilotApp(App):
             self.action_show_tab("jobs")  # there is work: start where it shows
         if self._run_loop:
             self._spawn(self._engine_loop())
+        # Everything built so far lives as long as the app: keep it out of the cyclic GC, whose
+        # full collections otherwise stall frames by ~30-110 ms (see bench/RESULTS.md, log view).
+        gc.freeze()
         self.ready.set()
 
     def _spawn(self, coro: Coroutine) -> None:
@@ -237,7 +241,11 @@ class EvopilotApp(App):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self._focus_tab(event.pane.id or "")
+        tab = event.pane.id or ""
+        self._focus_tab(tab)
+        if self.ready.is_set() and tab == "projects":
+            # Projects have no events (another process may have added one): re-read on entry.
+            self.run_worker(self.projects.load(), group="projects-load", exclusive=True)
 
     def _focus_tab(self, tab: str) -> None:
         target = {"projects": "#project-tree", "jobs": JobTable, "hosts": "HostTable"}.get(tab)

@@ -82,6 +82,7 @@ class ProjectsPane(Vertical):
         """(project name, benchmark path) of the benchmarks chosen with space."""
         self.host_index = 0
         self._deps = data.deps_available()
+        self._loaded = False
 
     @property
     def evo(self) -> EvopilotApp:
@@ -117,11 +118,15 @@ class ProjectsPane(Vertical):
         engine = self.evo.engine
         if engine is None:
             return
-        self.projects = await engine.list_projects()
+        projects = await engine.list_projects()
         benches = await engine.list_benchmarks()
-        self.benchmarks = {p.id: [] for p in self.projects}
+        by_project: dict[int, list[Benchmark]] = {p.id: [] for p in projects}
         for b in benches:
-            self.benchmarks.setdefault(b.project_id, []).append(b)
+            by_project.setdefault(b.project_id, []).append(b)
+        if self._loaded and projects == self.projects and by_project == self.benchmarks:
+            return  # nothing changed: keep the tree as it is
+        self._loaded = True
+        self.projects, self.benchmarks = projects, by_project
         names = {p.name for p in self.projects}
         paths = {(p.name, b.path) for p in self.projects for b in self.benchmarks[p.id]}
         self.selected &= paths

@@ -165,6 +165,9 @@ class JobTable(ScrollView, can_focus=True):
     PAD_PAGES = 1
     """Rows fetched above and below the visible window, in pages."""
 
+    MIN_PAGE = 40
+    """Rows per page assumed for fetching (the first fetch may come before the first layout)."""
+
     class Highlighted(Message):
         def __init__(self, table: JobTable, job: Job | None) -> None:
             super().__init__()
@@ -233,7 +236,7 @@ class JobTable(ScrollView, can_focus=True):
                 self._again = False
                 keep = self.current.id if self.current else None
                 count = await self.source.count()
-                page = self.page
+                page = max(self.page, self.MIN_PAGE)
                 top = max(0, int(self.scroll_y))
                 start = max(0, top - self.PAD_PAGES * page)
                 limit = page * (1 + 2 * self.PAD_PAGES) + 1
