@@ -374,6 +374,10 @@ async def test_queue_pause_and_move(project, home):
         await until(pilot, lambda: app.jobs.selected.seq < min(j.seq for j in jobs), what="moved to front")
         await pilot.press("c")  # cancel it
         await until(pilot, lambda: "cancelled" in job_row(app, last), what="cancelled")
+        await pilot.press("r")  # retry it: a new queued job with the same inputs
+        await until(pilot, lambda: table.count == 4, what="the retry")
+        retry = max(j.id for j in table.rows)
+        assert (await app.engine.job(retry)).retry_of == last
         await pilot.press("k")  # kill a job that is not running: refused with the reason
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmDialog)

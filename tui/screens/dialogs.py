@@ -41,7 +41,8 @@ class _Dialog(ModalScreen):
     _Dialog .title { text-style: bold; margin-bottom: 1; }
     _Dialog .hint { color: $text-muted; }
     _Dialog .error { color: $text-error; text-style: bold; }
-    _Dialog Input { margin-bottom: 1; border: none; height: 1; }
+    _Dialog Input { margin-bottom: 1; border: none; height: 1; background: $boost; }
+    _Dialog Input:focus { background: $primary 25%; }
     """
 
     def action_cancel(self) -> None:

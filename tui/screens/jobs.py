@@ -223,7 +223,8 @@ class JobsPane(Vertical):
         detail.update(text)
 
     def _tick_clock(self) -> None:
-        if not self.display or self.evo.engine is None:
+        """Once a second: repaint elapsed times of running jobs (no database access)."""
+        if self.evo.engine is None or self.screen.query_one("#tabs").active != "jobs":
             return
         if self.table.has_running_visible():
             self.table.refresh()
