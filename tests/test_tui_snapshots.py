@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core import locations
-from core.config import Config
+from core.config import Config, HostConfig
 from core.engine import Engine
 
 NOW = datetime(2025, 3, 14, 10, 6, 40, tzinfo=UTC)
@@ -95,7 +95,9 @@ def seeded(tmp_path_factory) -> Path:
 def make_app(home: Path):
     from tui.app import EvopilotApp
 
-    return EvopilotApp(Config(), home, clock=lambda: NOW, engine_loop=False)
+    # Fixed slots: the default is the CPU count, which differs between machines.
+    config = Config(hosts={"local": HostConfig(max_parallel=4)})
+    return EvopilotApp(config, home, clock=lambda: NOW, engine_loop=False)
 
 
 async def _settle(pilot) -> None:
