@@ -6,17 +6,10 @@ that a missing module only hides a feature.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from core import locations
-from core.config import LOCAL, Config, HostConfig
 from core.engine import Engine
-from core.models import JobStatus
-
-
-async def running_by_host(engine: Engine, hosts: list[str]) -> dict[str, int]:
-    return {h: await engine.count_jobs(status=[JobStatus.RUNNING.value], host=h) for h in hosts}
 
 
 def deps_available() -> bool:
@@ -40,7 +33,9 @@ def dependency_lines(home: Path, project_root: str, bench_path: str) -> list[str
     return render_tree(analysis)
 
 
-def doctor_available() -> bool:
+def doctor_available(engine: Engine) -> bool:
+    if not hasattr(engine, "doctor"):
+        return False
     try:
         from core.hosts.doctor import doctor  # noqa: F401
     except Exception:  # noqa: BLE001
@@ -48,32 +43,12 @@ def doctor_available() -> bool:
     return True
 
 
-def host_factory(home: Path) -> Callable[[str, HostConfig], object]:
-    """Make an unconnected host for ``core.hosts.doctor.doctor`` (as ``Engine.host`` would)."""
-
-    def make(name: str, cfg: HostConfig):
-        if name == LOCAL:
-            from core.hosts.local import LocalHost
-
-            return LocalHost(name, cfg, locations.local_base(home))
-        from core.hosts.ssh import SshHost
-
-        return SshHost(name, cfg)
-
-    return make
-
-
-async def run_doctor(config: Config, home: Path, name: str) -> list[str] | None:
-    """Doctor's checks for host ``name`` as text lines; None when doctor is not available."""
-    try:
-        from core.hosts.doctor import doctor
-    except Exception:  # noqa: BLE001
-        return None
-    checks = await doctor(name, config.host(name), host_factory(home))
+def doctor_lines(checks: list) -> list[str]:
+    """``Engine.doctor``'s checks as text lines: ok / FAIL / skip, the detail, the fix."""
     lines = []
     for c in checks:
         word = "ok  " if c.ok else ("skip" if not getattr(c, "ran", True) else "FAIL")
         lines.append(f"{word}  {c.name}: {c.detail}")
         if c.fix and not c.ok:
             lines.append(f"      fix: {c.fix}")
-    return lines
+    return lines or ["no checks"]

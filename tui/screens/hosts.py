@@ -1,8 +1,9 @@
 """The Hosts tab: every configured host, its connection state, running jobs and free slots.
 
-The state comes from ``HostEvent``s (a host the engine has not needed yet shows "not
-connected"); running counts are re-read when a job changes status (coalesced). ``d`` runs
-``core.hosts.doctor`` on the highlighted host, ``r`` reconnects it.
+Rows come from ``Engine.hosts()`` (state, running, slots, free slots, last error; connecting
+nothing). They are re-read when a ``HostEvent`` arrives or a job changes status, coalesced to
+at most one read per ``COUNT_INTERVAL``. ``d`` runs ``Engine.doctor`` on the highlighted host,
+``r`` (re)connects it with ``Engine.connect_host``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from core.config import LOCAL
+from core.errors import EvopilotError
 from core.models import HostEvent
 from tui import data, keymap
 from tui.screens.dialogs import ReportDialog
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from tui.app import EvopilotApp
 
 COUNT_INTERVAL = 0.25
-"""Running counts are re-read at most this often while jobs change."""
+"""Host rows are re-read at most this often while jobs or hosts change."""
+
+STATE_WORDS = {"disconnected": "not connected"}
 
 
 class HostTable(DataTable):
@@ -45,9 +48,10 @@ class HostsPane(Vertical):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.states: dict[str, tuple[str, str | None]] = {}
-        self.running: dict[str, int] = {}
-        self._count_pending = False
+        self.rows: list[dict] = []
+        self.errors: dict[str, str] = {}
+        """Errors of our own actions (a failed reconnect), shown until the next success."""
+        self._pending = False
 
     @property
     def evo(self) -> EvopilotApp:
@@ -65,44 +69,52 @@ class HostsPane(Vertical):
         yield table
 
     def on_mount(self) -> None:
+        from core.config import LOCAL
+
+        # Before the engine is open: the configured hosts, nothing known yet.
+        self.rows = [{"name": n, "state": "disconnected", "running": 0,
+                      "slots": self.evo.config.host(n).slots(n == LOCAL),
+                      "free_slots": self.evo.config.host(n).slots(n == LOCAL), "last_error": None}
+                     for n in self.evo.config.host_names()]
         self._fill()
 
     def names(self) -> list[str]:
-        return self.evo.config.host_names()
+        return [r["name"] for r in self.rows]
 
     def _fill(self) -> None:
         t = self.table
         row = t.cursor_row
         t.clear()
-        for name in self.names():
-            state, error = self.states.get(name, ("not connected", None))
-            slots = self.evo.config.host(name).slots(name == LOCAL)
-            running = self.running.get(name, 0)
-            t.add_row(name, state, str(running), str(slots), str(max(0, slots - running)),
-                      (error or "").splitlines()[-1][:200] if error else "", key=name)
+        for r in self.rows:
+            error = self.errors.get(r["name"]) or r.get("last_error") or ""
+            state = "error" if r["name"] in self.errors else STATE_WORDS.get(r["state"], r["state"])
+            t.add_row(r["name"], state, str(r["running"]), str(r["slots"]), str(r["free_slots"]),
+                      error.strip().splitlines()[-1][:200] if error.strip() else "", key=r["name"])
         if row:
             t.move_cursor(row=min(row, t.row_count - 1))
 
     async def engine_ready(self) -> None:
-        await self._count()
+        await self._read()
 
     def on_host(self, event: HostEvent) -> None:
-        self.states[event.host] = (event.state, event.last_error)
-        self._fill()
+        self.changed()
 
     def on_jobs_changed(self) -> None:
-        """Some job changed status: re-read the running counts (coalesced)."""
-        if self._count_pending:
-            return
-        self._count_pending = True
-        self.set_timer(COUNT_INTERVAL, lambda: self.run_worker(self._count(), group="host-count"))
+        self.changed()
 
-    async def _count(self) -> None:
-        self._count_pending = False
+    def changed(self) -> None:
+        """Something about hosts or running jobs changed: re-read the rows (coalesced)."""
+        if self._pending:
+            return
+        self._pending = True
+        self.set_timer(COUNT_INTERVAL, lambda: self.run_worker(self._read(), group="host-rows"))
+
+    async def _read(self) -> None:
+        self._pending = False
         engine = self.evo.engine
         if engine is None:
             return
-        self.running = await data.running_by_host(engine, self.names())
+        self.rows = await engine.hosts()
         self._fill()
 
     def _current(self) -> str | None:
@@ -113,9 +125,10 @@ class HostsPane(Vertical):
 
     def doctor(self) -> None:
         name = self._current()
-        if name is None:
+        engine = self.evo.engine
+        if name is None or engine is None:
             return
-        if not data.doctor_available():
+        if not data.doctor_available(engine):
             self.app.notify("doctor not available", severity="warning")
             return
         dialog = ReportDialog(f"doctor: {name}", [f"checking {name}…"])
@@ -123,10 +136,12 @@ class HostsPane(Vertical):
 
         async def go() -> None:
             try:
-                lines = await data.run_doctor(self.evo.config, self.evo.home, name)
+                lines = data.doctor_lines(await engine.doctor(name))
+            except EvopilotError as e:
+                lines = [f"doctor failed: {e.message}"]
             except Exception as e:  # noqa: BLE001 - show what went wrong in the dialog
                 lines = [f"doctor failed: {type(e).__name__}: {e}"]
-            dialog.update_lines(lines if lines is not None else ["doctor not available"])
+            dialog.update_lines(lines)
 
         self.run_worker(go(), group="doctor", exclusive=True)
 
@@ -136,19 +151,15 @@ class HostsPane(Vertical):
             return
 
         async def go() -> None:
-            host = await self.evo.call(self.evo.engine.host, name)
-            again = getattr(host, "reconnect", None)
-            if again is None:
-                self.app.notify(f"{name}: nothing to reconnect (a local host has no connection)")
-            else:
-                self.app.notify(f"reconnecting {name}…")
-                await again()
-                self.app.notify(f"{name}: {host.state}")
-            self.states[name] = (str(host.state), host.last_error)
+            self.app.notify(f"connecting {name}…")
+            row = await self.evo.call(self.evo.engine.connect_host, name)
+            self.errors.pop(name, None)
+            self.rows = [row if r["name"] == name else r for r in self.rows]
+            self._fill()
+            self.app.notify(f"{name}: {row['state']}")
+
+        def failed(message: str) -> None:
+            self.errors[name] = message
             self._fill()
 
-        self.evo.act(go(), on_error=lambda msg: self._error(name, msg))
-
-    def _error(self, name: str, message: str) -> None:
-        self.states[name] = ("error", message)
-        self._fill()
+        self.evo.act(go(), on_error=failed)
