@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,16 +17,27 @@ from core.models import Job, JobStatus, Metric, now_iso
 _SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
 
 
+_TX_LOCKS: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def transaction(db: aiosqlite.Connection):
-    """BEGIN IMMEDIATE … COMMIT: batch a tick's writes into one transaction."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
+    """BEGIN IMMEDIATE … COMMIT: batch writes into one transaction.
+
+    Tasks sharing the connection (the app's loop, a key press) take turns: SQLite has one
+    transaction per connection, and a second BEGIN would fail. Not re-entrant. Statements with
+    RETURNING go through ``execute_fetchall`` (one call), because one left half-read by another
+    task would make this COMMIT fail.
+    """
+    lock = _TX_LOCKS.setdefault(db, asyncio.Lock())
+    async with lock:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
 
 
 async def meta(db: aiosqlite.Connection, key: str) -> str | None:
@@ -46,12 +59,11 @@ async def insert_job(db: aiosqlite.Connection, **fields: Any) -> int:
     fields.update(created_at=now, updated_at=now)
     cols = ", ".join(fields)
     marks = ", ".join("?" for _ in fields)
-    cur = await db.execute(
+    ((job_id,),) = await db.execute_fetchall(
         f"INSERT INTO jobs({cols}, seq) VALUES ({marks}, "
         f"(SELECT coalesce(max(seq), 0) + 1 FROM jobs)) RETURNING id",
         tuple(fields.values()),
     )
-    (job_id,) = await cur.fetchone()
     return job_id
 
 
@@ -148,7 +160,7 @@ async def claim_next(db: aiosqlite.Connection, host: str, slots: int, claimer: s
     job and never overfill the host's slots.
     """
     now = now_iso()
-    cur = await db.execute(
+    rows = await db.execute_fetchall(
         """
         UPDATE jobs SET status = 'running', claimed_by = ?, started_at = ?, updated_at = ?
         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND host = ?
@@ -160,21 +172,20 @@ async def claim_next(db: aiosqlite.Connection, host: str, slots: int, claimer: s
         """,
         (claimer, now, now, host, host, slots),
     )
-    row = await cur.fetchone()
-    return await get_job(db, row[0]) if row else None
+    return await get_job(db, rows[0][0]) if rows else None
 
 
 async def release_dependents(db: aiosqlite.Connection, job_id: int, succeeded: bool, reason: str) -> list[int]:
     """A job others wait on has finished: queue them, or say why they keep waiting."""
     if succeeded:
-        cur = await db.execute(
+        rows = await db.execute_fetchall(
             "UPDATE jobs SET status = 'queued', error_message = NULL, updated_at = ? "
             "WHERE depends_on = ? AND status = 'pending' RETURNING id", (now_iso(), job_id))
     else:
-        cur = await db.execute(
+        rows = await db.execute_fetchall(
             "UPDATE jobs SET error_message = ?, updated_at = ? WHERE depends_on = ? "
             "AND status = 'pending' RETURNING id", (reason, now_iso(), job_id))
-    return [r[0] for r in await cur.fetchall()]
+    return [r[0] for r in rows]
 
 
 async def redirect_dependents(db: aiosqlite.Connection, old_id: int, new_id: int) -> None:
@@ -245,12 +256,11 @@ async def transition(db: aiosqlite.Connection, job_id: int, to: JobStatus, from_
     """Move a job to the finished status ``to`` if it is in one of ``from_``; False if not."""
     now = now_iso()
     from_ = [s.value for s in from_]
-    cur = await db.execute(
+    return bool(await db.execute_fetchall(
         f"UPDATE jobs SET status = ?, finished_at = ?, updated_at = ? "
         f"WHERE id = ? AND status IN ({','.join('?' for _ in from_)}) RETURNING id",
         (to.value, now, now, job_id, *from_),
-    )
-    return await cur.fetchone() is not None
+    ))
 
 
 async def hosts_with(db: aiosqlite.Connection, statuses: Iterable[str]) -> list[str]:

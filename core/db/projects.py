@@ -13,14 +13,14 @@ from core.models import Benchmark, Project, now_iso
 async def add_project(db: aiosqlite.Connection, name: str, path: str, python: str) -> Project:
     now = now_iso()
     try:
-        cur = await db.execute(
+        (row,) = await db.execute_fetchall(
             "INSERT INTO projects(name, path, python_version, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?) RETURNING *",
             (name, path, python, now, now),
         )
     except sqlite3.IntegrityError:
         raise EvopilotError(f"a project named {name!r} already exists") from None
-    return Project.from_row(await cur.fetchone())
+    return Project.from_row(row)
 
 
 async def list_projects(db: aiosqlite.Connection) -> list[Project]:
@@ -42,14 +42,14 @@ async def remove_project(db: aiosqlite.Connection, project_id: int) -> None:
 
 async def add_benchmark(db: aiosqlite.Connection, project_id: int, name: str, path: str) -> Benchmark:
     try:
-        cur = await db.execute(
+        (row,) = await db.execute_fetchall(
             "INSERT INTO benchmarks(project_id, name, path, created_at) VALUES (?, ?, ?, ?) "
             "RETURNING *",
             (project_id, name, path, now_iso()),
         )
     except sqlite3.IntegrityError:
         raise EvopilotError(f"benchmark {path!r} is already in the project") from None
-    return Benchmark.from_row(await cur.fetchone())
+    return Benchmark.from_row(row)
 
 
 async def list_benchmarks(db: aiosqlite.Connection, project_id: int | None = None) -> list[Benchmark]:
