@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -561,25 +561,38 @@ class Engine:
             return True
         return not await jobs_db.count_jobs(self.db, status=["queued"])
 
-    async def run_forever(self, *, until_idle: bool = False, until_done: Iterable[int] | None = None) -> None:
-        """The worker loop: tick every ``poll_interval`` seconds.
+    async def run_forever(
+        self, *, until_idle: bool = False, until_done: Iterable[int] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """The worker loop: tick every ``poll_interval`` seconds, at once when a job ends.
 
         ``until_idle`` stops when nothing is running or startable; ``until_done`` when those
-        jobs have all finished.
+        jobs have all finished. With ``on_error``, a failing tick is reported there and the
+        loop goes on (a long-lived worker or app must survive, say, a locked database).
         """
         waiting = list(until_done or ())
         while True:
-            await self.tick(watch=True)
-            if until_idle and await self.idle() and not self._tasks:
-                return
-            if waiting and not await jobs_db.count_unfinished(self.db, waiting):
-                return
-            self._wake.clear()
-            try:  # a finishing job wakes us at once; progress is read every poll interval
-                await asyncio.wait_for(self._wake.wait(), self.config.engine.poll_interval)
-                await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
-            except TimeoutError:
-                pass
+            try:
+                await self.tick(watch=True)
+                if until_idle and await self.idle() and not self._tasks:
+                    return
+                if waiting and not await jobs_db.count_unfinished(self.db, waiting):
+                    return
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(e)
+            await self.wait_for_work(self.config.engine.poll_interval)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, less if a job ends meanwhile."""
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
+        except TimeoutError:
+            pass
 
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` that wakes the loop when a job ends."""

@@ -4,10 +4,8 @@
 drives the job loop in the app's own event loop. Widgets never poll the database on timers: they
 change when an event says so (a batch of events is handled at most once per frame, ~30/s).
 
-Engine calls that write go through ``call`` (one lock), and the job loop ticks under the same
-lock: the engine shares one SQLite connection between coroutines, and two of its transactions
-must not interleave (``BEGIN`` inside another coroutine's ``BEGIN`` fails and killed
-``Engine.run_forever`` in a stress test). Reads do not take the lock.
+Engine calls from key presses go through ``call``/``act``, which turn an ``EvopilotError`` into
+a notification; the engine itself keeps its transactions from interleaving with the job loop's.
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ class EvopilotApp(App):
         self.home = Path(home)
         self.clock = clock
         self.engine: Engine | None = None
-        self.engine_lock = asyncio.Lock()
         self.key_overrides, self.key_warnings = keymap.check_keymap(dict(config.keys))
         self._run_loop = engine_loop
         self._events: asyncio.Queue | None = None
@@ -147,30 +144,14 @@ class EvopilotApp(App):
             self.engine = None
 
     async def _engine_loop(self) -> None:
-        """``Engine.run_forever`` with the write lock around each tick (see the module doc)."""
-        engine = self.engine
-        assert engine is not None
-        poll = engine.config.engine.poll_interval
-        while True:
-            try:
-                async with self.engine_lock:
-                    await engine.tick(watch=True)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - the loop must survive a bad tick
-                self.loop_errors += 1
-                if self.loop_errors in (1, 10) or self.loop_errors % 100 == 0:
-                    self.notify(f"job loop: {e}", severity="error", timeout=10)
-            wake = getattr(engine, "_wake", None)  # a finishing job wakes the loop at once
-            if isinstance(wake, asyncio.Event):
-                wake.clear()
-                try:
-                    await asyncio.wait_for(wake.wait(), poll)
-                    await asyncio.sleep(0.02)
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(poll)
+        """The engine's job loop, in the app's event loop; a failing tick is shown, not fatal."""
+        assert self.engine is not None
+        await self.engine.run_forever(on_error=self._loop_error)
+
+    def _loop_error(self, e: Exception) -> None:
+        self.loop_errors += 1
+        if self.loop_errors in (1, 10) or self.loop_errors % 100 == 0:
+            self.notify(f"job loop: {e}", severity="error", timeout=10)
 
     async def _consume_events(self) -> None:
         q = self._events
@@ -209,11 +190,10 @@ class EvopilotApp(App):
     # -- engine calls ----------------------------------------------------------------------
 
     async def call(self, fn: Callable[..., Awaitable[Any]], *args, **kwargs) -> Any:
-        """Await an engine method that may write, under the write lock."""
+        """Await an engine method (once the engine is open)."""
         if self.engine is None:
             raise EvopilotError("the database is not open yet")
-        async with self.engine_lock:
-            return await fn(*args, **kwargs)
+        return await fn(*args, **kwargs)
 
     def act(self, coro: Coroutine, on_error: Callable[[str], None] | None = None) -> None:
         """Run ``coro`` in a worker; an ``EvopilotError`` becomes a notification."""

@@ -332,9 +332,12 @@ async def cmd_worker(engine: Engine, args) -> int:
             if isinstance(ev, JobEvent) and ev.job.status != ev.previous:
                 print(json.dumps(ev.job.public()) if args.json else _job_line(ev.job), flush=True)
 
+    def on_error(e: Exception) -> None:
+        print(f"evopilot: tick failed, going on: {e}", file=sys.stderr, flush=True)
+
     task = asyncio.create_task(printer())
     try:
-        await engine.run_forever(until_idle=args.until_idle)
+        await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
@@ -500,8 +503,8 @@ def _open_app(args) -> int:
     from tui.app import EvopilotApp  # Textual only for the app
 
     home = locations.data_home(getattr(args, "home", None))
-    EvopilotApp(config, home).run()
-    return 0
+    code = EvopilotApp(config, home).run()
+    return code or 0
 
 
 if __name__ == "__main__":
