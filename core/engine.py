@@ -134,7 +134,10 @@ class Engine:
         out = {}
         for name in self.config.host_names():
             h = self._hosts.get(name)
-            out[name] = (h.state.value, h.last_error) if h else ("disconnected", None)
+            if h:
+                out[name] = (h.state.value, h.last_error)
+            else:  # the local host needs no connection; SSH hosts connect on first use
+                out[name] = ("connected" if name == LOCAL else "disconnected", None)
         return out
 
     async def hosts(self) -> list[dict]:

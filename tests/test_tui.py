@@ -346,7 +346,7 @@ async def test_hosts_tab_and_doctor(home):
         await pilot.press("5")
         hosts = app.hosts.table
         assert hosts.has_focus
-        assert [str(c) for c in hosts.get_row_at(0)] == ["local", "not connected", "0", "4", "4", ""]
+        assert [str(c) for c in hosts.get_row_at(0)] == ["local", "connected", "0", "4", "4", ""]
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ReportDialog), what="the doctor report")
         await until(pilot, lambda: "tmux" in static_text(app, "#report"), timeout=20, what="doctor's checks")
