@@ -61,7 +61,7 @@ def test_real_app_in_tmux(cli, make_project):
         keys("4")
         wait_screen(lambda s: "No evolution experiments." in s, what="the Archive tab")
         keys("5")
-        text = wait_screen(lambda s: "not connected" in s, what="the Hosts tab")
+        text = wait_screen(lambda s: "HOST" in s and "connected" in s and "FREE" in s, what="the Hosts tab")
         assert "local" in text and "SLOTS" in text
         keys("?")
         wait_screen(lambda s: "jobs.kill" in s and "projects.add" in s, what="the help screen")
