@@ -527,6 +527,9 @@ class Engine:
             self._emit(ev)
         for job in result.kills:
             self._spawn(self._kill_for_timeout(job))
+        if result.backlog:  # a log is behind: the next tick of this host comes at once
+            self._next_remote_tick.pop(name, None)
+            self._wake.set()
         if dispatch_jobs and not await self.queue_paused():
             async with self._tick_lock:
                 started = await dispatch(self.db, self.config, host, self.instance, self.claimer)

@@ -251,6 +251,9 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
         task.cancel()
         engine.unsubscribe(events)
     final = [await engine.job(i) for i in ids]
+    for j in final:
+        if j.status == JobStatus.PENDING:  # blocked by a failed job it waits for
+            print(json.dumps(j.public()) if as_json else f"{_job_line(j)}: {j.error_message}", flush=True)
     return 0 if all(j.status == JobStatus.SUCCEEDED for j in final) else 1
 
 

@@ -144,10 +144,13 @@ async def count_jobs(
 
 
 async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
+    """How many of ``ids`` may still run: queued, running, or pending on a job that has not
+    failed (a job waiting on a failed setup stays pending until that is retried)."""
     marks = ",".join("?" for _ in ids)
     cur = await db.execute(
-        f"SELECT count(*) FROM jobs WHERE id IN ({marks}) "
-        f"AND status IN ('pending', 'queued', 'running')", ids,
+        f"SELECT count(*) FROM jobs j WHERE id IN ({marks}) AND (status IN ('queued', 'running') "
+        f"OR (status = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.id = j.depends_on "
+        f"AND d.status IN ('failed', 'cancelled', 'killed', 'lost'))))", ids,
     )
     (n,) = await cur.fetchone()
     return n

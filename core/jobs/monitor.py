@@ -29,6 +29,8 @@ class TickResult:
     logs: list[LogEvent] = field(default_factory=list)
     kills: list[Job] = field(default_factory=list)
     """Jobs past their timeout, to be killed."""
+    backlog: bool = False
+    """Some log had more new bytes than one read takes: tick again soon."""
 
 
 class Monitor:
@@ -65,6 +67,7 @@ class Monitor:
         results: dict[int, bytes] = {}
         for (j, what), data in zip(req_jobs, got):
             (new_bytes if what == "log" else results)[j.id] = data
+            out.backlog |= what == "log" and len(data) >= chunk
 
         now = now_iso()
         async with jobs_db.transaction(self.db):

@@ -1,0 +1,38 @@
+"""The shell scripts sent to hosts, run with real bash: byte-exact log reads, probe parsing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from core.jobs import scripts
+
+
+@pytest.mark.parametrize("python", [True, False], ids=["python3", "shell-fallback"])
+def test_read_ranges_is_byte_exact(tmp_path, python):
+    data = b"ab\xff\xfe\n" + b"y" * (3 * 1024 * 1024) + b"\r\nend"
+    log = tmp_path / "it's a log"
+    log.write_bytes(data)
+    reqs = [(str(log), 2, 5), (str(tmp_path / "missing"), 0, 5), (str(log), 0, 10**8),
+            (str(log), len(data), 10), (str(log), 10, 0)]
+    script = scripts.read_ranges(reqs)
+    if not python:
+        script = script.replace("command -v python3", "command -v no-such-python3")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    assert scripts.parse_read_ranges(out, len(reqs)) == [data[2:7], b"", data, b"", b""]
+
+
+def test_probe_reports_files_and_sessions(tmp_path):
+    d = tmp_path / "job dir"
+    d.mkdir()
+    (d / "log").write_bytes(b"x" * 123)
+    (d / "pid").write_text("4242\n")
+    (d / "exit_code").write_text("3\n")
+    (d / "hangup").write_text("")
+    other = tmp_path / "not started"
+    jobs = [(1, str(d), "s1"), (2, str(other), "s2")]
+    out = subprocess.run(["bash", "-c", scripts.probe(jobs)], capture_output=True).stdout
+    got = scripts.parse_probe(out, jobs)
+    assert got[1] == scripts.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True)
+    assert got[2] == scripts.Probe(exit_code=None, pgid=None, log_size=0, session_alive=False)
