@@ -2,7 +2,7 @@
 process per command), each beside its baseline in the same run, on a private OpenSSH sshd.
 
 Run: python3 bench/remote_jobs.py [--dispatch-jobs 100] [--watch-jobs 200] [--ticks 30]
-         [--baseline-ticks 2] [--log-mb 100] [--repeats 2] [--chunks-mib 4,16,64] [--json]
+         [--baseline-ticks 2] [--log-mb 100] [--repeats 2] [--chunks-mib 4,16,64 (16: the default)] [--json]
 
 1. dispatch: ``engine.submit("sleep 60", host="h1")`` x N, then ``tick_host("h1")`` until all
    are running (one start script); baseline: per job one ``ssh`` process running the same start
@@ -15,9 +15,8 @@ Run: python3 bench/remote_jobs.py [--dispatch-jobs 100] [--watch-jobs 200] [--ti
 3. log streaming: a job whose host-side log is replaced by a 100 MB file (hard link; the host is
    this machine), mirrored by back-to-back monitor ticks; baseline: ``ssh host cat file >
    /dev/null``; plus ``host.read_ranges`` alone per chunk size.
-4. what if (``--no-what-if`` skips it): evidence for engine changes, the engine unchanged: the
-   watch tick's log reads from one perl process instead of the shell script, and
-   ``read_ranges`` over a connection preferring AES-GCM.
+4. what if (``--no-what-if`` skips it): ``read_ranges`` over a connection preferring AES-GCM,
+   evidence for a possible engine change (the engine itself is unchanged by it).
 
 Takes ~5 minutes on 2 cores, most of it the ``ssh`` baselines. Results: bench/RESULTS.md.
 
@@ -46,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import parse_config  # noqa: E402
+from core.config import EngineConfig, parse_config  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.hosts.ssh import ssh_command_args  # noqa: E402
 from core.hosts.tmux import quote  # noqa: E402
@@ -55,6 +54,7 @@ from tests.sshd import SshdServer, _descendants  # noqa: E402
 
 HOST = "h1"
 MIB = 1024 * 1024
+DEFAULT_CHUNK = EngineConfig().log_chunk_bytes
 TICK_GAP = 0.5
 PRINTER = 'for i in $(seq 1000); do echo "[$i/1000] step $i"; sleep 0.5; done'
 CLK = os.sysconf("SC_CLK_TCK")
@@ -359,36 +359,6 @@ async def bench_read_ranges(host, server: SshdServer, big: Path, chunk: int) -> 
 # ---- what if (evidence for engine changes; not the engine as it is) -------------------------
 
 
-def perl_read_ranges(requests: list[tuple[str, int, int]]) -> str:
-    """The same output as ``scripts.read_ranges`` from one perl process (perl-base is in every
-    Debian/Ubuntu), instead of a subshell + stat + tail + head per file."""
-    prog = ('binmode STDOUT; for (my $i = 0; $i < @ARGV; $i += 3) { my ($p, $o, $l) = @ARGV[$i .. $i + 2]; '
-            'my $b = ""; if (open(my $f, "<:raw", $p)) { seek($f, $o, 0); read($f, $b, $l); close $f } '
-            'print length($b), "\\n", $b }')
-    args = " ".join(f"{quote(p)} {int(o)} {int(n)}" for p, o, n in requests)
-    return f"perl -e {quote(prog)} {args}\n"
-
-
-async def whatif_read_ranges(engine: Engine, host, server: SshdServer, jobs: list, reps: int = 3) -> dict:
-    """The watch tick's log fetch for the running jobs (~300 new bytes each), as the monitor
-    sends it and from one perl process, alternately over the same connection."""
-    jobs = [await engine.job(j.id) for j in jobs]
-    # bytes already written (and mirrored): the same answer on every read
-    reqs = [(f"{j.job_dir}/{scripts.LOG}", max(0, j.log_offset - 300), min(300, j.log_offset)) for j in jobs]
-    out: dict = {"shell": [], "perl": []}
-    ref = None
-    for _ in range(reps):
-        for name, script in (("shell", scripts.read_ranges(reqs)), ("perl", perl_read_ranges(reqs))):
-            with Meter(server) as m:
-                res = await host.run(script)
-            got = scripts.parse_read_ranges(res.stdout, len(reqs))
-            ref = ref or got
-            if got != ref:
-                raise RuntimeError(f"{name} read_ranges gave different bytes")
-            out[name].append({"wall": m.wall, "client": m.client, "host": m.host})
-    return {k: {f: min(x[f] for x in v) for f in ("wall", "client", "host")} for k, v in out.items()}
-
-
 def gcm_host(server: SshdServer):
     """An SshHost for the server that prefers AES-GCM (a subclass: the engine's is unchanged)."""
     from core.hosts.ssh import SshHost
@@ -437,8 +407,6 @@ async def run(a, server: SshdServer, tmp: Path) -> dict:
         out["watch"], jobs = await bench_watch(engine, host, server, a.watch_jobs, a.ticks)
         print(f"   baseline: {a.baseline_ticks} ticks of {a.watch_jobs} ssh processes ...", flush=True)
         out["watch_base"] = baseline_watch(server, jobs, a.baseline_ticks)
-        if a.what_if:
-            out["whatif_read"] = await whatif_read_ranges(engine, host, server, jobs)
         await end_running_jobs(engine, host)
 
         print(f"3. stream a {a.log_mb} MB log ...", flush=True)
@@ -504,11 +472,12 @@ def report(a, r: dict) -> list[tuple[str, str, str, str, str]]:
     rows.append(("   probe / read_ranges round trip ms", f"{w['probe_ms']:.0f} / {w['read_ms']:.0f}", "", "", ""))
     rows.append(("   bytes fetched/tick", f"{w['bytes']:.0f}", "", "", ""))
     cat = max(c["mbps"] for c in r["cat"])
-    default = [m for m in r["mirror"] if m["chunk"] == 4 * MIB]
+    default = [m for m in r["mirror"] if m["chunk"] == DEFAULT_CHUNK]
     best_default = max(m["mbps"] for m in default)
     ok = best_default >= cat / 2
     mb = r["log_bytes"] / 1e6
-    rows.append((f"3. {mb:.0f} MB log, 4 MiB chunks: MiB/s (best)", f"{best_default:.0f}", f"{cat:.0f}",
+    rows.append((f"3. {mb:.0f} MB log, {DEFAULT_CHUNK // MIB} MiB chunks (default): MiB/s (best)",
+                 f"{best_default:.0f}", f"{cat:.0f}",
                  f"{best_default / cat:.2f}", "PASS" if ok else "FAIL"))
     rows.append(("   runs MiB/s", " ".join(f"{m['mbps']:.0f}" for m in default),
                  " ".join(f"{c['mbps']:.0f}" for c in r["cat"]), "", ""))
@@ -517,22 +486,13 @@ def report(a, r: dict) -> list[tuple[str, str, str, str, str]]:
     rows.append(("   client CPU s / host CPU s", f"{m0['client']:.2f} / {m0['host']:.2f}",
                  f"{c0['client']:.2f} / {c0['host']:.2f}", "", ""))
     for m in r["mirror"]:
-        if m["chunk"] != 4 * MIB:
+        if m["chunk"] != DEFAULT_CHUNK:
             rows.append((f"   monitor, {m['chunk'] // MIB} MiB chunks: MiB/s", f"{m['mbps']:.0f}", f"{cat:.0f}",
                          f"{m['mbps'] / cat:.2f}", "meets" if m["mbps"] >= cat / 2 else "below"))
     for g in r["ranges"]:
         rows.append((f"   read_ranges alone, {g['chunk'] // MIB} MiB: MiB/s (ms/trip)",
                      f"{g['mbps']:.0f} ({g['per_trip_ms']:.0f})", f"{cat:.0f}", f"{g['mbps'] / cat:.2f}", ""))
-    cadence = 4 / r["remote_poll_interval"]
-    rows.append(("   at the default cadence (4 MiB per remote tick)", f"{cadence:.0f}", f"{cat:.0f}",
-                 f"{cadence / cat:.2f}", "(info)"))
     rows.append(("   ssh connect alone (`ssh host true`) s", "", f"{r['ssh_true']:.2f}", "", ""))
-    if "whatif_read" in r:
-        sh, pl = r["whatif_read"]["shell"], r["whatif_read"]["perl"]
-        rows.append((f"what if: {a.watch_jobs} log reads in 1 perl (vs shell): ms",
-                     f"{pl['wall'] * 1000:.0f}", f"{sh['wall'] * 1000:.0f}", f"{sh['wall'] / pl['wall']:.0f}x faster", ""))
-        rows.append(("   client / host CPU ms", f"{pl['client'] * 1000:.0f} / {pl['host'] * 1000:.0f}",
-                     f"{sh['client'] * 1000:.0f} / {sh['host'] * 1000:.0f}", "", ""))
     if r.get("gcm_ranges"):
         c1, c2 = r["cipher"]
         rows.append((f"what if: cipher {c2.split('@')[0]} (baseline column: {c1.split('@')[0]})", "", "", "", ""))
@@ -551,11 +511,12 @@ def main() -> None:
     ap.add_argument("--baseline-ticks", type=int, default=2)
     ap.add_argument("--log-mb", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2, help="runs of ssh cat and the default monitor")
-    ap.add_argument("--chunks-mib", type=lambda s: [int(x) for x in s.split(",")], default=[4, 16, 64])
+    ap.add_argument("--chunks-mib", type=lambda s: [int(x) for x in s.split(",")], default=sorted({4, DEFAULT_CHUNK // MIB, 64}))
     ap.add_argument("--no-what-if", dest="what_if", action="store_false",
-                    help="skip the what-if measurements (perl read_ranges, AES-GCM)")
+                    help="skip the what-if measurement (AES-GCM)")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     a = ap.parse_args()
+    a.chunks_mib = sorted(set(a.chunks_mib) | {DEFAULT_CHUNK // MIB})  # the default is always measured
 
     tmp = Path(tempfile.mkdtemp(prefix="evp-bench-remote-"))
     os.environ["TMUX_TMPDIR"] = str(tmp / "tmux-local")  # local tmux, if anything uses it

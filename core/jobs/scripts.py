@@ -180,6 +180,7 @@ def wait_done(done_channel: str) -> str:
     return f"tmux wait-for {quote(done_channel)}\n"
 
 
+FEW_RANGES = 4
 _READ_RANGES_PY = (
     "import sys\n"
     "a, out = sys.argv[1:], sys.stdout.buffer\n"
@@ -196,8 +197,9 @@ _READ_RANGES_PY = (
 def read_ranges(requests: list[tuple[str, int, int]]) -> str:
     """Print, for each (path, offset, limit), a length line then that many bytes of the file.
 
-    One python3 process reads them all when the host has it (a shell loop costs several
-    processes per file: ~800 for 200 jobs); the shell loop is the fallback.
+    For many files one python3 process reads them all when the host has it (the shell loop
+    costs several processes per file: ~800 for 200 jobs); for a few, the shell loop is cheaper
+    than starting Python, and it is the fallback.
     """
     words = [str(w) for path, offset, limit in requests for w in (path, int(offset), int(limit))]
     parts = []
@@ -209,6 +211,8 @@ def read_ranges(requests: list[tuple[str, int, int]]) -> str:
             f"  printf '%d\\n' $n\n"
             f"  [ $n -gt 0 ] && tail -c +{int(offset) + 1} {p} | head -c $n\n"
         )
+    if len(requests) <= FEW_RANGES:
+        return "".join(parts) + "true\n"
     return (
         f"if command -v python3 >/dev/null 2>&1; then\n"
         f"  python3 -c {quote(_READ_RANGES_PY)} {join(words)}\n"
