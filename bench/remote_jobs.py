@@ -15,8 +15,6 @@ Run: python3 bench/remote_jobs.py [--dispatch-jobs 100] [--watch-jobs 200] [--ti
 3. log streaming: a job whose host-side log is replaced by a 100 MB file (hard link; the host is
    this machine), mirrored by back-to-back monitor ticks; baseline: ``ssh host cat file >
    /dev/null``; plus ``host.read_ranges`` alone per chunk size.
-4. what if (``--no-what-if`` skips it): ``read_ranges`` over a connection preferring AES-GCM,
-   evidence for a possible engine change (the engine itself is unchanged by it).
 
 Takes ~5 minutes on 2 cores, most of it the ``ssh`` baselines. Results: bench/RESULTS.md.
 
@@ -356,21 +354,6 @@ async def bench_read_ranges(host, server: SshdServer, big: Path, chunk: int) -> 
             "per_trip_ms": m.wall / trips * 1000, "client": m.client, "host": m.host}
 
 
-# ---- what if (evidence for engine changes; not the engine as it is) -------------------------
-
-
-def gcm_host(server: SshdServer):
-    """An SshHost for the server that prefers AES-GCM (a subclass: the engine's is unchanged)."""
-    from core.hosts.ssh import SshHost
-
-    class GcmHost(SshHost):
-        def _connect_kwargs(self) -> dict:
-            return {**super()._connect_kwargs(), "encryption_algs": ["aes128-gcm@openssh.com",
-                                                                       "aes256-gcm@openssh.com"]}
-
-    return GcmHost(HOST, server.host_config(), ssh_config=[server.ssh_config])
-
-
 # ---- main ---------------------------------------------------------------------------------
 
 
@@ -416,24 +399,15 @@ async def run(a, server: SshdServer, tmp: Path) -> dict:
         cats, mirrors, ranges = [], [], []
         for _ in range(a.repeats):
             cats.append(baseline_cat(server, big))
-            mirrors.append(await bench_mirror(server, tmp, big, digest, 4 * MIB))
-        gcm = gcm_host(server) if a.what_if else None
-        if gcm:
-            await gcm.connect()
-            out["cipher"] = (host._conn.get_extra_info("recv_cipher"), gcm._conn.get_extra_info("recv_cipher"))
-        gcm_ranges = []
+            mirrors.append(await bench_mirror(server, tmp, big, digest, DEFAULT_CHUNK))
+        out["cipher"] = host._conn.get_extra_info("recv_cipher")
         for mib in a.chunks_mib:
             ranges.append(await bench_read_ranges(host, server, big, mib * MIB))
-            if gcm:
-                gcm_ranges.append(await bench_read_ranges(gcm, server, big, mib * MIB))
-        if gcm:
-            await gcm.close()
-        out["gcm_ranges"] = gcm_ranges
         with Meter(server) as m:
             ssh_run(ssh_argv(server), "true")
         out["ssh_true"] = m.wall
         for mib in a.chunks_mib:
-            if mib != 4:
+            if mib * MIB != DEFAULT_CHUNK:
                 mirrors.append(await bench_mirror(server, tmp, big, digest, mib * MIB))
         cats.append(baseline_cat(server, big))
         out.update(cat=cats, mirror=mirrors, ranges=ranges, log_bytes=big.stat().st_size)
@@ -493,13 +467,7 @@ def report(a, r: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"   read_ranges alone, {g['chunk'] // MIB} MiB: MiB/s (ms/trip)",
                      f"{g['mbps']:.0f} ({g['per_trip_ms']:.0f})", f"{cat:.0f}", f"{g['mbps'] / cat:.2f}", ""))
     rows.append(("   ssh connect alone (`ssh host true`) s", "", f"{r['ssh_true']:.2f}", "", ""))
-    if r.get("gcm_ranges"):
-        c1, c2 = r["cipher"]
-        rows.append((f"what if: cipher {c2.split('@')[0]} (baseline column: {c1.split('@')[0]})", "", "", "", ""))
-        for g, d in zip(r["gcm_ranges"], r["ranges"]):
-            rows.append((f"   read_ranges alone, {g['chunk'] // MIB} MiB: MiB/s",
-                         f"{g['mbps']:.0f}", f"{d['mbps']:.0f}", f"{g['mbps'] / cat:.2f} of cat", ""))
-            rows.append(("   client CPU s", f"{g['client']:.2f}", f"{d['client']:.2f}", "", ""))
+    rows.append((f"   cipher negotiated by the engine: {r['cipher']}", "", "", "", ""))
     return rows
 
 
@@ -512,8 +480,6 @@ def main() -> None:
     ap.add_argument("--log-mb", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=2, help="runs of ssh cat and the default monitor")
     ap.add_argument("--chunks-mib", type=lambda s: [int(x) for x in s.split(",")], default=sorted({4, DEFAULT_CHUNK // MIB, 64}))
-    ap.add_argument("--no-what-if", dest="what_if", action="store_false",
-                    help="skip the what-if measurement (AES-GCM)")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     a = ap.parse_args()
     a.chunks_mib = sorted(set(a.chunks_mib) | {DEFAULT_CHUNK // MIB})  # the default is always measured
