@@ -143,6 +143,13 @@ async def count_jobs(
     return n
 
 
+async def requested(db: aiosqlite.Connection, ids: list[int]) -> dict[int, str | None]:
+    """What was asked of each job (stop, kill, timeout), as the database has it now."""
+    marks = ",".join("?" for _ in ids)
+    rows = await db.execute_fetchall(f"SELECT id, requested FROM jobs WHERE id IN ({marks})", ids)
+    return {job_id: req for job_id, req in rows}
+
+
 async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
     """How many of ``ids`` may still run: queued, running, or pending on a job that has not
     failed (a job waiting on a failed setup stays pending until that is retried)."""

@@ -71,7 +71,13 @@ class Monitor:
 
         now = now_iso()
         async with jobs_db.transaction(self.db):
+            # A stop or kill may have been asked for while the probe was on its way (and be why
+            # the job ended): the final status must see it, so re-read it for ending jobs.
+            ending = [j.id for j in jobs if probes.get(j.id) and probes[j.id].exit_code is not None]
+            requested = await jobs_db.requested(self.db, ending) if ending else {}
             for j in jobs:
+                if j.id in requested:
+                    j = j.model_copy(update={"requested": requested[j.id]})
                 await self._update(host, j, probes.get(j.id), new_bytes.get(j.id, b""),
                                    results.get(j.id), now, out)
         return out
