@@ -148,7 +148,7 @@ def _compute(
     return DependencyAnalysis(
         benchmark=bench_key,
         root=_tree(graph),
-        local=[_leaf(n, key not in required) for key, n in graph.nodes.items() if key != graph.root_key],
+        local=[_dependency(n, key not in required) for key, n in graph.nodes.items() if key != graph.root_key],
         external=_externals(graph, required, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
@@ -408,28 +408,22 @@ def _tree(graph: _Graph) -> LocalDependency:
         children = [
             build(target, optional or edge_optional)
             if parent_of.get(target) == key
-            else _leaf(graph.nodes[target], optional or edge_optional)
+            else _dependency(graph.nodes[target], optional or edge_optional)
             for target, edge_optional in node.edges.items()
         ]
-        return LocalDependency(
-            module_name=node.name,
-            file_path=node.path,
-            exists=node.exists,
-            optional=optional,
-            problem=node.problem,
-            children=children,
-        )
+        return _dependency(node, optional, children)
 
     return build(graph.root_key, False)
 
 
-def _leaf(node: _Node, optional: bool) -> LocalDependency:
+def _dependency(node: _Node, optional: bool, children: list[LocalDependency] | None = None) -> LocalDependency:
     return LocalDependency(
         module_name=node.name,
         file_path=node.path,
         exists=node.exists,
         optional=optional,
         problem=node.problem,
+        children=children or [],
     )
 
 
