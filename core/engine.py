@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import defaultdict
 import socket
 import sys
 import time
@@ -54,7 +55,9 @@ class Engine:
         self._monitor = Monitor(db, config)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._tasks: set[asyncio.Task] = set()
-        self._tick_lock = asyncio.Lock()
+        # One tick at a time per host (the loop's and a command's), hosts independently: a slow
+        # or unreachable host must not hold up the others. The database serializes its writes.
+        self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
         self._next_remote_tick: dict[str, float] = {}
@@ -116,10 +119,13 @@ class Engine:
                     HostEvent(host=h.name, state=h.state, last_error=h.last_error))
             self._hosts[name] = host
         host = self._hosts[name]
-        if host.state != "connected":
+        if host.is_local and host.state != "connected":
             await host.connect()
-            if host.is_local:
-                self._emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
+            self._emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
+        elif not host.base_dir:
+            # An SSH host connects here until it first succeeds (that resolves its base
+            # directory); after that its commands reconnect by themselves, with backoff.
+            await host.connect()
         return host
 
     @staticmethod
@@ -496,7 +502,7 @@ class Engine:
         """Start queued jobs on every host with free slots; an unreachable host keeps its queue."""
         for name in await self._active_hosts(JobStatus.QUEUED.value):
             try:
-                async with self._tick_lock:
+                async with self._host_locks[name]:
                     started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
             except EvopilotError as e:
                 if name == LOCAL or name not in self._hosts:
@@ -520,7 +526,7 @@ class Engine:
 
     async def _tick_host(self, name: str, dispatch_jobs: bool) -> None:
         host = await self.host(name)
-        async with self._tick_lock:
+        async with self._host_locks[name]:
             result = await self._monitor.tick(host)
         await self._emit_jobs(result.changed, result.changed)
         for ev in result.logs:
@@ -531,7 +537,7 @@ class Engine:
             self._next_remote_tick.pop(name, None)
             self._wake.set()
         if dispatch_jobs and not await self.queue_paused():
-            async with self._tick_lock:
+            async with self._host_locks[name]:
                 started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
             await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
 
@@ -550,12 +556,15 @@ class Engine:
         completion watcher open on each (for loops that tick repeatedly)."""
         hosts = set(await self._active_hosts(JobStatus.RUNNING.value, JobStatus.QUEUED.value))
         now = time.monotonic()
+        due = []
         for name in sorted(hosts):
             if name != LOCAL:  # remote hosts are asked less often: every tick is a round trip
                 if now < self._next_remote_tick.get(name, 0):
                     continue
                 self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
-            await self.tick_host(name)
+            due.append(name)
+        await asyncio.gather(*(self.tick_host(name) for name in due))  # hosts in parallel
+        for name in due:
             if watch and name in self._hosts and self._hosts[name].state == "connected":
                 self._watch_completions(self._hosts[name])
 
