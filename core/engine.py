@@ -55,6 +55,7 @@ class Engine:
         self._monitor = Monitor(db, config)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._tasks: set[asyncio.Task] = set()
+        self._killing: set[int] = set()  # jobs past their timeout with a kill under way
         # One tick at a time per host (the loop's and a command's), hosts independently: a slow
         # or unreachable host must not hold up the others. The database serializes its writes.
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -73,8 +74,10 @@ class Engine:
         return cls(config, home, db, instance or "0")
 
     async def close(self) -> None:
-        for t in [*self._tasks, *self._watchers.values()]:
+        tasks = [*self._tasks, *self._watchers.values()]
+        for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their subprocesses are reaped
         for h in self._hosts.values():
             await h.close()
         await self.db.close()
@@ -532,7 +535,9 @@ class Engine:
         for ev in result.logs:
             self._emit(ev)
         for job in result.kills:
-            self._spawn(self._kill_for_timeout(job))
+            if job.id not in self._killing:
+                self._killing.add(job.id)
+                self._spawn(self._kill_for_timeout(job))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
             self._wake.set()
@@ -542,9 +547,12 @@ class Engine:
             await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
 
     async def _kill_for_timeout(self, job: Job) -> None:
-        host = await self.host(job.host)
-        await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
-                                    grace=self.config.engine.kill_grace))
+        try:
+            host = await self.host(job.host)
+            await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
+                                        grace=self.config.engine.kill_grace))
+        finally:
+            self._killing.discard(job.id)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

@@ -44,6 +44,7 @@ class LocalHost(Host):
             return CommandResult(124, b"", f"timed out after {timeout}s".encode())
         except asyncio.CancelledError:
             proc.kill()  # a cancelled caller must not leave the script running
+            await proc.wait()
             raise
         return CommandResult(proc.returncode or 0, out, err)
 

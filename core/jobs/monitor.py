@@ -113,8 +113,10 @@ class Monitor:
         elif p is None and self._age(j) > self.config.engine.lost_grace:
             fields.update(status=JobStatus.LOST.value, finished_at=now,
                           error_message="evopilot stopped before the job's session was started")
-        elif j.timeout_s and j.requested is None and self._age(j) > j.timeout_s:
-            fields["requested"] = "timeout"
+        elif j.timeout_s and j.requested in (None, "timeout") and self._age(j) > j.timeout_s:
+            # asked again on every tick until it ends: a kill cut short (evopilot exited) resumes
+            if j.requested is None:
+                fields["requested"] = "timeout"
             out.kills.append(j)
 
         if not fields:
