@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import defaultdict
+from contextlib import contextmanager
 import socket
 import sys
 import time
@@ -333,23 +334,25 @@ class Engine:
             for b in resolved:
                 command = (self._bench_command(project, b, args) if host == LOCAL
                            else environments.bench_command(cfg, b, args))
-                job_id = await jobs_db.insert_job(
-                    self.db, project_id=project.id, kind="benchmark", benchmark_name=b.name,
+                job_id = await self._new_job(
+                    project_id=project.id, kind="benchmark", benchmark_name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
                     command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
                     status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
                     error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
                 )
-                if host != LOCAL:
-                    await jobs_db.update_job(self.db, job_id, log_path=self._mirror(job_id))
                 ids.append(job_id)
         await self._emit_jobs(ids)
         await self.dispatch()
         return [await jobs_db.get_job(self.db, i) for i in ids]
 
-    def _mirror(self, job_id: int) -> str:
-        """Local copy of a remote job's log."""
-        return str(locations.logs_dir(self.home) / f"{self.instance}-{job_id}.log")
+    async def _new_job(self, **fields) -> int:
+        """Insert a job; a remote one gets the path of its log's local copy."""
+        job_id = await jobs_db.insert_job(self.db, **fields)
+        if fields["host"] != LOCAL:
+            mirror = locations.logs_dir(self.home) / f"{self.instance}-{job_id}.log"
+            await jobs_db.update_job(self.db, job_id, log_path=str(mirror))
+        return job_id
 
     async def _prepare_remote(self, project: Project, host_name: str) -> tuple[str, int | None]:
         """Sync the project to the host; queue a setup job unless its environment is current.
@@ -368,12 +371,11 @@ class Engine:
         waiting_for = await jobs_db.active_setup_job(self.db, project.id, host_name)
         if waiting_for:
             return remote, waiting_for
-        setup_id = await jobs_db.insert_job(
-            self.db, project_id=project.id, kind="setup", benchmark_name=f"setup {project.name}",
+        setup_id = await self._new_job(
+            project_id=project.id, kind="setup", benchmark_name=f"setup {project.name}",
             command=environments.setup_command(project, self.config.host(host_name), key),
             workdir=remote, host=host_name, priority=SETUP_PRIORITY,
         )
-        await jobs_db.update_job(self.db, setup_id, log_path=self._mirror(setup_id))
         await self._emit_jobs([setup_id])
         return remote, setup_id
 
@@ -381,12 +383,10 @@ class Engine:
                      host: str = LOCAL, priority: int = 0, timeout: float | None = None) -> Job:
         """Queue an arbitrary shell command as a job (used by setup steps and benchmarks)."""
         self.config.host(host)
-        job_id = await jobs_db.insert_job(
-            self.db, project_id=None, kind="command", benchmark_name=name, command=command,
+        job_id = await self._new_job(
+            project_id=None, kind="command", benchmark_name=name, command=command,
             workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
         )
-        if host != LOCAL:
-            await jobs_db.update_job(self.db, job_id, log_path=self._mirror(job_id))
         await self._emit_jobs([job_id])
         return await jobs_db.get_job(self.db, job_id)
 
@@ -461,14 +461,12 @@ class Engine:
         old = await jobs_db.get_job(self.db, job_id)
         if old.status not in FINISHED:
             raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
-        new_id = await jobs_db.insert_job(
-            self.db, project_id=old.project_id, kind=old.kind, benchmark_name=old.benchmark_name,
+        new_id = await self._new_job(
+            project_id=old.project_id, kind=old.kind, benchmark_name=old.benchmark_name,
             benchmark_path=old.benchmark_path, args=old.args, command=old.command,
             workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
             retry_of=old.id,
         )
-        if old.host != LOCAL:
-            await jobs_db.update_job(self.db, new_id, log_path=self._mirror(new_id))
         await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await self._emit_jobs([new_id])
         await self.dispatch()
@@ -504,15 +502,24 @@ class Engine:
     async def dispatch(self) -> None:
         """Start queued jobs on every host with free slots; an unreachable host keeps its queue."""
         for name in await self._active_hosts(JobStatus.QUEUED.value):
-            try:
-                async with self._host_locks[name]:
-                    started = await dispatch(self.db, self.config, await self.host(name), self.instance, self.claimer)
-            except EvopilotError as e:
-                if name == LOCAL or name not in self._hosts:
-                    raise
-                self._hosts[name].last_error = str(e)
-                continue
-            await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
+            with self._unreachable_skipped(name):
+                await self._dispatch_host(await self.host(name))
+
+    async def _dispatch_host(self, host: Host) -> None:
+        async with self._host_locks[host.name]:
+            started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
+        await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
+
+    @contextmanager
+    def _unreachable_skipped(self, name: str):
+        """An SSH host that cannot be reached is skipped (its last error kept): its jobs keep
+        running there and are caught up once it is back. Local errors are real errors."""
+        try:
+            yield
+        except EvopilotError as e:
+            if name == LOCAL or name not in self._hosts:
+                raise
+            self._hosts[name].last_error = str(e)
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
         """Monitor one host's running jobs, then fill its free slots.
@@ -520,12 +527,8 @@ class Engine:
         A host that cannot be reached is skipped: its jobs keep running there, and the next
         tick after it is back catches their logs up from the recorded offsets.
         """
-        try:
+        with self._unreachable_skipped(name):
             await self._tick_host(name, dispatch_jobs)
-        except EvopilotError as e:
-            if name == LOCAL or name not in self._hosts:
-                raise
-            self._hosts[name].last_error = str(e)
 
     async def _tick_host(self, name: str, dispatch_jobs: bool) -> None:
         host = await self.host(name)
@@ -542,9 +545,7 @@ class Engine:
             self._next_remote_tick.pop(name, None)
             self._wake.set()
         if dispatch_jobs and not await self.queue_paused():
-            async with self._host_locks[name]:
-                started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
-            await self._emit_jobs([j.id for j in started], {j.id: JobStatus.QUEUED for j in started})
+            await self._dispatch_host(host)
 
     async def _kill_for_timeout(self, job: Job) -> None:
         try:

@@ -39,11 +39,9 @@ class Monitor:
         self.config = config
         self._carry: dict[int, bytes] = {}
 
-    async def tick(self, host: Host, only: set[int] | None = None) -> TickResult:
+    async def tick(self, host: Host) -> TickResult:
         jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name,
                                        with_metrics=False)
-        if only is not None:
-            jobs = [j for j in jobs if j.id in only]
         out = TickResult()
         if not jobs:
             return out
