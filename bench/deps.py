@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.analysis import analyze, deps  # noqa: E402
-from core.analysis.imports import extract  # noqa: E402
+from evopilot.core.analysis import analyze, deps  # noqa: E402
+from evopilot.core.analysis.imports import extract  # noqa: E402
 
 STDLIB = ["os", "sys", "json", "re", "math", "time", "itertools", "functools", "collections", "pathlib"]
 EXTERNAL = ["numpy", "yaml", "sklearn.svm", "PIL.Image", "scipy.optimize", "requests", "torch"]

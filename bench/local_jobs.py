@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import parse_config  # noqa: E402
-from core.engine import Engine  # noqa: E402
-from core.models import parse_iso  # noqa: E402
+from evopilot.core.config import parse_config  # noqa: E402
+from evopilot.core.engine import Engine  # noqa: E402
+from evopilot.core.models import parse_iso  # noqa: E402
 
 
 def cpu() -> float:

@@ -43,11 +43,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import EngineConfig, parse_config  # noqa: E402
-from core.engine import Engine  # noqa: E402
-from core.hosts.ssh import ssh_command_args  # noqa: E402
-from core.hosts.tmux import quote  # noqa: E402
-from core.jobs import parse, scripts  # noqa: E402
+from evopilot.core.config import EngineConfig, parse_config  # noqa: E402
+from evopilot.core.engine import Engine  # noqa: E402
+from evopilot.core.hosts.ssh import ssh_command_args  # noqa: E402
+from evopilot.core.hosts.tmux import quote  # noqa: E402
+from evopilot.core.jobs import parse, scripts  # noqa: E402
 from tests.sshd import SshdServer, _descendants  # noqa: E402
 
 HOST = "h1"

@@ -61,9 +61,9 @@ def ms(seconds: float | None) -> float | None:
 
 
 def seed(home: Path, n: int) -> dict:
-    from core import locations
-    from core.config import Config
-    from core.engine import Engine
+    from evopilot.core import locations
+    from evopilot.core.config import Config
+    from evopilot.core.engine import Engine
 
     async def schema() -> None:
         await (await Engine.open(Config(), home)).close()
@@ -83,7 +83,7 @@ def seed(home: Path, n: int) -> dict:
                          0 if status == "succeeded" else (1 if status == "failed" else None),
                          50, 50 if status == "succeeded" else i % 50, stamp, stamp, end, stamp))
         db.executemany(
-            "INSERT INTO jobs(project_id, kind, benchmark_name, benchmark_path, args, command, workdir, "
+            "INSERT INTO jobs(project_id, kind, name, benchmark_path, args, command, workdir, "
             "host, status, seq, exit_code, progress_total, progress_current, created_at, started_at, "
             "finished_at, updated_at) VALUES (?, 'benchmark', ?, ?, '[]', 'python3 b.py', '/srv/solver', "
             "'local', ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -100,10 +100,10 @@ def seed(home: Path, n: int) -> dict:
 
 def run_app(home: Path, n: int, flood_rate: int, flood_seconds: float) -> dict:
     t_import = time.perf_counter()
-    from core.config import Config
-    from core.models import Job, JobEvent, JobStatus, LogEvent
-    from tui.app import EvopilotApp
-    from tui.widgets.job_table import JobTable
+    from evopilot.core.config import Config
+    from evopilot.core.models import Job, JobEvent, JobStatus, LogEvent
+    from evopilot.tui.app import EvopilotApp
+    from evopilot.tui.widgets.job_table import JobTable
     import_s = time.perf_counter() - t_import
 
     class BenchApp(EvopilotApp):
@@ -237,8 +237,8 @@ def run_datatable(home: Path, rows: int) -> dict:
     from textual.app import App
     from textual.widgets import DataTable
 
-    from core.config import Config
-    from core.engine import Engine
+    from evopilot.core.config import Config
+    from evopilot.core.engine import Engine
 
     out: dict = {"phase": "datatable", "rows": rows, "loadavg_1min": round(os.getloadavg()[0], 2)}
 
@@ -259,7 +259,7 @@ def run_datatable(home: Path, rows: int) -> dict:
             t = time.perf_counter()
             table = self.query_one(DataTable)
             table.add_columns("ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "METRICS")
-            table.add_rows([(j.id, j.project, j.benchmark_name, j.host, j.status.value,
+            table.add_rows([(j.id, j.project, j.name, j.host, j.status.value,
                              f"{j.progress_current}/{j.progress_total}", j.exit_code,
                              " ".join(f"{k}={v:g}" for k, v in j.metrics.items())) for j in jobs])
             out["add_rows_ms"] = ms(time.perf_counter() - t)
@@ -290,8 +290,8 @@ def run_datatable(home: Path, rows: int) -> dict:
 
 
 def run_load_all(home: Path) -> dict:
-    from core.config import Config
-    from core.engine import Engine
+    from evopilot.core.config import Config
+    from evopilot.core.engine import Engine
 
     async def go() -> dict:
         engine = await Engine.open(Config(), home)

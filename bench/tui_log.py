@@ -149,7 +149,7 @@ print(n, elapsed)
 def run_logview(args: argparse.Namespace, cold: bool) -> dict:
     from textual.app import App
 
-    from tui.widgets.log_view import LogView
+    from evopilot.tui.widgets.log_view import LogView
 
     path = str(args.path)
     if cold:

@@ -13,8 +13,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core import locations
-from core.errors import EvopilotError
+from evopilot.core import locations
+from evopilot.core.errors import EvopilotError
 
 LOCAL = "local"
 HOST_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"

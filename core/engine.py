@@ -22,24 +22,24 @@ from typing import TYPE_CHECKING
 
 import aiosqlite
 
-from core import locations
-from core.config import LOCAL, Config
-from core.db import connect as db_connect
-from core.db import jobs as jobs_db
-from core.db import projects as projects_db
-from core.errors import EvopilotError
-from core.hosts.base import Host
-from core.hosts.local import LocalHost
-from core.hosts.tmux import join
-from core.jobs import environments, scripts
-from core.jobs.dispatch import dispatch, done_channel
-from core.jobs.monitor import Monitor
-from core.models import (
+from evopilot.core import locations
+from evopilot.core.config import LOCAL, Config
+from evopilot.core.db import connect as db_connect
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.db import projects as projects_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.local import LocalHost
+from evopilot.core.hosts.tmux import join
+from evopilot.core.jobs import environments, scripts
+from evopilot.core.jobs.dispatch import dispatch, done_channel
+from evopilot.core.jobs.monitor import Monitor
+from evopilot.core.models import (
     FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent,
 )
 
 if TYPE_CHECKING:
-    from core.analysis import DependencyAnalysis
+    from evopilot.core.analysis import DependencyAnalysis
 
 WAKE_COALESCE = 0.02
 SETUP_PRIORITY = 1000  # a host's environment setup goes before the jobs that wait for it
@@ -134,7 +134,7 @@ class Engine:
 
     @staticmethod
     def _ssh_host(name: str, cfg) -> Host:
-        from core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
+        from evopilot.core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
 
         ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
         return SshHost(name, cfg, ssh_config=ssh_config)
@@ -171,7 +171,7 @@ class Engine:
         return next(h for h in await self.hosts() if h["name"] == name)
 
     async def doctor(self, name: str) -> list:
-        from core.hosts.doctor import doctor
+        from evopilot.core.hosts.doctor import doctor
 
         def factory(n, cfg):
             return LocalHost(n, cfg, locations.local_base(self.home)) if n == LOCAL else self._ssh_host(n, cfg)
@@ -180,7 +180,7 @@ class Engine:
 
     async def sync(self, project_name: str, host_name: str, *, dry_run: bool = False):
         """Send the project's files to its directory on the host; returns (status, report)."""
-        from core.hosts.sync import sync, sync_status
+        from evopilot.core.hosts.sync import sync, sync_status
 
         if host_name == LOCAL:
             raise EvopilotError("the local host runs projects in place: nothing to sync")
@@ -268,7 +268,7 @@ class Engine:
         return await self._analyze(project, bench)
 
     async def _analyze(self, project: Project, bench: Benchmark) -> "DependencyAnalysis":
-        from core.analysis import analyze  # tree-sitter only when analysing
+        from evopilot.core.analysis import analyze  # tree-sitter only when analysing
 
         return await asyncio.to_thread(
             analyze, Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
@@ -276,7 +276,7 @@ class Engine:
 
     async def fix_deps(self, project_name: str, bench_ref: str) -> list[str]:
         """Declare the benchmark's undeclared packages with `uv add`; returns what was added."""
-        from core.analysis import fix
+        from evopilot.core.analysis import fix
 
         project = await projects_db.get_project(self.db, project_name)
         analysis = await self.deps(project_name, bench_ref)
@@ -288,7 +288,7 @@ class Engine:
         problems, fixes = [], set()
         synced = None
         if host != LOCAL:
-            from core.hosts.sync import list_files
+            from evopilot.core.hosts.sync import list_files
 
             synced = set(await list_files(Path(project.path)))
         for b in benches:
@@ -335,7 +335,7 @@ class Engine:
                 command = (self._bench_command(project, b, args) if host == LOCAL
                            else environments.bench_command(cfg, b, args))
                 job_id = await self._new_job(
-                    project_id=project.id, kind="benchmark", benchmark_name=b.name,
+                    project_id=project.id, kind="benchmark", name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
                     command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
                     status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
@@ -359,7 +359,7 @@ class Engine:
 
         Returns the project's directory there and the setup job the benchmarks must wait for.
         """
-        from core.hosts.sync import sync
+        from evopilot.core.hosts.sync import sync
 
         host = await self.host(host_name)
         remote = environments.project_dir(host, project)
@@ -372,7 +372,7 @@ class Engine:
         if waiting_for:
             return remote, waiting_for
         setup_id = await self._new_job(
-            project_id=project.id, kind="setup", benchmark_name=f"setup {project.name}",
+            project_id=project.id, kind="setup", name=f"setup {project.name}",
             command=environments.setup_command(project, self.config.host(host_name), key),
             workdir=remote, host=host_name, priority=SETUP_PRIORITY,
         )
@@ -384,7 +384,7 @@ class Engine:
         """Queue an arbitrary shell command as a job (used by setup steps and benchmarks)."""
         self.config.host(host)
         job_id = await self._new_job(
-            project_id=None, kind="command", benchmark_name=name, command=command,
+            project_id=None, kind="command", name=name, command=command,
             workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
         )
         await self._emit_jobs([job_id])
@@ -462,7 +462,7 @@ class Engine:
         if old.status not in FINISHED:
             raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
         new_id = await self._new_job(
-            project_id=old.project_id, kind=old.kind, benchmark_name=old.benchmark_name,
+            project_id=old.project_id, kind=old.kind, name=old.name,
             benchmark_path=old.benchmark_path, args=old.args, command=old.command,
             workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
             retry_of=old.id,

@@ -68,6 +68,21 @@ def deps_cache_dir(home: Path) -> Path:
     return home / "cache" / "deps"
 
 
+# The installed package and a checkout have the same shape here: ``examples/`` and
+# ``config.example.toml`` sit beside ``core/`` (pyproject ships them inside the wheel).
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def bundled_example() -> Path:
+    """The example project `evopilot demo` runs."""
+    return _PACKAGE_ROOT / "examples" / "solver"
+
+
+def example_config() -> Path:
+    """config.example.toml, which `evopilot init` copies."""
+    return _PACKAGE_ROOT / "config.example.toml"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and parents) readable by the owner only."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

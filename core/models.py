@@ -75,7 +75,8 @@ class Job(_Row):
     project_id: int | None
     project: str | None = None
     kind: str
-    benchmark_name: str
+    name: str
+    """Display name: a benchmark's file name, "setup PROJECT", an evaluation's candidate."""
     benchmark_path: str | None
     args: list[str]
     command: str
@@ -99,6 +100,14 @@ class Job(_Row):
     requested: str | None
     retry_of: int | None
     depends_on: int | None = None
+    origin_kind: str | None = None
+    """Who owns the job (an evolution iteration, a task attempt), with ``origin_id``."""
+    origin_id: int | None = None
+    mode: Literal["batch", "tty"] = "batch"
+    """batch: stdin from /dev/null; tty: the command runs on the tmux pane's terminal."""
+    commit_sha: str | None = None
+    """The commit whose files the job runs on; None: the project's working tree."""
+    end_handled: bool = False
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -122,7 +131,7 @@ class Job(_Row):
         return {
             "id": self.id,
             "project": self.project,
-            "benchmark": self.benchmark_name,
+            "benchmark": self.name,
             "kind": self.kind,
             "host": self.host,
             "status": self.status.value,

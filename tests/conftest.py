@@ -45,7 +45,7 @@ def home(tmp_path) -> Path:
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
-    from tui.cli import main
+    from evopilot.tui.cli import main
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main([str(a) for a in args])
@@ -57,7 +57,7 @@ def cli(capsys):
 
 def evopilot_cmd(*args: str) -> list[str]:
     """argv for the real `evopilot` in a subprocess."""
-    return [sys.executable, "-m", "tui.cli", *[str(a) for a in args]]
+    return [sys.executable, "-m", "evopilot", *[str(a) for a in args]]
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import HostConfig
+from evopilot.core.config import HostConfig
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -212,7 +212,7 @@ class SshdServer:
     def make_host(self, name: str = "testhost", **overrides):
         """An ``SshHost`` for this server that reads no ``~/.ssh/config``. Keyword arguments
         are ``HostConfig`` fields, or ``SshHost`` options (``reconnect_initial``...)."""
-        from core.hosts.ssh import SshHost
+        from evopilot.core.hosts.ssh import SshHost
 
         host_kw = {k: overrides.pop(k) for k in ("reconnect_initial", "reconnect_max", "ssh_config")
                    if k in overrides}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import load_config
+from evopilot.core.config import load_config
 
 
 @pytest.mark.parametrize("text,expect", [
@@ -48,7 +48,7 @@ def test_discovery_order(tmp_path, monkeypatch):
 def test_example_config_is_valid_and_documents_every_key():
     from pathlib import Path
 
-    from core.config import Config, HostConfig, parse_config
+    from evopilot.core.config import Config, HostConfig, parse_config
 
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     text = example.read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from core.db.connect import latest_version
+from evopilot.core.db.connect import latest_version
 
 
 def test_schema_version_wal_and_refusing_a_newer_database(cli, home):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from core.analysis import DependencyAnalysis, analyze, deps, fix, render_tree
-from core.errors import EvopilotError
+from evopilot.core.analysis import DependencyAnalysis, analyze, deps, fix, render_tree
+from evopilot.core.errors import EvopilotError
 
 BENCH = "benchmarks/bench.py"
 
@@ -573,7 +573,7 @@ def ast_imports(source: bytes) -> list[tuple[int, str, tuple[str, ...], int, boo
 
 
 def test_extraction_agrees_with_ast_on_the_standard_library():
-    from core.analysis.imports import extract
+    from evopilot.core.analysis.imports import extract
 
     stdlib = Path(ast.__file__).parent
     files = [stdlib / "typing.py"]  # TYPE_CHECKING-free but full of guarded and nested imports

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import HostConfig
-from core.hosts.doctor import Check, doctor
-from core.hosts.local import LocalHost
-from core.hosts.ssh import SshHost
+from evopilot.core.config import HostConfig
+from evopilot.core.hosts.doctor import Check, doctor
+from evopilot.core.hosts.local import LocalHost
+from evopilot.core.hosts.ssh import SshHost
 
 SSH_CHECKS = ["reachable", "host key", "authentication", "base_dir", "tmux", "uv", "rsync",
               "python", "disk"]

@@ -11,8 +11,8 @@ import os
 import pytest
 from textual.app import App, ComposeResult
 
-import tui.widgets.log_view as log_view_module
-from tui.widgets.log_view import LogView
+import evopilot.tui.widgets.log_view as log_view_module
+from evopilot.tui.widgets.log_view import LogView
 
 SIZE = (70, 14)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.jobs.logindex import LogIndex
+from evopilot.core.jobs.logindex import LogIndex
 
 
 def reference_lines(data: bytes, max_chars: int = 4000) -> list[str]:
@@ -210,7 +210,7 @@ def test_search(tmp_path):
 
 
 def test_search_across_chunks(tmp_path, monkeypatch):
-    import core.jobs.logindex as mod
+    import evopilot.core.jobs.logindex as mod
 
     monkeypatch.setattr(mod, "SEARCH_CHUNK", 1000)
     p = tmp_path / "log"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.jobs.parse import ResultsError, error_summary, parse_progress, parse_results
+from evopilot.core.jobs.parse import ResultsError, error_summary, parse_progress, parse_results
 
 noise = st.text(alphabet=st.characters(blacklist_characters="0123456789%/[]\r\n",
                                         blacklist_categories=("Cs",)), max_size=40)

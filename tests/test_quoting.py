@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.hosts.tmux import join, quote
-from core.jobs import scripts
+from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.jobs import scripts
 
 EVIL = ["'; touch {c} #", "$(touch {c})", "`touch {c}`", "a\ntouch {c}", '"; touch {c}; "', "&& touch {c}"]
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from core.jobs import scripts
+from evopilot.core.jobs import scripts
 
 
 @pytest.mark.parametrize("variant", ["python3", "shell-fallback", "few-shell"])

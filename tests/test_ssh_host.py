@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import HostConfig
-from core.hosts.base import HostState
-from core.hosts.ssh import (
+from evopilot.core.config import HostConfig
+from evopilot.core.hosts.base import HostState
+from evopilot.core.hosts.ssh import (
     HostConnectError,
     HostUnavailable,
     KeyFile,
@@ -25,7 +25,7 @@ from core.hosts.ssh import (
     key_status,
     ssh_command_args,
 )
-from core.hosts.tmux import kill_session, list_sessions, new_session, quote, session_name
+from evopilot.core.hosts.tmux import kill_session, list_sessions, new_session, quote, session_name
 
 
 def _keygen(path: Path, passphrase: str = "") -> Path:

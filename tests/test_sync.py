@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import HostConfig
-from core.errors import EvopilotError
-from core.hosts.local import LocalHost
-from core.hosts.sync import (
+from evopilot.core.config import HostConfig
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.local import LocalHost
+from evopilot.core.hosts.sync import (
     MANIFEST,
     Modified,
     UpToDate,

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from core import locations
-from core.config import Config, EngineConfig, HostConfig
-from core.engine import Engine
-from core.models import JobStatus
-from tui.app import EvopilotApp
-from tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog
-from tui.screens.help import HelpScreen
-from tui.widgets.job_table import JobTable, column_widths, progress_text
-from tui.widgets.path_input import suggest_path
+from evopilot.core import locations
+from evopilot.core.config import Config, EngineConfig, HostConfig
+from evopilot.core.engine import Engine
+from evopilot.core.models import JobStatus
+from evopilot.tui.app import EvopilotApp
+from evopilot.tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog
+from evopilot.tui.screens.help import HelpScreen
+from evopilot.tui.widgets.job_table import JobTable, column_widths, progress_text
+from evopilot.tui.widgets.path_input import suggest_path
 
 SIZE = (120, 40)
 
@@ -275,7 +275,7 @@ async def seed_jobs(home: Path, n: int) -> None:
     db = sqlite3.connect(locations.db_path(home))
     with db:
         db.executemany(
-            "INSERT INTO jobs(kind, benchmark_name, args, command, workdir, host, status, seq, "
+            "INSERT INTO jobs(kind, name, args, command, workdir, host, status, seq, "
             "created_at, updated_at, started_at, finished_at, exit_code) "
             "VALUES ('benchmark', ?, '[]', 'true', '/tmp', 'local', ?, ?, ?, ?, ?, ?, ?)",
             [(f"bench_{i % 7}.py", "succeeded" if i % 3 else "failed", i, now, now, now, now,
@@ -387,10 +387,10 @@ async def test_queue_pause_and_move(project, home):
 
 
 def test_formatting_helpers():
-    from core.models import Job
+    from evopilot.core.models import Job
 
     job = Job.model_validate(dict(
-        id=1, project_id=None, kind="benchmark", benchmark_name="b.py", benchmark_path=None, args=[],
+        id=1, project_id=None, kind="benchmark", name="b.py", benchmark_path=None, args=[],
         command="x", workdir="/", host="local", status="running", priority=0, seq=1, timeout_s=None,
         tmux_session=None, job_dir=None, pid=None, pgid=None, exit_code=None, progress_current=12,
         progress_total=50, results_path=None, error_message=None, log_path=None, log_offset=0,

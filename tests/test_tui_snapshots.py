@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core import locations
-from core.config import Config, HostConfig
-from core.engine import Engine
+from evopilot.core import locations
+from evopilot.core.config import Config, HostConfig
+from evopilot.core.engine import Engine
 
 NOW = datetime(2025, 3, 14, 10, 6, 40, tzinfo=UTC)
 
@@ -71,7 +71,7 @@ def seed(home: Path, log_dir: Path) -> None:
                 log.write_text("".join(f"[{i}/{total}] gap={100 / i:.3f}\n" for i in range(1, cur + 1))
                                + (error + "\n" if error else ""))
             db.execute(
-                "INSERT INTO jobs(id, project_id, kind, benchmark_name, benchmark_path, args, command, "
+                "INSERT INTO jobs(id, project_id, kind, name, benchmark_path, args, command, "
                 "workdir, host, status, priority, seq, exit_code, progress_current, progress_total, "
                 "error_message, log_path, created_at, started_at, finished_at, updated_at) "
                 "VALUES (?, ?, 'benchmark', ?, ?, '[]', 'python3 x.py', '/tmp', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -93,7 +93,7 @@ def seeded(tmp_path_factory) -> Path:
 
 
 def make_app(home: Path):
-    from tui.app import EvopilotApp
+    from evopilot.tui.app import EvopilotApp
 
     # Fixed slots: the default is the CPU count, which differs between machines.
     config = Config(hosts={"local": HostConfig(max_parallel=4)})

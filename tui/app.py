@@ -22,18 +22,18 @@ from textual.binding import BindingType
 from textual.screen import Screen
 from textual.widgets import TabbedContent, TabPane
 
-from core.config import Config
-from core.engine import Engine
-from core.errors import EvopilotError
-from core.models import HostEvent, Job, JobEvent, LogEvent, QueueEvent
-from tui import keymap
-from tui.screens.help import HelpScreen
-from tui.screens.hosts import HostsPane
-from tui.screens.jobs import JobsPane
-from tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
-from tui.screens.projects import ProjectsPane
-from tui.widgets.job_table import Clock, JobTable, utc_now
-from tui.widgets.key_bar import KeyBar
+from evopilot.core.config import Config
+from evopilot.core.engine import Engine
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import HostEvent, Job, JobEvent, LogEvent, QueueEvent
+from evopilot.tui import keymap
+from evopilot.tui.screens.help import HelpScreen
+from evopilot.tui.screens.hosts import HostsPane
+from evopilot.tui.screens.jobs import JobsPane
+from evopilot.tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
+from evopilot.tui.screens.projects import ProjectsPane
+from evopilot.tui.widgets.job_table import Clock, JobTable, utc_now
+from evopilot.tui.widgets.key_bar import KeyBar
 
 FRAME = 1 / 30
 """Events are handled in batches at most this often."""

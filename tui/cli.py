@@ -14,13 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from core import locations
-from core.config import load_config
-from core.engine import Engine
-from core.errors import EvopilotError
-from core.models import FINISHED, Job, JobEvent, JobStatus
-
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "solver"
+from evopilot.core import locations
+from evopilot.core.config import load_config
+from evopilot.core.engine import Engine
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import FINISHED, Job, JobEvent, JobStatus
 
 
 # ---- output helpers -----------------------------------------------------------------------
@@ -45,7 +43,7 @@ def _progress(job: Job) -> str:
 
 
 def _job_line(job: Job) -> str:
-    bits = [f"job {job.id}", job.benchmark_name, job.host, job.status.value]
+    bits = [f"job {job.id}", job.name, job.host, job.status.value]
     if job.progress_total:
         bits.append(_progress(job))
     if job.exit_code is not None:
@@ -72,12 +70,12 @@ def _fmt_elapsed(job: Job) -> str:
 async def cmd_init(engine: Engine, args) -> int:
     given = getattr(args, "config", None)
     target = Path(given).expanduser() if given else locations.user_config_file()
-    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    example = locations.example_config()
     if target.exists():
         print(f"config: {target} (exists, left as it is)")
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(example.read_text() if example.exists() else "", encoding="utf-8")
+        target.write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
         os.chmod(target, 0o600)
         print(f"config: {target} (written)")
     print(f"database: {locations.db_path(engine.home)}")
@@ -144,14 +142,14 @@ async def cmd_run(engine: Engine, args) -> int:
         _print_json([j.public() for j in jobs])
     elif not args.json:
         for j in jobs:
-            print(f"job {j.id}: {j.benchmark_name} on {j.host}, {j.status.value}")
+            print(f"job {j.id}: {j.name} on {j.host}, {j.status.value}")
     if not args.wait:
         return 0
     return await _wait(engine, [j.id for j in jobs], args.json)
 
 
 async def cmd_deps(engine: Engine, args) -> int:
-    from core.analysis import render_tree
+    from evopilot.core.analysis import render_tree
 
     analysis = await engine.deps(args.project, args.benchmark)
     added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
@@ -270,7 +268,7 @@ async def cmd_jobs(engine: Engine, args) -> int:
         note = " ".join(f"{k}={v:g}" for k, v in j.metrics.items())
         if not note and j.error_message:
             note = j.error_message.strip().splitlines()[-1][:60]
-        rows.append([j.id, j.project or "-", j.benchmark_name, j.host, j.status.value, _progress(j),
+        rows.append([j.id, j.project or "-", j.name, j.host, j.status.value, _progress(j),
                      "" if j.exit_code is None else j.exit_code, _fmt_elapsed(j), note])
     _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "ELAPSED", "METRICS / ERROR"])
     return 0
@@ -349,13 +347,13 @@ async def cmd_worker(engine: Engine, args) -> int:
 
 async def cmd_demo(engine: Engine, args) -> int:
     """Register the bundled example (once) and run all its benchmarks, waiting for them."""
-    name = "example"
+    name, example = "example", locations.bundled_example()
     try:
         await engine.project(name)
     except EvopilotError:
-        await engine.add_project(EXAMPLE_DIR, name)
+        await engine.add_project(example, name)
     benches = [b.path for b in await engine.list_benchmarks(name)]
-    print(f"running {len(benches)} benchmarks of {EXAMPLE_DIR} on the local host "
+    print(f"running {len(benches)} benchmarks of {example} on the local host "
           f"(data: {engine.home})", flush=True)
     jobs = await engine.run(name, benches)
     code = await _wait(engine, [j.id for j in jobs], False)
@@ -503,7 +501,7 @@ def _open_app(args) -> int:
     except EvopilotError as e:
         print(f"evopilot: error: {e.message}", file=sys.stderr)
         return e.exit_code
-    from tui.app import EvopilotApp  # Textual only for the app
+    from evopilot.tui.app import EvopilotApp  # Textual only for the app
 
     home = locations.data_home(getattr(args, "home", None))
     code = EvopilotApp(config, home).run()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core import locations
-from core.engine import Engine
+from evopilot.core import locations
+from evopilot.core.engine import Engine
 
 
 def deps_available() -> bool:
     try:
-        from core.analysis.deps import analyze, render_tree  # noqa: F401
+        from evopilot.core.analysis.deps import analyze, render_tree  # noqa: F401
     except Exception:  # noqa: BLE001 - any import problem means "no analysis panel"
         return False
     return True
@@ -26,7 +26,7 @@ def dependency_lines(home: Path, project_root: str, bench_path: str) -> list[str
     None when the analysis module is not available.
     """
     try:
-        from core.analysis.deps import analyze, render_tree
+        from evopilot.core.analysis.deps import analyze, render_tree
     except Exception:  # noqa: BLE001
         return None
     analysis = analyze(Path(project_root), Path(bench_path), cache_dir=locations.deps_cache_dir(home))
@@ -37,7 +37,7 @@ def doctor_available(engine: Engine) -> bool:
     if not hasattr(engine, "doctor"):
         return False
     try:
-        from core.hosts.doctor import doctor  # noqa: F401
+        from evopilot.core.hosts.doctor import doctor  # noqa: F401
     except Exception:  # noqa: BLE001
         return False
     return True

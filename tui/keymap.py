@@ -142,7 +142,7 @@ def bindings(*specs: list[Spec]) -> list[Binding]:
 
 def log_specs() -> list[Spec]:
     """The log view's bindings, as specs (read from the widget, which owns them)."""
-    from tui.widgets.log_view import LogLines, _SearchInput
+    from evopilot.tui.widgets.log_view import LogLines, _SearchInput
 
     out = []
     for b in [*LogLines.BINDINGS, *_SearchInput.BINDINGS]:

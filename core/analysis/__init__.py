@@ -1,7 +1,7 @@
 """Dependency analysis of a benchmark: local modules it imports, external packages, and what
 pyproject.toml is missing. A pure library: no database, no asyncio."""
 
-from core.analysis.deps import (
+from evopilot.core.analysis.deps import (
     DependencyAnalysis,
     ExternalPackage,
     LocalDependency,
@@ -9,7 +9,7 @@ from core.analysis.deps import (
     analyze,
     render_tree,
 )
-from core.analysis.packages import fix
+from evopilot.core.analysis.packages import fix
 
 __all__ = [
     "DependencyAnalysis",

@@ -27,11 +27,11 @@ import tree_sitter
 import tree_sitter_python
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.analysis import packages
-from core.analysis.imports import FileImports, Import, SyntaxProblem, extract
-from core.errors import EvopilotError
-from core.hosts.tmux import join
-from core.locations import ensure_private_dir
+from evopilot.core.analysis import packages
+from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.tmux import join
+from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break pydantic's JSON round trip: a module at this depth
 # is shown in the tree without its own imports (every module is still in the flat list).

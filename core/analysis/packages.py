@@ -13,10 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import EvopilotError
+from evopilot.core.errors import EvopilotError
 
 if TYPE_CHECKING:
-    from core.analysis.deps import DependencyAnalysis
+    from evopilot.core.analysis.deps import DependencyAnalysis
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
 

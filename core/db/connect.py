@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from core.errors import EvopilotError
+from evopilot.core.errors import EvopilotError
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -17,7 +17,7 @@ BUSY_TIMEOUT_MS = 10_000
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration file, in order."""
     out = []
-    for entry in resources.files("core.db").joinpath("migrations").iterdir():
+    for entry in resources.files("evopilot.core.db").joinpath("migrations").iterdir():
         if entry.name.endswith(".sql"):
             version = int(entry.name.split("_", 1)[0])
             out.append((version, entry.name, entry.read_text(encoding="utf-8")))

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiosqlite
 
-from core.errors import EvopilotError
-from core.models import Job, JobStatus, Metric, now_iso
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import Job, JobStatus, Metric, now_iso
 
 _SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
 

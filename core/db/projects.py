@@ -6,8 +6,8 @@ import sqlite3
 
 import aiosqlite
 
-from core.errors import EvopilotError
-from core.models import Benchmark, Project, now_iso
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import Benchmark, Project, now_iso
 
 
 async def add_project(db: aiosqlite.Connection, name: str, path: str, python: str) -> Project:

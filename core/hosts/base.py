@@ -6,8 +6,8 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from core.config import HostConfig
-from core.jobs import scripts
+from evopilot.core.config import HostConfig
+from evopilot.core.jobs import scripts
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.config import HostConfig
-from core.errors import EvopilotError
-from core.hosts.base import Host
-from core.hosts.tmux import quote
+from evopilot.core.config import HostConfig
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.tmux import quote
 
 MIN_FREE_BYTES = 1 << 30
 """Less free space than this under base_dir fails the disk check."""
@@ -123,7 +123,7 @@ async def doctor(name: str, config: HostConfig, host_factory: HostFactory) -> li
 
 
 async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
-    from core.hosts.ssh import (
+    from evopilot.core.hosts.ssh import (
         HostConnectError,
         check_host_key,
         key_fix,

@@ -6,11 +6,11 @@ import asyncio
 import os
 from pathlib import Path
 
-from core.config import HostConfig
-from core.hosts.base import CommandResult, Host, HostState
-from core.hosts.tmux import list_sessions
-from core.jobs import scripts
-from core.locations import ensure_private_dir
+from evopilot.core.config import HostConfig
+from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.tmux import list_sessions
+from evopilot.core.jobs import scripts
+from evopilot.core.locations import ensure_private_dir
 
 
 class LocalHost(Host):

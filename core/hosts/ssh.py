@@ -32,10 +32,10 @@ from pathlib import Path
 
 import asyncssh
 
-from core.config import HostConfig
-from core.errors import EvopilotError
-from core.hosts.base import CommandResult, Host, HostState
-from core.hosts.tmux import join, quote
+from evopilot.core.config import HostConfig
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.tmux import join, quote
 
 log = logging.getLogger(__name__)
 

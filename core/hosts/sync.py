@@ -25,9 +25,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import EvopilotError
-from core.hosts.base import Host
-from core.hosts.tmux import join, quote
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.tmux import join, quote
 
 MANIFEST = ".evopilot-manifest"
 SKIP_DIRS = frozenset({".git", ".venv", "__pycache__"})

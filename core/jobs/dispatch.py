@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import aiosqlite
 
-from core.config import Config
-from core.db import jobs as jobs_db
-from core.errors import EvopilotError
-from core.hosts.base import Host
-from core.hosts.tmux import session_name
-from core.jobs import scripts
-from core.models import Job, JobStatus, now_iso
+from evopilot.core.config import Config
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.tmux import session_name
+from evopilot.core.jobs import scripts
+from evopilot.core.models import Job, JobStatus, now_iso
 
 
 def job_key(instance: str, job_id: int) -> str:

@@ -13,10 +13,10 @@ import hashlib
 import re
 from pathlib import Path
 
-from core.config import HostConfig
-from core.hosts.base import Host
-from core.hosts.tmux import join, quote
-from core.models import Benchmark, Project
+from evopilot.core.config import HostConfig
+from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.models import Benchmark, Project
 
 MARKER = ".venv/.evopilot-env"
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from core.config import Config
-from core.db import jobs as jobs_db
-from core.hosts.base import Host
-from core.jobs import parse, scripts
-from core.models import Job, JobStatus, LogEvent, now_iso, parse_iso
+from evopilot.core.config import Config
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.hosts.base import Host
+from evopilot.core.jobs import parse, scripts
+from evopilot.core.models import Job, JobStatus, LogEvent, now_iso, parse_iso
 
 RESULTS_LIMIT = 1024 * 1024
 ERROR_TAIL = 16 * 1024
@@ -133,7 +133,7 @@ class Monitor:
             ok = fields["status"] == JobStatus.SUCCEEDED.value
             released = await jobs_db.release_dependents(
                 self.db, j.id, ok,
-                f"{j.benchmark_name} (job {j.id}) {fields['status']}: see `evopilot logs {j.id}`, "
+                f"{j.name} (job {j.id}) {fields['status']}: see `evopilot logs {j.id}`, "
                 f"fix it and `evopilot retry {j.id}`",
             )
             out.changed.update(dict.fromkeys(released, JobStatus.PENDING))

@@ -9,7 +9,7 @@ import json
 import math
 import re
 
-from core.models import Metric
+from evopilot.core.models import Metric
 
 # The last of these in the output is the job's progress.
 _PROGRESS = re.compile(

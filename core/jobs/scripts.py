@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.hosts.tmux import has_session, join, kill_session, list_sessions, new_session, quote
+from evopilot.core.hosts.tmux import has_session, join, kill_session, list_sessions, new_session, quote
 
 # Files in a job directory.
 LOG, PID, EXIT_CODE, RESULTS, WRAPPER = "log", "pid", "exit_code", "results.json", "run.sh"

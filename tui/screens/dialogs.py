@@ -17,9 +17,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from core.errors import EvopilotError
-from tui import keymap
-from tui.widgets.path_input import PathInput
+from evopilot.core.errors import EvopilotError
+from evopilot.tui import keymap
+from evopilot.tui.widgets.path_input import PathInput
 
 DIALOG_CANCEL = [s.binding() for s in keymap.DIALOG if s.id == "dialog.cancel"]
 

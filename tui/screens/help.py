@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from tui import keymap
+from evopilot.tui import keymap
 
 
 def key_label(keys: str, app) -> str:

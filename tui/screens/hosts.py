@@ -15,13 +15,13 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from core.errors import EvopilotError
-from core.models import HostEvent
-from tui import data, keymap
-from tui.screens.dialogs import ReportDialog
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import HostEvent
+from evopilot.tui import data, keymap
+from evopilot.tui.screens.dialogs import ReportDialog
 
 if TYPE_CHECKING:
-    from tui.app import EvopilotApp
+    from evopilot.tui.app import EvopilotApp
 
 COUNT_INTERVAL = 0.25
 """Host rows are re-read at most this often while jobs or hosts change."""
@@ -69,7 +69,7 @@ class HostsPane(Vertical):
         yield table
 
     def on_mount(self) -> None:
-        from core.config import LOCAL
+        from evopilot.core.config import LOCAL
 
         # Before the engine is open: the configured hosts, nothing known yet.
         self.rows = [{"name": n, "state": "disconnected", "running": 0,

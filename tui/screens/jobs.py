@@ -18,14 +18,14 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from core.models import Job, JobStatus, LogEvent
-from tui import keymap
-from tui.screens.dialogs import ConfirmDialog
-from tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text
-from tui.widgets.log_view import LogView
+from evopilot.core.models import Job, JobStatus, LogEvent
+from evopilot.tui import keymap
+from evopilot.tui.screens.dialogs import ConfirmDialog
+from evopilot.tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text
+from evopilot.tui.widgets.log_view import LogView
 
 if TYPE_CHECKING:
-    from tui.app import EvopilotApp
+    from evopilot.tui.app import EvopilotApp
 
 FINISHED_WORDS = ["succeeded", "failed", "cancelled", "killed", "lost"]
 STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
@@ -206,7 +206,7 @@ class JobsPane(Vertical):
         if job is None:
             detail.update("")
             return
-        bits = [f"job {job.id}", job.benchmark_name, f"on {job.host}", job.status.value]
+        bits = [f"job {job.id}", job.name, f"on {job.host}", job.status.value]
         if job.progress_total:
             bits.append(progress_text(job, 10))
         e = elapsed(job, self.evo.clock)
@@ -271,7 +271,7 @@ class JobsPane(Vertical):
                 self.evo.act(go())
 
         self.app.push_screen(ConfirmDialog(
-            f"Kill job {job.id} ({job.benchmark_name} on {job.host})?\n"
+            f"Kill job {job.id} ({job.name} on {job.host})?\n"
             "SIGTERM to its process group, SIGKILL after the grace period."), done)
 
     def action_cancel(self) -> None:

@@ -21,13 +21,13 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
-from core.errors import EvopilotError
-from core.models import Benchmark, Project
-from tui import data, keymap
-from tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog
+from evopilot.core.errors import EvopilotError
+from evopilot.core.models import Benchmark, Project
+from evopilot.tui import data, keymap
+from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog
 
 if TYPE_CHECKING:
-    from tui.app import EvopilotApp
+    from evopilot.tui.app import EvopilotApp
 
 NO_PROJECTS = "No projects: press a to add one."
 

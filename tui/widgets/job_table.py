@@ -27,8 +27,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from core.models import Job, JobStatus, parse_iso
-from tui import keymap
+from evopilot.core.models import Job, JobStatus, parse_iso
+from evopilot.tui import keymap
 
 Clock = Callable[[], datetime]
 
@@ -126,7 +126,7 @@ def render_row(job: Job, widths: dict[str, int], clock: Clock) -> str:
     values = {
         "id": str(job.id),
         "project": job.project or "-",
-        "bench": job.benchmark_name,
+        "bench": job.name,
         "host": job.host,
         "status": job.status.value,
         "progress": progress_text(job, bar),

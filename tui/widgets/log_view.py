@@ -88,7 +88,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import get_current_worker
 
-from core.jobs.logindex import ERROR_PATTERN, LogIndex
+from evopilot.core.jobs.logindex import ERROR_PATTERN, LogIndex
 
 if TYPE_CHECKING:
     from typing_extensions import Self

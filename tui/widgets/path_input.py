@@ -11,7 +11,7 @@ from textual.binding import BindingType
 from textual.suggester import Suggester
 from textual.widgets import Input
 
-from tui import keymap
+from evopilot.tui import keymap
 
 MAX_ENTRIES = 2000
 """Directory entries looked at per suggestion (a huge directory must not stall anything)."""
