@@ -101,7 +101,8 @@ def seed(home: Path, n: int) -> dict:
 def run_app(home: Path, n: int, flood_rate: int, flood_seconds: float) -> dict:
     t_import = time.perf_counter()
     from evopilot.core.config import Config
-    from evopilot.core.models import Job, JobEvent, JobStatus, LogEvent
+    from evopilot.core.events import JobEvent, LogEvent
+    from evopilot.core.models import Job, JobStatus
     from evopilot.tui.app import EvopilotApp
     from evopilot.tui.widgets.job_table import JobTable
     import_s = time.perf_counter() - t_import

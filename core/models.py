@@ -147,36 +147,6 @@ class Job(_Row):
             "tmux_session": self.tmux_session,
             "log_path": self.log_path,
             "metrics": self.metrics,
+            "origin_kind": self.origin_kind,
+            "origin_id": self.origin_id,
         }
-
-
-class JobEvent(BaseModel):
-    """A job changed state (or progress); carries the job as it is now."""
-
-    type: Literal["job"] = "job"
-    job: Job
-    previous: JobStatus | None = None
-
-
-class LogEvent(BaseModel):
-    """New bytes arrived in a job's log (coalesced per tick)."""
-
-    type: Literal["log"] = "log"
-    job_id: int
-    log_path: str
-    size: int
-
-
-class HostEvent(BaseModel):
-    type: Literal["host"] = "host"
-    host: str
-    state: str
-    last_error: str | None = None
-
-
-class QueueEvent(BaseModel):
-    type: Literal["queue"] = "queue"
-    paused: bool
-
-
-Event = JobEvent | LogEvent | HostEvent | QueueEvent

@@ -25,7 +25,8 @@ from textual.widgets import TabbedContent, TabPane
 from evopilot.core.config import Config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
-from evopilot.core.models import HostEvent, Job, JobEvent, LogEvent, QueueEvent
+from evopilot.core.events import HostEvent, JobEvent, LogEvent, QueueEvent
+from evopilot.core.models import Job
 from evopilot.tui import keymap
 from evopilot.tui.screens.help import HelpScreen
 from evopilot.tui.screens.hosts import HostsPane

@@ -18,7 +18,8 @@ from evopilot.core import locations
 from evopilot.core.config import load_config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
-from evopilot.core.models import FINISHED, Job, JobEvent, JobStatus
+from evopilot.core.events import JobEvent
+from evopilot.core.models import FINISHED, Job, JobStatus
 
 
 # ---- output helpers -----------------------------------------------------------------------

@@ -293,3 +293,34 @@ async def active_setup_job(db: aiosqlite.Connection, project_id: int, host: str)
         "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (project_id, host),
     )).fetchone()
     return row[0] if row else None
+
+
+_ENDED = "('succeeded', 'failed', 'cancelled', 'killed', 'lost')"
+
+
+async def mark_ends_handled(db: aiosqlite.Connection, kinds: list[str]) -> None:
+    """Ended jobs of ``kinds`` (kinds with no end handler) need nothing done: mark them handled.
+
+    Jobs of a kind this process does not know keep waiting for a process that does."""
+    pending = await db.execute_fetchall(
+        f"SELECT 1 FROM jobs WHERE end_handled = 0 AND status IN {_ENDED} LIMIT 1")
+    if kinds and pending:  # the check first: most ticks have nothing to mark, and need no write
+        await db.execute(
+            f"UPDATE jobs SET end_handled = 1 WHERE end_handled = 0 AND status IN {_ENDED} "
+            f"AND kind IN ({','.join('?' for _ in kinds)})", kinds)
+
+
+async def ended_unhandled(db: aiosqlite.Connection, kinds: list[str], limit: int = 100) -> list[Job]:
+    """Ended jobs of ``kinds`` whose end handler has not run yet, oldest first."""
+    rows = await db.execute_fetchall(
+        f"{_SELECT} WHERE jobs.end_handled = 0 AND jobs.status IN {_ENDED} "
+        f"AND jobs.kind IN ({','.join('?' for _ in kinds)}) ORDER BY jobs.id LIMIT ?",
+        (*kinds, limit))
+    return await _with_metrics(db, rows)
+
+
+async def claim_end(db: aiosqlite.Connection, job_id: int) -> bool:
+    """Take the job's end for handling; False when another process already has."""
+    return bool(await db.execute_fetchall(
+        f"UPDATE jobs SET end_handled = 1 WHERE id = ? AND end_handled = 0 AND status IN {_ENDED} "
+        f"RETURNING id", (job_id,)))

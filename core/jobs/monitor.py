@@ -15,7 +15,8 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs import parse, scripts
-from evopilot.core.models import Job, JobStatus, LogEvent, now_iso, parse_iso
+from evopilot.core.events import LogEvent
+from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 
 RESULTS_LIMIT = 1024 * 1024
 ERROR_TAIL = 16 * 1024

@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from evopilot.core.errors import EvopilotError
-from evopilot.core.models import HostEvent
+from evopilot.core.events import HostEvent
 from evopilot.tui import data, keymap
 from evopilot.tui.screens.dialogs import ReportDialog
 

@@ -18,7 +18,8 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from evopilot.core.models import Job, JobStatus, LogEvent
+from evopilot.core.events import LogEvent
+from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
 from evopilot.tui.screens.dialogs import ConfirmDialog
 from evopilot.tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text

@@ -1,0 +1,79 @@
+"""What the core tells its watchers (the app, `run --wait`, `worker`): typed events on a bus.
+
+Each subscriber gets its own bounded queue, so a watcher that stops reading (a frozen UI, a
+paused pipe) cannot grow the engine's memory: past ``maxsize`` the oldest event is dropped and
+the queue's ``dropped`` count says so (a watcher that sees it re-reads what it shows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel
+
+from evopilot.core.models import Job, JobStatus
+
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+class JobEvent(BaseModel):
+    """A job changed state (or progress); carries the job as it is now."""
+
+    type: Literal["job"] = "job"
+    job: Job
+    previous: JobStatus | None = None
+
+
+class LogEvent(BaseModel):
+    """New bytes arrived in a job's log (coalesced per tick)."""
+
+    type: Literal["log"] = "log"
+    job_id: int
+    log_path: str
+    size: int
+
+
+class HostEvent(BaseModel):
+    type: Literal["host"] = "host"
+    host: str
+    state: str
+    last_error: str | None = None
+
+
+class QueueEvent(BaseModel):
+    type: Literal["queue"] = "queue"
+    paused: bool
+
+
+Event = JobEvent | LogEvent | HostEvent | QueueEvent
+
+
+class Subscription(asyncio.Queue):
+    """A subscriber's queue of events; ``dropped`` counts events lost to overflow."""
+
+    dropped: int = 0
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscription] = []
+
+    def subscribe(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> Subscription:
+        q = Subscription(maxsize)
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: Subscription) -> None:
+        self._subscribers.remove(q)
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._subscribers)
+
+    def emit(self, event: Event) -> None:
+        for q in self._subscribers:
+            if q.full():
+                q.get_nowait()
+                q.dropped += 1
+            q.put_nowait(event)

@@ -1,0 +1,80 @@
+"""What a user does to jobs already queued or running: stop, kill, cancel, reorder, pause."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from evopilot.core.config import Config
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.events import EventBus, QueueEvent
+from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.jobs import scripts
+from evopilot.core.jobs.publish import publish_jobs
+from evopilot.core.jobs.scheduler import Scheduler
+from evopilot.core.models import Job, JobStatus
+
+
+class Control:
+    def __init__(self, db: aiosqlite.Connection, config: Config, hosts: HostRegistry,
+                 bus: EventBus, scheduler: Scheduler) -> None:
+        self.db, self.config, self.hosts, self.bus, self.scheduler = db, config, hosts, bus, scheduler
+
+    async def stop(self, job_id: int) -> Job:
+        """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""
+        job = await self._running(job_id, "stop")
+        host = await self.hosts.get(job.host)
+        res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
+        if not res.ok:
+            raise EvopilotError(f"job {job_id} has not started its process yet; try again")
+        await jobs_db.update_job(self.db, job_id, requested="stop")
+        await self.scheduler.tick_host(job.host)
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def kill(self, job_id: int) -> Job:
+        """SIGTERM the whole process group, SIGKILL after the grace period, remove the session."""
+        job = await self._running(job_id, "kill")
+        await jobs_db.update_job(self.db, job_id, requested="kill")
+        host = await self.hosts.get(job.host)
+        await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
+                                    grace=self.config.engine.kill_grace))
+        await self.scheduler.tick_host(job.host)
+        # No exit code could be recorded (the wrapper itself was gone): killed all the same.
+        if await jobs_db.transition(self.db, job_id, JobStatus.KILLED, [JobStatus.RUNNING]):
+            await publish_jobs(self.db, self.bus, [job_id], {job_id: JobStatus.RUNNING})
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def _running(self, job_id: int, verb: str) -> Job:
+        job = await jobs_db.get_job(self.db, job_id)
+        if job.status != JobStatus.RUNNING:
+            hint = " (use cancel for a queued job)" if job.status in (JobStatus.QUEUED, JobStatus.PENDING) else ""
+            raise EvopilotError(f"cannot {verb} job {job_id}: it is {job.status.value}{hint}")
+        if not job.job_dir:
+            raise EvopilotError(f"job {job_id} is still starting; try again")
+        return job
+
+    async def cancel(self, job_id: int) -> Job:
+        if not await jobs_db.transition(self.db, job_id, JobStatus.CANCELLED,
+                                        [JobStatus.QUEUED, JobStatus.PENDING]):
+            job = await jobs_db.get_job(self.db, job_id)
+            hint = " (use stop or kill)" if job.status == JobStatus.RUNNING else ""
+            raise EvopilotError(f"cannot cancel job {job_id}: it is {job.status.value}{hint}")
+        await publish_jobs(self.db, self.bus, [job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def move(self, job_id: int, where: str) -> Job:
+        if where not in ("front", "back", "up", "down"):
+            raise EvopilotError(f"cannot move a job {where!r}: use front, back, up or down")
+        async with jobs_db.transaction(self.db):
+            await jobs_db.move_in_queue(self.db, job_id, where)
+        await publish_jobs(self.db, self.bus, [job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def queue_paused(self) -> bool:
+        return await jobs_db.meta(self.db, "queue_paused") == "1"
+
+    async def set_queue_paused(self, paused: bool) -> None:
+        await jobs_db.set_meta(self.db, "queue_paused", "1" if paused else "0")
+        self.bus.emit(QueueEvent(paused=paused))
+        if not paused:
+            await self.scheduler.dispatch()

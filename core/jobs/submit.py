@@ -1,0 +1,150 @@
+"""Putting jobs in the queue: benchmarks of a project, arbitrary commands, retries.
+
+A benchmark on a remote host first needs the project's files there (synced) and its
+environment (a setup job, which the benchmarks wait for as ``pending``). Queueing ends by
+asking the scheduler to start what fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from evopilot.core import locations
+from evopilot.core.config import LOCAL, Config
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.db import projects as projects_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.events import EventBus
+from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.hosts.tmux import join
+from evopilot.core.jobs import environments
+from evopilot.core.jobs.kinds import KindRegistry
+from evopilot.core.jobs.publish import publish_jobs
+from evopilot.core.models import FINISHED, Benchmark, Job, JobStatus, Project
+from evopilot.core.projects import Projects
+
+SETUP_PRIORITY = 1000  # a host's environment setup goes before the jobs that wait for it
+
+
+class Submitter:
+    def __init__(self, db: aiosqlite.Connection, config: Config, home: Path, instance: str,
+                 hosts: HostRegistry, projects: Projects, kinds: KindRegistry, bus: EventBus,
+                 dispatch: Callable[[], Awaitable[None]]) -> None:
+        self.db, self.config, self.home, self.instance = db, config, home, instance
+        self.hosts, self.projects, self.kinds, self.bus = hosts, projects, kinds, bus
+        self._dispatch = dispatch
+
+    async def run(
+        self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
+        timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
+        kind: str = "benchmark", origin: tuple[str, int] | None = None,
+    ) -> list[Job]:
+        """Queue one job per benchmark, then start what fits in the host's free slots.
+
+        With ``check``, the benchmarks' dependencies are analysed first (see
+        ``Projects.preflight``). ``kind`` and ``origin`` let a subsystem queue benchmark-shaped
+        jobs of its own kind (an evaluation owned by an evolution iteration).
+        """
+        self.config.host(host)
+        self.kinds.get(kind)
+        if timeout is not None and timeout <= 0:
+            raise EvopilotError("--timeout must be a positive number of seconds")
+        project = await projects_db.get_project(self.db, project_name)
+        resolved = [await self.projects.resolve_benchmark(project, b) for b in benches]
+        if check:
+            await self.projects.preflight(project, resolved, host)
+        if host == LOCAL:
+            workdir, setup_id = project.path, None
+        else:
+            workdir, setup_id = await self._prepare_remote(project, host)
+        cfg = self.config.host(host)
+        origin_kind, origin_id = origin or (None, None)
+        ids = []
+        async with jobs_db.transaction(self.db):
+            for b in resolved:
+                command = (self._bench_command(project, b, args) if host == LOCAL
+                           else environments.bench_command(cfg, b, args))
+                job_id = await self._new_job(
+                    project_id=project.id, kind=kind, name=b.name,
+                    benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
+                    command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
+                    origin_kind=origin_kind, origin_id=origin_id,
+                    status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
+                    error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
+                )
+                ids.append(job_id)
+        await publish_jobs(self.db, self.bus, ids)
+        await self._dispatch()
+        return [await jobs_db.get_job(self.db, i) for i in ids]
+
+    async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
+                     host: str = LOCAL, priority: int = 0, timeout: float | None = None,
+                     kind: str = "command", origin: tuple[str, int] | None = None) -> Job:
+        """Queue an arbitrary shell command as a job (of ``kind``, owned by ``origin``)."""
+        self.config.host(host)
+        origin_kind, origin_id = origin or (None, None)
+        job_id = await self._new_job(
+            project_id=None, kind=self.kinds.get(kind).name, name=name, command=command,
+            workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
+            mode=self.kinds.get(kind).mode, origin_kind=origin_kind, origin_id=origin_id,
+        )
+        await publish_jobs(self.db, self.bus, [job_id])
+        return await jobs_db.get_job(self.db, job_id)
+
+    async def retry(self, job_id: int) -> Job:
+        """A new job with the same inputs (project, benchmark, arguments, host, priority)."""
+        old = await jobs_db.get_job(self.db, job_id)
+        if old.status not in FINISHED:
+            raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
+        new_id = await self._new_job(
+            project_id=old.project_id, kind=old.kind, name=old.name,
+            benchmark_path=old.benchmark_path, args=old.args, command=old.command,
+            workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
+            retry_of=old.id, mode=old.mode, commit_sha=old.commit_sha,
+            origin_kind=old.origin_kind, origin_id=old.origin_id,
+        )
+        await jobs_db.redirect_dependents(self.db, old.id, new_id)
+        await publish_jobs(self.db, self.bus, [new_id])
+        await self._dispatch()
+        return await jobs_db.get_job(self.db, new_id)
+
+    async def _new_job(self, **fields) -> int:
+        """Insert a job; a remote one gets the path of its log's local copy."""
+        job_id = await jobs_db.insert_job(self.db, **fields)
+        if fields["host"] != LOCAL:
+            mirror = locations.logs_dir(self.home) / f"{self.instance}-{job_id}.log"
+            await jobs_db.update_job(self.db, job_id, log_path=str(mirror))
+        return job_id
+
+    async def _prepare_remote(self, project: Project, host_name: str) -> tuple[str, int | None]:
+        """Sync the project to the host; queue a setup job unless its environment is current.
+
+        Returns the project's directory there and the setup job the benchmarks must wait for.
+        """
+        from evopilot.core.hosts.sync import sync
+
+        host = await self.hosts.get(host_name)
+        remote = environments.project_dir(host, project)
+        await sync(Path(project.path), host, remote)
+        key = environments.env_key(project)
+        have = (await host.run(environments.check_script(remote))).stdout.decode(errors="replace").strip()
+        if have == key:
+            return remote, None
+        waiting_for = await jobs_db.active_setup_job(self.db, project.id, host_name)
+        if waiting_for:
+            return remote, waiting_for
+        setup_id = await self._new_job(
+            project_id=project.id, kind="setup", name=f"setup {project.name}",
+            command=environments.setup_command(project, self.config.host(host_name), key),
+            workdir=remote, host=host_name, priority=SETUP_PRIORITY,
+        )
+        await publish_jobs(self.db, self.bus, [setup_id])
+        return remote, setup_id
+
+    def _bench_command(self, project: Project, bench: Benchmark, args: Sequence[str]) -> str:
+        venv_python = Path(project.path) / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else self.config.host(LOCAL).python
+        return join([python, bench.path, *args])
