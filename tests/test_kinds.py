@@ -8,7 +8,11 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, wait_until
+
+pytestmark = pytest.mark.slow
 
 WORKER = [sys.executable, str(REPO / "tests" / "programs" / "kind_worker.py")]
 

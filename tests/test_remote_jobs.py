@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import REPO, evopilot_cmd, wait_until
 
+pytestmark = pytest.mark.slow
+
 PYPROJECT = "[project]\nname = 'remote-proj'\nversion = '0.1.0'\nrequires-python = '>=3.10'\ndependencies = []\n"
 
 TICKER = """

@@ -10,7 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, evopilot_cmd, wait_until
+
+pytestmark = pytest.mark.slow
 
 TICKER = """
 import sys, time

@@ -373,6 +373,7 @@ async def test_missing_identity_file_is_one_line(sshd, tmp_path):
 # --- outages -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_reconnects_by_itself_after_sshd_outage(sshd):
     host = sshd.make_host(reconnect_initial=0.2, reconnect_max=1.0)
     states: list[HostState] = []
@@ -403,6 +404,7 @@ async def _try_run(host, script):
         return None
 
 
+@pytest.mark.slow
 async def test_backoff_limits_attempts_while_down(sshd):
     host = sshd.make_host(reconnect_initial=0.5, reconnect_max=2.0)
     await host.connect()

@@ -103,6 +103,7 @@ def project(make_project) -> Path:
                          "benchmarks/bench_long.py": BENCH_LONG})
 
 
+@pytest.mark.slow
 async def test_add_project_queue_watch_kill_filter_search(project, home, monkeypatch):
     monkeypatch.chdir(project.parent)  # so that the typed path is short (each key costs ~0.1 s)
     app = EvopilotApp(fast_config(), home)

@@ -11,7 +11,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 SESSION = "evp-ui-test"
 

@@ -8,7 +8,11 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import REPO, evopilot_cmd
+
+pytestmark = pytest.mark.slow
 
 N = 200
 
