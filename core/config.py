@@ -5,8 +5,9 @@ precedence. Top-level tables ([engine], [projects], [hosts], [keys]) and each ho
 ([hosts.NAME]) merge key by key; any other value replaces the earlier one whole, including lists
 (``benchmark_globs``) and tables that are one setting (a host's ``env``).
 
-Unknown keys are errors (a mistyped key must not be silently ignored); every error is one line
-naming the file the bad value came from, the key and what is wrong.
+Unknown keys are errors (a mistyped key must not be silently ignored). Each file is checked on
+its own before the merge, so every error is one line naming the file it is in, the key and what
+is wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
@@ -141,13 +143,10 @@ class Setting:
 
 
 def dotted_key(path: tuple) -> str:
-    """``hosts."gpu.lab".port``: a TOML dotted key, quoting the parts that need it."""
-    return ".".join(str(p) if str(p).replace("_", "a").replace("-", "a").isalnum() and str(p).isascii()
-                    else _toml_string(str(p)) for p in path)
-
-
-def _toml_string(s: str) -> str:
-    return json.dumps(s)  # a JSON string with ASCII escapes is a valid TOML basic string
+    """``hosts."gpu.lab".port``: a TOML dotted key, quoting the parts that are not bare keys (a JSON
+    string with ASCII escapes is a valid TOML basic string)."""
+    bare = [str(p).replace("_", "a").replace("-", "a").isalnum() and str(p).isascii() for p in path]
+    return ".".join(str(p) if ok else json.dumps(str(p)) for p, ok in zip(path, bare))
 
 
 def _child_type(tp: Any, key: str) -> Any:
@@ -172,22 +171,17 @@ def _is_table(path: tuple[str, ...], tp: Any) -> bool:
 
 def _merge(into: dict, data: dict, tp: Any, path: tuple[str, ...], source: Path | None,
            origins: dict[tuple[str, ...], Path | None]) -> None:
-    """Merge one file's ``data`` over ``into``, recording in ``origins`` the file each value came
-    from (tables too: the last file that mentioned them, so an error about a table has a file)."""
+    """Merge one file's ``data`` over ``into``, recording in ``origins`` the file each value came from."""
     for key, value in data.items():
         p, child = (*path, key), _child_type(tp, key)
-        origins[p] = source
         if isinstance(value, dict) and _is_table(p, child):
-            if not isinstance(into.get(key), dict):
-                into[key] = {}
-            _merge(into[key], value, child, p, source, origins)
+            _merge(into.setdefault(key, {}), value, child, p, source, origins)
         else:
             into[key] = value
-            for k in [k for k in origins if len(k) > len(p) and k[:len(p)] == p]:
-                del origins[k]
+            origins[p] = source
 
 
-def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Any:
+def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Iterator[Setting]:
     items = obj.items() if isinstance(obj, dict) else ((k, getattr(obj, k)) for k in type(obj).model_fields)
     for key, value in items:
         p, child = (*path, key), _child_type(tp, key)
@@ -197,40 +191,36 @@ def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Any:
             yield Setting(p, value, origins.get(p))
 
 
-def _where(loc: tuple, origins: dict[tuple[str, ...], Path | None]) -> str:
-    """The file a validation error's key came from: the longest prefix of its path that a file set."""
-    path = tuple(str(p) for p in loc)
-    for n in range(len(path), 0, -1):
-        if origins.get(path[:n]):
-            return str(origins[path[:n]])
-    return "config"
-
-
 def _format_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
 
 
-def _read_toml(text: str, where: str) -> dict:
+def _check(text: str, source: Path | None) -> dict:
+    """One file's TOML, validated on its own so that an error names the file it is in, even when a
+    later file overrides the bad value (it would break where that file is not read)."""
+    where = str(source) if source else "config"
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise EvopilotError(f"{where}: not valid TOML: {e}") from None
+    try:
+        Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise EvopilotError(f"{where}: {_format_loc(err['loc'])}: {msg}{more}") from None
+    return data
 
 
-def _validate(layers: list[tuple[Path | None, dict]]) -> Config:
-    """Merge the parsed files (lowest precedence first) and validate the result."""
+def _merged(layers: list[tuple[Path | None, dict]]) -> Config:
+    """The checked files merged, lowest precedence first. Each is valid alone and they merge table
+    by table, so the result is valid too."""
     data: dict = {}
     origins: dict[tuple[str, ...], Path | None] = {}
     for source, layer in layers:
         _merge(data, layer, Config, (), source, origins)
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise EvopilotError(f"{_where(loc, origins)}: {_format_loc(loc)}: {msg}{more}") from None
+    cfg = Config.model_validate(data)
     cfg._sources = tuple(source for source, _ in layers if source)
     cfg._origins = origins
     return cfg
@@ -238,7 +228,7 @@ def _validate(layers: list[tuple[Path | None, dict]]) -> Config:
 
 def parse_config(text: str, source: Path | None = None) -> Config:
     """One config text on its own, not merged with any file; errors name ``source``."""
-    return _validate([(source, _read_toml(text, str(source) if source else "config"))])
+    return _merged([(source, _check(text, source))])
 
 
 def load_config(cli_config: str | None = None) -> Config:
@@ -257,5 +247,5 @@ def load_config(cli_config: str | None = None) -> Config:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise EvopilotError(f"{path}: cannot read config: {e}") from None
-        layers.append((path, _read_toml(text, str(path))))
-    return _validate(layers[::-1])
+        layers.append((path, _check(text, path)))
+    return _merged(layers[::-1])
