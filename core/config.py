@@ -1,17 +1,26 @@
-"""config.toml as pydantic models, found in the order documented in ``core.locations``.
+"""config.toml as pydantic models, merged from the files listed in ``core.locations``.
 
-Unknown keys are errors (a mistyped key must not be silently ignored); every error is one line
-naming the file, the key and what is wrong.
+Every config file that exists is read and the files are merged, each over the ones of lower
+precedence. Top-level tables ([engine], [projects], [hosts], [keys]) and each host's table
+([hosts.NAME]) merge key by key; any other value replaces the earlier one whole, including lists
+(``benchmark_globs``) and tables that are one setting (a host's ``env``).
+
+Unknown keys are errors (a mistyped key must not be silently ignored). Each file is checked on
+its own before the merge, so every error is one line naming the file it is in, the key and what
+is wrong.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
@@ -93,7 +102,19 @@ class Config(_Strict):
     hosts: dict[Annotated[str, Field(pattern=HOST_NAME_PATTERN)], HostConfig] = {}
     keys: dict[str, str] = {}
     """Key binding overrides: binding id -> key (see `?` in the app)."""
-    source: Path | None = Field(default=None, exclude=True)
+    # Private, so a config file cannot set them.
+    _sources: tuple[Path, ...] = PrivateAttr(default=())
+    _origins: dict[tuple[str, ...], Path | None] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """The files merged into this config, lowest precedence first."""
+        return self._sources
+
+    def settings(self) -> list["Setting"]:
+        """Every value in effect with the file it came from; the local host is always listed."""
+        shown = self.model_copy(update={"hosts": {n: self.host(n) for n in self.host_names()}})
+        return list(_settings(shown, Config, (), self._origins))
 
     def host(self, name: str) -> HostConfig:
         if name == LOCAL:
@@ -108,36 +129,123 @@ class Config(_Strict):
         return [LOCAL] + sorted(n for n in self.hosts if n != LOCAL)
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One value in effect: its key path, the value, and the file it came from (None: default)."""
+
+    path: tuple[str, ...]
+    value: Any
+    source: Path | None
+
+    @property
+    def key(self) -> str:
+        return dotted_key(self.path)
+
+
+def dotted_key(path: tuple) -> str:
+    """``hosts."gpu.lab".port``: a TOML dotted key, quoting the parts that are not bare keys (a JSON
+    string with ASCII escapes is a valid TOML basic string)."""
+    bare = [str(p).replace("_", "a").replace("-", "a").isalnum() and str(p).isascii() for p in path]
+    return ".".join(str(p) if ok else json.dumps(str(p)) for p, ok in zip(path, bare))
+
+
+def _child_type(tp: Any, key: str) -> Any:
+    """The schema of ``key`` inside a value of schema ``tp`` (None when the key is unknown)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(key)
+        return field.annotation if field else None
+    if get_origin(tp) is dict:
+        return get_args(tp)[1]
+    return None
+
+
+def _is_table(path: tuple[str, ...], tp: Any) -> bool:
+    """Whether the value at ``path`` (of schema ``tp``) merges key by key: a section (a model, such
+    as [engine] or a host) or a top-level table of entries ([hosts], [keys]).
+
+    Anything else is one setting, replaced whole by a later file even when it is a table (env).
+    """
+    is_model = isinstance(tp, type) and issubclass(tp, BaseModel)
+    return is_model or (len(path) == 1 and get_origin(tp) is dict)
+
+
+def _merge(into: dict, data: dict, tp: Any, path: tuple[str, ...], source: Path | None,
+           origins: dict[tuple[str, ...], Path | None]) -> None:
+    """Merge one file's ``data`` over ``into``, recording in ``origins`` the file each value came from."""
+    for key, value in data.items():
+        p, child = (*path, key), _child_type(tp, key)
+        if isinstance(value, dict) and _is_table(p, child):
+            _merge(into.setdefault(key, {}), value, child, p, source, origins)
+        else:
+            into[key] = value
+            origins[p] = source
+
+
+def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Iterator[Setting]:
+    items = obj.items() if isinstance(obj, dict) else ((k, getattr(obj, k)) for k in type(obj).model_fields)
+    for key, value in items:
+        p, child = (*path, key), _child_type(tp, key)
+        if _is_table(p, child):
+            yield from _settings(value, child, p, origins)
+        else:
+            yield Setting(p, value, origins.get(p))
+
+
 def _format_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
 
 
-def parse_config(text: str, source: Path | None = None) -> Config:
+def _check(text: str, source: Path | None) -> dict:
+    """One file's TOML, validated on its own so that an error names the file it is in, even when a
+    later file overrides the bad value (it would break where that file is not read)."""
     where = str(source) if source else "config"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise EvopilotError(f"{where}: not valid TOML: {e}") from None
     try:
-        cfg = Config.model_validate(data)
+        Config.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise EvopilotError(f"{where}: {_format_loc(err['loc'])}: {msg}{more}") from None
-    return cfg.model_copy(update={"source": source})
+    return data
+
+
+def _merged(layers: list[tuple[Path | None, dict]]) -> Config:
+    """The checked files merged, lowest precedence first. Each is valid alone and they merge table
+    by table, so the result is valid too."""
+    data: dict = {}
+    origins: dict[tuple[str, ...], Path | None] = {}
+    for source, layer in layers:
+        _merge(data, layer, Config, (), source, origins)
+    cfg = Config.model_validate(data)
+    cfg._sources = tuple(source for source, _ in layers if source)
+    cfg._origins = origins
+    return cfg
+
+
+def parse_config(text: str, source: Path | None = None) -> Config:
+    """One config text on its own, not merged with any file; errors name ``source``."""
+    return _merged([(source, _check(text, source))])
 
 
 def load_config(cli_config: str | None = None) -> Config:
-    for path, explicit in locations.config_candidates(cli_config):
-        if path.is_file():
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise EvopilotError(f"{path}: cannot read config: {e}") from None
-            return parse_config(text, path)
-        if explicit:
-            raise EvopilotError(f"{path}: config file not found")
-    return Config()
+    """Every config file that exists, merged in the order of ``locations.config_candidates``."""
+    layers: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+    for path, explicit in locations.config_candidates(cli_config):  # highest precedence first
+        if not path.is_file():
+            if explicit:
+                raise EvopilotError(f"{path}: config file not found")
+            continue
+        if path.resolve() in seen:  # the same file named twice counts once, at its higher place
+            continue
+        seen.add(path.resolve())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise EvopilotError(f"{path}: cannot read config: {e}") from None
+        layers.append((path, _check(text, path)))
+    return _merged(layers[::-1])

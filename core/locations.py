@@ -1,11 +1,14 @@
 """Every path evopilot uses, decided in one place.
 
-Config discovery order (first that exists wins; documented here and in README):
+Config files, highest precedence first (documented here and in README). Every one that exists
+is read and they are merged: a key set in a file overrides the same key of the same table in the
+files below it, and the tables merge (``core.config`` says exactly how).
   1. ``--config FILE`` on the command line
   2. ``$EVOPILOT_CONFIG``
   3. ``./evopilot.toml`` in the current directory
   4. ``<user config dir>/config.toml`` (platformdirs, e.g. ``~/.config/evopilot/config.toml``)
-If none exists the built-in defaults apply.
+The two named explicitly must exist; the others are skipped when missing. Keys no file sets keep
+their built-in defaults. `evopilot config show` prints the result and where each value came from.
 
 Data directory (database, logs, local job directories):
   1. ``--home DIR``   2. ``$EVOPILOT_HOME``   3. the platform's user data directory.
@@ -26,7 +29,7 @@ def user_config_file() -> Path:
 
 
 def config_candidates(cli_config: str | None = None) -> list[tuple[Path, bool]]:
-    """Config files in discovery order, each with whether it was asked for explicitly.
+    """Config files, highest precedence first, each with whether it was asked for explicitly.
 
     An explicitly named file must exist; the implicit ones are skipped when missing.
     """

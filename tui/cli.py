@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from evopilot.core import locations
-from evopilot.core.config import load_config
+from evopilot.core.config import dotted_key, load_config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import JobEvent
@@ -80,6 +80,43 @@ async def cmd_init(engine: Engine, args) -> int:
         os.chmod(target, 0o600)
         print(f"config: {target} (written)")
     print(f"database: {locations.db_path(engine.home)}")
+    return 0
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string with ASCII escapes is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        items = ", ".join(f"{dotted_key((k,))} = {_toml_value(x)}" for k, x in v.items())
+        return f"{{ {items} }}" if v else "{}"
+    return repr(v)  # int or float (repr gives inf/nan as TOML spells them)
+
+
+def cmd_config_show(args) -> int:
+    """Print the merged config; runs without an engine, so it never creates a database."""
+    config = load_config(getattr(args, "config", None))
+    settings = config.settings()
+    if args.json:
+        _print_json({"sources": [str(p) for p in config.sources],
+                     "values": {s.key: {"value": s.value, "source": str(s.source) if s.source else "default"}
+                                for s in settings}})
+        return 0
+    print("# files merged, each over the ones before it:" if config.sources else "# no config file: defaults only")
+    for path in config.sources:
+        print(f"#   {path}")
+    table = None
+    for s in settings:
+        if s.path[:-1] != table:
+            table = s.path[:-1]
+            print(f"\n[{dotted_key(table)}]")
+        key = dotted_key(s.path[-1:])
+        # TOML has no null: an unset value is shown commented out
+        line = f"# {key} is not set" if s.value is None else f"{key} = {_toml_value(s.value)}"
+        print(f"{line:<40}  # {s.source or 'default'}")
     return 0
 
 
@@ -366,10 +403,27 @@ async def cmd_demo(engine: Engine, args) -> int:
 # ---- parsing ------------------------------------------------------------------------------
 
 
+CONFIG_SHOW_EPILOG = """\
+Files read, lowest precedence first: the user config (config.toml in the user config dir),
+./evopilot.toml, $EVOPILOT_CONFIG, --config FILE. Each that exists is merged over the ones
+before it: [engine], [projects], [hosts], [keys] and each [hosts.NAME] merge key by key; any
+other value (a string, a number, a list, a table such as a host's env) replaces the earlier
+one whole. Keys no file sets keep their defaults.
+
+Text: TOML that loads as a config; each line ends with `# FILE` or `# default`, and unset
+values are commented out. --json prints
+  {"sources": [FILE, ...],                       lowest precedence first
+   "values": {"DOTTED.KEY": {"value": VALUE,      null when unset
+                             "source": FILE or "default"}, ...}}
+Dotted keys quote parts that are not bare TOML keys: hosts."gpu.lab".port, keys."jobs.kill".
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
-                        help="config file (default: $EVOPILOT_CONFIG, ./evopilot.toml, user config dir)")
+                        help="config file merged over $EVOPILOT_CONFIG, ./evopilot.toml and the user "
+                             "config (each file that exists is read; later ones win)")
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help="data directory (default: $EVOPILOT_HOME or the user data dir)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
@@ -384,13 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the engine without a UI (same as `evopilot worker`)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name, func, help_, parent=sub):
-        sp = parent.add_parser(name, parents=[common], help=help_, description=help_)
+    def add(name, func, help_, parent=sub, epilog=None):
+        sp = parent.add_parser(name, parents=[common], help=help_, description=help_, epilog=epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter if epilog
+                               else argparse.HelpFormatter)
         sp.set_defaults(func=func)
         return sp
 
     add("init", cmd_init, "write a config file (from config.example.toml) and create the database")
     add("demo", cmd_demo, "add the bundled example project and run its benchmarks on this machine")
+
+    conf = sub.add_parser("config", help="show the config in effect").add_subparsers(
+        dest="sub", metavar="ACTION", required=True)
+    sp = add("show", cmd_config_show, "print the merged config with the file each value came from",
+             conf, epilog=CONFIG_SHOW_EPILOG)
+    sp.set_defaults(needs_engine=False)
 
     proj = sub.add_parser("project", help="add, list or remove projects").add_subparsers(
         dest="sub", metavar="ACTION", required=True)
@@ -485,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         return _open_app(args)
     try:
+        if not getattr(args, "needs_engine", True):
+            return args.func(args)
         return asyncio.run(_main_async(args))
     except EvopilotError as e:
         print(f"evopilot: error: {e.message}", file=sys.stderr)
