@@ -30,13 +30,13 @@ from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.local import LocalHost
-from evopilot.core.hosts.tmux import join
 from evopilot.core.jobs import environments, scripts
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.models import (
     FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent,
 )
+from evopilot.core.quoting import join
 
 if TYPE_CHECKING:
     from evopilot.core.analysis import DependencyAnalysis

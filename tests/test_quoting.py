@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evopilot.core.hosts.tmux import join, quote
 from evopilot.core.jobs import scripts
+from evopilot.core.quoting import join, quote
+from tests.conftest import REPO
 
 EVIL = ["'; touch {c} #", "$(touch {c})", "`touch {c}`", "a\ntouch {c}", '"; touch {c}; "', "&& touch {c}"]
 
@@ -25,6 +26,14 @@ def test_quote_round_trips_through_bash(evil, tmp_path):
 
 def test_join_quotes_every_word():
     assert join(["echo", "a b", "$(x)"]) == "echo 'a b' '$(x)'"
+
+
+def test_quoting_module_is_the_only_quoter():
+    """No other module of the package quotes shell words its own way."""
+    pattern = r"\bshlex\b|\bpipes\.quote\b|\blist2cmdline\b"
+    offenders = subprocess.run(["git", "grep", "-nE", pattern, "--", "core", "tui", ":!core/quoting.py"],
+                               capture_output=True, text=True, cwd=REPO).stdout
+    assert offenders == ""
 
 
 def test_scripts_quote_paths(tmp_path):

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from evopilot.core.analysis import packages
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
 from evopilot.core.errors import EvopilotError
-from evopilot.core.hosts.tmux import join
+from evopilot.core.quoting import join
 from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break pydantic's JSON round trip: a module at this depth

@@ -1,6 +1,6 @@
 """Shell text for everything a job does on its host, and parsers for what comes back.
 
-Pure functions: each returns a bash script built with ``core.hosts.tmux.quote``. A job lives in
+Pure functions: each returns a bash script built with ``core.quoting.quote``. A job lives in
 ``<base>/jobs/<key>/`` with ``run.sh`` (the wrapper), ``log``, ``pid``, ``exit_code`` and
 ``results.json``; the files are the truth, so any evopilot process can reconcile any job.
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.tmux import has_session, join, kill_session, list_sessions, new_session, quote
+from evopilot.core.hosts.tmux import has_session, kill_session, list_sessions, new_session
+from evopilot.core.quoting import join, quote
 
 # Files in a job directory.
 LOG, PID, EXIT_CODE, RESULTS, WRAPPER = "log", "pid", "exit_code", "results.json", "run.sh"
