@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from evopilot.core.hosts import probe
 from evopilot.core.jobs import scripts
 from evopilot.core.quoting import join, quote
 from tests.conftest import REPO
@@ -39,7 +40,7 @@ def test_quoting_module_is_the_only_quoter():
 def test_scripts_quote_paths(tmp_path):
     canary = tmp_path / "canary"
     bad_dir = str(tmp_path / "d'; touch {c} #".format(c=canary))
-    script = scripts.probe([(1, bad_dir, "s")]) + scripts.signal(job_dir=bad_dir, sig="INT")
+    script = probe.probe([(1, bad_dir, "s")]) + scripts.signal(job_dir=bad_dir, sig="INT")
     subprocess.run(["bash", "-c", script], capture_output=True)
     assert not canary.exists()
 
