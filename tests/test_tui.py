@@ -15,11 +15,12 @@ import pytest
 from evopilot.core import locations
 from evopilot.core.config import Config, EngineConfig, HostConfig
 from evopilot.core.engine import Engine
+from evopilot.core.formatting import progress_bar
 from evopilot.core.models import JobStatus
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog
 from evopilot.tui.screens.help import HelpScreen
-from evopilot.tui.widgets.job_table import JobTable, column_widths, progress_text
+from evopilot.tui.widgets.job_table import JobTable, column_widths
 from evopilot.tui.widgets.path_input import suggest_path
 
 SIZE = (120, 40)
@@ -395,7 +396,7 @@ def test_formatting_helpers():
         tmux_session=None, job_dir=None, pid=None, pgid=None, exit_code=None, progress_current=12,
         progress_total=50, results_path=None, error_message=None, log_path=None, log_offset=0,
         requested=None, retry_of=None, created_at="x", started_at=None, finished_at=None, updated_at="x"))
-    assert progress_text(job, 10) == "██░░░░░░░░ 12/50"
+    assert progress_bar(job, 10) == "██░░░░░░░░ 12/50"
     for width in (71, 79, 119, 200):  # 71: the narrowest that fits every column
         widths = column_widths(width)
         used = 1 + sum(w + 1 for w in widths.values() if w >= 0) - 1

@@ -18,10 +18,11 @@ from textual.binding import BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus, LogEvent
 from evopilot.tui import keymap
 from evopilot.tui.screens.dialogs import ConfirmDialog
-from evopilot.tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text
+from evopilot.tui.widgets.job_table import JobTable
 from evopilot.tui.widgets.log_view import LogView
 
 if TYPE_CHECKING:
@@ -202,25 +203,8 @@ class JobsPane(Vertical):
 
     def _update_detail(self) -> None:
         job = self.selected
-        detail = self.query_one("#job-detail", Static)
-        if job is None:
-            detail.update("")
-            return
-        bits = [f"job {job.id}", job.name, f"on {job.host}", job.status.value]
-        if job.progress_total:
-            bits.append(progress_text(job, 10))
-        e = elapsed(job, self.evo.clock)
-        if e is not None:
-            bits.append(fmt_duration(e))
-        if job.exit_code is not None:
-            bits.append(f"exit {job.exit_code}")
-        if job.requested:
-            bits.append(f"requested: {job.requested}")
-        text = " · ".join(bits)
-        extra = metrics_text(job)
-        if extra:
-            text += "\n" + ("metrics: " if job.metrics else "error: ") + extra
-        detail.update(text)
+        text = "" if job is None else formatting.job_detail(job, self.evo.clock())
+        self.query_one("#job-detail", Static).update(text)
 
     def _tick_clock(self) -> None:
         """Once a second: repaint elapsed times of running jobs (no database access)."""
