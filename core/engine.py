@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -30,7 +30,7 @@ from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.local import LocalHost
-from evopilot.core.jobs import environments, scripts
+from evopilot.core.jobs import environments, logread, scripts
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.models import (
@@ -267,6 +267,12 @@ class Engine:
         bench = await self.resolve_benchmark(project, bench_ref)
         return await self._analyze(project, bench)
 
+    async def deps_tree(self, project_name: str, bench_ref: str) -> list[str]:
+        """``deps`` as the text lines of its tree (what ``evopilot deps`` prints)."""
+        from evopilot.core.analysis import render_tree
+
+        return render_tree(await self.deps(project_name, bench_ref))
+
     async def _analyze(self, project: Project, bench: Benchmark) -> "DependencyAnalysis":
         from evopilot.core.analysis import analyze  # tree-sitter only when analysing
 
@@ -413,6 +419,26 @@ class Engine:
 
     async def job_steps(self, job_id: int) -> list[dict]:
         return await jobs_db.steps(self.db, job_id)
+
+    def log_reader(self, job: Job) -> logread.LogReader:
+        """The reader of a job's log (for a remote job, its local mirror)."""
+        if not job.log_path:
+            raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
+        return logread.LogReader(job.log_path)
+
+    def follow_log(self, job: Job, offset: int = 0) -> AsyncIterator[bytes]:
+        """A job's log from ``offset`` as it grows, until the job has finished; a running job's
+        host is asked for its latest bytes every poll interval."""
+        reader = self.log_reader(job)
+
+        async def running() -> bool:
+            nonlocal job
+            if job.status == JobStatus.RUNNING:
+                await self.tick_host(job.host, dispatch_jobs=False)
+            job = await jobs_db.get_job(self.db, job.id)
+            return not job.status.finished
+
+        return logread.follow(reader, offset, running=running, interval=self.config.engine.poll_interval)
 
     async def stop(self, job_id: int) -> Job:
         """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""

@@ -18,7 +18,7 @@ from evopilot.core import formatting, locations
 from evopilot.core.config import load_config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
-from evopilot.core.models import FINISHED, Job, JobEvent, JobStatus
+from evopilot.core.models import JobEvent, JobStatus
 
 
 # ---- output helpers -----------------------------------------------------------------------
@@ -121,15 +121,14 @@ async def cmd_run(engine: Engine, args) -> int:
 
 
 async def cmd_deps(engine: Engine, args) -> int:
-    from evopilot.core.analysis import render_tree
-
     analysis = await engine.deps(args.project, args.benchmark)
+    tree = [] if args.json else await engine.deps_tree(args.project, args.benchmark)  # before --fix
     added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
     if args.json:
         _print_json({**analysis.model_dump(mode="json"), "ok": analysis.ok,
                      "fix_command": analysis.fix_command(), "added": added})
         return 0
-    for line in render_tree(analysis):
+    for line in tree:
         print(line)
     if added:
         print(f"added to pyproject.toml with uv: {', '.join(added)}")
@@ -243,27 +242,22 @@ async def cmd_jobs(engine: Engine, args) -> int:
 
 async def cmd_logs(engine: Engine, args) -> int:
     job = await engine.job(args.job)
-    if not job.log_path:
-        raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
+    reader = engine.log_reader(job)
+    if args.lines is not None and args.lines < 0:
+        raise EvopilotError(f"--lines {args.lines}: expected a count of 0 or more")
+    offset = 0 if args.lines is None else reader.tail_offset(args.lines)
     out = sys.stdout.buffer
-    offset = 0
-    while True:
-        if args.follow and job.status == JobStatus.RUNNING:
-            await engine.tick_host(job.host, dispatch_jobs=False)
-            job = await engine.job(job.id)
-        try:
-            with open(job.log_path, "rb") as f:
-                f.seek(offset)
-                while chunk := f.read(1 << 20):
-                    out.write(chunk)
-                    offset += len(chunk)
-        except FileNotFoundError:
-            if not args.follow:
-                raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing") from None
-        out.flush()
-        if not args.follow or job.status in FINISHED:
-            return 0
-        await asyncio.sleep(engine.config.engine.poll_interval)
+    if args.follow:
+        async for chunk in engine.follow_log(job, offset):
+            out.write(chunk)
+            out.flush()
+        return 0
+    if not reader.exists():
+        raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing")
+    for chunk in reader.chunks(offset):
+        out.write(chunk)
+    out.flush()
+    return 0
 
 
 def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace], Awaitable[int]]:
@@ -403,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("logs", cmd_logs, "print a job's log")
     sp.add_argument("job", type=int)
     sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    sp.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines (then follow with -f)")
 
     for name, method, verb, help_ in [
         ("stop", "stop", "SIGINT sent", "send SIGINT to a running job's process group"),
