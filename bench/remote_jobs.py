@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evopilot.core.config import EngineConfig, parse_config  # noqa: E402
 from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.hosts.ssh import ssh_command_args  # noqa: E402
-from evopilot.core.hosts.tmux import quote  # noqa: E402
+from evopilot.core.quoting import quote  # noqa: E402
 from evopilot.core.jobs import parse, scripts  # noqa: E402
 from tests.sshd import SshdServer, _descendants  # noqa: E402
 

@@ -3,7 +3,7 @@
 What it measures, each phase in its own Python process (so RSS figures do not
 mix):
 
-open      Time from mounting ``LogView(path)`` on the 1 GiB file to the first
+open      Time from mounting ``LogView(LogReader(path))`` on the 1 GiB file to the first
           frame whose rendered rows end with the file's last line; RSS added
           at that frame; time until the background index is complete; RSS
           added after that and the peak (VmHWM) over the phase.
@@ -149,6 +149,7 @@ print(n, elapsed)
 def run_logview(args: argparse.Namespace, cold: bool) -> dict:
     from textual.app import App
 
+    from evopilot.core.jobs.logread import LogReader
     from evopilot.tui.widgets.log_view import LogView
 
     path = str(args.path)
@@ -197,7 +198,7 @@ def run_logview(args: argparse.Namespace, cold: bool) -> dict:
                 gc.freeze()  # what an app can do once started: see RESULTS.md
             rss0, _ = rss_kb()
             t0 = time.perf_counter()
-            app.view = LogView(path)
+            app.view = LogView(LogReader(path))
             await app.mount(app.view)
             app.view.focus()
             while app.t_first is None and time.perf_counter() - t0 < 60:

@@ -17,6 +17,7 @@ in the caller's event loop; nothing blocks it for long.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -30,7 +31,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, Subscription
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import environments
+from evopilot.core.jobs import environments, logread
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
@@ -136,6 +137,12 @@ class Engine:
     async def deps(self, project_name: str, bench_ref: str):
         return await self.projects.deps(project_name, bench_ref)
 
+    async def deps_tree(self, project_name: str, bench_ref: str) -> list[str]:
+        """``deps`` as the text lines of its tree (what ``evopilot deps`` prints)."""
+        from evopilot.core.analysis import render_tree
+
+        return render_tree(await self.deps(project_name, bench_ref))
+
     async def fix_deps(self, project_name: str, bench_ref: str) -> list[str]:
         return await self.projects.fix_deps(project_name, bench_ref)
 
@@ -168,6 +175,26 @@ class Engine:
 
     async def job_steps(self, job_id: int) -> list[dict]:
         return await jobs_db.steps(self.db, job_id)
+
+    def log_reader(self, job: Job) -> logread.LogReader:
+        """The reader of a job's log (for a remote job, its local mirror)."""
+        if not job.log_path:
+            raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
+        return logread.LogReader(job.log_path)
+
+    def follow_log(self, job: Job, offset: int = 0) -> AsyncIterator[bytes]:
+        """A job's log from ``offset`` as it grows, until the job has finished; a running job's
+        host is asked for its latest bytes every poll interval."""
+        reader = self.log_reader(job)
+
+        async def running() -> bool:
+            nonlocal job
+            if job.status == JobStatus.RUNNING:
+                await self.tick_host(job.host, dispatch_jobs=False)
+            job = await jobs_db.get_job(self.db, job.id)
+            return not job.status.finished
+
+        return logread.follow(reader, offset, running=running, interval=self.config.engine.poll_interval)
 
     async def stop(self, job_id: int) -> Job:
         return await self.control.stop(job_id)

@@ -113,17 +113,20 @@ class Job(_Row):
     finished_at: str | None
     updated_at: str
     metrics: dict[str, float] = {}
+    metric_units: dict[str, str] = {}
+    """The unit of each metric that has one (results.json's ``"unit"``)."""
 
     @field_validator("args", mode="before")
     @classmethod
     def _args_json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
 
-    def elapsed(self) -> float | None:
+    def elapsed(self, now: datetime | None = None) -> float | None:
+        """Seconds from start to finish, or to ``now`` (default: the current time) while it runs."""
         start = parse_iso(self.started_at)
         if start is None:
             return None
-        end = parse_iso(self.finished_at) or datetime.now(UTC)
+        end = parse_iso(self.finished_at) or now or datetime.now(UTC)
         return (end - start).total_seconds()
 
     def public(self) -> dict[str, Any]:

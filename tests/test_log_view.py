@@ -12,6 +12,7 @@ import pytest
 from textual.app import App, ComposeResult
 
 import evopilot.tui.widgets.log_view as log_view_module
+from evopilot.core.jobs.logread import LogReader
 from evopilot.tui.widgets.log_view import LogView
 
 SIZE = (70, 14)
@@ -23,7 +24,7 @@ class LogApp(App):
         self.path = path
 
     def compose(self) -> ComposeResult:
-        yield LogView(self.path, id="log")
+        yield LogView(LogReader(self.path) if self.path else None, id="log")
 
     def on_mount(self) -> None:
         self.query_one(LogView).focus()
@@ -284,7 +285,7 @@ async def test_no_path_then_set_path(log_file):
         view = app.query_one(LogView)
         assert all(not r for r in texts(view))
         view.notify_grew()  # harmless without a file
-        view.set_path(str(log_file))
+        view.set_reader(LogReader(str(log_file)))
         await settle(pilot, app)
         assert texts(view)[-1].endswith("step 0299 ok")
 

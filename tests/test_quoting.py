@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.hosts import probe
 from evopilot.core.jobs import scripts
+from evopilot.core.quoting import join, quote
+from tests.conftest import REPO
 
 EVIL = ["'; touch {c} #", "$(touch {c})", "`touch {c}`", "a\ntouch {c}", '"; touch {c}; "', "&& touch {c}"]
 
@@ -27,10 +29,18 @@ def test_join_quotes_every_word():
     assert join(["echo", "a b", "$(x)"]) == "echo 'a b' '$(x)'"
 
 
+def test_quoting_module_is_the_only_quoter():
+    """No other module of the package quotes shell words its own way."""
+    pattern = r"\bshlex\b|\bpipes\.quote\b|\blist2cmdline\b"
+    offenders = subprocess.run(["git", "grep", "-nE", pattern, "--", "core", "tui", ":!core/quoting.py"],
+                               capture_output=True, text=True, cwd=REPO).stdout
+    assert offenders == ""
+
+
 def test_scripts_quote_paths(tmp_path):
     canary = tmp_path / "canary"
     bad_dir = str(tmp_path / "d'; touch {c} #".format(c=canary))
-    script = scripts.probe([(1, bad_dir, "s")]) + scripts.signal(job_dir=bad_dir, sig="INT")
+    script = probe.probe([(1, bad_dir, "s")]) + scripts.signal(job_dir=bad_dir, sig="INT")
     subprocess.run(["bash", "-c", script], capture_output=True)
     assert not canary.exists()
 

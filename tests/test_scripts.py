@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from evopilot.core.jobs import scripts
+from evopilot.core.hosts import probe
 
 
 @pytest.mark.parametrize("variant", ["python3", "shell-fallback", "few-shell"])
@@ -18,13 +18,13 @@ def test_read_ranges_is_byte_exact(tmp_path, variant):
             (str(log), len(data), 10), (str(log), 10, 0)]
     want = [data[2:7], b"", data, b"", b""]
     if variant == "few-shell":
-        reqs, want = reqs[:scripts.FEW_RANGES], want[:scripts.FEW_RANGES]
-    script = scripts.read_ranges(reqs)
+        reqs, want = reqs[:probe.FEW_RANGES], want[:probe.FEW_RANGES]
+    script = probe.read_ranges(reqs)
     assert ("python3" in script) == (variant != "few-shell")
     if variant == "shell-fallback":
         script = script.replace("command -v python3", "command -v no-such-python3")
     out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
-    assert scripts.parse_read_ranges(out, len(reqs)) == want
+    assert probe.parse_read_ranges(out, len(reqs)) == want
 
 
 def test_probe_reports_files_and_sessions(tmp_path):
@@ -36,7 +36,7 @@ def test_probe_reports_files_and_sessions(tmp_path):
     (d / "hangup").write_text("")
     other = tmp_path / "not started"
     jobs = [(1, str(d), "s1"), (2, str(other), "s2")]
-    out = subprocess.run(["bash", "-c", scripts.probe(jobs)], capture_output=True).stdout
-    got = scripts.parse_probe(out, jobs)
-    assert got[1] == scripts.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True)
-    assert got[2] == scripts.Probe(exit_code=None, pgid=None, log_size=0, session_alive=False)
+    out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
+    got = probe.parse_probe(out, jobs)
+    assert got[1] == probe.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True)
+    assert got[2] == probe.Probe(exit_code=None, pgid=None, log_size=0, session_alive=False)

@@ -25,7 +25,8 @@ from evopilot.core.hosts.ssh import (
     key_status,
     ssh_command_args,
 )
-from evopilot.core.hosts.tmux import kill_session, list_sessions, new_session, quote, session_name
+from evopilot.core.hosts.tmux import kill_session, list_sessions, new_session, session_name
+from evopilot.core.quoting import quote
 
 
 def _keygen(path: Path, passphrase: str = "") -> Path:

@@ -15,11 +15,12 @@ import pytest
 from evopilot.core import locations
 from evopilot.core.config import Config, EngineConfig, HostConfig
 from evopilot.core.engine import Engine
+from evopilot.core.formatting import progress_bar
 from evopilot.core.models import JobStatus
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog
 from evopilot.tui.screens.help import HelpScreen
-from evopilot.tui.widgets.job_table import JobTable, column_widths, progress_text
+from evopilot.tui.widgets.job_table import JobTable, column_widths
 from evopilot.tui.widgets.path_input import suggest_path
 
 SIZE = (120, 40)
@@ -121,12 +122,11 @@ async def test_add_project_queue_watch_kill_filter_search(project, home, monkeyp
         labels = [str(n.label) for n in app.projects.tree.root.children[0].children]
         assert labels == ["[ ] benchmarks/bench_long.py", "[ ] benchmarks/bench_quick.py"]
 
-        # The dependency panel analyses the highlighted benchmark (when core.analysis is there).
+        # The dependency panel analyses the highlighted benchmark.
         tree = app.projects.tree
         tree.move_cursor(tree.root.children[0].children[0])
-        if app.projects._deps:
-            await until(pilot, lambda: "benchmarks/bench_long.py" in static_text(app, "#deps"),
-                        what="the dependency tree")
+        await until(pilot, lambda: "benchmarks/bench_long.py" in static_text(app, "#deps"),
+                    what="the dependency tree")
 
         # Select both benchmarks (space on the project selects all of them) and queue them.
         app.projects.tree.move_cursor(app.projects.tree.root.children[0])
@@ -396,9 +396,62 @@ def test_formatting_helpers():
         tmux_session=None, job_dir=None, pid=None, pgid=None, exit_code=None, progress_current=12,
         progress_total=50, results_path=None, error_message=None, log_path=None, log_offset=0,
         requested=None, retry_of=None, created_at="x", started_at=None, finished_at=None, updated_at="x"))
-    assert progress_text(job, 10) == "██░░░░░░░░ 12/50"
+    assert progress_bar(job, 10) == "██░░░░░░░░ 12/50"
     for width in (71, 79, 119, 200):  # 71: the narrowest that fits every column
         widths = column_widths(width)
         used = 1 + sum(w + 1 for w in widths.values() if w >= 0) - 1
         assert used == width, (width, widths)
     assert column_widths(79)["metrics"] == -1 and column_widths(119)["metrics"] >= 20
+
+
+async def test_a_new_tab_is_a_new_pane_and_gets_every_message(home, monkeypatch):
+    """A pane added to TABS (and nothing else) is shown as a tab, loads once the engine is open
+    and receives the engine's events as typed messages."""
+    from textual.widgets import Static
+
+    from evopilot.tui import app as app_module
+    from evopilot.tui import messages
+    from evopilot.tui.screens.pane import Pane
+
+    class RecordingPane(Pane):
+        def __init__(self) -> None:
+            super().__init__(id="recording-pane")
+            self.seen: list = []
+
+        def compose(self):
+            yield Static("recording")
+
+        async def engine_ready(self) -> None:
+            self.seen.append("engine_ready")
+
+        def on_jobs_changed(self, m: messages.JobsChanged) -> None:
+            self.seen += [("jobs", j.id, j.status.value) for j in m.jobs]
+
+        def on_log_grew(self, m: messages.LogGrew) -> None:
+            self.seen.append(("log", m.job_id))
+
+        def on_host_changed(self, m: messages.HostChanged) -> None:
+            self.seen.append(("host", m.host, m.state))
+
+        def on_queue_changed(self, m: messages.QueueChanged) -> None:
+            self.seen.append(("queue", m.paused))
+
+        def on_tab_shown(self, m: messages.TabShown) -> None:
+            self.seen.append("shown")
+
+    monkeypatch.setattr(app_module, "TABS", [*app_module.TABS, ("recording", "Recording", RecordingPane)])
+    app = EvopilotApp(fast_config(), home)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        pane = app.query_one(RecordingPane)
+        assert pane.seen == ["engine_ready"]
+        app.action_show_tab("recording")
+        await until(pilot, lambda: "shown" in pane.seen, what="the tab shown")
+        job = await app.call(app.engine.submit, "echo hello; sleep 0.3; echo bye")
+        await until(pilot, lambda: ("jobs", job.id, "succeeded") in pane.seen, what="the job's end")
+        assert ("jobs", job.id, "running") in pane.seen and ("log", job.id) in pane.seen
+        assert ("host", "local", "connected") in pane.seen
+        await app.call(app.engine.set_queue_paused, True)
+        await until(pilot, lambda: ("queue", True) in pane.seen, what="the queue paused")
+        # The panes that were there get the same messages.
+        await until(pilot, lambda: "queue: PAUSED" in static_text(app, "#jobs-status"), what="jobs pane")

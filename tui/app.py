@@ -4,6 +4,10 @@
 drives the job loop in the app's own event loop. Widgets never poll the database on timers: they
 change when an event says so (a batch of events is handled at most once per frame, ~30/s).
 
+Each tab holds one ``Pane`` (``TABS``). The app knows panes only as panes: it awaits their
+``engine_ready``, focuses them when shown, and posts each of them the typed messages of
+``tui.messages`` made from the engine's events; adding a tab is adding a pane to ``TABS``.
+
 Engine calls from key presses go through ``call``/``act``, which turn an ``EvopilotError`` into
 a notification; the engine itself keeps its transactions from interleaving with the job loop's.
 """
@@ -25,21 +29,28 @@ from textual.widgets import TabbedContent, TabPane
 from evopilot.core.config import Config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import HostEvent, JobEvent, LogEvent, QueueEvent
-from evopilot.core.models import Job
-from evopilot.tui import keymap
+from evopilot.tui import keymap, messages
 from evopilot.tui.screens.help import HelpScreen
 from evopilot.tui.screens.hosts import HostsPane
 from evopilot.tui.screens.jobs import JobsPane
+from evopilot.tui.screens.pane import Pane
 from evopilot.tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
 from evopilot.tui.screens.projects import ProjectsPane
-from evopilot.tui.widgets.job_table import Clock, JobTable, utc_now
+from evopilot.tui.widgets.job_table import Clock, utc_now
 from evopilot.tui.widgets.key_bar import KeyBar
 
 FRAME = 1 / 30
 """Events are handled in batches at most this often."""
 
-TABS = ["projects", "tasks", "jobs", "archive", "hosts"]
+TABS: list[tuple[str, str, Callable[[], Pane]]] = [
+    ("projects", "Projects", lambda: ProjectsPane(id="projects-pane")),
+    ("tasks", "Tasks", lambda: EmptyPane(TASKS_TEXT, id="tasks-pane")),
+    ("jobs", "Jobs", lambda: JobsPane(id="jobs-pane")),
+    ("archive", "Archive", lambda: EmptyPane(ARCHIVE_TEXT, id="archive-pane")),
+    ("hosts", "Hosts", lambda: HostsPane(id="hosts-pane")),
+]
+"""(tab id, title, the pane it shows), in order; the first tab is shown first."""
+
 SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "hosts": "Hosts", "log": "Log"}
 
 
@@ -68,18 +79,16 @@ class EvopilotApp(App):
     # -- layout ----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        with TabbedContent(initial="projects", id="tabs"):
-            with TabPane("Projects", id="projects"):
-                yield ProjectsPane(id="projects-pane")
-            with TabPane("Tasks", id="tasks"):
-                yield EmptyPane(TASKS_TEXT, id="tasks-pane")
-            with TabPane("Jobs", id="jobs"):
-                yield JobsPane(id="jobs-pane")
-            with TabPane("Archive", id="archive"):
-                yield EmptyPane(ARCHIVE_TEXT, id="archive-pane")
-            with TabPane("Hosts", id="hosts"):
-                yield HostsPane(id="hosts-pane")
+        with TabbedContent(initial=TABS[0][0], id="tabs"):
+            for tab, title, make in TABS:
+                with TabPane(title, id=tab):
+                    yield make()
         yield KeyBar()
+
+    def _pane(self, tab: str) -> Pane:
+        return self.query_one(f"TabPane#{tab}", TabPane).query_one(Pane)
+
+    # The panes by name, for tests and scripts (the app itself addresses them only as panes).
 
     @property
     def projects(self) -> ProjectsPane:
@@ -100,7 +109,7 @@ class EvopilotApp(App):
             self.set_keymap(self.key_overrides)
         for warning in self.key_warnings:
             self.notify(warning, severity="warning", timeout=15)
-        self.query_one("#project-tree").focus()
+        self._pane(TABS[0][0]).focus_default()
         try:
             self.engine = await Engine.open(self.config, self.home)
         except EvopilotError as e:
@@ -113,12 +122,9 @@ class EvopilotApp(App):
     async def _first_load(self) -> None:
         engine = self.engine
         assert engine is not None
-        paused = await engine.queue_paused()
-        newest = await engine.jobs(limit=1, newest_first=True, reconcile=False)
-        self.jobs.engine_ready(paused, newest[0].id if newest else 0)
-        await self.projects.load()
-        await self.hosts.engine_ready()
-        if newest and self.query_one(TabbedContent).active == "projects":
+        await asyncio.gather(*(pane.engine_ready() for pane in self.query(Pane)))
+        has_jobs = await engine.jobs(limit=1, newest_first=True, reconcile=False)
+        if has_jobs and self.query_one(TabbedContent).active == TABS[0][0]:
             self.action_show_tab("jobs")  # there is work: start where it shows
         if self._run_loop:
             self._spawn(self._engine_loop())
@@ -168,25 +174,11 @@ class EvopilotApp(App):
             await asyncio.sleep(FRAME)
 
     def _handle(self, batch: Iterable) -> None:
-        jobs: dict[int, Job] = {}
-        logs: dict[int, LogEvent] = {}
-        status_changed = False
-        for ev in batch:
-            if isinstance(ev, JobEvent):
-                jobs[ev.job.id] = ev.job
-                status_changed |= ev.previous != ev.job.status
-            elif isinstance(ev, LogEvent):
-                logs[ev.job_id] = ev
-            elif isinstance(ev, HostEvent):
-                self.hosts.on_host(ev)
-            elif isinstance(ev, QueueEvent):
-                self.jobs.on_queue(ev.paused)
-        if jobs:
-            self.jobs.on_jobs(list(jobs.values()))
-            if status_changed:
-                self.hosts.on_jobs_changed()
-        for ev in logs.values():
-            self.jobs.on_log(ev)
+        """One frame's events, as messages to every pane."""
+        posted = messages.from_events(batch)
+        for pane in self.query(Pane):
+            for message in posted:
+                pane.post_message(message)
 
     # -- engine calls ----------------------------------------------------------------------
 
@@ -218,22 +210,14 @@ class EvopilotApp(App):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        self._focus_tab(tab)
+        self._pane(tab).focus_default()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        tab = event.pane.id or ""
-        self._focus_tab(tab)
-        if self.ready.is_set() and tab == "projects":
-            # Projects have no events (another process may have added one): re-read on entry.
-            self.run_worker(self.projects.load(), group="projects-load", exclusive=True)
-
-    def _focus_tab(self, tab: str) -> None:
-        target = {"projects": "#project-tree", "jobs": JobTable, "hosts": "HostTable"}.get(tab)
-        if target is not None:
-            self.query_one(target).focus()  # type: ignore[arg-type]
-        else:
-            self.set_focus(None)
+        pane = event.pane.query_one(Pane)
+        pane.focus_default()
+        if self.ready.is_set():
+            pane.post_message(messages.TabShown())
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -10,16 +10,15 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from evopilot.core import locations
+from evopilot.core import formatting, locations
 from evopilot.core.config import dotted_key, load_config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import JobEvent
-from evopilot.core.models import FINISHED, Job, JobStatus
+from evopilot.core.models import JobStatus
 
 
 # ---- output helpers -----------------------------------------------------------------------
@@ -35,34 +34,6 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header, *rows]:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
-
-
-def _progress(job: Job) -> str:
-    if not job.progress_total:
-        return ""
-    return f"[{job.progress_current}/{job.progress_total}]"
-
-
-def _job_line(job: Job) -> str:
-    bits = [f"job {job.id}", job.name, job.host, job.status.value]
-    if job.progress_total:
-        bits.append(_progress(job))
-    if job.exit_code is not None:
-        bits.append(f"exit {job.exit_code}")
-    if job.metrics:
-        bits.append(" ".join(f"{k}={v:g}" for k, v in job.metrics.items()))
-    if job.error_message and job.status.finished:
-        bits.append("error: " + job.error_message.splitlines()[-1][:200])
-    return "  ".join(bits)
-
-
-def _fmt_elapsed(job: Job) -> str:
-    e = job.elapsed()
-    if e is None:
-        return ""
-    m, s = divmod(int(e), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -187,15 +158,14 @@ async def cmd_run(engine: Engine, args) -> int:
 
 
 async def cmd_deps(engine: Engine, args) -> int:
-    from evopilot.core.analysis import render_tree
-
     analysis = await engine.deps(args.project, args.benchmark)
+    tree = [] if args.json else await engine.deps_tree(args.project, args.benchmark)  # before --fix
     added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
     if args.json:
         _print_json({**analysis.model_dump(mode="json"), "ok": analysis.ok,
                      "fix_command": analysis.fix_command(), "added": added})
         return 0
-    for line in render_tree(analysis):
+    for line in tree:
         print(line)
     if added:
         print(f"added to pyproject.toml with uv: {', '.join(added)}")
@@ -233,9 +203,8 @@ async def cmd_doctor(engine: Engine, args) -> int:
     else:
         for name, checks in results.items():
             print(f"{name}:")
-            for c in checks:
-                mark = "ok  " if c.ok else ("--  " if not c.ran else "FAIL")
-                print(f"  {mark} {c.name}: {c.detail}" + (f"\n       fix: {c.fix}" if c.fix and not c.ok else ""))
+            for line in formatting.check_lines(checks):
+                print(f"  {line}")
     return 0 if all(c.ok or not c.ran for checks in results.values() for c in checks) else 1
 
 
@@ -275,7 +244,7 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
             if shown.get(j.id) == key:
                 continue
             shown[j.id] = key
-            print(json.dumps(j.public()) if as_json else _job_line(j), flush=True)
+            print(json.dumps(j.public()) if as_json else formatting.job_line(j), flush=True)
 
     task = asyncio.create_task(printer())
     try:
@@ -289,7 +258,7 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     final = [await engine.job(i) for i in ids]
     for j in final:
         if j.status == JobStatus.PENDING:  # blocked by a failed job it waits for
-            print(json.dumps(j.public()) if as_json else f"{_job_line(j)}: {j.error_message}", flush=True)
+            print(json.dumps(j.public()) if as_json else formatting.job_line(j), flush=True)
     return 0 if all(j.status == JobStatus.SUCCEEDED for j in final) else 1
 
 
@@ -301,40 +270,31 @@ async def cmd_jobs(engine: Engine, args) -> int:
     if not jobs:
         print("no jobs")
         return 0
-    rows = []
-    for j in jobs:
-        note = " ".join(f"{k}={v:g}" for k, v in j.metrics.items())
-        if not note and j.error_message:
-            note = j.error_message.strip().splitlines()[-1][:60]
-        rows.append([j.id, j.project or "-", j.name, j.host, j.status.value, _progress(j),
-                     "" if j.exit_code is None else j.exit_code, _fmt_elapsed(j), note])
+    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, formatting.progress(j),
+             "" if j.exit_code is None else j.exit_code, formatting.elapsed(j), formatting.outcome(j)]
+            for j in jobs]
     _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "ELAPSED", "METRICS / ERROR"])
     return 0
 
 
 async def cmd_logs(engine: Engine, args) -> int:
     job = await engine.job(args.job)
-    if not job.log_path:
-        raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
+    reader = engine.log_reader(job)
+    if args.lines is not None and args.lines < 0:
+        raise EvopilotError(f"--lines {args.lines}: expected a count of 0 or more")
+    offset = 0 if args.lines is None else reader.tail_offset(args.lines)
     out = sys.stdout.buffer
-    offset = 0
-    while True:
-        if args.follow and job.status == JobStatus.RUNNING:
-            await engine.tick_host(job.host, dispatch_jobs=False)
-            job = await engine.job(job.id)
-        try:
-            with open(job.log_path, "rb") as f:
-                f.seek(offset)
-                while chunk := f.read(1 << 20):
-                    out.write(chunk)
-                    offset += len(chunk)
-        except FileNotFoundError:
-            if not args.follow:
-                raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing") from None
-        out.flush()
-        if not args.follow or job.status in FINISHED:
-            return 0
-        await asyncio.sleep(engine.config.engine.poll_interval)
+    if args.follow:
+        async for chunk in engine.follow_log(job, offset):
+            out.write(chunk)
+            out.flush()
+        return 0
+    if not reader.exists():
+        raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing")
+    for chunk in reader.chunks(offset):
+        out.write(chunk)
+    out.flush()
+    return 0
 
 
 def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace], Awaitable[int]]:
@@ -369,7 +329,7 @@ async def cmd_worker(engine: Engine, args) -> int:
         while True:
             ev = await events.get()
             if isinstance(ev, JobEvent) and ev.job.status != ev.previous:
-                print(json.dumps(ev.job.public()) if args.json else _job_line(ev.job), flush=True)
+                print(json.dumps(ev.job.public()) if args.json else formatting.job_line(ev.job), flush=True)
 
     def on_error(e: Exception) -> None:
         print(f"evopilot: tick failed, going on: {e}", file=sys.stderr, flush=True)
@@ -499,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("logs", cmd_logs, "print a job's log")
     sp.add_argument("job", type=int)
     sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    sp.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines (then follow with -f)")
 
     for name, method, verb, help_ in [
         ("stop", "stop", "SIGINT sent", "send SIGINT to a running job's process group"),

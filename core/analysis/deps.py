@@ -25,75 +25,16 @@ from pathlib import Path
 
 import tree_sitter
 import tree_sitter_python
-from pydantic import BaseModel, ConfigDict, Field
 
 from evopilot.core.analysis import packages
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
+from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
 from evopilot.core.errors import EvopilotError
-from evopilot.core.hosts.tmux import join
 from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break pydantic's JSON round trip: a module at this depth
 # is shown in the tree without its own imports (every module is still in the flat list).
 MAX_TREE_DEPTH = 50
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class SyntaxIssue(_Frozen):
-    path: str
-    line: int
-    message: str
-
-
-class LocalDependency(_Frozen):
-    module_name: str
-    file_path: str | None
-    """Relative to the project, POSIX separators; for a missing module the file expected."""
-    exists: bool
-    optional: bool
-    """Only reachable through a ``try/except ImportError`` import: the benchmark survives without it."""
-    problem: str | None = None
-    """Why a module that does not exist cannot be imported."""
-    children: list[LocalDependency] = Field(default_factory=list)
-
-
-class ExternalPackage(_Frozen):
-    import_name: str
-    distribution: str
-    declared: bool
-    optional: bool
-    imported_by: list[str]
-    """Project-relative paths of the files that import it."""
-
-
-class DependencyAnalysis(_Frozen):
-    benchmark: str
-    root: LocalDependency
-    """The benchmark and, below it, the local import tree (each module expanded once)."""
-    local: list[LocalDependency]
-    """Every local module the benchmark reaches, once each, without children."""
-    external: list[ExternalPackage]
-    syntax_errors: list[SyntaxIssue]
-
-    def missing_local(self) -> list[LocalDependency]:
-        return [d for d in self.local if not d.exists and not d.optional]
-
-    def undeclared(self) -> list[ExternalPackage]:
-        return [p for p in self.external if not p.declared and not p.optional]
-
-    @property
-    def ok(self) -> bool:
-        """Nothing known to fail on a fresh machine: no missing module, no undeclared package,
-        no syntax error."""
-        return not (self.missing_local() or self.undeclared() or self.syntax_errors)
-
-    def fix_command(self, uv_path: str = "uv") -> str | None:
-        """The shell command that declares every undeclared package, or None if none is."""
-        dists = [p.distribution for p in self.undeclared()]
-        return join([uv_path, "add", *dists]) if dists else None
 
 
 # --- analysis --------------------------------------------------------------------------------
@@ -521,7 +462,7 @@ _RESULTS: dict[Path, tuple[dict, DependencyAnalysis]] = {}
 """In-process memo of stored analyses: result file -> (its input record, the analysis). Safe to
 share because the models are frozen."""
 _CODE = [
-    *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "packages.py")),
+    *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "models.py", "packages.py")),
     *(str(Path(module.__file__ or "").parent) for module in (tree_sitter, tree_sitter_python)),
 ]
 """The analysis's own sources and the parser's package directories: editing or upgrading any of

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from evopilot.core.errors import EvopilotError
 
 if TYPE_CHECKING:
-    from evopilot.core.analysis.deps import DependencyAnalysis
+    from evopilot.core.analysis.models import DependencyAnalysis
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
 

@@ -80,10 +80,12 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
     by_id = {j.id: j for j in jobs}
     marks = ",".join("?" for _ in by_id)
     cur = await db.execute(
-        f"SELECT job_id, name, value FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
+        f"SELECT job_id, name, value, unit FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
     )
-    for job_id, name, value in await cur.fetchall():
+    for job_id, name, value, unit in await cur.fetchall():
         by_id[job_id].metrics[name] = value
+        if unit:
+            by_id[job_id].metric_units[name] = unit
     return jobs
 
 

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from evopilot.core.config import HostConfig
-from evopilot.core.jobs import scripts
+from evopilot.core.hosts import probe as probe_scripts
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +62,10 @@ class Host(ABC):
     async def close(self) -> None:
         self.state = HostState.DISCONNECTED
 
-    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, "scripts.Probe"]:
+    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, probe_scripts.Probe]:
         """What each (job id, job dir, session) looks like now: one round trip for all."""
-        res = await self.run(scripts.probe(jobs))
-        return scripts.parse_probe(res.stdout, jobs)
+        res = await self.run(probe_scripts.probe(jobs))
+        return probe_scripts.parse_probe(res.stdout, jobs)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         """For each (path, offset, limit), up to ``limit`` bytes of the file from ``offset``.
@@ -74,8 +74,8 @@ class Host(ABC):
         """
         if not requests:
             return []
-        res = await self.run(scripts.read_ranges(requests))
-        return scripts.parse_read_ranges(res.stdout, len(requests))
+        res = await self.run(probe_scripts.read_ranges(requests))
+        return probe_scripts.parse_read_ranges(res.stdout, len(requests))
 
     def job_dir(self, job_key: str) -> str:
         return f"{self.base_dir}/jobs/{job_key}"

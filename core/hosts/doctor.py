@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from evopilot.core.config import HostConfig
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
-from evopilot.core.hosts.tmux import quote
+from evopilot.core.quoting import quote
 
 MIN_FREE_BYTES = 1 << 30
 """Less free space than this under base_dir fails the disk check."""

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID, Probe
 from evopilot.core.hosts.tmux import list_sessions
-from evopilot.core.jobs import scripts
 from evopilot.core.locations import ensure_private_dir
 
 
@@ -54,16 +54,16 @@ class LocalHost(Host):
         # megabytes per tick when a job floods its log: off the event loop the UI shares
         return await asyncio.to_thread(lambda: [_read_range(p, off, n) for p, off, n in requests])
 
-    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, scripts.Probe]:
+    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
         sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
         return {
-            job_id: scripts.Probe(
-                exit_code=_read_int(f"{d}/{scripts.EXIT_CODE}"),
-                pgid=_read_int(f"{d}/{scripts.PID}"),
-                log_size=_size(f"{d}/{scripts.LOG}"),
+            job_id: Probe(
+                exit_code=_read_int(f"{d}/{EXIT_CODE}"),
+                pgid=_read_int(f"{d}/{PID}"),
+                log_size=_size(f"{d}/{LOG}"),
                 session_alive=session in sessions,
-                hangup=os.path.exists(f"{d}/{scripts.HANGUP}"),
+                hangup=os.path.exists(f"{d}/{HANGUP}"),
             )
             for job_id, d, session in jobs
         }

@@ -35,7 +35,7 @@ import asyncssh
 from evopilot.core.config import HostConfig
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import CommandResult, Host, HostState
-from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.quoting import join, quote
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
-from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.quoting import join, quote
 
 MANIFEST = ".evopilot-manifest"
 SKIP_DIRS = frozenset({".git", ".venv", "__pycache__"})

@@ -1,24 +1,11 @@
-"""The one quoting function, and the tmux command lines built with it.
+"""The tmux command lines evopilot runs, quoted with ``core.quoting``.
 
-Every string that reaches a shell anywhere in evopilot goes through ``quote`` (or ``join``,
-which calls it): names, paths, commands and arguments from users never reach a shell raw.
 All functions here are pure and return shell text.
 """
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Iterable
-
-
-def quote(s: str | int | float) -> str:
-    """Quote one word for a POSIX shell."""
-    return shlex.quote(str(s))
-
-
-def join(words: Iterable[str | int | float]) -> str:
-    """Quote each word and join them into one command line."""
-    return " ".join(quote(w) for w in words)
+from evopilot.core.quoting import quote
 
 
 def session_name(prefix: str, instance: str, job_id: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import Host
-from evopilot.core.hosts.tmux import join, quote
+from evopilot.core.quoting import join, quote
 from evopilot.core.models import Benchmark, Project
 
 MARKER = ".venv/.evopilot-env"

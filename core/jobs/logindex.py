@@ -208,6 +208,9 @@ class LogIndex:
     file is an empty log until it appears.
     """
 
+    ERROR_PATTERN = ERROR_PATTERN
+    """What ``first_error_line`` looks for (a view marks its matches)."""
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -527,38 +530,56 @@ class LogIndex:
         returned line starts, and the lines' display text.
         """
         with self._lock:
-            self._check_file()
-            if self._file is None or self._size == 0 or count <= 0:
+            bounds = self._tail_bounds(count)
+            if bounds is None:
                 return 0, []
             fd = self._file.fileno()
-            size = self._size
-            data_end = size - 1 if os.pread(fd, 1, size - 1) == b"\n" else size
-            # Separators: newlines strictly before data_end, found from the right.
-            seps: list[int] = []
-            hi = data_end
-            since_sep = 0
-            while hi > 0 and len(seps) < count:
-                lo = max(0, hi - _TAIL_STEP)
-                chunk = os.pread(fd, hi - lo, lo)
-                r = len(chunk)
-                found = len(seps)
-                while len(seps) < count:
-                    r = chunk.rfind(b"\n", 0, r)
-                    if r < 0:
-                        break
-                    seps.append(lo + r)
-                since_sep = 0 if len(seps) > found else since_sep + (hi - lo)
-                hi = lo
-                if since_sep > _TAIL_SCAN_CAP:
-                    break  # one enormous line: show it from where we stopped
-            if len(seps) < count:
-                seps.append(hi - 1)  # the file start (or where we gave up)
-            seps.reverse()
-            bounds = [*seps, data_end]
             out = [
                 self._read_line(fd, bounds[j] + 1, bounds[j + 1]) for j in range(len(bounds) - 1)
             ]
             return bounds[0] + 1, out
+
+    def tail_offset(self, count: int) -> int:
+        """Byte offset where the last ``count`` lines start (as ``tail``, without reading
+        them): 0 for a file with fewer lines, its size for ``count <= 0``."""
+        with self._lock:
+            if count <= 0:
+                self._check_file()
+                return self._size
+            bounds = self._tail_bounds(count)
+            return 0 if bounds is None else bounds[0] + 1
+
+    def _tail_bounds(self, count: int) -> list[int] | None:
+        """Offsets ``b`` such that line ``j`` of the tail is the bytes ``b[j]+1 .. b[j+1]``
+        (None for an empty file). Called with ``self._lock`` held."""
+        self._check_file()
+        if self._file is None or self._size == 0 or count <= 0:
+            return None
+        fd = self._file.fileno()
+        size = self._size
+        data_end = size - 1 if os.pread(fd, 1, size - 1) == b"\n" else size
+        # Separators: newlines strictly before data_end, found from the right.
+        seps: list[int] = []
+        hi = data_end
+        since_sep = 0
+        while hi > 0 and len(seps) < count:
+            lo = max(0, hi - _TAIL_STEP)
+            chunk = os.pread(fd, hi - lo, lo)
+            r = len(chunk)
+            found = len(seps)
+            while len(seps) < count:
+                r = chunk.rfind(b"\n", 0, r)
+                if r < 0:
+                    break
+                seps.append(lo + r)
+            since_sep = 0 if len(seps) > found else since_sep + (hi - lo)
+            hi = lo
+            if since_sep > _TAIL_SCAN_CAP:
+                break  # one enormous line: show it from where we stopped
+        if len(seps) < count:
+            seps.append(hi - 1)  # the file start (or where we gave up)
+        seps.reverse()
+        return [*seps, data_end]
 
     # -- search --------------------------------------------------------------
 

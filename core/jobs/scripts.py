@@ -1,6 +1,6 @@
 """Shell text for everything a job does on its host, and parsers for what comes back.
 
-Pure functions: each returns a bash script built with ``core.hosts.tmux.quote``. A job lives in
+Pure functions: each returns a bash script built with ``core.quoting.quote``. A job lives in
 ``<base>/jobs/<key>/`` with ``run.sh`` (the wrapper), ``log``, ``pid``, ``exit_code`` and
 ``results.json``; the files are the truth, so any evopilot process can reconcile any job.
 """
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.tmux import has_session, join, kill_session, list_sessions, new_session, quote
+from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID
+from evopilot.core.hosts.tmux import has_session, kill_session, new_session
+from evopilot.core.quoting import join, quote
 
-# Files in a job directory.
-LOG, PID, EXIT_CODE, RESULTS, WRAPPER = "log", "pid", "exit_code", "results.json", "run.sh"
-HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
+# Files in a job directory (besides those the monitor's probe reads, see core.hosts.probe).
+RESULTS, WRAPPER = "results.json", "run.sh"
 
 
 def wrapper(
@@ -92,66 +93,6 @@ def parse_start(out: bytes) -> dict[int, bool]:
     return result
 
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """What a host says about one job in a monitor tick."""
-
-    exit_code: int | None
-    pgid: int | None
-    log_size: int
-    session_alive: bool
-    hangup: bool = False
-
-
-_SECTION = b"\0--evopilot--\n"
-
-
-def probe(jobs: list[tuple[int, str, str]]) -> str:
-    """One script reporting on every (job id, job dir, session) with three processes however
-    many jobs: tmux's session list, ``find`` for the sizes of logs and hangup markers, and
-    ``grep`` for the contents of the exit_code and pid files (NUL after each file name)."""
-    dirs = [d for _, d, _ in jobs]
-    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID)]
-    sep = "printf '\\0--evopilot--\\n'"
-    return (
-        f"{list_sessions()}\n{sep}\n"
-        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} \\) "
-        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{sep}\n"
-        f"grep -s -H -Z '' {join(small)}\ntrue\n"
-    )
-
-
-def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
-    sections = out.split(_SECTION)
-    sections += [b""] * (3 - len(sections))
-    sessions = set(sections[0].decode("utf-8", "replace").splitlines())
-    sizes: dict[str, int] = {}
-    for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
-        path, _, size = line.rpartition("\t")
-        sizes[path] = _int_or_none(size) or 0
-    contents: dict[str, str] = {}
-    for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
-        path, _, value = line.partition("\0")
-        contents[path] = value
-    result = {}
-    for job_id, d, session in jobs:
-        result[job_id] = Probe(
-            exit_code=_int_or_none(contents.get(f"{d}/{EXIT_CODE}", "")),
-            pgid=_int_or_none(contents.get(f"{d}/{PID}", "")),
-            log_size=sizes.get(f"{d}/{LOG}", 0),
-            session_alive=session in sessions,
-            hangup=f"{d}/{HANGUP}" in sizes,
-        )
-    return result
-
-
-def _int_or_none(s: str) -> int | None:
-    try:
-        return int(s.strip())
-    except ValueError:
-        return None
-
-
 def signal(*, job_dir: str, sig: str) -> str:
     """Send ``sig`` to the job's process group; fails when the job has no group yet."""
     d = quote(job_dir)
@@ -178,58 +119,3 @@ def kill(*, job_dir: str, session: str, grace: float) -> str:
 def wait_done(done_channel: str) -> str:
     """Block until some job of this database finishes (see ``wrapper``)."""
     return f"tmux wait-for {quote(done_channel)}\n"
-
-
-FEW_RANGES = 4
-_READ_RANGES_PY = (
-    "import sys\n"
-    "a, out = sys.argv[1:], sys.stdout.buffer\n"
-    "for i in range(0, len(a), 3):\n"
-    "    try:\n"
-    "        with open(a[i], 'rb') as f:\n"
-    "            f.seek(int(a[i + 1])); d = f.read(int(a[i + 2]))\n"
-    "    except OSError:\n"
-    "        d = b''\n"
-    "    out.write(b'%d\\n' % len(d)); out.write(d)\n"
-)
-
-
-def read_ranges(requests: list[tuple[str, int, int]]) -> str:
-    """Print, for each (path, offset, limit), a length line then that many bytes of the file.
-
-    For many files one python3 process reads them all when the host has it (the shell loop
-    costs several processes per file: ~800 for 200 jobs); for a few, the shell loop is cheaper
-    than starting Python, and it is the fallback.
-    """
-    words = [str(w) for path, offset, limit in requests for w in (path, int(offset), int(limit))]
-    parts = []
-    for path, offset, limit in requests:
-        p = quote(path)
-        parts.append(
-            f"  s=$(stat -c %s {p} 2>/dev/null || echo 0); n=$((s - {int(offset)}))\n"
-            f"  [ $n -lt 0 ] && n=0; [ $n -gt {int(limit)} ] && n={int(limit)}\n"
-            f"  printf '%d\\n' $n\n"
-            f"  [ $n -gt 0 ] && tail -c +{int(offset) + 1} {p} | head -c $n\n"
-        )
-    if len(requests) <= FEW_RANGES:
-        return "".join(parts) + "true\n"
-    return (
-        f"if command -v python3 >/dev/null 2>&1; then\n"
-        f"  python3 -c {quote(_READ_RANGES_PY)} {join(words)}\n"
-        f"else\n{''.join(parts)}fi\ntrue\n"
-    )
-
-
-def parse_read_ranges(out: bytes, count: int) -> list[bytes]:
-    result: list[bytes] = []
-    pos = 0
-    for _ in range(count):
-        nl = out.find(b"\n", pos)
-        if nl < 0:
-            result.append(b"")
-            continue
-        n = int(out[pos:nl] or b"0")
-        chunk = out[nl + 1 : nl + 1 + n]
-        result.append(chunk)
-        pos = nl + 1 + len(chunk)
-    return result

@@ -19,7 +19,7 @@ from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.hosts.tmux import join
+from evopilot.core.quoting import join
 from evopilot.core.jobs import environments
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.publish import publish_jobs

@@ -1,32 +1,32 @@
 """The Hosts tab: every configured host, its connection state, running jobs and free slots.
 
-Rows come from ``Engine.hosts()`` (state, running, slots, free slots, last error; connecting
-nothing). They are re-read when a ``HostEvent`` arrives or a job changes status, coalesced to
-at most one read per ``COUNT_INTERVAL``. ``d`` runs ``Engine.doctor`` on the highlighted host,
-``r`` (re)connects it with ``Engine.connect_host``.
+Rows are ``Engine.hosts()`` as it gives them (state, running, slots, free slots, last error;
+connecting nothing), read once the engine is open and again when a host changes or a job
+changes status, coalesced to at most one read per ``COUNT_INTERVAL``. ``d`` runs
+``Engine.doctor`` on the highlighted host, ``r`` (re)connects it with ``Engine.connect_host``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from evopilot.core import formatting
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import HostEvent
-from evopilot.tui import data, keymap
+from evopilot.tui import keymap
+from evopilot.tui.messages import HostChanged, JobsChanged
 from evopilot.tui.screens.dialogs import ReportDialog
-
-if TYPE_CHECKING:
-    from evopilot.tui.app import EvopilotApp
+from evopilot.tui.screens.pane import Pane
 
 COUNT_INTERVAL = 0.25
 """Host rows are re-read at most this often while jobs or hosts change."""
 
 STATE_WORDS = {"disconnected": "not connected"}
+STATE_WIDTH = len("not connected")
+"""The longest state shown: the column keeps its width as hosts connect and disconnect."""
 
 
 class HostTable(DataTable):
@@ -39,7 +39,7 @@ class HostTable(DataTable):
         self.parent.reconnect()  # type: ignore[union-attr]
 
 
-class HostsPane(Vertical):
+class HostsPane(Pane):
     DEFAULT_CSS = """
     HostsPane #hosts-head { height: 1; padding: 0 1; }
     HostsPane HostTable { height: 1fr; border: round $foreground 30%; }
@@ -54,10 +54,6 @@ class HostsPane(Vertical):
         self._pending = False
 
     @property
-    def evo(self) -> EvopilotApp:
-        return self.app  # type: ignore[return-value]
-
-    @property
     def table(self) -> HostTable:
         return self.query_one(HostTable)
 
@@ -65,18 +61,13 @@ class HostsPane(Vertical):
         yield Static("Hosts: config.toml [hosts] and local · d doctor · r reconnect",
                      id="hosts-head", markup=False)
         table = HostTable(cursor_type="row", zebra_stripes=False)
-        table.add_columns("HOST", "STATE", "RUNNING", "SLOTS", "FREE", "LAST ERROR")
+        table.add_column("HOST")
+        table.add_column("STATE", width=STATE_WIDTH)
+        table.add_columns("RUNNING", "SLOTS", "FREE", "LAST ERROR")
         yield table
 
-    def on_mount(self) -> None:
-        from evopilot.core.config import LOCAL
-
-        # Before the engine is open: the configured hosts, nothing known yet.
-        self.rows = [{"name": n, "state": "disconnected", "running": 0,
-                      "slots": self.evo.config.host(n).slots(n == LOCAL),
-                      "free_slots": self.evo.config.host(n).slots(n == LOCAL), "last_error": None}
-                     for n in self.evo.config.host_names()]
-        self._fill()
+    def focus_default(self) -> None:
+        self.table.focus()
 
     def names(self) -> list[str]:
         return [r["name"] for r in self.rows]
@@ -89,18 +80,19 @@ class HostsPane(Vertical):
             error = self.errors.get(r["name"]) or r.get("last_error") or ""
             state = "error" if r["name"] in self.errors else STATE_WORDS.get(r["state"], r["state"])
             t.add_row(r["name"], state, str(r["running"]), str(r["slots"]), str(r["free_slots"]),
-                      error.strip().splitlines()[-1][:200] if error.strip() else "", key=r["name"])
+                      formatting.last_line(error), key=r["name"])
         if row:
             t.move_cursor(row=min(row, t.row_count - 1))
 
     async def engine_ready(self) -> None:
         await self._read()
 
-    def on_host(self, event: HostEvent) -> None:
+    def on_host_changed(self, message: HostChanged) -> None:
         self.changed()
 
-    def on_jobs_changed(self) -> None:
-        self.changed()
+    def on_jobs_changed(self, message: JobsChanged) -> None:
+        if message.status_changed:
+            self.changed()
 
     def changed(self) -> None:
         """Something about hosts or running jobs changed: re-read the rows (coalesced)."""
@@ -128,15 +120,12 @@ class HostsPane(Vertical):
         engine = self.evo.engine
         if name is None or engine is None:
             return
-        if not data.doctor_available(engine):
-            self.app.notify("doctor not available", severity="warning")
-            return
         dialog = ReportDialog(f"doctor: {name}", [f"checking {name}…"])
         self.app.push_screen(dialog)
 
         async def go() -> None:
             try:
-                lines = data.doctor_lines(await engine.doctor(name))
+                lines = formatting.check_lines(await engine.doctor(name)) or ["no checks"]
             except EvopilotError as e:
                 lines = [f"doctor failed: {e.message}"]
             except Exception as e:  # noqa: BLE001 - show what went wrong in the dialog

@@ -1,32 +1,31 @@
 """The Jobs tab: a virtual table of every job (newest first), filters, actions, and the
 selected job's log following live output.
 
-Updates come from engine events only: a ``JobEvent`` for a job in the table's window replaces
-that row in place; one that changes which rows match (a new job, a status leaving the filter)
-asks the table to refetch its window, coalesced to one fetch at a time. A ``LogEvent`` for the
-selected job tells the LogView its file grew. A 1 s timer repaints running rows' elapsed time
-(no database access).
+Updates come from engine events only (as ``tui.messages``): ``JobsChanged`` for a job in the
+table's window replaces that row in place; one that changes which rows match (a new job, a
+status leaving the filter) asks the table to refetch its window, coalesced to one fetch at a
+time. ``LogGrew`` for the selected job tells the LogView its log grew; the view reads the log
+through ``Engine.log_reader``. A 1 s timer repaints running rows' elapsed time (no database
+access).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.containers import Vertical
 from textual.widgets import Static
 
-from evopilot.core.events import LogEvent
+from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
+from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
 from evopilot.tui.screens.dialogs import ConfirmDialog
-from evopilot.tui.widgets.job_table import JobTable, elapsed, fmt_duration, metrics_text, progress_text
+from evopilot.tui.screens.pane import Pane
+from evopilot.tui.widgets.job_table import JobTable
 from evopilot.tui.widgets.log_view import LogView
-
-if TYPE_CHECKING:
-    from evopilot.tui.app import EvopilotApp
 
 FINISHED_WORDS = ["succeeded", "failed", "cancelled", "killed", "lost"]
 STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
@@ -59,7 +58,7 @@ class _Source:
                                  **self.pane.filters())
 
 
-class JobsPane(Vertical):
+class JobsPane(Pane):
     BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.JOBS)
 
     DEFAULT_CSS = """
@@ -78,10 +77,6 @@ class JobsPane(Vertical):
         self.queue_paused = False
         self.selected: Job | None = None
         self.max_job_id = 0
-
-    @property
-    def evo(self) -> EvopilotApp:
-        return self.app  # type: ignore[return-value]
 
     @property
     def table(self) -> JobTable:
@@ -151,18 +146,23 @@ class JobsPane(Vertical):
 
     # -- engine events ---------------------------------------------------------------------
 
-    def engine_ready(self, paused: bool, max_job_id: int) -> None:
-        self.queue_paused = paused
-        self.max_job_id = max_job_id
+    def focus_default(self) -> None:
+        self.table.focus()
+
+    async def engine_ready(self) -> None:
+        engine = self.evo.engine
+        assert engine is not None
+        self.queue_paused = await engine.queue_paused()
+        newest = await engine.jobs(limit=1, newest_first=True, reconcile=False)
+        self.max_job_id = newest[0].id if newest else 0
         self.table.reload()
         self._update_status()
 
-    def on_jobs(self, jobs: list[Job]) -> None:
-        """Jobs that changed (the latest state of each, from JobEvents)."""
+    def on_jobs_changed(self, message: JobsChanged) -> None:
         t = self.table
         need = False
         status_filtered = STATUS_FILTERS[self.status_index][1] is not None
-        for job in jobs:
+        for job in message.jobs:
             new = job.id > self.max_job_id
             self.max_job_id = max(self.max_job_id, job.id)
             matches = self.matches(job)
@@ -176,14 +176,16 @@ class JobsPane(Vertical):
         if need:
             t.reload()
 
-    def on_log(self, event: LogEvent) -> None:
+    def on_log_grew(self, message: LogGrew) -> None:
         sel = self.selected
-        if sel is not None and sel.id == event.job_id:
-            if event.log_path and self.log_view.path != event.log_path:
-                self.log_view.set_path(event.log_path)
+        if sel is not None and sel.id == message.job_id:
+            # A log that just got its path is opened by the row's update (Highlighted).
             self.log_view.notify_grew()
 
-    def on_queue(self, paused: bool) -> None:
+    def on_queue_changed(self, message: QueueChanged) -> None:
+        self._show_queue(message.paused)
+
+    def _show_queue(self, paused: bool) -> None:
         self.queue_paused = paused
         self._update_status()
 
@@ -197,35 +199,19 @@ class JobsPane(Vertical):
         self.selected = job
         path = job.log_path if job is not None else None
         if path != self.log_view.path:
-            self.log_view.set_path(path)
+            engine = self.evo.engine
+            self.log_view.set_reader(engine.log_reader(job) if path and engine else None)
         self._update_status()
         self._update_detail()
 
     def _update_detail(self) -> None:
         job = self.selected
-        detail = self.query_one("#job-detail", Static)
-        if job is None:
-            detail.update("")
-            return
-        bits = [f"job {job.id}", job.name, f"on {job.host}", job.status.value]
-        if job.progress_total:
-            bits.append(progress_text(job, 10))
-        e = elapsed(job, self.evo.clock)
-        if e is not None:
-            bits.append(fmt_duration(e))
-        if job.exit_code is not None:
-            bits.append(f"exit {job.exit_code}")
-        if job.requested:
-            bits.append(f"requested: {job.requested}")
-        text = " · ".join(bits)
-        extra = metrics_text(job)
-        if extra:
-            text += "\n" + ("metrics: " if job.metrics else "error: ") + extra
-        detail.update(text)
+        text = "" if job is None else formatting.job_detail(job, self.evo.clock())
+        self.query_one("#job-detail", Static).update(text)
 
     def _tick_clock(self) -> None:
         """Once a second: repaint elapsed times of running jobs (no database access)."""
-        if self.evo.engine is None or self.screen.query_one("#tabs").active != "jobs":
+        if self.evo.engine is None or not self.is_on_screen:  # another tab is shown
             return
         if self.table.has_running_visible():
             self.table.refresh()
@@ -289,7 +275,7 @@ class JobsPane(Vertical):
 
         async def go() -> None:
             await self.evo.call(self.evo.engine.set_queue_paused, paused)
-            self.on_queue(paused)
+            self._show_queue(paused)
             self.app.notify("queue paused: running jobs go on, queued ones wait" if paused
                             else "queue resumed")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
+
+from evopilot.tui.screens.pane import Pane
 
 TASKS_TEXT = """\
 No tasks.
@@ -23,7 +24,7 @@ commit). Experiments arrive in a later release of evopilot; nothing here can be 
 Meanwhile, benchmarks run from the Projects tab (1) and their jobs show in the Jobs tab (3)."""
 
 
-class EmptyPane(Vertical):
+class EmptyPane(Pane):
     DEFAULT_CSS = """
     EmptyPane { padding: 1 2; }
     EmptyPane > Static { width: 100%; }

@@ -4,14 +4,15 @@ Keys (ids ``projects.*``, see ``tui.keymap``): add a project, add benchmarks, sp
 benchmark (on a project: all of its benchmarks), ``r`` queues the selection (or the highlighted
 benchmark) on the target host, ``h`` cycles the target host, ``x`` removes a project.
 
-The right side shows the highlighted item and, when ``core.analysis.deps`` is importable, the
-dependency tree of the highlighted benchmark (computed in a thread).
+The right side shows the highlighted item and the dependency tree of the highlighted benchmark
+(``Engine.deps_tree``; the analysis runs in a thread, cached by file content). Projects have no
+events (another process may add one): the pane re-reads them each time its tab is shown.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
@@ -23,11 +24,10 @@ from textual.widgets.tree import TreeNode
 
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Benchmark, Project
-from evopilot.tui import data, keymap
+from evopilot.tui import keymap
+from evopilot.tui.messages import TabShown
 from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog
-
-if TYPE_CHECKING:
-    from evopilot.tui.app import EvopilotApp
+from evopilot.tui.screens.pane import Pane
 
 NO_PROJECTS = "No projects: press a to add one."
 
@@ -62,7 +62,7 @@ class ProjectTree(Tree):
         self._pane.remove_project()
 
 
-class ProjectsPane(Vertical):
+class ProjectsPane(Pane):
     DEFAULT_CSS = """
     ProjectsPane #projects-head { height: 1; padding: 0 1; text-style: bold; }
     ProjectsPane #projects-body { height: 1fr; }
@@ -81,12 +81,7 @@ class ProjectsPane(Vertical):
         self.selected: set[tuple[str, str]] = set()
         """(project name, benchmark path) of the benchmarks chosen with space."""
         self.host_index = 0
-        self._deps = data.deps_available()
         self._loaded = False
-
-    @property
-    def evo(self) -> EvopilotApp:
-        return self.app  # type: ignore[return-value]
 
     @property
     def tree(self) -> ProjectTree:
@@ -105,12 +100,20 @@ class ProjectsPane(Vertical):
                 yield Static("", id="project-info", markup=False)
                 box = VerticalScroll(id="deps-box")
                 box.border_title = "dependencies"
-                box.display = self._deps
                 with box:
                     yield Static("", id="deps", markup=False)
 
     def on_mount(self) -> None:
         self._update_head()
+
+    def focus_default(self) -> None:
+        self.tree.focus()
+
+    async def engine_ready(self) -> None:
+        await self.load()
+
+    def on_tab_shown(self, message: TabShown) -> None:
+        self.run_worker(self.load(), group="projects-load", exclusive=True)
 
     # -- data ----------------------------------------------------------------------------
 
@@ -204,26 +207,21 @@ class ProjectsPane(Vertical):
             return
         _, p, b = node.data
         info.update(f"{b.path} in {p.name}\n{Path(p.path) / b.path}")
-        if self._deps:
-            deps.update("analysing…")
-            self._analyse(p.path, b.path)
+        deps.update("analysing…")
+        self._analyse(p, b)
 
-    @work(thread=True, exclusive=True, group="deps", exit_on_error=False)
-    def _analyse(self, root: str, bench: str) -> None:
+    @work(exclusive=True, group="deps", exit_on_error=False)
+    async def _analyse(self, project: Project, bench: Benchmark) -> None:
         try:
-            lines = data.dependency_lines(self.evo.home, root, bench)
-            text = "\n".join(lines) if lines is not None else ""
+            text = "\n".join(await self.evo.call(self.evo.engine.deps_tree, project.name, bench.path))
         except EvopilotError as e:
             text = f"cannot analyse: {e.message}"
-        except Exception as e:  # noqa: BLE001 - a colleague's analyser must not take the app down
+        except Exception as e:  # noqa: BLE001 - a failed analysis must not take the app down
             text = f"cannot analyse: {type(e).__name__}: {e}"
-        self.app.call_from_thread(self._show_deps, root, bench, text)
-
-    def _show_deps(self, root: str, bench: str, text: str) -> None:
         node = self.tree.cursor_node
         if node is not None and node.data and node.data[0] == "bench":
             _, p, b = node.data
-            if p.path == root and b.path == bench:
+            if p.path == project.path and b.path == bench.path:
                 self.query_one("#deps", Static).update(text)
 
     # -- actions ---------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from evopilot.core.models import Job, JobStatus, parse_iso
+from evopilot.core import formatting
+from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
 
 Clock = Callable[[], datetime]
@@ -40,45 +41,6 @@ class JobSource(Protocol):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = max(0, int(seconds))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d}d{h:02d}h{m:02d}"
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def elapsed(job: Job, clock: Clock) -> float | None:
-    start = parse_iso(job.started_at)
-    if start is None:
-        return None
-    end = parse_iso(job.finished_at) or clock()
-    return (end - start).total_seconds()
-
-
-def progress_text(job: Job, bar: int) -> str:
-    """``█████░░░░░ 12/50`` (a text bar: readable without colour)."""
-    cur, total = job.progress_current, job.progress_total
-    if not total:
-        return "" if job.status != JobStatus.RUNNING else "…"
-    frac = min(1.0, max(0.0, cur / total))
-    filled = round(frac * bar)
-    return "█" * filled + "░" * (bar - filled) + f" {cur}/{total}"
-
-
-def metrics_text(job: Job) -> str:
-    if job.metrics:
-        return " ".join(f"{k}={v:g}" for k, v in job.metrics.items())
-    if job.error_message and job.status.finished:
-        lines = job.error_message.strip().splitlines()
-        return lines[-1] if lines else ""
-    return ""
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -129,10 +91,10 @@ def render_row(job: Job, widths: dict[str, int], clock: Clock) -> str:
         "bench": job.name,
         "host": job.host,
         "status": job.status.value,
-        "progress": progress_text(job, bar),
-        "elapsed": fmt_duration(elapsed(job, clock)),
+        "progress": formatting.progress_bar(job, bar),
+        "elapsed": formatting.elapsed(job, clock()),
         "exit": "" if job.exit_code is None else str(job.exit_code),
-        "metrics": metrics_text(job),
+        "metrics": formatting.outcome(job),
     }
     parts = [_fit(values[k], widths[k], r) for k, _t, _m, r in COLUMNS if widths[k] >= 0]
     return " ".join(parts)

@@ -1,8 +1,10 @@
 """LogView: a follow-able, searchable view of a (huge, growing) log file.
 
-The lines come from :class:`core.jobs.logindex.LogIndex`, which reads them
-from the file on demand; this widget never holds more than the visible lines
-(plus a small cache of rendered strips). All file I/O stays in ``LogIndex``.
+The view shows a log through a reader (``core.jobs.logread.LogReader``, which
+the app gets from ``Engine.log_reader``): the lines come from the reader's
+:class:`core.jobs.logindex.LogIndex`, which reads them from the file on demand;
+this widget never holds more than the visible lines (plus a small cache of
+rendered strips). All file I/O stays in the reader and its index.
 
 Structure: ``LogView`` is a small container holding
 
@@ -40,7 +42,7 @@ key        id                   action
 ``n``      ``log.search_next``  next match (wraps around)
 ``N``      ``log.search_prev``  previous match (wraps around)
 ``e``      ``log.first_error``  jump to the first error line
-                                (``ERROR_PATTERN`` of ``core.jobs.logindex``;
+                                (``LogIndex.ERROR_PATTERN``;
                                 then ``n`` / ``N`` go to the next ones)
 ``End``    ``log.follow``       jump to the end and follow
 ``escape`` ``log.search_close`` close the search input (while it is focused)
@@ -88,10 +90,11 @@ from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import get_current_worker
 
-from evopilot.core.jobs.logindex import ERROR_PATTERN, LogIndex
-
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from evopilot.core.jobs.logindex import LogIndex
+    from evopilot.core.jobs.logread import LogReader
 
 __all__ = ["LogView", "LogLines"]
 
@@ -430,7 +433,7 @@ class LogView(Vertical):
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        reader: LogReader | None = None,
         *,
         safety_poll: float | None = None,
         line_numbers: bool = True,
@@ -439,7 +442,7 @@ class LogView(Vertical):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._path: str | None = None if path is None else os.fspath(path)
+        self._reader = reader
         self._index: LogIndex | None = None
         self._tail_mode = False
         self._tail: list[str] = []
@@ -460,6 +463,8 @@ class LogView(Vertical):
         self.match_line: int | None = None
         """Line number (0-based) of the current search match, if any."""
         self._match_pattern: tuple[str, bool, bool] | None = None
+        self._matching_errors = False
+        """The last search was ``e`` (error lines): ``/`` then starts empty."""
         self._display_regex: re.Pattern[str] | None = None
         self._search_key: object = None
         self.lines_view = LogLines(self)
@@ -492,7 +497,8 @@ class LogView(Vertical):
 
     @property
     def path(self) -> str | None:
-        return self._path
+        """The path of the log shown."""
+        return None if self._reader is None else self._reader.path
 
     @property
     def index(self) -> LogIndex | None:
@@ -503,9 +509,9 @@ class LogView(Vertical):
         """True while a big file is shown from its tail, before the index is complete."""
         return self._tail_mode
 
-    def set_path(self, path: str | os.PathLike[str] | None) -> None:
-        """Show another file (or nothing); starts following its end."""
-        self._path = None if path is None else os.fspath(path)
+    def set_reader(self, reader: LogReader | None) -> None:
+        """Show another log (or nothing); starts following its end."""
+        self._reader = reader
         self.following = True
         if self.is_mounted:
             self._open()
@@ -556,12 +562,12 @@ class LogView(Vertical):
         self.match_line = None
         self.lines_view.clear_cache()
         self.lines_view._max_width = 0
-        self.border_title = os.path.basename(self._path) if self._path else "no log"
-        if self._path is None:
+        self.border_title = os.path.basename(self._reader.path) if self._reader else "no log"
+        if self._reader is None:
             self.lines_view.set_height(0)
             self._update_subtitle()
             return
-        index = LogIndex(self._path)
+        index = self._reader.index()
         self._index = index
         try:
             index.refresh(max_bytes=INLINE_INDEX_BYTES)
@@ -788,7 +794,7 @@ class LogView(Vertical):
 
     def open_search(self) -> None:
         self._search_input.add_class("-open")
-        if self._match_pattern is not None and self._match_pattern[0] != ERROR_PATTERN:
+        if self._match_pattern is not None and not self._matching_errors:
             pattern, regex, _case = self._match_pattern
             self._search_input.value = f"re:{pattern}" if regex else pattern
         self._search_input.focus()
@@ -813,6 +819,7 @@ class LogView(Vertical):
             self.notify(f"bad regular expression: {error}", severity="error")
             return
         self._match_pattern = (pattern, regex, case)
+        self._matching_errors = False
         self._set_display_regex(display)
         self._run_search(self.lines_view.scroll_offset.y, backwards=False)
 
@@ -857,7 +864,7 @@ class LogView(Vertical):
             wrapped = False
             if error:
                 line = index.first_error_line(should_stop=stop)
-                self.post_message(self._Found(index, line, False, "error line", ERROR_PATTERN))
+                self.post_message(self._Found(index, line, False, "error line", index.ERROR_PATTERN))
                 return
             assert pattern is not None
             text, regex, case = pattern
@@ -879,6 +886,7 @@ class LogView(Vertical):
         if message.pattern is not None:
             # After `e`, n / N move between error lines.
             self._match_pattern = (message.pattern, True, True)
+            self._matching_errors = True
             self._set_display_regex(re.compile(message.pattern))
         if message.line is None:
             self.notify(f"no {message.what} found", severity="warning")

@@ -1,0 +1,84 @@
+"""The typed messages the app posts to every tab pane.
+
+The app turns each frame's batch of engine events into these (``from_events``) and posts them
+to every ``Pane``; a pane handles the ones it cares about with ``on_<message>`` handlers
+(``on_jobs_changed``, ``on_log_grew``, ...) and ignores the rest. The app never names a pane,
+so a new tab is a new pane, not an edit of the app.
+
+They do not bubble, and one instance goes to every pane: a handler reads it, never changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual.message import Message
+
+from evopilot.core.events import Event, HostEvent, JobEvent, LogEvent, QueueEvent
+from evopilot.core.models import Job
+
+
+class JobsChanged(Message, bubble=False):
+    """Jobs changed (status, progress, metrics); the latest state of each, once per frame."""
+
+    def __init__(self, jobs: list[Job], status_changed: bool) -> None:
+        super().__init__()
+        self.jobs = jobs
+        self.status_changed = status_changed
+        """Some job entered or left a status (running counts per host may differ)."""
+
+
+class LogGrew(Message, bubble=False):
+    """A job's log has new bytes."""
+
+    def __init__(self, event: LogEvent) -> None:
+        super().__init__()
+        self.job_id = event.job_id
+        self.log_path = event.log_path
+        self.size = event.size
+
+
+class HostChanged(Message, bubble=False):
+    """A host connected, disconnected or failed."""
+
+    def __init__(self, event: HostEvent) -> None:
+        super().__init__()
+        self.host = event.host
+        self.state = event.state
+        self.last_error = event.last_error
+
+
+class QueueChanged(Message, bubble=False):
+    """The queue was paused or resumed (by this app or another evopilot process)."""
+
+    def __init__(self, paused: bool) -> None:
+        super().__init__()
+        self.paused = paused
+
+
+class TabShown(Message, bubble=False):
+    """The pane's tab was activated (after the first load)."""
+
+
+def from_events(events: Iterable[Event]) -> list[Message]:
+    """One frame's engine events as pane messages: the latest state of each job in one
+    ``JobsChanged`` and the latest growth of each log, hosts and queue changes in order."""
+    jobs: dict[int, Job] = {}
+    logs: dict[int, LogEvent] = {}
+    status_changed = False
+    others: list[Message] = []
+    for ev in events:
+        if isinstance(ev, JobEvent):
+            jobs[ev.job.id] = ev.job
+            status_changed |= ev.previous != ev.job.status
+        elif isinstance(ev, LogEvent):
+            logs[ev.job_id] = ev
+        elif isinstance(ev, HostEvent):
+            others.append(HostChanged(ev))
+        elif isinstance(ev, QueueEvent):
+            others.append(QueueChanged(ev.paused))
+    out: list[Message] = others
+    if jobs:
+        out.append(JobsChanged(list(jobs.values()), status_changed))
+    out += [LogGrew(ev) for ev in logs.values()]
+    return out
