@@ -31,7 +31,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.tmux import join
-from evopilot.core.jobs import environments, scripts
+from evopilot.core.jobs import environments, interactive, scripts
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.models import (
@@ -312,10 +312,12 @@ class Engine:
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
         timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
+        tty: bool = False,
     ) -> list[Job]:
         """Queue one job per benchmark, then start what fits in the host's free slots.
 
         With ``check``, the benchmarks' dependencies are analysed first (see ``preflight``).
+        With ``tty``, each runs on its tmux pane's terminal (see ``attach_command``, ``send``).
         """
         self.config.host(host)
         if timeout is not None and timeout <= 0:
@@ -338,6 +340,7 @@ class Engine:
                     project_id=project.id, kind="benchmark", name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
                     command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
+                    mode="tty" if tty else "batch",
                     status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
                     error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
                 )
@@ -380,12 +383,14 @@ class Engine:
         return remote, setup_id
 
     async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
-                     host: str = LOCAL, priority: int = 0, timeout: float | None = None) -> Job:
+                     host: str = LOCAL, priority: int = 0, timeout: float | None = None,
+                     tty: bool = False) -> Job:
         """Queue an arbitrary shell command as a job (used by setup steps and benchmarks)."""
         self.config.host(host)
         job_id = await self._new_job(
             project_id=None, kind="command", name=name, command=command,
             workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
+            mode="tty" if tty else "batch",
         )
         await self._emit_jobs([job_id])
         return await jobs_db.get_job(self.db, job_id)
@@ -447,6 +452,32 @@ class Engine:
             raise EvopilotError(f"job {job_id} is still starting; try again")
         return job
 
+    # ---- interactive jobs --------------------------------------------------------------------
+
+    async def interactive_job(self, job_id: int) -> Job:
+        """The job if a line can be typed into it now (a running tty job); else an error."""
+        return interactive.check_interactive(await self._current(job_id))
+
+    async def send(self, job_id: int, text: str) -> Job:
+        """Type ``text`` and Enter into a running tty job's terminal."""
+        job = await self.interactive_job(job_id)
+        await interactive.send(await self.host(job.host), job, text)
+        return job
+
+    async def attach_command(self, job_id: int, *, inside_tmux: bool) -> interactive.AttachCommand:
+        """The command that shows a running job's tmux session on this terminal."""
+        job = interactive.check_attachable(await self._current(job_id))
+        ssh = None if job.host == LOCAL else self._ssh_host(job.host, self.config.host(job.host)).ssh_command_args()
+        return interactive.attach_command(job.tmux_session, inside_tmux=inside_tmux, ssh=ssh)
+
+    async def _current(self, job_id: int) -> Job:
+        """The job as its host has it now: a running one may have ended meanwhile."""
+        job = await jobs_db.get_job(self.db, job_id)
+        if job.status == JobStatus.RUNNING:
+            await self.tick_host(job.host, dispatch_jobs=False)
+            job = await jobs_db.get_job(self.db, job_id)
+        return job
+
     async def cancel(self, job_id: int) -> Job:
         if not await jobs_db.transition(self.db, job_id, JobStatus.CANCELLED,
                                         [JobStatus.QUEUED, JobStatus.PENDING]):
@@ -465,7 +496,7 @@ class Engine:
             project_id=old.project_id, kind=old.kind, name=old.name,
             benchmark_path=old.benchmark_path, args=old.args, command=old.command,
             workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
-            retry_of=old.id,
+            mode=old.mode, retry_of=old.id,
         )
         await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await self._emit_jobs([new_id])

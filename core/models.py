@@ -147,6 +147,7 @@ class Job(_Row):
             "tmux_session": self.tmux_session,
             "log_path": self.log_path,
             "metrics": self.metrics,
+            "mode": self.mode,
         }
 
 
