@@ -467,7 +467,9 @@ class Engine:
     async def attach_command(self, job_id: int, *, inside_tmux: bool) -> interactive.AttachCommand:
         """The command that shows a running job's tmux session on this terminal."""
         job = interactive.check_attachable(await self._current(job_id))
-        ssh = None if job.host == LOCAL else self._ssh_host(job.host, self.config.host(job.host)).ssh_command_args()
+        ssh = None
+        if job.host != LOCAL:  # the host's ssh settings; no connection is needed for them
+            ssh = self._ssh_host(job.host, self.config.host(job.host)).ssh_command_args()
         return interactive.attach_command(job.tmux_session, inside_tmux=inside_tmux, ssh=ssh)
 
     async def _current(self, job_id: int) -> Job:

@@ -137,6 +137,25 @@ def test_stop_kill_and_timeout_of_interactive_jobs(cli, proj):
     assert not {stopped["tmux_session"], killed["tmux_session"]} & set(sessions)
 
 
+def test_a_command_that_ends_at_once_and_ctrl_z(cli, proj):
+    """The exit code of a command that ends before the wrapper could ``fg`` it is kept, and a
+    Ctrl-Z typed in the pane does not stop the job (it would end the wrapper's wait)."""
+    (proj / "benchmarks" / "quick.py").write_text("raise SystemExit(7)\n")
+    assert cli("bench", "add", "proj", proj / "benchmarks" / "quick.py")[0] == 0
+    code, out, err = cli("run", "proj", "quick.py", "--tty", "--wait", "--json")
+    assert code == 1, err
+    (quick,) = [j for j in json.loads(cli("jobs", "--json")[1]) if j["benchmark"] == "quick.py"]
+    assert quick["status"] == "failed" and quick["exit_code"] == 7
+
+    j = start(cli)
+    wait_prompt(cli, j)
+    tmux("send-keys", "-t", f"={j['tmux_session']}:", "C-z")
+    assert cli("send", j["id"], "still here")[0] == 0
+    done = wait_end(cli, j)
+    assert done["status"] == "succeeded"
+    assert b"hello \x1astill here!" in Path(done["log_path"]).read_bytes()  # ^Z was a key
+
+
 def test_send_is_refused_for_batch_finished_and_unknown_jobs(cli, proj):
     code, out, err = cli("run", "proj", "forever.py", "--json")
     (batch,) = json.loads(out)
@@ -144,6 +163,9 @@ def test_send_is_refused_for_batch_finished_and_unknown_jobs(cli, proj):
     code, out, err = cli("send", batch["id"], "hello")
     assert (code, out) == (2, "")
     assert err == f"evopilot: error: job {batch['id']} is not interactive (run it with --tty)\n"
+    batch = job(cli, batch["id"])
+    code, out, _ = cli("attach", batch["id"], "--print")  # attaching to watch it is fine
+    assert (code, out) == (0, f"tmux attach-session -t ={batch['tmux_session']}\n")
 
     tty = start(cli)
     wait_prompt(cli, tty)

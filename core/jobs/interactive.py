@@ -44,6 +44,7 @@ def attach_command(session: str, *, inside_tmux: bool, ssh: list[str] | None = N
 
 
 def check_attachable(job: Job) -> Job:
+    """The job if it has a session to show (it is running); else a one-line reason."""
     if job.status != JobStatus.RUNNING or not job.tmux_session:
         if job.status.finished:
             raise EvopilotError(f"job {job.id} is {job.status.value}: its session is gone "
@@ -60,8 +61,7 @@ def check_interactive(job: Job) -> Job:
 
 
 async def send(host: Host, job: Job, text: str) -> None:
-    """Type ``text`` and Enter into a running ``tty`` job's terminal."""
-    check_interactive(job)
+    """Type ``text`` and Enter into the terminal of ``job`` (one ``check_interactive`` passed)."""
     res = await host.run(send_keys(job.tmux_session, text))
     if not res.ok:
         raise EvopilotError(f"cannot send to job {job.id}: {res.error_text()}")
