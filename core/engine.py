@@ -31,7 +31,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, Subscription
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import environments, logread
+from evopilot.core.jobs import environments, interactive, logread
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
@@ -201,6 +201,32 @@ class Engine:
 
     async def kill(self, job_id: int) -> Job:
         return await self.control.kill(job_id)
+
+    # ---- interactive jobs (core/jobs/interactive.py) ---------------------------------------
+
+    async def interactive_job(self, job_id: int) -> Job:
+        """The job if a line can be typed into it now (a running tty job); else an error."""
+        return interactive.check_interactive(await self._current(job_id))
+
+    async def send(self, job_id: int, text: str) -> Job:
+        """Type ``text`` and Enter into a running tty job's terminal."""
+        job = await self.interactive_job(job_id)
+        await interactive.send(await self.host(job.host), job, text)
+        return job
+
+    async def attach_command(self, job_id: int, *, inside_tmux: bool) -> interactive.AttachCommand:
+        """The command that shows a running job's tmux session on this terminal."""
+        job = interactive.check_attachable(await self._current(job_id))
+        ssh = None if job.host == LOCAL else self.hosts_registry.ssh_command_args(job.host)
+        return interactive.attach_command(job.tmux_session, inside_tmux=inside_tmux, ssh=ssh)
+
+    async def _current(self, job_id: int) -> Job:
+        """The job as its host has it now: a running one may have ended meanwhile."""
+        job = await jobs_db.get_job(self.db, job_id)
+        if job.status == JobStatus.RUNNING:
+            await self.tick_host(job.host, dispatch_jobs=False)
+            job = await jobs_db.get_job(self.db, job_id)
+        return job
 
     async def cancel(self, job_id: int) -> Job:
         return await self.control.cancel(job_id)

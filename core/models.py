@@ -152,4 +152,5 @@ class Job(_Row):
             "metrics": self.metrics,
             "origin_kind": self.origin_kind,
             "origin_id": self.origin_id,
+            "mode": self.mode,
         }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-
 import pytest
 
 from evopilot.core.hosts import probe
+from evopilot.core.hosts.tmux import new_session, send_keys
+from evopilot.core.jobs import scripts
+from evopilot.core.quoting import quote
+from tests.conftest import wait_until
 
 
 @pytest.mark.parametrize("variant", ["python3", "shell-fallback", "few-shell"])
@@ -40,3 +43,26 @@ def test_probe_reports_files_and_sessions(tmp_path):
     got = probe.parse_probe(out, jobs)
     assert got[1] == probe.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True)
     assert got[2] == probe.Probe(exit_code=None, pgid=None, log_size=0, session_alive=False)
+
+
+def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
+    """The tty wrapper run by tmux as a job's session would be, in a directory whose name needs
+    quoting at two levels (the wrapper's bash, and pipe-pane's sh); a line typed by send_keys."""
+    d = tmp_path / "it's a $dir"
+    d.mkdir()
+    (d / "log").write_bytes(b"")
+    command = "printf 'in: '; read -r x; echo \"got [$x]\"; exit 4"
+    wrapper = scripts.wrapper(job_id=9, job_dir=str(d), workdir=str(tmp_path), command=command,
+                              env={"X": "a b"}, done_channel="test-done", mode="tty")
+    (d / "run.sh").write_text(wrapper)
+    subprocess.run(["bash", "-c", new_session("job-9", f"bash {quote(str(d / 'run.sh'))}")], check=True)
+    wait_until(lambda: (d / "log").read_bytes() == b"in: ", what="the prompt in the log")
+    pgid = int((d / "pid").read_text())  # the command's group, recorded before it ran
+    procs = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True).stdout
+    assert [p for p in procs.splitlines() if p.split()[0] == str(pgid) and "read -r x" in p]
+    text = "-l $X 'q' \\ \"dq\" ;C-c"  # neither an option, a key name nor shell syntax
+    subprocess.run(["bash", "-c", send_keys("job-9", text)], check=True)
+    wait_until(lambda: (d / "exit_code").exists(), what="the exit code")
+    assert (d / "exit_code").read_text() == "4\n"
+    assert (d / "log").read_bytes() == f"in: {text}\r\ngot [{text}]\r\n".encode()
+    assert not (d / "hangup").exists()

@@ -146,7 +146,8 @@ async def cmd_bench_list(engine: Engine, args) -> int:
 
 async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
-                            timeout=args.timeout, args=args.args, check=not args.no_check)
+                            timeout=args.timeout, args=args.args, check=not args.no_check,
+                            tty=args.tty)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
@@ -310,6 +311,26 @@ def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace]
     return action
 
 
+async def cmd_attach(engine: Engine, args) -> int:
+    attach = await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX")))
+    if args.json:
+        _print_json({"argv": attach.argv, "command": attach.command})
+    elif args.print:
+        print(attach.command)
+    else:
+        args.exec_argv = attach.argv  # run by main() once the engine is closed
+    return 0
+
+
+async def cmd_send(engine: Engine, args) -> int:
+    job = await engine.send(args.job, args.text)
+    if args.json:
+        _print_json(job.public())
+    else:
+        print(f"job {job.id}: sent a line")
+    return 0
+
+
 async def cmd_queue(engine: Engine, args) -> int:
     if args.action in ("pause", "resume"):
         await engine.set_queue_paused(args.action == "pause")
@@ -443,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="argument passed to the benchmark (repeatable; --arg=VALUE for values starting with -)")
     sp.add_argument("--no-check", action="store_true",
                     help="queue even if the dependency analysis finds missing files or packages")
+    sp.add_argument("--tty", action="store_true",
+                    help="run interactively on the tmux pane's terminal (see attach, send); "
+                         "the output still goes to the job's log")
 
     sp = add("deps", cmd_deps, "show a benchmark's local imports and external packages "
              "(exit 1 when something is missing)")
@@ -469,6 +493,14 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         sp = add(name, _job_action(method, verb), help_)
         sp.add_argument("job", type=int)
+
+    sp = add("attach", cmd_attach, "show a running job's tmux session on this terminal "
+             "(inside tmux: switch to it; on an SSH host: ssh -t … tmux attach); detach with C-b d")
+    sp.add_argument("job", type=int)
+    sp.add_argument("--print", action="store_true", help="only print the command")
+    sp = add("send", cmd_send, "type a line (and Enter) into a running interactive (--tty) job")
+    sp.add_argument("job", type=int)
+    sp.add_argument("text", help="the line; write `send JOB -- TEXT` when it starts with -")
 
     sp = add("queue", cmd_queue, "pause or resume dispatch; move a queued job")
     sp.add_argument("action", choices=["pause", "resume", "front", "back", "up", "down"])
@@ -510,7 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "needs_engine", True):
             return args.func(args)
-        return asyncio.run(_main_async(args))
+        code = asyncio.run(_main_async(args))
+        if getattr(args, "exec_argv", None):
+            _exec(args.exec_argv)
+        return code
     except EvopilotError as e:
         print(f"evopilot: error: {e.message}", file=sys.stderr)
         return e.exit_code
@@ -519,6 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # `evopilot jobs | head` must end quietly
         return 0
+
+
+def _exec(argv: list[str]) -> None:
+    """Replace this process with ``argv`` (attach: the terminal is the command's now)."""
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        raise EvopilotError(f"cannot run {argv[0]}: {e.strerror}") from None
 
 
 def _open_app(args) -> int:

@@ -51,6 +51,10 @@ class HostRegistry:
             await host.connect()
         return host
 
+    def ssh_command_args(self, name: str) -> list[str]:
+        """The `ssh` arguments that reach an SSH host with its settings (no connection made)."""
+        return self._make(name, self.config.host(name)).ssh_command_args()
+
     def known(self, name: str) -> Host | None:
         """The host object if it was used in this process (never connects)."""
         return self._hosts.get(name)

@@ -5,7 +5,7 @@ All functions here are pure and return shell text.
 
 from __future__ import annotations
 
-from evopilot.core.quoting import quote
+from evopilot.core.quoting import join, quote
 
 
 def session_name(prefix: str, instance: str, job_id: int) -> str:
@@ -28,3 +28,11 @@ def kill_session(session: str) -> str:
 
 def list_sessions() -> str:
     return "tmux list-sessions -F '#{session_name}' 2>/dev/null || true"
+
+
+def send_keys(session: str, text: str) -> str:
+    """Type ``text`` literally (no key names, no options even if it starts with '-') into the
+    session's active pane, then press Enter."""
+    target = f"={session}:"  # the trailing ':' makes '=' (exact name) apply to a pane target
+    return (f"{join(['tmux', 'send-keys', '-t', target, '-l', '--', text])} && "
+            f"{join(['tmux', 'send-keys', '-t', target, 'Enter'])}")

@@ -75,6 +75,6 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        env=config.host(host.name).env, done_channel=done_channel(config, instance),
+        env=config.host(host.name).env, done_channel=done_channel(config, instance), mode=job.mode,
     )
     return scripts.StartSpec(job.id, job_dir, session, wrapper)

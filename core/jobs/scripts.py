@@ -19,16 +19,19 @@ RESULTS, WRAPPER = "results.json", "run.sh"
 
 def wrapper(
     *, job_id: int, job_dir: str, workdir: str, command: str, env: dict[str, str],
-    done_channel: str,
+    done_channel: str, mode: str = "batch",
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
-    It starts ``command`` as its own process group (``set -m``), records the group id in
-    ``pid``, appends stdout+stderr to ``log`` (shown in the pane too), forwards INT/TERM/HUP to
-    the group and writes the exit status to ``exit_code`` atomically (temp file + rename),
-    then wakes ``tmux wait-for done_channel`` so a watching engine reacts at once.
+    Either mode starts ``command`` as its own process group (``set -m``), records the group id
+    in ``pid``, appends its output to ``log``, writes the exit status to ``exit_code``
+    atomically (temp file + rename), then wakes ``tmux wait-for done_channel`` so a watching
+    engine reacts at once. ``batch``: see ``_batch``; ``tty``: see ``_tty``.
     """
+    if mode not in ("batch", "tty"):
+        raise ValueError(f"unknown wrapper mode {mode!r}")
     exports = "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+    body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
@@ -36,7 +39,15 @@ D={quote(job_dir)}
 finish() {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 {exports}cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
-set -m
+{body}finish "$rc"
+tmux wait-for -S {quote(done_channel)} 2>/dev/null
+"""
+
+
+def _batch(command: str) -> str:
+    """stdin from /dev/null, stdout+stderr to ``log`` (shown in the pane by ``tail``);
+    INT/TERM/HUP sent to the wrapper are forwarded to the group, a HUP also noted."""
+    return f"""set -m
 bash -c {quote(command)} </dev/null >>"$D/{LOG}" 2>&1 &
 child=$!
 set +m
@@ -49,8 +60,50 @@ while :; do
   wait "$child"; rc=$?
   kill -0 "$child" 2>/dev/null || break  # wait was cut short by a trapped signal
 done
-finish "$rc"
-tmux wait-for -S {quote(done_channel)} 2>/dev/null
+"""
+
+
+# Run in the foreground by the tty wrapper: record its own process group (it leads it), then run
+# the command. Arguments: the job directory, the command.
+_TTY_LAUNCH = f'printf "%s\\n" "$$" > "$1/{PID}.tmp" && mv -f "$1/{PID}.tmp" "$1/{PID}" && exec bash -c "$2"'
+
+
+def _tty(job_id: int, job_dir: str, command: str) -> str:
+    """The command on the pane's terminal: stdin, stdout and stderr are the pane, and it is the
+    terminal's foreground process group, so it can read keys (a background group reading its
+    terminal gets SIGTTIN). It starts in the foreground (job control gives it the terminal
+    before it runs: no race with ``fg`` and a command that ends at once). tmux copies the pane's
+    output to ``log`` (pipe-pane, opened before the command starts).
+
+    Signals need no forwarding: stop/kill signal the group, keys typed in the pane reach it.
+
+    * INT is trapped only because bash, seeing its foreground job die of SIGINT (a stop), would
+      take it as its own and exit before writing the exit code.
+    * Ctrl-Z is a plain key here: a stopped job would end the wrapper's wait.
+    * HUP is not trapped (bash would run the trap only after the foreground job): a hangup ends
+      the wrapper, the kernel hangs up the command's group, and the job is lost. A wrapper that
+      outlives its pane anyway cannot write to it, and notes the hangup.
+
+    At the end a marker (a pane-title escape) written to the pane and awaited in ``log`` proves
+    that tmux has copied every byte before it; then the pipe is closed and the marker cut off.
+    """
+    pipe = f"cat >> {quote(job_dir + '/' + LOG)}"  # run by tmux with sh -c
+    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+trap : INT
+stty susp undef 2>/dev/null
+set -m
+bash -c {quote(_TTY_LAUNCH)} evopilot "$D" {quote(command)}
+rc=$?
+set +m
+printf -v end '\\033]2;%s\\007' {quote(f"evopilot job {job_id} ended")}
+ends() {{ [ "$(tail -c ${{#end}} "$D/{LOG}" 2>/dev/null)" = "$end" ]; }}
+if printf '%s' "$end" 2>/dev/null; then
+  for _ in $(seq 200); do ends && break; sleep 0.05; done
+else
+  : > "$D/{HANGUP}"
+fi
+tmux pipe-pane -t "$TMUX_PANE" 2>/dev/null
+ends && truncate -s "$(($(stat -c %s "$D/{LOG}") - ${{#end}}))" "$D/{LOG}"
 """
 
 

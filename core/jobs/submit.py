@@ -40,13 +40,14 @@ class Submitter:
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
         timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
-        kind: str = "benchmark", origin: tuple[str, int] | None = None,
+        kind: str = "benchmark", origin: tuple[str, int] | None = None, tty: bool = False,
     ) -> list[Job]:
         """Queue one job per benchmark, then start what fits in the host's free slots.
 
         With ``check``, the benchmarks' dependencies are analysed first (see
         ``Projects.preflight``). ``kind`` and ``origin`` let a subsystem queue benchmark-shaped
-        jobs of its own kind (an evaluation owned by an evolution iteration).
+        jobs of its own kind (an evaluation owned by an evolution iteration). With ``tty``, each
+        runs on its tmux pane's terminal (see ``core.jobs.interactive``).
         """
         self.config.host(host)
         self.kinds.get(kind)
@@ -72,6 +73,7 @@ class Submitter:
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
                     command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
                     origin_kind=origin_kind, origin_id=origin_id,
+                    mode="tty" if tty else self.kinds.get(kind).mode,
                     status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
                     error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
                 )
@@ -82,14 +84,16 @@ class Submitter:
 
     async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
                      host: str = LOCAL, priority: int = 0, timeout: float | None = None,
-                     kind: str = "command", origin: tuple[str, int] | None = None) -> Job:
-        """Queue an arbitrary shell command as a job (of ``kind``, owned by ``origin``)."""
+                     kind: str = "command", origin: tuple[str, int] | None = None,
+                     tty: bool = False) -> Job:
+        """Queue an arbitrary shell command as a job (of ``kind``, owned by ``origin``; ``tty``:
+        on its pane's terminal, else the kind's mode)."""
         self.config.host(host)
         origin_kind, origin_id = origin or (None, None)
         job_id = await self._new_job(
             project_id=None, kind=self.kinds.get(kind).name, name=name, command=command,
             workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
-            mode=self.kinds.get(kind).mode, origin_kind=origin_kind, origin_id=origin_id,
+            mode="tty" if tty else self.kinds.get(kind).mode, origin_kind=origin_kind, origin_id=origin_id,
         )
         await publish_jobs(self.db, self.bus, [job_id])
         return await jobs_db.get_job(self.db, job_id)

@@ -18,6 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from evopilot.core.errors import EvopilotError
+from evopilot.core.models import Job
 from evopilot.tui import keymap
 from evopilot.tui.widgets.path_input import PathInput
 
@@ -136,6 +137,36 @@ class AddBenchmarkDialog(_Dialog):
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
         self.query_one("#error", Static).update("")
+
+
+class SendDialog(_Dialog):
+    """One line for an interactive job; Enter sends it (and Enter), Escape cancels."""
+
+    def __init__(self, job: Job, submit: Callable[[str], Awaitable[Any]]) -> None:
+        super().__init__()
+        self._job = job
+        self._submit = submit
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Send a line to job {self._job.id} ({self._job.name} on {self._job.host})",
+                        classes="title", markup=False)
+            yield Input(placeholder="typed into its terminal, then Enter", id="line", compact=True)
+            yield Static("", id="error", classes="error", markup=False)
+            yield Static("Enter: send · Esc: cancel", classes="hint", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#line", Input).focus()
+
+    @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            await self._submit(event.value)
+        except EvopilotError as e:
+            self.query_one("#error", Static).update(f"error: {e.message}")
+            return
+        self.dismiss(event.value)
 
 
 class ConfirmDialog(ModalScreen[bool]):

@@ -11,6 +11,9 @@ access).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
 from typing import ClassVar
 
 from textual import on
@@ -22,7 +25,7 @@ from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
 from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
-from evopilot.tui.screens.dialogs import ConfirmDialog
+from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.job_table import JobTable
 from evopilot.tui.widgets.log_view import LogView
@@ -266,6 +269,47 @@ class JobsPane(Pane):
 
     def action_retry(self) -> None:
         self._do("retry", done="job {id}: retried as job {new}")
+
+    def action_attach(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+
+        async def go() -> None:
+            attach = await self.evo.call(self.evo.engine.attach_command, job.id,
+                                         inside_tmux=bool(os.environ.get("TMUX")))
+            if attach.takes_terminal:
+                with self.app.suspend():  # the terminal is tmux's until the user detaches
+                    code, err = subprocess.run(attach.argv).returncode, ""
+            else:  # switch-client: this tmux client now shows the job, the app runs on
+                proc = await asyncio.create_subprocess_exec(
+                    *attach.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                err = (await proc.communicate())[1].decode(errors="replace")
+                code = proc.returncode
+            if code:
+                self.app.notify(f"{attach.command}: {err.strip() or f'exit status {code}'}",
+                                severity="error")
+
+        self.evo.act(go())
+
+    def action_send(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+
+        async def go() -> None:
+            await self.evo.call(self.evo.engine.interactive_job, job.id)  # or say why not, now
+
+            async def submit(text: str) -> None:
+                await self.evo.call(self.evo.engine.send, job.id, text)
+
+            def sent(text: str | None) -> None:
+                if text is not None:
+                    self.app.notify(f"job {job.id}: sent {text!r}")
+
+            self.app.push_screen(SendDialog(job, submit), sent)
+
+        self.evo.act(go())
 
     def action_move(self, where: str) -> None:
         self._do("move", where)
