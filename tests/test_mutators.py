@@ -15,6 +15,8 @@ import tokenize
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from evopilot.core.errors import EvopilotError
@@ -228,6 +230,10 @@ def test_search_replace_failures_name_the_block():
         apply_search_replace(files, "m.py\n<<<<<<< SEARCH\npass\n=======\nx = 1\n")
     with pytest.raises(MutationError, match=r"^SEARCH block 1 names a path outside the project: \.\./evil\.py$"):
         apply_search_replace(files, sr("../evil.py", "", "import os\n"))
+    with pytest.raises(MutationError, match=r"^SEARCH block 1 names a path inside \.git: \.git/hooks/post-checkout\.py$"):
+        apply_search_replace(files, sr(".git/hooks/post-checkout.py", "", "rm -rf ~\n"))
+    with pytest.raises(MutationError, match=r"^code block 1 names a path outside the project: /etc/x\.py$"):
+        parse_full_rewrite(files, "/etc/x.py\n```python\nx = 1\n```\n")
     with pytest.raises(MutationError, match=r"^SEARCH block 1 names other\.py, which is not in scope$"):
         apply_search_replace(files, sr("other.py", "pass\n", "x = 1\n"))
     with pytest.raises(MutationError, match=r"^the answer has no SEARCH/REPLACE block$"):
@@ -242,6 +248,35 @@ def test_search_replace_ambiguous_block_fails():
     code2 = "if a:\n    go()\nif b:\n        go()\n"
     with pytest.raises(MutationError, match=r"matches 2 places in m\.py \(lines 2, 4\)"):
         apply_search_replace({"m.py": code2}, sr("m.py", "go()\n", "stop()\n"))
+
+
+STATEMENTS = ["a = 1", "b = f(a)", "return b", "pass", "if a:", "x += 2", ""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_search_replace_shifted_or_retabbed_search_applies_where_it_belongs(data):
+    unit = data.draw(st.sampled_from(["    ", "\t"]), label="the file's indent")
+    body = data.draw(st.lists(st.tuples(st.integers(0, 3), st.sampled_from(STATEMENTS)), min_size=1, max_size=10))
+    lines = [unit * level + text if text else "" for level, text in body]
+    i = data.draw(st.integers(0, len(lines) - 1))
+    n = data.draw(st.integers(1, len(lines) - i))
+    window = lines[i:i + n]
+    stripped = [line.strip() for line in window]
+    assume(any(stripped))
+    assume(sum([line.strip() for line in lines[j:j + n]] == stripped for j in range(len(lines) - n + 1)) == 1)
+    base = min(level for (level, text) in body[i:i + n] if text)
+    # the model's copy: its own base indentation, four spaces per level
+    shift = data.draw(st.integers(0, 6), label="the answer's base indent")
+    search = [" " * shift + "    " * (level - base) + text if text else "" for level, text in body[i:i + n]]
+    new = data.draw(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(STATEMENTS[:-1])), min_size=0, max_size=3))
+    replace = [" " * shift + "    " * level + text for level, text in new]
+    out = apply_search_replace({"m.py": "\n".join(lines) + "\n"},
+                               sr("m.py", "".join(x + "\n" for x in search), "".join(x + "\n" for x in replace)))
+    uses_tabs = sum(x.startswith("\t") for x in lines) > sum(x.startswith(" ") for x in lines)
+    indent = "\t" if uses_tabs else "    "
+    expected = lines[:i] + [indent * (base + level) + text for level, text in new] + lines[i + n:]
+    assert out.get("m.py", "\n".join(lines) + "\n") == "".join(x + "\n" for x in expected)
 
 
 def test_search_replace_empty_search_appends_or_creates():

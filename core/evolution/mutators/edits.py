@@ -18,7 +18,7 @@ indentation, as long as the indentation differs by the same amount on every line
 in the file's style (tabs when most of its indented lines use them). A SEARCH that matches in
 more than one place fails rather than guess which place the model meant; one that matches
 nowhere fails. Both failures name the block. An empty SEARCH appends to the file, or creates a new file at a path
-not in scope. Paths must stay inside the project (no absolute paths, no ``..``).
+not in scope. Paths must stay inside the project (no absolute paths, no ``..``, not in .git).
 
 Line endings: a file with CRLF endings keeps them; answers may use either.
 """
@@ -132,6 +132,8 @@ def _check_path(path: str, what: str) -> None:
     p = PurePosixPath(path)
     if p.is_absolute() or ".." in p.parts or "\\" in path:
         raise MutationError(f"{what} names a path outside the project: {path}")
+    if p.parts[0] == ".git":  # hooks there would run on the next commit
+        raise MutationError(f"{what} names a path inside .git: {path}")
 
 
 def apply_search_replace(files: dict[str, str], answer: str) -> dict[str, str]:
@@ -142,7 +144,7 @@ def apply_search_replace(files: dict[str, str], answer: str) -> dict[str, str]:
     current = dict(files)
     for block in blocks:
         path = _target(block, files)
-        if path not in current:  # a new file: parse_search_replace's contract says empty SEARCH
+        if path not in current:  # a new file: only an empty SEARCH can create one
             if any(line.strip() for line in block.search):
                 raise MutationError(f"SEARCH block {block.number} names {path}, which is not in scope")
             current[path] = _join(block.replace, "\n", True)

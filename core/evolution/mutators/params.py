@@ -54,7 +54,7 @@ _STOP = {"module", "block", "expression_statement", "function_definition", "clas
 
 
 @dataclass(frozen=True)
-class Literal:
+class Candidate:
     path: str
     start: int  # byte offsets in the file's UTF-8 encoding
     end: int
@@ -76,7 +76,7 @@ def perturb(files: dict[str, str], cfg: ParamsMutatorConfig, seed: int) -> Mutat
     trees = {p: _PARSER.parse(sources[p]) for p in paths}
     regions = {p: _regions(p, trees[p].root_node) for p in paths}
     marked = any(regions.values())
-    candidates: list[Literal] = []
+    candidates: list[Candidate] = []
     for p in paths:
         spans = regions[p] if marked else [(0, len(sources[p]))]
         candidates.extend(lit for lit in _literals(p, trees[p].root_node)
@@ -150,9 +150,9 @@ def _comments(root: Node) -> list[Node]:
     return sorted(found, key=lambda n: n.start_byte)
 
 
-def _literals(path: str, root: Node) -> list[Literal]:
+def _literals(path: str, root: Node) -> list[Candidate]:
     """Candidate literals in file order (see the module docstring for what is left out)."""
-    found: list[Literal] = []
+    found: list[Candidate] = []
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, skip = stack.pop()
@@ -164,7 +164,7 @@ def _literals(path: str, root: Node) -> list[Literal]:
                 parent = node.parent
                 negative = parent is not None and parent.type == "unary_operator" and \
                     (parent.child_by_field_name("operator").type == "-")
-                found.append(Literal(path, node.start_byte, node.end_byte, node.text.decode(),
+                found.append(Candidate(path, node.start_byte, node.end_byte, node.text.decode(),
                                      kind == "integer", node.start_point[0] + 1, negative, node))
             continue
         power = kind == "binary_operator" and node.child_by_field_name("operator").type == "**"
