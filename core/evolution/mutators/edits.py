@@ -14,11 +14,14 @@ Markers may have 5 to 9 characters; code fences and markdown around paths are ig
 apply in order, each to the file as the blocks before it left it. A block applies where its
 SEARCH lines match exactly; failing that, where they match ignoring trailing whitespace and
 indentation, as long as the indentation differs by the same amount on every line (tabs count as
-4, 8 or 2 columns, whichever makes it so); the REPLACE lines are then re-indented by that amount,
-in the file's style (tabs when most of its indented lines use them). A SEARCH that matches in
-more than one place fails rather than guess which place the model meant; one that matches
-nowhere fails. Both failures name the block. An empty SEARCH appends to the file, or creates a new file at a path
-not in scope. Paths must stay inside the project (no absolute paths, no ``..``, not in .git).
+4, 8 or 2 columns, whichever makes it so), and the REPLACE lines are then shifted by that amount.
+REPLACE lines are always indented in the file's style: tabs (of 4 columns, unless the match says
+otherwise) when most of its indented lines use tabs, else spaces.
+
+A SEARCH that matches in more than one place fails rather than guess which place the model
+meant; one that matches nowhere fails. Both failures name the block. An empty SEARCH appends to
+the file, or creates a new file at a path not in scope. Paths must stay inside the project (no
+absolute paths, no ``..``, not in .git).
 
 Line endings: a file with CRLF endings keeps them; answers may use either.
 """
@@ -174,29 +177,28 @@ def _apply_block(text: str, block: Block, path: str) -> str:
     lines = body.split("\n")
     if final_newline:
         lines.pop()
-    search = block.search
+    search, n = block.search, len(block.search)
     if not any(line.strip() for line in search):
         if search:  # only blank lines: they would match anywhere
             raise MutationError(f"SEARCH block {block.number} for {path} holds only blank lines")
-        return _join(lines + block.replace, newline, True)
-    n = len(search)
-    exact = [i for i in range(len(lines) - n + 1) if lines[i:i + n] == search]
-    if len(exact) == 1:
-        return _join(lines[:exact[0]] + block.replace + lines[exact[0] + n:], newline, final_newline)
-    if len(exact) > 1:
+        start, delta, tab = len(lines), 0, _TAB_WIDTHS[0]  # append
+    elif len(exact := [i for i in range(len(lines) - n + 1) if lines[i:i + n] == search]) == 1:
+        start, delta, tab = exact[0], 0, _TAB_WIDTHS[0]
+    elif exact:
         raise _ambiguous(block, path, exact)
-    loose = [(i, shift) for i in range(len(lines) - n + 1)
-             if (shift := _indent_shift(lines[i:i + n], search)) is not None]
-    if len(loose) > 1:
-        raise _ambiguous(block, path, [i for i, _ in loose])
-    if not loose:
-        first = next(line for line in search if line.strip()).strip()
-        raise MutationError(f"SEARCH block {block.number} does not match {path} "
-                            f"(its first line: {first[:60]!r})")
-    i, (delta, tab) = loose[0]
+    else:
+        loose = [(i, shift) for i in range(len(lines) - n + 1)
+                 if (shift := _indent_shift(lines[i:i + n], search)) is not None]
+        if len(loose) > 1:
+            raise _ambiguous(block, path, [i for i, _ in loose])
+        if not loose:
+            first = next(line for line in search if line.strip()).strip()
+            raise MutationError(f"SEARCH block {block.number} does not match {path} "
+                                f"(its first line: {first[:60]!r})")
+        start, (delta, tab) = loose[0]
     uses_tabs = sum(line.startswith("\t") for line in lines) > sum(line.startswith(" ") for line in lines)
     replace = [_reindent(line, delta, tab, uses_tabs) for line in block.replace]
-    return _join(lines[:i] + replace + lines[i + n:], newline, final_newline)
+    return _join(lines[:start] + replace + lines[start + n:], newline, final_newline)
 
 
 def _ambiguous(block: Block, path: str, starts: list[int]) -> MutationError:
@@ -208,9 +210,9 @@ def _ambiguous(block: Block, path: str, starts: list[int]) -> MutationError:
 def _indent_shift(window: list[str], search: list[str]) -> tuple[int, int] | None:
     """(columns to add to the SEARCH indentation to get the file's, tab width) when the lines are
     equal but for trailing whitespace and one consistent indentation shift; else None."""
-    if any(a.strip() != b.strip() for a, b in zip(window, search)):
+    if any(a.strip() != b.strip() for a, b in zip(window, search, strict=True)):
         return None
-    pairs = [(a, b) for a, b in zip(window, search) if a.strip()]
+    pairs = [(a, b) for a, b in zip(window, search, strict=True) if a.strip()]
     for tab in _TAB_WIDTHS:
         shifts = {_columns(a, tab) - _columns(b, tab) for a, b in pairs}
         if len(shifts) == 1:
@@ -228,7 +230,7 @@ def _reindent(line: str, delta: int, tab: int, uses_tabs: bool) -> str:
         return ""
     width = max(0, _columns(line, tab) + delta)
     indent = "\t" * (width // tab) + " " * (width % tab) if uses_tabs else " " * width
-    return indent + line.lstrip().rstrip()
+    return indent + line.lstrip()
 
 
 def _join(lines: list[str], newline: str, final_newline: bool) -> str:

@@ -152,11 +152,8 @@ class LlmMutator:
 
 
 def _reason(e: openai.APIStatusError) -> str:
-    body = e.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        text = body["message"]
-    else:
-        text = e.message
+    body = e.body  # the client unwraps {"error": {...}} already
+    text = body["message"] if isinstance(body, dict) and isinstance(body.get("message"), str) else e.message
     return " ".join(text.split())[:200]
 
 

@@ -162,19 +162,16 @@ def _literals(path: str, root: Node) -> list[Candidate]:
         if kind in ("integer", "float"):
             if not skip and _is_parameter(node):
                 parent = node.parent
-                negative = parent is not None and parent.type == "unary_operator" and \
-                    (parent.child_by_field_name("operator").type == "-")
+                negative = (parent is not None and parent.type == "unary_operator"
+                            and parent.child_by_field_name("operator").type == "-")
                 found.append(Candidate(path, node.start_byte, node.end_byte, node.text.decode(),
                                      kind == "integer", node.start_point[0] + 1, negative, node))
             continue
         power = kind == "binary_operator" and node.child_by_field_name("operator").type == "**"
         for i, child in enumerate(node.children):
-            child_skip = skip
-            if kind == "subscript" and node.field_name_for_child(i) == "subscript":
-                child_skip = True
-            elif power and child.type in ("integer", "float", "unary_operator"):
-                child_skip = True
-            stack.append((child, child_skip))
+            index = kind == "subscript" and node.field_name_for_child(i) == "subscript"
+            exponent_or_base = power and child.type in ("integer", "float", "unary_operator")
+            stack.append((child, skip or index or exponent_or_base))
     found.sort(key=lambda lit: lit.start)
     return found
 
