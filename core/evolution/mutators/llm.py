@@ -1,7 +1,8 @@
 """The `llm` mutator: an OpenAI-compatible chat endpoint through the official `openai` client.
 
 One request per mutation: the loop's prompt as the user message, the answer format as the system
-message (``instructions``). The model is drawn by weight with the request's seed. The client's
+message (``instructions``). The model is drawn by weight with the request's seed, and the seed
+is passed on (providers that honour it answer more reproducibly). The client's
 own retries are off; ours retry a request refused for rate or overload (429, 408, 409, 5xx) or
 lost to a connection error or timeout, up to ``max_retries`` times, waiting the server's
 Retry-After when it sends one, else ``backoff_s * 2**n`` (at most 60 s) times a jitter in
