@@ -11,7 +11,7 @@ import math
 import re
 
 from evopilot.core.evolution.mutators.base import Usage
-from evopilot.core.hosts.tmux import quote
+from evopilot.core.quoting import quote
 
 _PLACEHOLDER = re.compile(r"\{(prompt_file|workdir)\}")
 # CSI sequences (colours, cursor moves) and OSC sequences (titles, links) a terminal CLI prints
