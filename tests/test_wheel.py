@@ -33,6 +33,7 @@ def test_wheel_installs_and_runs_the_demo_elsewhere(tmp_path):
     # installed under one name: a user's own `core` or `tui` package cannot collide with ours
     names = run(str(venv / "bin" / "python"), "-c",
                 "import importlib.util as u, evopilot.core.engine, evopilot.tui.cli\n"
+                "import evopilot.core.evolution.mutators.llm, evopilot.core.evolution.mutators.params\n"
                 "print(u.find_spec('core'), u.find_spec('tui'), evopilot.core.engine.__file__)")
     assert names.returncode == 0, names.stderr
     assert names.stdout.startswith("None None ") and str(venv) in names.stdout

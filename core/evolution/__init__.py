@@ -1,0 +1,1 @@
+"""AlphaEvolve-style code evolution: archive, descriptors, mutators and the iteration loop."""
