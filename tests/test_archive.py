@@ -125,6 +125,34 @@ def test_add_batch_is_adding_one_by_one_in_order(before, batch, maximize):
     same_state(one, many)
 
 
+@pytest.mark.parametrize("maximize", [True, False])
+def test_add_batch_with_hundreds_of_candidates_per_cell_is_adding_one_by_one(maximize):
+    rng = np.random.default_rng(11)
+    n = 2000
+    commits = np.arange(n)
+    objectives = rng.integers(0, 300, size=n).astype(np.float64)  # many ties
+    objectives[rng.random(n) < 0.05] = math.nan
+    descriptors = rng.uniform(-1.0, 4.0, size=(n, 2)) * [1.0, 0.4]  # 4 cells, some far busier
+    one, many = grid(maximize), grid(maximize)
+    one.add(5000, 150.0, [0.5, 0.5])
+    many.add(5000, 150.0, [0.5, 0.5])
+    sequential = [one.add(int(c), o, d) for c, o, d in zip(commits, objectives, descriptors)]
+    assert list(many.add_batch(commits, objectives, descriptors)) == sequential
+    same_state(one, many)
+    assert sum(r.status == "improved" for r in sequential) > 10
+
+
+def test_a_late_candidate_in_a_batch_is_compared_with_the_best_far_before_it():
+    # a best first, then a rising ramp below it, all in one cell: only the first is added (the
+    # last one is 1,024 places after it, where a running maximum by doubling steps is exact or not)
+    objectives = np.concatenate(([1000.0], np.arange(1023) * 0.5, [999.5]))
+    n = len(objectives)
+    a = grid()
+    assert a.add_batch(np.arange(n), objectives, np.full((n, 2), 0.5)).status.tolist() == [2] + [0] * 1024
+    result = a.add_batch([n, n + 1], [1000.0, 1001.0], [[0.5, 0.5], [0.5, 0.5]])
+    assert list(result) == [("not_added", 0, None), ("improved", 0, 0)]
+
+
 def test_sample_returns_only_elites_each_cell_equally_often():
     a = Archive([10, 10], [0.0, 0.0], [1.0, 1.0])
     rng = np.random.default_rng(3)
@@ -229,9 +257,8 @@ def test_freeze_bounds_covers_the_warm_up_with_a_margin():
     assert (lower.tolist(), upper.tolist()) == ([-0.5], [0.5])
     # every warm-up descriptor falls inside the grid, none on a clipped edge
     warm = np.random.default_rng(0).normal(size=(50, 2))
-    archive = Archive([10, 10], *freeze_bounds(warm))
-    t = archive._bins_f * (warm - archive.lower) / (archive.upper - archive.lower)
-    assert ((t > 0) & (t < 10)).all()
+    lower, upper = freeze_bounds(warm)
+    assert ((warm > lower) & (warm < upper)).all()
     with pytest.raises(EvopilotError, match="no candidate of the warm-up has finite descriptors"):
         freeze_bounds([[math.nan, 1.0]])
 
