@@ -1,1 +1,1 @@
-"""AlphaEvolve-style code evolution: archive, descriptors, mutators and the iteration loop."""
+"""Code evolution: MAP-Elites archives of git commits, their descriptors, and the iteration loop."""
