@@ -18,13 +18,14 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
 
+M = TypeVar("M", bound=BaseModel)
 LOCAL = "local"
 HOST_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -198,19 +199,24 @@ def _format_loc(loc: tuple) -> str:
 def _check(text: str, source: Path | None) -> dict:
     """One file's TOML, validated on its own so that an error names the file it is in, even when a
     later file overrides the bad value (it would break where that file is not read)."""
+    data, _ = validate_toml(text, source, Config)
+    return data
+
+
+def validate_toml(text: str, source: Path | None, model: type[M]) -> tuple[dict, M]:
+    """TOML text validated by ``model``; any problem is one line naming the file and the key."""
     where = str(source) if source else "config"
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise EvopilotError(f"{where}: not valid TOML: {e}") from None
     try:
-        Config.model_validate(data)
+        return data, model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
         raise EvopilotError(f"{where}: {_format_loc(err['loc'])}: {msg}{more}") from None
-    return data
 
 
 def _merged(layers: list[tuple[Path | None, dict]]) -> Config:

@@ -8,7 +8,9 @@ It opens the database and wires the services, each with one job:
 - ``Scheduler`` (core/jobs/scheduler.py): the loop that monitors, dispatches and runs the
   end handlers of job kinds (core/jobs/kinds.py);
 - ``HostRegistry`` (core/hosts/registry.py): the hosts and their connections;
-- ``EventBus`` (core/events.py): typed events to subscribers, on bounded queues.
+- ``EventBus`` (core/events.py): typed events to subscribers, on bounded queues;
+- ``Evolution`` (core/evolution/service.py): experiments, whose evaluations are jobs of the
+  ``evaluation`` kind.
 
 The methods below only delegate; subsystems (evolution, tasks) use the services, register
 their job kinds on ``kinds`` and never reach into each other. Everything here is async and runs
@@ -25,11 +27,13 @@ import aiosqlite
 from evopilot.core import locations
 from evopilot.core.config import LOCAL, Config
 from evopilot.core.db import connect as db_connect
+from evopilot.core.db import evolution as evo_db
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, Subscription
 from evopilot.core.hosts.base import Host
+from evopilot.core.evolution.evaluation import EVALUATION, MUTATION
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import environments, interactive, logread
 from evopilot.core.jobs.control import Control
@@ -54,6 +58,19 @@ class Engine:
         self.submitter = Submitter(db, config, home, instance, self.hosts_registry, self.projects,
                                    self.kinds, self.bus, self.scheduler.dispatch)
         self.control = Control(db, config, self.hosts_registry, self.bus, self.scheduler)
+        for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
+            self.kinds.register(kind)
+        self._evolution = None
+
+    @property
+    def evolution(self):
+        """Code evolution (core/evolution/service.py), loaded on first use: numpy and the
+        archive are not needed by most commands."""
+        if self._evolution is None:
+            from evopilot.core.evolution.service import Evolution
+
+            self._evolution = Evolution(self.db, self.submitter, self.bus)
+        return self._evolution
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -83,6 +100,10 @@ class Engine:
 
     def unsubscribe(self, q: Subscription) -> None:
         self.bus.unsubscribe(q)
+
+    async def has_experiments(self) -> bool:
+        """Whether any experiment exists (cheap: no evolution code is loaded to answer)."""
+        return await evo_db.any_experiment(self.db)
 
     # ---- hosts -----------------------------------------------------------------------------
 

@@ -46,7 +46,18 @@ class QueueEvent(BaseModel):
     paused: bool
 
 
-Event = JobEvent | LogEvent | HostEvent | QueueEvent
+class EvolutionEvent(BaseModel):
+    """An experiment's run moved on (an iteration applied, a mutation started or ended)."""
+
+    type: Literal["evolution"] = "evolution"
+    experiment_id: int
+    applied: int
+    mutating: int
+    best: float | None = None
+    coverage: float = 0.0
+
+
+Event = EvolutionEvent | JobEvent | LogEvent | HostEvent | QueueEvent
 
 
 class Subscription(asyncio.Queue):

@@ -67,6 +67,11 @@ def local_base(home: Path) -> Path:
     return home / "local"
 
 
+def evolution_dir(home: Path, experiment_id: int) -> Path:
+    """An experiment's scratch space: the worktrees its command mutators run in, their prompts."""
+    return home / "evolution" / f"exp-{experiment_id}"
+
+
 def deps_cache_dir(home: Path) -> Path:
     return home / "cache" / "deps"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from evopilot.core import formatting, locations
 from evopilot.core.config import dotted_key, load_config
 from evopilot.core.engine import Engine
+from evopilot.tui import evolve_cli
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import JobEvent
 from evopilot.core.models import JobStatus
@@ -356,11 +357,19 @@ async def cmd_worker(engine: Engine, args) -> int:
         print(f"evopilot: tick failed, going on: {e}", file=sys.stderr, flush=True)
 
     task = asyncio.create_task(printer())
+    stop = asyncio.Event()
+    adopt = None
+    if await engine.has_experiments():  # detached or orphaned experiments run here too
+        engine.scheduler.add_busy_check(engine.evolution.running)
+        adopt = asyncio.create_task(engine.evolution.adopt(stop))
     try:
         await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
+        stop.set()
+        if adopt is not None:
+            await adopt
     return 0
 
 
@@ -515,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("project")
     sp.add_argument("--host", required=True)
     sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
+
+    evolve_cli.register(sub, add)
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")

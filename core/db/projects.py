@@ -35,6 +35,13 @@ async def get_project(db: aiosqlite.Connection, name: str) -> Project:
     return Project.from_row(row)
 
 
+async def get_project_by_id(db: aiosqlite.Connection, project_id: int) -> Project:
+    row = await (await db.execute("SELECT * FROM projects WHERE id = ?", (project_id,))).fetchone()
+    if row is None:
+        raise EvopilotError(f"no project with id {project_id} (it was removed)")
+    return Project.from_row(row)
+
+
 async def remove_project(db: aiosqlite.Connection, project_id: int) -> None:
     # benchmarks cascade; jobs keep their rows with project_id set to NULL
     await db.execute("DELETE FROM projects WHERE id = ?", (project_id,))

@@ -164,7 +164,7 @@ class Monitor:
         else:
             status = JobStatus.FAILED
             if error is None:
-                error = parse.error_summary(_tail(j.log_path, ERROR_TAIL)) or f"exit code {code}"
+                error = parse.error_summary(tail(j.log_path, ERROR_TAIL)) or f"exit code {code}"
         fields["status"] = status.value
         if error is not None:
             fields["error_message"] = error
@@ -188,7 +188,7 @@ def _pwrite(path: str | None, offset: int, data: bytes) -> None:
         os.close(fd)
 
 
-def _tail(path: str | None, n: int) -> bytes:
+def tail(path: str | None, n: int) -> bytes:
     if not path:
         return b""
     try:

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiosqlite
 
@@ -47,6 +47,12 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
         self._next_remote_tick: dict[str, float] = {}
+        self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
+
+    def add_busy_check(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """Work of a subsystem that keeps ``run_forever(until_idle=True)`` going while no job
+        runs (an experiment between evaluations)."""
+        self._busy_checks.append(check)
 
     async def close(self) -> None:
         tasks = [*self._tasks, *self._watchers.values()]
@@ -154,9 +160,12 @@ class Scheduler:
                 self._watch_completions(host)
 
     async def idle(self) -> bool:
-        """Nothing running, and nothing queued that could start."""
+        """Nothing running, nothing queued that could start, and no subsystem busy."""
         if await jobs_db.count_jobs(self.db, status=["running"]):
             return False
+        for check in self._busy_checks:
+            if await check():
+                return False
         if await jobs_db.meta(self.db, "queue_paused") == "1":
             return True
         return not await jobs_db.count_jobs(self.db, status=["queued"])

@@ -35,7 +35,8 @@ class Submitter:
                  dispatch: Callable[[], Awaitable[None]]) -> None:
         self.db, self.config, self.home, self.instance = db, config, home, instance
         self.hosts, self.projects, self.kinds, self.bus = hosts, projects, kinds, bus
-        self._dispatch = dispatch
+        self.dispatch = dispatch
+        """Start what fits in the hosts' free slots (the scheduler's)."""
 
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
@@ -79,7 +80,7 @@ class Submitter:
                 )
                 ids.append(job_id)
         await publish_jobs(self.db, self.bus, ids)
-        await self._dispatch()
+        await self.dispatch()
         return [await jobs_db.get_job(self.db, i) for i in ids]
 
     async def submit(self, command: str, *, name: str = "command", workdir: str | None = None,
@@ -112,7 +113,7 @@ class Submitter:
         )
         await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await publish_jobs(self.db, self.bus, [new_id])
-        await self._dispatch()
+        await self.dispatch()
         return await jobs_db.get_job(self.db, new_id)
 
     async def _new_job(self, **fields) -> int:

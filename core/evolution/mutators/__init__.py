@@ -1,1 +1,41 @@
-"""Mutators: what turns a parent's code into a candidate (params, command, llm); see base.py."""
+"""Mutators: what turns a parent's code into a candidate (params, command, llm); see base.py.
+
+``Mutators`` holds one mutator per entry of an experiment's ``[[mutators]]`` for a run (an LLM
+client keeps its connections between calls). The `command` mutator runs as a job: the loop
+does that part itself, with the pure helpers in command.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from evopilot.core.evolution.mutators.base import (
+    Mutation, MutationError, MutationRequest, MutatorConfig, Usage,
+)
+
+__all__ = ["Mutation", "MutationError", "MutationRequest", "MutatorConfig", "Mutators", "Usage"]
+
+
+class Mutators:
+    def __init__(self, configs: Sequence[MutatorConfig]) -> None:
+        self.configs = list(configs)
+        self._llm: dict[int, object] = {}
+
+    async def mutate(self, index: int, req: MutationRequest) -> Mutation:
+        cfg = self.configs[index]
+        if cfg.kind == "params":
+            from evopilot.core.evolution.mutators import params
+
+            return await params.mutate(req, cfg)
+        if cfg.kind == "llm":
+            if index not in self._llm:
+                from evopilot.core.evolution.mutators.llm import LlmMutator  # openai only when used
+
+                self._llm[index] = LlmMutator(cfg)
+            return await self._llm[index].mutate(req)
+        raise ValueError(f"the {cfg.kind} mutator runs as a job, not in process")
+
+    async def aclose(self) -> None:
+        for m in self._llm.values():
+            await m.aclose()
+        self._llm.clear()

@@ -1,0 +1,463 @@
+"""The iteration loop of one experiment: plan, mutate, commit, evaluate, place, in a pipeline.
+
+Iteration 0 evaluates the seed program. Iteration n >= 1 is planned (island, parent,
+inspirations, mutator) from the search state after exactly ``max(1, n - window)`` iterations
+have been applied, and outcomes are applied strictly in iteration order. Up to ``window``
+iterations are thus under way at once — mutating (``mutations_in_flight`` at a time) or
+evaluating (``parallel`` jobs at a time) — and yet the candidates do not depend on timing:
+with the same seed and mutator answers a run makes the same commits.
+
+Every step is recorded before the next starts, so a run killed at any point resumes from the
+database: a mutator answer once received is kept (never paid for twice), commits are made with
+fixed dates (made again, they are the same commit), an evaluation job already queued is
+re-attached, and the archive is restored from its snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+import numpy as np
+
+from evopilot.core import gitops, locations
+from evopilot.core.db import evolution as evo_db
+from evopilot.core.db import jobs as jobs_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.events import EventBus, EvolutionEvent
+from evopilot.core.evolution.evaluation import ORIGIN
+from evopilot.core.evolution.experiment import Experiment
+from evopilot.core.evolution.models import ExperimentRow, IterationRow
+from evopilot.core.evolution.mutators import Mutation, MutationError, MutationRequest, Mutators
+from evopilot.core.evolution.mutators.command import parse_usage, render_command
+from evopilot.core.evolution.prompt import build_prompt
+from evopilot.core.evolution.search import Candidate, SearchState
+from evopilot.core.jobs.submit import Submitter
+from evopilot.core.jobs.monitor import tail
+from evopilot.core.models import JobStatus, Project, now_iso
+
+HEARTBEAT = 2.0
+STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
+COMMIT_EPOCH = 1_700_000_000  # candidates' commit dates: fixed, so a commit made again is the same
+TERMINAL = ("evaluated", "skipped", "failed")
+COMMAND_LOG_TAIL = 256 * 1024  # what of a coding agent's output is kept as its answer
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")[:200]
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_owners(owners: list[str | None]) -> list[str]:
+    """Owners on this machine whose process is gone (their claim is free at once)."""
+    here = socket.gethostname()
+    dead = []
+    for o in owners:
+        host, _, pid = (o or "").rpartition(":")
+        if host == here and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                dead.append(o)
+            except PermissionError:
+                pass
+    return dead
+
+
+def ref_name(exp_id: int, number: int) -> str:
+    return f"refs/evopilot/exp-{exp_id}/{number}"
+
+
+class EvolutionLoop:
+    def __init__(self, *, db: aiosqlite.Connection, submitter: Submitter, bus: EventBus,
+                 row: ExperimentRow, exp: Experiment, project: Project,
+                 on_progress: Callable[[dict], None] | None = None) -> None:
+        self.db, self.submitter, self.bus = db, submitter, bus
+        self.row, self.exp, self.project = row, exp, project
+        self.repo = project.path
+        self.owner = owner_id()
+        self.on_progress = on_progress
+        self.window = exp.evaluation.parallel + exp.mutations_in_flight
+        self._wake = asyncio.Event()
+        self._mutating: dict[int, asyncio.Task] = {}
+        self._mutators = Mutators(exp.mutators)
+        self._state: SearchState | None = None
+        self._seed_commit_id = 0
+        self._started = time.monotonic()
+        self._active_before = row.active_seconds
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> tuple[str, str | None]:
+        """Run until the iterations are done, a budget cap is reached, ``stop`` is set or the
+        experiment is stopped from elsewhere; returns the final (state, reason)."""
+        stale = time.time() - STALE_AFTER
+        if not await evo_db.claim_experiment(self.db, self.row.id, self.owner, stale, dead_owners([self.row.owner])):
+            raise EvopilotError(f"experiment {self.row.name} is already running in {self.row.owner}")
+        events = self.bus.subscribe()
+        waker = asyncio.create_task(self._wake_on_events(events))
+        state, reason = "failed", None
+        try:
+            state, reason = await self._run(stop)
+        except EvopilotError as e:
+            reason = e.message
+            raise
+        finally:
+            waker.cancel()
+            self.bus.unsubscribe(events)
+            for t in self._mutating.values():
+                t.cancel()
+            await asyncio.gather(*self._mutating.values(), return_exceptions=True)
+            await self._mutators.aclose()
+            await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
+            self._emit()
+        return state, reason
+
+    async def _wake_on_events(self, events) -> None:
+        while True:
+            await events.get()  # any job change may be an evaluation's end
+            self._wake.set()
+
+    def _active(self) -> float:
+        return self._active_before + time.monotonic() - self._started
+
+    async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
+        await self._restore()
+        planned = self.row.iterations_planned
+        cap: str | None = None
+        last_beat = 0.0
+        while True:
+            if time.monotonic() - last_beat > HEARTBEAT:
+                last_beat = time.monotonic()
+                db_state = await evo_db.heartbeat(self.db, self.row.id, self.owner, self._active())
+                if db_state is None:
+                    raise EvopilotError(f"experiment {self.row.name} was taken over by another process")
+                if db_state == "stopping":
+                    return "stopped", "stopped by `evolve stop`"
+            if stop.is_set():
+                return "stopped", "interrupted"
+            cap = cap or await self._budget_reached()
+            rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
+            if rows and rows[0].number == 0 and rows[0].status == "failed":
+                return "failed", f"the seed program's evaluation failed: {rows[0].last_error}"
+            await self._apply_and_plan(rows, None if cap else planned)
+            rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
+            if not rows and (self._state.applied > planned or cap):
+                return "finished", cap or f"{planned} iterations done"
+            if cap and all(r.status == "planned" and r.answer is None for r in rows) and not self._mutating:
+                return "finished", cap  # nothing paid for is left unevaluated
+            self._start_mutations(rows, cap)
+            await self._start_evaluations(rows)
+            self._emit()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+    # ---- restore ---------------------------------------------------------------------------
+
+    async def _restore(self) -> None:
+        seed = await evo_db.commit_by_hash(self.db, self.row.id, self.row.base_commit)
+        if seed is None:
+            tree = await gitops.tree_of(self.repo, self.row.base_commit)
+            files = await gitops.read_files(self.repo, self.row.base_commit, self.exp.files)
+            async with jobs_db.transaction(self.db):
+                cid = await evo_db.add_commit(
+                    self.db, self.row.id, commit_hash=self.row.base_commit, parent=None, tree=tree,
+                    island=None, iteration=0, message="seed program", extra=self._raw_extra(files))
+                await evo_db.add_iteration(self.db, self.row.id, 0, status="mutated",
+                                           base=self.row.base_commit, island=0, inspirations=[],
+                                           payload={"seed": True}, candidate=self.row.base_commit)
+            seed = (await evo_db.commits_by_id(self.db, [cid]))[cid]
+        self._seed_commit_id = seed.id
+        snaps = await evo_db.snapshots(self.db, self.row.id)
+        applied = snaps.get(evo_db.GLOBAL_ISLAND, {}).get("applied", 0)
+        cands = await self._candidates(applied)
+        self._state = SearchState.restore(self.exp, seed.id, snaps, cands, evo_db.GLOBAL_ISLAND)
+
+    async def _candidates(self, applied: int) -> list[Candidate]:
+        """The evaluated candidates of iterations 0 .. applied-1, in iteration order."""
+        its = await evo_db.iterations(self.db, self.row.id, limit=applied)
+        by_hash = {c.commit_hash: c for c in await evo_db.commits(self.db, self.row.id)}
+        out = []
+        for it in its:
+            if it.status == "placed":
+                c = by_hash[it.candidate_hash]
+                out.append(Candidate(c.id, it.island, c.objective, tuple(c.extra_context["raw"])))
+        return out
+
+    def _raw_extra(self, files: dict[str, str]) -> dict:
+        """The code embedding a candidate is placed by (metrics descriptors come with results)."""
+        d = self.exp.descriptors
+        if not d.embedding:
+            return {}
+        from evopilot.core.evolution.descriptors import embed_files
+
+        vec = embed_files({p: s.encode("utf-8", "surrogateescape") for p, s in files.items()}, d.embedding_dim)
+        return {"raw": [float(v) for v in vec]}
+
+    # ---- apply -----------------------------------------------------------------------------
+
+    async def _apply_and_plan(self, rows: list[IterationRow], planned: int | None) -> None:
+        """Apply finished iterations in order (each with its snapshots in one transaction), and
+        after each, plan the iterations it makes eligible: iteration n is planned right after
+        ``n - window + 1`` iterations are applied (up to ``planned``; None: plan nothing)."""
+        next_n = rows[-1].number + 1 if rows else self._state.applied
+        for it in [*rows, None]:
+            if planned is not None and self._state.applied >= 1:
+                while next_n <= planned and next_n <= self._state.applied + self.window - 1:
+                    await self._plan(next_n)
+                    next_n += 1
+            if it is None or it.number != self._state.applied or it.status not in TERMINAL:
+                return
+            await self._apply(it)
+
+    async def _apply(self, it: IterationRow) -> None:
+        cand = None
+        if it.status == "evaluated":
+            c = await evo_db.commit_by_hash(self.db, self.row.id, it.candidate_hash)
+            cand = Candidate(c.id, it.island, c.objective, tuple(c.extra_context["raw"]))
+        changed = self._state.apply(cand)
+        async with jobs_db.transaction(self.db):
+            for island in sorted(changed):
+                await evo_db.save_snapshot(self.db, self.row.id, island, self._state.snapshot(island))
+                arch = self._state.archives[island]
+                best = arch.best()
+                await evo_db.add_history(self.db, self.row.id, island, len(self._state.candidates),
+                                         arch.coverage, arch.qd_score, best[1] if best else None)
+            await evo_db.save_snapshot(self.db, self.row.id, evo_db.GLOBAL_ISLAND, self._state.shared())
+            if cand is not None:
+                await evo_db.update_iteration(self.db, it.id, status="placed")
+                await evo_db.update_commit(self.db, cand.commit_id, evaluation_summary="placed")
+
+    # ---- plan ------------------------------------------------------------------------------
+
+    async def _plan(self, number: int) -> None:
+        choice = self._state.choose(number)
+        commits = await evo_db.commits_by_id(self.db, [choice.parent, *choice.inspirations])
+        payload = {"mutator": choice.mutator, "seed": choice.seed}
+        await evo_db.add_iteration(
+            self.db, self.row.id, number, status="planned", base=commits[choice.parent].commit_hash,
+            island=choice.island, inspirations=[commits[i].commit_hash for i in choice.inspirations],
+            payload=payload)
+
+    # ---- mutate ----------------------------------------------------------------------------
+
+    def _start_mutations(self, rows: list[IterationRow], cap: str | None) -> None:
+        for it in rows:
+            if len(self._mutating) >= self.exp.mutations_in_flight:
+                return
+            if it.status != "planned" or it.number in self._mutating:
+                continue
+            if cap and it.answer is None:
+                continue  # past a budget cap: only what is already paid for goes on
+            task = asyncio.create_task(self._mutate(it))
+            self._mutating[it.number] = task
+            task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set()))
+
+    async def _mutate(self, it: IterationRow) -> None:
+        files = await gitops.read_files(self.repo, it.base_commit_hash, self.exp.files)
+        if it.answer is None:
+            cfg = self.exp.mutators[it.payload["mutator"]]
+            prompt = await self._prompt(it, files)
+            try:
+                if cfg.kind == "command":
+                    m = await self._command_mutation(it, cfg, prompt)
+                else:
+                    m = await self._mutators.mutate(it.payload["mutator"], MutationRequest(
+                        files=files, prompt=prompt, seed=it.payload["seed"]))
+            except MutationError as e:
+                async with jobs_db.transaction(self.db):
+                    await evo_db.update_iteration(self.db, it.id, status="failed", last_error=e.reason,
+                                                  answer=json.dumps({"error": e.reason, "raw": e.answer}),
+                                                  payload={**it.payload, "prompt": prompt})
+                    await self._add_costs(it, e.usage)
+                return
+            stored = {"files": m.files, "summary": m.summary, "raw": m.answer}
+            async with jobs_db.transaction(self.db):  # the answer and its cost together, at once
+                await evo_db.update_iteration(self.db, it.id, answer=json.dumps(stored), plan_summary=m.summary,
+                                              payload={**it.payload, "prompt": prompt}, started_at=now_iso())
+                await self._add_costs(it, m.usage)
+        else:
+            stored = json.loads(it.answer)
+            m = Mutation(files=stored["files"], summary=stored["summary"], answer=stored["raw"], usage=[])
+        await self._commit(it, files, m)
+
+    async def _add_costs(self, it: IterationRow, usage: list) -> None:
+        for u in usage:
+            await evo_db.add_cost(self.db, experiment_id=self.row.id, iteration_id=it.id,
+                                  job_id=it.payload.get("mutation_job"), provider=u.provider, model=u.model,
+                                  tokens_in=u.tokens_in, tokens_out=u.tokens_out, cost_usd=u.dollars,
+                                  requests=u.requests)
+
+    async def _command_mutation(self, it: IterationRow, cfg, prompt: str) -> Mutation:
+        """Run a coding-agent CLI as a job in a worktree of the parent (one per iteration under
+        way, reused), then read back the files in scope. A job already started for this
+        iteration (before a crash) is waited for, not started again."""
+        slot = self._slot_dir(it)
+        job_id = it.payload.get("mutation_job")
+        if job_id is None:
+            await self._checkout(slot, it.base_commit_hash)
+            prompt_file = slot.with_suffix(".prompt.md")
+            prompt_file.write_text(prompt, encoding="utf-8")
+            job = await self.submitter.submit(
+                render_command(cfg.template, str(prompt_file), str(slot)), name=f"mutate {self.row.name}#{it.number}",
+                workdir=str(slot), timeout=cfg.timeout_s, kind="mutation", origin=(ORIGIN, it.id),
+                tty=cfg.tty)
+            job_id = job.id
+            it.payload["mutation_job"] = job_id
+            await evo_db.update_iteration(self.db, it.id, payload=it.payload)
+            await self.submitter.dispatch()
+        while not (job := await jobs_db.get_job(self.db, job_id)).status.finished:
+            await asyncio.sleep(0.1)
+        log = tail(job.log_path, COMMAND_LOG_TAIL).decode("utf-8", "replace")
+        usage = parse_usage(log) if cfg.usage == "json" else []
+        if job.status != JobStatus.SUCCEEDED:
+            raise MutationError(f"mutation job {job.id} {job.status.value}: {job.error_message or ''}",
+                                usage=usage, answer=log)
+        files = {}
+        for p in self.exp.files:
+            try:
+                files[p] = (slot / p).read_text(encoding="utf-8", errors="surrogateescape")
+            except FileNotFoundError:
+                raise MutationError(f"the agent removed {p}", usage=usage, answer=log) from None
+        return Mutation(files=files, summary=first_line(log) or f"{cfg.kind} mutation", answer=log, usage=usage)
+
+    def _slot_dir(self, it: IterationRow) -> Path:
+        return locations.evolution_dir(self.submitter.home, self.row.id) / f"slot-{it.number % self.window}"
+
+    async def _checkout(self, slot: Path, commit: str) -> None:
+        """The slot's worktree at ``commit``, clean (made once, then reused: `git worktree add`
+        costs far more than a checkout)."""
+        if not (slot / ".git").exists():
+            slot.parent.mkdir(parents=True, exist_ok=True)
+            await gitops.git(self.repo, "worktree", "add", "--detach", "--force", str(slot), commit)
+        else:
+            await gitops.git(slot, "checkout", "--detach", "--force", commit)
+            await gitops.git(slot, "clean", "-fdxq")
+
+    async def _prompt(self, it: IterationRow, files: dict[str, str]) -> str:
+        parent = await evo_db.commit_by_hash(self.db, self.row.id, it.base_commit_hash)
+        insp = []
+        for h in it.inspiration_hashes:
+            c = await evo_db.commit_by_hash(self.db, self.row.id, h)
+            insp.append((h, c.metrics, await gitops.read_files(self.repo, h, self.exp.files)))
+        return build_prompt(notes=self.exp.notes, objective=self.exp.evaluation.objective,
+                            maximize=self.exp.maximize, files=files, metrics=parent.metrics,
+                            inspirations=insp)
+
+    async def _commit(self, it: IterationRow, parent_files: dict[str, str], m: Mutation) -> None:
+        changed = {p: s for p, s in m.files.items() if parent_files.get(p) != s}
+        cfg = self.exp.mutators[it.payload["mutator"]]
+        cost = sum(u.dollars for u in m.usage)
+        message = (f"evopilot {self.row.name} iteration {it.number}\n\n{m.summary.strip()}\n\n"
+                   f"Evopilot-Parent: {it.base_commit_hash}\nEvopilot-Island: {it.island}\n"
+                   f"Evopilot-Mutator: {cfg.kind}\nEvopilot-Cost: {cost:.6f}\n")
+        if not changed:
+            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error="the mutator changed nothing")
+            return
+        commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
+                                                 f"{COMMIT_EPOCH + it.number} +0000")
+        if await evo_db.tree_seen(self.db, self.row.id, tree) and \
+                (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
+            await evo_db.update_iteration(self.db, it.id, status="skipped",
+                                          last_error="identical to a candidate already seen")
+            return
+        new_files = {**parent_files, **changed}
+        extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
+        if reason := self._too_close(extra):
+            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
+            return
+        await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
+        async with jobs_db.transaction(self.db):
+            await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
+                                    tree=tree, island=it.island, iteration=it.number, message=message,
+                                    extra=extra)
+            await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
+
+    def _too_close(self, extra: dict) -> str | None:
+        """ShinkaEvolve's novelty rejection: an embedding closer than the threshold to an elite."""
+        t = self.exp.novelty_threshold
+        if not t or "raw" not in extra or not self._state.candidates:
+            return None
+        raws = np.asarray([c.raw for c in self._state.candidates])
+        d = float(np.min(np.linalg.norm(raws - np.asarray(extra["raw"]), axis=1)))
+        return f"too close to an earlier candidate (distance {d:.3g} < {t:g})" if d < t else None
+
+    # ---- evaluate --------------------------------------------------------------------------
+
+    async def _start_evaluations(self, rows: list[IterationRow]) -> None:
+        running = sum(1 for r in rows if r.status == "evaluating")
+        for it in rows:
+            if running >= self.exp.evaluation.parallel:
+                return
+            if it.status != "mutated":
+                continue
+            stage = self.exp.evaluation.stages[it.stage]
+            bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
+            job_id = await evo_db.linked_job(self.db, it.id, bench.path)
+            if job_id is None:
+                hosts = self.exp.evaluation.hosts
+                (job,) = await self.submitter.run(
+                    self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
+                    timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
+                    origin=(ORIGIN, it.id), commit=it.candidate_hash)
+                job_id = job.id
+            # the end handler may already have recorded the outcome: only 'mutated' moves on
+            await self.db.execute(
+                "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
+                "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it.id, it.stage))
+            running += 1
+
+    # ---- budget and progress ---------------------------------------------------------------
+
+    async def _budget_reached(self) -> str | None:
+        b = self.exp.budget
+        if b.minutes is not None and self._active() >= b.minutes * 60:
+            return f"budget: {b.minutes:g} minutes reached"
+        if b.dollars is not None or b.requests is not None:
+            spend = await evo_db.spend(self.db, self.row.id)
+            dollars = sum(s["dollars"] or 0 for s in spend)
+            requests = sum(s["requests"] or 0 for s in spend)
+            if b.dollars is not None and dollars >= b.dollars:
+                return f"budget: ${b.dollars:g} reached (${dollars:.4f} spent)"
+            if b.requests is not None and requests >= b.requests:
+                return f"budget: {b.requests} requests reached"
+        return None
+
+    def _emit(self) -> None:
+        s = self._state
+        if s is None:
+            return
+        bests = [a.best() for a in s.archives if a is not None and a.num_elites]
+        best = (max if self.exp.maximize else min)((b[1] for b in bests), default=None)
+        info = {"experiment_id": self.row.id, "applied": s.applied, "mutating": len(self._mutating),
+                "best": best, "coverage": float(np.mean([a.coverage if a else 0.0 for a in s.archives]))}
+        self.bus.emit(EvolutionEvent(**info))
+        if self.on_progress:
+            self.on_progress(info)
+
+
+
+
+async def rebuild(db: aiosqlite.Connection, row: ExperimentRow, exp: Experiment) -> SearchState:
+    """The search state replayed from the iterations and commits in the database (without the
+    snapshots): what a resumed run must equal."""
+    seed = await evo_db.commit_by_hash(db, row.id, row.base_commit)
+    applied = (await evo_db.snapshots(db, row.id)).get(evo_db.GLOBAL_ISLAND, {}).get("applied", 0)
+    by_hash = {c.commit_hash: c for c in await evo_db.commits(db, row.id)}
+    state = SearchState(exp, seed.id)
+    for it in await evo_db.iterations(db, row.id, limit=applied):
+        c = by_hash.get(it.candidate_hash) if it.status == "placed" else None
+        state.apply(Candidate(c.id, it.island, c.objective, tuple(c.extra_context["raw"])) if c else None)
+    return state

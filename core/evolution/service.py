@@ -1,0 +1,225 @@
+"""Code evolution as the CLI and the app see it: start, resume, stop and inspect experiments.
+
+An experiment's loop runs in one process at a time (a claim renewed by heartbeats): the
+foreground `evolve start`, or a worker or the app adopting a detached or orphaned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiosqlite
+
+from evopilot.core import gitops
+from evopilot.core.db import evolution as evo_db
+from evopilot.core.db import projects as projects_db
+from evopilot.core.errors import EvopilotError
+from evopilot.core.events import EventBus
+from evopilot.core.evolution.experiment import Experiment, load_experiment, parse_experiment
+from evopilot.core.evolution.loop import STALE_AFTER, EvolutionLoop, dead_owners, ref_name
+from evopilot.core.evolution.models import ExperimentRow
+from evopilot.core.jobs.submit import Submitter
+
+ADOPT_EVERY = 2.0
+
+
+class Evolution:
+    def __init__(self, db: aiosqlite.Connection, submitter: Submitter, bus: EventBus) -> None:
+        self.db, self.submitter, self.bus = db, submitter, bus
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def create(self, path: str | Path, iterations: int | None = None) -> ExperimentRow:
+        """The experiment of this file: the existing one when its settings are the same (more
+        ``iterations`` extend it), else a new one at the file's base commit."""
+        exp = load_experiment(path)
+        project = await projects_db.get_project(self.db, exp.project)
+        for f in exp.files:
+            if Path(f).is_absolute() or ".." in Path(f).parts:
+                raise EvopilotError(f"{path}: files: {f!r} must be a path inside the project")
+        row = await evo_db.experiment_by_hash(self.db, exp.config_hash())
+        planned = iterations or exp.budget.iterations
+        if row is not None:
+            if planned > row.iterations_planned:
+                await evo_db.update_experiment(self.db, row.id, iterations_planned=planned)
+            return await evo_db.get_experiment(self.db, row.id)
+        base = await gitops.rev_parse(project.path, exp.base)
+        await gitops.read_files(project.path, base, exp.files)  # each file exists at the base
+        for stage in exp.evaluation.stages:
+            await self.submitter.projects.resolve_benchmark(project, stage.benchmark)
+        for host in exp.evaluation.hosts:
+            self.submitter.config.host(host)
+        row = await evo_db.create_experiment(
+            self.db, name=exp.name, project_id=project.id, config_hash=exp.config_hash(),
+            config_snapshot=exp.canonical_json(), source_path=str(Path(path).resolve()),
+            iterations=planned, base_commit=base)
+        await gitops.update_ref(project.path, ref_name(row.id, 0), base)  # kept from gc with the rest
+        return row
+
+    async def run(self, ref: str | int, stop: asyncio.Event,
+                  on_progress: Callable[[dict], None] | None = None) -> tuple[str, str | None]:
+        """Run (or resume) the experiment's loop in this process until it ends or ``stop``."""
+        row = await evo_db.get_experiment(self.db, ref)
+        loop = await self._loop(row, on_progress)
+        return await loop.run(stop)
+
+    async def _loop(self, row: ExperimentRow, on_progress=None) -> EvolutionLoop:
+        exp = parse_experiment(row.config_snapshot)
+        project = await projects_db.get_project_by_id(self.db, row.project_id)
+        return EvolutionLoop(db=self.db, submitter=self.submitter, bus=self.bus, row=row, exp=exp,
+                             project=project, on_progress=on_progress)
+
+    async def detach(self, ref: str | int) -> ExperimentRow:
+        """Leave the experiment to whichever worker (or app) adopts it."""
+        row = await evo_db.get_experiment(self.db, ref)
+        if row.state not in ("running",):
+            await evo_db.update_experiment(self.db, row.id, state="running", stop_reason=None)
+        return await evo_db.get_experiment(self.db, row.id)
+
+    async def stop(self, ref: str | int) -> ExperimentRow:
+        row = await evo_db.get_experiment(self.db, ref)
+        if row.state not in ("running", "created"):
+            raise EvopilotError(f"experiment {row.name} is {row.state}, not running")
+        live = row.owner and row.owner not in dead_owners([row.owner]) and \
+            (row.heartbeat_at or 0) > time.time() - STALE_AFTER
+        if live:  # its loop sees this at its next heartbeat and stops
+            await evo_db.update_experiment(self.db, row.id, state="stopping")
+        else:
+            await evo_db.update_experiment(self.db, row.id, state="stopped", owner=None,
+                                           stop_reason="stopped by `evolve stop`")
+        return await evo_db.get_experiment(self.db, row.id)
+
+    async def running(self) -> bool:
+        """Some experiment is running, or waiting for a process to adopt it."""
+        return any(r.state in ("running", "stopping") for r in await evo_db.list_experiments(self.db))
+
+    async def adopt(self, stop: asyncio.Event) -> None:
+        """Run detached or orphaned experiments (state running, no live owner) until ``stop``:
+        the background worker's and the app's share of the evolution work."""
+        running: dict[int, asyncio.Task] = {}
+        try:
+            while not stop.is_set():
+                for row in await evo_db.list_experiments(self.db):
+                    if row.state != "running" or row.id in running:
+                        continue
+                    if row.owner and row.owner not in dead_owners([row.owner]) and \
+                            (row.heartbeat_at or 0) > time.time() - STALE_AFTER:
+                        continue
+                    loop = await self._loop(row)
+                    task = asyncio.create_task(loop.run(stop))
+                    running[row.id] = task
+                    task.add_done_callback(lambda t, i=row.id: running.pop(i, None))
+                try:
+                    await asyncio.wait_for(stop.wait(), ADOPT_EVERY)
+                except TimeoutError:
+                    pass
+        finally:
+            await asyncio.gather(*running.values(), return_exceptions=True)
+
+    # ---- views -----------------------------------------------------------------------------
+
+    async def list(self) -> list[dict]:
+        return [await self.status(r.id, brief=True) for r in await evo_db.list_experiments(self.db)]
+
+    async def status(self, ref: str | int, *, brief: bool = False) -> dict:
+        row = await evo_db.get_experiment(self.db, ref)
+        exp = parse_experiment(row.config_snapshot)
+        counts = await evo_db.iteration_counts(self.db, row.id)
+        out = {"id": row.id, "name": row.name, "state": row.state,
+               "iterations_done": sum(counts.get(s, 0) for s in ("placed", "skipped", "failed")),
+               "iterations_planned": row.iterations_planned}
+        if brief:
+            return out
+        snaps = await evo_db.snapshots(self.db, row.id)
+        best = await self._best(row, exp, snaps)
+        archives = [s["archive"] for i, s in sorted(snaps.items()) if i >= 0 and s.get("archive")]
+        cells = sum(_cells(a["bins"]) for a in archives)
+        history = await evo_db.history(self.db, row.id)
+        qd = {}
+        for h in history:
+            qd[h["island_id"]] = h["qd_score"]
+        spend = await evo_db.spend(self.db, row.id)
+        return {
+            **out,
+            "counts": counts,
+            "best": best,
+            "coverage": (sum(len(a["entries"]) for a in archives) / cells) if cells else 0.0,
+            "qd_score": sum(qd.values()),
+            "evaluations_running": counts.get("evaluating", 0),
+            "spend": spend,
+            "dollars": sum(s["dollars"] or 0 for s in spend),
+            "active_seconds": row.active_seconds,
+            "stop_reason": row.stop_reason,
+            "objective": exp.evaluation.objective,
+            "direction": exp.evaluation.direction,
+            "base_commit": row.base_commit,
+        }
+
+    async def _best(self, row: ExperimentRow, exp: Experiment, snaps: dict) -> dict | None:
+        entries = [e for i, s in snaps.items() if i >= 0 and s.get("archive") for e in s["archive"]["entries"]]
+        if not entries:
+            return None
+        commit_id, objective, _ = (max if exp.maximize else min)(entries, key=lambda e: e[1])
+        c = (await evo_db.commits_by_id(self.db, [commit_id]))[commit_id]
+        return {"objective": objective, "commit": c.commit_hash, "iteration": c.iteration}
+
+    async def show(self, commit: str) -> dict:
+        c = await evo_db.find_commit(self.db, commit)
+        row = await evo_db.get_experiment(self.db, c.experiment_id)
+        project = await projects_db.get_project_by_id(self.db, row.project_id)
+        its = await evo_db.iterations(self.db, row.id, from_number=c.iteration or 0, limit=1)
+        it = its[0] if its and its[0].candidate_hash == c.commit_hash else None
+        diff = await gitops.diff(project.path, c.parent_hash, c.commit_hash) if c.parent_hash else ""
+        return {
+            "commit": c.commit_hash, "experiment": row.name, "experiment_id": row.id,
+            "iteration": c.iteration, "island": c.island, "parent": c.parent_hash,
+            "objective": c.objective, "summary": c.evaluation_summary,
+            "metrics": await evo_db.commit_metrics(self.db, c.id),
+            "mutator": c.extra_context.get("mutator"), "cost": c.extra_context.get("cost", 0.0),
+            "message": c.message, "diff": diff,
+            "prompt": it.payload.get("prompt") if it else None,
+            "answer": it.answer if it else None,
+            "job_id": it.job_id if it else None,
+        }
+
+    async def best(self, ref: str | int, branch: str | None = None, *, force: bool = False) -> dict:
+        row = await evo_db.get_experiment(self.db, ref)
+        exp = parse_experiment(row.config_snapshot)
+        best = await self._best(row, exp, await evo_db.snapshots(self.db, row.id))
+        if best is None:
+            raise EvopilotError(f"experiment {row.name} has no evaluated candidate yet")
+        if branch:
+            project = await projects_db.get_project_by_id(self.db, row.project_id)
+            await gitops.branch(project.path, branch, best["commit"], force=force)
+            best["branch"] = branch
+        return best
+
+    async def export(self, ref: str | int) -> list[dict]:
+        row = await evo_db.get_experiment(self.db, ref)
+        its = {it.candidate_hash: it for it in await evo_db.iterations(self.db, row.id) if it.candidate_hash}
+        out = []
+        for c in await evo_db.commits(self.db, row.id):
+            it = its.get(c.commit_hash)
+            out.append({"commit": c.commit_hash, "parent": c.parent_hash, "iteration": c.iteration,
+                        "island": c.island, "status": it.status if it else None,
+                        "objective": c.objective, "mutator": c.extra_context.get("mutator"),
+                        "cost": c.extra_context.get("cost", 0.0), "summary": c.evaluation_summary,
+                        "metrics": c.metrics})
+        return out
+
+    async def archive(self, ref: str | int) -> dict:
+        """The islands' archives and curves, for the Archive tab."""
+        row = await evo_db.get_experiment(self.db, ref)
+        snaps = await evo_db.snapshots(self.db, row.id)
+        return {"experiment": row.model_dump(), "islands": {i: s for i, s in snaps.items() if i >= 0},
+                "history": await evo_db.history(self.db, row.id)}
+
+
+def _cells(bins: list[int]) -> int:
+    n = 1
+    for b in bins:
+        n *= b
+    return n
