@@ -12,7 +12,7 @@ from typing import Any
 import aiosqlite
 
 from evopilot.core.errors import EvopilotError
-from evopilot.core.evolution.models import CommitRow, ExperimentRow, IterationRow
+from evopilot.core.models import CommitRow, ExperimentRow, IterationRow
 from evopilot.core.models import now_iso
 
 GLOBAL_ISLAND = -1  # map_elites_states row holding the state shared by all islands

@@ -33,7 +33,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, EvolutionEvent
 from evopilot.core.evolution.evaluation import ORIGIN
 from evopilot.core.evolution.experiment import Experiment
-from evopilot.core.evolution.models import ExperimentRow, IterationRow
+from evopilot.core.models import ExperimentRow, IterationRow
 from evopilot.core.evolution.mutators import Mutation, MutationError, MutationRequest, Mutators
 from evopilot.core.evolution.mutators.command import parse_usage, render_command
 from evopilot.core.evolution.prompt import build_prompt

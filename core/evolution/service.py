@@ -20,7 +20,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
 from evopilot.core.evolution.experiment import Experiment, load_experiment, parse_experiment
 from evopilot.core.evolution.loop import STALE_AFTER, EvolutionLoop, dead_owners, ref_name
-from evopilot.core.evolution.models import ExperimentRow
+from evopilot.core.models import ExperimentRow
 from evopilot.core.jobs.submit import Submitter
 
 ADOPT_EVERY = 2.0
