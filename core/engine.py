@@ -37,12 +37,12 @@ from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.models import (
     FINISHED, Benchmark, Event, HostEvent, Job, JobEvent, JobStatus, Project, QueueEvent,
 )
+from evopilot.core.workspace import Workspaces
 
 if TYPE_CHECKING:
     from evopilot.core.analysis import DependencyAnalysis
 
 WAKE_COALESCE = 0.02
-SETUP_PRIORITY = 1000  # a host's environment setup goes before the jobs that wait for it
 
 
 class Engine:
@@ -63,6 +63,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
         self._next_remote_tick: dict[str, float] = {}
+        self.workspaces = Workspaces(
+            db, config, home, instance, host=self.host, new_job=self._new_job,
+            emit_jobs=self._emit_jobs, connected_host=self._connected_host)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -138,6 +141,10 @@ class Engine:
 
         ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
         return SshHost(name, cfg, ssh_config=ssh_config)
+
+    def _connected_host(self, name: str) -> Host | None:
+        host = self._hosts.get(name)
+        return host if host is not None and host.state == "connected" else None
 
     def host_states(self) -> dict[str, tuple[str, str | None]]:
         """Connection state and last error of every configured host (not connecting any)."""
@@ -267,11 +274,11 @@ class Engine:
         bench = await self.resolve_benchmark(project, bench_ref)
         return await self._analyze(project, bench)
 
-    async def _analyze(self, project: Project, bench: Benchmark) -> "DependencyAnalysis":
+    async def _analyze(self, project: Project, bench: Benchmark, root: Path | None = None) -> "DependencyAnalysis":
         from evopilot.core.analysis import analyze  # tree-sitter only when analysing
 
         return await asyncio.to_thread(
-            analyze, Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
+            analyze, root or Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
         )
 
     async def fix_deps(self, project_name: str, bench_ref: str) -> list[str]:
@@ -282,17 +289,19 @@ class Engine:
         analysis = await self.deps(project_name, bench_ref)
         return await asyncio.to_thread(fix, Path(project.path), analysis, self.config.host(LOCAL).uv_path)
 
-    async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL) -> None:
+    async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL,
+                        root: Path | None = None) -> None:
         """Refuse to queue benchmarks that import missing local files or undeclared packages;
-        for a remote host, also local files that sync would not send (ignored by git)."""
+        for a remote host, also local files that sync would not send (ignored by git).
+        ``root``: check these files (a commit's tree) instead of the working tree."""
         problems, fixes = [], set()
         synced = None
-        if host != LOCAL:
+        if host != LOCAL and root is None:
             from evopilot.core.hosts.sync import list_files
 
             synced = set(await list_files(Path(project.path)))
         for b in benches:
-            a = await self._analyze(project, b)
+            a = await self._analyze(project, b, root)
             missing = [f"{d.module_name} ({d.file_path})" for d in a.missing_local()]
             if synced is not None:
                 missing += [f"{d.module_name} ({d.file_path}, ignored by git so never synced)"
@@ -312,19 +321,27 @@ class Engine:
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
         timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
+        commit: str | None = None,
     ) -> list[Job]:
         """Queue one job per benchmark, then start what fits in the host's free slots.
 
         With ``check``, the benchmarks' dependencies are analysed first (see ``preflight``).
+        ``commit`` (a branch, tag or sha): run on that commit's files (``core.workspace``)
+        instead of the working tree.
         """
         self.config.host(host)
         if timeout is not None and timeout <= 0:
             raise EvopilotError("--timeout must be a positive number of seconds")
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.resolve_benchmark(project, b) for b in benches]
-        if check:
+        placed = None if commit is None else await self.workspaces.prepare(
+            project, [b.path for b in resolved], host, commit,
+            check=(lambda root: self.preflight(project, resolved, host, root)) if check else None)
+        if check and not placed:
             await self.preflight(project, resolved, host)
-        if host == LOCAL:
+        if placed:
+            workdir, setup_id = placed.workdir, placed.setup_id
+        elif host == LOCAL:
             workdir, setup_id = project.path, None
         else:
             workdir, setup_id = await self._prepare_remote(project, host)
@@ -332,16 +349,18 @@ class Engine:
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:
-                command = (self._bench_command(project, b, args) if host == LOCAL
+                command = (placed.command(b.path, args) if placed
+                           else self._bench_command(project, b, args) if host == LOCAL
                            else environments.bench_command(cfg, b, args))
                 job_id = await self._new_job(
                     project_id=project.id, kind="benchmark", name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
-                    command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
-                    status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
-                    error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
+                    commit_sha=placed.sha if placed else None,
+                    command=command, priority=priority, timeout_s=timeout, **_waiting_for(setup_id),
                 )
                 ids.append(job_id)
+        if placed:  # the jobs hold their tree now (if inserting failed, the claim just expires)
+            await placed.done(ids)
         await self._emit_jobs(ids)
         await self.dispatch()
         return [await jobs_db.get_job(self.db, i) for i in ids]
@@ -374,7 +393,7 @@ class Engine:
         setup_id = await self._new_job(
             project_id=project.id, kind="setup", name=f"setup {project.name}",
             command=environments.setup_command(project, self.config.host(host_name), key),
-            workdir=remote, host=host_name, priority=SETUP_PRIORITY,
+            workdir=remote, host=host_name, priority=environments.SETUP_PRIORITY,
         )
         await self._emit_jobs([setup_id])
         return remote, setup_id
@@ -391,9 +410,7 @@ class Engine:
         return await jobs_db.get_job(self.db, job_id)
 
     def _bench_command(self, project: Project, bench: Benchmark, args: Sequence[str]) -> str:
-        venv_python = Path(project.path) / ".venv" / "bin" / "python"
-        python = str(venv_python) if venv_python.exists() else self.config.host(LOCAL).python
-        return join([python, bench.path, *args])
+        return join([environments.local_python(project, self.config.host(LOCAL)), bench.path, *args])
 
     async def jobs(self, *, status: Iterable[str] | None = None, project: str | None = None,
                    host: str | None = None, limit: int | None = None, offset: int = 0,
@@ -461,12 +478,23 @@ class Engine:
         old = await jobs_db.get_job(self.db, job_id)
         if old.status not in FINISHED:
             raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
+        placed = None
+        if old.commit_sha and old.kind == "benchmark":  # its tree may be gone: place it again
+            if old.project is None:
+                raise EvopilotError(f"cannot retry job {job_id}: its project was removed")
+            placed = await self.workspaces.prepare(
+                await projects_db.get_project(self.db, old.project), [old.benchmark_path],
+                old.host, old.commit_sha)
         new_id = await self._new_job(
             project_id=old.project_id, kind=old.kind, name=old.name,
-            benchmark_path=old.benchmark_path, args=old.args, command=old.command,
-            workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
-            retry_of=old.id,
+            benchmark_path=old.benchmark_path, args=old.args,
+            command=placed.command(old.benchmark_path, old.args) if placed else old.command,
+            workdir=placed.workdir if placed else old.workdir, host=old.host,
+            priority=old.priority, timeout_s=old.timeout_s, retry_of=old.id,
+            commit_sha=old.commit_sha, **_waiting_for(placed and placed.setup_id),
         )
+        if placed:
+            await placed.done([new_id])
         await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await self._emit_jobs([new_id])
         await self.dispatch()
@@ -573,6 +601,7 @@ class Engine:
                 self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             due.append(name)
         await asyncio.gather(*(self.tick_host(name) for name in due))  # hosts in parallel
+        await self.workspaces.sweep()  # trees of commits no job needs any more
         for name in due:
             if watch and name in self._hosts and self._hosts[name].state == "connected":
                 self._watch_completions(self._hosts[name])
@@ -636,6 +665,14 @@ class Engine:
                     await asyncio.sleep(self.config.engine.poll_interval)
 
         self._watchers[host.name] = asyncio.create_task(watch())
+
+
+def _waiting_for(setup_id: int | None) -> dict:
+    """A new job's fields: pending on its host's environment setup, or queued."""
+    if not setup_id:
+        return {"status": JobStatus.QUEUED.value}
+    return {"status": JobStatus.PENDING.value, "depends_on": setup_id,
+            "error_message": f"waiting for environment setup (job {setup_id})"}
 
 
 def _check_name(name: str, what: str) -> None:

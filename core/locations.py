@@ -7,7 +7,7 @@ Config discovery order (first that exists wins; documented here and in README):
   4. ``<user config dir>/config.toml`` (platformdirs, e.g. ``~/.config/evopilot/config.toml``)
 If none exists the built-in defaults apply.
 
-Data directory (database, logs, local job directories):
+Data directory (database, logs, local job directories, commit workspaces):
   1. ``--home DIR``   2. ``$EVOPILOT_HOME``   3. the platform's user data directory.
 """
 
@@ -62,6 +62,11 @@ def logs_dir(home: Path) -> Path:
 def local_base(home: Path) -> Path:
     """The local host's base directory: local job directories live in ``<base>/jobs``."""
     return home / "local"
+
+
+def workspaces_dir(home: Path) -> Path:
+    """Local trees of the commits jobs run on (``core.workspace``)."""
+    return home / "workspaces"
 
 
 def deps_cache_dir(home: Path) -> Path:
