@@ -100,13 +100,16 @@ def build_script(tree: str, sha: str, *, basis: tuple[str, str] | None, drop: Se
             "  echo 'basis used'",
             "  declare -A drop=()",
             f"  for f in {join(drop)}; do drop[$f]=1; done",
+            # files edited since the basis was built are sent again (fd 3), the rest linked
             "  while IFS= read -r -d '' f; do",
-            f'    [ -z "${{drop[$f]+x}}" ] && ! [ "$b/$f" -nt "$b/{STAMP}" ] && printf \'%s\\0\' "$f"',
-            f"  done < {_OWN}basis > {_OWN}seed",
-            f'  (cd -- "$b" && xargs -0 -r cp -P -l --parents -t "$t" -- < "$t/{_OWN}seed") 2>/dev/null',
-            "  while IFS= read -r -d '' f; do",
-            '    [ -z "${drop[$f]+x}" ] && ! [ -e "$f" ] && ! [ -L "$f" ] && printf \'%s\\0\' "$f"',
-            f"  done < {_OWN}basis > {_OWN}missing",
+            '    [ -n "${drop[$f]+x}" ] && continue',
+            f'    if [ "$b/$f" -nt "$b/{STAMP}" ]; then printf \'%s\\0\' "$f" >&3; else printf \'%s\\0\' "$f"; fi',
+            f"  done < {_OWN}basis > {_OWN}seed 3> {_OWN}missing",
+            f'  if ! (cd -- "$b" && xargs -0 -r cp -P -l --parents -t "$t" -- < "$t/{_OWN}seed") 2>/dev/null; then',
+            "    while IFS= read -r -d '' f; do  # some links failed (the basis is going away)",
+            '      [ -e "$f" ] || [ -L "$f" ] || printf \'%s\\0\' "$f"',
+            f"    done < {_OWN}seed >> {_OWN}missing",
+            "  fi",
             f"  [ -s {_OWN}missing ] && {{ echo missing; cat {_OWN}missing; exit 0; }}",
             "else",
             "  echo 'basis gone'; echo missing; exit 0",
@@ -358,7 +361,10 @@ class Workspaces:
                     continue
                 prefix = f"{host.base_dir}/trees/"
                 paths = [w.path for w in trees if w.path.startswith(prefix) and ".." not in w.path.split("/")]
-                if paths and not (await host.run(remove_script(paths))).ok:
+                try:
+                    if paths and not (await host.run(remove_script(paths))).ok:
+                        continue
+                except EvopilotError:  # the link dropped: they stay marked, next time
                     continue
             await ws_db.delete(self.db, [w.id for w in trees])
 

@@ -311,16 +311,22 @@ def test_build_script_never_writes_through_a_link_and_resends_edited_basis_files
             f.write("edited in place\n")
         stamp = os.stat(Path(tree_a) / STAMP).st_mtime
         os.utime(shared, (stamp + 1, stamp + 1))  # a later edit, whatever the clock's granularity
+        (Path(tree_a) / "pkg/f4.txt").unlink()  # and one deleted: its link fails
         answer = await build(tree_c, a, (tree_a, a.sha), [], [])
-        assert answer.basis == "used" and not answer.ready and answer.missing == ["pkg/f3.txt"]
+        assert answer.basis == "used" and not answer.ready
+        assert answer.missing == ["pkg/f3.txt", "pkg/f4.txt"]
         assert (await build(tree_c, a, None, (), answer.missing)).ready
+        # a basis that is not there (or not that commit's tree) is reported, nothing is linked
+        answer = await build(str(tmp_path / "td"), b, (tree_a, b.sha), [], [])
+        assert answer.basis == "gone" and not answer.ready
 
     asyncio.run(scenario())
     ta, tb, tc = Path(tree_a), Path(tree_b), Path(tree_c)
     assert (ta / "mod.py").read_text() == "VALUE = 1\n" and (tb / "mod.py").read_text() == "VALUE = 2\n"
     assert (ta / "data.txt").read_text() == "10\n" and not (tb / "gone.txt").exists()
     assert os.stat(ta / "pkg/f0.txt").st_ino == os.stat(tb / "pkg/f0.txt").st_ino
-    assert (tc / "pkg/f3.txt").read_text() == "file 3\n"
+    assert (tc / "pkg/f3.txt").read_text() == "file 3\n" and (tc / "pkg/f4.txt").read_text() == "file 4\n"
+    assert not (tmp_path / "td" / STAMP).exists()
     assert (tc / STAMP).read_text() == repo.shas["A"]
     manifest = sorted(p for p in (tb / MANIFEST).read_bytes().decode().split("\0") if p)
     assert manifest == sorted(git(repo, "ls-tree", "-r", "--name-only", repo.shas["B"]).split())
