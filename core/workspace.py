@@ -299,7 +299,11 @@ class Workspaces:
                     return _Tree(claim.tree.path, answer, {**report, "reused": True})
                 await ws_db.discard(self.db, claim.tree.id)  # removed behind our back: build anew
                 continue
-            answer, sent = await self._build(host, commit, claim.tree.path, claim.basis, env_marker)
+            try:
+                answer, sent = await self._build(host, commit, claim.tree.path, claim.basis, env_marker)
+            except BaseException:
+                await ws_db.discard(self.db, claim.tree.id)  # a run waiting for it builds anew
+                raise
             await ws_db.mark_ready(self.db, claim.tree.id)
             return _Tree(claim.tree.path, answer, {**report, "reused": False, **sent})
 
@@ -310,7 +314,7 @@ class Workspaces:
             changed, removed = await gitops.diff(
                 gitops.Commit(commit.repo, basis.commit_sha, commit.prefix), commit)
             if len(changed) > MAX_DIFF_FILES:
-                basis = None
+                basis, changed, removed = None, [], []
         payload = await gitops.archive(commit, changed if basis else None)
         script = build_script(tree, commit.sha, basis=(basis.path, basis.commit_sha) if basis else None,
                               drop=[*changed, *removed], payload=bool(payload), env_marker=env_marker)

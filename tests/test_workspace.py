@@ -171,6 +171,30 @@ def test_retry_of_a_commit_job_after_its_tree_is_gone(cli, repo):
     assert retried["status"] == "succeeded" and retried["metrics"]["value"] == 1
 
 
+def test_a_crashed_build_is_never_used_and_runs_of_one_commit_share_its_tree(repo):
+    from evopilot.core.db import workspaces as ws_db
+
+    async def scenario():
+        async with await Engine.open(Config(), Path(os.environ["EVOPILOT_HOME"])) as engine:
+            project, _ = await engine.add_project(repo)
+            # a run that died half-way through building A's tree: its claim ran out long ago
+            dead = await ws_db.claim(engine.db, project_id=project.id, host="local", sha=repo.shas["A"],
+                                     now=time.time() - 3600, lease=30, path_for=lambda wid: str(workspaces_dir() / "dead"))
+            Path(dead.tree.path, "pkg").mkdir(parents=True)
+            # two runs of A at once: one builds a new tree, the other waits for it and shares it
+            first, second = await asyncio.gather(
+                *(engine.run("proj", ["show.py"], commit="v1", check=False) for _ in range(2)))
+            await engine.run_forever(until_done=[first[0].id, second[0].id])
+            return [await engine.job(j[0].id) for j in (first, second)], dead.tree.path
+
+    jobs, dead_path = asyncio.run(scenario())
+    assert [j.status for j in jobs] == ["succeeded", "succeeded"]
+    assert [j.metrics["value"] for j in jobs] == [1, 1]
+    assert jobs[0].workdir == jobs[1].workdir != dead_path
+    assert sorted(s["reused"] for j in jobs for s in steps(j.id)) == [False, True]
+    assert list(workspaces_dir().iterdir()) == []  # the dead build's directory went too
+
+
 @pytest.mark.parametrize("case", ["unknown_rev", "option_like", "not_a_repo", "bench_not_in_commit"])
 def test_bad_commit_is_one_line_exit_2(cli, repo, make_project, case):
     project = repo
