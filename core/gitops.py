@@ -21,7 +21,7 @@ TAR_BLOCK = 512
 @dataclass(frozen=True, slots=True)
 class Commit:
     repo: str
-    """The project directory (git runs there)."""
+    """The repository's top level (git runs there: paths are never relative to a subdirectory)."""
     sha: str
     """Full commit id."""
     prefix: str
@@ -56,14 +56,13 @@ def _first_line(err: bytes) -> str:
 async def resolve(project_dir: str | Path, rev: str, project_name: str) -> tuple[Commit, list[str]]:
     """The commit ``rev`` (branch, tag, sha, ``HEAD~2``...) names in the project's repository,
     and its parents' shas."""
-    repo = str(project_dir)
     if not rev or rev.startswith("-") or "\n" in rev or "\0" in rev:
         raise EvopilotError(f"--commit {rev!r}: not a revision")
-    code, out, err = await _git(repo, "rev-parse", "--show-prefix")
+    code, out, err = await _git(str(project_dir), "rev-parse", "--show-toplevel", "--show-prefix")
     if code != 0:
-        raise EvopilotError(f"project {project_name} ({repo}) is not in a git repository: "
+        raise EvopilotError(f"project {project_name} ({project_dir}) is not in a git repository: "
                             f"--commit needs one ({_first_line(err)})")
-    prefix = out.decode("utf-8", "surrogateescape").strip()
+    repo, prefix = (out.decode("utf-8", "surrogateescape").split("\n") + [""])[:2]
     code, out, _ = await _git(repo, "rev-list", "--parents", "-n", "1", f"{rev}^{{commit}}", "--")
     if code != 0 or not out.strip():
         raise EvopilotError(f"unknown revision {rev!r} in project {project_name}: "

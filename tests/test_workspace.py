@@ -157,6 +157,20 @@ def test_two_commits_at_once_locally(cli, repo, tmp_path):
     assert step["removed"] == ["gone.txt"]
 
 
+def test_a_project_in_a_subdirectory_of_its_repository(cli, make_project):
+    root = make_project({})
+    git(root, "init", "-q")
+    commit_all(root, {"README": "the repository\n", "sub/benchmarks/show.py": SHOW, "sub/mod.py": "VALUE = 5\n",
+                      "sub/data.txt": "50\n"}, "one")
+    first = git(root, "rev-parse", "HEAD").strip()
+    commit_all(root, {"sub/mod.py": "VALUE = 6\n"}, "two")
+    assert cli("project", "add", root / "sub", "--name", "sub")[0] == 0
+    code, out, err = cli("run", "sub", "show.py", "--commit", first, "--wait")
+    assert code == 0, out + err
+    (job,) = jobs_by_commit(cli).values()
+    assert job["metrics"] == {"value": 5, "data": 50}
+
+
 def test_retry_of_a_commit_job_after_its_tree_is_gone(cli, repo):
     assert cli("project", "add", repo)[0] == 0
     code, out, err = cli("run", "proj", "show.py", "--commit", "v1", "--wait")
