@@ -35,7 +35,8 @@ from evopilot.core.events import EventBus, Subscription
 from evopilot.core.hosts.base import Host
 from evopilot.core.evolution.evaluation import EVALUATION, MUTATION
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import environments, interactive, logread
+from evopilot.core import environments
+from evopilot.core.jobs import interactive, logread
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
@@ -58,6 +59,8 @@ class Engine:
         self.submitter = Submitter(db, config, home, instance, self.hosts_registry, self.projects,
                                    self.kinds, self.bus, self.scheduler.dispatch)
         self.control = Control(db, config, self.hosts_registry, self.bus, self.scheduler)
+        self.workspaces = self.submitter.workspaces
+        self.scheduler.add_tick_hook(self.workspaces.sweep)  # trees of commits no job needs any more
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
         self._evolution = None

@@ -10,7 +10,7 @@ files below it, and the tables merge (``core.config`` says exactly how).
 The two named explicitly must exist; the others are skipped when missing. Keys no file sets keep
 their built-in defaults. `evopilot config show` prints the result and where each value came from.
 
-Data directory (database, logs, local job directories):
+Data directory (database, logs, local job directories, commit workspaces):
   1. ``--home DIR``   2. ``$EVOPILOT_HOME``   3. the platform's user data directory.
 """
 
@@ -70,6 +70,11 @@ def local_base(home: Path) -> Path:
 def evolution_dir(home: Path, experiment_id: int) -> Path:
     """An experiment's scratch space: the worktrees its command mutators run in, their prompts."""
     return home / "evolution" / f"exp-{experiment_id}"
+
+
+def workspaces_dir(home: Path) -> Path:
+    """Local trees of the commits jobs run on (``core.workspace``)."""
+    return home / "workspaces"
 
 
 def deps_cache_dir(home: Path) -> Path:

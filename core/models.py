@@ -147,6 +147,7 @@ class Job(_Row):
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "depends_on": self.depends_on,
+            "commit": self.commit_sha,
             "tmux_session": self.tmux_session,
             "log_path": self.log_path,
             "metrics": self.metrics,

@@ -100,11 +100,11 @@ class Projects:
         bench = await self.resolve_benchmark(project, bench_ref)
         return await self._analyze(project, bench)
 
-    async def _analyze(self, project: Project, bench: Benchmark) -> "DependencyAnalysis":
+    async def _analyze(self, project: Project, bench: Benchmark, root: Path | None = None) -> "DependencyAnalysis":
         from evopilot.core.analysis import analyze  # tree-sitter only when analysing
 
         return await asyncio.to_thread(
-            analyze, Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
+            analyze, root or Path(project.path), Path(bench.path), cache_dir=locations.deps_cache_dir(self.home)
         )
 
     async def fix_deps(self, project_name: str, bench_ref: str) -> list[str]:
@@ -115,17 +115,19 @@ class Projects:
         analysis = await self.deps(project_name, bench_ref)
         return await asyncio.to_thread(fix, Path(project.path), analysis, self.config.host(LOCAL).uv_path)
 
-    async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL) -> None:
+    async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL,
+                        root: Path | None = None) -> None:
         """Refuse to queue benchmarks that import missing local files or undeclared packages;
-        for a remote host, also local files that sync would not send (ignored by git)."""
+        for a remote host, also local files that sync would not send (ignored by git).
+        ``root``: check these files (a commit's tree) instead of the working tree."""
         problems, fixes = [], set()
         synced = None
-        if host != LOCAL:
+        if host != LOCAL and root is None:
             from evopilot.core.hosts.sync import list_files
 
             synced = set(await list_files(Path(project.path)))
         for b in benches:
-            a = await self._analyze(project, b)
+            a = await self._analyze(project, b, root)
             missing = [f"{d.module_name} ({d.file_path})" for d in a.missing_local()]
             if synced is not None:
                 missing += [f"{d.module_name} ({d.file_path}, ignored by git so never synced)"

@@ -148,12 +148,13 @@ async def cmd_bench_list(engine: Engine, args) -> int:
 async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
                             timeout=args.timeout, args=args.args, check=not args.no_check,
-                            tty=args.tty)
+                            tty=args.tty, commit=args.commit)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
         for j in jobs:
-            print(f"job {j.id}: {j.name} on {j.host}, {j.status.value}")
+            at = f" at {j.commit_sha[:12]}" if j.commit_sha else ""
+            print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}")
     if not args.wait:
         return 0
     return await _wait(engine, [j.id for j in jobs], args.json)
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tty", action="store_true",
                     help="run interactively on the tmux pane's terminal (see attach, send); "
                          "the output still goes to the job's log")
+    sp.add_argument("--commit", metavar="REV",
+                    help="run on this commit's files (a branch, tag or sha) instead of the working "
+                         "tree; the checkout is not touched")
 
     sp = add("deps", cmd_deps, "show a benchmark's local imports and external packages "
              "(exit 1 when something is missing)")

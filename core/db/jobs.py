@@ -289,10 +289,12 @@ async def running_per_host(db: aiosqlite.Connection) -> dict[str, int]:
 
 
 async def active_setup_job(db: aiosqlite.Connection, project_id: int, host: str) -> int | None:
-    """A setup job of the project on the host that is still to run or running."""
+    """A setup job of the project's working tree on the host that is still to run or running
+    (commits have their own: ``db.workspaces.active_setup``)."""
     row = await (await db.execute(
         "SELECT id FROM jobs WHERE kind = 'setup' AND project_id = ? AND host = ? "
-        "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (project_id, host),
+        "AND commit_sha IS NULL AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1",
+        (project_id, host),
     )).fetchone()
     return row[0] if row else None
 

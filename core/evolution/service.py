@@ -46,7 +46,11 @@ class Evolution:
             if planned > row.iterations_planned:
                 await evo_db.update_experiment(self.db, row.id, iterations_planned=planned)
             return await evo_db.get_experiment(self.db, row.id)
-        base = await gitops.rev_parse(project.path, exp.base)
+        commit, _ = await gitops.resolve(project.path, exp.base, project.name)
+        if commit.prefix:
+            raise EvopilotError(f"project {project.name} is the folder {commit.prefix} of its git repository: "
+                                "evolution needs a project at its repository's root")
+        base = commit.sha
         await gitops.read_files(project.path, base, exp.files)  # each file exists at the base
         for stage in exp.evaluation.stages:
             await self.submitter.projects.resolve_benchmark(project, stage.benchmark)
@@ -172,7 +176,7 @@ class Evolution:
         project = await projects_db.get_project_by_id(self.db, row.project_id)
         its = await evo_db.iterations(self.db, row.id, from_number=c.iteration or 0, limit=1)
         it = its[0] if its and its[0].candidate_hash == c.commit_hash else None
-        diff = await gitops.diff(project.path, c.parent_hash, c.commit_hash) if c.parent_hash else ""
+        diff = await gitops.diff_text(project.path, c.parent_hash, c.commit_hash) if c.parent_hash else ""
         return {
             "commit": c.commit_hash, "experiment": row.name, "experiment_id": row.id,
             "iteration": c.iteration, "island": c.island, "parent": c.parent_hash,

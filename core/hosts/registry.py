@@ -51,6 +51,11 @@ class HostRegistry:
             await host.connect()
         return host
 
+    def connected(self, name: str) -> Host | None:
+        """The host if it is connected now (never connects)."""
+        host = self._hosts.get(name)
+        return host if host is not None and host.state == "connected" else None
+
     def ssh_command_args(self, name: str) -> list[str]:
         """The `ssh` arguments that reach an SSH host with its settings (no connection made)."""
         return self._make(name, self.config.host(name)).ssh_command_args()

@@ -48,6 +48,11 @@ class Scheduler:
         self._watchers: dict[str, asyncio.Task] = {}
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
+        self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def add_tick_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Housekeeping run after each tick of the loop (removing trees no job needs)."""
+        self._tick_hooks.append(hook)
 
     def add_busy_check(self, check: Callable[[], Awaitable[bool]]) -> None:
         """Work of a subsystem that keeps ``run_forever(until_idle=True)`` going while no job
@@ -154,6 +159,8 @@ class Scheduler:
             due.append(name)
         await asyncio.gather(*(self.tick_host(name) for name in due))  # hosts in parallel
         await self.handle_ends()
+        for hook in self._tick_hooks:
+            await hook()
         for name in due:
             host = self.hosts.known(name)
             if watch and host is not None and host.state == "connected":

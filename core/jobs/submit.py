@@ -20,14 +20,12 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.quoting import join
-from evopilot.core.jobs import environments
+from evopilot.core import environments
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.models import FINISHED, Benchmark, Job, JobStatus, Project
 from evopilot.core.projects import Projects
-
-SETUP_PRIORITY = 1000  # a host's environment setup goes before the jobs that wait for it
-
+from evopilot.core.workspace import Workspaces
 
 class Submitter:
     def __init__(self, db: aiosqlite.Connection, config: Config, home: Path, instance: str,
@@ -37,18 +35,23 @@ class Submitter:
         self.hosts, self.projects, self.kinds, self.bus = hosts, projects, kinds, bus
         self.dispatch = dispatch
         """Start what fits in the hosts' free slots (the scheduler's)."""
+        self.workspaces = Workspaces(
+            db, config, home, instance, host=hosts.get, connected_host=hosts.connected,
+            new_job=self._new_job, emit_jobs=lambda ids: publish_jobs(db, bus, ids))
 
     async def run(
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
         timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
         kind: str = "benchmark", origin: tuple[str, int] | None = None, tty: bool = False,
+        commit: str | None = None,
     ) -> list[Job]:
         """Queue one job per benchmark, then start what fits in the host's free slots.
 
         With ``check``, the benchmarks' dependencies are analysed first (see
         ``Projects.preflight``). ``kind`` and ``origin`` let a subsystem queue benchmark-shaped
         jobs of its own kind (an evaluation owned by an evolution iteration). With ``tty``, each
-        runs on its tmux pane's terminal (see ``core.jobs.interactive``).
+        runs on its tmux pane's terminal (see ``core.jobs.interactive``). ``commit`` (a branch,
+        tag or sha): run on that commit's files (``core.workspace``) instead of the working tree.
         """
         self.config.host(host)
         self.kinds.get(kind)
@@ -56,9 +59,14 @@ class Submitter:
             raise EvopilotError("--timeout must be a positive number of seconds")
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.projects.resolve_benchmark(project, b) for b in benches]
-        if check:
+        placed = None if commit is None else await self.workspaces.prepare(
+            project, [b.path for b in resolved], host, commit,
+            check=(lambda root: self.projects.preflight(project, resolved, host, root)) if check else None)
+        if check and not placed:
             await self.projects.preflight(project, resolved, host)
-        if host == LOCAL:
+        if placed:
+            workdir, setup_id = placed.workdir, placed.setup_id
+        elif host == LOCAL:
             workdir, setup_id = project.path, None
         else:
             workdir, setup_id = await self._prepare_remote(project, host)
@@ -67,18 +75,20 @@ class Submitter:
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:
-                command = (self._bench_command(project, b, args) if host == LOCAL
+                command = (placed.command(b.path, args) if placed
+                           else self._bench_command(project, b, args) if host == LOCAL
                            else environments.bench_command(cfg, b, args))
                 job_id = await self._new_job(
                     project_id=project.id, kind=kind, name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
-                    command=command, priority=priority, timeout_s=timeout, depends_on=setup_id,
+                    command=command, priority=priority, timeout_s=timeout,
+                    commit_sha=placed.sha if placed else None,
                     origin_kind=origin_kind, origin_id=origin_id,
-                    mode="tty" if tty else self.kinds.get(kind).mode,
-                    status=(JobStatus.PENDING if setup_id else JobStatus.QUEUED).value,
-                    error_message=f"waiting for environment setup (job {setup_id})" if setup_id else None,
+                    mode="tty" if tty else self.kinds.get(kind).mode, **_waiting_for(setup_id),
                 )
                 ids.append(job_id)
+        if placed:  # the jobs hold their tree now (if inserting failed, the claim just expires)
+            await placed.done(ids)
         await publish_jobs(self.db, self.bus, ids)
         await self.dispatch()
         return [await jobs_db.get_job(self.db, i) for i in ids]
@@ -104,13 +114,24 @@ class Submitter:
         old = await jobs_db.get_job(self.db, job_id)
         if old.status not in FINISHED:
             raise EvopilotError(f"cannot retry job {job_id}: it is {old.status.value}")
+        placed = None
+        if old.commit_sha and old.benchmark_path:  # its tree may be gone: place it again
+            if old.project is None:
+                raise EvopilotError(f"cannot retry job {job_id}: its project was removed")
+            placed = await self.workspaces.prepare(
+                await projects_db.get_project(self.db, old.project), [old.benchmark_path],
+                old.host, old.commit_sha)
         new_id = await self._new_job(
             project_id=old.project_id, kind=old.kind, name=old.name,
-            benchmark_path=old.benchmark_path, args=old.args, command=old.command,
-            workdir=old.workdir, host=old.host, priority=old.priority, timeout_s=old.timeout_s,
-            retry_of=old.id, mode=old.mode, commit_sha=old.commit_sha,
-            origin_kind=old.origin_kind, origin_id=old.origin_id,
+            benchmark_path=old.benchmark_path, args=old.args,
+            command=placed.command(old.benchmark_path, old.args) if placed else old.command,
+            workdir=placed.workdir if placed else old.workdir, host=old.host,
+            priority=old.priority, timeout_s=old.timeout_s, retry_of=old.id, mode=old.mode,
+            commit_sha=old.commit_sha, origin_kind=old.origin_kind, origin_id=old.origin_id,
+            **_waiting_for(placed and placed.setup_id),
         )
+        if placed:
+            await placed.done([new_id])
         await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await publish_jobs(self.db, self.bus, [new_id])
         await self.dispatch()
@@ -144,12 +165,18 @@ class Submitter:
         setup_id = await self._new_job(
             project_id=project.id, kind="setup", name=f"setup {project.name}",
             command=environments.setup_command(project, self.config.host(host_name), key),
-            workdir=remote, host=host_name, priority=SETUP_PRIORITY,
+            workdir=remote, host=host_name, priority=environments.SETUP_PRIORITY,
         )
         await publish_jobs(self.db, self.bus, [setup_id])
         return remote, setup_id
 
     def _bench_command(self, project: Project, bench: Benchmark, args: Sequence[str]) -> str:
-        venv_python = Path(project.path) / ".venv" / "bin" / "python"
-        python = str(venv_python) if venv_python.exists() else self.config.host(LOCAL).python
-        return join([python, bench.path, *args])
+        return join([environments.local_python(project, self.config.host(LOCAL)), bench.path, *args])
+
+
+def _waiting_for(setup_id: int | None) -> dict:
+    """A new job's fields: pending on its host's environment setup, or queued."""
+    if not setup_id:
+        return {"status": JobStatus.QUEUED.value}
+    return {"status": JobStatus.PENDING.value, "depends_on": setup_id,
+            "error_message": f"waiting for environment setup (job {setup_id})"}
