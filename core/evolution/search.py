@@ -190,7 +190,7 @@ class SearchState:
         return {
             "applied": self.applied,
             "held": [c.commit_id for c in self.held],
-            "bounds": self.bounds,
+            "bounds": [list(b) for b in self.bounds] if self.bounds else None,
             "pca": self.pca.to_dict() if self.pca is not None else None,
             "pca_history": self.pca_history,
         }
