@@ -159,7 +159,7 @@ class Archive:
 
     def _cells(self, d: np.ndarray) -> np.ndarray:
         # Column by column with scalars: numpy broadcasting a row of `dims` values costs several
-        # times more per element. This is half of add_batch.
+        # times more per element, and this is a large share of add_batch.
         cells = np.zeros(len(d), dtype=np.int64)
         with np.errstate(over="ignore"):  # a huge value overflows to inf: the edge cell all the same
             for i, (b, lo, width) in enumerate(self._grid):
