@@ -76,8 +76,8 @@ def embed(source: bytes, dim: int = 64) -> np.ndarray:
 
 def _features(source: bytes) -> tuple[np.ndarray, np.ndarray, dict[bytes, int]]:
     """Every node's kind slot in pre-order, the parent slot of every node but the root, and the
-    count of each identifier. A TreeCursor walk: 13 ms for a 5,000-line file (29,000 nodes)
-    where recursion over Node objects took 22 ms and an explicit stack of them 29 ms."""
+    count of each identifier. A TreeCursor walk: 7 ms of CPU for a 5,000-line file (29,000
+    nodes) where recursion over Node objects took 10 ms and an explicit stack of them 15 ms."""
     kinds: list[int] = []
     parents: list[int] = []
     names: dict[bytes, int] = {}
