@@ -180,12 +180,14 @@ def embed_files(files: Mapping[str, bytes], dim: int = 64, cache: EmbeddingCache
     file counts the same, whatever its size), normalised; zeros when there is no file."""
     total = np.zeros(dim)
     for source in files.values():
-        blob = blob_sha(source) if cache is not None else ""
-        vector = cache.get(blob, dim) if cache is not None else None
+        if cache is None:
+            total += embed(source, dim)
+            continue
+        blob = blob_sha(source)
+        vector = cache.get(blob, dim)
         if vector is None:
             vector = embed(source, dim)
-            if cache is not None:
-                cache.put(blob, vector)
+            cache.put(blob, vector)
         total += vector
     return _unit(total).astype(np.float32)
 
@@ -221,15 +223,15 @@ class PCA:
     def fit(cls, x: ArrayLike, k: int) -> PCA:
         """The top ``k`` principal components of the rows of ``x`` (n samples x d features)."""
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or not 1 <= k <= min(x.shape):
+        if x.ndim != 2 or len(x) < 2 or not 1 <= k <= min(x.shape):
             raise ValueError(f"PCA.fit: cannot take {k} components of data of shape {x.shape} "
-                             f"(need 1 <= k <= min(n, d))")
+                             f"(need n >= 2 samples and 1 <= k <= min(n, d))")
         mean = x.mean(axis=0)
         _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
         components = vt[:k]
         rows = np.arange(k)
         components *= np.sign(components[rows, np.argmax(np.abs(components), axis=1)])[:, None]
-        variance = singular[:k] ** 2 / max(len(x) - 1, 1)
+        variance = singular[:k] ** 2 / (len(x) - 1)
         return cls(mean, components, variance)
 
     @property
