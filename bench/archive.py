@@ -118,20 +118,22 @@ def bench_archive(bins: tuple[int, int]) -> None:
 
     a, g = ours(bins), theirs(bins)
     statuses = [a.add(int(commits[i]), objectives[i], descriptors[i]).status for i in range(single)]
-    theirs_statuses = [int(g.add_single(solutions[i], objectives[i], descriptors[i])["status"]) for i in range(single)]
-    assert [("not_added", "improved", "new").index(s) for s in statuses] == theirs_statuses
+    codes = [int(g.add_single(solutions[i], objectives[i], descriptors[i])["status"]) for i in range(single)]
+    assert [("not_added", "improved", "new").index(s) for s in statuses] == codes
     same_elites(a, g)
 
     def batches_ours() -> Archive:
         a = ours(bins)
         for start in range(0, n, 1000):
-            a.add_batch(commits[start:start + 1000], objectives[start:start + 1000], descriptors[start:start + 1000])
+            batch = slice(start, start + 1000)
+            a.add_batch(commits[batch], objectives[batch], descriptors[batch])
         return a
 
     def batches_theirs() -> GridArchive:
         g = theirs(bins)
         for start in range(0, n, 1000):
-            g.add(solutions[start:start + 1000], objectives[start:start + 1000], descriptors[start:start + 1000])
+            batch = slice(start, start + 1000)
+            g.add(solutions[batch], objectives[batch], descriptors[batch])
         return g
 
     a, g = batches_ours(), batches_theirs()

@@ -88,7 +88,8 @@ def test_embedding_is_the_same_in_every_process():
     with each other and with this one, bit for bit."""
     code = ("import sys; from evopilot.core.evolution.descriptors import embed, embed_files\n"
             "src = sys.stdin.buffer.read()\n"
-            "print(embed(src, 32).tobytes().hex(), embed_files({'a.py': src, 'b.py': b'x = 1'}, 16).tobytes().hex())")
+            "both = embed_files({'a.py': src, 'b.py': b'x = 1'}, 16)\n"
+            "print(embed(src, 32).tobytes().hex(), both.tobytes().hex())")
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
