@@ -223,15 +223,15 @@ class PCA:
     def fit(cls, x: ArrayLike, k: int) -> PCA:
         """The top ``k`` principal components of the rows of ``x`` (n samples x d features)."""
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or len(x) < 2 or not 1 <= k <= min(x.shape):
+        if x.ndim != 2 or not 1 <= k <= min(x.shape):
             raise ValueError(f"PCA.fit: cannot take {k} components of data of shape {x.shape} "
-                             f"(need n >= 2 samples and 1 <= k <= min(n, d))")
+                             f"(need 1 <= k <= min(n, d))")
         mean = x.mean(axis=0)
         _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
         components = vt[:k]
         rows = np.arange(k)
         components *= np.sign(components[rows, np.argmax(np.abs(components), axis=1)])[:, None]
-        variance = singular[:k] ** 2 / (len(x) - 1)
+        variance = singular[:k] ** 2 / max(len(x) - 1, 1)  # one sample: no variance
         return cls(mean, components, variance)
 
     @property
