@@ -159,7 +159,7 @@ class Archive:
 
     def _cells(self, d: np.ndarray) -> np.ndarray:
         # Column by column with scalars: numpy broadcasting a row of `dims` values costs several
-        # times more per element. This is half of add_batch.
+        # times more per element, and this is a large share of add_batch.
         cells = np.zeros(len(d), dtype=np.int64)
         with np.errstate(over="ignore"):  # a huge value overflows to inf: the edge cell all the same
             for i, (b, lo, width) in enumerate(self._grid):
@@ -242,54 +242,63 @@ class Archive:
 
         # Candidates grouped by cell, in order within a cell: one sort of cell * n + position
         # (np.sort is several times faster than a stable argsort).
-        size = valid.size
-        grouped = np.sort(new_cells * size + np.arange(size))
-        order, sorted_cells = grouped % size, grouped // size
+        grouped = np.sort(new_cells * valid.size + np.arange(valid.size))
+        order, sorted_cells = grouped % valid.size, grouped // valid.size
         rows = valid[order]
-        starts = np.empty(size, dtype=bool)
+        starts = np.empty(valid.size, dtype=bool)
         starts[0] = True
         np.not_equal(sorted_cells[1:], sorted_cells[:-1], out=starts[1:])
-        first = np.flatnonzero(starts)
         group = np.cumsum(starts) - 1
-        group_cells = sorted_cells[first]
+        group_cells = sorted_cells[np.flatnonzero(starts)]
         held = self.occupied[group_cells]
-        rank = np.arange(size) - first[group]  # place within the group
 
-        # A candidate is accepted when it beats the cell's elite from before the batch and every
-        # candidate before it in its group: a running maximum within groups, by doubling steps.
+        # Only candidates that beat their cell's elite from before the batch can enter (in an
+        # empty cell, all): in a filling archive, few. Among them, one is accepted when it also
+        # beats every one before it in its cell: a running maximum within groups, by doubling.
         scores = self._sign * objectives[rows]
-        running = scores.copy()
+        bar = np.where(held, self._sign * self.objective[group_cells], -np.inf)
+        contenders = np.flatnonzero(scores > bar[group])
+        size = contenders.size
+        if not size:  # (so every cell was held: nothing new either)
+            return BatchAddResult(status, cell, previous)
+        c_group = group[contenders]
+        c_scores = scores[contenders]
+        c_starts = np.empty(size, dtype=bool)
+        c_starts[:1] = True
+        np.not_equal(c_group[1:], c_group[:-1], out=c_starts[1:])
+        c_first = np.flatnonzero(c_starts)
+        c_first_of = c_first[np.cumsum(c_starts) - 1]
+        rank = np.arange(size) - c_first_of  # place among its cell's contenders
+        running = c_scores.copy()
+        deep = np.flatnonzero(rank)
         step = 1
-        longest = int(rank.max())
-        while step < longest:  # after steps 1..s, running[i] is the best of the 2s up to i
-            reach = rank[step:] >= step
-            running[step:] = np.where(reach, np.maximum(running[step:], running[:-step]), running[step:])
+        while deep.size:  # after steps 1..s, running[i] is the best of the 2s up to i
+            running[deep] = np.maximum(running[deep], running[deep - step])
             step *= 2
-        best_before = np.where(held, self._sign * self.objective[group_cells], -np.inf)[group]
-        later = rank > 0
-        best_before[1:] = np.where(later[1:], np.maximum(best_before[1:], running[:-1]), best_before[1:])
-        accepted = scores > best_before
+            deep = deep[rank[deep] >= step]
+        accepted = c_starts.copy()  # the first contender of a cell has only the elite to beat
+        accepted[1:] |= c_scores[1:] > running[:-1]
 
         last_accepted = np.maximum.accumulate(np.where(accepted, np.arange(size), -1))
-        before = np.empty(size, dtype=np.int64)  # the last accepted one before each candidate
-        before[0] = -1
+        before = np.empty(size, dtype=np.int64)  # the last accepted one before each contender
+        before[:1] = -1
         before[1:] = last_accepted[:-1]
-        replaces_batch = before >= first[group]  # else it meets the elite from before the batch
-        improved = accepted & (replaces_batch | held[group])
-        status[rows[accepted]] = _NEW
-        status[rows[improved]] = _IMPROVED
-        previous[rows[improved]] = np.where(replaces_batch, commits[rows[before]],
-                                            self.commit[sorted_cells])[improved]
+        replaces_batch = before >= c_first_of  # else it meets the elite from before the batch
+        improved = accepted & (replaces_batch | held[c_group])
+        c_rows = rows[contenders]
+        status[c_rows[accepted]] = _NEW
+        status[c_rows[improved]] = _IMPROVED
+        c_cells = sorted_cells[contenders]
+        previous[c_rows[improved]] = np.where(replaces_batch, commits[c_rows[before]],
+                                              self.commit[c_cells])[improved]
 
-        final = last_accepted[np.append(first[1:], size) - 1]
-        final = final[final >= first]  # groups where someone was accepted: their cell changes
-        if final.size:
-            final_cells = sorted_cells[final]
-            final_rows = rows[final]
-            self.objective[final_cells] = objectives[final_rows]
-            self.descriptors[final_cells] = descriptors[final_rows]
-            self.commit[final_cells] = commits[final_rows]
-            self.occupied[final_cells] = True
+        final = last_accepted[np.append(c_first[1:], size) - 1]  # per cell, its last accepted
+        final_cells = c_cells[final]
+        final_rows = c_rows[final]
+        self.objective[final_cells] = objectives[final_rows]
+        self.descriptors[final_cells] = descriptors[final_rows]
+        self.commit[final_cells] = commits[final_rows]
+        self.occupied[final_cells] = True
         new_count = int(np.count_nonzero(~held))  # the first of a group in an empty cell is new
         if new_count:
             self._num_elites += new_count

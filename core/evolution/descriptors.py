@@ -76,8 +76,8 @@ def embed(source: bytes, dim: int = 64) -> np.ndarray:
 
 def _features(source: bytes) -> tuple[np.ndarray, np.ndarray, dict[bytes, int]]:
     """Every node's kind slot in pre-order, the parent slot of every node but the root, and the
-    count of each identifier. A TreeCursor walk: 13 ms for a 5,000-line file (29,000 nodes)
-    where recursion over Node objects took 22 ms and an explicit stack of them 29 ms."""
+    count of each identifier. A TreeCursor walk: 7 ms of CPU for a 5,000-line file (29,000
+    nodes) where recursion over Node objects took 10 ms and an explicit stack of them 15 ms."""
     kinds: list[int] = []
     parents: list[int] = []
     names: dict[bytes, int] = {}
@@ -180,12 +180,14 @@ def embed_files(files: Mapping[str, bytes], dim: int = 64, cache: EmbeddingCache
     file counts the same, whatever its size), normalised; zeros when there is no file."""
     total = np.zeros(dim)
     for source in files.values():
-        blob = blob_sha(source) if cache is not None else ""
-        vector = cache.get(blob, dim) if cache is not None else None
+        if cache is None:
+            total += embed(source, dim)
+            continue
+        blob = blob_sha(source)
+        vector = cache.get(blob, dim)
         if vector is None:
             vector = embed(source, dim)
-            if cache is not None:
-                cache.put(blob, vector)
+            cache.put(blob, vector)
         total += vector
     return _unit(total).astype(np.float32)
 
@@ -229,7 +231,7 @@ class PCA:
         components = vt[:k]
         rows = np.arange(k)
         components *= np.sign(components[rows, np.argmax(np.abs(components), axis=1)])[:, None]
-        variance = singular[:k] ** 2 / max(len(x) - 1, 1)
+        variance = singular[:k] ** 2 / max(len(x) - 1, 1)  # one sample: no variance
         return cls(mean, components, variance)
 
     @property

@@ -67,6 +67,8 @@ class Descriptors(_Strict):
             raise ValueError(f"bins has {len(self.bins)} entries for {dims} descriptor dimensions")
         if (self.lower or self.upper) and not (len(self.lower) == len(self.upper) == dims):
             raise ValueError(f"lower and upper need {dims} values each (or none, to freeze after warmup)")
+        if self.embedding and self.warmup < self.embedding + 1:
+            raise ValueError(f"warmup must be at least embedding + 1 ({self.embedding + 1}) to fit the PCA")
         if any(lo >= hi for lo, hi in zip(self.lower, self.upper)):
             raise ValueError("each lower bound must be below its upper bound")
         return self
