@@ -91,6 +91,11 @@ def bundled_example() -> Path:
     return _PACKAGE_ROOT / "examples" / "solver"
 
 
+def bundled_evolve_example() -> Path:
+    """The evolution example `evopilot demo --evolve` copies and runs."""
+    return _PACKAGE_ROOT / "examples" / "evolve"
+
+
 def example_config() -> Path:
     """config.example.toml, which `evopilot init` copies."""
     return _PACKAGE_ROOT / "config.example.toml"

@@ -375,7 +375,10 @@ async def cmd_worker(engine: Engine, args) -> int:
 
 
 async def cmd_demo(engine: Engine, args) -> int:
-    """Register the bundled example (once) and run all its benchmarks, waiting for them."""
+    """Register the bundled example (once) and run all its benchmarks, waiting for them; with
+    --evolve, run the evolution example in a git repository of its own under the data dir."""
+    if args.evolve:
+        return await evolve_cli.demo(engine, args)
     name, example = "example", locations.bundled_example()
     try:
         await engine.project(name)
@@ -437,7 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("init", cmd_init, "write a config file (from config.example.toml) and create the database")
-    add("demo", cmd_demo, "add the bundled example project and run its benchmarks on this machine")
+    sp = add("demo", cmd_demo, "add the bundled example project and run its benchmarks on this machine")
+    sp.add_argument("--evolve", action="store_true",
+                    help="run the evolution example instead: evolve a polynomial to fit sin(x) "
+                         "(a git repository of it is made in the data directory)")
 
     conf = sub.add_parser("config", help="show the config in effect").add_subparsers(
         dest="sub", metavar="ACTION", required=True)

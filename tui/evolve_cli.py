@@ -43,6 +43,27 @@ def register(sub, add) -> None:
     sp.add_argument("--format", choices=["csv", "json"], default="json")
 
 
+async def demo(engine: Engine, args) -> int:
+    """`evopilot demo --evolve`: the evolution example, in its own repository, in the foreground."""
+    from evopilot.core import locations
+    from evopilot.core.errors import EvopilotError
+
+    dest = engine.home / "examples" / "evolve-demo"
+    exp = await engine.evolution.demo_repository(locations.bundled_evolve_example(), dest)
+    try:
+        await engine.project("evolve-demo")
+    except EvopilotError:
+        await engine.add_project(dest, "evolve-demo")
+    row = await engine.evolution.create(exp)
+    print(f"evolving {dest}/approx.py to fit sin(x) (experiment {row.id}, {row.iterations_planned} "
+          f"iterations, 2 evaluations at once); candidates are commits there under refs/evopilot/",
+          flush=True)
+    code = await _foreground(engine, row.id, args.json)
+    print(f"\nsee `evopilot evolve status {row.id}`, `evopilot evolve export {row.id}`, or the Archive tab "
+          f"of `evopilot`")
+    return code
+
+
 async def cmd_start(engine: Engine, args) -> int:
     row = await engine.evolution.create(args.file, args.iterations)
     if args.detach:
@@ -127,7 +148,8 @@ def _status_text(st: dict) -> str:
         f"  iterations  {st['iterations_done']}/{st['iterations_planned']}"
         f"  ({', '.join(f'{k} {v}' for k, v in sorted(st['counts'].items())) or 'none yet'})",
         f"  best        " + (f"{st['objective']} {best['objective']:g} at {best['commit'][:12]} "
-                             f"(iteration {best['iteration']})" if best else "-"),
+                             f"(iteration {best['iteration']})" if best else "-")
+        + (f"; the seed program: {st['seed_objective']:g}" if st.get("seed_objective") is not None else ""),
         f"  coverage    {st['coverage']:.1%}   QD score {st['qd_score']:g}",
         f"  spend       ${st['dollars']:.4f}"
         + "".join(f"\n    {s['provider']}/{s['model']}: ${s['dollars'] or 0:.4f}, {s['requests']} requests, "

@@ -7,6 +7,7 @@ foreground `evolve start`, or a worker or the app adopting a detached or orphane
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,19 @@ class Evolution:
             iterations=planned, base_commit=base)
         await gitops.update_ref(project.path, ref_name(row.id, 0), base)  # kept from gc with the rest
         return row
+
+    async def demo_repository(self, example: Path, dest: Path) -> Path:
+        """A git repository of the example at ``dest`` (made once: an existing one is kept as
+        it is), so that its candidates are commits of a repository of its own."""
+        if not (dest / ".git").exists():
+            shutil.copytree(example, dest, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", ".venv"))
+            await gitops.git(dest, "init", "-q")
+            await gitops.git(dest, "add", "-A")
+            await gitops.git(dest, "commit", "-q", "-m", "the example's seed program",
+                             env={**gitops.IDENTITY, "GIT_AUTHOR_DATE": "1700000000 +0000",
+                                  "GIT_COMMITTER_DATE": "1700000000 +0000"})
+        return dest / "experiment.toml"
 
     async def run(self, ref: str | int, stop: asyncio.Event,
                   on_progress: Callable[[dict], None] | None = None) -> tuple[str, str | None]:
@@ -146,10 +160,12 @@ class Evolution:
         for h in history:
             qd[h["island_id"]] = h["qd_score"]
         spend = await evo_db.spend(self.db, row.id)
+        seed = await evo_db.commit_by_hash(self.db, row.id, row.base_commit)
         return {
             **out,
             "counts": counts,
             "best": best,
+            "seed_objective": seed.objective if seed else None,
             "coverage": (sum(len(a["entries"]) for a in archives) / cells) if cells else 0.0,
             "qd_score": sum(qd.values()),
             "evaluations_running": counts.get("evaluating", 0),
