@@ -76,6 +76,16 @@ def make_project(tmp_path):
     return make
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM a process (a worker) and wait for it; SIGKILL it if it does not end in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
     """Poll ``cond`` until it is true; fail the test after ``timeout`` seconds."""
     end = time.monotonic() + timeout

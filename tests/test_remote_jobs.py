@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, evopilot_cmd, wait_until
+from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_stop_and_kill_on_a_host(remote):
         assert code == 0, err
         wait_until(lambda: jobs(remote)["tick.py"]["status"] != "running", timeout=30)
     finally:
-        _stop(worker)
+        stop_process(worker)
     js = jobs(remote)
     assert js["forever.py"]["status"] == "killed"
     assert js["tick.py"]["status"] == "cancelled" and js["tick.py"]["exit_code"] == 130
@@ -145,7 +145,7 @@ def test_remote_tmux_server_killed_jobs_become_lost(remote):
         wait_until(lambda: jobs(remote)["forever.py"]["status"] == "lost", timeout=10)
         assert time.monotonic() - t < 2 * 0.3 + 2  # two remote ticks, plus a CLI start
     finally:
-        _stop(worker)
+        stop_process(worker)
     assert "went away" in jobs(remote)["forever.py"]["error_message"]
 
 
@@ -173,7 +173,7 @@ def test_sshd_down_30s_while_jobs_run(remote):
         remote.server.start()
         wait_until(lambda: h1_job()["status"] == "succeeded", timeout=120)
     finally:
-        _stop(worker)
+        stop_process(worker)
     job = h1_job()
     log = Path(job["log_path"]).read_bytes()
     assert log == remote_log(remote.server, job)
@@ -234,15 +234,6 @@ def _worker(run) -> subprocess.Popen:
     log = open(run.cfg.parent / f"worker-{time.monotonic_ns()}.log", "wb")
     return subprocess.Popen(evopilot_cmd("worker", "--config", run.cfg), cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, env=os.environ.copy())
-
-
-def _stop(worker: subprocess.Popen) -> None:
-    worker.terminate()
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 def test_preflight_refuses_a_helper_that_git_would_not_sync(remote):

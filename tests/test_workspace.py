@@ -23,7 +23,7 @@ from evopilot.core.engine import Engine
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.sync import MANIFEST
 from evopilot.core.workspace import STAMP, build_script, commit_command, parse_answer
-from tests.conftest import REPO, evopilot_cmd, wait_until
+from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
 from tests.test_remote_jobs import PYPROJECT, host_toml
 
 SHOW = """
@@ -147,7 +147,7 @@ def test_two_commits_at_once_locally(cli, repo, tmp_path):
         wait_until(lambda: all(j["status"] == "succeeded" for j in jobs_by_commit(cli).values()))
         wait_until(lambda: list(workspaces_dir().iterdir()) == [], what="trees removed")
     finally:
-        stop_worker(worker)
+        stop_process(worker)
     js = jobs_by_commit(cli)
     assert js[repo.shas["A"]]["metrics"]["value"] == 1 and js[repo.shas["B"]]["metrics"]["value"] == 2
     # the second tree was built on the first: only the files that differ were unpacked
@@ -261,7 +261,7 @@ def test_two_commits_at_once_on_a_host(remote, tmp_path):
         wait_until(lambda: all(j["status"] == "succeeded" for j in jobs_by_commit(remote).values()),
                    timeout=60)
     finally:
-        stop_worker(worker)
+        stop_process(worker)
     js = jobs_by_commit(remote)
     a, b = js[remote.root.shas["A"]], js[remote.root.shas["B"]]
     assert a["metrics"] == {"value": 1, "data": 10} and b["metrics"] == {"value": 2, "data": 20}
@@ -412,10 +412,3 @@ def start_worker(cfg: Path | None = None) -> subprocess.Popen:
                             env=os.environ.copy())
 
 
-def stop_worker(worker: subprocess.Popen) -> None:
-    worker.terminate()
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()

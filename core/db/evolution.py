@@ -139,6 +139,13 @@ async def iteration_counts(db: aiosqlite.Connection, exp_id: int) -> dict[str, i
     return {s: n for s, n in rows}
 
 
+async def link_evaluation(db: aiosqlite.Connection, it_id: int, job_id: int, stage: int) -> None:
+    """The iteration evaluates with ``job_id`` now, unless its end was already recorded."""
+    await db.execute(
+        "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
+        "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it_id, stage))
+
+
 async def linked_job(db: aiosqlite.Connection, it_id: int, bench_path: str) -> int | None:
     """An evaluation job already queued for the iteration's stage (a submit whose link to the
     iteration was cut short by a crash)."""

@@ -101,7 +101,10 @@ class EvolutionLoop:
         """Run until the iterations are done, a budget cap is reached, ``stop`` is set or the
         experiment is stopped from elsewhere; returns the final (state, reason)."""
         stale = time.time() - STALE_AFTER
-        if not await evo_db.claim_experiment(self.db, self.row.id, self.owner, stale, dead_owners([self.row.owner])):
+        async with jobs_db.transaction(self.db):
+            claimed = await evo_db.claim_experiment(self.db, self.row.id, self.owner, stale,
+                                                    dead_owners([self.row.owner]))
+        if not claimed:
             raise EvopilotError(f"experiment {self.row.name} is already running in {self.row.owner}")
         events = self.bus.subscribe()
         waker = asyncio.create_task(self._wake_on_events(events))
@@ -118,7 +121,8 @@ class EvolutionLoop:
                 t.cancel()
             await asyncio.gather(*self._mutating.values(), return_exceptions=True)
             await self._mutators.aclose()
-            await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
+            async with jobs_db.transaction(self.db):
+                await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
             self._emit()
         return state, reason
 
@@ -138,7 +142,8 @@ class EvolutionLoop:
         while True:
             if time.monotonic() - last_beat > HEARTBEAT:
                 last_beat = time.monotonic()
-                db_state = await evo_db.heartbeat(self.db, self.row.id, self.owner, self._active())
+                async with jobs_db.transaction(self.db):
+                    db_state = await evo_db.heartbeat(self.db, self.row.id, self.owner, self._active())
                 if db_state is None:
                     raise EvopilotError(f"experiment {self.row.name} was taken over by another process")
                 if db_state == "stopping":
@@ -246,10 +251,11 @@ class EvolutionLoop:
         choice = self._state.choose(number)
         commits = await evo_db.commits_by_id(self.db, [choice.parent, *choice.inspirations])
         payload = {"mutator": choice.mutator, "seed": choice.seed}
-        await evo_db.add_iteration(
-            self.db, self.row.id, number, status="planned", base=commits[choice.parent].commit_hash,
-            island=choice.island, inspirations=[commits[i].commit_hash for i in choice.inspirations],
-            payload=payload)
+        async with jobs_db.transaction(self.db):
+            await evo_db.add_iteration(
+                self.db, self.row.id, number, status="planned", base=commits[choice.parent].commit_hash,
+                island=choice.island, inspirations=[commits[i].commit_hash for i in choice.inspirations],
+                payload=payload)
 
     # ---- mutate ----------------------------------------------------------------------------
 
@@ -316,7 +322,8 @@ class EvolutionLoop:
                 tty=cfg.tty)
             job_id = job.id
             it.payload["mutation_job"] = job_id
-            await evo_db.update_iteration(self.db, it.id, payload=it.payload)
+            async with jobs_db.transaction(self.db):
+                await evo_db.update_iteration(self.db, it.id, payload=it.payload)
             await self.submitter.dispatch()
         while not (job := await jobs_db.get_job(self.db, job_id)).status.finished:
             await asyncio.sleep(0.1)
@@ -364,19 +371,18 @@ class EvolutionLoop:
                    f"Evopilot-Parent: {it.base_commit_hash}\nEvopilot-Island: {it.island}\n"
                    f"Evopilot-Mutator: {cfg.kind}\nEvopilot-Cost: {cost:.6f}\n")
         if not changed:
-            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error="the mutator changed nothing")
+            await self._skip(it, "the mutator changed nothing")
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
                                                  f"{COMMIT_EPOCH + it.number} +0000")
         if await evo_db.tree_seen(self.db, self.row.id, tree) and \
                 (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
-            await evo_db.update_iteration(self.db, it.id, status="skipped",
-                                          last_error="identical to a candidate already seen")
+            await self._skip(it, "identical to a candidate already seen")
             return
         new_files = {**parent_files, **changed}
         extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
         if reason := self._too_close(extra):
-            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
+            await self._skip(it, reason)
             return
         await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
         async with jobs_db.transaction(self.db):
@@ -384,6 +390,10 @@ class EvolutionLoop:
                                     tree=tree, island=it.island, iteration=it.number, message=message,
                                     extra=extra)
             await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
+
+    async def _skip(self, it: IterationRow, reason: str) -> None:
+        async with jobs_db.transaction(self.db):
+            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
 
     def _too_close(self, extra: dict) -> str | None:
         """ShinkaEvolve's novelty rejection: an embedding closer than the threshold to an elite."""
@@ -414,9 +424,8 @@ class EvolutionLoop:
                     origin=(ORIGIN, it.id), commit=it.candidate_hash)
                 job_id = job.id
             # the end handler may already have recorded the outcome: only 'mutated' moves on
-            await self.db.execute(
-                "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
-                "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it.id, it.stage))
+            async with jobs_db.transaction(self.db):
+                await evo_db.link_evaluation(self.db, it.id, job_id, it.stage)
             running += 1
 
     # ---- budget and progress ---------------------------------------------------------------

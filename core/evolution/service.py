@@ -16,6 +16,7 @@ import aiosqlite
 
 from evopilot.core import gitops
 from evopilot.core.db import evolution as evo_db
+from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
@@ -45,7 +46,8 @@ class Evolution:
         planned = iterations or exp.budget.iterations
         if row is not None:
             if planned > row.iterations_planned:
-                await evo_db.update_experiment(self.db, row.id, iterations_planned=planned)
+                async with jobs_db.transaction(self.db):
+                    await evo_db.update_experiment(self.db, row.id, iterations_planned=planned)
             return await evo_db.get_experiment(self.db, row.id)
         commit, _ = await gitops.resolve(project.path, exp.base, project.name)
         if commit.prefix:
@@ -57,10 +59,11 @@ class Evolution:
             await self.submitter.projects.resolve_benchmark(project, stage.benchmark)
         for host in exp.evaluation.hosts:
             self.submitter.config.host(host)
-        row = await evo_db.create_experiment(
-            self.db, name=exp.name, project_id=project.id, config_hash=exp.config_hash(),
-            config_snapshot=exp.canonical_json(), source_path=str(Path(path).resolve()),
-            iterations=planned, base_commit=base)
+        async with jobs_db.transaction(self.db):
+            row = await evo_db.create_experiment(
+                self.db, name=exp.name, project_id=project.id, config_hash=exp.config_hash(),
+                config_snapshot=exp.canonical_json(), source_path=str(Path(path).resolve()),
+                iterations=planned, base_commit=base)
         await gitops.update_ref(project.path, ref_name(row.id, 0), base)  # kept from gc with the rest
         return row
 
@@ -94,7 +97,8 @@ class Evolution:
         """Leave the experiment to whichever worker (or app) adopts it."""
         row = await evo_db.get_experiment(self.db, ref)
         if row.state not in ("running",):
-            await evo_db.update_experiment(self.db, row.id, state="running", stop_reason=None)
+            async with jobs_db.transaction(self.db):
+                await evo_db.update_experiment(self.db, row.id, state="running", stop_reason=None)
         return await evo_db.get_experiment(self.db, row.id)
 
     async def stop(self, ref: str | int) -> ExperimentRow:
@@ -103,11 +107,12 @@ class Evolution:
             raise EvopilotError(f"experiment {row.name} is {row.state}, not running")
         live = row.owner and row.owner not in dead_owners([row.owner]) and \
             (row.heartbeat_at or 0) > time.time() - STALE_AFTER
-        if live:  # its loop sees this at its next heartbeat and stops
-            await evo_db.update_experiment(self.db, row.id, state="stopping")
-        else:
-            await evo_db.update_experiment(self.db, row.id, state="stopped", owner=None,
-                                           stop_reason="stopped by `evolve stop`")
+        async with jobs_db.transaction(self.db):
+            if live:  # its loop sees this at its next heartbeat and stops
+                await evo_db.update_experiment(self.db, row.id, state="stopping")
+            else:
+                await evo_db.update_experiment(self.db, row.id, state="stopped", owner=None,
+                                               stop_reason="stopped by `evolve stop`")
         return await evo_db.get_experiment(self.db, row.id)
 
     async def running(self) -> bool:

@@ -52,7 +52,7 @@ class LocalHost(Host):
         if not requests:
             return []
         # megabytes per tick when a job floods its log: off the event loop the UI shares
-        return await asyncio.to_thread(lambda: [_read_range(p, off, n) for p, off, n in requests])
+        return await asyncio.to_thread(lambda: [read_range(p, off, n) for p, off, n in requests])
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
@@ -69,7 +69,8 @@ class LocalHost(Host):
         }
 
 
-def _read_range(path: str, offset: int, limit: int) -> bytes:
+def read_range(path: str, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a file from ``offset``; b"" past its end or when it is missing."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -15,6 +15,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+from evopilot.core.hosts.local import read_range
 from evopilot.core.jobs.logindex import LogIndex
 
 CHUNK = 1 << 20
@@ -32,14 +33,7 @@ class LogReader:
 
     def read(self, offset: int, limit: int = CHUNK) -> bytes:
         """Up to ``limit`` bytes from ``offset``; b"" past the end or when the file is missing."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return b""
-        try:
-            return os.pread(fd, limit, offset)
-        finally:
-            os.close(fd)
+        return read_range(self.path, offset, limit)
 
     def chunks(self, offset: int = 0) -> Iterator[bytes]:
         """The bytes from ``offset`` to the end as it is now, ``CHUNK`` at a time."""
