@@ -338,10 +338,11 @@ class Workspaces:
         existing = await ws_db.active_setup(self.db, host_name, command)
         if existing:
             return existing
-        setup_id = await self._new_job(
-            project_id=project.id, kind="setup", name=f"setup {project.name}", command=command,
-            workdir=tree, host=host_name, priority=environments.SETUP_PRIORITY, commit_sha=sha,
-        )
+        async with jobs_db.transaction(self.db):
+            setup_id = await self._new_job(
+                project_id=project.id, kind="setup", name=f"setup {project.name}", command=command,
+                workdir=tree, host=host_name, priority=environments.SETUP_PRIORITY, commit_sha=sha,
+            )
         await self._emit_jobs([setup_id])
         return setup_id
 

@@ -117,6 +117,7 @@ def tree_hashes(home: Path) -> list[str]:
             "AND c.experiment_id = i.experiment_id WHERE i.number > 0 ORDER BY i.number")]
 
 
+@pytest.mark.slow
 def test_same_seed_same_candidates(cli, tmp_path, monkeypatch):
     runs = []
     for name in ("a", "b"):

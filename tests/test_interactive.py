@@ -19,8 +19,8 @@ from evopilot.core.hosts.ssh import ssh_command_args
 from evopilot.core.jobs.interactive import attach_command
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import SendDialog
-from tests.conftest import REPO, evopilot_cmd, wait_until
-from tests.test_remote_jobs import PYPROJECT, _stop, _worker, host_toml
+from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
+from tests.test_remote_jobs import PYPROJECT, _worker, host_toml
 from tests.test_tui import SIZE, fast_config, job_row, started, static_text, until
 
 ASK = """
@@ -237,7 +237,7 @@ def test_interactive_jobs_on_an_ssh_host(cli, make_project, sshd, tmp_path):
     try:
         _remote_flow(run, sshd, by_send, by_hand)
     finally:
-        _stop(worker)
+        stop_process(worker)
 
 
 def _remote_flow(run, sshd, by_send, by_hand) -> None:

@@ -27,20 +27,24 @@ class Control:
         res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
         if not res.ok:
             raise EvopilotError(f"job {job_id} has not started its process yet; try again")
-        await jobs_db.update_job(self.db, job_id, requested="stop")
+        async with jobs_db.transaction(self.db):
+            await jobs_db.update_job(self.db, job_id, requested="stop")
         await self.scheduler.tick_host(job.host)
         return await jobs_db.get_job(self.db, job_id)
 
     async def kill(self, job_id: int) -> Job:
         """SIGTERM the whole process group, SIGKILL after the grace period, remove the session."""
         job = await self._running(job_id, "kill")
-        await jobs_db.update_job(self.db, job_id, requested="kill")
+        async with jobs_db.transaction(self.db):
+            await jobs_db.update_job(self.db, job_id, requested="kill")
         host = await self.hosts.get(job.host)
         await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
                                     grace=self.config.engine.kill_grace))
         await self.scheduler.tick_host(job.host)
         # No exit code could be recorded (the wrapper itself was gone): killed all the same.
-        if await jobs_db.transition(self.db, job_id, JobStatus.KILLED, [JobStatus.RUNNING]):
+        async with jobs_db.transaction(self.db):
+            killed = await jobs_db.transition(self.db, job_id, JobStatus.KILLED, [JobStatus.RUNNING])
+        if killed:
             await publish_jobs(self.db, self.bus, [job_id], {job_id: JobStatus.RUNNING})
         return await jobs_db.get_job(self.db, job_id)
 
@@ -54,8 +58,10 @@ class Control:
         return job
 
     async def cancel(self, job_id: int) -> Job:
-        if not await jobs_db.transition(self.db, job_id, JobStatus.CANCELLED,
-                                        [JobStatus.QUEUED, JobStatus.PENDING]):
+        async with jobs_db.transaction(self.db):
+            cancelled = await jobs_db.transition(self.db, job_id, JobStatus.CANCELLED,
+                                                 [JobStatus.QUEUED, JobStatus.PENDING])
+        if not cancelled:
             job = await jobs_db.get_job(self.db, job_id)
             hint = " (use stop or kill)" if job.status == JobStatus.RUNNING else ""
             raise EvopilotError(f"cannot cancel job {job_id}: it is {job.status.value}{hint}")
@@ -74,7 +80,8 @@ class Control:
         return await jobs_db.meta(self.db, "queue_paused") == "1"
 
     async def set_queue_paused(self, paused: bool) -> None:
-        await jobs_db.set_meta(self.db, "queue_paused", "1" if paused else "0")
+        async with jobs_db.transaction(self.db):
+            await jobs_db.set_meta(self.db, "queue_paused", "1" if paused else "0")
         self.bus.emit(QueueEvent(paused=paused))
         if not paused:
             await self.scheduler.dispatch()

@@ -101,11 +101,12 @@ class Submitter:
         on its pane's terminal, else the kind's mode)."""
         self.config.host(host)
         origin_kind, origin_id = origin or (None, None)
-        job_id = await self._new_job(
-            project_id=None, kind=self.kinds.get(kind).name, name=name, command=command,
-            workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
-            mode="tty" if tty else self.kinds.get(kind).mode, origin_kind=origin_kind, origin_id=origin_id,
-        )
+        async with jobs_db.transaction(self.db):
+            job_id = await self._new_job(
+                project_id=None, kind=self.kinds.get(kind).name, name=name, command=command,
+                workdir=workdir or str(Path.cwd()), host=host, priority=priority, timeout_s=timeout,
+                mode="tty" if tty else self.kinds.get(kind).mode, origin_kind=origin_kind, origin_id=origin_id,
+            )
         await publish_jobs(self.db, self.bus, [job_id])
         return await jobs_db.get_job(self.db, job_id)
 
@@ -121,18 +122,19 @@ class Submitter:
             placed = await self.workspaces.prepare(
                 await projects_db.get_project(self.db, old.project), [old.benchmark_path],
                 old.host, old.commit_sha)
-        new_id = await self._new_job(
-            project_id=old.project_id, kind=old.kind, name=old.name,
-            benchmark_path=old.benchmark_path, args=old.args,
-            command=placed.command(old.benchmark_path, old.args) if placed else old.command,
-            workdir=placed.workdir if placed else old.workdir, host=old.host,
-            priority=old.priority, timeout_s=old.timeout_s, retry_of=old.id, mode=old.mode,
-            commit_sha=old.commit_sha, origin_kind=old.origin_kind, origin_id=old.origin_id,
-            **_waiting_for(placed and placed.setup_id),
-        )
+        async with jobs_db.transaction(self.db):
+            new_id = await self._new_job(
+                project_id=old.project_id, kind=old.kind, name=old.name,
+                benchmark_path=old.benchmark_path, args=old.args,
+                command=placed.command(old.benchmark_path, old.args) if placed else old.command,
+                workdir=placed.workdir if placed else old.workdir, host=old.host,
+                priority=old.priority, timeout_s=old.timeout_s, retry_of=old.id, mode=old.mode,
+                commit_sha=old.commit_sha, origin_kind=old.origin_kind, origin_id=old.origin_id,
+                **_waiting_for(placed and placed.setup_id),
+            )
+            await jobs_db.redirect_dependents(self.db, old.id, new_id)
         if placed:
             await placed.done([new_id])
-        await jobs_db.redirect_dependents(self.db, old.id, new_id)
         await publish_jobs(self.db, self.bus, [new_id])
         await self.dispatch()
         return await jobs_db.get_job(self.db, new_id)
@@ -162,11 +164,12 @@ class Submitter:
         waiting_for = await jobs_db.active_setup_job(self.db, project.id, host_name)
         if waiting_for:
             return remote, waiting_for
-        setup_id = await self._new_job(
-            project_id=project.id, kind="setup", name=f"setup {project.name}",
-            command=environments.setup_command(project, self.config.host(host_name), key),
-            workdir=remote, host=host_name, priority=environments.SETUP_PRIORITY,
-        )
+        async with jobs_db.transaction(self.db):
+            setup_id = await self._new_job(
+                project_id=project.id, kind="setup", name=f"setup {project.name}",
+                command=environments.setup_command(project, self.config.host(host_name), key),
+                workdir=remote, host=host_name, priority=environments.SETUP_PRIORITY,
+            )
         await publish_jobs(self.db, self.bus, [setup_id])
         return remote, setup_id
 
