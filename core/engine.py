@@ -19,6 +19,7 @@ in the caller's event loop; nothing blocks it for long.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,9 @@ from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
 
 
+ADOPT_POLL = 2.0
+
+
 class Engine:
     def __init__(self, config: Config, home: Path, db: aiosqlite.Connection, instance: str) -> None:
         self.config = config
@@ -61,6 +65,8 @@ class Engine:
         self.control = Control(db, config, self.hosts_registry, self.bus, self.scheduler)
         self.workspaces = self.submitter.workspaces
         self.scheduler.add_tick_hook(self.workspaces.sweep)  # trees of commits no job needs any more
+        # an experiment between evaluations keeps `worker --until-idle` going
+        self.scheduler.add_busy_check(lambda: evo_db.any_running_experiment(db))
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
         self._evolution = None
@@ -104,9 +110,16 @@ class Engine:
     def unsubscribe(self, q: Subscription) -> None:
         self.bus.unsubscribe(q)
 
-    async def has_experiments(self) -> bool:
-        """Whether any experiment exists (cheap: no evolution code is loaded to answer)."""
-        return await evo_db.any_experiment(self.db)
+    async def adopt_experiments(self, stop: asyncio.Event) -> None:
+        """Run detached or orphaned experiments until ``stop`` (the worker's and the app's
+        share of evolution); the evolution code is loaded once the first experiment exists."""
+        while not await evo_db.any_experiment(self.db):
+            try:
+                await asyncio.wait_for(stop.wait(), ADOPT_POLL)
+                return
+            except TimeoutError:
+                pass
+        await self.evolution.adopt(stop)
 
     # ---- hosts -----------------------------------------------------------------------------
 

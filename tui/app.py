@@ -128,6 +128,7 @@ class EvopilotApp(App):
             self.action_show_tab("jobs")  # there is work: start where it shows
         if self._run_loop:
             self._spawn(self._engine_loop())
+            self._spawn(engine.adopt_experiments(asyncio.Event()))  # detached experiments run here
         # Everything built so far lives as long as the app: keep it out of the cyclic GC, whose
         # full collections otherwise stall frames by ~30-110 ms (see bench/RESULTS.md, log view).
         gc.freeze()

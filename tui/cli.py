@@ -359,18 +359,14 @@ async def cmd_worker(engine: Engine, args) -> int:
 
     task = asyncio.create_task(printer())
     stop = asyncio.Event()
-    adopt = None
-    if await engine.has_experiments():  # detached or orphaned experiments run here too
-        engine.scheduler.add_busy_check(engine.evolution.running)
-        adopt = asyncio.create_task(engine.evolution.adopt(stop))
+    adopt = asyncio.create_task(engine.adopt_experiments(stop))  # detached experiments run here too
     try:
         await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
         stop.set()
-        if adopt is not None:
-            await adopt
+        await adopt
     return 0
 
 

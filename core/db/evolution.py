@@ -53,6 +53,11 @@ async def any_experiment(db: aiosqlite.Connection) -> bool:
     return bool(await db.execute_fetchall("SELECT 1 FROM experiments LIMIT 1"))
 
 
+async def any_running_experiment(db: aiosqlite.Connection) -> bool:
+    return bool(await db.execute_fetchall(
+        "SELECT 1 FROM experiments WHERE state IN ('running', 'stopping') LIMIT 1"))
+
+
 async def list_experiments(db: aiosqlite.Connection) -> list[ExperimentRow]:
     rows = await db.execute_fetchall("SELECT * FROM experiments ORDER BY id")
     return [ExperimentRow.from_row(r) for r in rows]

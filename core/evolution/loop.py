@@ -114,6 +114,9 @@ class EvolutionLoop:
         except EvopilotError as e:
             reason = e.message
             raise
+        except asyncio.CancelledError:  # this process is going away: another one may adopt it
+            state, reason = "running", None
+            raise
         finally:
             waker.cancel()
             self.bus.unsubscribe(events)

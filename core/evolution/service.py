@@ -115,10 +115,6 @@ class Evolution:
                                                stop_reason="stopped by `evolve stop`")
         return await evo_db.get_experiment(self.db, row.id)
 
-    async def running(self) -> bool:
-        """Some experiment is running, or waiting for a process to adopt it."""
-        return any(r.state in ("running", "stopping") for r in await evo_db.list_experiments(self.db))
-
     async def adopt(self, stop: asyncio.Event) -> None:
         """Run detached or orphaned experiments (state running, no live owner) until ``stop``:
         the background worker's and the app's share of the evolution work."""
@@ -140,6 +136,9 @@ class Evolution:
                 except TimeoutError:
                     pass
         finally:
+            if not stop.is_set():  # cancelled: the loops let go of their experiments
+                for t in running.values():
+                    t.cancel()
             await asyncio.gather(*running.values(), return_exceptions=True)
 
     # ---- views -----------------------------------------------------------------------------
