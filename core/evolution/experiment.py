@@ -83,9 +83,9 @@ class Islands(_Strict):
     migration_interval: Annotated[int, Field(ge=0)] = 20
     """Placed candidates between migrations (0: never): each island sends its best to the next."""
     migration_count: Annotated[int, Field(ge=1)] = 1
-    in_flight: Annotated[int, Field(ge=1)] = 2
+    in_flight: Annotated[int, Field(ge=1)] = 4
     """Candidates of one island being mutated or evaluated at once, so that parents come from
-    recent results."""
+    recent results (the pipeline holds at most count x in_flight)."""
 
 
 class Selection(_Strict):

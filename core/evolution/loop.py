@@ -1,8 +1,8 @@
 """The iteration loop of one experiment: plan, mutate, commit, evaluate, place, in a pipeline.
 
 Iteration 0 evaluates the seed program. Iteration n >= 1 is planned (island, parent,
-inspirations, mutator) from the search state after exactly ``max(1, n - window)`` iterations
-have been applied, and outcomes are applied strictly in iteration order. Up to ``window``
+inspirations, mutator) from the search state after exactly ``max(1, n - window + 1)``
+iterations have been applied, and outcomes are applied strictly in iteration order. Up to ``window``
 iterations are thus under way at once — mutating (``mutations_in_flight`` at a time) or
 evaluating (``parallel`` jobs at a time) — and yet the candidates do not depend on timing:
 with the same seed and mutator answers a run makes the same commits.
@@ -86,7 +86,10 @@ class EvolutionLoop:
         self.repo = project.path
         self.owner = owner_id()
         self.on_progress = on_progress
-        self.window = exp.evaluation.parallel + exp.mutations_in_flight
+        # iterations under way at once: enough to keep every slot busy, few enough per island
+        # that parents come from recent results
+        self.window = min(exp.evaluation.parallel + exp.mutations_in_flight,
+                          exp.islands.count * exp.islands.in_flight)
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
         self._mutators = Mutators(exp.mutators)
