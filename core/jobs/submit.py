@@ -54,7 +54,8 @@ class Submitter:
         tag or sha): run on that commit's files (``core.workspace``) instead of the working tree.
         """
         self.config.host(host)
-        self.kinds.get(kind)
+        if self.kinds.get(kind).workspace != "project":
+            raise ValueError(f"jobs of kind {kind!r} run in a given workdir: queue them with submit()")
         if timeout is not None and timeout <= 0:
             raise EvopilotError("--timeout must be a positive number of seconds")
         project = await projects_db.get_project(self.db, project_name)
@@ -100,6 +101,8 @@ class Submitter:
         """Queue an arbitrary shell command as a job (of ``kind``, owned by ``origin``; ``tty``:
         on its pane's terminal, else the kind's mode)."""
         self.config.host(host)
+        if self.kinds.get(kind).workspace != "workdir":
+            raise ValueError(f"jobs of kind {kind!r} run in their project's files: queue them with run()")
         origin_kind, origin_id = origin or (None, None)
         async with jobs_db.transaction(self.db):
             job_id = await self._new_job(
