@@ -48,6 +48,7 @@ from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.hosts.ssh import ssh_command_args  # noqa: E402
 from evopilot.core.quoting import quote  # noqa: E402
 from evopilot.core.jobs import parse, scripts  # noqa: E402
+from bench.common import print_summary  # noqa: E402
 from tests.sshd import SshdServer, _descendants  # noqa: E402
 
 HOST = "h1"
@@ -496,16 +497,8 @@ def main() -> None:
         server.close()  # drops connections, stops sshd, kills its tmux server (and the jobs)
         subprocess.run(["tmux", "kill-server"], capture_output=True, stdin=subprocess.DEVNULL)
         shutil.rmtree(tmp, ignore_errors=True)
-    load = os.getloadavg()
-    print(f"\nloopback sshd, {os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f}, "
-          f"connect {r['connect'] * 1000:.0f} ms, run {time.perf_counter() - t0:.0f} s")
-    rows = [("", "evopilot", "baseline", "ratio", "target"), *report(a, r)]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
-    if a.json:
-        print(json.dumps(r, default=str))
-
+    print_summary([("", "evopilot", "baseline", "ratio", "target"), *report(a, r)], connect_s=r["connect"],
+                  started=t0, raw=r if a.json else None)
 
 if __name__ == "__main__":
     main()

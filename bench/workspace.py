@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evopilot.core.config import parse_config  # noqa: E402
 from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.hosts.sync import sync  # noqa: E402
+from bench.common import print_summary  # noqa: E402
 from tests.sshd import SshdServer  # noqa: E402
 
 PYPROJECT = "[project]\nname = 'p1k'\nversion = '0.1.0'\nrequires-python = '>=3.10'\ndependencies = []\n"
@@ -304,16 +305,8 @@ def main() -> None:
         server.close()
         subprocess.run(["tmux", "kill-server"], capture_output=True, stdin=subprocess.DEVNULL)
         shutil.rmtree(tmp, ignore_errors=True)
-    load = os.getloadavg()
-    print(f"\nloopback sshd, {os.cpu_count()} cores, load {load[0]:.2f} {load[1]:.2f}, "
-          f"connect {r['connect'] * 1000:.0f} ms, {a.repeats} repeats, run {time.perf_counter() - t0:.0f} s")
-    rows = report(r)
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)))
-    if a.json:
-        print(json.dumps(r, default=str))
-
+    print_summary(report(r), connect_s=r["connect"], started=t0, note=f"{a.repeats} repeats, ",
+                  raw=r if a.json else None)
 
 if __name__ == "__main__":
     main()
