@@ -263,8 +263,21 @@ async def test_browse_cells_islands_axes_experiments_and_branch(seeded):
         assert "iteration 2 · island 0 · mutator params · placed" in cell
         assert "metrics: objective -0.1 · bias 0.05 · max_error 0.4 · runtime 0.5 s" in cell
         assert "+A = 0.52" in text_of(app, "#archive-diff-text")
-        lines = heatmap_lines(app)
-        assert any(f"{RAMP[-1] * 2}" in line for line in lines), "the best cell has the top character"
+        # Without colour the grid reads by its characters: c5 worst (.), the seed, c3, c2 best (@);
+        # the cursor's row and column are marked.
+        assert [line.rstrip() for line in heatmap_lines(app)] == [
+            "↑ max_error 0..2",
+            "7                ..",
+            "6", "5",
+            "4            ==",
+            "3",
+            "2    %%",
+            "1>         @@",
+            "0",
+            "           ^^",
+            "→ bias -1..1",
+            f"worst {RAMP} best",
+        ]
         assert "coverage" in text_of(app, "#archive-curves") and "QD score" in text_of(app, "#archive-curves")
 
         # Move the cursor onto c3 (bias -0.6, max_error 0.7: bin (1, 2)) from c2's (4, 1).
@@ -324,6 +337,10 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
         await open_archive(pilot)
         pane = app.archive
         assert len(pane.view["cells"]) == 4
+        diff = app.query_one("#archive-diff")
+        assert diff.max_scroll_y > 0 and diff.scroll_y == 0, "at 80x24 the diff needs paging"
+        await pilot.press("pagedown")
+        await until(pilot, lambda: diff.scroll_y > 0, what="the diff to page down")
 
         def place(conn, cells_commit: str, objective: float, desc: list[float]) -> None:
             """What the loop of a run does: the island's snapshot and history, one iteration."""
@@ -361,14 +378,20 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
         assert time.monotonic() - t0 < 1.4
 
 
-async def test_no_experiments_says_how_to_start_one(tmp_path):
-    app = make_app(tmp_path / "home")
+async def test_no_experiments_says_how_to_start_one_then_shows_the_first(tmp_path):
+    home = tmp_path / "home"
+    app = make_app(home)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, app.ready.is_set, what="the engine to open")
         await pilot.press("4")
-        await pilot.pause()
-        assert "no experiments: `evopilot evolve start FILE` (see examples/evolve)" in text_of(app, "#archive-empty")
+        await until(pilot, lambda: "no experiments: `evopilot evolve start FILE` (see examples/evolve)"
+                    in text_of(app, "#archive-empty"), what="the empty state")
         assert not app.query_one("#archive-body").display
+        # Experiments started by another process appear without a key press.
+        hashes = await asyncio.to_thread(seed, home, tmp_path / "evolve-demo")
+        await until(pilot, lambda: app.archive.detail is not None, what="the newest experiment")
+        assert app.archive.experiment_id == 2 and app.archive.detail["commit"] == hashes["c2"]
+        assert not app.query_one("#archive-empty").display and app.query_one(Heatmap).has_focus
 
 
 # ---- snapshots ------------------------------------------------------------------------------

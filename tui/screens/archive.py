@@ -8,8 +8,9 @@ first), ``status`` (state, iterations, what is in flight), ``archive`` (the curv
 It follows a run live. A loop in this process says so with ``EvolutionChanged``: the view is
 re-read, at most once per ``READ_INTERVAL``. A loop in another process is seen by polling
 ``evolution.stamp`` (a few timestamps) every ``POLL_INTERVAL`` while the tab is shown and
-re-reading only when it changed. With no experiment at all only ``has_experiments`` is asked,
-so the evolution code (numpy) is not even loaded.
+re-reading only when it changed. Nothing is read before the tab is first shown, and with no
+experiment at all only ``has_experiments`` is asked, so the evolution code (numpy) is not
+loaded for nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from evopilot.tui.widgets.heatmap import Cell, Heatmap, axis_pairs, project
 
 POLL_INTERVAL = 1.5
 """Seconds between checks for changes made by other processes, while the tab is shown."""
-READ_INTERVAL = 0.25
+READ_INTERVAL = 0.5
 """A running loop in this process re-reads the view at most this often."""
 DIFF_LIMIT = 64 * 1024
 """Bytes of a cell's diff read from git; the rest is left to `evopilot evolve show`."""
@@ -104,7 +105,7 @@ class ArchivePane(Pane):
         return self.query_one(Heatmap)
 
     def compose(self) -> ComposeResult:
-        yield Static(EMPTY_TEXT, id="archive-empty", markup=False, classes="empty-state")
+        yield Static("", id="archive-empty", markup=False, classes="empty-state")  # until read
         yield Static("", id="archive-head", markup=False)
         with Horizontal(id="archive-body"):
             yield Heatmap(id="archive-map")
@@ -132,7 +133,8 @@ class ArchivePane(Pane):
     # -- reading ---------------------------------------------------------------------------
 
     async def engine_ready(self) -> None:
-        await self._read()
+        if self.is_on_screen:  # else the first showing reads (on_tab_shown): no numpy at start
+            await self._read()
 
     def on_evolution_changed(self, message: EvolutionChanged) -> None:
         # A hidden tab reads nothing: showing it compares stamps (on_tab_shown).
@@ -152,12 +154,8 @@ class ArchivePane(Pane):
         engine = self.evo.engine
         if engine is None:
             return
-        if self.experiment_id is None:
-            changed = await engine.has_experiments()
-        else:
-            changed = await engine.evolution.stamp(self.experiment_id) != self._stamp
-        if changed:
-            await self._read()
+        if self.experiment_id is None or await engine.evolution.stamp(self.experiment_id) != self._stamp:
+            await self._read()  # (with no experiment: only has_experiments)
 
     async def _read(self, *, to_best: bool = False) -> None:
         """The experiments, the one shown (the newest unless one was chosen) and its island."""
@@ -167,6 +165,7 @@ class ArchivePane(Pane):
             return
         async with self._lock:
             if not await engine.has_experiments():
+                self.query_one("#archive-empty", Static).update(EMPTY_TEXT)
                 self._show_empty(True)
                 return
             ev = engine.evolution
@@ -175,10 +174,11 @@ class ArchivePane(Pane):
             if self.experiment_id not in ids:
                 self.experiment_id, self.island, self.pair, to_best = ids[-1], 0, 0, True
             exp_id = self.experiment_id
-            self._stamp = await ev.stamp(exp_id)  # first: a change while reading shows next time
+            stamp = await ev.stamp(exp_id)  # before reading: a change meanwhile shows next time
             self.status = await ev.status(exp_id)
             self.history = (await ev.archive(exp_id))["history"]
             view = await ev.cells(exp_id, self.island)
+            self._stamp = stamp  # only once all is read (a cancelled read is done again)
         was_empty = not self.query_one("#archive-body").display
         self._show_empty(False)
         self._show(view, to_best=to_best)
