@@ -26,6 +26,7 @@ from evopilot.core.engine import Engine
 from evopilot.core.events import EvolutionEvent
 from evopilot.core.evolution.archive import Archive
 from evopilot.core.evolution.experiment import Experiment
+from evopilot.core.models import now_iso
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import LineDialog
 from evopilot.tui.widgets.curves import sparkline
@@ -352,7 +353,7 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
             arch = Archive.restore(snap["archive"])
             arch.add(cid, objective, desc)
             snap["archive"] = arch.snapshot()
-            now = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime())
+            now = now_iso()
             with conn:
                 conn.execute("UPDATE map_elites_states SET snapshot = ?, updated_at = ? WHERE experiment_id = 2 "
                              "AND island_id = 0", (json.dumps(snap), now))
@@ -371,11 +372,23 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
 
         # A loop in this process: its event re-reads at once (well inside the poll interval).
         place(conn, hashes["c4"], -0.02, [0.9, 0.1])
-        conn.close()
         t0 = time.monotonic()
         app.engine.bus.emit(EvolutionEvent(experiment_id=2, applied=7, mutating=1))
         await until(pilot, lambda: len(pane.view["cells"]) == 6, what="the new cell, by the event")
         assert time.monotonic() - t0 < 1.4
+
+        # While another tab is shown nothing is read; showing the tab again catches up.
+        await pilot.press("3")
+        assert not pane.shown
+        place(conn, hashes["c3"], -0.03, [-0.9, 0.1])
+        conn.close()
+        app.engine.bus.emit(EvolutionEvent(experiment_id=2, applied=8, mutating=0))
+        deadline = time.monotonic() + 2.5  # past the poll interval and the event's delay
+        while time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert len(pane.view["cells"]) == 6
+        await pilot.press("4")
+        await until(pilot, lambda: len(pane.view["cells"]) == 7, what="the cell placed while hidden")
 
 
 async def test_no_experiments_says_how_to_start_one_then_shows_the_first(tmp_path):
@@ -409,5 +422,6 @@ def test_archive_snapshot(snap_compare, snapshot_home, size):
     async def run_before(pilot) -> None:
         await open_archive(pilot)
         await pilot.app.workers.wait_for_complete()
+        await pilot.wait_for_scheduled_animations()  # the tab bar's underline slides to the tab
 
     assert snap_compare(make_app(snapshot_home, engine_loop=False), terminal_size=size, run_before=run_before)

@@ -286,11 +286,12 @@ async def snapshot(db: aiosqlite.Connection, exp_id: int, island: int) -> dict |
 async def change_stamp(db: aiosqlite.Connection, exp_id: int | None) -> tuple:
     """A value that changes when experiments come or change, or (with ``exp_id``) when that
     experiment's iterations or archives do: what a watcher polls to see another process's
-    run, reading only timestamps."""
+    run, reading only timestamps and counts (indexed)."""
     (row,) = await db.execute_fetchall(
         "SELECT (SELECT count(*) FROM experiments), (SELECT max(id) FROM experiments), "
         "(SELECT max(updated_at) FROM experiments), "
         "(SELECT max(updated_at) FROM map_elites_states WHERE experiment_id = ?1), "
+        "(SELECT count(*) FROM archive_history WHERE experiment_id = ?1), "
         "(SELECT count(*) FROM evolution_iterations WHERE experiment_id = ?1), "
         "(SELECT max(updated_at) FROM evolution_iterations WHERE experiment_id = ?1)", (exp_id,))
     return tuple(row)

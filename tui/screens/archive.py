@@ -124,6 +124,12 @@ class ArchivePane(Pane):
         self.query_one("#archive-head").display = not empty
         self.query_one("#archive-body").display = not empty
 
+    @property
+    def shown(self) -> bool:
+        """Whether the pane's tab is the active one (set at once when tabs switch, unlike
+        ``is_on_screen``, which waits for the next screen update)."""
+        return all(node.display for node in self.ancestors_with_self)
+
     def focus_default(self) -> None:
         if self.query_one("#archive-body").display:
             self.heatmap.focus()
@@ -133,12 +139,12 @@ class ArchivePane(Pane):
     # -- reading ---------------------------------------------------------------------------
 
     async def engine_ready(self) -> None:
-        if self.is_on_screen:  # else the first showing reads (on_tab_shown): no numpy at start
+        if self.shown:  # else the first showing reads (on_tab_shown): no numpy at start
             await self._read()
 
     def on_evolution_changed(self, message: EvolutionChanged) -> None:
         # A hidden tab reads nothing: showing it compares stamps (on_tab_shown).
-        if self.is_on_screen and not self._pending:
+        if self.shown and not self._pending:
             self._pending = True
             self.set_timer(READ_INTERVAL, lambda: self.run_worker(self._read(), group="archive-read"))
 
@@ -146,7 +152,7 @@ class ArchivePane(Pane):
         self.run_worker(self._check(), group="archive-poll", exclusive=True)
 
     def _poll(self) -> None:
-        if self.evo.engine is not None and self.is_on_screen and not self._pending:
+        if self.evo.engine is not None and self.shown and not self._pending:
             self.run_worker(self._check(), group="archive-poll", exclusive=True)
 
     async def _check(self) -> None:
@@ -182,7 +188,7 @@ class ArchivePane(Pane):
         was_empty = not self.query_one("#archive-body").display
         self._show_empty(False)
         self._show(view, to_best=to_best)
-        if was_empty and self.is_on_screen:
+        if was_empty and self.shown and self.app.focused is None:
             self.heatmap.focus()
 
     async def _read_island(self) -> None:
