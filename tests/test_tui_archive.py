@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -203,6 +204,31 @@ def test_projection_keeps_the_best_per_cell_and_levels_read_without_colour():
     assert sparkline([], 5) == ""
 
 
+async def test_a_grid_larger_than_the_widget_follows_the_cursor():
+    from textual.app import App, ComposeResult
+
+    class One(App):
+        def compose(self) -> ComposeResult:
+            yield Heatmap()
+
+    view = {"descriptors": ["a", "b"], "bins": [40, 30], "lower": [0, 0], "upper": [1, 1], "maximize": True,
+            "islands": 1, "cells": [{"index": [0, 0], "commit": "a" * 40, "objective": 1.0},
+                                    {"index": [39, 29], "commit": "b" * 40, "objective": 2.0}]}
+    app = One()
+    async with app.run_test(size=(40, 12)) as pilot:
+        heatmap = app.query_one(Heatmap)
+        heatmap.focus()
+        heatmap.set_grid(project(view, (0, 1)))
+        await pilot.pause()
+        lines = heatmap_lines(app)
+        assert heatmap.cursor == (39, 29) and lines[1].startswith("29> ") and lines[1].rstrip().endswith("@@")
+        await pilot.press(*["left"] * 45, *["down"] * 35)  # past the edges: the cursor stops there
+        assert heatmap.cursor == (0, 0) and heatmap.current.commit == "a" * 40
+        lines = heatmap_lines(app)
+        assert lines[-4].startswith(" 0> ..") and lines[-3].startswith("    ^^")
+        assert max(map(len, lines)) <= heatmap.content_size.width
+
+
 def test_cells_branch_and_capped_diff_through_the_facade(seeded):
     home, repo, hashes = seeded
 
@@ -389,6 +415,21 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
         assert len(pane.view["cells"]) == 6
         await pilot.press("4")
         await until(pilot, lambda: len(pane.view["cells"]) == 7, what="the cell placed while hidden")
+
+
+async def test_a_project_gone_from_disk_is_said_in_place_of_the_diff(seeded):
+    home, repo, hashes = seeded
+    shutil.rmtree(repo)
+    app = make_app(home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, app.ready.is_set, what="the engine to open")
+        await pilot.press("4")
+        await until(pilot, lambda: f"commit {hashes['c2'][:12]}: git" in text_of(app, "#archive-cell"),
+                    what="the error of the selected cell")
+        assert len(text_of(app, "#archive-cell").splitlines()) == 1, "one line, no traceback"
+        await pilot.press("left", "left", "left", "up")  # the app goes on: c3, the same kind of error
+        await until(pilot, lambda: f"commit {hashes['c3'][:12]}: git" in text_of(app, "#archive-cell"),
+                    what="the next cell's error")
 
 
 async def test_no_experiments_says_how_to_start_one_then_shows_the_first(tmp_path):

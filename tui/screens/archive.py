@@ -16,6 +16,7 @@ loaded for nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import ClassVar
 
 from rich.text import Text
@@ -44,6 +45,10 @@ DIFF_LIMIT = 64 * 1024
 EMPTY_TEXT = "no experiments: `evopilot evolve start FILE` (see examples/evolve)"
 IN_FLIGHT = ("planned", "mutated", "evaluating", "evaluated")
 """Iteration statuses between planned and applied to the archive, in that order."""
+
+
+def _message(e: Exception) -> str:
+    return e.message if isinstance(e, EvopilotError) else f"{type(e).__name__}: {e}"
 
 
 def _num(v: float | None) -> str:
@@ -99,6 +104,7 @@ class ArchivePane(Pane):
         self._stamp: tuple | None = None
         self._pending = False
         self._lock = asyncio.Lock()
+        self._error: str | None = None
 
     @property
     def heatmap(self) -> Heatmap:
@@ -142,18 +148,34 @@ class ArchivePane(Pane):
         if self.shown:  # else the first showing reads (on_tab_shown): no numpy at start
             await self._read()
 
+    def _run(self, coro: Coroutine) -> None:
+        """Read in a worker; a failure is shown once (not at every poll), never fatal."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+                self._error = None
+            except Exception as e:  # noqa: BLE001 - a view that cannot be read says why
+                error = _message(e)
+                if error != self._error:
+                    self._error = error
+                    self.app.notify(f"archive: {error}", severity="error", timeout=8)
+
+        self.run_worker(guarded(), group="archive-read")
+
     def on_evolution_changed(self, message: EvolutionChanged) -> None:
         # A hidden tab reads nothing: showing it compares stamps (on_tab_shown).
         if self.shown and not self._pending:
             self._pending = True
-            self.set_timer(READ_INTERVAL, lambda: self.run_worker(self._read(), group="archive-read"))
+            self.set_timer(READ_INTERVAL, lambda: self._run(self._read()))
 
     def on_tab_shown(self, message: TabShown) -> None:
-        self.run_worker(self._check(), group="archive-poll", exclusive=True)
+        self._run(self._check())
 
     def _poll(self) -> None:
-        if self.evo.engine is not None and self.shown and not self._pending:
-            self.run_worker(self._check(), group="archive-poll", exclusive=True)
+        # Skipped while a read is under way (a slow read is never cut short by the next poll).
+        if self.evo.engine is not None and self.shown and not self._pending and not self._lock.locked():
+            self._run(self._check())
 
     async def _check(self) -> None:
         """Re-read if anything changed since the last read (by any process)."""
@@ -206,13 +228,14 @@ class ArchivePane(Pane):
         pairs = axis_pairs(len(view["descriptors"]))
         self.pair %= len(pairs)
         grid = project(view, pairs[self.pair])
-        self.heatmap.set_grid(grid, f"island {self.island}: nothing placed yet\n(the grid's bounds "
+        self.heatmap.set_grid(grid, f"island {view['island']}: nothing placed yet\n(the grid's bounds "
                                     f"are set after the warm-up)", to_best=to_best)
         self._update_head()
         self._update_curves()
 
     def _island_history(self) -> list[dict]:
-        return [h for h in self.history if h["island_id"] == self.island]
+        island = self.view["island"] if self.view else None
+        return [h for h in self.history if h["island_id"] == island]
 
     def _update_head(self) -> None:
         st, view = self.status, self.view
@@ -226,7 +249,8 @@ class ArchivePane(Pane):
         line1 = (f"{st['name']} #{st['id']} ({ids.index(st['id']) + 1} of {len(ids)}) · {state}"
                  f" · {st['iterations_done']}/{st['iterations_planned']} iterations"
                  f" · best {_num(best)} ({st['direction']})")
-        line2 = (f"island {self.island} ({self.island + 1} of {view['islands']}) · {len(view['cells'])} elites"
+        island = view["island"]
+        line2 = (f"island {island} ({island + 1} of {view['islands']}) · {len(view['cells'])} elites"
                  f" · in flight: {flight or 'none'}")
         names = view["descriptors"]
         pairs = axis_pairs(len(names))
@@ -279,8 +303,8 @@ class ArchivePane(Pane):
             return
         try:
             d = await engine.evolution.show(cell.commit, experiment=self.experiment_id, diff_limit=DIFF_LIMIT)
-        except EvopilotError as e:
-            self.query_one("#archive-cell", Static).update(f"commit {cell.commit[:12]}: {e.message}")
+        except Exception as e:  # noqa: BLE001 - shown in place of the details
+            self.query_one("#archive-cell", Static).update(f"commit {cell.commit[:12]}: {_message(e)}")
             return
         if self.heatmap.current != cell:
             return  # the cursor moved on meanwhile
@@ -335,7 +359,7 @@ class ArchivePane(Pane):
             self.app.notify("this experiment has one island")
             return
         self.island = (self.island + step) % count
-        self.run_worker(self._read_island(), group="archive-read")
+        self._run(self._read_island())
 
     def action_cycle_axes(self) -> None:
         if not self._need_view():
@@ -356,7 +380,7 @@ class ArchivePane(Pane):
             return
         self.experiment_id = ids[(ids.index(self.experiment_id) + step) % len(ids)]
         self.island, self.pair = 0, 0
-        self.run_worker(self._read(to_best=True), group="archive-read")
+        self._run(self._read(to_best=True))
 
     def action_go_best(self) -> None:
         grid = self.heatmap.grid
