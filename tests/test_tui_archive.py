@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
@@ -100,12 +101,18 @@ def seed(home: Path, repo: Path) -> dict[str, str]:
     with db:
         db.execute("INSERT INTO projects(id, name, path, created_at, updated_at) VALUES (1, 'evolve-demo', ?, ?, ?)",
                    (str(repo), T0, T0))
+        # Experiment 2 is run by a live process (this one, heartbeat ahead): the app's engine
+        # does not adopt it, and the test plays its loop.
+        owner, heartbeat = f"{socket.gethostname()}:{os.getpid()}", time.time() + 3600
         for exp_id, exp, names, state, planned in ((1, exp3d, EXP3D, "finished", 4), (2, exp2d, None, "running", 60)):
+            running = state == "running"
             db.execute(
                 "INSERT INTO experiments(id, name, project_id, config_hash, config_snapshot, state, stop_reason, "
-                "iterations_planned, base_commit, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "iterations_planned, base_commit, owner, heartbeat_at, created_at, updated_at) "
+                "VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (exp_id, exp.name, exp.config_hash(), exp.canonical_json(), state,
-                 "4 iterations done" if state == "finished" else None, planned, hashes["seed"], T0, T0))
+                 None if running else "4 iterations done", planned, hashes["seed"],
+                 owner if running else None, heartbeat if running else None, T0, T0))
             _seed_run(db, exp_id, exp, [c for c in CANDIDATES if names is None or c[0] in names], hashes)
         # experiment 2 is running: an evaluation and a mutation are under way
         for number, status in ((6, "evaluating"), (7, "planned")):
