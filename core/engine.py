@@ -110,6 +110,11 @@ class Engine:
     def unsubscribe(self, q: Subscription) -> None:
         self.bus.unsubscribe(q)
 
+    async def has_experiments(self) -> bool:
+        """Whether any experiment exists (cheap: no evolution code is loaded to answer; the
+        Archive tab asks it until there is one)."""
+        return await evo_db.any_experiment(self.db)
+
     async def adopt_experiments(self, stop: asyncio.Event) -> None:
         """Run detached or orphaned experiments until ``stop`` (the worker's and the app's
         share of evolution); the evolution code is loaded once the first experiment exists."""

@@ -42,18 +42,23 @@ class Commit:
         return f"{self.sha}:{self.prefix}"
 
 
-async def _git(repo: str, *args: str, stdin: bytes | None = None,
-               env: Mapping[str, str] | None = None) -> tuple[int, bytes, bytes]:
+async def _start(repo: str, *args: str, stdin: bool = False,
+                 env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
     # Literal pathspecs: a file named like a glob is that file, never a pattern.
     env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1", "GIT_OPTIONAL_LOCKS": "0", **(env or {})}
     try:
-        proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             "git", "-C", repo, *args, env=env,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
     except FileNotFoundError:
         raise EvopilotError("git is not installed") from None
+
+
+async def _git(repo: str, *args: str, stdin: bytes | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    proc = await _start(repo, *args, stdin=stdin is not None, env=env)
     out, err = await proc.communicate(stdin)
     return proc.returncode or 0, out, err
 
@@ -221,6 +226,24 @@ async def update_ref(repo: str | Path, ref: str, commit: str) -> None:
 
 async def diff_text(repo: str | Path, a: str, b: str) -> str:
     return (await git(repo, "diff", "--no-color", a, b)).decode("utf-8", "replace")
+
+
+async def diff_head(repo: str | Path, a: str, b: str, limit: int) -> tuple[str, bool]:
+    """The first ``limit`` bytes of ``diff_text`` (cut at a line end), and whether there was
+    more: git is stopped there, so a huge diff is never read whole."""
+    proc = await _start(str(repo), "diff", "--no-color", a, b)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = bytearray()
+    while len(out) <= limit and (chunk := await proc.stdout.read(65536)):
+        out += chunk
+    cut = len(out) > limit
+    if cut:
+        proc.kill()
+        del out[out.rfind(b"\n", 0, limit + 1) + 1:]
+    err = await proc.stderr.read()
+    if await proc.wait() != 0 and not cut:
+        raise EvopilotError(f"git diff in {repo}: {_first_line(err)}")
+    return out.decode("utf-8", "replace"), cut
 
 
 async def branch(repo: str | Path, name: str, commit: str, *, force: bool = False) -> None:

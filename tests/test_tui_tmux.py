@@ -63,7 +63,7 @@ def test_real_app_in_tmux(cli, make_project):
         keys("2")
         wait_screen(lambda s: "No tasks." in s, what="the Tasks tab")
         keys("4")
-        wait_screen(lambda s: "No evolution experiments." in s, what="the Archive tab")
+        wait_screen(lambda s: "no experiments: `evopilot evolve start FILE`" in s, what="the Archive tab")
         keys("5")
         text = wait_screen(lambda s: "HOST" in s and "connected" in s and "FREE" in s, what="the Hosts tab")
         assert "local" in text and "SLOTS" in text

@@ -30,11 +30,12 @@ from evopilot.core.config import Config
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
 from evopilot.tui import keymap, messages
+from evopilot.tui.screens.archive import ArchivePane
 from evopilot.tui.screens.help import HelpScreen
 from evopilot.tui.screens.hosts import HostsPane
 from evopilot.tui.screens.jobs import JobsPane
 from evopilot.tui.screens.pane import Pane
-from evopilot.tui.screens.placeholders import ARCHIVE_TEXT, TASKS_TEXT, EmptyPane
+from evopilot.tui.screens.placeholders import TASKS_TEXT, EmptyPane
 from evopilot.tui.screens.projects import ProjectsPane
 from evopilot.tui.widgets.job_table import Clock, utc_now
 from evopilot.tui.widgets.key_bar import KeyBar
@@ -46,12 +47,13 @@ TABS: list[tuple[str, str, Callable[[], Pane]]] = [
     ("projects", "Projects", lambda: ProjectsPane(id="projects-pane")),
     ("tasks", "Tasks", lambda: EmptyPane(TASKS_TEXT, id="tasks-pane")),
     ("jobs", "Jobs", lambda: JobsPane(id="jobs-pane")),
-    ("archive", "Archive", lambda: EmptyPane(ARCHIVE_TEXT, id="archive-pane")),
+    ("archive", "Archive", lambda: ArchivePane(id="archive-pane")),
     ("hosts", "Hosts", lambda: HostsPane(id="hosts-pane")),
 ]
 """(tab id, title, the pane it shows), in order; the first tab is shown first."""
 
-SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "hosts": "Hosts", "log": "Log"}
+SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "archive": "Archive", "hosts": "Hosts",
+                "log": "Log"}
 
 
 class EvopilotApp(App):
@@ -97,6 +99,10 @@ class EvopilotApp(App):
     @property
     def jobs(self) -> JobsPane:
         return self.query_one(JobsPane)
+
+    @property
+    def archive(self) -> ArchivePane:
+        return self.query_one(ArchivePane)
 
     @property
     def hosts(self) -> HostsPane:

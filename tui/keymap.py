@@ -19,6 +19,8 @@ from textual.binding import Binding
 MOVE = Binding.Group("Move", compact=True)
 FILTER = Binding.Group("Filter")
 TABS = Binding.Group("Tab", compact=True)
+ISLAND = Binding.Group("Island", compact=True)
+EXPERIMENT = Binding.Group("Experiment", compact=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,33 @@ HOSTS: list[Spec] = [
     Spec("hosts.reconnect", "r", "reconnect", "Reconnect", help="Reconnect to the highlighted host"),
 ]
 
+ARCHIVE: list[Spec] = [
+    Spec("archive.island_next", "i", "island(1)", "Island", group=ISLAND,
+         help="Show the next island's archive"),
+    Spec("archive.island_prev", "I", "island(-1)", "Island", group=ISLAND,
+         help="Show the previous island's archive"),
+    Spec("archive.axes", "a", "cycle_axes", "Axes",
+         help="Put the next pair of descriptors on the axes (archives of more than two)"),
+    Spec("archive.best", "g", "go_best", "Best", help="Move the cursor to the island's best cell"),
+    Spec("archive.branch", "b", "branch", "Branch",
+         help="Make a git branch at the selected cell's commit (asks for its name)"),
+    Spec("archive.exp_older", "e", "experiment(-1)", "Experiment", group=EXPERIMENT,
+         help="Show the next older experiment"),
+    Spec("archive.exp_newer", "E", "experiment(1)", "Experiment", group=EXPERIMENT,
+         help="Show the next newer experiment"),
+    Spec("archive.diff_down", "pagedown", "scroll_diff(1)", "Diff down", show=False,
+         help="Scroll the selected cell's diff down a page"),
+    Spec("archive.diff_up", "pageup", "scroll_diff(-1)", "Diff up", show=False,
+         help="Scroll the selected cell's diff up a page"),
+]
+
+HEATMAP: list[Spec] = [
+    Spec("archive.left", "left", "move(-1, 0)", "Left", show=False, help="Move the cursor one cell left"),
+    Spec("archive.right", "right", "move(1, 0)", "Right", show=False, help="Move the cursor one cell right"),
+    Spec("archive.up", "up", "move(0, 1)", "Up", show=False, help="Move the cursor one cell up"),
+    Spec("archive.down", "down", "move(0, -1)", "Down", show=False, help="Move the cursor one cell down"),
+]
+
 DIALOG: list[Spec] = [
     Spec("dialog.cancel", "escape", "cancel", "Cancel"),
     Spec("dialog.complete", "tab", "complete", "Complete path", help="Accept the path completion"),
@@ -134,6 +163,7 @@ SCOPES: dict[str, list[Spec]] = {
     "projects": PROJECTS,
     "jobs": JOBS + JOB_TABLE,
     "hosts": HOSTS,
+    "archive": ARCHIVE + HEATMAP,
     "dialog": DIALOG,
     "confirm": CONFIRM,
     "help": HELP,

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from textual.message import Message
 
-from evopilot.core.events import Event, HostEvent, JobEvent, LogEvent, QueueEvent
+from evopilot.core.events import Event, EvolutionEvent, HostEvent, JobEvent, LogEvent, QueueEvent
 from evopilot.core.models import Job
 
 
@@ -56,15 +56,26 @@ class QueueChanged(Message, bubble=False):
         self.paused = paused
 
 
+class EvolutionChanged(Message, bubble=False):
+    """An experiment's loop in this process moved on (an iteration applied, a mutation started
+    or ended); once per frame and experiment."""
+
+    def __init__(self, event: EvolutionEvent) -> None:
+        super().__init__()
+        self.experiment_id = event.experiment_id
+
+
 class TabShown(Message, bubble=False):
     """The pane's tab was activated (after the first load)."""
 
 
 def from_events(events: Iterable[Event]) -> list[Message]:
     """One frame's engine events as pane messages: the latest state of each job in one
-    ``JobsChanged`` and the latest growth of each log, hosts and queue changes in order."""
+    ``JobsChanged``, the latest growth of each log and step of each experiment, hosts and
+    queue changes in order."""
     jobs: dict[int, Job] = {}
     logs: dict[int, LogEvent] = {}
+    runs: dict[int, EvolutionEvent] = {}
     status_changed = False
     others: list[Message] = []
     for ev in events:
@@ -77,8 +88,11 @@ def from_events(events: Iterable[Event]) -> list[Message]:
             others.append(HostChanged(ev))
         elif isinstance(ev, QueueEvent):
             others.append(QueueChanged(ev.paused))
+        elif isinstance(ev, EvolutionEvent):
+            runs[ev.experiment_id] = ev
     out: list[Message] = others
     if jobs:
         out.append(JobsChanged(list(jobs.values()), status_changed))
     out += [LogGrew(ev) for ev in logs.values()]
+    out += [EvolutionChanged(ev) for ev in runs.values()]
     return out

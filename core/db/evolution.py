@@ -206,6 +206,16 @@ async def commits_by_id(db: aiosqlite.Connection, ids: Iterable[int]) -> dict[in
     return {c.id: c for c in await _with_metrics(db, rows)}
 
 
+async def commit_hashes(db: aiosqlite.Connection, ids: Iterable[int]) -> dict[int, str]:
+    """Commit row id -> hash, without the rest of the rows (an archive's cells name row ids)."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    rows = await db.execute_fetchall(
+        f"SELECT id, commit_hash FROM commits WHERE id IN ({','.join('?' for _ in ids)})", ids)
+    return {i: h for i, h in rows}
+
+
 async def commits(db: aiosqlite.Connection, exp_id: int) -> list[CommitRow]:
     rows = await db.execute_fetchall("SELECT * FROM commits WHERE experiment_id = ? ORDER BY id", (exp_id,))
     return await _with_metrics(db, rows)
@@ -265,6 +275,26 @@ async def snapshots(db: aiosqlite.Connection, exp_id: int) -> dict[int, dict]:
     rows = await db.execute_fetchall(
         "SELECT island_id, snapshot FROM map_elites_states WHERE experiment_id = ?", (exp_id,))
     return {i: json.loads(s) for i, s in rows}
+
+
+async def snapshot(db: aiosqlite.Connection, exp_id: int, island: int) -> dict | None:
+    rows = await db.execute_fetchall(
+        "SELECT snapshot FROM map_elites_states WHERE experiment_id = ? AND island_id = ?", (exp_id, island))
+    return json.loads(rows[0][0]) if rows else None
+
+
+async def change_stamp(db: aiosqlite.Connection, exp_id: int | None) -> tuple:
+    """A value that changes when experiments come or change, or (with ``exp_id``) when that
+    experiment's iterations or archives do: what a watcher polls to see another process's
+    run, reading only timestamps and counts (indexed)."""
+    (row,) = await db.execute_fetchall(
+        "SELECT (SELECT count(*) FROM experiments), (SELECT max(id) FROM experiments), "
+        "(SELECT max(updated_at) FROM experiments), "
+        "(SELECT max(updated_at) FROM map_elites_states WHERE experiment_id = ?1), "
+        "(SELECT count(*) FROM archive_history WHERE experiment_id = ?1), "
+        "(SELECT count(*) FROM evolution_iterations WHERE experiment_id = ?1), "
+        "(SELECT max(updated_at) FROM evolution_iterations WHERE experiment_id = ?1)", (exp_id,))
+    return tuple(row)
 
 
 async def add_history(db: aiosqlite.Connection, exp_id: int, island: int, placed: int, coverage: float,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
+import numpy as np
 
 from evopilot.core import gitops
 from evopilot.core.db import evolution as evo_db
@@ -20,9 +21,10 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
+from evopilot.core.evolution.archive import Archive
 from evopilot.core.evolution.experiment import Experiment, load_experiment, parse_experiment
 from evopilot.core.evolution.loop import STALE_AFTER, EvolutionLoop, dead_owners, ref_name
-from evopilot.core.models import ExperimentRow
+from evopilot.core.models import CommitRow, ExperimentRow
 from evopilot.core.jobs.submit import Submitter
 
 ADOPT_EVERY = 2.0
@@ -190,20 +192,32 @@ class Evolution:
         c = (await evo_db.commits_by_id(self.db, [commit_id]))[commit_id]
         return {"objective": objective, "commit": c.commit_hash, "iteration": c.iteration}
 
-    async def show(self, commit: str) -> dict:
-        c = await evo_db.find_commit(self.db, commit)
-        row = await evo_db.get_experiment(self.db, c.experiment_id)
+    async def show(self, commit: str, *, experiment: str | int | None = None,
+                   diff_limit: int | None = None) -> dict:
+        """A candidate by (a prefix of) its hash; ``experiment`` looks only there (a seed
+        commit is in every experiment started at it). ``diff_limit`` caps the bytes of diff
+        read (``diff_cut`` says whether it was cut)."""
+        if experiment is None:
+            c = await evo_db.find_commit(self.db, commit)
+            row = await evo_db.get_experiment(self.db, c.experiment_id)
+        else:
+            row = await evo_db.get_experiment(self.db, experiment)
+            c = await self._commit(row, commit)
         project = await projects_db.get_project_by_id(self.db, row.project_id)
         its = await evo_db.iterations(self.db, row.id, from_number=c.iteration or 0, limit=1)
         it = its[0] if its and its[0].candidate_hash == c.commit_hash else None
-        diff = await gitops.diff_text(project.path, c.parent_hash, c.commit_hash) if c.parent_hash else ""
+        diff, cut = "", False
+        if c.parent_hash and diff_limit is not None:
+            diff, cut = await gitops.diff_head(project.path, c.parent_hash, c.commit_hash, diff_limit)
+        elif c.parent_hash:
+            diff = await gitops.diff_text(project.path, c.parent_hash, c.commit_hash)
         return {
             "commit": c.commit_hash, "experiment": row.name, "experiment_id": row.id,
             "iteration": c.iteration, "island": c.island, "parent": c.parent_hash,
             "objective": c.objective, "summary": c.evaluation_summary,
             "metrics": await evo_db.commit_metrics(self.db, c.id),
             "mutator": c.extra_context.get("mutator"), "cost": c.extra_context.get("cost", 0.0),
-            "message": c.message, "diff": diff,
+            "message": c.message, "diff": diff, "diff_cut": cut,
             "prompt": it.payload.get("prompt") if it else None,
             "answer": it.answer if it else None,
             "job_id": it.job_id if it else None,
@@ -216,10 +230,23 @@ class Evolution:
         if best is None:
             raise EvopilotError(f"experiment {row.name} has no evaluated candidate yet")
         if branch:
-            project = await projects_db.get_project_by_id(self.db, row.project_id)
-            await gitops.branch(project.path, branch, best["commit"], force=force)
+            await self.branch_at(row.id, best["commit"], branch, force=force)
             best["branch"] = branch
         return best
+
+    async def branch_at(self, ref: str | int, commit: str, name: str, *, force: bool = False) -> dict:
+        """A branch ``name`` at a candidate of the experiment, in its project's repository."""
+        row = await evo_db.get_experiment(self.db, ref)
+        c = await self._commit(row, commit)
+        project = await projects_db.get_project_by_id(self.db, row.project_id)
+        await gitops.branch(project.path, name, c.commit_hash, force=force)
+        return {"branch": name, "commit": c.commit_hash, "project": project.name, "path": project.path}
+
+    async def _commit(self, row: ExperimentRow, commit: str) -> CommitRow:
+        c = await evo_db.commit_by_hash(self.db, row.id, commit)
+        if c is None:
+            raise EvopilotError(f"no candidate commit {commit!r} in experiment {row.name}")
+        return c
 
     async def export(self, ref: str | int) -> list[dict]:
         row = await evo_db.get_experiment(self.db, ref)
@@ -240,6 +267,36 @@ class Evolution:
         snaps = await evo_db.snapshots(self.db, row.id)
         return {"experiment": row.model_dump(), "islands": {i: s for i, s in snaps.items() if i >= 0},
                 "history": await evo_db.history(self.db, row.id)}
+
+    async def cells(self, ref: str | int, island: int) -> dict:
+        """One island's grid for the Archive tab: the descriptor names, bins and bounds, and
+        each occupied cell's bin per dimension (``index``), commit and objective. ``bins`` is
+        None and ``cells`` empty while the island has no archive (the warm-up)."""
+        row = await evo_db.get_experiment(self.db, ref)
+        exp = parse_experiment(row.config_snapshot)
+        if not 0 <= island < exp.islands.count:
+            raise EvopilotError(f"experiment {row.name} has islands 0..{exp.islands.count - 1}, not {island}")
+        d = exp.descriptors
+        out = {"island": island, "islands": exp.islands.count, "objective": exp.evaluation.objective,
+               "maximize": exp.maximize,
+               "descriptors": list(d.metrics) or [f"pc{i + 1}" for i in range(d.embedding)],
+               "bins": None, "lower": None, "upper": None, "cells": []}
+        snap = await evo_db.snapshot(self.db, row.id, island)
+        if not snap or not snap.get("archive"):
+            return out
+        archive = Archive.restore(snap["archive"])
+        elites = archive.elites()
+        hashes = await evo_db.commit_hashes(self.db, elites.commits.tolist())
+        index = np.stack(np.unravel_index(elites.cells, archive.bins), axis=1).tolist()
+        out.update(bins=list(archive.bins), lower=archive.lower.tolist(), upper=archive.upper.tolist())
+        out["cells"] = [{"index": i, "commit": hashes[c], "objective": o}
+                        for i, c, o in zip(index, elites.commits.tolist(), elites.objectives.tolist())]
+        return out
+
+    async def stamp(self, experiment_id: int | None = None) -> tuple:
+        """Changes when experiments do, or that experiment's iterations or archives: cheap to
+        poll (the Archive tab's view of a run in another process)."""
+        return await evo_db.change_stamp(self.db, experiment_id)
 
 
 def _cells(bins: list[int]) -> int:

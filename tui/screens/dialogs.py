@@ -1,4 +1,4 @@
-"""Small modal dialogs: add a project, add benchmarks, confirm, show a report.
+"""Small modal dialogs: add a project, add benchmarks, one line of text, confirm, show a report.
 
 A dialog that changes something takes an async ``submit`` callable; an ``EvopilotError`` from it
 is shown inline in the dialog, which stays open and changes nothing.
@@ -139,21 +139,25 @@ class AddBenchmarkDialog(_Dialog):
         self.query_one("#error", Static).update("")
 
 
-class SendDialog(_Dialog):
-    """One line for an interactive job; Enter sends it (and Enter), Escape cancels."""
+class LineDialog(_Dialog):
+    """One line of text; Enter submits it (an error is shown and the dialog stays), Esc cancels.
+    Dismissed with the text once ``submit`` accepted it."""
 
-    def __init__(self, job: Job, submit: Callable[[str], Awaitable[Any]]) -> None:
+    def __init__(self, title: str, submit: Callable[[str], Awaitable[Any]], *, placeholder: str = "",
+                 value: str = "", hint: str = "Enter: submit · Esc: cancel") -> None:
         super().__init__()
-        self._job = job
+        self._title = title
         self._submit = submit
+        self._placeholder = placeholder
+        self._value = value
+        self._hint = hint
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Send a line to job {self._job.id} ({self._job.name} on {self._job.host})",
-                        classes="title", markup=False)
-            yield Input(placeholder="typed into its terminal, then Enter", id="line", compact=True)
+            yield Label(self._title, classes="title", markup=False)
+            yield Input(value=self._value, placeholder=self._placeholder, id="line", compact=True)
             yield Static("", id="error", classes="error", markup=False)
-            yield Static("Enter: send · Esc: cancel", classes="hint", markup=False)
+            yield Static(self._hint, classes="hint", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#line", Input).focus()
@@ -167,6 +171,14 @@ class SendDialog(_Dialog):
             self.query_one("#error", Static).update(f"error: {e.message}")
             return
         self.dismiss(event.value)
+
+
+class SendDialog(LineDialog):
+    """One line for an interactive job; Enter sends it (and Enter), Escape cancels."""
+
+    def __init__(self, job: Job, submit: Callable[[str], Awaitable[Any]]) -> None:
+        super().__init__(f"Send a line to job {job.id} ({job.name} on {job.host})", submit,
+                         placeholder="typed into its terminal, then Enter", hint="Enter: send · Esc: cancel")
 
 
 class ConfirmDialog(ModalScreen[bool]):

@@ -1,4 +1,4 @@
-"""Tabs whose content arrives in later releases: they say so plainly (no fake data)."""
+"""A tab whose content arrives in a later release: it says so plainly (no fake data)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ No tasks.
 
 Tasks are coding-agent work items (an attempt runs an agent in its own git worktree, as a job).
 They arrive in a later release of evopilot; nothing here can be created yet.
-
-Meanwhile, benchmarks run from the Projects tab (1) and their jobs show in the Jobs tab (3)."""
-
-ARCHIVE_TEXT = """\
-No evolution experiments.
-
-The archive shows the commits of an evolution experiment (MAP-Elites islands, metrics per
-commit). Experiments arrive in a later release of evopilot; nothing here can be created yet.
 
 Meanwhile, benchmarks run from the Projects tab (1) and their jobs show in the Jobs tab (3)."""
 
