@@ -118,7 +118,10 @@ class EvolutionLoop:
                 t.cancel()
             await asyncio.gather(*self._mutating.values(), return_exceptions=True)
             await self._mutators.aclose()
-            await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
+            # in a transaction of its own: a write outside one joins whichever another task has
+            # open on the connection, and is lost with it if that task is cancelled (the worker)
+            async with jobs_db.transaction(self.db):
+                await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
             self._emit()
         return state, reason
 
