@@ -89,6 +89,7 @@ class EvolutionLoop:
         self.window = exp.evaluation.parallel + exp.mutations_in_flight
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
+        self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutators = Mutators(exp.mutators)
         self._state: SearchState | None = None
         self._seed_commit_id = 0
@@ -371,22 +372,23 @@ class EvolutionLoop:
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
                                                  f"{COMMIT_EPOCH + it.number} +0000")
-        if await evo_db.tree_seen(self.db, self.row.id, tree) and \
-                (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
-            await evo_db.update_iteration(self.db, it.id, status="skipped",
-                                          last_error="identical to a candidate already seen")
-            return
-        new_files = {**parent_files, **changed}
-        extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
-        if reason := self._too_close(extra):
-            await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
-            return
-        await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
-        async with jobs_db.transaction(self.db):
-            await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
-                                    tree=tree, island=it.island, iteration=it.number, message=message,
-                                    extra=extra)
-            await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
+        async with self._recording:  # else twins mutated at once would both pass the check
+            if await evo_db.tree_seen(self.db, self.row.id, tree) and \
+                    (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
+                await evo_db.update_iteration(self.db, it.id, status="skipped",
+                                              last_error="identical to a candidate already seen")
+                return
+            new_files = {**parent_files, **changed}
+            extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
+            if reason := self._too_close(extra):
+                await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
+                return
+            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
+            async with jobs_db.transaction(self.db):
+                await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
+                                        tree=tree, island=it.island, iteration=it.number, message=message,
+                                        extra=extra)
+                await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
 
     def _too_close(self, extra: dict) -> str | None:
         """ShinkaEvolve's novelty rejection: an embedding closer than the threshold to an elite."""

@@ -7,6 +7,7 @@ foreground `evolve start`, or a worker or the app adopting a detached or orphane
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -185,7 +186,7 @@ class Evolution:
             "mutator": c.extra_context.get("mutator"), "cost": c.extra_context.get("cost", 0.0),
             "message": c.message, "diff": diff,
             "prompt": it.payload.get("prompt") if it else None,
-            "answer": it.answer if it else None,
+            "answer": json.loads(it.answer)["raw"] if it and it.answer else None,  # the mutator's own text
             "job_id": it.job_id if it else None,
         }
 
