@@ -109,6 +109,8 @@ class EvolutionLoop:
         state, reason = "failed", None
         try:
             state, reason = await self._run(stop)
+            if state == "finished":  # else an agent may still be at work in a worktree, for a resume
+                await self._remove_worktrees()
         except EvopilotError as e:
             reason = e.message
             raise
@@ -159,6 +161,9 @@ class EvolutionLoop:
                 return "finished", cap or f"{planned} iterations done"
             if cap and all(r.status == "planned" and r.answer is None for r in rows) and not self._mutating:
                 return "finished", cap  # nothing paid for is left unevaluated
+            # again, with no await before the start: a mutation that ended (and paid) since the
+            # first check frees a slot, and must not let one more start past the cap
+            cap = cap or await self._budget_reached()
             self._start_mutations(rows, cap)
             await self._start_evaluations(rows)
             self._emit()
@@ -349,6 +354,15 @@ class EvolutionLoop:
         else:
             await gitops.git(slot, "checkout", "--detach", "--force", commit)
             await gitops.git(slot, "clean", "-fdxq")
+
+    async def _remove_worktrees(self) -> None:
+        """Give the command mutators' worktrees back: the user's repository lists them (`git
+        worktree list`). More iterations later make them again."""
+        for path in sorted(locations.evolution_dir(self.submitter.home, self.row.id).glob("slot-*")):
+            if (path / ".git").exists():
+                await gitops.git(self.repo, "worktree", "remove", "--force", str(path))
+            elif path.is_file():
+                path.unlink()  # a slot's prompt
 
     async def _prompt(self, it: IterationRow, files: dict[str, str]) -> str:
         parent = await evo_db.commit_by_hash(self.db, self.row.id, it.base_commit_hash)
