@@ -9,10 +9,8 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tokenize
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import assume, given, settings
@@ -32,6 +30,7 @@ from evopilot.core.evolution.mutators.base import (
 from evopilot.core.evolution.mutators.command import parse_usage, render_command
 from evopilot.core.evolution.mutators.edits import apply_answer, apply_search_replace, parse_full_rewrite
 from evopilot.core.evolution.mutators.llm import LlmMutator
+from tests.chat_api import FakeChatApi, completion, refusal
 
 SOLVER = '''\
 """A toy annealer."""
@@ -320,57 +319,6 @@ def test_apply_answer_takes_either_form():
 
 
 # --- llm --------------------------------------------------------------------------------------
-
-
-class FakeChatApi:
-    """Stands in for the paid API (OpenAI, OpenRouter): an OpenAI-compatible
-    ``POST /v1/chat/completions`` on 127.0.0.1 that plays scripted replies in order (the last one
-    repeats) and records every request, so the tests spend nothing and need no network."""
-
-    def __init__(self, replies: list[tuple[int, dict, dict]]):
-        self.replies = replies
-        self.requests: list[tuple[str, dict, dict]] = []  # (path, lowercase headers, JSON body)
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                api.requests.append((self.path, headers, body))
-                status, payload, headers = api.replies[min(len(api.requests), len(api.replies)) - 1]
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def completion(answer: str, tokens_in: int = 1200, tokens_out: int = 300,
-               finish: str = "stop") -> tuple[int, dict, dict]:
-    return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-                 "choices": [{"index": 0, "finish_reason": finish,
-                              "message": {"role": "assistant", "content": answer}}],
-                 "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
-                           "total_tokens": tokens_in + tokens_out}}, {}
-
-
-def refusal(status: int, message: str, headers: dict | None = None) -> tuple[int, dict, dict]:
-    return status, {"error": {"message": message, "type": "error", "code": None}}, headers or {}
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ class EvolutionLoop:
                           exp.islands.count * exp.islands.in_flight)
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
+        self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutators = Mutators(exp.mutators)
         self._state: SearchState | None = None
         self._seed_commit_id = 0
@@ -114,6 +115,8 @@ class EvolutionLoop:
         state, reason = "failed", None
         try:
             state, reason = await self._run(stop)
+            if state == "finished":  # else an agent may still be at work in a worktree, for a resume
+                await self._remove_worktrees()
         except EvopilotError as e:
             reason = e.message
             raise
@@ -127,6 +130,8 @@ class EvolutionLoop:
                 t.cancel()
             await asyncio.gather(*self._mutating.values(), return_exceptions=True)
             await self._mutators.aclose()
+            # in a transaction of its own: a write outside one joins whichever another task has
+            # open on the connection, and is lost with it if that task is cancelled (the worker)
             async with jobs_db.transaction(self.db):
                 await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
             self._emit()
@@ -166,6 +171,9 @@ class EvolutionLoop:
                 return "finished", cap or f"{planned} iterations done"
             if cap and all(r.status == "planned" and r.answer is None for r in rows) and not self._mutating:
                 return "finished", cap  # nothing paid for is left unevaluated
+            # again, with no await before the start: a mutation that ended (and paid) since the
+            # first check frees a slot, and must not let one more start past the cap
+            cap = cap or await self._budget_reached()
             self._start_mutations(rows, cap)
             await self._start_evaluations(rows)
             self._emit()
@@ -359,6 +367,15 @@ class EvolutionLoop:
             await gitops.git(slot, "checkout", "--detach", "--force", commit)
             await gitops.git(slot, "clean", "-fdxq")
 
+    async def _remove_worktrees(self) -> None:
+        """Give the command mutators' worktrees back: the user's repository lists them (`git
+        worktree list`). More iterations later make them again."""
+        for path in sorted(locations.evolution_dir(self.submitter.home, self.row.id).glob("slot-*")):
+            if (path / ".git").exists():
+                await gitops.git(self.repo, "worktree", "remove", "--force", str(path))
+            elif path.is_file():
+                path.unlink()  # a slot's prompt
+
     async def _prompt(self, it: IterationRow, files: dict[str, str]) -> str:
         parent = await evo_db.commit_by_hash(self.db, self.row.id, it.base_commit_hash)
         insp = []
@@ -381,21 +398,22 @@ class EvolutionLoop:
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
                                                  f"{COMMIT_EPOCH + it.number} +0000")
-        if await evo_db.tree_seen(self.db, self.row.id, tree) and \
-                (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
-            await self._skip(it, "identical to a candidate already seen")
-            return
-        new_files = {**parent_files, **changed}
-        extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
-        if reason := self._too_close(extra):
-            await self._skip(it, reason)
-            return
-        await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
-        async with jobs_db.transaction(self.db):
-            await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
-                                    tree=tree, island=it.island, iteration=it.number, message=message,
-                                    extra=extra)
-            await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
+        async with self._recording:  # else twins mutated at once would both pass the check
+            if await evo_db.tree_seen(self.db, self.row.id, tree) and \
+                    (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
+                await self._skip(it, "identical to a candidate already seen")
+                return
+            new_files = {**parent_files, **changed}
+            extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
+            if reason := self._too_close(extra):
+                await self._skip(it, reason)
+                return
+            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
+            async with jobs_db.transaction(self.db):
+                await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
+                                        tree=tree, island=it.island, iteration=it.number, message=message,
+                                        extra=extra)
+                await evo_db.update_iteration(self.db, it.id, status="mutated", candidate_hash=commit)
 
     async def _skip(self, it: IterationRow, reason: str) -> None:
         async with jobs_db.transaction(self.db):

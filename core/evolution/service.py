@@ -7,6 +7,7 @@ foreground `evolve start`, or a worker or the app adopting a detached or orphane
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -219,7 +220,7 @@ class Evolution:
             "mutator": c.extra_context.get("mutator"), "cost": c.extra_context.get("cost", 0.0),
             "message": c.message, "diff": diff, "diff_cut": cut,
             "prompt": it.payload.get("prompt") if it else None,
-            "answer": it.answer if it else None,
+            "answer": json.loads(it.answer)["raw"] if it and it.answer else None,  # the mutator's own text
             "job_id": it.job_id if it else None,
         }
 

@@ -102,7 +102,8 @@ def perturb(files: dict[str, str], cfg: ParamsMutatorConfig, seed: int) -> Mutat
         for start, end, text in sorted(spans, reverse=True):  # from the end: offsets stay valid
             data = data[:start] + text.encode() + data[end:]
         new_files[path] = data.decode("utf-8")
-    return Mutation(files=new_files, summary="; ".join(changes), answer="", usage=[])
+    # its answer, for `evolve show`: the changes, one a line
+    return Mutation(files=new_files, summary="; ".join(changes), answer="\n".join(changes), usage=[])
 
 
 def _paths_in_scope(files: dict[str, str], patterns: list[str]) -> list[str]:
