@@ -93,6 +93,7 @@ class EvolutionLoop:
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
+        self._mutation_ended = asyncio.Event()
         self._mutators = Mutators(exp.mutators)
         self._state: SearchState | None = None
         self._seed_commit_id = 0
@@ -283,7 +284,8 @@ class EvolutionLoop:
                 continue  # past a budget cap: only what is already paid for goes on
             task = asyncio.create_task(self._mutate(it))
             self._mutating[it.number] = task
-            task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set()))
+            task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set(),
+                                                            self._mutation_ended.set()))
 
     async def _mutate(self, it: IterationRow) -> None:
         files = await gitops.read_files(self.repo, it.base_commit_hash, self.exp.files)
@@ -398,6 +400,12 @@ class EvolutionLoop:
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
                                                  f"{COMMIT_EPOCH + it.number} +0000")
+        # Twins (the same tree) resolve by iteration number, not by which mutator answered first:
+        # a candidate is recorded only after every lower-numbered mutation under way (they
+        # start in order, so none of them waits for this one).
+        while any(n < it.number for n in self._mutating):
+            self._mutation_ended.clear()
+            await self._mutation_ended.wait()
         async with self._recording:  # else twins mutated at once would both pass the check
             if await evo_db.tree_seen(self.db, self.row.id, tree) and \
                     (await evo_db.commit_by_hash(self.db, self.row.id, commit)) is None:
