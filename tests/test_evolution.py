@@ -100,6 +100,15 @@ def test_evolve_improves_over_the_seed_and_leaves_the_checkout_alone(evo):
     head = subprocess.run(["git", "rev-parse", "best-fit"], cwd=evo.root, capture_output=True, text=True).stdout
     assert head.strip() == best
 
+    grid = json.loads(evo("evolve", "archive", "1", "--island", "0", "--json")[1])
+    assert grid["bins"] == [8, 8] and grid["descriptors"] == ["bias", "max_error"] and grid["cells"]
+    code, out, _ = evo("evolve", "archive", "1", "--island", "0")
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert code == 0 and len(rows) == 8 and all(len(r) == 2 + 16 for r in rows)
+    assert sum(r.count("@") for r in rows) >= 2, "the island's best cell is drawn with the top of the ramp"
+    code, _, err = evo("evolve", "archive", "1", "--island", "5")
+    assert code == 2 and "islands 0..1" in err
+
     code, out, _ = evo("evolve", "export", "1", "--format", "csv")
     assert out.splitlines()[0].startswith("commit,parent,iteration,island,status,objective")
     assert len(out.splitlines()) == 1 + len(candidates) + 1
