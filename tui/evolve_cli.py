@@ -95,7 +95,8 @@ async def _foreground(engine: Engine, ref, as_json: bool) -> int:
         if tty:
             best = "-" if info["best"] is None else f"{info['best']:g}"
             print(f"\r[{max(0, info['applied'] - 1)}/{status['iterations_planned']}] best {best}  "
-                  f"coverage {info['coverage']:.0%}  mutating {info['mutating']}   ",
+                  f"coverage {info['coverage']:.0%}  spent ${info['dollars']:.2f}  "
+                  f"mutating {info['mutating']}  evaluating {info['evaluating']}   ",
                   end="", file=sys.stderr, flush=True)
 
     worker = asyncio.create_task(engine.run_forever())
