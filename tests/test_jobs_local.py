@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import wait_until
+from tests.conftest import CmdlineWatch, wait_until
 
 PROGRESS = """
 import json, os, sys, time
@@ -76,6 +76,26 @@ def test_job_environment_and_files(cli, make_project, home):
     assert (home / "evopilot.db").stat().st_mode & 0o077 == 0
     assert job_dir.stat().st_mode & 0o077 == 0
     assert (job_dir / "log").stat().st_mode & 0o077 == 0
+
+
+def test_host_env_reaches_the_job_but_no_command_line(cli, make_project, tmp_path, home):
+    """A host's env (a licence path, a token) must not show in /proc/*/cmdline, which every
+    user of the host can read: it goes to the job through a file private to the user."""
+    canary = "tok-3f9c1a7e-canary"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[hosts.local]\nenv = {{ EVP_TOKEN = "{canary}", EVP_PATH = "/a b/é" }}\n')
+    root = make_project({f"benchmarks/b{i}.py": "import os\nprint('got', os.environ['EVP_TOKEN'], os.environ['EVP_PATH'])\n"
+                         for i in range(3)})
+    cli("project", "add", root, "--config", cfg)
+    with CmdlineWatch(canary, tmp_path) as watch:
+        code, _, err = cli("run", "proj", "b0.py", "b1.py", "b2.py", "--wait", "--config", cfg)
+        assert code == 0, err
+    assert watch.hits == []
+    for job in jobs_json(cli, "--config", cfg):
+        assert f"got {canary} /a b/é" in Path(job["log_path"]).read_text()
+        env = Path(job["log_path"]).parent / "env"
+        assert env.stat().st_mode & 0o777 == 0o600
+        assert canary not in (env.parent / "run.sh").read_text()
 
 
 def test_invalid_results_json_fails_the_job_and_keeps_its_log(cli, make_project):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
+from tests.conftest import REPO, CmdlineWatch, evopilot_cmd, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +86,22 @@ def test_run_on_a_host_syncs_sets_up_and_mirrors_the_log(remote):
     assert remote("run", "proj", "tick.py", "--host", "h1", "--wait")[0] == 0
     code, out, _ = remote("jobs", "--json")
     assert sum(j["benchmark"] == "setup proj" for j in json.loads(out)) == 1
+
+
+def test_host_env_reaches_a_remote_job_but_no_command_line(remote, tmp_path):
+    canary = "tok-remote-51b2e0-canary"
+    with open(remote.cfg, "a") as f:
+        f.write(f'env = {{ EVP_TOKEN = "{canary}" }}\n')  # the last table is [hosts.h1]
+    (remote.root / "benchmarks" / "env.py").write_text("import os\nprint('got', os.environ['EVP_TOKEN'])\n")
+    assert remote("bench", "add", "proj", "benchmarks/env.py")[0] == 0
+    with CmdlineWatch(canary, tmp_path) as watch:
+        code, out, err = remote("run", "proj", "env.py", "--host", "h1", "--wait")
+        assert code == 0, err + out
+    assert watch.hits == []
+    job = jobs(remote)["env.py"]
+    assert f"got {canary}" in Path(job["log_path"]).read_text()
+    (env,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}/env")
+    assert env.stat().st_mode & 0o777 == 0o600
 
 
 def test_sync_reports_then_sends(remote):
