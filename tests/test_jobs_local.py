@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -208,6 +209,47 @@ def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_pa
     sessions = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
                               capture_output=True, text=True).stdout
     assert job["tmux_session"] not in sessions
+
+
+def _steps(home: Path, job_id: int) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "evopilot.db") as db:
+        return db.execute("SELECT name, status FROM job_steps WHERE job_id = ? ORDER BY id",
+                          (job_id,)).fetchall()
+
+
+CHILD_THEN_SLEEP = (
+    "import os, subprocess, sys, time\n"
+    "subprocess.Popen(['bash', '-c', 'trap \"\" HUP; sleep 300'])\n"
+    "print('[1/2] child started', flush=True)\n"
+    "if sys.argv[1:] == ['die']:\n    os.kill(os.getpid(), 9)\n"
+    "time.sleep(300)\n")
+
+
+def test_no_process_outlives_a_job_killed_by_a_signal_or_lost(cli, make_project, tmp_path, home):
+    """The group leader dies of SIGKILL (its child would keep running), and a wrapper killed
+    under a running command (the job is lost): either way the whole group is taken down."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nkill_grace = 0.5\nlost_grace = 0.5\npoll_interval = 0.1\n")
+    root = make_project({"benchmarks/leader.py": CHILD_THEN_SLEEP})
+    cli("project", "add", root, "--config", cfg)
+    assert cli("run", "proj", "leader.py", "--arg", "die", "--wait", "--config", cfg)[0] == 1
+    (job,) = jobs_json(cli, "--config", cfg)
+    assert job["status"] == "failed" and job["exit_code"] == 137
+    pgid = int((Path(job["log_path"]).parent / "pid").read_text())
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+    cli("run", "proj", "leader.py", "--config", cfg)
+    job = max(jobs_json(cli, "--config", cfg), key=lambda j: j["id"])
+    pid_file = Path(job["log_path"]).parent / "pid"
+    wait_until(lambda: b"child started" in Path(job["log_path"]).read_bytes())
+    pgid = int(pid_file.read_text())
+    wrapper = subprocess.run(["tmux", "list-panes", "-t", job["tmux_session"], "-F", "#{pane_pid}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    os.kill(int(wrapper[0]), signal.SIGKILL)
+    wait_until(lambda: max(jobs_json(cli, "--config", cfg), key=lambda j: j["id"])["status"] == "lost")
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
 
 
 def _group_alive(pgid: int) -> bool:

@@ -165,6 +165,36 @@ def test_remote_tmux_server_killed_jobs_become_lost(remote):
     assert "went away" in jobs(remote)["forever.py"]["error_message"]
 
 
+def test_no_process_outlives_a_remote_job_killed_by_a_signal_or_lost(remote, home):
+    from tests.test_jobs_local import CHILD_THEN_SLEEP, _group_alive, _steps
+
+    remote.cfg.write_text(remote.cfg.read_text().replace("[engine]\n", "[engine]\nlost_grace = 0.5\n"))
+    (remote.root / "benchmarks" / "leader.py").write_text(CHILD_THEN_SLEEP)
+    assert remote("bench", "add", "proj", "benchmarks/leader.py")[0] == 0
+    assert remote("run", "proj", "leader.py", "--host", "h1", "--arg", "die", "--wait")[0] == 1
+    job = jobs(remote)["leader.py"]
+    assert job["status"] == "failed" and job["exit_code"] == 137
+    (job_dir,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}")
+    assert _group_alive(int((job_dir / "pid").read_text())) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+    remote("run", "proj", "leader.py", "--host", "h1")
+    worker = _worker(remote)
+    try:
+        wait_until(lambda: jobs(remote)["leader.py"]["progress_current"] == 1, timeout=60)
+    finally:
+        stop_process(worker)
+    job = jobs(remote)["leader.py"]
+    (job_dir,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}")
+    pgid = int((job_dir / "pid").read_text())
+    wrapper = subprocess.run(["tmux", "list-panes", "-t", job["tmux_session"], "-F", "#{pane_pid}"],
+                             env=remote.server.tmux_env(), capture_output=True, text=True, check=True)
+    os.kill(int(wrapper.stdout.split()[0]), signal.SIGKILL)
+    wait_until(lambda: jobs(remote)["leader.py"]["status"] == "lost")
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+
 def test_sshd_down_30s_while_jobs_run(remote):
     """The jobs keep running, evopilot reconnects by itself, the logs come through complete
     and no job starts twice."""

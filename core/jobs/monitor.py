@@ -15,6 +15,7 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs import parse, scripts
+from evopilot.core.jobs.reap import needs_reap
 from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 
@@ -30,6 +31,8 @@ class TickResult:
     logs: list[LogEvent] = field(default_factory=list)
     kills: list[Job] = field(default_factory=list)
     """Jobs past their timeout, to be killed."""
+    reaps: list[Job] = field(default_factory=list)
+    """Jobs that ended other than by their own clean exit: their process group is taken down."""
     backlog: bool = False
     """Some log had more new bytes than one read takes: tick again soon."""
 
@@ -138,6 +141,8 @@ class Monitor:
                 f"fix it and `evopilot retry {j.id}`",
             )
             out.changed.update(dict.fromkeys(released, JobStatus.PENDING))
+            if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
+                out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
 
     def _finish(self, j: Job, code: int, hangup: bool, results: bytes | None, now: str) -> tuple[dict, list]:
