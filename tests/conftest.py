@@ -136,3 +136,20 @@ class CmdlineWatch:
         self.stop_file.touch()
         out, _ = self.proc.communicate(timeout=30)
         self.hits = out.split()
+
+
+@pytest.fixture
+def mount():
+    """Mount filesystems for a test (a read-only bind, a small tmpfs standing in for a full
+    disk), unmounted when it ends. Needs root, as on the CI machine: fails, never skips."""
+    mounted: list[Path] = []
+
+    def run(*args: str, at: Path) -> Path:
+        at.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", *args, str(at)], check=True)
+        mounted.append(at)
+        return at
+
+    yield run
+    for at in reversed(mounted):
+        subprocess.run(["umount", "-l", str(at)], check=False)

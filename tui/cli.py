@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -544,6 +545,8 @@ async def _main_async(args) -> int:
     engine = await Engine.open(config, home)
     try:
         return await args.func(engine, args)
+    except sqlite3.DatabaseError as e:
+        raise engine.database_error(e) from None
     finally:
         await engine.close()
 
