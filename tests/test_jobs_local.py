@@ -211,6 +211,37 @@ def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_pa
     assert job["tmux_session"] not in sessions
 
 
+def test_a_full_disk_is_reported_as_such_and_the_database_survives(cli, make_project, home, tmp_path,
+                                                                  mount):
+    """The data directory fills up while a job runs: the job ends with its exit code and the
+    reason "no space left", commands say so in one line, and all works again once space is back."""
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", at=home)
+    go = tmp_path / "go"
+    root = make_project({"benchmarks/fill.py": (
+        f"import os, time\nprint('[1/2] waiting', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\n"
+        "print('[2/2] ' + 'x' * 100000, flush=True)\n")})
+    assert cli("project", "add", root)[0] == 0
+    assert cli("run", "proj", "fill.py")[0] == 0
+    (job,) = jobs_json(cli)
+    log = Path(job["log_path"])
+    wait_until(lambda: b"waiting" in log.read_bytes())
+    filler = home / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], stderr=subprocess.DEVNULL)
+    go.touch()
+    wait_until(lambda: (log.parent / "exit_code").exists(), what="the exit code, written on a full disk")
+    code, _, err = cli("jobs")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"no space left on {home}" in err
+    filler.unlink()
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed" and job["exit_code"] not in (None, 0), job
+    assert job["error_message"].startswith(f"no space left on {log.parent}: "), job["error_message"]
+    with sqlite3.connect(home / "evopilot.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert cli("run", "proj", "fill.py", "--wait")[0] == 0  # space is back: all works
+
+
 def _steps(home: Path, job_id: int) -> list[tuple[str, str]]:
     with sqlite3.connect(home / "evopilot.db") as db:
         return db.execute("SELECT name, status FROM job_steps WHERE job_id = ? ORDER BY id",

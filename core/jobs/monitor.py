@@ -120,6 +120,8 @@ class Monitor:
             if j.requested is None:
                 fields["requested"] = "timeout"
             out.kills.append(j)
+        if p is not None and p.nospace and "status" in fields:
+            _no_space(fields, j.job_dir)
 
         if not fields:
             return
@@ -180,6 +182,15 @@ class Monitor:
         if started is None:
             return 0.0
         return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _no_space(fields: dict, job_dir: str) -> None:
+    """The job's disk filled up (its wrapper says so): that is the reason shown first, and an
+    exit 0 is no success (its output may be cut short)."""
+    if fields["status"] == JobStatus.SUCCEEDED.value:
+        fields["status"] = JobStatus.FAILED.value
+    reason = fields.get("error_message") or f"exit code {fields.get('exit_code')}"
+    fields["error_message"] = f"no space left on {job_dir}: {reason}"
 
 
 def _pwrite(path: str | None, offset: int, data: bytes) -> None:

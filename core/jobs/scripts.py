@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID
+from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, NOSPACE, PID
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
 
@@ -38,7 +38,11 @@ def wrapper(
 # evopilot job {job_id}
 set -u
 D={quote(job_dir)}
-finish() {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }}
+# A full disk must not lose the exit code: it then overwrites, in place, a file reserved at the
+# start (no new block needed), and an empty marker (an inode only) says why.
+R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
+finish() {{ {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }} ||
+  {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
 cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
