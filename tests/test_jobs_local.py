@@ -111,6 +111,22 @@ def test_invalid_results_json_fails_the_job_and_keeps_its_log(cli, make_project)
     assert "computed everything" in cli("logs", str(job["id"]))[1]
 
 
+def test_results_over_the_size_limit_say_so_and_the_limit_is_a_setting(cli, make_project, tmp_path):
+    root = make_project({"benchmarks/big.py": (
+        "import json, os\njson.dump({'score': 1, 'pad': {'value': 2, 'unit': 'x' * 2_000_000}},"
+        " open(os.environ['EVOPILOT_RESULTS'], 'w'))\n")})
+    cli("project", "add", root)
+    assert cli("run", "proj", "big.py", "--wait")[0] == 1
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed" and job["exit_code"] == 0
+    assert "results.json is over the size limit of 1048576 bytes" in job["error_message"]
+    assert "results_max_bytes" in job["error_message"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nresults_max_bytes = 4194304\n")
+    assert cli("run", "proj", "big.py", "--wait", "--config", cfg)[0] == 0
+    assert max(jobs_json(cli), key=lambda j: j["id"])["metrics"]["score"] == 1
+
+
 def test_timeout_kills_and_fails_with_reason(cli, make_project):
     root = make_project({"benchmarks/slow.py": "import time\nprint('[1/9]', flush=True)\ntime.sleep(60)\n"})
     cli("project", "add", root)

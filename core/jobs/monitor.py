@@ -19,7 +19,6 @@ from evopilot.core.jobs.reap import needs_reap
 from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 
-RESULTS_LIMIT = 1024 * 1024
 ERROR_TAIL = 16 * 1024
 _CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
 
@@ -62,7 +61,8 @@ class Monitor:
                 reqs.append((f"{j.job_dir}/{scripts.LOG}", j.log_offset, chunk))
                 req_jobs.append((j, "log"))
             if p.exit_code is not None:
-                reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, RESULTS_LIMIT))
+                # one byte past the limit tells a file over it from one that fits exactly
+                reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, self.config.engine.results_max_bytes + 1))
                 req_jobs.append((j, "results"))
         got = await host.read_ranges(reqs)
         new_bytes: dict[int, bytes] = {}
@@ -152,7 +152,11 @@ class Monitor:
         fields: dict = {"exit_code": code, "finished_at": now}
         metrics: list = []
         error = None
-        if results:
+        limit = self.config.engine.results_max_bytes
+        if results and len(results) > limit:
+            error = (f"results.json is over the size limit of {limit} bytes "
+                     "(engine.results_max_bytes in the config)")
+        elif results:
             try:
                 metrics = parse.parse_results(results)
             except parse.ResultsError as e:
