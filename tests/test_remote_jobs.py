@@ -104,6 +104,17 @@ def test_host_env_reaches_a_remote_job_but_no_command_line(remote, tmp_path):
     assert env.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_project_without_pyproject_runs_without_uv_warnings(cli, make_project, sshd, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(host_toml("h1", sshd))
+    root = make_project({"benchmarks/hi.py": "print('hello')\n"}, name="plain")
+    assert cli("project", "add", root, "--config", cfg)[0] == 0
+    code, out, err = cli("run", "plain", "hi.py", "--host", "h1", "--wait", "--config", cfg)
+    assert code == 0, err + out
+    job = [j for j in json.loads(cli("jobs", "--json", "--config", cfg)[1]) if j["benchmark"] == "hi.py"][0]
+    assert Path(job["log_path"]).read_text() == "hello\n"
+
+
 def test_sync_reports_then_sends(remote):
     code, out, err = remote("sync", "proj", "--host", "h1", "--dry-run")
     assert code == 0, err
