@@ -206,6 +206,26 @@ def test_no_process_outlives_a_remote_job_killed_by_a_signal_or_lost(remote, hom
     assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
 
 
+def test_a_headless_worker_says_once_that_a_changed_host_key_blocks_the_reconnect(remote, tmp_path):
+    remote("run", "proj", "forever.py", "--host", "h1")
+    worker = _worker(remote)
+    log = next(remote.cfg.parent.glob("worker-*.log"))
+    try:
+        wait_until(lambda: jobs(remote)["forever.py"]["status"] == "running", timeout=60)
+        other = tmp_path / "other_host_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+        Path(remote.server.known_hosts).write_text(f"[{remote.server.host}]:{remote.server.port} {key}\n")
+        remote.server.drop_connections()
+        wait_until(lambda: "CHANGED" in log.read_text(), what="the refusal printed by the worker")
+        time.sleep(4)  # reconnect attempts after 0.5, 1 and 2 s: each refused again
+    finally:
+        stop_process(worker)
+    lines = [l for l in log.read_text().splitlines() if "CHANGED" in l]
+    assert len(lines) == 1, lines
+    assert "ssh-keygen -R" in lines[0] and "ssh-keyscan" in lines[0]
+
+
 def test_sshd_down_30s_while_jobs_run(remote):
     """The jobs keep running, evopilot reconnects by itself, the logs come through complete
     and no job starts twice."""
