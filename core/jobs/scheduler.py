@@ -27,6 +27,7 @@ from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.jobs.publish import publish_jobs
+from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
 WAKE_COALESCE = 0.02
@@ -73,6 +74,8 @@ class Scheduler:
         for name in await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value]):
             await self.tick_host(name, dispatch_jobs=False)
         await self.handle_ends()
+        # the reaps and kills it began finish before a short-lived command (`jobs`) exits
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def dispatch(self) -> None:
         """Start queued jobs on every host with free slots; an unreachable host keeps its queue."""
@@ -106,6 +109,8 @@ class Scheduler:
             if job.id not in self._killing:
                 self._killing.add(job.id)
                 self._spawn(self._kill_for_timeout(job))
+        for job in result.reaps:
+            self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
             self._wake.set()
@@ -193,7 +198,7 @@ class Scheduler:
                 await self.tick(watch=True)
                 if until_idle and await self.idle() and not self._tasks:
                     return
-                if waiting and not await jobs_db.count_unfinished(self.db, waiting):
+                if waiting and not await jobs_db.count_unfinished(self.db, waiting) and not self._tasks:
                     return
             except Exception as e:
                 if on_error is None:
