@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CmdlineWatch, wait_until
 
 PROGRESS = """
@@ -272,6 +274,7 @@ CHILD_THEN_SLEEP = (
     "time.sleep(300)\n")
 
 
+@pytest.mark.slow
 def test_no_process_outlives_a_job_killed_by_a_signal_or_lost(cli, make_project, tmp_path, home):
     """The group leader dies of SIGKILL (its child would keep running), and a wrapper killed
     under a running command (the job is lost): either way the whole group is taken down."""

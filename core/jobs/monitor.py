@@ -6,6 +6,7 @@ Reconcile after a restart is the same tick: the files and ``tmux has-session`` a
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ import aiosqlite
 
 from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
+from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs import parse, scripts
 from evopilot.core.jobs.reap import needs_reap
@@ -89,7 +91,12 @@ class Monitor:
         fields: dict = {}
         if data:
             if not host.is_local:
-                _pwrite(j.log_path, j.log_offset, data)
+                try:
+                    _pwrite(j.log_path, j.log_offset, data)
+                except OSError as e:  # the tick is undone; the next one fetches these bytes again
+                    where = os.path.dirname(j.log_path or "")
+                    why = f"no space left on {where}" if e.errno == errno.ENOSPC else f"{where}: {e.strerror}"
+                    raise EvopilotError(f"{why}: cannot mirror the log of job {j.id}") from None
             offset = j.log_offset + len(data)
             fields["log_offset"] = offset
             prog = parse.parse_progress(self._carry.get(j.id, b"") + data)

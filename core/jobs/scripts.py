@@ -41,7 +41,7 @@ D={quote(job_dir)}
 # A full disk must not lose the exit code: it then overwrites, in place, a file reserved at the
 # start (no new block needed), and an empty marker (an inode only) says why.
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
-finish() {{ {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }} ||
+finish() {{ {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
