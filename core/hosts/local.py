@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import CommandResult, Host, HostState
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID, Probe
+from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, PID, STARTED, Probe, epoch_or_none
 from evopilot.core.hosts.tmux import list_sessions
 from evopilot.core.locations import ensure_private_dir
 
@@ -64,6 +64,9 @@ class LocalHost(Host):
                 log_size=_size(f"{d}/{LOG}"),
                 session_alive=session in sessions,
                 hangup=os.path.exists(f"{d}/{HANGUP}"),
+                started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
+                finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
+                log_exists=os.path.exists(f"{d}/{LOG}"),
             )
             for job_id, d, session in jobs
         }
@@ -81,11 +84,18 @@ def read_range(path: str, offset: int, limit: int) -> bytes:
         os.close(fd)
 
 
-def _read_int(path: str) -> int | None:
+def _read(path: str) -> str:
     try:
         with open(path, "rb") as f:
-            return int(f.read(64).strip())
-    except (OSError, ValueError):
+            return f.read(64).decode("ascii", "replace")
+    except OSError:
+        return ""
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(_read(path).strip())
+    except ValueError:
         return None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID
+from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, PID, STARTED
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
 
@@ -23,10 +23,13 @@ def wrapper(
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
-    Either mode starts ``command`` as its own process group (``set -m``), records the group id
-    in ``pid``, appends its output to ``log``, writes the exit status to ``exit_code``
-    atomically (temp file + rename), then wakes ``tmux wait-for done_channel`` so a watching
-    engine reacts at once. ``batch``: see ``_batch``; ``tty``: see ``_tty``.
+    Either mode records its start time in ``started_at`` (created exclusively: a second
+    wrapper of the same job, from a start sent again after a crash, leaves at once, so a job
+    never runs twice), starts ``command`` as its own process group (``set -m``), records the
+    group id in ``pid``, appends its output to ``log``, writes its end time to ``finished_at``
+    and then the exit status to ``exit_code`` atomically (temp file + rename), then wakes
+    ``tmux wait-for done_channel`` so a watching engine reacts at once. ``batch``: see
+    ``_batch``; ``tty``: see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
@@ -36,7 +39,9 @@ def wrapper(
 # evopilot job {job_id}
 set -u
 D={quote(job_dir)}
-finish() {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }}
+now() {{ printf '%s\\n' "${{EPOCHREALTIME:-$(date +%s)}}"; }}
+set -C; {{ now > "$D/{STARTED}"; }} 2>/dev/null || exit 0; set +C
+finish() {{ now > "$D/{FINISHED}"; printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 {exports}cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
