@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -55,21 +56,31 @@ class LocalHost(Host):
         return await asyncio.to_thread(lambda: [read_range(p, off, n) for p, off, n in requests])
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
-        # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
-        sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
-        return {
+        # Same answers as the script, read directly. Whether the session is alive matters only
+        # for a job without an exit code, and one whose process group is alive is running:
+        # only for the others does a tick fork `tmux list-sessions` (between a job's end and
+        # the next job's start, it is the probe's whole cost).
+        probes = {
             job_id: Probe(
                 exit_code=_read_int(f"{d}/{EXIT_CODE}"),
                 pgid=_read_int(f"{d}/{PID}"),
                 log_size=_size(f"{d}/{LOG}"),
-                session_alive=session in sessions,
+                session_alive=False,
                 hangup=os.path.exists(f"{d}/{HANGUP}"),
                 started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
                 finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
                 log_exists=os.path.exists(f"{d}/{LOG}"),
             )
-            for job_id, d, session in jobs
+            for job_id, d, _ in jobs
         }
+        running = {i for i, p in probes.items() if p.exit_code is None}
+        alive = {i for i in running if _group_alive(probes[i].pgid)}
+        unsure = {i: session for i, _, session in jobs if i in running and i not in alive}
+        if unsure:
+            sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
+            alive |= {i for i, session in unsure.items() if session in sessions}
+        return {i: dataclasses.replace(p, session_alive=True) if i in alive else p
+                for i, p in probes.items()}
 
 
 def read_range(path: str, offset: int, limit: int) -> bytes:
@@ -82,6 +93,18 @@ def read_range(path: str, offset: int, limit: int) -> bytes:
         return os.pread(fd, limit, offset)
     finally:
         os.close(fd)
+
+
+def _group_alive(pgid: int | None) -> bool:
+    if not pgid:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read(path: str) -> str:

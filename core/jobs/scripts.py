@@ -19,7 +19,7 @@ RESULTS, WRAPPER = "results.json", "run.sh"
 
 def wrapper(
     *, job_id: int, job_dir: str, workdir: str, command: str, env: dict[str, str],
-    done_channel: str, mode: str = "batch",
+    done_channel: str, done_fifo: str = "", mode: str = "batch",
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
@@ -27,14 +27,17 @@ def wrapper(
     wrapper of the same job, from a start sent again after a crash, leaves at once, so a job
     never runs twice), starts ``command`` as its own process group (``set -m``), records the
     group id in ``pid``, appends its output to ``log``, writes its end time to ``finished_at``
-    and then the exit status to ``exit_code`` atomically (temp file + rename), then wakes
-    ``tmux wait-for done_channel`` so a watching engine reacts at once. ``batch``: see
-    ``_batch``; ``tty``: see ``_tty``.
+    and then the exit status to ``exit_code`` atomically (temp file + rename), then wakes a
+    watching engine at once: through ``done_fifo`` when given (a local engine, see
+    ``core.jobs.wake``) and ``tmux wait-for done_channel``. ``batch``: see ``_batch``; ``tty``:
+    see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
     exports = "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
     body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
+    # read-write: never blocks, with or without a reader
+    fifo = f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo else ""
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
@@ -45,7 +48,7 @@ finish() {{ now > "$D/{FINISHED}"; printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" &&
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 {exports}cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
-tmux wait-for -S {quote(done_channel)} 2>/dev/null
+{fifo}tmux wait-for -S {quote(done_channel)} 2>/dev/null
 """
 
 
@@ -125,18 +128,25 @@ def start(specs: list[StartSpec]) -> str:
     all, printing ``OK <id>`` or ``ERR <id>`` per job.
 
     Idempotent: a job that already has an exit code or a session is left alone, so sending
-    this twice (say, after a dropped link) never starts a job twice.
+    this twice (say, after a dropped link) never starts a job twice (and its wrapper runs the
+    command only once).
+
+    tmux exits when its last session ends, and a ``new-session`` racing that exit fails
+    ("server exited unexpectedly"): a failed ``new-session`` is tried again, twice, before the
+    job is reported not started.
     """
     parts = ["umask 077"]
     for s in specs:
         d = quote(s.job_dir)
+        new = new_session(s.session, join(["bash", s.job_dir + "/" + WRAPPER]))
+        # already started by an earlier attempt: the session is there
+        has = has_session(s.session)
         parts.append(
             f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
             f"elif mkdir -p {d} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
-            f"&& : >> {d}/{LOG} && {new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))}; "
+            f"&& : >> {d}/{LOG} && {{ {new} 2>/dev/null || {has} || {{ sleep 0.05; {new} 2>/dev/null; }} "
+            f"|| {has} || {{ sleep 0.2; {new}; }} || {has}; }}; "
             f"then echo OK {s.job_id}\n"
-            # already started by an earlier attempt: the session is there
-            f"elif {has_session(s.session)}; then echo OK {s.job_id}\n"
             f"else echo ERR {s.job_id}\nfi"
         )
     return "\n".join(parts) + "\n"
