@@ -3,9 +3,11 @@ nothing and runs nothing twice; a job's times are when it ran, not when evopilot
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from evopilot.core.models import now_iso
+from evopilot.core.quoting import quote
 from tests.conftest import REPO, wait_until
 
 LEDGER_JOB = ("import os, sys\n"
@@ -95,3 +98,49 @@ def test_job_times_come_from_the_job_not_from_when_evopilot_noticed(cli, make_pr
     started, finished = (datetime.fromisoformat(job[k]) for k in ("started_at", "finished_at"))
     assert 0.3 <= (finished - started).total_seconds() < 1.0
     assert finished.timestamp() == pytest.approx(float((job_dir / "finished_at").read_text()), abs=0.001)
+
+
+async def _run_short_jobs(home: Path, cfg_text: str, n: int, command: str) -> list:
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    engine = await Engine.open(parse_config(cfg_text), home)
+    try:
+        ids = [(await engine.submit(command, name="short")).id for _ in range(n)]
+        await asyncio.wait_for(engine.run_forever(until_done=ids), 60)
+        return [await engine.job(i) for i in ids]
+    finally:
+        await engine.close()
+
+
+def test_next_job_starts_when_one_ends_not_at_the_next_poll(tmp_path):
+    """One slot and a 10 s poll: each start must follow the previous job's end at once. The
+    tmux server exits between jobs here (its only session ends), so a wake that depends on
+    it would leave each job to the poll."""
+    t0 = time.monotonic()
+    jobs = asyncio.run(_run_short_jobs(tmp_path / "home", "[hosts.local]\nmax_parallel = 1\n"
+                                       "[engine]\npoll_interval = 10\n", 6, "sleep 0.05"))
+    assert [j.status for j in jobs] == ["succeeded"] * 6
+    assert time.monotonic() - t0 < 10
+    times = [(datetime.fromisoformat(j.started_at), datetime.fromisoformat(j.finished_at)) for j in jobs]
+    gaps = [(start - end).total_seconds() for (_, end), (start, _) in zip(times, times[1:])]
+    assert all(0 <= g < 1.5 for g in gaps), gaps
+
+
+def test_start_that_races_tmux_exiting_is_tried_again(tmp_path, monkeypatch):
+    """A `tmux new-session` that fails as when it races the server's exit ("server exited
+    unexpectedly") does not fail the job: the start tries again. The failure is injected by a
+    `tmux` first on PATH that fails each job's first new-session, then runs the real tmux."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real = shutil.which("tmux")
+    (shim / "tmux").write_text(
+        "#!/bin/bash\n"
+        f"if [ \"$1\" = new-session ] && mkdir {quote(str(tmp_path / 'failed'))}-\"$4\" 2>/dev/null; then\n"
+        "  echo 'server exited unexpectedly' >&2; exit 1\nfi\n"
+        f"exec {quote(real)} \"$@\"\n")
+    (shim / "tmux").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    jobs = asyncio.run(_run_short_jobs(tmp_path / "home", "[hosts.local]\nmax_parallel = 2\n", 4, "true"))
+    assert [j.status for j in jobs] == ["succeeded"] * 4, [j.error_message for j in jobs]
+    assert len(list(tmp_path.glob("failed-*"))) == 4  # each job's start did fail once
