@@ -57,7 +57,7 @@ class LocalHost(Host):
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         # Same answers as the script, read directly. Whether the session is alive matters only
-        # for a job without an exit code, and one whose process group is alive is running:
+        # for a job without an exit code, and one whose command still runs is running:
         # only for the others does a tick fork `tmux list-sessions` (between a job's end and
         # the next job's start, it is the probe's whole cost).
         probes = {
@@ -96,15 +96,16 @@ def read_range(path: str, offset: int, limit: int) -> bytes:
 
 
 def _group_alive(pgid: int | None) -> bool:
+    """Whether the group's leader (the job's command) runs: not gone, not a zombie. False
+    where /proc cannot tell (the caller then asks tmux)."""
     if not pgid:
         return False
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pgid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in ([b"Z"], [b"X"], [])
 
 
 def _read(path: str) -> str:
