@@ -1,17 +1,25 @@
 """Local job engine overhead: 200 jobs of `sleep 1` with 20 slots, against plain subprocess.
 
 Run: python3 bench/local_jobs.py [--jobs 200] [--slots 20] [--seconds 1]
+     python3 bench/local_jobs.py --short [--jobs 1000] [--slots 2] [--seconds 0.05]
 
 Reports, side by side in one run: time from queueing to all started, total time, and the
 engine's CPU per job (this process plus the short-lived bash/tmux children it waits for; the
 jobs themselves run under the tmux server and are not counted). The baseline runs the same
 commands with subprocess.Popen and no tmux, polling as fast as it likes.
+
+``--short`` is the case of evolution's many short evaluations: throughput against a plain
+``subprocess`` pool with as many workers as slots (targets: no failed job, at least 0.5x the
+pool's jobs/s), and the time from a job's exit to the start of the job that takes its slot,
+both read from the times the job wrappers record (target: median under 50 ms).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
+from concurrent.futures import ThreadPoolExecutor
 import os
 import resource
 import subprocess
@@ -66,13 +74,66 @@ async def engine_run(n: int, slots: int, seconds: float) -> dict:
         await engine.close()
 
 
+def pool_baseline(n: int, slots: int, seconds: float) -> float:
+    """Jobs/s of a plain pool of ``slots`` workers each running the command in a subprocess."""
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(slots) as pool:
+        list(pool.map(lambda _: subprocess.run(["bash", "-c", f"sleep {seconds}"], check=True), range(n)))
+    return n / (time.perf_counter() - t0)
+
+
+async def engine_short(n: int, slots: int, seconds: float) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="evp-bench-"))
+    engine = await Engine.open(parse_config(f"[hosts.local]\nmax_parallel = {slots}\n"), home)
+    try:
+        ids = [(await engine.submit(f"sleep {seconds}", name="short")).id for _ in range(n)]
+        t0 = time.perf_counter()
+        await engine.run_forever(until_done=ids)
+        total = time.perf_counter() - t0
+        jobs = [await engine.job(i) for i in ids]
+    finally:
+        await engine.close()
+    failed = [j for j in jobs if j.status != "succeeded"]
+    starts = sorted(parse_iso(j.started_at).timestamp() for j in jobs)
+    ends = sorted(parse_iso(j.finished_at).timestamp() for j in jobs)
+    # the k-th job to end frees the slot that the (slots + k)-th job to start takes
+    gaps = [s - e for e, s in zip(ends, starts[slots:])]
+    return {"jobs_per_s": n / total, "failed": len(failed),
+            "errors": sorted({j.error_message or j.status for j in failed}),
+            "gap_median_ms": statistics.median(gaps) * 1000,
+            "gap_p90_ms": statistics.quantiles(gaps, n=10)[-1] * 1000}
+
+
+def short_case(a: argparse.Namespace) -> None:
+    pool = pool_baseline(a.jobs, a.slots, a.seconds)
+    eng = asyncio.run(engine_short(a.jobs, a.slots, a.seconds))
+    print(f"{a.jobs} jobs of `sleep {a.seconds:g}` with {a.slots} slots; load {os.getloadavg()[0]:.2f}")
+    print(f"subprocess pool of {a.slots}: {pool:.1f} jobs/s")
+    print(f"evopilot: {eng['jobs_per_s']:.1f} jobs/s ({eng['jobs_per_s'] / pool:.2f}x the pool, target >= 0.5x); "
+          f"failed {eng['failed']} (target 0)")
+    print(f"job exit -> next start: median {eng['gap_median_ms']:.1f} ms (target < 50), "
+          f"p90 {eng['gap_p90_ms']:.1f} ms")
+    for e in eng["errors"]:
+        print(f"  error: {e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=200)
-    ap.add_argument("--slots", type=int, default=20)
-    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--short", action="store_true", help="the short-jobs case (defaults 1000 x 0.05 s, 2 slots)")
+    ap.add_argument("--jobs", type=int)
+    ap.add_argument("--slots", type=int)
+    ap.add_argument("--seconds", type=float)
     a = ap.parse_args()
+    for key, long, short in [("jobs", 200, 1000), ("slots", 20, 2), ("seconds", 1.0, 0.05)]:
+        if getattr(a, key) is None:
+            setattr(a, key, short if a.short else long)
     os.environ["TMUX_TMPDIR"] = tempfile.mkdtemp(prefix="evp-tmux-")  # a private tmux server
+    if a.short:
+        try:
+            short_case(a)
+        finally:
+            subprocess.run(["tmux", "kill-server"], stderr=subprocess.DEVNULL)
+        return
     try:
         base = baseline(a.jobs, a.slots, a.seconds)
         eng = asyncio.run(engine_run(a.jobs, a.slots, a.seconds))

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,11 @@ def test_run_on_a_host_syncs_sets_up_and_mirrors_the_log(remote):
     assert job["status"] == "succeeded" and job["host"] == "h1" and job["depends_on"] == setup["id"]
     assert (job["progress_current"], job["progress_total"]) == (20, 20)
     assert job["metrics"]["ticks"] == 20
+    # its times are the ones its wrapper recorded on the host, read by the probe over SSH
+    (job_dir,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}")
+    for key in ("started_at", "finished_at"):
+        recorded = float((job_dir / key).read_text())
+        assert datetime.fromisoformat(job[key]).timestamp() == pytest.approx(recorded, abs=0.001)
     mirror = Path(job["log_path"])
     assert mirror.is_relative_to(Path(os.environ["EVOPILOT_HOME"]))
     assert mirror.read_bytes() == remote_log(remote.server, job)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+
 import pytest
 
+from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe
+from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.tmux import new_session, send_keys
 from evopilot.core.jobs import scripts
 from evopilot.core.quoting import quote
@@ -37,12 +41,19 @@ def test_probe_reports_files_and_sessions(tmp_path):
     (d / "pid").write_text("4242\n")
     (d / "exit_code").write_text("3\n")
     (d / "hangup").write_text("")
+    (d / "started_at").write_text("1700000000.250000\n")
+    (d / "finished_at").write_text("1700000003,500000\n")  # a locale with a decimal comma
     other = tmp_path / "not started"
     jobs = [(1, str(d), "s1"), (2, str(other), "s2")]
     out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
     got = probe.parse_probe(out, jobs)
-    assert got[1] == probe.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True)
+    assert got[1] == probe.Probe(exit_code=3, pgid=4242, log_size=123, session_alive=False, hangup=True,
+                                 started_at=1700000000.25, finished_at=1700000003.5, log_exists=True)
     assert got[2] == probe.Probe(exit_code=None, pgid=None, log_size=0, session_alive=False)
+    assert got[2].never_started and not got[1].never_started
+    # the local host reads the same files directly, with the same answers
+    local = LocalHost("local", HostConfig(), tmp_path)
+    assert asyncio.run(local.probe(jobs)) == got
 
 
 def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):

@@ -152,6 +152,12 @@ async def requested(db: aiosqlite.Connection, ids: list[int]) -> dict[int, str |
     return {job_id: req for job_id, req in rows}
 
 
+async def claimed_by(db: aiosqlite.Connection, job_id: int) -> str | None:
+    """The process (``host:pid``) that claimed a job for its start."""
+    rows = await db.execute_fetchall("SELECT claimed_by FROM jobs WHERE id = ?", (job_id,))
+    return rows[0][0] if rows else None
+
+
 async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
     """How many of ``ids`` may still run: queued, running, or pending on a job that has not
     failed (a job waiting on a failed setup stays pending until that is retried)."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import CommandResult, Host, HostState
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, NOSPACE, PID, Probe
+from evopilot.core.hosts.probe import (
+    EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, Probe, epoch_or_none,
+)
 from evopilot.core.hosts.tmux import list_sessions
 from evopilot.core.locations import ensure_private_dir
 
@@ -55,19 +58,34 @@ class LocalHost(Host):
         return await asyncio.to_thread(lambda: [read_range(p, off, n) for p, off, n in requests])
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
-        # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
-        sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
-        return {
+        # Same answers as the script, read directly. Whether the session is alive matters only
+        # for a job without an exit code, and one whose command still runs under its wrapper is
+        # running:
+        # only for the others does a tick fork `tmux list-sessions` (between a job's end and
+        # the next job's start, it is the probe's whole cost).
+        probes = {
             job_id: Probe(
                 exit_code=_read_int(f"{d}/{EXIT_CODE}"),
                 pgid=_read_int(f"{d}/{PID}"),
                 log_size=_size(f"{d}/{LOG}"),
-                session_alive=session in sessions,
+                session_alive=False,
                 hangup=os.path.exists(f"{d}/{HANGUP}"),
                 nospace=os.path.exists(f"{d}/{NOSPACE}"),
+                started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
+                finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
+                log_exists=os.path.exists(f"{d}/{LOG}"),
             )
-            for job_id, d, session in jobs
+            for job_id, d, _ in jobs
         }
+        running = {i for i, p in probes.items() if p.exit_code is None}
+        dirs = {i: d for i, d, _ in jobs}
+        alive = {i for i in running if _wrapped(probes[i].pgid, dirs[i])}
+        unsure = {i: session for i, _, session in jobs if i in running and i not in alive}
+        if unsure:
+            sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
+            alive |= {i for i, session in unsure.items() if session in sessions}
+        return {i: dataclasses.replace(p, session_alive=True) if i in alive else p
+                for i, p in probes.items()}
 
 
 def read_range(path: str, offset: int, limit: int) -> bytes:
@@ -82,11 +100,34 @@ def read_range(path: str, offset: int, limit: int) -> bytes:
         os.close(fd)
 
 
-def _read_int(path: str) -> int | None:
+def _wrapped(pgid: int | None, job_dir: str) -> bool:
+    """Whether the job's command (its group's leader) runs under its wrapper: not gone, not a
+    zombie, and its parent is the job's ``run.sh`` (a wrapper killed under it leaves an orphan,
+    and the job is then lost). False where /proc cannot tell: the caller then asks tmux."""
+    if not pgid:
+        return False
+    try:
+        with open(f"/proc/{pgid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        with open(f"/proc/{int(fields[1])}/cmdline", "rb") as f:
+            parent = f.read()
+    except (OSError, ValueError, IndexError):
+        return False
+    return fields[0] not in (b"Z", b"X") and f"{job_dir}/run.sh".encode() in parent
+
+
+def _read(path: str) -> str:
     try:
         with open(path, "rb") as f:
-            return int(f.read(64).strip())
-    except (OSError, ValueError):
+            return f.read(64).decode("ascii", "replace")
+    except OSError:
+        return ""
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        return int(_read(path).strip())
+    except ValueError:
         return None
 
 

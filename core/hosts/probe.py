@@ -1,7 +1,8 @@
 """What a host reports about job directories in one round trip, as scripts and their parsers.
 
 A monitor tick asks each host two things: ``probe`` (each job's exit code, process group, log
-size, hangup marker and whether its tmux session is alive) and ``read_ranges`` (the new bytes of
+size, hangup marker, the wrapper's own start and end times and whether its tmux session is
+alive) and ``read_ranges`` (the new bytes of
 logs and results files). Hosts send these scripts (``Host.probe``, ``Host.read_ranges``); the
 local host answers the same questions by reading the files directly. Pure functions, quoted with
 ``core.quoting``.
@@ -18,6 +19,9 @@ from evopilot.core.quoting import join, quote
 LOG, PID, EXIT_CODE = "log", "pid", "exit_code"
 HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
 NOSPACE = "nospace"  # present when the job's exit code could be written only in its reserved file
+# Epoch seconds written by the wrapper when it starts and just before its exit code: a job's
+# times are when it ran, not when some evopilot process noticed.
+STARTED, FINISHED = "started_at", "finished_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,16 @@ class Probe:
     session_alive: bool
     hangup: bool = False
     nospace: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_exists: bool = False
+    """The start script got as far as the job's session (it creates ``log`` right before)."""
+
+    @property
+    def never_started(self) -> bool:
+        """Nothing on the host shows that the job's start reached tmux: it cannot have run."""
+        return (self.exit_code is None and self.pgid is None and not self.session_alive
+                and not self.log_exists and self.started_at is None)
 
 
 _SECTION = b"\0--evopilot--\n"
@@ -40,7 +54,7 @@ def probe(jobs: list[tuple[int, str, str]]) -> str:
     many jobs: tmux's session list, ``find`` for the sizes of logs and hangup markers, and
     ``grep`` for the contents of the exit_code and pid files (NUL after each file name)."""
     dirs = [d for _, d, _ in jobs]
-    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID)]
+    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID, STARTED, FINISHED)]
     sep = "printf '\\0--evopilot--\\n'"
     return (
         f"{list_sessions()}\n{sep}\n"
@@ -71,8 +85,19 @@ def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe
             session_alive=session in sessions,
             hangup=f"{d}/{HANGUP}" in sizes,
             nospace=f"{d}/{NOSPACE}" in sizes,
+            started_at=epoch_or_none(contents.get(f"{d}/{STARTED}", "")),
+            finished_at=epoch_or_none(contents.get(f"{d}/{FINISHED}", "")),
+            log_exists=f"{d}/{LOG}" in sizes,
         )
     return result
+
+
+def epoch_or_none(s: str) -> float | None:
+    """A wrapper's time stamp; bash's ``EPOCHREALTIME`` uses the locale's decimal mark."""
+    try:
+        return float(s.strip().replace(",", "."))
+    except ValueError:
+        return None
 
 
 def _int_or_none(s: str) -> int | None:

@@ -9,7 +9,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.tmux import session_name
-from evopilot.core.jobs import scripts
+from evopilot.core.jobs import scripts, wake
 from evopilot.core.models import Job, JobStatus, now_iso
 
 
@@ -75,6 +75,7 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        done_channel=done_channel(config, instance), mode=job.mode,
+        done_channel=done_channel(config, instance),
+        done_fifo=wake.fifo_path(host, instance) if host.is_local else "", mode=job.mode,
     )
     return scripts.StartSpec(job.id, job_dir, session, wrapper, scripts.env_file(config.host(host.name).env))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiosqlite
 
@@ -108,20 +110,24 @@ class Monitor:
             offset = j.log_offset
         if p is not None and p.pgid and p.pgid != j.pgid:
             fields.update(pid=p.pgid, pgid=p.pgid)
+        if p is not None and p.started_at is not None and _iso(p.started_at) != j.started_at:
+            fields["started_at"] = _iso(p.started_at)
 
         metrics: list = []
         if p is not None and p.exit_code is not None and offset >= p.log_size:
-            done, metrics = self._finish(j, p.exit_code, p.hangup, results, now)
+            ended = _iso(p.finished_at) if p.finished_at is not None else now
+            done, metrics = self._finish(j, p.exit_code, p.hangup, results, ended)
             fields.update(done)
+        elif (p is None or p.never_started) and await self._start_abandoned(j):
+            # Claimed, but its start never reached the host (the claimer died in between, or
+            # took far too long): back to the queue. Starting again is safe (see scripts.start).
+            fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
         elif p is not None and p.exit_code is None and not p.session_alive:
             if self._age(j) > self.config.engine.lost_grace:
                 fields.update(
                     status=JobStatus.LOST.value, finished_at=now,
                     error_message=f"tmux session {j.tmux_session} vanished without an exit code",
                 )
-        elif p is None and self._age(j) > self.config.engine.lost_grace:
-            fields.update(status=JobStatus.LOST.value, finished_at=now,
-                          error_message="evopilot stopped before the job's session was started")
         elif j.timeout_s and j.requested in (None, "timeout") and self._age(j) > j.timeout_s:
             # asked again on every tick until it ends: a kill cut short (evopilot exited) resumes
             if j.requested is None:
@@ -140,7 +146,7 @@ class Monitor:
         )
         if cur.rowcount != 1:
             return
-        if "status" in fields:
+        if fields.get("status", JobStatus.QUEUED.value) != JobStatus.QUEUED.value:
             self._carry.pop(j.id, None)
             await jobs_db.replace_metrics(self.db, j.id, metrics)
             ok = fields["status"] == JobStatus.SUCCEEDED.value
@@ -188,6 +194,15 @@ class Monitor:
             fields["error_message"] = error
         return fields, metrics
 
+    async def _start_abandoned(self, j: Job) -> bool:
+        """Whether the start of a claimed job that shows no trace on its host is over: its
+        claimer is a process of this machine that is gone, or the claim is older than
+        ``lost_grace`` (a claimer elsewhere cannot be asked)."""
+        machine, _, pid = (await jobs_db.claimed_by(self.db, j.id) or "").rpartition(":")
+        if machine == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            return True
+        return self._age(j) > self.config.engine.lost_grace
+
     def _age(self, j: Job) -> float:
         started = parse_iso(j.started_at)
         if started is None:
@@ -202,6 +217,20 @@ def _no_space(fields: dict, job_dir: str) -> None:
         fields["status"] = JobStatus.FAILED.value
     reason = fields.get("error_message") or f"exit code {fields.get('exit_code')}"
     fields["error_message"] = f"no space left on {job_dir}: {reason}"
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _pwrite(path: str | None, offset: int, data: bytes) -> None:

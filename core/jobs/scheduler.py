@@ -2,8 +2,8 @@
 end handler of each job that ended (exactly once, see ``core.jobs.kinds``).
 
 Hosts advance independently (a slow or unreachable host must not hold up the others): one tick
-at a time per host, hosts ticked in parallel. A job's end wakes the loop at once through a
-``tmux wait-for`` channel its wrapper signals.
+at a time per host, hosts ticked in parallel. A job's end wakes the loop at once: its wrapper
+writes to a FIFO (local jobs, see ``core.jobs.wake``) and signals a ``tmux wait-for`` channel.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import scripts
+from evopilot.core.jobs import scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.monitor import Monitor
@@ -30,7 +30,7 @@ from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
-WAKE_COALESCE = 0.02
+WAKE_COALESCE = 0.005
 
 
 class Scheduler:
@@ -207,17 +207,23 @@ class Scheduler:
             await self.wait_for_work(self.config.engine.poll_interval)
 
     async def wait_for_work(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, less if a job ends meanwhile."""
-        self._wake.clear()
+        """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or ended during the
+        last tick (cleared only now: a wake during a tick must not be lost to a full poll)."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
             await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
         except TimeoutError:
             pass
+        self._wake.clear()
 
     def _watch_completions(self, host: Host) -> None:
-        """Keep a ``tmux wait-for`` open on ``host`` that wakes the loop when a job ends."""
+        """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
+        loop when a job ends."""
         if host.name in self._watchers:
+            return
+        if host.is_local:
+            self._watchers[host.name] = asyncio.create_task(
+                wake.watch(wake.fifo_path(host, self.instance), self._wake.set))
             return
         script = scripts.wait_done(done_channel(self.config, self.instance))
 

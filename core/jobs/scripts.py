@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, NOSPACE, PID
+from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
 
@@ -22,32 +22,42 @@ ENV = "env"
 
 def wrapper(
     *, job_id: int, job_dir: str, workdir: str, command: str, done_channel: str,
-    mode: str = "batch",
+    done_fifo: str = "", mode: str = "batch",
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
-    Either mode sources the ``env`` file ``start`` wrote, starts ``command`` as its own process
-    group (``set -m``), records the group id in ``pid``, appends its output to ``log``, writes
-    the exit status to ``exit_code`` atomically (temp file + rename), then wakes ``tmux wait-for
-    done_channel`` so a watching engine reacts at once. ``batch``: see ``_batch``; ``tty``: see ``_tty``.
+    Either mode records its start time in ``started_at`` (created exclusively: a second
+    wrapper of the same job, from a start sent again after a crash, leaves at once, so a job
+    never runs twice), sources the ``env`` file ``start`` wrote, starts ``command`` as its own
+    process group (``set -m``), records the group id in ``pid``, appends its output to ``log``,
+    writes its end time to ``finished_at`` and then the exit status to ``exit_code`` atomically
+    (temp file + rename), then wakes a watching engine at once: through ``done_fifo`` when given
+    (a local engine, see ``core.jobs.wake``) and ``tmux wait-for done_channel``. ``batch``: see
+    ``_batch``; ``tty``: see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
     body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
+    # read-write: never blocks, with or without a reader
+    fifo = f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo else ""
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
 D={quote(job_dir)}
+now() {{ printf '%s\\n' "${{EPOCHREALTIME:-$(date +%s)}}"; }}
+# exclusive and empty first (an inode only, so a full disk does not stop it), the time after
+set -C; : > "$D/{STARTED}" 2>/dev/null || exit 0; set +C; now >> "$D/{STARTED}" 2>/dev/null
 # A full disk must not lose the exit code: it then overwrites, in place, a file reserved at the
 # start (no new block needed), and an empty marker (an inode only) says why.
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
-finish() {{ {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
+finish() {{ now > "$D/{FINISHED}" 2>/dev/null
+  {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
 cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
-tmux wait-for -S {quote(done_channel)} 2>/dev/null
+{fifo}tmux wait-for -S {quote(done_channel)} 2>/dev/null
 """
 
 
@@ -138,22 +148,29 @@ def start(specs: list[StartSpec]) -> str:
     all, printing ``OK <id>`` or ``ERR <id>`` per job.
 
     Idempotent: a job that already has an exit code or a session is left alone, so sending
-    this twice (say, after a dropped link) never starts a job twice. Each job's ``env`` file
-    comes from stdin (``start_stdin``), read byte-exact by the builtin ``read`` (no process, so
-    never in an argv), and is written 0600 (umask) before the wrapper.
+    this twice (say, after a dropped link) never starts a job twice (and its wrapper runs the
+    command only once). Each job's ``env`` file comes from stdin (``start_stdin``), read
+    byte-exact by the builtin ``read`` (no process, so never in an argv), and is written 0600
+    (umask) before the wrapper.
+
+    tmux exits when its last session ends, and a ``new-session`` racing that exit fails
+    ("server exited unexpectedly"): a failed ``new-session`` is tried again, twice, before the
+    job is reported not started.
     """
     parts = ["umask 077"]
     for s in specs:
         d = quote(s.job_dir)
         n = len(s.env.encode())
         parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
+        new = new_session(s.session, join(["bash", s.job_dir + "/" + WRAPPER]))
+        # already started by an earlier attempt: the session is there
+        has = has_session(s.session)
         parts.append(
             f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
             f"elif mkdir -p {d} && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
-            f"&& : >> {d}/{LOG} && {new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))}; "
+            f"&& : >> {d}/{LOG} && {{ {new} 2>/dev/null || {has} || {{ sleep 0.05; {new} 2>/dev/null; }} "
+            f"|| {has} || {{ sleep 0.2; {new}; }} || {has}; }}; "
             f"then echo OK {s.job_id}\n"
-            # already started by an earlier attempt: the session is there
-            f"elif {has_session(s.session)}; then echo OK {s.job_id}\n"
             f"else echo ERR {s.job_id}\nfi"
         )
     return "\n".join(parts) + "\n"
