@@ -52,6 +52,10 @@ async def set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
     )
 
 
+async def delete_meta(db: aiosqlite.Connection, key: str) -> None:
+    await db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+
 async def insert_job(db: aiosqlite.Connection, **fields: Any) -> int:
     now = now_iso()
     fields.setdefault("status", JobStatus.QUEUED.value)
