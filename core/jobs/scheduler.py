@@ -342,7 +342,8 @@ class Scheduler:
                     res = await host.run(script)
                 except Exception:
                     res = None
-                if res is not None and res.ok:
+                if res is not None and res.ok:  # a job ended there: tick that host now
+                    self._next_remote_tick.pop(host.name, None)
                     self._wake.set()
                 else:  # no tmux server yet, or the host is away: try again later
                     await asyncio.sleep(self.config.engine.poll_interval)
