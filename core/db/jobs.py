@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 import weakref
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
@@ -17,7 +19,25 @@ from evopilot.core.models import Job, JobStatus, Metric, now_iso
 _SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
 
 
+BEGIN_RETRIES = 50
 _TX_LOCKS: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _begin(db: aiosqlite.Connection) -> None:
+    """BEGIN IMMEDIATE. Another task's read, between its execute and its fetch, holds a read
+    snapshot on the shared connection; if another process has written since, SQLite refuses
+    the write lock at once ("database is locked", no busy wait). That read ends within a few
+    turns of the event loop: try again then (a real lock already waited ``busy_timeout``)."""
+    for _ in range(BEGIN_RETRIES):
+        t = time.monotonic()
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() - t > 1:
+                raise
+        await asyncio.sleep(0.01)
+    await db.execute("BEGIN IMMEDIATE")
 
 
 @asynccontextmanager
@@ -31,7 +51,7 @@ async def transaction(db: aiosqlite.Connection):
     """
     lock = _TX_LOCKS.setdefault(db, asyncio.Lock())
     async with lock:
-        await db.execute("BEGIN IMMEDIATE")
+        await _begin(db)
         try:
             yield
         except BaseException:

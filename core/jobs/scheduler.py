@@ -229,6 +229,13 @@ class Scheduler:
         if failed is not None:
             raise failed
 
+    async def _local_pass_done(self) -> None:
+        """Wait for the local host's pass (it never waits on a network): the loop's own reads
+        and writes then do not interleave with it, as before hosts ran on their own."""
+        local = (self._runs or {}).get(LOCAL)
+        if local is not None:
+            await asyncio.wait([local])
+
     def _unreachable(self) -> dict[str, str]:
         """Hosts whose last connect attempt failed, with their error."""
         out = {}
@@ -280,6 +287,7 @@ class Scheduler:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
                     self._start_passes(self._due(await self._active_hosts()))
+                    await self._local_pass_done()
                     await self._after_passes()
                     await self._beat()
                     if (until_idle and not self._tasks and not self._runs_in_flight()
