@@ -64,7 +64,8 @@ async def run_local(home: Path, hosts: dict[str, HostConfig], n: int, workdir: s
         ids = [(await engine.submit("sleep 0.2", workdir=workdir)).id for _ in range(n)]
         await engine.run_forever(until_done=ids)
         wall = time.perf_counter() - t
-        assert {(await engine.job(i)).status for i in ids} == {JobStatus.SUCCEEDED}
+        bad = [j for j in [await engine.job(i) for i in ids] if j.status != JobStatus.SUCCEEDED]
+        assert not bad, [(j.id, j.status, j.error_message) for j in bad]
         for j in await engine.jobs(status=["queued", "running"], reconcile=False):
             await engine.cancel(j.id)
     return n / wall

@@ -2,13 +2,16 @@
 end handler of each job that ended (exactly once, see ``core.jobs.kinds``).
 
 Hosts advance independently (a slow or unreachable host must not hold up the others): one tick
-at a time per host, hosts ticked in parallel. A job's end wakes the loop at once through a
-``tmux wait-for`` channel its wrapper signals.
+at a time per host; in the loop each host's tick is a task of its own, and commands visit hosts
+in parallel. A job's end wakes the loop at once through a ``tmux wait-for`` channel its wrapper
+signals. A running loop beats in the database; while one does, commands leave the SSH hosts to
+it instead of connecting to each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -305,7 +308,8 @@ class Scheduler:
             for t in runs.values():
                 t.cancel()
             await asyncio.gather(*runs.values(), return_exceptions=True)
-            await self._beat(stop=True)
+            with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
+                await self._beat(stop=True)
 
     def _runs_in_flight(self) -> bool:
         """A pass under way on a host that can be reached (an unreachable host's connect
