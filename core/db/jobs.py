@@ -8,6 +8,7 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Iterable
+import contextlib
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,7 +52,16 @@ async def transaction(db: aiosqlite.Connection):
     """
     lock = _TX_LOCKS.setdefault(db, asyncio.Lock())
     async with lock:
-        await _begin(db)
+        begin = asyncio.ensure_future(_begin(db))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            # the BEGIN runs on in aiosqlite's thread: end what it opens, or the connection
+            # stays inside a transaction nobody will commit
+            with contextlib.suppress(Exception):
+                await begin
+                await db.execute("ROLLBACK")
+            raise
         try:
             yield
         except BaseException:
