@@ -89,28 +89,32 @@ class Scheduler:
         """Bring every running job's row in line with its host: finished, lost, or log caught
         up; then handle the ends of jobs that finished. Hosts in parallel; SSH hosts that a
         live worker keeps fresh are left to it (no connect per command)."""
-        names = await self._command_hosts([JobStatus.RUNNING.value])
+        looped = await self._loop_alive()
+        names = await self._command_hosts([JobStatus.RUNNING.value], looped)
         await asyncio.gather(*(self.tick_host(n, dispatch_jobs=False) for n in names))
-        await self.handle_ends()
+        if names or not looped:  # else the loop handles them (a write here would queue behind it)
+            await self.handle_ends()
 
     async def dispatch(self) -> None:
         """Start queued jobs on every host with free slots, hosts in parallel; an unreachable
         host keeps its queue. SSH hosts that a live worker ticks are left to it."""
-        names = await self._command_hosts([JobStatus.QUEUED.value])
+        names = await self._command_hosts([JobStatus.QUEUED.value], await self._loop_alive())
         await asyncio.gather(*(self._dispatch_named(n) for n in names))
 
     async def _dispatch_named(self, name: str) -> None:
         with self.hosts.unreachable_skipped(name):
             await self._dispatch_host(await self.hosts.get(name))
 
-    async def _command_hosts(self, statuses: list[str]) -> list[str]:
+    async def _loop_alive(self) -> bool:
+        """Whether a worker loop (this process's or another's) is running: it visits every host
+        on its own schedule."""
+        return self._runs is not None or await worker_alive(self.db, self.config)
+
+    async def _command_hosts(self, statuses: list[str], looped: bool) -> list[str]:
         """The hosts with jobs in ``statuses`` that a command should visit itself: all of them,
-        but only the local one while a worker loop (this process's or another's) is alive, since
-        that loop visits every host on its own schedule."""
+        but only the local one (no connection needed) while a loop is alive."""
         names = await jobs_db.hosts_with(self.db, statuses)
-        if self._runs is not None or await worker_alive(self.db, self.config):
-            names = [n for n in names if n == LOCAL]
-        return names
+        return [n for n in names if n == LOCAL] if looped else names
 
     async def _dispatch_host(self, host: Host) -> None:
         async with self._host_locks[host.name]:
