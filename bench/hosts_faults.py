@@ -115,19 +115,22 @@ async def many(home: Path, cfg: Path, hosts: dict[str, HostConfig], per_host: in
         await asyncio.sleep(1.5)  # the loop is up and beating
         t = time.perf_counter()
         await engine.set_queue_paused(False)
-        jobs_s = []
+        jobs_s, help_s = [], []
         while not loop.done():
             await asyncio.sleep(1)
             running = await engine.count_jobs(status=["running"])
             if running >= len(ids) // 2 and len(jobs_s) < 3:
                 jobs_s.append(await asyncio.to_thread(time_cli, home, cfg, "jobs"))
+                # the floor under the same load: starting the process and importing the CLI
+                help_s.append(await asyncio.to_thread(time_cli, home, cfg, "jobs", "--help"))
         await loop
         wall = time.perf_counter() - t
         statuses = {(await engine.job(i)).status for i in ids}
         print(f"many: {len(hosts)} hosts x {per_host} jobs of 5 s: queue resume to all finished "
               f"{wall:.1f} s ({wall / 5:.2f}x the ideal 5 s); statuses {sorted(statuses)}", flush=True)
         print("many: `evopilot jobs` (fresh process) with a worker alive, jobs running: "
-              + ", ".join(f"{s:.2f} s" for s in jobs_s), flush=True)
+              + ", ".join(f"{s:.2f} s" for s in jobs_s)
+              + "; `evopilot jobs --help` meanwhile: " + ", ".join(f"{s:.2f} s" for s in help_s), flush=True)
         # one long job per host, then `jobs` with no worker: it reconciles every host itself
         long = [(await engine.submit("sleep 60", host=h, workdir="/tmp")).id for h in hosts]
         loop = asyncio.create_task(engine.run_forever())
