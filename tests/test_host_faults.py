@@ -169,6 +169,10 @@ def test_commands_leave_ssh_hosts_to_a_live_worker(cli, tarpit, tmp_path):
     finally:
         stop_process(worker)
         log.close()
+    cfg.write_text(cfg.read_text().replace("connect_timeout = 30", "connect_timeout = 1"))
+    # no worker any more: `jobs` reconciles the host itself (once the last beat is stale)
+    wait_until(lambda: cli("jobs", "--config", cfg)[0] == 0 and len(tarpit.accepted) >= 2,
+               what="`jobs` dialling the host")
 
 
 @pytest.mark.parametrize("where", ["local", "ssh"])
