@@ -213,7 +213,7 @@ def baseline_dispatch(server: SshdServer, n: int, kex: str | None = None) -> tup
         for i in range(1, n + 1):
             d = str(base / f"{tag}-{i}")
             spec = scripts.StartSpec(i, d, f"evp{tag}-{i}", scripts.wrapper(
-                job_id=i, job_dir=d, workdir="/tmp", command="sleep 60", env={},
+                job_id=i, job_dir=d, workdir="/tmp", command="sleep 60",
                 done_channel="evpb-done"))
             out = ssh_run(argv, scripts.start([spec])).stdout
             if not scripts.parse_start(out).get(i):

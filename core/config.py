@@ -45,9 +45,11 @@ class EngineConfig(_Strict):
     log_chunk_bytes: Annotated[int, Field(ge=4096)] = 16 * 1024 * 1024
     """Most bytes of one job's log fetched per tick; a bigger backlog is fetched by further
     ticks straight away (bench/remote_jobs.py: 16 MiB keeps up with `ssh cat`, 4 MiB did not)."""
-    lost_grace: Annotated[float, Field(ge=0)] = 5.0
+    lost_grace: Annotated[float, Field(ge=0, le=86400)] = 5.0
     """A running job with neither a tmux session nor an exit code is lost only after this long."""
     session_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")] = "evp"
+    results_max_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1024 * 1024
+    """Largest results.json read; a bigger one fails its job with a message saying so."""
 
 
 class ProjectsConfig(_Strict):
@@ -76,8 +78,8 @@ class HostConfig(_Strict):
     """Concurrent SSH channels on the one connection; keep below the server's MaxSessions."""
     ssh_config: str | None = None
     """OpenSSH client config file read for aliases; default ~/.ssh/config, "" for none."""
-    keepalive_interval: Annotated[float, Field(ge=0)] = 15.0
-    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    keepalive_interval: Annotated[float, Field(ge=0, le=3600)] = 15.0
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     uv_path: str = "uv"
     python: str = "python3"
     env: dict[str, str] = {}

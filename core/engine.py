@@ -91,6 +91,10 @@ class Engine:
         instance = await jobs_db.meta(db, "instance")
         return cls(config, home, db, instance or "0")
 
+    def database_error(self, e: Exception) -> EvopilotError:
+        """The one-line error for a database failure (corrupted, disk full, read-only)."""
+        return db_connect.database_error(locations.db_path(self.home), e)
+
     async def close(self) -> None:
         await self.scheduler.close()
         await self.hosts_registry.close()

@@ -87,5 +87,9 @@ def check_script(remote_dir: str) -> str:
     return f"cat {quote(remote_dir + '/' + MARKER)} 2>/dev/null || true"
 
 
-def bench_command(cfg: HostConfig, bench: Benchmark, args: list[str] | tuple[str, ...]) -> str:
-    return join([cfg.uv_path, "run", "--no-sync", "python", bench.path, *args])
+def bench_command(cfg: HostConfig, project: Project, bench: Benchmark,
+                  args: list[str] | tuple[str, ...]) -> str:
+    # Without pyproject.toml there is nothing to sync, and uv warns that --no-sync has no effect
+    # at the top of every job's log.
+    no_sync = ["--no-sync"] if (Path(project.path) / "pyproject.toml").is_file() else []
+    return join([cfg.uv_path, "run", *no_sync, "python", bench.path, *args])

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import platformdirs
 
+from evopilot.core.errors import EvopilotError
+
 APP = "evopilot"
 
 
@@ -102,7 +104,17 @@ def example_config() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) readable by the owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """Create ``path`` (and parents) readable by the owner only.
+
+    A directory already private is left alone, so a read-only data directory still serves the
+    commands that only read.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as e:
+        raise EvopilotError(
+            f"cannot create or make private {path}: {e.strerror}; make it writable, or choose "
+            "another data directory with --home or EVOPILOT_HOME") from None
     return path

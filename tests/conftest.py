@@ -94,3 +94,62 @@ def wait_until(cond, timeout: float = 30.0, what: str = "condition") -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{what} not met within {timeout:g}s")
+
+
+_SCAN_CMDLINES = """
+import glob, os, sys
+needle, stop, ready = os.environ['EVP_SCAN_NEEDLE'].encode(), sys.argv[1], sys.argv[2]
+hits = set()
+while True:
+    last = os.path.exists(stop)
+    for path in glob.glob('/proc/[0-9]*/cmdline'):
+        try:
+            with open(path, 'rb') as f:
+                if needle in f.read():
+                    hits.add(path)
+        except OSError:
+            pass
+    if not os.path.exists(ready):
+        open(ready, 'w').close()
+    if last:
+        break
+print('\\n'.join(sorted(hits)))
+"""
+
+
+class CmdlineWatch:
+    """Scan every process's argv (/proc/*/cmdline, readable by every user) for ``needle`` in a
+    separate process, as fast as it can, until stopped: ``hits`` are the processes that had it."""
+
+    def __init__(self, needle: str, tmp: Path) -> None:
+        self.needle, self.stop_file, self.ready = needle, tmp / "scan-stop", tmp / "scan-ready"
+        self.hits: list[str] = []
+
+    def __enter__(self) -> CmdlineWatch:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SCAN_CMDLINES, str(self.stop_file), str(self.ready)],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "EVP_SCAN_NEEDLE": self.needle})
+        wait_until(self.ready.exists, what="the first scan of /proc")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_file.touch()
+        out, _ = self.proc.communicate(timeout=30)
+        self.hits = out.split()
+
+
+@pytest.fixture
+def mount():
+    """Mount filesystems for a test (a read-only bind, a small tmpfs standing in for a full
+    disk), unmounted when it ends. Needs root, as on the CI machine: fails, never skips."""
+    mounted: list[Path] = []
+
+    def run(*args: str, at: Path) -> Path:
+        at.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", *args, str(at)], check=True)
+        mounted.append(at)
+        return at
+
+    yield run
+    for at in reversed(mounted):
+        subprocess.run(["umount", "-l", str(at)], check=False)

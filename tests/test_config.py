@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evopilot.core.config import HostConfig, load_config, parse_config
+from evopilot.core.config import EngineConfig, HostConfig, load_config, parse_config
 
 
 @pytest.mark.parametrize("text,expect", [
@@ -24,6 +24,20 @@ def test_bad_config_is_one_line_and_exit_2(cli, tmp_path, text, expect):
     assert code == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert str(cfg) in err and expect in err
+
+
+DURATIONS = [("engine", k) for k, f in EngineConfig.model_fields.items() if f.annotation is float] + [
+    ("hosts.gpu", k) for k, f in HostConfig.model_fields.items() if f.annotation is float]
+
+
+@pytest.mark.parametrize("table,key", DURATIONS)
+def test_every_duration_is_bounded(cli, tmp_path, table, key):
+    """`lost_grace = inf` would make a lost job run forever: no duration is unbounded."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[{table}]\n{key} = inf\n")
+    code, _, err = cli("jobs", "--config", cfg)
+    assert code == 2 and err.count("\n") == 1 and f"{table}.{key}" in err, err
+    assert "less than or equal" in err, err
 
 
 def test_missing_explicit_config(cli, tmp_path):

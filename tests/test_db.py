@@ -27,6 +27,45 @@ def test_not_a_database_is_a_clear_error(cli, home):
     assert code == 2 and "not a usable evopilot database" in err
 
 
+def _corrupt_page(db_file, table: str) -> None:
+    """Overwrite the root page of ``table`` with garbage: one bad page, as a disk fault leaves."""
+    with sqlite3.connect(db_file) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(db_file, "r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xa5" * size)
+
+
+def test_a_corrupted_page_is_one_line_with_the_recovery_and_the_file_is_kept(cli, home):
+    assert cli("jobs")[0] == 0
+    db_file = home / "evopilot.db"
+    _corrupt_page(db_file, "jobs")
+    before = db_file.read_bytes()
+    code, _, err = cli("jobs")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "corrupted" in err and f"sqlite3 {db_file} .recover" in err
+    assert db_file.read_bytes() == before  # never overwritten: its data can still be recovered
+
+
+def test_a_read_only_data_directory_serves_reads_and_refuses_writes_in_one_line(
+        cli, home, make_project, tmp_path, mount):
+    root = make_project({"benchmarks/a.py": "print(1)\n"})
+    assert cli("project", "add", root)[0] == 0
+    mount("--bind", str(home), at=home)
+    mount("-o", "remount,ro,bind", at=home)
+    code, out, err = cli("jobs", "--json")
+    assert (code, json.loads(out)) == (0, []), err
+    code, out, err = cli("project", "list")
+    assert code == 0 and "proj" in out, err
+    code, _, err = cli("run", "proj", "a.py")
+    assert code == 2 and err.count("\n") == 1 and "read-only" in err.lower(), err
+    # a data directory that cannot even be created
+    code, _, err = cli("jobs", "--home", home / "new")
+    assert code == 2 and err.count("\n") == 1 and f"{home / 'new'}" in err, err
+
+
 def test_removing_a_project_keeps_its_jobs(cli, make_project):
     root = make_project({"benchmarks/a.py": "print('[1/1]')\n"})
     cli("project", "add", root)

@@ -78,6 +78,19 @@ async def test_doctor_unreachable_skips_the_rest(sshd):
     assert all(not c.ran and not c.ok and c.detail.startswith("not run") for c in checks[1:])
 
 
+async def test_doctor_on_a_server_that_never_answers_says_why(sshd):
+    """It accepts the connection and never sends a banner: the check names the timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel accepts; nothing ever answers
+        cfg = sshd.host_config(port=silent.getsockname()[1], connect_timeout=0.5)
+        checks = await doctor("box", cfg, _factory(sshd))
+    assert checks[0].ok
+    hk = checks[1]
+    assert hk.name == "host key" and not hk.ok
+    assert hk.detail == "cannot fetch the host key: no answer within 0.5s"
+
+
 async def test_doctor_unknown_host_key(sshd):
     Path(sshd.known_hosts).write_text("")
     checks = await doctor("box", sshd.host_config(), _factory(sshd))

@@ -4,6 +4,7 @@ tmux, the offline `params` mutator, the CLI."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -99,6 +100,15 @@ def test_evolve_improves_over_the_seed_and_leaves_the_checkout_alone(evo):
     assert code == 0, err
     head = subprocess.run(["git", "rev-parse", "best-fit"], cwd=evo.root, capture_output=True, text=True).stdout
     assert head.strip() == best
+
+    grid = json.loads(evo("evolve", "archive", "1", "--island", "0", "--json")[1])
+    assert grid["bins"] == [8, 8] and grid["descriptors"] == ["bias", "max_error"] and grid["cells"]
+    code, out, _ = evo("evolve", "archive", "1", "--island", "0")
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert code == 0 and len(rows) == 8 and all(len(r) == 2 + 16 for r in rows)
+    assert sum(r.count("@") for r in rows) >= 2, "the island's best cell is drawn with the top of the ramp"
+    code, _, err = evo("evolve", "archive", "1", "--island", "5")
+    assert code == 2 and "islands 0..1" in err
 
     code, out, _ = evo("evolve", "export", "1", "--format", "csv")
     assert out.splitlines()[0].startswith("commit,parent,iteration,island,status,objective")
@@ -212,3 +222,45 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_cascade_filters_below_the_threshold_and_failed_evaluations_keep_their_reason(evo):
+    # a second, "expensive" stage that fails for candidates whose C went positive
+    full = (evo.root / "benchmarks" / "fit.py").read_text().replace(
+        "N = 200", "N = 400\nimport approx as module\nif module.C > -0.45:\n    raise SystemExit('C must stay below -0.45')")
+    (evo.root / "benchmarks" / "full.py").write_text(full)
+    subprocess.run([*GIT, "add", "-A"], cwd=evo.root, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "full stage"], cwd=evo.root, check=True)
+    assert evo("bench", "add", "evolve-demo", "benchmarks/full.py")[0] == 0
+    stages = ('stages = [{ benchmark = "benchmarks/fit.py", threshold = -0.65 }, '
+              '{ benchmark = "benchmarks/full.py" }]')
+    code, out, err = evo("evolve", "start", experiment(evo.root, stages=stages), "--iterations", "24", "--json")
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["iterations_done"] == 24
+    with sqlite3.connect(evo.root.parent / "home" / "evopilot.db") as db:
+        its = db.execute("SELECT number, status, stage, last_error FROM evolution_iterations").fetchall()
+        stage2 = db.execute("SELECT count(*) FROM jobs WHERE kind = 'evaluation' "
+                            "AND benchmark_path = 'benchmarks/full.py'").fetchone()[0]
+    filtered = [i for i in its if i[1] == "skipped" and (i[3] or "").startswith("filtered at stage 1")]
+    assert filtered and filtered[0][0] == 0, "the seed (mse 0.71) does not pass the first stage"
+    placed = [i for i in its if i[1] == "placed"]
+    assert placed and all(i[2] == 1 for i in placed), "placed candidates went through both stages"
+    failed_full = [i for i in its if i[1] == "failed" and i[2] == 1]
+    assert failed_full and stage2 == len(placed) + len(failed_full)
+    for _, _, _, error in failed_full:  # recorded with the reason, and not retried
+        assert re.fullmatch(r"evaluation job \d+ failed: C must stay below -0.45", error)
+
+
+def test_novelty_rejection_skips_children_too_close_to_earlier_ones(evo):
+    exp = experiment(evo.root, metrics="embedding = 2", bins="bins = [4, 4]", lower="warmup = 3",
+                     upper="", seed="seed = 1\nnovelty_threshold = 10.0")
+    code, out, err = evo("evolve", "start", exp, "--iterations", "6", "--json")
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["iterations_done"] == 6 and st["counts"] == {"skipped": 6}
+    with sqlite3.connect(evo.root.parent / "home" / "evopilot.db") as db:
+        errors = [r[0] for r in db.execute("SELECT last_error FROM evolution_iterations WHERE number > 0")]
+        evaluations = db.execute("SELECT count(*) FROM jobs WHERE kind = 'evaluation'").fetchone()[0]
+    assert all(e.startswith("too close to an earlier candidate") for e in errors)
+    assert evaluations == 1, "only the seed was evaluated: rejected children cost no evaluation"

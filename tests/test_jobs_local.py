@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import wait_until
+import pytest
+
+from tests.conftest import CmdlineWatch, wait_until
 
 PROGRESS = """
 import json, os, sys, time
@@ -78,6 +81,26 @@ def test_job_environment_and_files(cli, make_project, home):
     assert (job_dir / "log").stat().st_mode & 0o077 == 0
 
 
+def test_host_env_reaches_the_job_but_no_command_line(cli, make_project, tmp_path, home):
+    """A host's env (a licence path, a token) must not show in /proc/*/cmdline, which every
+    user of the host can read: it goes to the job through a file private to the user."""
+    canary = "tok-3f9c1a7e-canary"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[hosts.local]\nenv = {{ EVP_TOKEN = "{canary}", EVP_PATH = "/a b/é" }}\n')
+    root = make_project({f"benchmarks/b{i}.py": "import os\nprint('got', os.environ['EVP_TOKEN'], os.environ['EVP_PATH'])\n"
+                         for i in range(3)})
+    cli("project", "add", root, "--config", cfg)
+    with CmdlineWatch(canary, tmp_path) as watch:
+        code, _, err = cli("run", "proj", "b0.py", "b1.py", "b2.py", "--wait", "--config", cfg)
+        assert code == 0, err
+    assert watch.hits == []
+    for job in jobs_json(cli, "--config", cfg):
+        assert f"got {canary} /a b/é" in Path(job["log_path"]).read_text()
+        env = Path(job["log_path"]).parent / "env"
+        assert env.stat().st_mode & 0o777 == 0o600
+        assert canary not in (env.parent / "run.sh").read_text()
+
+
 def test_invalid_results_json_fails_the_job_and_keeps_its_log(cli, make_project):
     root = make_project({"benchmarks/bad.py": (
         "import os\nprint('computed everything')\n"
@@ -88,6 +111,22 @@ def test_invalid_results_json_fails_the_job_and_keeps_its_log(cli, make_project)
     assert job["status"] == "failed" and job["exit_code"] == 0
     assert "results.json is not valid JSON" in job["error_message"]
     assert "computed everything" in cli("logs", str(job["id"]))[1]
+
+
+def test_results_over_the_size_limit_say_so_and_the_limit_is_a_setting(cli, make_project, tmp_path):
+    root = make_project({"benchmarks/big.py": (
+        "import json, os\njson.dump({'score': 1, 'pad': {'value': 2, 'unit': 'x' * 2_000_000}},"
+        " open(os.environ['EVOPILOT_RESULTS'], 'w'))\n")})
+    cli("project", "add", root)
+    assert cli("run", "proj", "big.py", "--wait")[0] == 1
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed" and job["exit_code"] == 0
+    assert "results.json is over the size limit of 1048576 bytes" in job["error_message"]
+    assert "results_max_bytes" in job["error_message"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nresults_max_bytes = 4194304\n")
+    assert cli("run", "proj", "big.py", "--wait", "--config", cfg)[0] == 0
+    assert max(jobs_json(cli), key=lambda j: j["id"])["metrics"]["score"] == 1
 
 
 def test_timeout_kills_and_fails_with_reason(cli, make_project):
@@ -188,6 +227,79 @@ def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_pa
     sessions = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
                               capture_output=True, text=True).stdout
     assert job["tmux_session"] not in sessions
+
+
+def test_a_full_disk_is_reported_as_such_and_the_database_survives(cli, make_project, home, tmp_path,
+                                                                  mount):
+    """The data directory fills up while a job runs: the job ends with its exit code and the
+    reason "no space left", commands say so in one line, and all works again once space is back."""
+    mount("-t", "tmpfs", "-o", "size=8m", "tmpfs", at=home)
+    go = tmp_path / "go"
+    root = make_project({"benchmarks/fill.py": (
+        f"import os, time\nprint('[1/2] waiting', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n    time.sleep(0.05)\n"
+        "print('[2/2] ' + 'x' * 100000, flush=True)\n")})
+    assert cli("project", "add", root)[0] == 0
+    assert cli("run", "proj", "fill.py")[0] == 0
+    (job,) = jobs_json(cli)
+    log = Path(job["log_path"])
+    wait_until(lambda: b"waiting" in log.read_bytes())
+    filler = home / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], stderr=subprocess.DEVNULL)
+    go.touch()
+    wait_until(lambda: (log.parent / "exit_code").exists(), what="the exit code, written on a full disk")
+    code, _, err = cli("jobs")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"no space left on {home}" in err
+    filler.unlink()
+    (job,) = jobs_json(cli)
+    assert job["status"] == "failed" and job["exit_code"] not in (None, 0), job
+    assert job["error_message"].startswith(f"no space left on {log.parent}: "), job["error_message"]
+    with sqlite3.connect(home / "evopilot.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert cli("run", "proj", "fill.py", "--wait")[0] == 0  # space is back: all works
+
+
+def _steps(home: Path, job_id: int) -> list[tuple[str, str]]:
+    with sqlite3.connect(home / "evopilot.db") as db:
+        return db.execute("SELECT name, status FROM job_steps WHERE job_id = ? ORDER BY id",
+                          (job_id,)).fetchall()
+
+
+CHILD_THEN_SLEEP = (
+    "import os, subprocess, sys, time\n"
+    "subprocess.Popen(['bash', '-c', 'trap \"\" HUP; sleep 300'])\n"
+    "print('[1/2] child started', flush=True)\n"
+    "if sys.argv[1:] == ['die']:\n    os.kill(os.getpid(), 9)\n"
+    "time.sleep(300)\n")
+
+
+@pytest.mark.slow
+def test_no_process_outlives_a_job_killed_by_a_signal_or_lost(cli, make_project, tmp_path, home):
+    """The group leader dies of SIGKILL (its child would keep running), and a wrapper killed
+    under a running command (the job is lost): either way the whole group is taken down."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[engine]\nkill_grace = 0.5\nlost_grace = 0.5\npoll_interval = 0.1\n")
+    root = make_project({"benchmarks/leader.py": CHILD_THEN_SLEEP})
+    cli("project", "add", root, "--config", cfg)
+    assert cli("run", "proj", "leader.py", "--arg", "die", "--wait", "--config", cfg)[0] == 1
+    (job,) = jobs_json(cli, "--config", cfg)
+    assert job["status"] == "failed" and job["exit_code"] == 137
+    pgid = int((Path(job["log_path"]).parent / "pid").read_text())
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+    cli("run", "proj", "leader.py", "--config", cfg)
+    job = max(jobs_json(cli, "--config", cfg), key=lambda j: j["id"])
+    pid_file = Path(job["log_path"]).parent / "pid"
+    wait_until(lambda: b"child started" in Path(job["log_path"]).read_bytes())
+    pgid = int(pid_file.read_text())
+    wrapper = subprocess.run(["tmux", "list-panes", "-t", job["tmux_session"], "-F", "#{pane_pid}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    os.kill(int(wrapper[0]), signal.SIGKILL)
+    wait_until(lambda: max(jobs_json(cli, "--config", cfg), key=lambda j: j["id"])["status"] == "lost")
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
 
 
 def _group_alive(pgid: int) -> bool:

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from evopilot.core.jobs.parse import ResultsError, error_summary, parse_progress, parse_results
 
+# text: no control characters (a line with them is binary output, see the test below)
 noise = st.text(alphabet=st.characters(blacklist_characters="0123456789%/[]\r\n",
-                                        blacklist_categories=("Cs",)), max_size=40)
+                                        blacklist_categories=("Cs", "Cc")), max_size=40)
 counts = st.integers(min_value=0, max_value=10**9).flatmap(
     lambda n: st.tuples(st.integers(min_value=0, max_value=n), st.just(n)))
 
@@ -21,6 +22,20 @@ def test_bracket_marker_anywhere_in_a_line(ct, before, after):
     i, n = ct
     line = f"{before}[{i}/{n}]{after}".encode()
     assert parse_progress(line) == (i, n)
+
+
+@given(st.binary(max_size=200), st.binary(max_size=200))
+def test_no_progress_from_binary_garbage(before, after):
+    """Random bytes around "[5/100]" (a core dump, a binary written to stdout) are not
+    progress; the last line of text that has a marker is."""
+    one = bytes.maketrans(b"\r\n", b"  ")  # one line
+    line = b"\xff\x00" + before.translate(one) + b"[5/100]" + after.translate(one)
+    assert parse_progress(line) is None
+    assert parse_progress(b"[2/9] real\n" + line) == (2, 9)
+
+
+def test_progress_from_text_with_colours_and_tabs():
+    assert parse_progress(b"\x1b[32m[4/7]\x1b[0m\tok \xc3\xa9t\xc3\xa9") == (4, 7)
 
 
 @given(counts.filter(lambda c: c[1] > 0))

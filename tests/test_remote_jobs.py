@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
+from tests.conftest import REPO, CmdlineWatch, evopilot_cmd, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +88,33 @@ def test_run_on_a_host_syncs_sets_up_and_mirrors_the_log(remote):
     assert sum(j["benchmark"] == "setup proj" for j in json.loads(out)) == 1
 
 
+def test_host_env_reaches_a_remote_job_but_no_command_line(remote, tmp_path):
+    canary = "tok-remote-51b2e0-canary"
+    with open(remote.cfg, "a") as f:
+        f.write(f'env = {{ EVP_TOKEN = "{canary}" }}\n')  # the last table is [hosts.h1]
+    (remote.root / "benchmarks" / "env.py").write_text("import os\nprint('got', os.environ['EVP_TOKEN'])\n")
+    assert remote("bench", "add", "proj", "benchmarks/env.py")[0] == 0
+    with CmdlineWatch(canary, tmp_path) as watch:
+        code, out, err = remote("run", "proj", "env.py", "--host", "h1", "--wait")
+        assert code == 0, err + out
+    assert watch.hits == []
+    job = jobs(remote)["env.py"]
+    assert f"got {canary}" in Path(job["log_path"]).read_text()
+    (env,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}/env")
+    assert env.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_project_without_pyproject_runs_without_uv_warnings(cli, make_project, sshd, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(host_toml("h1", sshd))
+    root = make_project({"benchmarks/hi.py": "print('hello')\n"}, name="plain")
+    assert cli("project", "add", root, "--config", cfg)[0] == 0
+    code, out, err = cli("run", "plain", "hi.py", "--host", "h1", "--wait", "--config", cfg)
+    assert code == 0, err + out
+    job = [j for j in json.loads(cli("jobs", "--json", "--config", cfg)[1]) if j["benchmark"] == "hi.py"][0]
+    assert Path(job["log_path"]).read_text() == "hello\n"
+
+
 def test_sync_reports_then_sends(remote):
     code, out, err = remote("sync", "proj", "--host", "h1", "--dry-run")
     assert code == 0, err
@@ -148,6 +175,56 @@ def test_remote_tmux_server_killed_jobs_become_lost(remote):
     finally:
         stop_process(worker)
     assert "went away" in jobs(remote)["forever.py"]["error_message"]
+
+
+def test_no_process_outlives_a_remote_job_killed_by_a_signal_or_lost(remote, home):
+    from tests.test_jobs_local import CHILD_THEN_SLEEP, _group_alive, _steps
+
+    remote.cfg.write_text(remote.cfg.read_text().replace("[engine]\n", "[engine]\nlost_grace = 0.5\n"))
+    (remote.root / "benchmarks" / "leader.py").write_text(CHILD_THEN_SLEEP)
+    assert remote("bench", "add", "proj", "benchmarks/leader.py")[0] == 0
+    assert remote("run", "proj", "leader.py", "--host", "h1", "--arg", "die", "--wait")[0] == 1
+    job = jobs(remote)["leader.py"]
+    assert job["status"] == "failed" and job["exit_code"] == 137
+    (job_dir,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}")
+    assert _group_alive(int((job_dir / "pid").read_text())) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+    remote("run", "proj", "leader.py", "--host", "h1")
+    worker = _worker(remote)
+    try:
+        wait_until(lambda: jobs(remote)["leader.py"]["progress_current"] == 1, timeout=60)
+    finally:
+        stop_process(worker)
+    job = jobs(remote)["leader.py"]
+    (job_dir,) = Path(remote.server.base_dir).glob(f"jobs/*-{job['id']}")
+    pgid = int((job_dir / "pid").read_text())
+    wrapper = subprocess.run(["tmux", "list-panes", "-t", job["tmux_session"], "-F", "#{pane_pid}"],
+                             env=remote.server.tmux_env(), capture_output=True, text=True, check=True)
+    os.kill(int(wrapper.stdout.split()[0]), signal.SIGKILL)
+    wait_until(lambda: jobs(remote)["leader.py"]["status"] == "lost")
+    assert _group_alive(pgid) is False
+    assert _steps(home, job["id"])[-1] == ("reap process group", "ok")
+
+
+def test_a_headless_worker_says_once_that_a_changed_host_key_blocks_the_reconnect(remote, tmp_path):
+    remote("run", "proj", "forever.py", "--host", "h1")
+    worker = _worker(remote)
+    log = next(remote.cfg.parent.glob("worker-*.log"))
+    try:
+        wait_until(lambda: jobs(remote)["forever.py"]["status"] == "running", timeout=60)
+        other = tmp_path / "other_host_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        key = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+        Path(remote.server.known_hosts).write_text(f"[{remote.server.host}]:{remote.server.port} {key}\n")
+        remote.server.drop_connections()
+        wait_until(lambda: "CHANGED" in log.read_text(), what="the refusal printed by the worker")
+        time.sleep(4)  # reconnect attempts after 0.5, 1 and 2 s: each refused again
+    finally:
+        stop_process(worker)
+    lines = [l for l in log.read_text().splitlines() if "CHANGED" in l]
+    assert len(lines) == 1, lines
+    assert "ssh-keygen -R" in lines[0] and "ssh-keyscan" in lines[0]
 
 
 def test_sshd_down_30s_while_jobs_run(remote):

@@ -53,7 +53,7 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     (d / "log").write_bytes(b"")
     command = "printf 'in: '; read -r x; echo \"got [$x]\"; exit 4"
     wrapper = scripts.wrapper(job_id=9, job_dir=str(d), workdir=str(tmp_path), command=command,
-                              env={"X": "a b"}, done_channel="test-done", mode="tty")
+                              done_channel="test-done", mode="tty")
     (d / "run.sh").write_text(wrapper)
     subprocess.run(["bash", "-c", new_session("job-9", f"bash {quote(str(d / 'run.sh'))}")], check=True)
     wait_until(lambda: (d / "log").read_bytes() == b"in: ", what="the prompt in the log")
@@ -66,3 +66,27 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     assert (d / "exit_code").read_text() == "4\n"
     assert (d / "log").read_bytes() == f"in: {text}\r\ngot [{text}]\r\n".encode()
     assert not (d / "hangup").exists()
+
+
+def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
+    """Two jobs started by one script, their env files read from stdin byte-exact (multibyte,
+    quotes, newlines), written 0600; the secret is in neither the script nor the wrapper."""
+    envs = [{"TOKEN": "s3cr€t 'q' \"dq\"\nline2", "P": "/a b"}, {"TOKEN": "other"}]
+    specs = []
+    for i, env in enumerate(envs, 1):
+        d = str(tmp_path / f"job {i}")
+        w = scripts.wrapper(job_id=i, job_dir=d, workdir=str(tmp_path),
+                            command='printf "%s|%s" "$TOKEN" "${P-}" > "$EVOPILOT_JOB_DIR/out"',
+                            done_channel="t-done")
+        specs.append(scripts.StartSpec(i, d, f"t-{i}", w, scripts.env_file(env)))
+    script = scripts.start(specs)
+    assert "s3cr" not in script and "other" not in script and all("s3cr" not in s.wrapper for s in specs)
+    res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
+    assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
+    wait_until(lambda: all((tmp_path / f"job {i}" / "exit_code").exists() for i in (1, 2)))
+    assert (tmp_path / "job 1" / "out").read_text() == f"{envs[0]['TOKEN']}|/a b"
+    assert (tmp_path / "job 2" / "out").read_text() == "other|"
+    for i in (1, 2):
+        env = tmp_path / f"job {i}" / "env"
+        assert env.stat().st_mode & 0o777 == 0o600
+        assert env.read_text() == scripts.env_file(envs[i - 1])

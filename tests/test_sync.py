@@ -109,6 +109,22 @@ async def test_status_sync_uptodate_over_ssh(sshd, project):
         await host.close()
 
 
+async def test_synced_files_and_directories_are_private_to_the_user(sshd, project):
+    """Whatever the remote umask (022 here), a synced project is readable by its user only."""
+    host = sshd.make_host()
+    await host.connect()
+    try:
+        for method in ("rsync", "sftp"):
+            report = await sync(project, host, f"projects/{method}", method=method)
+            remote = Path(report.remote_dir)
+            paths = [remote.parent, remote, *remote.rglob("*")]
+            assert len(paths) > len(EXPECTED)
+            assert [p for p in paths if p.stat().st_mode & 0o077] == [], method
+            assert os.access(remote / "run.sh", os.X_OK)
+    finally:
+        await host.close()
+
+
 async def test_changes_and_deletions_keep_remote_only_files(sshd, project):
     host = sshd.make_host()
     await host.connect()

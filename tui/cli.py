@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from evopilot.core.config import dotted_key, load_config
 from evopilot.core.engine import Engine
 from evopilot.tui import evolve_cli
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import JobEvent
+from evopilot.core.events import HostEvent, JobEvent
 from evopilot.core.models import JobStatus
 
 
@@ -348,11 +349,21 @@ async def cmd_queue(engine: Engine, args) -> int:
 async def cmd_worker(engine: Engine, args) -> int:
     events = engine.subscribe()
 
+    refused: dict[str, str] = {}  # host -> the connection error last printed
+
     async def printer() -> None:
         while True:
             ev = await events.get()
             if isinstance(ev, JobEvent) and ev.job.status != ev.previous:
                 print(json.dumps(ev.job.public()) if args.json else formatting.job_line(ev.job), flush=True)
+            elif isinstance(ev, HostEvent):
+                # a host that refuses (a changed host key) is retried with backoff: say why
+                # once, with the fix, not on every attempt; again if it changes or recurs
+                if ev.state == "connected":
+                    refused.pop(ev.host, None)
+                elif ev.state == "error" and ev.last_error and refused.get(ev.host) != ev.last_error:
+                    refused[ev.host] = ev.last_error
+                    print(f"evopilot: {ev.last_error}", file=sys.stderr, flush=True)
 
     def on_error(e: Exception) -> None:
         print(f"evopilot: tick failed, going on: {e}", file=sys.stderr, flush=True)
@@ -548,6 +559,8 @@ async def _main_async(args) -> int:
     engine = await Engine.open(config, home)
     try:
         return await args.func(engine, args)
+    except sqlite3.DatabaseError as e:
+        raise engine.database_error(e) from None
     finally:
         await engine.close()
 

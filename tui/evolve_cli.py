@@ -38,6 +38,9 @@ def register(sub, add) -> None:
     sp.add_argument("experiment", metavar="EXP")
     sp.add_argument("--branch", metavar="NAME")
     sp.add_argument("--force", action="store_true", help="move the branch if it exists")
+    sp = add("archive", cmd_archive, "an island's archive as a grid (the Archive tab's heatmap as text)", evolve)
+    sp.add_argument("experiment", metavar="EXP")
+    sp.add_argument("--island", type=int, default=0, metavar="N")
     sp = add("export", cmd_export, "every candidate with its metrics", evolve)
     sp.add_argument("experiment", metavar="EXP")
     sp.add_argument("--format", choices=["csv", "json"], default="json")
@@ -92,7 +95,8 @@ async def _foreground(engine: Engine, ref, as_json: bool) -> int:
         if tty:
             best = "-" if info["best"] is None else f"{info['best']:g}"
             print(f"\r[{max(0, info['applied'] - 1)}/{status['iterations_planned']}] best {best}  "
-                  f"coverage {info['coverage']:.0%}  mutating {info['mutating']}   ",
+                  f"coverage {info['coverage']:.0%}  spent ${info['dollars']:.2f}  "
+                  f"mutating {info['mutating']}  evaluating {info['evaluating']}   ",
                   end="", file=sys.stderr, flush=True)
 
     worker = asyncio.create_task(engine.run_forever())
@@ -181,6 +185,44 @@ async def cmd_best(engine: Engine, args) -> int:
     else:
         print(f"best: {best['objective']:g} at {best['commit']} (iteration {best['iteration']})"
               + (f"; branch {best['branch']} made" if best.get("branch") else ""))
+    return 0
+
+
+RAMP = ".:-=+*#%@"
+
+
+async def cmd_archive(engine: Engine, args) -> int:
+    grid = await engine.evolution.cells(args.experiment, args.island)
+    if args.json:
+        print(json.dumps(grid, indent=2))
+        return 0
+    names = grid["descriptors"]
+    print(f"island {grid['island']} of 0..{grid['islands'] - 1}: {len(grid['cells'])} elites, "
+          f"{grid['objective']} ({'higher' if grid['maximize'] else 'lower'} is better)")
+    if grid["bins"] is None:
+        print("no archive yet (the warm-up freezes the grid's bounds first)")
+        return 0
+    # the first two descriptors: x across, y up; a cell shows the best behind it
+    best: dict[tuple[int, int], float] = {}
+    for c in grid["cells"]:
+        x, y = c["index"][0], c["index"][1] if len(c["index"]) > 1 else 0
+        o = c["objective"]
+        if (x, y) not in best or (o > best[(x, y)]) == grid["maximize"]:
+            best[(x, y)] = o
+    lo, hi = min(best.values()), max(best.values())
+    nx, ny = grid["bins"][0], grid["bins"][1] if len(grid["bins"]) > 1 else 1
+    for y in reversed(range(ny)):
+        row = []
+        for x in range(nx):
+            o = best.get((x, y))
+            level = 0 if o is None or hi == lo else (o - lo) / (hi - lo)
+            if o is not None and not grid["maximize"]:
+                level = 1 - level
+            row.append("  " if o is None else RAMP[min(len(RAMP) - 1, int(level * len(RAMP)))] * 2)
+        print("|" + "".join(row) + "|")
+    print(f"x: {names[0]} {grid['lower'][0]:g}..{grid['upper'][0]:g}"
+          + (f"   y: {names[1]} {grid['lower'][1]:g}..{grid['upper'][1]:g}" if len(names) > 1 else "")
+          + f"   {RAMP[0]} worst .. {RAMP[-1]} best ({lo:g} .. {hi:g})")
     return 0
 
 

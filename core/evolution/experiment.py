@@ -55,6 +55,9 @@ class Descriptors(_Strict):
     upper: list[float] = []
     """Declared ranges; leave both empty to freeze them after ``warmup`` candidates."""
     warmup: Annotated[int, Field(ge=1)] = 10
+    qd_offset: float | None = None
+    """The QD score sums how much better than this each elite is; default: the seed program's
+    objective (so the score measures what the search added)."""
 
     @model_validator(mode="after")
     def _shape(self) -> "Descriptors":

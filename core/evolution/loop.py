@@ -94,6 +94,8 @@ class EvolutionLoop:
         self._mutating: dict[int, asyncio.Task] = {}
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutation_ended = asyncio.Event()
+        self._evaluating = 0
+        self._dollars = 0.0  # spent so far, as of the last budget check
         self._mutators = Mutators(exp.mutators)
         self._state: SearchState | None = None
         self._seed_commit_id = 0
@@ -176,7 +178,7 @@ class EvolutionLoop:
             # first check frees a slot, and must not let one more start past the cap
             cap = cap or await self._budget_reached()
             self._start_mutations(rows, cap)
-            await self._start_evaluations(rows)
+            self._evaluating = await self._start_evaluations(rows)
             self._emit()
             self._wake.clear()
             try:
@@ -438,11 +440,12 @@ class EvolutionLoop:
 
     # ---- evaluate --------------------------------------------------------------------------
 
-    async def _start_evaluations(self, rows: list[IterationRow]) -> None:
+    async def _start_evaluations(self, rows: list[IterationRow]) -> int:
+        """Queue the evaluations that fit; returns how many are under way."""
         running = sum(1 for r in rows if r.status == "evaluating")
         for it in rows:
             if running >= self.exp.evaluation.parallel:
-                return
+                break
             if it.status != "mutated":
                 continue
             stage = self.exp.evaluation.stages[it.stage]
@@ -459,6 +462,7 @@ class EvolutionLoop:
             async with jobs_db.transaction(self.db):
                 await evo_db.link_evaluation(self.db, it.id, job_id, it.stage)
             running += 1
+        return running
 
     # ---- budget and progress ---------------------------------------------------------------
 
@@ -466,9 +470,9 @@ class EvolutionLoop:
         b = self.exp.budget
         if b.minutes is not None and self._active() >= b.minutes * 60:
             return f"budget: {b.minutes:g} minutes reached"
+        spend = await evo_db.spend(self.db, self.row.id)
+        self._dollars = dollars = sum(s["dollars"] or 0 for s in spend)
         if b.dollars is not None or b.requests is not None:
-            spend = await evo_db.spend(self.db, self.row.id)
-            dollars = sum(s["dollars"] or 0 for s in spend)
             requests = sum(s["requests"] or 0 for s in spend)
             if b.dollars is not None and dollars >= b.dollars:
                 return f"budget: ${b.dollars:g} reached (${dollars:.4f} spent)"
@@ -486,7 +490,7 @@ class EvolutionLoop:
                 "best": best, "coverage": float(np.mean([a.coverage if a else 0.0 for a in s.archives]))}
         self.bus.emit(EvolutionEvent(**info))
         if self.on_progress:
-            self.on_progress(info)
+            self.on_progress({**info, "evaluating": self._evaluating, "dollars": self._dollars})
 
 
 

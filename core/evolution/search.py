@@ -56,8 +56,12 @@ class SearchState:
     bounds: tuple[list[float], list[float]] | None = None
     applied: int = 0
     """Iterations applied so far (0 .. applied-1)."""
+    qd_offset: float = 0.0
+    """The configured one, else the seed's objective once it is applied."""
 
     def __post_init__(self) -> None:
+        if self.exp.descriptors.qd_offset is not None:
+            self.qd_offset = self.exp.descriptors.qd_offset
         if not self.archives:
             self.archives = [None] * self.exp.islands.count
         d = self.exp.descriptors
@@ -73,6 +77,8 @@ class SearchState:
         changed: set[int] = set()
         number = self.applied
         self.applied += 1
+        if number == 0 and cand is not None and self.exp.descriptors.qd_offset is None:
+            self._set_qd_offset(cand.objective)
         if cand is not None:
             self.candidates.append(cand)
             if self.bounds is None:
@@ -90,13 +96,20 @@ class SearchState:
             changed |= self._migrate()
         return changed
 
+    def _set_qd_offset(self, offset: float) -> None:
+        self.qd_offset = offset
+        for a in self.archives:
+            if a is not None:
+                a.qd_offset = offset
+
     def _project(self, raws: list[tuple[float, ...]]) -> np.ndarray:
         x = np.asarray(raws, dtype=np.float64)
         return self.pca.transform(x) if self.pca is not None else x
 
     def _new_archive(self) -> Archive:
         lower, upper = self.bounds
-        return Archive(self.exp.descriptors.bins, lower, upper, maximize=self.exp.maximize)
+        return Archive(self.exp.descriptors.bins, lower, upper, maximize=self.exp.maximize,
+                       qd_offset=self.qd_offset)
 
     def _place(self, cand: Candidate) -> None:
         (desc,) = self._project([cand.raw])
@@ -193,6 +206,7 @@ class SearchState:
             "bounds": [list(b) for b in self.bounds] if self.bounds else None,
             "pca": self.pca.to_dict() if self.pca is not None else None,
             "pca_history": self.pca_history,
+            "qd_offset": self.qd_offset,
         }
 
     def snapshot(self, island: int) -> dict:
@@ -215,6 +229,7 @@ class SearchState:
         state.bounds = tuple(shared["bounds"]) if shared["bounds"] else None
         state.pca = PCA.from_dict(shared["pca"]) if shared["pca"] else None
         state.pca_history = list(shared["pca_history"])
+        state.qd_offset = shared.get("qd_offset", state.qd_offset)
         state.candidates = list(candidates)
         by_id = {c.commit_id: c for c in candidates}
         state.held = [by_id[i] for i in shared["held"]]

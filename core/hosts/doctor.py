@@ -171,8 +171,10 @@ async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
             checks.append(Check("host key", True, detail))
         else:
             words = {"unknown": "not in known_hosts", "changed": "CHANGED: it does not match "
-                     "known_hosts (possible attack)", "unavailable": "could not be fetched"}
-            checks.append(Check("host key", False, f"{hk.seen}: {words[hk.status]}", hk.fix))
+                     "known_hosts (possible attack)"}
+            # an unavailable key's ``seen`` already says why
+            detail = hk.seen if hk.status == "unavailable" else f"{hk.seen}: {words[hk.status]}"
+            checks.append(Check("host key", False, detail, hk.fix))
             return checks + _not_run(later, "the host key is not trusted")
     later.pop(0)
 

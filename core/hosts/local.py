@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import CommandResult, Host, HostState
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID, Probe
+from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, NOSPACE, PID, Probe
 from evopilot.core.hosts.tmux import list_sessions
 from evopilot.core.locations import ensure_private_dir
 
@@ -64,6 +64,7 @@ class LocalHost(Host):
                 log_size=_size(f"{d}/{LOG}"),
                 session_alive=session in sessions,
                 hangup=os.path.exists(f"{d}/{HANGUP}"),
+                nospace=os.path.exists(f"{d}/{NOSPACE}"),
             )
             for job_id, d, session in jobs
         }

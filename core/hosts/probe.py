@@ -17,6 +17,7 @@ from evopilot.core.quoting import join, quote
 # Files of a job directory that the probe reads (the job's wrapper writes them).
 LOG, PID, EXIT_CODE = "log", "pid", "exit_code"
 HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
+NOSPACE = "nospace"  # present when the job's exit code could be written only in its reserved file
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class Probe:
     log_size: int
     session_alive: bool
     hangup: bool = False
+    nospace: bool = False
 
 
 _SECTION = b"\0--evopilot--\n"
@@ -42,7 +44,7 @@ def probe(jobs: list[tuple[int, str, str]]) -> str:
     sep = "printf '\\0--evopilot--\\n'"
     return (
         f"{list_sessions()}\n{sep}\n"
-        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} \\) "
+        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} -o -name {NOSPACE} \\) "
         f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{sep}\n"
         f"grep -s -H -Z '' {join(small)}\ntrue\n"
     )
@@ -68,6 +70,7 @@ def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe
             log_size=sizes.get(f"{d}/{LOG}", 0),
             session_alive=session in sessions,
             hangup=f"{d}/{HANGUP}" in sizes,
+            nospace=f"{d}/{NOSPACE}" in sizes,
         )
     return result
 

@@ -834,7 +834,10 @@ async def check_host_key(
             asyncssh.get_server_host_key(t.host, t.port, config=None), config.connect_timeout
         )
     except (OSError, asyncssh.Error, TimeoutError) as e:
-        return HostKeyCheck("unavailable", _one_line(f"cannot fetch the host key: {e}"), trust)
+        # a timeout has no message of its own: a server that accepts and never answers
+        why = f"no answer within {config.connect_timeout:g}s" if isinstance(e, TimeoutError) else (
+            str(e) or type(e).__name__)
+        return HostKeyCheck("unavailable", _one_line(f"cannot fetch the host key: {why}"), trust)
     if key is None:
         return HostKeyCheck("unavailable", "the server sent no host key", trust)
     seen = f"{key.get_algorithm()} {key.get_fingerprint()}"

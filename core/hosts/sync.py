@@ -294,7 +294,7 @@ def _choose_method(host: Host, method: str, remote_rsync: bool) -> str:
 async def _prepare_remote(host: Host, plan: _Plan) -> None:
     """Create the directory, delete stale files and record the new manifest, in one round trip."""
     d = quote(plan.remote)
-    lines = ["set -e", f"mkdir -p -- {d}", f"cd -- {d}"]
+    lines = ["set -e", "umask 077", f"mkdir -p -- {d}", f"cd -- {d}"]  # private to the user
     for i in range(0, len(plan.delete), 200):
         lines.append("rm -f -- " + join(plan.delete[i : i + 200]))
     lines.append(f"cat > {quote(MANIFEST + '.tmp')}")
@@ -305,7 +305,8 @@ async def _prepare_remote(host: Host, plan: _Plan) -> None:
 
 
 async def _rsync(root: Path, host: Host, remote: str, files: list[str]) -> None:
-    argv = ["rsync", "-s", "-L", "-t", "-E", "-I", "--from0", "--files-from=-"]
+    # new files and directories private to the user, whatever the remote umask
+    argv = ["rsync", "-s", "-L", "-t", "-E", "-I", "--chmod=go-rwx", "--from0", "--files-from=-"]
     if host.is_local:
         argv += [f"{root}/", f"{remote}/"]
     else:
@@ -331,7 +332,8 @@ async def _sftp(root: Path, host: Host, remote: str, files: list[str]) -> None:
     async with host.sftp() as sftp:  # type: ignore[attr-defined]
         try:
             for d in sorted({posixpath.dirname(f) for f in files} - {""}):
-                await sftp.makedirs(f"{remote}/{d}", exist_ok=True)
+                await sftp.makedirs(f"{remote}/{d}", attrs=asyncssh.SFTPAttrs(permissions=0o700),
+                                    exist_ok=True)
             limit = asyncio.Semaphore(SFTP_PARALLEL)
 
             async def put(rel: str) -> None:
@@ -339,6 +341,7 @@ async def _sftp(root: Path, host: Host, remote: str, files: list[str]) -> None:
                 tmp = f"{posixpath.dirname(target)}/.{posixpath.basename(target)}.evp-tmp"
                 async with limit:
                     await sftp.put(str(root / rel), tmp, preserve=True)
+                    await sftp.chmod(tmp, (root / rel).stat().st_mode & 0o700)
                     await sftp.posix_rename(tmp, target)
 
             await asyncio.gather(*(put(f) for f in files))

@@ -41,7 +41,7 @@ async def dispatch(
         for job in claimed:
             specs.append(await _prepare(db, config, host, instance, job))
     try:
-        res = await host.run(scripts.start(specs))
+        res = await host.run(scripts.start(specs), stdin=scripts.start_stdin(specs))
         started, error = scripts.parse_start(res.stdout), res.error_text()
     except EvopilotError:
         # The host is away. Starting is idempotent (the job directory and session tell), so
@@ -75,6 +75,6 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        env=config.host(host.name).env, done_channel=done_channel(config, instance), mode=job.mode,
+        done_channel=done_channel(config, instance), mode=job.mode,
     )
-    return scripts.StartSpec(job.id, job_dir, session, wrapper)
+    return scripts.StartSpec(job.id, job_dir, session, wrapper, scripts.env_file(config.host(host.name).env))

@@ -6,6 +6,7 @@ Reconcile after a restart is the same tick: the files and ``tmux has-session`` a
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -13,12 +14,13 @@ import aiosqlite
 
 from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
+from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs import parse, scripts
+from evopilot.core.jobs.reap import needs_reap
 from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 
-RESULTS_LIMIT = 1024 * 1024
 ERROR_TAIL = 16 * 1024
 _CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
 
@@ -30,6 +32,8 @@ class TickResult:
     logs: list[LogEvent] = field(default_factory=list)
     kills: list[Job] = field(default_factory=list)
     """Jobs past their timeout, to be killed."""
+    reaps: list[Job] = field(default_factory=list)
+    """Jobs that ended other than by their own clean exit: their process group is taken down."""
     backlog: bool = False
     """Some log had more new bytes than one read takes: tick again soon."""
 
@@ -59,7 +63,8 @@ class Monitor:
                 reqs.append((f"{j.job_dir}/{scripts.LOG}", j.log_offset, chunk))
                 req_jobs.append((j, "log"))
             if p.exit_code is not None:
-                reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, RESULTS_LIMIT))
+                # one byte past the limit tells a file over it from one that fits exactly
+                reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, self.config.engine.results_max_bytes + 1))
                 req_jobs.append((j, "results"))
         got = await host.read_ranges(reqs)
         new_bytes: dict[int, bytes] = {}
@@ -86,7 +91,12 @@ class Monitor:
         fields: dict = {}
         if data:
             if not host.is_local:
-                _pwrite(j.log_path, j.log_offset, data)
+                try:
+                    _pwrite(j.log_path, j.log_offset, data)
+                except OSError as e:  # the tick is undone; the next one fetches these bytes again
+                    where = os.path.dirname(j.log_path or "")
+                    why = f"no space left on {where}" if e.errno == errno.ENOSPC else f"{where}: {e.strerror}"
+                    raise EvopilotError(f"{why}: cannot mirror the log of job {j.id}") from None
             offset = j.log_offset + len(data)
             fields["log_offset"] = offset
             prog = parse.parse_progress(self._carry.get(j.id, b"") + data)
@@ -117,6 +127,8 @@ class Monitor:
             if j.requested is None:
                 fields["requested"] = "timeout"
             out.kills.append(j)
+        if p is not None and p.nospace and "status" in fields:
+            _no_space(fields, j.job_dir)
 
         if not fields:
             return
@@ -138,6 +150,8 @@ class Monitor:
                 f"fix it and `evopilot retry {j.id}`",
             )
             out.changed.update(dict.fromkeys(released, JobStatus.PENDING))
+            if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
+                out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
 
     def _finish(self, j: Job, code: int, hangup: bool, results: bytes | None, now: str) -> tuple[dict, list]:
@@ -145,7 +159,11 @@ class Monitor:
         fields: dict = {"exit_code": code, "finished_at": now}
         metrics: list = []
         error = None
-        if results:
+        limit = self.config.engine.results_max_bytes
+        if results and len(results) > limit:
+            error = (f"results.json is over the size limit of {limit} bytes "
+                     "(engine.results_max_bytes in the config)")
+        elif results:
             try:
                 metrics = parse.parse_results(results)
             except parse.ResultsError as e:
@@ -175,6 +193,15 @@ class Monitor:
         if started is None:
             return 0.0
         return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _no_space(fields: dict, job_dir: str) -> None:
+    """The job's disk filled up (its wrapper says so): that is the reason shown first, and an
+    exit 0 is no success (its output may be cut short)."""
+    if fields["status"] == JobStatus.SUCCEEDED.value:
+        fields["status"] = JobStatus.FAILED.value
+    reason = fields.get("error_message") or f"exit code {fields.get('exit_code')}"
+    fields["error_message"] = f"no space left on {job_dir}: {reason}"
 
 
 def _pwrite(path: str | None, offset: int, data: bytes) -> None:

@@ -19,6 +19,8 @@ _PROGRESS = re.compile(
 )
 _TAIL_WINDOW = 64 * 1024
 _LINE_BREAK = re.compile(rb"[\r\n]")
+# Control characters no line of text has (tab and ESC, for colours, are text here).
+_BINARY = re.compile(rb"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
 
 
 def parse_progress(data: bytes) -> tuple[int, int] | None:
@@ -32,7 +34,8 @@ def parse_progress(data: bytes) -> tuple[int, int] | None:
 
 def _last_progress(data: bytes) -> tuple[int, int] | None:
     """The marker of the last line that has one; within a line ``[i/n]`` beats ``i/n`` beats
-    ``NN%`` (so "[3/16] gap 0.8%" is 3 of 16, and tqdm's "45%|###| 45/100" is 45 of 100)."""
+    ``NN%`` (so "[3/16] gap 0.8%" is 3 of 16, and tqdm's "45%|###| 45/100" is 45 of 100).
+    Only lines of text count: "[5/100]" inside binary output is chance, not progress."""
     for line in reversed(_LINE_BREAK.split(data)):
         best_rank, found = 0, None
         for m in _PROGRESS.finditer(line):
@@ -49,9 +52,17 @@ def _last_progress(data: bytes) -> tuple[int, int] | None:
                 rank, cur, tot = 1, int(pct), 100
             if rank >= best_rank:
                 best_rank, found = rank, (cur, tot)
-        if found:
+        if found and _is_text(line):
             return found
     return None
+
+
+def _is_text(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _BINARY.search(line) is None
 
 
 class ResultsError(ValueError):

@@ -30,6 +30,7 @@ from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.jobs.publish import publish_jobs
+from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
 WAKE_COALESCE = 0.02
@@ -94,6 +95,8 @@ class Scheduler:
         await asyncio.gather(*(self.tick_host(n, dispatch_jobs=False) for n in names))
         if names or not looped:  # else the loop handles them (a write here would queue behind it)
             await self.handle_ends()
+        # the reaps and kills it began finish before a short-lived command (`jobs`) exits
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def dispatch(self) -> None:
         """Start queued jobs on every host with free slots, hosts in parallel; an unreachable
@@ -144,6 +147,8 @@ class Scheduler:
             if job.id not in self._killing:
                 self._killing.add(job.id)
                 self._spawn(self._kill_for_timeout(job))
+        for job in result.reaps:
+            self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
         if dispatch_jobs and await jobs_db.meta(self.db, "queue_paused") != "1":
@@ -300,7 +305,8 @@ class Scheduler:
                     if (until_idle and not self._tasks and not self._runs_in_flight()
                             and await self.idle()):
                         return
-                    if waiting and not await jobs_db.count_unfinished(self.db, waiting):
+                    if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
+                            and not self._tasks):
                         return
                 except Exception as e:
                     if on_error is None:

@@ -1,7 +1,7 @@
 """Shell text for everything a job does on its host, and parsers for what comes back.
 
 Pure functions: each returns a bash script built with ``core.quoting.quote``. A job lives in
-``<base>/jobs/<key>/`` with ``run.sh`` (the wrapper), ``log``, ``pid``, ``exit_code`` and
+``<base>/jobs/<key>/`` with ``run.sh`` (the wrapper), ``env``, ``log``, ``pid``, ``exit_code`` and
 ``results.json``; the files are the truth, so any evopilot process can reconcile any job.
 """
 
@@ -9,36 +9,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID
+from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, NOSPACE, PID
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
 
 # Files in a job directory (besides those the monitor's probe reads, see core.hosts.probe).
 RESULTS, WRAPPER = "results.json", "run.sh"
+# The host's ``env`` (licence paths, tokens), mode 0600: never in a script's text, which is a
+# ``bash -c`` argument that every user of the host can read in /proc/*/cmdline.
+ENV = "env"
 
 
 def wrapper(
-    *, job_id: int, job_dir: str, workdir: str, command: str, env: dict[str, str],
-    done_channel: str, mode: str = "batch",
+    *, job_id: int, job_dir: str, workdir: str, command: str, done_channel: str,
+    mode: str = "batch",
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
-    Either mode starts ``command`` as its own process group (``set -m``), records the group id
-    in ``pid``, appends its output to ``log``, writes the exit status to ``exit_code``
-    atomically (temp file + rename), then wakes ``tmux wait-for done_channel`` so a watching
-    engine reacts at once. ``batch``: see ``_batch``; ``tty``: see ``_tty``.
+    Either mode sources the ``env`` file ``start`` wrote, starts ``command`` as its own process
+    group (``set -m``), records the group id in ``pid``, appends its output to ``log``, writes
+    the exit status to ``exit_code`` atomically (temp file + rename), then wakes ``tmux wait-for
+    done_channel`` so a watching engine reacts at once. ``batch``: see ``_batch``; ``tty``: see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
-    exports = "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
     body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
 D={quote(job_dir)}
-finish() {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }}
+# A full disk must not lose the exit code: it then overwrites, in place, a file reserved at the
+# start (no new block needed), and an empty marker (an inode only) says why.
+R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
+finish() {{ {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
+  {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
-{exports}cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+[ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
+cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
 tmux wait-for -S {quote(done_channel)} 2>/dev/null
 """
@@ -113,6 +120,17 @@ class StartSpec:
     job_dir: str
     session: str
     wrapper: str
+    env: str = ""
+    """The ``env`` file's text (``env_file``): sent on stdin, see ``start_stdin``."""
+
+
+def env_file(env: dict[str, str]) -> str:
+    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+
+
+def start_stdin(specs: list[StartSpec]) -> bytes:
+    """What ``start`` reads from stdin: each job's ``env`` file, one after the other."""
+    return b"".join(s.env.encode() for s in specs)
 
 
 def start(specs: list[StartSpec]) -> str:
@@ -120,14 +138,18 @@ def start(specs: list[StartSpec]) -> str:
     all, printing ``OK <id>`` or ``ERR <id>`` per job.
 
     Idempotent: a job that already has an exit code or a session is left alone, so sending
-    this twice (say, after a dropped link) never starts a job twice.
+    this twice (say, after a dropped link) never starts a job twice. Each job's ``env`` file
+    comes from stdin (``start_stdin``), read byte-exact by the builtin ``read`` (no process, so
+    never in an argv), and is written 0600 (umask) before the wrapper.
     """
     parts = ["umask 077"]
     for s in specs:
         d = quote(s.job_dir)
+        n = len(s.env.encode())
+        parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
         parts.append(
             f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
-            f"elif mkdir -p {d} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
+            f"elif mkdir -p {d} && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
             f"&& : >> {d}/{LOG} && {new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))}; "
             f"then echo OK {s.job_id}\n"
             # already started by an earlier attempt: the session is there

@@ -78,7 +78,7 @@ class Submitter:
             for b in resolved:
                 command = (placed.command(b.path, args) if placed
                            else self._bench_command(project, b, args) if host == LOCAL
-                           else environments.bench_command(cfg, b, args))
+                           else environments.bench_command(cfg, project, b, args))
                 job_id = await self._new_job(
                     project_id=project.id, kind=kind, name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
