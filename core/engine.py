@@ -303,6 +303,10 @@ class Engine:
     async def idle(self) -> bool:
         return await self.scheduler.idle()
 
+    async def stalled(self) -> list[tuple[Job, str]]:
+        """Running or queued jobs on hosts that cannot be reached now, with the host's error."""
+        return await self.scheduler.stalled()
+
     async def run_forever(self, **options) -> None:
         """The worker loop (see ``Scheduler.run_forever``)."""
         await self.scheduler.run_forever(**options)

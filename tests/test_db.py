@@ -94,3 +94,29 @@ def test_project_and_benchmark_errors(cli, make_project, tmp_path):
     assert code == 0 and "other.py" in out
     code, _, err = cli("run", "proj", "zzz.py")
     assert code == 2 and "no benchmark 'zzz.py'" in err
+
+
+async def test_a_task_cancelled_while_beginning_leaves_no_open_transaction(home):
+    """Closing the loop cancels its host passes, maybe while one is at BEGIN; the BEGIN still
+    runs in aiosqlite's thread, and must not leave the shared connection inside a transaction."""
+    import asyncio
+
+    from evopilot.core.db import connect as db_connect, jobs as jobs_db
+
+    home.mkdir(parents=True)
+    db = await db_connect.connect(home / "evopilot.db")
+    try:
+        async def write() -> None:
+            async with jobs_db.transaction(db):
+                await jobs_db.set_meta(db, "k", "1")
+
+        for _ in range(20):  # the cancel lands at various points of BEGIN
+            task = asyncio.create_task(write())
+            await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            async with jobs_db.transaction(db):  # "cannot start a transaction within a transaction"
+                await jobs_db.set_meta(db, "k", "2")
+        assert await jobs_db.meta(db, "k") == "2"
+    finally:
+        await db.close()

@@ -172,7 +172,8 @@ def test_remote_tmux_server_killed_jobs_become_lost(remote):
     remote("run", "proj", "forever.py", "--host", "h1")
     worker = _worker(remote)
     try:
-        wait_until(lambda: jobs(remote)["forever.py"]["status"] == "running")
+        # its first line: the session is up (a claimed job shows "running" while it starts)
+        wait_until(lambda: jobs(remote)["forever.py"]["progress_current"] == 1)
         subprocess.run(["tmux", "kill-server"], env=remote.server.tmux_env(), check=True)
         t = time.monotonic()
         wait_until(lambda: jobs(remote)["forever.py"]["status"] == "lost", timeout=10)

@@ -378,7 +378,11 @@ async def cmd_worker(engine: Engine, args) -> int:
         task.cancel()
         stop.set()
         await adopt
-    return 0
+    stalled = await engine.stalled() if args.until_idle else []
+    for job, error in stalled:  # idle only because nothing else can move
+        print(f"evopilot: job {job.id} ({job.name}, {job.status.value}) waits for unreachable "
+              f"host {job.host}: {error}", file=sys.stderr, flush=True)
+    return 1 if stalled else 0
 
 
 async def cmd_demo(engine: Engine, args) -> int:

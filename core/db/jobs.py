@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 import weakref
 from collections.abc import Iterable
+import contextlib
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,7 +20,25 @@ from evopilot.core.models import Job, JobStatus, Metric, now_iso
 _SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
 
 
+BEGIN_RETRIES = 50
 _TX_LOCKS: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _begin(db: aiosqlite.Connection) -> None:
+    """BEGIN IMMEDIATE. Another task's read, between its execute and its fetch, holds a read
+    snapshot on the shared connection; if another process has written since, SQLite refuses
+    the write lock at once ("database is locked", no busy wait). That read ends within a few
+    turns of the event loop: try again then (a real lock already waited ``busy_timeout``)."""
+    for _ in range(BEGIN_RETRIES):
+        t = time.monotonic()
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() - t > 1:
+                raise
+        await asyncio.sleep(0.01)
+    await db.execute("BEGIN IMMEDIATE")
 
 
 @asynccontextmanager
@@ -26,12 +47,21 @@ async def transaction(db: aiosqlite.Connection):
 
     Tasks sharing the connection (the app's loop, a key press) take turns: SQLite has one
     transaction per connection, and a second BEGIN would fail. Not re-entrant. Statements with
-    RETURNING go through ``execute_fetchall`` (one call), because one left half-read by another
-    task would make this COMMIT fail.
+    RETURNING, and the reads the loop makes often, go through ``execute_fetchall`` (one call):
+    one left half-read by another task would make this COMMIT fail, or a write meanwhile.
     """
     lock = _TX_LOCKS.setdefault(db, asyncio.Lock())
     async with lock:
-        await db.execute("BEGIN IMMEDIATE")
+        begin = asyncio.ensure_future(_begin(db))
+        try:
+            await asyncio.shield(begin)
+        except asyncio.CancelledError:
+            # the BEGIN runs on in aiosqlite's thread: end what it opens, or the connection
+            # stays inside a transaction nobody will commit
+            with contextlib.suppress(Exception):
+                await begin
+                await db.execute("ROLLBACK")
+            raise
         try:
             yield
         except BaseException:
@@ -41,8 +71,8 @@ async def transaction(db: aiosqlite.Connection):
 
 
 async def meta(db: aiosqlite.Connection, key: str) -> str | None:
-    row = await (await db.execute("SELECT value FROM meta WHERE key = ?", (key,))).fetchone()
-    return row[0] if row else None
+    rows = await db.execute_fetchall("SELECT value FROM meta WHERE key = ?", (key,))
+    return rows[0][0] if rows else None
 
 
 async def set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
@@ -50,6 +80,10 @@ async def set_meta(db: aiosqlite.Connection, key: str, value: str) -> None:
         "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+async def delete_meta(db: aiosqlite.Connection, key: str) -> None:
+    await db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
 async def insert_job(db: aiosqlite.Connection, **fields: Any) -> int:
@@ -79,10 +113,9 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
         return jobs
     by_id = {j.id: j for j in jobs}
     marks = ",".join("?" for _ in by_id)
-    cur = await db.execute(
+    for job_id, name, value, unit in await db.execute_fetchall(
         f"SELECT job_id, name, value, unit FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
-    )
-    for job_id, name, value, unit in await cur.fetchall():
+    ):
         by_id[job_id].metrics[name] = value
         if unit:
             by_id[job_id].metric_units[name] = unit
@@ -90,10 +123,10 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
 
 
 async def get_job(db: aiosqlite.Connection, job_id: int) -> Job:
-    row = await (await db.execute(f"{_SELECT} WHERE jobs.id = ?", (job_id,))).fetchone()
-    if row is None:
+    rows = await db.execute_fetchall(f"{_SELECT} WHERE jobs.id = ?", (job_id,))
+    if not rows:
         raise EvopilotError(f"no job {job_id}")
-    return (await _with_metrics(db, [row]))[0]
+    return (await _with_metrics(db, rows))[0]
 
 
 def _filters(status: Iterable[str] | None, project: str | None, host: str | None) -> tuple[str, list]:
@@ -128,7 +161,7 @@ async def list_jobs(
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params += [limit, offset]
-    rows = await (await db.execute(sql, params)).fetchall()
+    rows = await db.execute_fetchall(sql, params)
     return await _with_metrics(db, rows) if with_metrics else [Job.from_row(r) for r in rows]
 
 
@@ -141,7 +174,7 @@ async def count_jobs(
 ) -> int:
     where, params = _filters(status, project, host)
     sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
-    (n,) = await (await db.execute(sql, params)).fetchone()
+    ((n,),) = await db.execute_fetchall(sql, params)
     return n
 
 
@@ -162,12 +195,11 @@ async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
     """How many of ``ids`` may still run: queued, running, or pending on a job that has not
     failed (a job waiting on a failed setup stays pending until that is retried)."""
     marks = ",".join("?" for _ in ids)
-    cur = await db.execute(
+    ((n,),) = await db.execute_fetchall(
         f"SELECT count(*) FROM jobs j WHERE id IN ({marks}) AND (status IN ('queued', 'running') "
         f"OR (status = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.id = j.depends_on "
         f"AND d.status IN ('failed', 'cancelled', 'killed', 'lost'))))", ids,
     )
-    (n,) = await cur.fetchone()
     return n
 
 
@@ -236,8 +268,8 @@ async def add_step(
 
 
 async def steps(db: aiosqlite.Connection, job_id: int) -> list[dict[str, Any]]:
-    cur = await db.execute("SELECT * FROM job_steps WHERE job_id = ? ORDER BY id", (job_id,))
-    return [dict(r) for r in await cur.fetchall()]
+    rows = await db.execute_fetchall("SELECT * FROM job_steps WHERE job_id = ? ORDER BY id", (job_id,))
+    return [dict(r) for r in rows]
 
 
 async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> None:
@@ -283,15 +315,15 @@ async def transition(db: aiosqlite.Connection, job_id: int, to: JobStatus, from_
 
 async def hosts_with(db: aiosqlite.Connection, statuses: Iterable[str]) -> list[str]:
     statuses = list(statuses)
-    cur = await db.execute(
+    rows = await db.execute_fetchall(
         f"SELECT DISTINCT host FROM jobs WHERE status IN ({','.join('?' for _ in statuses)})", statuses
     )
-    return [r[0] for r in await cur.fetchall()]
+    return [r[0] for r in rows]
 
 
 async def running_per_host(db: aiosqlite.Connection) -> dict[str, int]:
-    cur = await db.execute("SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")
-    return {host: n for host, n in await cur.fetchall()}
+    rows = await db.execute_fetchall("SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")
+    return {host: n for host, n in rows}
 
 
 async def active_setup_job(db: aiosqlite.Connection, project_id: int, host: str) -> int | None:

@@ -53,6 +53,16 @@ class Host(ABC):
     async def connect(self) -> None:
         """Make the host usable (open the connection, resolve ``base_dir``)."""
 
+    async def ensure_connected(self) -> None:
+        """Connect if not connected, as automatic retries do (an SSH host: with backoff)."""
+        if self.state != HostState.CONNECTED:
+            await self.connect()
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the last attempt to reach the host failed (nothing known runs there now)."""
+        return False
+
     @abstractmethod
     async def run(
         self, script: str, *, stdin: bytes | None = None, timeout: float | None = None

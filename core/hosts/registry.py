@@ -47,8 +47,9 @@ class HostRegistry:
             self.bus.emit(HostEvent(host=name, state=host.state, last_error=host.last_error))
         elif not host.base_dir:
             # An SSH host connects here until it first succeeds (that resolves its base
-            # directory); after that its commands reconnect by themselves, with backoff.
-            await host.connect()
+            # directory), with the same backoff as its later reconnects: a host that never
+            # answers is not dialled again on every tick.
+            await host.ensure_connected()
         return host
 
     def connected(self, name: str) -> Host | None:

@@ -462,6 +462,16 @@ class SshHost(Host):
         self._retry_at = 0.0
         await self._connection()
 
+    async def ensure_connected(self) -> None:
+        """Connect unless connected; within the backoff after a failed attempt, raise
+        ``HostUnavailable`` at once instead of dialling again."""
+        self._closed = False
+        await self._usable_connection()
+
+    @property
+    def unreachable(self) -> bool:
+        return self._delay > 0 and not self.connected
+
     async def reconnect(self) -> None:
         """Drop the current connection (if any) and open a fresh one now, ignoring backoff.
 

@@ -2,13 +2,16 @@
 end handler of each job that ended (exactly once, see ``core.jobs.kinds``).
 
 Hosts advance independently (a slow or unreachable host must not hold up the others): one tick
-at a time per host, hosts ticked in parallel. A job's end wakes the loop at once: its wrapper
-writes to a FIFO (local jobs, see ``core.jobs.wake``) and signals a ``tmux wait-for`` channel.
+at a time per host; in the loop each host's tick is a task of its own, and commands visit hosts
+in parallel. A job's end wakes the loop at once: its wrapper writes to a FIFO (local jobs, see
+``core.jobs.wake``) and signals a ``tmux wait-for`` channel. A running loop beats in the
+database; while one does, commands leave the SSH hosts to it instead of connecting to each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -31,6 +34,19 @@ from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
 WAKE_COALESCE = 0.005
+WORKER_BEAT = "worker_beat"
+BEAT_EVERY = 1.0
+"""Seconds between a loop's heartbeats in the database."""
+
+
+async def worker_alive(db: aiosqlite.Connection, config: Config) -> bool:
+    """Whether a worker loop (any process) has beaten recently enough to be ticking every host
+    on its own schedule: a command then leaves the SSH hosts to it."""
+    beat = await jobs_db.meta(db, WORKER_BEAT)
+    if not beat:
+        return False
+    at = float(beat.rsplit(" ", 1)[1])
+    return time.time() - at < 2 * max(BEAT_EVERY, config.engine.poll_interval) + 1
 
 
 class Scheduler:
@@ -50,6 +66,8 @@ class Scheduler:
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
+        self._last_beat = 0.0
 
     def add_tick_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Housekeeping run after each tick of the loop (removing trees no job needs)."""
@@ -70,18 +88,36 @@ class Scheduler:
 
     async def reconcile(self) -> None:
         """Bring every running job's row in line with its host: finished, lost, or log caught
-        up; then handle the ends of jobs that finished."""
-        for name in await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value]):
-            await self.tick_host(name, dispatch_jobs=False)
-        await self.handle_ends()
+        up; then handle the ends of jobs that finished. Hosts in parallel; SSH hosts that a
+        live worker keeps fresh are left to it (no connect per command)."""
+        looped = await self._loop_alive()
+        names = await self._command_hosts([JobStatus.RUNNING.value], looped)
+        await asyncio.gather(*(self.tick_host(n, dispatch_jobs=False) for n in names))
+        if names or not looped:  # else the loop handles them (a write here would queue behind it)
+            await self.handle_ends()
         # the reaps and kills it began finish before a short-lived command (`jobs`) exits
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def dispatch(self) -> None:
-        """Start queued jobs on every host with free slots; an unreachable host keeps its queue."""
-        for name in await jobs_db.hosts_with(self.db, [JobStatus.QUEUED.value]):
-            with self.hosts.unreachable_skipped(name):
-                await self._dispatch_host(await self.hosts.get(name))
+        """Start queued jobs on every host with free slots, hosts in parallel; an unreachable
+        host keeps its queue. SSH hosts that a live worker ticks are left to it."""
+        names = await self._command_hosts([JobStatus.QUEUED.value], await self._loop_alive())
+        await asyncio.gather(*(self._dispatch_named(n) for n in names))
+
+    async def _dispatch_named(self, name: str) -> None:
+        with self.hosts.unreachable_skipped(name):
+            await self._dispatch_host(await self.hosts.get(name))
+
+    async def _loop_alive(self) -> bool:
+        """Whether a worker loop (this process's or another's) is running: it visits every host
+        on its own schedule."""
+        return self._runs is not None or await worker_alive(self.db, self.config)
+
+    async def _command_hosts(self, statuses: list[str], looped: bool) -> list[str]:
+        """The hosts with jobs in ``statuses`` that a command should visit itself: all of them,
+        but only the local one (no connection needed) while a loop is alive."""
+        names = await jobs_db.hosts_with(self.db, statuses)
+        return [n for n in names if n == LOCAL] if looped else names
 
     async def _dispatch_host(self, host: Host) -> None:
         async with self._host_locks[host.name]:
@@ -89,16 +125,18 @@ class Scheduler:
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
 
-    async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
-        """Monitor one host's running jobs, then fill its free slots.
+    async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> bool:
+        """Monitor one host's running jobs, then fill its free slots; True when the loop
+        should come back at once (a log is behind, or a job changed).
 
         A host that cannot be reached is skipped: its jobs keep running there, and the next
         tick after it is back catches their logs up from the recorded offsets.
         """
         with self.hosts.unreachable_skipped(name):
-            await self._tick_host(name, dispatch_jobs)
+            return await self._tick_host(name, dispatch_jobs)
+        return False
 
-    async def _tick_host(self, name: str, dispatch_jobs: bool) -> None:
+    async def _tick_host(self, name: str, dispatch_jobs: bool) -> bool:
         host = await self.hosts.get(name)
         async with self._host_locks[name]:
             result = await self._monitor.tick(host)
@@ -113,9 +151,9 @@ class Scheduler:
             self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
-            self._wake.set()
         if dispatch_jobs and await jobs_db.meta(self.db, "queue_paused") != "1":
             await self._dispatch_host(host)
+        return result.backlog or bool(result.changed)
 
     async def _kill_for_timeout(self, job: Job) -> None:
         try:
@@ -151,36 +189,96 @@ class Scheduler:
     # ---- the loop --------------------------------------------------------------------------
 
     async def tick(self, *, watch: bool = False) -> None:
-        """One pass over every host with running or queued jobs; ``watch`` also keeps a
-        completion watcher open on each (for loops that tick repeatedly)."""
-        hosts = set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
+        """One pass over every host with running or queued jobs, hosts in parallel, and the
+        ends that came out of it; ``watch`` also keeps a completion watcher open on each."""
+        due = self._due(await self._active_hosts())
+        await asyncio.gather(*(self._host_pass(name, watch) for name in due))
+        await self._after_passes()
+
+    async def _active_hosts(self) -> set[str]:
+        return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
+
+    def _due(self, hosts: Iterable[str]) -> list[str]:
+        """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
+        round trip)."""
         now = time.monotonic()
         due = []
         for name in sorted(hosts):
-            if name != LOCAL:  # remote hosts are asked less often: every tick is a round trip
+            if name != LOCAL:
                 if now < self._next_remote_tick.get(name, 0):
                     continue
                 self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             due.append(name)
-        await asyncio.gather(*(self.tick_host(name) for name in due))  # hosts in parallel
+        return due
+
+    async def _host_pass(self, name: str, watch: bool) -> None:
+        again = await self.tick_host(name)
+        host = self.hosts.known(name)
+        if watch and host is not None and host.state == "connected":
+            self._watch_completions(host)
+        if again:  # last, so that the round this wakes finds this pass ended
+            self._wake.set()
+
+    async def _after_passes(self) -> None:
         await self.handle_ends()
         for hook in self._tick_hooks:
             await hook()
+
+    def _start_passes(self, due: list[str]) -> None:
+        """The loop's ticks: each host's pass is a task of its own, so a host that is slow to
+        connect or answer holds up no other host; a host is not ticked again before its last
+        pass has ended. A failed pass is raised here, on the loop's next round."""
+        assert self._runs is not None
+        failed = None
+        for name, task in list(self._runs.items()):
+            if task.done():
+                del self._runs[name]
+                if not task.cancelled() and task.exception() is not None and failed is None:
+                    failed = task.exception()
         for name in due:
+            if name not in self._runs:
+                self._runs[name] = asyncio.create_task(self._host_pass(name, True))
+        if failed is not None:
+            raise failed
+
+    async def _local_pass_done(self) -> None:
+        """Wait for the local host's pass (it never waits on a network): the loop's own reads
+        and writes then do not interleave with it, as before hosts ran on their own."""
+        local = (self._runs or {}).get(LOCAL)
+        if local is not None:
+            await asyncio.wait([local])
+
+    def _unreachable(self) -> dict[str, str]:
+        """Hosts whose last connect attempt failed, with their error."""
+        out = {}
+        for name in self.config.host_names():
             host = self.hosts.known(name)
-            if watch and host is not None and host.state == "connected":
-                self._watch_completions(host)
+            if host is not None and host.unreachable:
+                out[name] = host.last_error or "unreachable"
+        return out
 
     async def idle(self) -> bool:
-        """Nothing running, nothing queued that could start, and no subsystem busy."""
-        if await jobs_db.count_jobs(self.db, status=["running"]):
+        """Nothing running, nothing queued that could start, and no subsystem busy. Jobs that
+        only an unreachable host could run or report on cannot make progress: they do not
+        count (``stalled`` lists them)."""
+        skip = set(self._unreachable())
+        if set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value])) - skip:
             return False
         for check in self._busy_checks:
             if await check():
                 return False
         if await jobs_db.meta(self.db, "queue_paused") == "1":
             return True
-        return not await jobs_db.count_jobs(self.db, status=["queued"])
+        return not set(await jobs_db.hosts_with(self.db, [JobStatus.QUEUED.value])) - skip
+
+    async def stalled(self) -> list[tuple[Job, str]]:
+        """Running or queued jobs on hosts that cannot be reached now, with the host's error."""
+        out = []
+        for name, error in self._unreachable().items():
+            for job in await jobs_db.list_jobs(self.db, host=name, with_metrics=False, status=[
+                    JobStatus.RUNNING.value, JobStatus.QUEUED.value]):
+                out.append((job, error))
+        return out
 
     async def run_forever(
         self, *, until_idle: bool = False, until_done: Iterable[int] | None = None,
@@ -188,33 +286,71 @@ class Scheduler:
     ) -> None:
         """The worker loop: tick every ``poll_interval`` seconds, at once when a job ends.
 
-        ``until_idle`` stops when nothing is running or startable; ``until_done`` when those
-        jobs have all finished. With ``on_error``, a failing tick is reported there and the
-        loop goes on (a long-lived worker or app must survive, say, a locked database).
+        Each host advances on its own (see ``_start_passes``). ``until_idle`` stops when no job
+        can make progress (nothing running or startable, except on unreachable hosts);
+        ``until_done`` when those jobs have all finished. With ``on_error``, a failing tick is
+        reported there and the loop goes on (a long-lived worker or app must survive, say, a
+        locked database).
         """
         waiting = list(until_done or ())
-        while True:
-            try:
-                await self.tick(watch=True)
-                if until_idle and await self.idle() and not self._tasks:
-                    return
-                if waiting and not await jobs_db.count_unfinished(self.db, waiting) and not self._tasks:
-                    return
-            except Exception as e:
-                if on_error is None:
-                    raise
-                on_error(e)
-            await self.wait_for_work(self.config.engine.poll_interval)
+        self._runs = {}
+        try:
+            while True:
+                try:
+                    self._wake.clear()  # what wakes us from here on asks for another round
+                    self._start_passes(self._due(await self._active_hosts()))
+                    await self._local_pass_done()
+                    await self._after_passes()
+                    await self._beat()
+                    if (until_idle and not self._tasks and not self._runs_in_flight()
+                            and await self.idle()):
+                        return
+                    if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
+                            and not self._tasks):
+                        return
+                except Exception as e:
+                    if on_error is None:
+                        raise
+                    on_error(e)
+                await self.wait_for_work(self.config.engine.poll_interval)
+        finally:
+            runs, self._runs = self._runs, None
+            for t in runs.values():
+                t.cancel()
+            await asyncio.gather(*runs.values(), return_exceptions=True)
+            with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
+                await self._beat(stop=True)
+
+    def _runs_in_flight(self) -> bool:
+        """A pass under way on a host that can be reached (an unreachable host's connect
+        attempt may take its whole timeout: it holds up nothing)."""
+        skip = self._unreachable()
+        return any(not t.done() for n, t in (self._runs or {}).items() if n not in skip)
+
+    async def _beat(self, *, stop: bool = False) -> None:
+        """Tell commands of other processes that this loop keeps every host fresh (see
+        ``worker_alive``); on stop, withdraw it if it is ours."""
+        now = time.time()
+        if not stop and now - self._last_beat < BEAT_EVERY:
+            return
+        mine = f"{self.claimer} "
+        async with jobs_db.transaction(self.db):
+            if stop:
+                if (await jobs_db.meta(self.db, WORKER_BEAT) or "").startswith(mine):
+                    await jobs_db.delete_meta(self.db, WORKER_BEAT)
+            else:
+                await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{now}")
+        self._last_beat = now
 
     async def wait_for_work(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or ended during the
-        last tick (cleared only now: a wake during a tick must not be lost to a full poll)."""
+        """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or a tick asked for
+        the next one at once (a log behind). The request is cleared by the tick that serves
+        it, not here: one made during the last tick must not be lost."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
             await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
         except TimeoutError:
             pass
-        self._wake.clear()
 
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
@@ -233,7 +369,8 @@ class Scheduler:
                     res = await host.run(script)
                 except Exception:
                     res = None
-                if res is not None and res.ok:
+                if res is not None and res.ok:  # a job ended there: tick that host now
+                    self._next_remote_tick.pop(host.name, None)
                     self._wake.set()
                 else:  # no tmux server yet, or the host is away: try again later
                     await asyncio.sleep(self.config.engine.poll_interval)

@@ -1,0 +1,238 @@
+"""The engine under host faults and many hosts (issue "Engine under faults and load", items 2
+and 5), on loopback sshds (tests/sshd.py) and a tarpit (a TCP listener that accepts and never
+answers).
+
+Run: python3 bench/hosts_faults.py [--cases tarpit,many,catchup] [--hosts 50] [--sshds 5]
+         [--jobs-per-host 10] [--local-jobs 40] [--log-mib 1024]
+
+1. tarpit: ``--local-jobs`` jobs ``sleep 0.2`` on the local host, from queueing to all finished
+   (one in-process worker loop), without and then with a host ``tarpit`` configured that has a
+   job queued (connect_timeout 10 s).
+2. many: ``--hosts`` host entries (h00..), served round-robin by ``--sshds`` sshds (one sshd
+   serves several host names: each name is its own host for evopilot: own connection, slots,
+   schedule), ``--jobs-per-host`` jobs ``sleep 5`` each, max_parallel = jobs per host. Queued
+   while the queue is paused, then a worker loop runs and the queue is resumed: time from the
+   resume to all finished (ideal: 5 s). While they run, ``evopilot jobs`` in a fresh process
+   (the worker loop is alive). Then one ``sleep 60`` per host, and ``evopilot jobs`` with no
+   worker alive (it reconciles every host itself, connects in parallel).
+3. catchup: a job that ``cat``s a ``--log-mib`` MiB file into its log, locally and on an SSH
+   host: time from the job's process exit (mtime of its exit_code file) to the job recorded
+   finished with its log caught up, against ``cat file > copy`` (local) and
+   ``ssh host cat file > copy`` (SSH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from evopilot.core.config import Config, EngineConfig, HostConfig  # noqa: E402
+from evopilot.core.engine import Engine  # noqa: E402
+from evopilot.core.hosts.ssh import ssh_command_args  # noqa: E402
+from evopilot.core.models import JobStatus  # noqa: E402
+from tests.sshd import SshdServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def engine_config(hosts: dict[str, HostConfig], **engine) -> Config:
+    return Config(engine=EngineConfig(**engine), hosts=hosts)
+
+
+def ssh_host(server: SshdServer, **kw) -> HostConfig:
+    return server.host_config(**kw).model_copy(update={"ssh_config": server.ssh_config})
+
+
+async def run_local(home: Path, hosts: dict[str, HostConfig], n: int, workdir: str) -> float:
+    """Queue ``n`` local sleep-0.2 jobs (and one for each host in ``hosts``), run the loop until
+    the local ones have finished: jobs per second."""
+    async with await Engine.open(engine_config(hosts), home) as engine:
+        for name in hosts:
+            await engine.submit("true", host=name, name="stuck")
+        t = time.perf_counter()
+        ids = [(await engine.submit("sleep 0.2", workdir=workdir)).id for _ in range(n)]
+        await engine.run_forever(until_done=ids)
+        wall = time.perf_counter() - t
+        bad = [j for j in [await engine.job(i) for i in ids] if j.status != JobStatus.SUCCEEDED]
+        assert not bad, [(j.id, j.status, j.error_message) for j in bad]
+        for j in await engine.jobs(status=["queued", "running"], reconcile=False):
+            await engine.cancel(j.id)
+    return n / wall
+
+
+def case_tarpit(tmp: Path, n: int) -> list[str]:
+    tar = socket.socket()
+    tar.bind(("127.0.0.1", 0))
+    tar.listen(16)
+    hosts = {"tarpit": HostConfig(hostname="127.0.0.1", port=tar.getsockname()[1], use_agent=False,
+                                  ssh_config="")}
+    try:
+        without = asyncio.run(run_local(tmp / "home-a", {}, n, str(tmp)))
+        with_tar = asyncio.run(run_local(tmp / "home-b", hosts, n, str(tmp)))
+    finally:
+        tar.close()
+    return [f"tarpit: {n} local jobs (sleep 0.2): {without:.2f} jobs/s without a tarpit host, "
+            f"{with_tar:.2f} jobs/s with one (ratio {with_tar / without:.2f})"]
+
+
+def time_cli(home: Path, cfg: Path, *args: str) -> float:
+    env = {**os.environ, "EVOPILOT_HOME": str(home)}
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "evopilot", *args, "--config", str(cfg)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    if res.returncode:
+        raise RuntimeError(res.stderr.decode(errors="replace"))
+    return time.perf_counter() - t
+
+
+def write_toml(path: Path, hosts: dict[str, HostConfig]) -> None:
+    lines = []
+    for name, h in hosts.items():
+        lines.append(f"[hosts.{name}]")
+        for k, v in h.model_dump(exclude_defaults=True).items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def many(home: Path, cfg: Path, hosts: dict[str, HostConfig], per_host: int) -> None:
+    """Prints its figures as they come (the phases take minutes)."""
+    async with await Engine.open(engine_config(hosts), home) as engine:
+        await engine.set_queue_paused(True)
+        ids = [(await engine.submit("sleep 5", host=h, workdir="/tmp")).id
+               for h in hosts for _ in range(per_host)]
+        loop = asyncio.create_task(engine.run_forever(until_done=ids))
+        await asyncio.sleep(1.5)  # the loop is up and beating
+        t = time.perf_counter()
+        await engine.set_queue_paused(False)
+        jobs_s, help_s = [], []
+        while not loop.done():
+            await asyncio.sleep(1)
+            running = await engine.count_jobs(status=["running"])
+            if running >= len(ids) // 2 and len(jobs_s) < 3:
+                jobs_s.append(await asyncio.to_thread(time_cli, home, cfg, "jobs"))
+                # the floor under the same load: starting the process and importing the CLI
+                help_s.append(await asyncio.to_thread(time_cli, home, cfg, "jobs", "--help"))
+        await loop
+        wall = time.perf_counter() - t
+        statuses = {(await engine.job(i)).status for i in ids}
+        print(f"many: {len(hosts)} hosts x {per_host} jobs of 5 s: queue resume to all finished "
+              f"{wall:.1f} s ({wall / 5:.2f}x the ideal 5 s); statuses {sorted(statuses)}", flush=True)
+        print("many: `evopilot jobs` (fresh process) with a worker alive, jobs running: "
+              + ", ".join(f"{s:.2f} s" for s in jobs_s)
+              + "; `evopilot jobs --help` meanwhile: " + ", ".join(f"{s:.2f} s" for s in help_s), flush=True)
+        # one long job per host, then `jobs` with no worker: it reconciles every host itself
+        long = [(await engine.submit("sleep 60", host=h, workdir="/tmp")).id for h in hosts]
+        loop = asyncio.create_task(engine.run_forever())
+        while await engine.count_jobs(status=["running"]) < len(long):
+            await asyncio.sleep(0.5)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        alone = [await asyncio.to_thread(time_cli, home, cfg, "jobs") for _ in range(2)]
+        print("many: `evopilot jobs` with no worker alive (connects to every host, in "
+              "parallel): " + ", ".join(f"{s:.2f} s" for s in alone), flush=True)
+        for i in long:
+            await engine.kill(i)
+
+
+def case_many(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
+    servers = [SshdServer(tmp / f"sshd{k}", max_sessions=64) for k in range(n_sshd)]
+    try:
+        for s in servers:
+            s.start()
+        hosts = {f"h{i:02d}": ssh_host(servers[i % n_sshd], max_parallel=per_host, max_sessions=8)
+                 for i in range(n_hosts)}
+        cfg = tmp / "many.toml"
+        write_toml(cfg, hosts)
+        asyncio.run(many(tmp / "home-many", cfg, hosts, per_host))
+        return []
+    finally:
+        for s in servers:
+            subprocess.run(["tmux", "kill-server"], env=s.tmux_env(), stderr=subprocess.DEVNULL)
+            s.close()
+
+
+async def catchup(home: Path, hosts: dict[str, HostConfig], host: str, src: Path) -> tuple[float, int]:
+    async with await Engine.open(engine_config(hosts), home) as engine:
+        job = await engine.submit(f"cat {src}", host=host, workdir="/tmp")
+        await engine.run_forever(until_done=[job.id])
+        t_end = time.time()
+        job = await engine.job(job.id)
+        exited = Path(job.job_dir, "exit_code").stat().st_mtime  # the host is this machine
+        assert job.status == JobStatus.SUCCEEDED and job.log_offset == src.stat().st_size
+        return t_end - exited, job.log_offset
+
+
+def case_catchup(tmp: Path, mib: int) -> list[str]:
+    src = tmp / "big.log"
+    with open(src, "wb") as f:
+        line = b"x" * 95 + b"\n"
+        block = line * (1024 * 1024 // 96 + 1)
+        left = mib * 1024 * 1024
+        while left > 0:
+            f.write(block[:left])
+            left -= len(block[:left])
+    out = []
+    t = time.perf_counter()
+    subprocess.run(f"cat {src} > {tmp / 'copy'}", shell=True, check=True)
+    cat_local = time.perf_counter() - t
+    os.unlink(tmp / "copy")
+    lag, size = asyncio.run(catchup(tmp / "home-c1", {}, "local", src))
+    out.append(f"catchup local: {size / 2**20:.0f} MiB log caught up {lag:.2f} s after the job "
+               f"exited; `cat` copies it in {cat_local:.2f} s (ratio {lag / cat_local:.2f})")
+    server = SshdServer(tmp / "sshd-c")
+    try:
+        server.start()
+        hc = ssh_host(server)
+        argv = ssh_command_args("h1", hc, ssh_config=[server.ssh_config])
+        t = time.perf_counter()
+        with open(tmp / "copy", "wb") as f:
+            subprocess.run([*argv, f"cat {src}"], stdout=f, check=True)
+        cat_ssh = time.perf_counter() - t
+        os.unlink(tmp / "copy")
+        lag, size = asyncio.run(catchup(tmp / "home-c2", {"h1": hc}, "h1", src))
+        out.append(f"catchup ssh: {size / 2**20:.0f} MiB log caught up {lag:.2f} s after the job "
+                   f"exited; `ssh host cat` copies it in {cat_ssh:.2f} s (ratio {lag / cat_ssh:.2f})")
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=server.tmux_env(), stderr=subprocess.DEVNULL)
+        server.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="tarpit,many,catchup")
+    ap.add_argument("--hosts", type=int, default=50)
+    ap.add_argument("--sshds", type=int, default=5)
+    ap.add_argument("--jobs-per-host", type=int, default=10)
+    ap.add_argument("--local-jobs", type=int, default=40)
+    ap.add_argument("--log-mib", type=int, default=1024)
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="evp-faults-"))
+    os.environ["TMUX_TMPDIR"] = str(tmp)  # a private tmux server for the local jobs
+    os.environ.pop("TMUX", None)
+    try:
+        for case in a.cases.split(","):
+            lines = {"tarpit": lambda: case_tarpit(tmp, a.local_jobs),
+                     "many": lambda: case_many(tmp, a.hosts, a.sshds, a.jobs_per_host),
+                     "catchup": lambda: case_catchup(tmp, a.log_mib)}[case]()
+            for line in lines:
+                print(line, flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    finally:
+        subprocess.run(["tmux", "kill-server"], stderr=subprocess.DEVNULL)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
