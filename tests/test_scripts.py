@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import sys
+
 import pytest
 
 from evopilot.core.hosts import probe
@@ -66,3 +69,27 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     assert (d / "exit_code").read_text() == "4\n"
     assert (d / "log").read_bytes() == f"in: {text}\r\ngot [{text}]\r\n".encode()
     assert not (d / "hangup").exists()
+
+
+def test_the_completion_watcher_dies_with_the_process_that_started_it():
+    """A kill -9 of evopilot must not leave its `tmux wait-for` waiting on (a process of the run
+    that outlives it); a watcher whose parent lives on still wakes on a job's end."""
+    subprocess.run(["tmux", "new-session", "-d", "-s", "keep", "sleep 60"], check=True)
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time\n"
+                               "subprocess.Popen(['bash', '-c', sys.argv[1]], start_new_session=True)\n"
+                               "time.sleep(60)\n", scripts.wait_done("chan-watch")])
+
+    def watchers() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", "^tmux wait-for chan-watch$"], capture_output=True, text=True).stdout
+        return out.split()
+
+    wait_until(lambda: len(watchers()) == 1, what="the watcher")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_until(lambda: not watchers(), 5, "the watcher gone with its parent")
+
+    watcher = subprocess.Popen(["bash", "-c", scripts.wait_done("chan-watch")])
+    wait_until(lambda: len(watchers()) == 1, what="the watcher")
+    subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
+    assert watcher.wait(5) == 0

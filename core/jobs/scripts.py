@@ -121,14 +121,18 @@ def start(specs: list[StartSpec]) -> str:
 
     Idempotent: a job that already has an exit code or a session is left alone, so sending
     this twice (say, after a dropped link) never starts a job twice.
+
+    A tmux server whose last session has just ended exits: a ``new-session`` that reached it
+    then fails ("server exited unexpectedly"), and is tried once more, which starts a new server.
     """
     parts = ["umask 077"]
     for s in specs:
         d = quote(s.job_dir)
+        start = new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))
         parts.append(
             f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
             f"elif mkdir -p {d} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
-            f"&& : >> {d}/{LOG} && {new_session(s.session, join(['bash', s.job_dir + '/' + WRAPPER]))}; "
+            f"&& : >> {d}/{LOG} && {{ {start} || {{ ! {has_session(s.session)} && sleep 0.05 && {start}; }}; }}; "
             f"then echo OK {s.job_id}\n"
             # already started by an earlier attempt: the session is there
             f"elif {has_session(s.session)}; then echo OK {s.job_id}\n"
@@ -170,5 +174,9 @@ def kill(*, job_dir: str, session: str, grace: float) -> str:
 
 
 def wait_done(done_channel: str) -> str:
-    """Block until some job of this database finishes (see ``wrapper``)."""
-    return f"tmux wait-for {quote(done_channel)}\n"
+    """Block until some job of this database finishes (see ``wrapper``), or until the process
+    that runs this script dies (util-linux's setpriv, where there is one: a kill -9 of evopilot
+    must not leave it waiting)."""
+    wait = f"tmux wait-for {quote(done_channel)}"
+    return (f"if command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig KILL {wait}; fi\n"
+            f"exec {wait}\n")
