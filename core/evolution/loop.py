@@ -4,8 +4,9 @@ Iteration 0 evaluates the seed program. Iteration n >= 1 is planned (island, par
 inspirations, mutator) from the search state after exactly ``max(1, n - window)`` iterations
 have been applied, and outcomes are applied strictly in iteration order. Up to ``window``
 iterations are thus under way at once — mutating (``mutations_in_flight`` at a time) or
-evaluating (``parallel`` jobs at a time) — and yet the candidates do not depend on timing:
-with the same seed and mutator answers a run makes the same commits.
+evaluating (``parallel`` jobs at a time, and as many queued behind them in the jobs' slot group,
+so that the scheduler's tick that sees one end starts the next) — and yet the candidates do not
+depend on timing: with the same seed and mutator answers a run makes the same commits.
 
 Every step is recorded before the next starts, so a run killed at any point resumes from the
 database: a mutator answer once received is kept (never paid for twice), commits are made with
@@ -20,6 +21,7 @@ import json
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from evopilot.core import gitops, locations
 from evopilot.core.db import evolution as evo_db
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import EventBus, EvolutionEvent
+from evopilot.core.events import EventBus, EvolutionEvent, IterationEvent
 from evopilot.core.evolution.evaluation import ORIGIN
 from evopilot.core.evolution.experiment import Experiment
 from evopilot.core.models import ExperimentRow, IterationRow
@@ -47,6 +49,7 @@ STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
 COMMIT_EPOCH = 1_700_000_000  # candidates' commit dates: fixed, so a commit made again is the same
 TERMINAL = ("evaluated", "skipped", "failed")
 COMMAND_LOG_TAIL = 256 * 1024  # what of a coding agent's output is kept as its answer
+FILES_CACHED = 256  # commits whose files in scope are kept in memory (parents recur: the best)
 
 
 def first_line(text: str) -> str:
@@ -86,10 +89,11 @@ class EvolutionLoop:
         self.repo = project.path
         self.owner = owner_id()
         self.on_progress = on_progress
-        self.window = exp.evaluation.parallel + exp.mutations_in_flight
+        self.window = 2 * exp.evaluation.parallel + exp.mutations_in_flight
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
         self._mutators = Mutators(exp.mutators)
+        self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._state: SearchState | None = None
         self._seed_commit_id = 0
         self._started = time.monotonic()
@@ -123,9 +127,10 @@ class EvolutionLoop:
         return state, reason
 
     async def _wake_on_events(self, events) -> None:
-        while True:
-            await events.get()  # any job change may be an evaluation's end
-            self._wake.set()
+        while True:  # an evaluation's end recorded; not its own progress events (a busy loop)
+            ev = await events.get()
+            if isinstance(ev, IterationEvent) and ev.experiment_id == self.row.id:
+                self._wake.set()
 
     def _active(self) -> float:
         return self._active_before + time.monotonic() - self._started
@@ -265,8 +270,22 @@ class EvolutionLoop:
             self._mutating[it.number] = task
             task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set()))
 
+    async def _files_of(self, commit: str) -> dict[str, str]:
+        """The files in scope at ``commit`` (read with git once, then from memory)."""
+        files = self._files.get(commit)
+        if files is None:
+            files = await gitops.read_files(self.repo, commit, self.exp.files)
+        self._remember(commit, files)
+        return files
+
+    def _remember(self, commit: str, files: dict[str, str]) -> None:
+        self._files[commit] = files
+        self._files.move_to_end(commit)
+        if len(self._files) > FILES_CACHED:
+            self._files.popitem(last=False)
+
     async def _mutate(self, it: IterationRow) -> None:
-        files = await gitops.read_files(self.repo, it.base_commit_hash, self.exp.files)
+        files = await self._files_of(it.base_commit_hash)
         if it.answer is None:
             cfg = self.exp.mutators[it.payload["mutator"]]
             prompt = await self._prompt(it, files)
@@ -351,7 +370,7 @@ class EvolutionLoop:
         insp = []
         for h in it.inspiration_hashes:
             c = await evo_db.commit_by_hash(self.db, self.row.id, h)
-            insp.append((h, c.metrics, await gitops.read_files(self.repo, h, self.exp.files)))
+            insp.append((h, c.metrics, await self._files_of(h)))
         return build_prompt(notes=self.exp.notes, objective=self.exp.evaluation.objective,
                             maximize=self.exp.maximize, files=files, metrics=parent.metrics,
                             inspirations=insp)
@@ -374,6 +393,7 @@ class EvolutionLoop:
                                           last_error="identical to a candidate already seen")
             return
         new_files = {**parent_files, **changed}
+        self._remember(commit, new_files)
         extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
         if reason := self._too_close(extra):
             await evo_db.update_iteration(self.db, it.id, status="skipped", last_error=reason)
@@ -397,9 +417,10 @@ class EvolutionLoop:
     # ---- evaluate --------------------------------------------------------------------------
 
     async def _start_evaluations(self, rows: list[IterationRow]) -> None:
-        running = sum(1 for r in rows if r.status == "evaluating")
+        parallel = self.exp.evaluation.parallel
+        submitted = sum(1 for r in rows if r.status == "evaluating")
         for it in rows:
-            if running >= self.exp.evaluation.parallel:
+            if submitted >= 2 * parallel:  # those running, and as many queued to follow at once
                 return
             if it.status != "mutated":
                 continue
@@ -411,13 +432,14 @@ class EvolutionLoop:
                 (job,) = await self.submitter.run(
                     self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
                     timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
-                    origin=(ORIGIN, it.id), commit=it.candidate_hash)
+                    origin=(ORIGIN, it.id), commit=it.candidate_hash,
+                    group=(f"experiment-{self.row.id}", parallel))
                 job_id = job.id
             # the end handler may already have recorded the outcome: only 'mutated' moves on
             await self.db.execute(
                 "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
                 "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it.id, it.stage))
-            running += 1
+            submitted += 1
 
     # ---- budget and progress ---------------------------------------------------------------
 
