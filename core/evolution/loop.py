@@ -92,6 +92,8 @@ class EvolutionLoop:
         self.window = 2 * exp.evaluation.parallel + exp.mutations_in_flight
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
+        self._submitting: dict[int, asyncio.Task] = {}
+        self._failure: BaseException | None = None  # of a mutation or submission task: ends the run
         self._mutators = Mutators(exp.mutators)
         self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._state: SearchState | None = None
@@ -118,9 +120,10 @@ class EvolutionLoop:
         finally:
             waker.cancel()
             self.bus.unsubscribe(events)
-            for t in self._mutating.values():
+            tasks = [*self._mutating.values(), *self._submitting.values()]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*self._mutating.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._mutators.aclose()
             await evo_db.release_experiment(self.db, self.row.id, self.owner, state, reason, self._active())
             self._emit()
@@ -150,6 +153,8 @@ class EvolutionLoop:
                     return "stopped", "stopped by `evolve stop`"
             if stop.is_set():
                 return "stopped", "interrupted"
+            if self._failure is not None:
+                raise self._failure
             cap = cap or await self._budget_reached()
             rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
             if rows and rows[0].number == 0 and rows[0].status == "failed":
@@ -161,7 +166,7 @@ class EvolutionLoop:
             if cap and all(r.status == "planned" and r.answer is None for r in rows) and not self._mutating:
                 return "finished", cap  # nothing paid for is left unevaluated
             self._start_mutations(rows, cap)
-            await self._start_evaluations(rows)
+            self._start_evaluations(rows)
             self._emit()
             self._wake.clear()
             try:
@@ -266,9 +271,19 @@ class EvolutionLoop:
                 continue
             if cap and it.answer is None:
                 continue  # past a budget cap: only what is already paid for goes on
-            task = asyncio.create_task(self._mutate(it))
-            self._mutating[it.number] = task
-            task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set()))
+            self._spawn(self._mutating, it.number, self._mutate(it))
+
+    def _spawn(self, tasks: dict[int, asyncio.Task], number: int, coro) -> None:
+        """Run an iteration's step beside the loop; the loop wakes when it ends, and its error
+        (an EvopilotError: a refused API key, a host away) ends the run."""
+        def done(t: asyncio.Task) -> None:
+            tasks.pop(number, None)
+            if not t.cancelled() and t.exception() is not None and self._failure is None:
+                self._failure = t.exception()
+            self._wake.set()
+
+        tasks[number] = asyncio.create_task(coro)
+        tasks[number].add_done_callback(done)
 
     async def _files_of(self, commit: str) -> dict[str, str]:
         """The files in scope at ``commit`` (read with git once, then from memory)."""
@@ -416,30 +431,34 @@ class EvolutionLoop:
 
     # ---- evaluate --------------------------------------------------------------------------
 
-    async def _start_evaluations(self, rows: list[IterationRow]) -> None:
-        parallel = self.exp.evaluation.parallel
-        submitted = sum(1 for r in rows if r.status == "evaluating")
+    def _start_evaluations(self, rows: list[IterationRow]) -> None:
+        """Queue the candidates' evaluations, each beside the loop (placing a commit's tree on a
+        host takes git and shell processes), up to ``parallel`` running and as many queued."""
+        submitted = sum(1 for r in rows if r.status == "evaluating") + len(self._submitting)
         for it in rows:
-            if submitted >= 2 * parallel:  # those running, and as many queued to follow at once
+            if submitted >= 2 * self.exp.evaluation.parallel:
                 return
-            if it.status != "mutated":
+            if it.status != "mutated" or it.number in self._submitting:
                 continue
-            stage = self.exp.evaluation.stages[it.stage]
-            bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
-            job_id = await evo_db.linked_job(self.db, it.id, bench.path)
-            if job_id is None:
-                hosts = self.exp.evaluation.hosts
-                (job,) = await self.submitter.run(
-                    self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
-                    timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
-                    origin=(ORIGIN, it.id), commit=it.candidate_hash,
-                    group=(f"experiment-{self.row.id}", parallel))
-                job_id = job.id
-            # the end handler may already have recorded the outcome: only 'mutated' moves on
-            await self.db.execute(
-                "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
-                "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it.id, it.stage))
+            self._spawn(self._submitting, it.number, self._evaluate(it))
             submitted += 1
+
+    async def _evaluate(self, it: IterationRow) -> None:
+        stage = self.exp.evaluation.stages[it.stage]
+        bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
+        job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
+        if job_id is None:
+            hosts = self.exp.evaluation.hosts
+            (job,) = await self.submitter.run(
+                self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
+                timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
+                origin=(ORIGIN, it.id), commit=it.candidate_hash,
+                group=(f"experiment-{self.row.id}", self.exp.evaluation.parallel))
+            job_id = job.id
+        # the end handler may already have recorded the outcome: only 'mutated' moves on
+        await self.db.execute(
+            "UPDATE evolution_iterations SET job_id = ?, status = 'evaluating', updated_at = ? "
+            "WHERE id = ? AND status = 'mutated' AND stage = ?", (job_id, now_iso(), it.id, it.stage))
 
     # ---- budget and progress ---------------------------------------------------------------
 
