@@ -154,11 +154,9 @@ metrics = {"objective": -mse, "bias": sum(errors) / N, "max_error": max(abs(e) f
 
 EVOPILOT_EVAL = '''"""The bench's evaluator: the example's fit, lasting DELAY seconds from the process's start."""
 import json, math, os, sys, time
-with open("/proc/self/stat") as f:
+with open("/proc/self/stat") as f:  # the process's start, in clock ticks since boot
     ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-with open("/proc/stat") as f:
-    boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-T0 = boot + ticks / os.sysconf("SC_CLK_TCK")
+T0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from approx import approx
 {fit}
@@ -266,10 +264,12 @@ def engine_config(path: Path, slots: int, timeline_path: Path) -> Path:
     return path
 
 
-def cpu() -> float:
+def cpu() -> tuple[float, float]:
+    """CPU seconds of this process, and of the children it waited for (git, bash, tmux clients;
+    not the jobs, which run under the tmux server)."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 class Probe:
@@ -282,19 +282,8 @@ class Probe:
         self._orig = {}
         cls = loop.EvolutionLoop
         for name, before, after in (("_mutate", "mutate", None), ("_commit", "answered", "committed"),
-                                    ("_apply", None, "placed")):
+                                    ("_evaluate", "submitting", "submitted"), ("_apply", None, "placed")):
             self._wrap(cls, name, before, after)
-        orig_start = cls._start_evaluations
-        self._orig["_start_evaluations"] = orig_start
-        marks = self.marks
-
-        async def start_evaluations(this, rows):
-            await orig_start(this, rows)
-            now = time.time()
-            for r in rows:
-                if r.status == "mutated":
-                    marks.setdefault(r.number, {}).setdefault("submitted", now)
-        cls._start_evaluations = start_evaluations
 
     def _wrap(self, cls, name, before, after) -> None:
         orig = getattr(cls, name)
@@ -344,11 +333,12 @@ async def run_evopilot(work: Path, *, iterations: int, delay: float, answer_dela
         if profile:
             import cProfile
 
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(time.process_time)  # CPU, not waiting
             prof.enable()
         c0, t0 = cpu(), time.time()
         state, reason = await engine.evolution.run(row.id, asyncio.Event())
-        t1, used = time.time(), cpu() - c0
+        t1, c1 = time.time(), cpu()
+        used = (c1[0] - c0[0], c1[1] - c0[1])
         if prof:
             prof.disable()
             prof.dump_stats(profile)
@@ -377,7 +367,8 @@ def evopilot_figures(r: dict, slots: int) -> dict:
     n = len(placed) - 1  # iteration 0 is the seed
     stages = {}
     for key, a, b in (("mutate (prompt + answer)", "mutate", "answered"), ("commit", "answered", "committed"),
-                      ("committed -> submitted", "committed", "submitted")):
+                      ("committed -> submitting", "committed", "submitting"),
+                      ("submitting (tree, job)", "submitting", "submitted")):
         vals = [m[b] - m[a] for m in r["marks"].values() if a in m and b in m]
         if vals:
             stages[key] = statistics.median(vals) * 1000
@@ -385,7 +376,8 @@ def evopilot_figures(r: dict, slots: int) -> dict:
         "iterations": n, "wall_s": r["end"] - r["start"],
         "per_iteration_ms": (times[-1] - times[0]) / n * 1000 if n else 0.0,
         "median_gap_ms": statistics.median(gaps) * 1000 if gaps else 0.0,
-        "cpu_per_iteration_ms": r["cpu"] / max(n, 1) * 1000,
+        "cpu_per_iteration_ms": sum(r["cpu"]) / max(n, 1) * 1000,
+        "cpu_self_ms": r["cpu"][0] / max(n, 1) * 1000, "cpu_children_ms": r["cpu"][1] / max(n, 1) * 1000,
         "utilisation_run": busy_share(tl, slots, r["start"], r["end"]) if tl else 0.0,
         "utilisation_evals": busy_share(tl, slots, tl[0][0], tl[-1][1]) if tl else 0.0,
         "evaluations": len(tl), "stages_ms": stages,
@@ -508,6 +500,8 @@ def table(title: str, ours: dict, peer: dict | None) -> None:
     for key, label, fmt in ROWS:
         p = fmt.format(peer[key]) if peer else "-"
         print(f"{label:46}{fmt.format(ours[key]):>12}{p:>12}")
+    print(f"  evopilot CPU per iteration: {ours['cpu_self_ms']:.1f} ms in its process, "
+          f"{ours['cpu_children_ms']:.1f} ms in the git/bash/tmux processes it waited for")
     if ours.get("stages_ms"):
         print("  evopilot stage medians, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in ours["stages_ms"].items()))
     print(f"  evopilot iterations: {ours['statuses']}" + "".join(f"\n    {n} x {e}" for e, n in ours["errors"].items()))
