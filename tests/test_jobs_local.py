@@ -237,3 +237,26 @@ def test_a_slot_group_caps_its_running_jobs_below_the_hosts_slots(make_project, 
     claimed = [j.started_at for j in done[:5]]
     assert claimed == sorted(claimed), "the group's jobs start in queue order"
     assert runs["free"][0] < group[2][0], "the job outside the group did not wait for the group"
+
+
+def test_each_end_wakes_the_worker_although_the_tmux_server_exits_with_its_last_session(home, tmp_path):
+    """One slot and a poll interval of 30 s: the tmux server exits with each job's session, and
+    the completion watcher must be back with the next job's, or every job would wait a poll."""
+    import asyncio
+
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async def main() -> float:
+        config = parse_config("[engine]\npoll_interval = 30\n[hosts.local]\nmax_parallel = 1\n")
+        engine = await Engine.open(config, home)
+        try:
+            ids = [(await engine.submit("sleep 0.2", name="s", workdir=str(tmp_path))).id for _ in range(4)]
+            t0 = time.monotonic()
+            await engine.run_forever(until_done=ids)
+            assert [(await engine.job(i)).status for i in ids] == ["succeeded"] * 4
+            return time.monotonic() - t0
+        finally:
+            await engine.close()
+
+    assert asyncio.run(main()) < 20, "the jobs ended without waiting for a poll"

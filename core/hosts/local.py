@@ -9,7 +9,7 @@ from pathlib import Path
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import CommandResult, Host, HostState
 from evopilot.core.hosts.probe import EXIT_CODE, HANGUP, LOG, PID, Probe
-from evopilot.core.hosts.tmux import list_sessions
+from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
 
 
@@ -48,6 +48,22 @@ class LocalHost(Host):
             raise
         return CommandResult(proc.returncode or 0, out, err)
 
+    async def _exec(self, argv: list[str]) -> bytes:
+        """A program's stdout, run without a shell (its errors and exit status ignored)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except FileNotFoundError:
+            return b""
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return out
+
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         if not requests:
             return []
@@ -56,7 +72,7 @@ class LocalHost(Host):
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         # Same answers as the script, read directly: a tick forks only `tmux list-sessions`.
-        sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
+        sessions = set((await self._exec(LIST_SESSIONS)).decode("utf-8", "replace").split())
         return {
             job_id: Probe(
                 exit_code=_read_int(f"{d}/{EXIT_CODE}"),
