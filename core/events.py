@@ -57,7 +57,17 @@ class EvolutionEvent(BaseModel):
     coverage: float = 0.0
 
 
-Event = EvolutionEvent | JobEvent | LogEvent | HostEvent | QueueEvent
+class IterationEvent(BaseModel):
+    """An evaluation's end was recorded on its iteration (by the evaluation kind's end handler):
+    what the experiment's loop waits for."""
+
+    type: Literal["iteration"] = "iteration"
+    experiment_id: int
+    number: int
+    status: str
+
+
+Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent
 
 
 class Subscription(asyncio.Queue):

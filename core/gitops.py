@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +43,13 @@ class Commit:
 
 async def _start(repo: str, *args: str, stdin: bool = False,
                  env: Mapping[str, str] | None = None) -> asyncio.subprocess.Process:
-    # Literal pathspecs: a file named like a glob is that file, never a pattern.
-    env = {**os.environ, "GIT_LITERAL_PATHSPECS": "1", "GIT_OPTIONAL_LOCKS": "0", **(env or {})}
+    # Literal pathspecs: a file named like a glob is that file, never a pattern; reading never
+    # takes the index lock. Options rather than environment: a call without ``env`` passes this
+    # process's environment on untouched (copying it cost as much CPU as a short git call).
     try:
         return await asyncio.create_subprocess_exec(
-            "git", "-C", repo, *args, env=env,
+            "git", "--literal-pathspecs", "--no-optional-locks", "-C", repo, *args,
+            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
@@ -73,6 +74,12 @@ async def resolve(project_dir: str | Path, rev: str, project_name: str) -> tuple
     and its parents' shas."""
     if not rev or rev.startswith("-") or "\n" in rev or "\0" in rev:
         raise EvopilotError(f"--commit {rev!r}: not a revision")
+    # one git process when all is well (a job on a commit of every evolution candidate asks)
+    code, out, _ = await _git(str(project_dir), "rev-parse", "--show-toplevel", "--show-prefix",
+                              f"{rev}^{{commit}}", f"{rev}^@", "--")
+    if code == 0:
+        repo, prefix, sha, *parents = out.decode("utf-8", "surrogateescape").split("\n")
+        return Commit(repo, sha, prefix), [p for p in parents if p and p != "--"]
     code, out, err = await _git(str(project_dir), "rev-parse", "--show-toplevel", "--show-prefix")
     if code != 0:
         raise EvopilotError(f"project {project_name} ({project_dir}) is not in a git repository: "
@@ -195,29 +202,68 @@ async def commit_files(repo: str | Path, parent: str, files: Mapping[str, str], 
     """A commit of ``parent`` with ``files`` (path -> new text) replaced; (commit, tree).
 
     ``date`` (git's "unix-seconds +0000" form) fixes both dates, so the same change gives the
-    same commit hash. File modes are kept from the parent (new files are 100644).
+    same commit hash. File modes are kept from the parent (new files are 100644). The trees on
+    the way to the changed files are the parent's (one ``cat-file --batch``) with their entries
+    replaced, written with ``mktree``: a few git processes, whatever the size of the project.
     """
-    paths = sorted(files)
-    modes = {}
-    for line in (await git(repo, "ls-tree", "-z", parent, "--", *paths)).split(b"\0"):
-        if line:
-            meta, path = line.split(b"\t", 1)
-            modes[path.decode("utf-8", "surrogateescape")] = meta.split()[0].decode()
-    blobs = []
-    for p in paths:
-        sha = (await git(repo, "hash-object", "-w", "--stdin",
-                         input=files[p].encode("utf-8", "surrogateescape"))).decode().strip()
-        blobs.append(f"{modes.get(p, '100644')},{sha},{p}")
-    with tempfile.TemporaryDirectory(prefix="evp-index-") as tmp:
-        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-        await git(repo, "read-tree", parent, env=env)
-        args = [a for b in blobs for a in ("--cacheinfo", b)]
-        await git(repo, "update-index", "--add", *args, env=env)
-        tree = (await git(repo, "write-tree", env=env)).decode().strip()
+    blobs = {}
+    for p in sorted(files):
+        blobs[p] = (await git(repo, "hash-object", "-w", "--stdin",
+                              input=files[p].encode("utf-8", "surrogateescape"))).decode().strip()
+    dirs = {""}
+    for p in blobs:
+        parts = p.split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    trees = await _read_trees(repo, parent, sorted(dirs))
+    written: dict[str, str] = {}
+    for d in sorted(dirs, key=lambda d: d.count("/") + bool(d), reverse=True):  # deepest first
+        entries = dict(trees[d])
+        for p, sha in blobs.items():
+            head, _, name = p.rpartition("/")
+            if head == d:
+                entries[name] = (entries.get(name, ("100644",))[0], "blob", sha)
+        for sub, sha in written.items():
+            head, _, name = sub.rpartition("/")
+            if head == d and sub:
+                entries[name] = ("040000", "tree", sha)
+        listing = "".join(f"{mode} {kind} {sha}\t{name}\0" for name, (mode, kind, sha) in entries.items())
+        written[d] = (await git(repo, "mktree", "-z", input=listing.encode("utf-8", "surrogateescape"))).decode().strip()
+    tree = written[""]
     dates = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
     commit = (await git(repo, "commit-tree", tree, "-p", parent, "-F", "-",
                         input=message.encode(), env={**IDENTITY, **dates})).decode().strip()
     return commit, tree
+
+
+async def _read_trees(repo: str | Path, commit: str, dirs: list[str]) -> dict[str, dict[str, tuple[str, str, str]]]:
+    """Each directory's entries at ``commit``: name -> (mode, type, sha); empty when absent."""
+    req = "".join(f"{commit}:{d}\n" if d else f"{commit}^{{tree}}\n" for d in dirs)
+    out = await git(repo, "cat-file", "--batch", input=req.encode("utf-8", "surrogateescape"))
+    trees, pos = {}, 0
+    for d in dirs:
+        nl = out.index(b"\n", pos)
+        header = out[pos:nl].split()
+        entries: dict[str, tuple[str, str, str]] = {}
+        if header[-1] == b"missing" or len(header) != 3:
+            trees[d], pos = entries, nl + 1
+            continue
+        raw = out[nl + 1 : nl + 1 + int(header[2])]
+        pos = nl + 1 + int(header[2]) + 1
+        if header[1] != b"tree":  # a file where a directory is to be: the directory replaces it
+            trees[d] = entries
+            continue
+        width = len(header[0]) // 2  # the object id's bytes (SHA-1 or SHA-256 repositories)
+        i = 0
+        while i < len(raw):
+            sp = raw.index(b" ", i)
+            nul = raw.index(b"\0", sp)
+            mode = raw[i:sp].decode().rjust(6, "0")
+            kind = "tree" if mode == "040000" else "commit" if mode == "160000" else "blob"
+            name = raw[sp + 1 : nul].decode("utf-8", "surrogateescape")
+            entries[name] = (mode, kind, raw[nul + 1 : nul + 1 + width].hex())
+            i = nul + 1 + width
+        trees[d] = entries
+    return trees
 
 
 async def update_ref(repo: str | Path, ref: str, commit: str) -> None:

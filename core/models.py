@@ -108,6 +108,9 @@ class Job(_Row):
     commit_sha: str | None = None
     """The commit whose files the job runs on; None: the project's working tree."""
     end_handled: bool = False
+    slot_group: str | None = None
+    """Jobs of one group run at most ``slot_limit`` at once, over all hosts."""
+    slot_limit: int | None = None
     created_at: str
     started_at: str | None
     finished_at: str | None

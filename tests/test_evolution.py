@@ -264,3 +264,13 @@ def test_novelty_rejection_skips_children_too_close_to_earlier_ones(evo):
         evaluations = db.execute("SELECT count(*) FROM jobs WHERE kind = 'evaluation'").fetchone()[0]
     assert all(e.startswith("too close to an earlier candidate") for e in errors)
     assert evaluations == 1, "only the seed was evaluated: rejected children cost no evaluation"
+
+
+def test_a_mutator_that_cannot_work_at_all_ends_the_run_with_its_reason(evo, monkeypatch):
+    monkeypatch.delenv("EVP_TEST_NO_KEY", raising=False)
+    exp = experiment(evo.root, kind='kind = "llm"\nmodel = "m"\napi_key_env = "EVP_TEST_NO_KEY"',
+                     changes="", scale="")
+    code, _, err = evo("evolve", "start", exp, "--iterations", "4")
+    assert code == 2 and "$EVP_TEST_NO_KEY, which is not set" in err and len(err.strip().splitlines()) == 1
+    st = status(evo)
+    assert st["state"] == "failed" and "EVP_TEST_NO_KEY" in st["stop_reason"]

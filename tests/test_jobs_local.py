@@ -313,3 +313,62 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def test_a_slot_group_caps_its_running_jobs_below_the_hosts_slots(make_project, home, tmp_path):
+    """Jobs queued in a group of 2 run 2 at a time on a host with 4 slots, in queue order, while
+    a job outside the group takes a free slot at once."""
+    import asyncio
+
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    spans = tmp_path / "spans"
+    src = ("import sys, time\nt = time.time()\ntime.sleep(0.4)\n"
+           f"open({str(spans)!r}, 'a').write(f'{{sys.argv[1]}} {{t}} {{time.time()}}\\n')\n")
+    root = make_project({"benchmarks/a.py": src})
+
+    async def main() -> list:
+        engine = await Engine.open(parse_config("[hosts.local]\nmax_parallel = 4\n"), home)
+        try:
+            await engine.add_project(str(root))
+            jobs = [(await engine.submitter.run("proj", ["a.py"], args=[f"g{i}"], check=False,
+                                                group=("g", 2)))[0] for i in range(5)]
+            jobs += await engine.submitter.run("proj", ["a.py"], args=["free"], check=False)
+            await engine.run_forever(until_done=[j.id for j in jobs])
+            return [await engine.job(j.id) for j in jobs]
+        finally:
+            await engine.close()
+
+    done = asyncio.run(main())
+    assert [j.status for j in done] == ["succeeded"] * 6
+    runs = {name: (float(a), float(b)) for name, a, b in (line.split() for line in spans.read_text().splitlines())}
+    group = sorted(runs[f"g{i}"] for i in range(5))
+    most = max(sum(1 for a, b in group if a <= t < b) for t, _ in group)
+    assert most == 2, "never more than 2 of the group at once, and 2 when 5 are waiting"
+    claimed = [j.started_at for j in done[:5]]
+    assert claimed == sorted(claimed), "the group's jobs start in queue order"
+    assert runs["free"][0] < group[2][0], "the job outside the group did not wait for the group"
+
+
+def test_each_end_wakes_the_worker_although_the_tmux_server_exits_with_its_last_session(home, tmp_path):
+    """One slot and a poll interval of 30 s: the tmux server exits with each job's session, and
+    the completion watcher must be back with the next job's, or every job would wait a poll."""
+    import asyncio
+
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async def main() -> float:
+        config = parse_config("[engine]\npoll_interval = 30\n[hosts.local]\nmax_parallel = 1\n")
+        engine = await Engine.open(config, home)
+        try:
+            ids = [(await engine.submit("sleep 0.2", name="s", workdir=str(tmp_path))).id for _ in range(4)]
+            t0 = time.monotonic()
+            await engine.run_forever(until_done=ids)
+            assert [(await engine.job(i)).status for i in ids] == ["succeeded"] * 4
+            return time.monotonic() - t0
+        finally:
+            await engine.close()
+
+    assert asyncio.run(main()) < 20, "the jobs ended without waiting for a poll"

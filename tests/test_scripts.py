@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -101,3 +103,27 @@ def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
         env = tmp_path / f"job {i}" / "env"
         assert env.stat().st_mode & 0o777 == 0o600
         assert env.read_text() == scripts.env_file(envs[i - 1])
+
+
+def test_the_completion_watcher_dies_with_the_process_that_started_it():
+    """A kill -9 of evopilot must not leave its `tmux wait-for` waiting on (a process of the run
+    that outlives it); a watcher whose parent lives on still wakes on a job's end."""
+    subprocess.run(["tmux", "new-session", "-d", "-s", "keep", "sleep 60"], check=True)
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time\n"
+                               "subprocess.Popen(['bash', '-c', sys.argv[1]], start_new_session=True)\n"
+                               "time.sleep(60)\n", scripts.wait_done("chan-watch")])
+
+    def watchers() -> list[str]:
+        out = subprocess.run(["pgrep", "-f", "^tmux wait-for chan-watch$"], capture_output=True, text=True).stdout
+        return out.split()
+
+    wait_until(lambda: len(watchers()) == 1, what="the watcher")
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_until(lambda: not watchers(), 5, "the watcher gone with its parent")
+
+    watcher = subprocess.Popen(["bash", "-c", scripts.wait_done("chan-watch")])
+    wait_until(lambda: len(watchers()) == 1, what="the watcher")
+    subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
+    assert watcher.wait(5) == 0

@@ -204,16 +204,19 @@ async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
 
 
 async def claim_next(db: aiosqlite.Connection, host: str, slots: int, claimer: str) -> Job | None:
-    """Atomically move the next queued job of ``host`` to running, if a slot is free.
+    """Atomically move the next queued job of ``host`` to running, if a slot is free (on the
+    host, and in the job's slot group when it has one).
 
     One statement: SQLite runs it under the write lock, so two processes never claim the same
-    job and never overfill the host's slots.
+    job and never overfill the host's slots or a group's.
     """
     now = now_iso()
     rows = await db.execute_fetchall(
         """
         UPDATE jobs SET status = 'running', claimed_by = ?, started_at = ?, updated_at = ?
-        WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND host = ?
+        WHERE id = (SELECT id FROM jobs q WHERE status = 'queued' AND host = ?
+                      AND (slot_group IS NULL OR (SELECT count(*) FROM jobs r WHERE r.status = 'running'
+                                                  AND r.slot_group = q.slot_group) < slot_limit)
                     ORDER BY priority DESC, seq, id LIMIT 1)
           AND status = 'queued'
           AND (SELECT count(*) FROM jobs WHERE status = 'running' AND host = ?) < ?

@@ -4,8 +4,9 @@ Iteration 0 evaluates the seed program. Iteration n >= 1 is planned (island, par
 inspirations, mutator) from the search state after exactly ``max(1, n - window + 1)``
 iterations have been applied, and outcomes are applied strictly in iteration order. Up to ``window``
 iterations are thus under way at once — mutating (``mutations_in_flight`` at a time) or
-evaluating (``parallel`` jobs at a time) — and yet the candidates do not depend on timing:
-with the same seed and mutator answers a run makes the same commits.
+evaluating (``parallel`` jobs at a time, and as many queued behind them in the jobs' slot group,
+so that the scheduler's tick that sees one end starts the next) — and yet the candidates do not
+depend on timing: with the same seed and mutator answers a run makes the same commits.
 
 Every step is recorded before the next starts, so a run killed at any point resumes from the
 database: a mutator answer once received is kept (never paid for twice), commits are made with
@@ -20,6 +21,7 @@ import json
 import os
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from evopilot.core import gitops, locations
 from evopilot.core.db import evolution as evo_db
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import EventBus, EvolutionEvent
+from evopilot.core.events import EventBus, EvolutionEvent, IterationEvent
 from evopilot.core.evolution.evaluation import ORIGIN
 from evopilot.core.evolution.experiment import Experiment
 from evopilot.core.models import ExperimentRow, IterationRow
@@ -47,6 +49,7 @@ STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
 COMMIT_EPOCH = 1_700_000_000  # candidates' commit dates: fixed, so a commit made again is the same
 TERMINAL = ("evaluated", "skipped", "failed")
 COMMAND_LOG_TAIL = 256 * 1024  # what of a coding agent's output is kept as its answer
+FILES_CACHED = 256  # commits whose files in scope are kept in memory (parents recur: the best)
 
 
 def first_line(text: str) -> str:
@@ -86,17 +89,21 @@ class EvolutionLoop:
         self.repo = project.path
         self.owner = owner_id()
         self.on_progress = on_progress
-        # iterations under way at once: enough to keep every slot busy, few enough per island
-        # that parents come from recent results
-        self.window = min(exp.evaluation.parallel + exp.mutations_in_flight,
+        # iterations under way at once: enough to keep every slot busy (evaluations running and
+        # as many queued ahead, mutations in flight), few enough per island that parents come
+        # from recent results
+        self.window = min(2 * exp.evaluation.parallel + exp.mutations_in_flight,
                           exp.islands.count * exp.islands.in_flight)
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
+        self._submitting: dict[int, asyncio.Task] = {}
+        self._failure: BaseException | None = None  # of a mutation or submission task: ends the run
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutation_ended = asyncio.Event()
-        self._evaluating = 0
         self._dollars = 0.0  # spent so far, as of the last budget check
+        self._evaluations = 0  # queued or running, as of the last pass
         self._mutators = Mutators(exp.mutators)
+        self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._state: SearchState | None = None
         self._seed_commit_id = 0
         self._started = time.monotonic()
@@ -129,9 +136,10 @@ class EvolutionLoop:
         finally:
             waker.cancel()
             self.bus.unsubscribe(events)
-            for t in self._mutating.values():
+            tasks = [*self._mutating.values(), *self._submitting.values()]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*self._mutating.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._mutators.aclose()
             # in a transaction of its own: a write outside one joins whichever another task has
             # open on the connection, and is lost with it if that task is cancelled (the worker)
@@ -141,9 +149,10 @@ class EvolutionLoop:
         return state, reason
 
     async def _wake_on_events(self, events) -> None:
-        while True:
-            await events.get()  # any job change may be an evaluation's end
-            self._wake.set()
+        while True:  # an evaluation's end recorded; not its own progress events (a busy loop)
+            ev = await events.get()
+            if isinstance(ev, IterationEvent) and ev.experiment_id == self.row.id:
+                self._wake.set()
 
     def _active(self) -> float:
         return self._active_before + time.monotonic() - self._started
@@ -164,6 +173,8 @@ class EvolutionLoop:
                     return "stopped", "stopped by `evolve stop`"
             if stop.is_set():
                 return "stopped", "interrupted"
+            if self._failure is not None:
+                raise self._failure
             cap = cap or await self._budget_reached()
             rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
             if rows and rows[0].number == 0 and rows[0].status == "failed":
@@ -178,7 +189,7 @@ class EvolutionLoop:
             # first check frees a slot, and must not let one more start past the cap
             cap = cap or await self._budget_reached()
             self._start_mutations(rows, cap)
-            self._evaluating = await self._start_evaluations(rows)
+            self._start_evaluations(rows)
             self._emit()
             self._wake.clear()
             try:
@@ -284,13 +295,37 @@ class EvolutionLoop:
                 continue
             if cap and it.answer is None:
                 continue  # past a budget cap: only what is already paid for goes on
-            task = asyncio.create_task(self._mutate(it))
-            self._mutating[it.number] = task
-            task.add_done_callback(lambda _t, n=it.number: (self._mutating.pop(n, None), self._wake.set(),
-                                                            self._mutation_ended.set()))
+            self._spawn(self._mutating, it.number, self._mutate(it))
+
+    def _spawn(self, tasks: dict[int, asyncio.Task], number: int, coro) -> None:
+        """Run an iteration's step beside the loop; the loop wakes when it ends, and its error
+        (an EvopilotError: a refused API key, a host away) ends the run."""
+        def done(t: asyncio.Task) -> None:
+            tasks.pop(number, None)
+            self._mutation_ended.set()
+            if not t.cancelled() and t.exception() is not None and self._failure is None:
+                self._failure = t.exception()
+            self._wake.set()
+
+        tasks[number] = asyncio.create_task(coro)
+        tasks[number].add_done_callback(done)
+
+    async def _files_of(self, commit: str) -> dict[str, str]:
+        """The files in scope at ``commit`` (read with git once, then from memory)."""
+        files = self._files.get(commit)
+        if files is None:
+            files = await gitops.read_files(self.repo, commit, self.exp.files)
+        self._remember(commit, files)
+        return files
+
+    def _remember(self, commit: str, files: dict[str, str]) -> None:
+        self._files[commit] = files
+        self._files.move_to_end(commit)
+        if len(self._files) > FILES_CACHED:
+            self._files.popitem(last=False)
 
     async def _mutate(self, it: IterationRow) -> None:
-        files = await gitops.read_files(self.repo, it.base_commit_hash, self.exp.files)
+        files = await self._files_of(it.base_commit_hash)
         if it.answer is None:
             cfg = self.exp.mutators[it.payload["mutator"]]
             prompt = await self._prompt(it, files)
@@ -385,7 +420,7 @@ class EvolutionLoop:
         insp = []
         for h in it.inspiration_hashes:
             c = await evo_db.commit_by_hash(self.db, self.row.id, h)
-            insp.append((h, c.metrics, await gitops.read_files(self.repo, h, self.exp.files)))
+            insp.append((h, c.metrics, await self._files_of(h)))
         return build_prompt(notes=self.exp.notes, objective=self.exp.evaluation.objective,
                             maximize=self.exp.maximize, files=files, metrics=parent.metrics,
                             inspirations=insp)
@@ -414,6 +449,7 @@ class EvolutionLoop:
                 await self._skip(it, "identical to a candidate already seen")
                 return
             new_files = {**parent_files, **changed}
+            self._remember(commit, new_files)
             extra = {"mutator": cfg.kind, "cost": cost, **self._raw_extra(new_files)}
             if reason := self._too_close(extra):
                 await self._skip(it, reason)
@@ -440,29 +476,34 @@ class EvolutionLoop:
 
     # ---- evaluate --------------------------------------------------------------------------
 
-    async def _start_evaluations(self, rows: list[IterationRow]) -> int:
-        """Queue the evaluations that fit; returns how many are under way."""
-        running = sum(1 for r in rows if r.status == "evaluating")
+    def _start_evaluations(self, rows: list[IterationRow]) -> None:
+        """Queue the candidates' evaluations, each beside the loop (placing a commit's tree on a
+        host takes git and shell processes), up to ``parallel`` running and as many queued."""
+        submitted = sum(1 for r in rows if r.status == "evaluating") + len(self._submitting)
         for it in rows:
-            if running >= self.exp.evaluation.parallel:
+            if submitted >= 2 * self.exp.evaluation.parallel:
                 break
-            if it.status != "mutated":
+            if it.status != "mutated" or it.number in self._submitting:
                 continue
-            stage = self.exp.evaluation.stages[it.stage]
-            bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
-            job_id = await evo_db.linked_job(self.db, it.id, bench.path)
-            if job_id is None:
-                hosts = self.exp.evaluation.hosts
-                (job,) = await self.submitter.run(
-                    self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
-                    timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
-                    origin=(ORIGIN, it.id), commit=it.candidate_hash)
-                job_id = job.id
-            # the end handler may already have recorded the outcome: only 'mutated' moves on
-            async with jobs_db.transaction(self.db):
-                await evo_db.link_evaluation(self.db, it.id, job_id, it.stage)
-            running += 1
-        return running
+            self._spawn(self._submitting, it.number, self._evaluate(it))
+            submitted += 1
+        self._evaluations = submitted  # for the progress line
+
+    async def _evaluate(self, it: IterationRow) -> None:
+        stage = self.exp.evaluation.stages[it.stage]
+        bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
+        job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
+        if job_id is None:
+            hosts = self.exp.evaluation.hosts
+            (job,) = await self.submitter.run(
+                self.project.name, [bench.path], host=hosts[it.number % len(hosts)],
+                timeout=self.exp.evaluation.timeout_s, check=False, kind="evaluation",
+                origin=(ORIGIN, it.id), commit=it.candidate_hash,
+                group=(f"experiment-{self.row.id}", self.exp.evaluation.parallel))
+            job_id = job.id
+        # the end handler may already have recorded the outcome: only 'mutated' moves on
+        async with jobs_db.transaction(self.db):
+            await evo_db.link_evaluation(self.db, it.id, job_id, it.stage)
 
     # ---- budget and progress ---------------------------------------------------------------
 
@@ -490,7 +531,7 @@ class EvolutionLoop:
                 "best": best, "coverage": float(np.mean([a.coverage if a else 0.0 for a in s.archives]))}
         self.bus.emit(EvolutionEvent(**info))
         if self.on_progress:
-            self.on_progress({**info, "evaluating": self._evaluating, "dollars": self._dollars})
+            self.on_progress({**info, "evaluating": self._evaluations, "dollars": self._dollars})
 
 
 

@@ -233,6 +233,8 @@ class SearchState:
         state.candidates = list(candidates)
         by_id = {c.commit_id: c for c in candidates}
         state.held = [by_id[i] for i in shared["held"]]
-        state.archives = [Archive.restore(snapshots[i]["archive"]) if snapshots.get(i, {}).get("archive") else None
+        # an island with nothing placed yet has no snapshot: empty, once the bounds are known
+        state.archives = [Archive.restore(snapshots[i]["archive"]) if snapshots.get(i, {}).get("archive")
+                          else state._new_archive() if state.bounds is not None else None
                           for i in range(exp.islands.count)]
         return state

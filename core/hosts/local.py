@@ -12,7 +12,7 @@ from evopilot.core.hosts.base import CommandResult, Host, HostState
 from evopilot.core.hosts.probe import (
     EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, Probe, epoch_or_none,
 )
-from evopilot.core.hosts.tmux import list_sessions
+from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
 
 
@@ -51,6 +51,22 @@ class LocalHost(Host):
             raise
         return CommandResult(proc.returncode or 0, out, err)
 
+    async def _exec(self, argv: list[str]) -> bytes:
+        """A program's stdout, run without a shell (its errors and exit status ignored)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except FileNotFoundError:
+            return b""
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return out
+
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         if not requests:
             return []
@@ -82,7 +98,7 @@ class LocalHost(Host):
         alive = {i for i in running if _wrapped(probes[i].pgid, dirs[i])}
         unsure = {i: session for i, _, session in jobs if i in running and i not in alive}
         if unsure:
-            sessions = set((await self.run(list_sessions())).stdout.decode("utf-8", "replace").split())
+            sessions = set((await self._exec(LIST_SESSIONS)).decode("utf-8", "replace").split())
             alive |= {i for i, session in unsure.items() if session in sessions}
         return {i: dataclasses.replace(p, session_alive=True) if i in alive else p
                 for i, p in probes.items()}

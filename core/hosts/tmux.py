@@ -26,8 +26,11 @@ def kill_session(session: str) -> str:
     return f"tmux kill-session -t {quote('=' + session)} 2>/dev/null || true"
 
 
+LIST_SESSIONS = ["tmux", "list-sessions", "-F", "#{session_name}"]
+
+
 def list_sessions() -> str:
-    return "tmux list-sessions -F '#{session_name}' 2>/dev/null || true"
+    return f"{join(LIST_SESSIONS)} 2>/dev/null || true"
 
 
 def send_keys(session: str, text: str) -> str:

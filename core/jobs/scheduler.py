@@ -63,6 +63,10 @@ class Scheduler:
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
+        # sessions started per host, and an event for any start: a tmux server that exited with
+        # its last session is back once a job starts, and its watcher with it
+        self._starts: defaultdict[str, int] = defaultdict(int)
+        self._started = asyncio.Event()
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -122,6 +126,9 @@ class Scheduler:
     async def _dispatch_host(self, host: Host) -> None:
         async with self._host_locks[host.name]:
             started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
+        if started:
+            self._starts[host.name] += 1
+            self._started.set()
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
 
@@ -365,6 +372,7 @@ class Scheduler:
 
         async def watch() -> None:
             while True:
+                starts = self._starts[host.name]
                 try:
                     res = await host.run(script)
                 except Exception:
@@ -372,7 +380,12 @@ class Scheduler:
                 if res is not None and res.ok:  # a job ended there: tick that host now
                     self._next_remote_tick.pop(host.name, None)
                     self._wake.set()
-                else:  # no tmux server yet, or the host is away: try again later
-                    await asyncio.sleep(self.config.engine.poll_interval)
+                    continue
+                # No tmux server (it exits with its last session), or the host is away: wait
+                # until a job starts on it (the server is back), or the next poll.
+                self._started.clear()
+                if self._starts[host.name] == starts:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._started.wait(), self.config.engine.poll_interval)
 
         self._watchers[host.name] = asyncio.create_task(watch())

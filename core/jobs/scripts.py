@@ -209,5 +209,9 @@ def kill(*, job_dir: str, session: str, grace: float) -> str:
 
 
 def wait_done(done_channel: str) -> str:
-    """Block until some job of this database finishes (see ``wrapper``)."""
-    return f"tmux wait-for {quote(done_channel)}\n"
+    """Block until some job of this database finishes (see ``wrapper``), or until the process
+    that runs this script dies (util-linux's setpriv, where there is one: a kill -9 of evopilot
+    must not leave it waiting)."""
+    wait = f"tmux wait-for {quote(done_channel)}"
+    return (f"if command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig KILL {wait}; fi\n"
+            f"exec {wait}\n")

@@ -43,7 +43,7 @@ class Submitter:
         self, project_name: str, benches: Sequence[str], *, host: str = LOCAL, priority: int = 0,
         timeout: float | None = None, args: Sequence[str] = (), check: bool = True,
         kind: str = "benchmark", origin: tuple[str, int] | None = None, tty: bool = False,
-        commit: str | None = None,
+        commit: str | None = None, group: tuple[str, int] | None = None,
     ) -> list[Job]:
         """Queue one job per benchmark, then start what fits in the host's free slots.
 
@@ -52,6 +52,7 @@ class Submitter:
         jobs of its own kind (an evaluation owned by an evolution iteration). With ``tty``, each
         runs on its tmux pane's terminal (see ``core.jobs.interactive``). ``commit`` (a branch,
         tag or sha): run on that commit's files (``core.workspace``) instead of the working tree.
+        ``group`` (name, limit): at most ``limit`` jobs of that group run at once, over all hosts.
         """
         self.config.host(host)
         if self.kinds.get(kind).workspace != "project":
@@ -73,6 +74,7 @@ class Submitter:
             workdir, setup_id = await self._prepare_remote(project, host)
         cfg = self.config.host(host)
         origin_kind, origin_id = origin or (None, None)
+        slot_group, slot_limit = group or (None, None)
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:
@@ -84,7 +86,7 @@ class Submitter:
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
                     command=command, priority=priority, timeout_s=timeout,
                     commit_sha=placed.sha if placed else None,
-                    origin_kind=origin_kind, origin_id=origin_id,
+                    origin_kind=origin_kind, origin_id=origin_id, slot_group=slot_group, slot_limit=slot_limit,
                     mode="tty" if tty else self.kinds.get(kind).mode, **_waiting_for(setup_id),
                 )
                 ids.append(job_id)
@@ -133,6 +135,7 @@ class Submitter:
                 workdir=placed.workdir if placed else old.workdir, host=old.host,
                 priority=old.priority, timeout_s=old.timeout_s, retry_of=old.id, mode=old.mode,
                 commit_sha=old.commit_sha, origin_kind=old.origin_kind, origin_id=old.origin_id,
+                slot_group=old.slot_group, slot_limit=old.slot_limit,
                 **_waiting_for(placed and placed.setup_id),
             )
             await jobs_db.redirect_dependents(self.db, old.id, new_id)
