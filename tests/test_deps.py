@@ -572,6 +572,7 @@ def ast_imports(source: bytes) -> list[tuple[int, str, tuple[str, ...], int, boo
     return sorted(found)
 
 
+@pytest.mark.slow
 def test_extraction_agrees_with_ast_on_the_standard_library():
     from evopilot.core.analysis.imports import extract
 
@@ -687,6 +688,7 @@ def test_recent_changes_are_seen_even_when_the_stat_does_not_move(tmp_path, monk
     assert set(external(analyze(root, Path(BENCH), cache_dir=cache))) == {"scipy"}
 
 
+@pytest.mark.slow
 def test_changes_after_settling_invalidate_the_result(tmp_path, quick_settle, count_parses):
     root = project(tmp_path, {BENCH: "import helper\nimport pkg.later\n", "helper.py": "import numpy\n", "pkg/__init__.py": ""})
     cache = tmp_path / "cache"
@@ -729,6 +731,7 @@ def test_corrupt_cache_is_ignored(tmp_path):
     assert analyze(root, Path(BENCH), cache_dir=cache) == expected
 
 
+@pytest.mark.slow
 def test_concurrent_writers_share_one_cache(tmp_path):
     files = {BENCH: "".join(f"import m{i}\n" for i in range(30))}
     files.update({f"m{i}.py": f"import numpy\nimport m{(i + 1) % 30}\n" for i in range(30)})

@@ -68,6 +68,7 @@ def status(run, exp="1") -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_evolve_improves_over_the_seed_and_leaves_the_checkout_alone(evo):
     (evo.root / "notes.txt").write_text("uncommitted work\n")  # the user's dirty working tree
     before = git_state(evo.root)
@@ -142,6 +143,7 @@ def test_same_seed_same_candidates(cli, tmp_path, monkeypatch):
     assert len(runs[0]) == 10 and runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_budget_minutes_stops_the_run_and_says_which(evo):
     code, out, err = evo("evolve", "start", experiment(evo.root, minutes="minutes = 0.02"),
                          "--iterations", "1000", "--json")
@@ -224,6 +226,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_cascade_filters_below_the_threshold_and_failed_evaluations_keep_their_reason(evo):
     # a second, "expensive" stage that fails for candidates whose C went positive
     full = (evo.root / "benchmarks" / "fit.py").read_text().replace(

@@ -90,6 +90,7 @@ def slow_benchmark(root: Path, seconds: float) -> None:
 # --- the llm mutator and budgets --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_llm_mutator_end_to_end_spend_per_model_prompt_and_answer(evo, chat_api):
     api = chat_api(nudge_a)
     exp = write_experiment(evo.root, mutators=llm_mutator(api), budget="[budget]\niterations = 8\n")

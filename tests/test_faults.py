@@ -82,6 +82,7 @@ def test_kill_drill_loses_no_job_and_runs_none_twice():
     assert (r["lost"], r["run_twice"], r["succeeded_never_ran"]) == (0, 0, 0), r
 
 
+@pytest.mark.slow
 def test_job_times_come_from_the_job_not_from_when_evopilot_noticed(cli, make_project, tmp_path):
     """A 0.3 s job that ends while no evopilot runs, reconciled well after it ended."""
     cfg = tmp_path / "c.toml"

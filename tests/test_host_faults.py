@@ -175,6 +175,7 @@ def test_commands_leave_ssh_hosts_to_a_live_worker(cli, tarpit, tmp_path):
                what="`jobs` dialling the host")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["local", "ssh"])
 async def test_a_log_backlog_is_caught_up_without_waiting_for_polls(where, request):
     """A job writes many chunks' worth of log and exits: the loop reads chunk after chunk at

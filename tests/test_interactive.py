@@ -116,6 +116,7 @@ def test_send_a_line_to_interactive_jobs(cli, proj):
     assert Path(done["log_path"]).read_bytes() == b"name? bob\r\nhello bob!\r\n"
 
 
+@pytest.mark.slow
 def test_stop_kill_and_timeout_of_interactive_jobs(cli, proj):
     stopped, killed = start(cli), start(cli)
     for j in (stopped, killed):
@@ -222,6 +223,7 @@ def test_attach_on_a_real_terminal(cli, proj, monkeypatch):
                what="attach to return when the session ends")
 
 
+@pytest.mark.slow
 def test_interactive_jobs_on_an_ssh_host(cli, make_project, sshd, tmp_path):
     cfg = tmp_path / "evopilot.toml"
     cfg.write_text("[engine]\nremote_poll_interval = 0.3\npoll_interval = 0.1\n" + host_toml("h1", sshd))
@@ -268,6 +270,7 @@ def _remote_flow(run, sshd, by_send, by_hand) -> None:
     assert Path(done["log_path"]).read_bytes() == b"name? by hand\r\nhello by hand!\r\n"
 
 
+@pytest.mark.slow
 async def test_tui_send_dialog(proj, home):
     app = EvopilotApp(fast_config(), home)
     async with app.run_test(size=SIZE) as pilot:
@@ -304,6 +307,7 @@ async def test_tui_send_dialog(proj, home):
         assert "exit 0" in static_text(app, "#job-detail")
 
 
+@pytest.mark.slow
 def test_tui_attach_suspends_the_app_until_the_session_ends(cli, proj):
     j = start(cli)
     wait_prompt(cli, j)

@@ -129,6 +129,7 @@ def test_results_over_the_size_limit_say_so_and_the_limit_is_a_setting(cli, make
     assert max(jobs_json(cli), key=lambda j: j["id"])["metrics"]["score"] == 1
 
 
+@pytest.mark.slow
 def test_timeout_kills_and_fails_with_reason(cli, make_project):
     root = make_project({"benchmarks/slow.py": "import time\nprint('[1/9]', flush=True)\ntime.sleep(60)\n"})
     cli("project", "add", root)
@@ -315,6 +316,7 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_slot_group_caps_its_running_jobs_below_the_hosts_slots(make_project, home, tmp_path):
     """Jobs queued in a group of 2 run 2 at a time on a host with 4 slots, in queue order, while
     a job outside the group takes a free slot at once."""
@@ -351,6 +353,7 @@ def test_a_slot_group_caps_its_running_jobs_below_the_hosts_slots(make_project, 
     assert runs["free"][0] < group[2][0], "the job outside the group did not wait for the group"
 
 
+@pytest.mark.slow
 def test_each_end_wakes_the_worker_although_the_tmux_server_exits_with_its_last_session(home, tmp_path):
     """One slot and a poll interval of 30 s: the tmux server exits with each job's session, and
     the completion watcher must be back with the next job's, or every job would wait a poll."""

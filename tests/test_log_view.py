@@ -80,6 +80,7 @@ async def test_shows_last_lines(log_file):
         assert view.border_title == "job.log"
 
 
+@pytest.mark.slow
 async def test_follow_pause_and_resume(log_file):
     app = LogApp(str(log_file))
     async with app.run_test(size=SIZE) as pilot:
@@ -148,6 +149,7 @@ async def test_partial_line_progress_bar_updates(tmp_path):
         assert not contains(rows, " 10%")
 
 
+@pytest.mark.slow
 async def test_search_next_prev_and_escape(tmp_path):
     path = tmp_path / "s.log"
     lines = [f"row {i}" for i in range(400)]
@@ -290,6 +292,7 @@ async def test_no_path_then_set_path(log_file):
         assert texts(view)[-1].endswith("step 0299 ok")
 
 
+@pytest.mark.slow
 async def test_no_color_match_is_marked_without_colour(tmp_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     path = tmp_path / "n.log"
@@ -309,6 +312,7 @@ async def test_no_color_match_is_marked_without_colour(tmp_path, monkeypatch):
         assert styled and all(seg.style and seg.style.reverse and seg.style.bold for seg in styled)
 
 
+@pytest.mark.slow
 async def test_big_file_shows_tail_then_indexes_in_background(tmp_path, monkeypatch):
     # Small budgets so that a ~3 MB file takes the big-file path.
     monkeypatch.setattr(log_view_module, "INLINE_INDEX_BYTES", 64 * 1024)

@@ -8,6 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from evopilot.core.jobs.logread import CHUNK, LogReader, follow
 from tests.conftest import REPO, evopilot_cmd, wait_until
 
@@ -87,6 +89,7 @@ out.write(b"[2/2] end\\n")
 """
 
 
+@pytest.mark.slow
 def test_logs_follow_prints_the_log_byte_exact_until_the_job_ends(cli, make_project, tmp_path):
     cli("project", "add", make_project({"benchmarks/noisy.py": BENCH}))
     code, out, err = cli("run", "proj", "noisy.py", "--arg=--hold", "--json")

@@ -516,6 +516,7 @@ def test_ssh_command_args_reach_the_test_host(sshd):
     assert out.stdout.strip() == sshd.tmux_tmpdir
 
 
+@pytest.mark.slow
 async def test_silent_server_times_out_and_close_interrupts_waiters(sshd):
     """A port that accepts TCP but never speaks SSH: a one-line timeout; close() during the
     attempt makes waiting run() calls fail with HostUnavailable, not CancelledError."""

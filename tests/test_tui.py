@@ -285,6 +285,7 @@ async def seed_jobs(home: Path, n: int) -> None:
     db.close()
 
 
+@pytest.mark.slow
 async def test_job_table_is_virtual(home):
     await seed_jobs(home, 20_000)
     app = EvopilotApp(Config(), home, engine_loop=False)
@@ -340,6 +341,7 @@ async def test_help_lists_bindings_and_config_overrides(home):
         assert "Jobs: Kill" in titles and "Jobs: Move to front" in titles and "App: Help" in titles
 
 
+@pytest.mark.slow
 async def test_hosts_tab_and_doctor(home):
     app = EvopilotApp(fast_config(), home, engine_loop=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -356,6 +358,7 @@ async def test_hosts_tab_and_doctor(home):
         await until(pilot, lambda: str(hosts.get_row_at(0)[1]) == "connected", what="local connected")
 
 
+@pytest.mark.slow
 async def test_queue_pause_and_move(project, home):
     app = EvopilotApp(fast_config(), home)
     async with app.run_test(size=SIZE) as pilot:

@@ -211,6 +211,7 @@ def test_projection_keeps_the_best_per_cell_and_levels_read_without_colour():
     assert sparkline([], 5) == ""
 
 
+@pytest.mark.slow
 async def test_a_grid_larger_than_the_widget_follows_the_cursor():
     from textual.app import App, ComposeResult
 
@@ -279,6 +280,7 @@ def test_cells_branch_and_capped_diff_through_the_facade(seeded):
 # ---- the tab --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_browse_cells_islands_axes_experiments_and_branch(seeded):
     home, repo, hashes = seeded
     app = make_app(home)
@@ -364,6 +366,7 @@ async def test_browse_cells_islands_axes_experiments_and_branch(seeded):
         await until(pilot, lambda: pane.experiment_id == 2, what="back to experiment 2")
 
 
+@pytest.mark.slow
 async def test_follows_a_run_in_this_process_and_in_another(seeded):
     home, _repo, hashes = seeded
     app = make_app(home)
@@ -424,6 +427,7 @@ async def test_follows_a_run_in_this_process_and_in_another(seeded):
         await until(pilot, lambda: len(pane.view["cells"]) == 7, what="the cell placed while hidden")
 
 
+@pytest.mark.slow
 async def test_a_project_gone_from_disk_is_said_in_place_of_the_diff(seeded):
     home, repo, hashes = seeded
     shutil.rmtree(repo)
@@ -439,6 +443,7 @@ async def test_a_project_gone_from_disk_is_said_in_place_of_the_diff(seeded):
                     what="the next cell's error")
 
 
+@pytest.mark.slow
 async def test_no_experiments_says_how_to_start_one_then_shows_the_first(tmp_path):
     home = tmp_path / "home"
     app = make_app(home)

@@ -246,6 +246,7 @@ def remote(cli, repo, sshd, tmp_path):
     return run
 
 
+@pytest.mark.slow
 def test_two_commits_at_once_on_a_host(remote, tmp_path):
     go = tmp_path / "go"  # the host is this machine: one file releases both jobs
     before = checkout_state(remote.root)
@@ -292,6 +293,7 @@ def test_two_commits_at_once_on_a_host(remote, tmp_path):
     assert checkout_state(remote.root) == before
 
 
+@pytest.mark.slow
 def test_a_commit_on_a_host_reuses_the_environment_and_prunes_old_trees(remote):
     root = remote.root
     code, out, err = remote("run", "proj", "show.py", "--host", "h1", "--commit", "v1", "--wait")
