@@ -118,8 +118,14 @@ def serve_stand_in(delay: float, log_path: str) -> None:
             self.end_headers()
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            if not isinstance(sys.exc_info()[1], ConnectionError):  # a killed client's socket
+                super().handle_error(request, client_address)
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(f"port {server.server_address[1]}", flush=True)
     server.serve_forever()
 
@@ -508,24 +514,23 @@ def table(title: str, ours: dict, peer: dict | None) -> None:
 
 
 async def case_run(args, tmp: Path, name: str, *, iterations: int, delay: float, answer_delay: float,
-                   in_flight: int = 4) -> tuple[dict, dict | None]:
+                   in_flight: int = 4, peer: bool = True) -> tuple[dict, dict | None]:
     r = await run_evopilot(tmp / f"{name}-evopilot", iterations=iterations, delay=delay,
                            answer_delay=answer_delay, in_flight=in_flight, profile=args.profile)
     ours = evopilot_figures(r, 4)
-    peer = None
-    if args.openevolve:
-        p = run_peer(args.openevolve, tmp / f"{name}-openevolve", iterations=iterations, delay=delay,
-                     answer_delay=answer_delay)
-        peer = peer_figures(p, 4) if p else None
-    return ours, peer
+    if not (peer and args.openevolve):
+        return ours, None
+    p = run_peer(args.openevolve, tmp / f"{name}-openevolve", iterations=iterations, delay=delay,
+                 answer_delay=answer_delay)
+    return ours, peer_figures(p, 4) if p else None
 
 
 async def case_overhead(args, tmp: Path) -> dict:
     ours, peer = await case_run(args, tmp, "overhead", iterations=args.iterations, delay=0.0, answer_delay=0.0)
     table(f"overhead: {args.iterations} iterations, evaluator that does nothing, answers at once, 4 slots", ours, peer)
-    met = ours["median_gap_ms"] < TARGETS["overhead_ms"]
-    print(f"  target: median < {TARGETS['overhead_ms']:g} ms per iteration: {'met' if met else 'NOT met'} "
-          f"(mean {ours['per_iteration_ms']:.1f} ms)")
+    met = ours["per_iteration_ms"] < TARGETS["overhead_ms"]
+    print(f"  target: under {TARGETS['overhead_ms']:g} ms per iteration over the run: {'met' if met else 'NOT met'} "
+          f"(median gap between placements {ours['median_gap_ms']:.1f} ms)")
     return {"evopilot": ours, "openevolve": peer}
 
 
@@ -539,17 +544,15 @@ async def case_utilisation(args, tmp: Path) -> dict:
 
 async def case_mutator(args, tmp: Path) -> dict:
     out = {}
-    for in_flight in (4, 8):
+    for in_flight in (4, 8):  # OpenEvolve has one answer per worker: only its 4-worker run
         ours, peer = await case_run(args, tmp, f"mutator{in_flight}", iterations=args.iterations, delay=0.5,
-                                    answer_delay=1.0, in_flight=in_flight)
+                                    answer_delay=1.0, in_flight=in_flight, peer=in_flight == 4)
         bound = min(1.0, in_flight * 0.5 / 4)
         table(f"mutator: {args.iterations} iterations, evaluations of 0.5 s, answers of 1 s, {in_flight} in flight "
               f"(OpenEvolve: 4 workers, each answer then evaluation)", ours, peer if in_flight == 4 else None)
         print(f"  bound by the answers' rate: {bound:.2f}; target >= {TARGETS['mutator_utilisation']:.0%}: "
               f"{'met' if ours['utilisation_run'] >= TARGETS['mutator_utilisation'] else 'NOT met'}")
         out[in_flight] = {"evopilot": ours, "openevolve": peer if in_flight == 4 else None}
-        if in_flight == 8 and args.openevolve:
-            args_openevolve = None  # OpenEvolve has one answer per worker: 8 in flight is 8 workers
     return out
 
 
@@ -584,7 +587,7 @@ async def case_repro(args, tmp: Path) -> dict:
                                    answer_delay=0.0, slots=1, llm=llm)
             runs.append([(n, s, c) for n, s, c, _ in r["iterations"]])
         same = runs[0] == runs[1]
-        commits = sum(1 for _, _, c in runs[0] if c)
+        commits = sum(1 for n, _, c in runs[0] if c and n)
         print(f"\nrepro ({'llm stand-in' if llm else 'params'} mutator, seed 1, one slot, 30 iterations): "
               f"{commits} candidate commits; identical: {same}")
         out["llm" if llm else "params"] = {"identical": same, "commits": commits}

@@ -30,8 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import os
 import shutil
+import tarfile
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -121,6 +124,64 @@ def build_script(tree: str, sha: str, *, basis: tuple[str, str] | None, drop: Se
         f"printf '%s' {quote(sha)} > {STAMP}.tmp && mv -f {STAMP}.tmp {STAMP} && echo ready",
     ]
     return "\n".join(lines) + "\n"
+
+
+def build_here(tree: str, sha: str, *, basis: tuple[str, str] | None, drop: Sequence[str],
+               payload: bytes) -> BuildAnswer:
+    """``build_script`` done by this process, for a tree on this machine: the same steps and
+    answer without a shell and its cp, find, tar and mv processes (evolution builds a tree for
+    every candidate). Blocking: run it in a thread."""
+    t = Path(tree)
+    t.mkdir(parents=True, exist_ok=True)
+    if payload:
+        with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+            for member in tar:
+                target = t / member.name
+                if not member.isdir() and (target.is_symlink() or target.exists()):
+                    target.unlink()  # as GNU tar does: a linked basis file stays intact
+                tar.extract(member, t, filter="fully_trusted")  # git archive of our own commit
+    state = "none"
+    if basis is not None:
+        b, basis_sha = Path(basis[0]), basis[1]
+        try:
+            stamp = os.stat(b / STAMP)
+            listed = (b / MANIFEST).read_bytes() if (b / STAMP).read_text() == basis_sha else None
+        except OSError:
+            listed = None
+        if listed is None:
+            return BuildAnswer(None, "gone", False, [])
+        state, dropped, edited, failed = "used", set(drop), [], []
+        for name in listed.decode("utf-8", "surrogateescape").split("\0"):
+            if not name or name in dropped:
+                continue
+            src, dst = b / name, t / name
+            try:
+                if os.stat(src).st_mtime_ns > stamp.st_mtime_ns:  # edited since: sent again
+                    edited.append(name)
+                    continue
+            except OSError:
+                pass
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(src, dst, follow_symlinks=False)
+            except FileExistsError:
+                pass
+            except OSError:  # the basis is going away
+                failed.append(name)
+        if edited or failed:
+            return BuildAnswer(None, state, False, edited + failed)
+    files = []
+    for root, dirs, names in os.walk(t):
+        rel = os.path.relpath(root, t)
+        if rel == ".":
+            dirs[:] = [d for d in dirs if not d.startswith(_OWN)]
+            names = [n for n in names if not n.startswith(_OWN)]
+        files += [os.path.normpath(os.path.join(rel, n)) for n in names]
+        files += [os.path.normpath(os.path.join(rel, d)) for d in dirs if os.path.islink(os.path.join(root, d))]
+    (t / MANIFEST).write_bytes("".join(f + "\0" for f in files).encode("utf-8", "surrogateescape"))
+    (t / f"{STAMP}.tmp").write_text(sha)
+    os.replace(t / f"{STAMP}.tmp", t / STAMP)
+    return BuildAnswer(None, state, True, [])
 
 
 def check_script(tree: str, env_marker: str | None = None) -> str:
@@ -316,15 +377,13 @@ class Workspaces:
             if len(changed) > MAX_DIFF_FILES:
                 basis, changed, removed = None, [], []
         payload = await gitops.archive(commit, changed if basis else None)
-        script = build_script(tree, commit.sha, basis=(basis.path, basis.commit_sha) if basis else None,
-                              drop=[*changed, *removed], payload=bool(payload), env_marker=env_marker)
-        answer = parse_answer(await _run(host, script, payload))
+        answer = await _build_step(host, tree, commit.sha, basis=(basis.path, basis.commit_sha) if basis else None,
+                                   drop=[*changed, *removed], payload=payload, env_marker=env_marker)
         sent = {"basis": basis.commit_sha if basis else None,
                 "sent": changed if basis else "all", "removed": removed, "bytes": len(payload)}
         if not answer.ready:  # the basis went away, or some of its files were edited in place
             again = await gitops.archive(commit, None if answer.basis == "gone" else answer.missing)
-            final = parse_answer(await _run(host, build_script(tree, commit.sha, basis=None, drop=(),
-                                                               payload=bool(again)), again))
+            final = await _build_step(host, tree, commit.sha, basis=None, drop=(), payload=again)
             if not final.ready:
                 raise EvopilotError(f"host {host.name}: could not build the tree {tree}")
             sent.update(resent=answer.missing or "all", bytes=len(payload) + len(again))
@@ -372,6 +431,14 @@ class Workspaces:
                 except EvopilotError:  # the link dropped: they stay marked, next time
                     continue
             await ws_db.delete(self.db, [w.id for w in trees])
+
+
+async def _build_step(host: Host, tree: str, sha: str, *, basis: tuple[str, str] | None, drop: Sequence[str],
+                      payload: bytes, env_marker: str | None = None) -> BuildAnswer:
+    if host.is_local and env_marker is None:
+        return await asyncio.to_thread(build_here, tree, sha, basis=basis, drop=drop, payload=payload)
+    script = build_script(tree, sha, basis=basis, drop=drop, payload=bool(payload), env_marker=env_marker)
+    return parse_answer(await _run(host, script, payload))
 
 
 async def _run(host: Host, script: str, stdin: bytes | None = None) -> bytes:

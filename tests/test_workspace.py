@@ -22,7 +22,7 @@ from evopilot.core.config import Config, HostConfig
 from evopilot.core.engine import Engine
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.sync import MANIFEST
-from evopilot.core.workspace import STAMP, build_script, commit_command, parse_answer
+from evopilot.core.workspace import STAMP, build_here, build_script, commit_command, parse_answer
 from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
 from tests.test_remote_jobs import PYPROJECT, host_toml
 
@@ -329,7 +329,10 @@ def test_a_commit_on_a_host_reuses_the_environment_and_prunes_old_trees(remote):
 # ---- the tree builder, with real bash, git and tar -----------------------------------------
 
 
-def test_build_script_never_writes_through_a_link_and_resends_edited_basis_files(repo, tmp_path):
+@pytest.mark.parametrize("builder", ["script", "here"])
+def test_a_build_never_writes_through_a_link_and_resends_edited_basis_files(repo, tmp_path, builder):
+    """The build script (SSH hosts) and its twin run in-process for local trees: the same
+    scenario, the same answers and trees."""
     host = LocalHost("local", HostConfig(), tmp_path / "base")
     a = gitops.Commit(str(repo), repo.shas["A"], "")
     b = gitops.Commit(str(repo), repo.shas["B"], "")
@@ -337,6 +340,8 @@ def test_build_script_never_writes_through_a_link_and_resends_edited_basis_files
 
     async def build(tree, commit, basis=None, drop=(), paths=None):
         payload = await gitops.archive(commit, paths)
+        if builder == "here":
+            return build_here(tree, commit.sha, basis=basis, drop=drop, payload=payload)
         res = await host.run(build_script(tree, commit.sha, basis=basis, drop=drop, payload=bool(payload)),
                              stdin=payload or None)
         assert res.ok, res.stderr
