@@ -292,7 +292,9 @@ class Probe:
             self._wrap(cls, name, before, after)
 
     def _wrap(self, cls, name, before, after) -> None:
-        orig = getattr(cls, name)
+        orig = getattr(cls, name, None)
+        if orig is None:  # an older loop (bench run against an earlier commit): no such stage
+            return
         self._orig[name] = orig
         marks = self.marks
 
@@ -544,7 +546,7 @@ async def case_utilisation(args, tmp: Path) -> dict:
 
 async def case_mutator(args, tmp: Path) -> dict:
     out = {}
-    for in_flight in (4, 8):  # OpenEvolve has one answer per worker: only its 4-worker run
+    for in_flight in args.in_flight:  # OpenEvolve has one answer per worker: only its 4-worker run
         ours, peer = await case_run(args, tmp, f"mutator{in_flight}", iterations=args.iterations, delay=0.5,
                                     answer_delay=1.0, in_flight=in_flight, peer=in_flight == 4)
         bound = min(1.0, in_flight * 0.5 / 4)
@@ -732,6 +734,8 @@ def main() -> None:
     ap.add_argument("--openevolve", metavar="PYTHON", help="a python with openevolve 0.4.0 installed")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--growth-iterations", type=int, default=1000)
+    ap.add_argument("--in-flight", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8],
+                    help="answers in flight in the mutator case (comma-separated)")
     ap.add_argument("--seed", type=int, default=7, help="for the kill moments")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the evopilot run(s) into FILE")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
