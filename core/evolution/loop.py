@@ -17,7 +17,6 @@ re-attached, and the archive is restored from its snapshots.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import os
 import socket
@@ -123,11 +122,6 @@ class EvolutionLoop:
             raise EvopilotError(f"experiment {self.row.name} is already running in {self.row.owner}")
         events = self.bus.subscribe()
         waker = asyncio.create_task(self._wake_on_events(events))
-        if any(m.kind == "llm" for m in self.exp.mutators):
-            # the openai client takes a second to import: while the first evaluations run, not
-            # before the first mutation (the slots would stand idle)
-            asyncio.get_running_loop().run_in_executor(
-                None, importlib.import_module, "evopilot.core.evolution.mutators.llm")
         state, reason = "failed", None
         try:
             state, reason = await self._run(stop)
