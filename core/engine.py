@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
@@ -37,13 +38,16 @@ from evopilot.core.hosts.base import Host
 from evopilot.core.evolution.evaluation import EVALUATION, MUTATION
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core import environments
-from evopilot.core.jobs import interactive, logread
+from evopilot.core.jobs import interactive
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
+
+if TYPE_CHECKING:
+    from evopilot.core.jobs.logread import LogReader
 
 
 ADOPT_POLL = 2.0
@@ -222,8 +226,10 @@ class Engine:
     async def job_steps(self, job_id: int) -> list[dict]:
         return await jobs_db.steps(self.db, job_id)
 
-    def log_reader(self, job: Job) -> logread.LogReader:
+    def log_reader(self, job: Job) -> "LogReader":
         """The reader of a job's log (for a remote job, its local mirror)."""
+        from evopilot.core.jobs import logread  # numpy (its line index) only for logs
+
         if not job.log_path:
             raise EvopilotError(f"job {job.id} has no log yet (it is {job.status.value})")
         return logread.LogReader(job.log_path)
@@ -231,6 +237,8 @@ class Engine:
     def follow_log(self, job: Job, offset: int = 0) -> AsyncIterator[bytes]:
         """A job's log from ``offset`` as it grows, until the job has finished; a running job's
         host is asked for its latest bytes every poll interval."""
+        from evopilot.core.jobs import logread
+
         reader = self.log_reader(job)
 
         async def running() -> bool:
@@ -288,20 +296,11 @@ class Engine:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    async def reconcile(self) -> None:
-        await self.scheduler.reconcile()
-
     async def dispatch(self) -> None:
         await self.scheduler.dispatch()
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> None:
         await self.scheduler.tick_host(name, dispatch_jobs=dispatch_jobs)
-
-    async def tick(self, *, watch: bool = False) -> None:
-        await self.scheduler.tick(watch=watch)
-
-    async def idle(self) -> bool:
-        return await self.scheduler.idle()
 
     async def stalled(self) -> list[tuple[Job, str]]:
         """Running or queued jobs on hosts that cannot be reached now, with the host's error."""
@@ -310,9 +309,6 @@ class Engine:
     async def run_forever(self, **options) -> None:
         """The worker loop (see ``Scheduler.run_forever``)."""
         await self.scheduler.run_forever(**options)
-
-    async def wait_for_work(self, timeout: float) -> None:
-        await self.scheduler.wait_for_work(timeout)
 
 
 def _check_status(s: str) -> str:

@@ -8,7 +8,9 @@ it matters, so a frozen clock gives frozen text.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import combinations
 from typing import TYPE_CHECKING
 
 from evopilot.core.models import Job, JobStatus
@@ -122,3 +124,89 @@ def check_lines(checks: Iterable[Check]) -> list[str]:
         if c.fix and not c.ok:
             lines.append(f"      fix: {c.fix}")
     return lines
+
+
+# ---- an island's archive as a grid (the Archive tab, `evolve archive`) ------------------------
+
+RAMP = ".:-=+*#%@"
+"""One character per level, worst to best: a grid reads without colour."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    x: int
+    y: int
+    commit: str
+    objective: float
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    name: str
+    bins: int
+    lower: float
+    upper: float
+
+    def interval(self, i: int) -> tuple[float, float]:
+        """The range of descriptor values of bin ``i``."""
+        width = (self.upper - self.lower) / self.bins
+        return self.lower + i * width, self.lower + (i + 1) * width
+
+
+@dataclass
+class Grid:
+    """What the heatmap draws: ``x`` across, ``y`` up (None: a one-descriptor archive, one row)."""
+
+    x: Axis
+    y: Axis | None
+    cells: dict[tuple[int, int], Cell]
+    maximize: bool
+
+    def __post_init__(self) -> None:
+        values = [c.objective for c in self.cells.values()]
+        self._range = (min(values), max(values)) if values else (0.0, 0.0)
+
+    @property
+    def width(self) -> int:
+        return self.x.bins
+
+    @property
+    def height(self) -> int:
+        return self.y.bins if self.y else 1
+
+    def best(self) -> Cell | None:
+        pick = max if self.maximize else min
+        return pick(self.cells.values(), key=lambda c: c.objective, default=None)
+
+    def level(self, objective: float) -> int:
+        """0 (the worst objective shown) .. len(RAMP) - 1 (the best)."""
+        lo, hi = self._range
+        if hi == lo:
+            return len(RAMP) - 1
+        t = (objective - lo) / (hi - lo)
+        return round((t if self.maximize else 1 - t) * (len(RAMP) - 1))
+
+
+def axis_pairs(dims: int) -> list[tuple[int, int | None]]:
+    """The descriptor pairs a grid of ``dims`` dimensions can be shown by (x, y)."""
+    return [(0, None)] if dims == 1 else list(combinations(range(dims), 2))
+
+
+def project(view: dict, pair: tuple[int, int | None]) -> Grid | None:
+    """The grid of an island's cells (``Evolution.cells``) on the descriptors ``pair``: the
+    best elite per 2-D cell. None while the island has no archive."""
+    if view["bins"] is None:
+        return None
+    names, bins, lower, upper = view["descriptors"], view["bins"], view["lower"], view["upper"]
+    ix, iy = pair
+    x = Axis(names[ix], bins[ix], lower[ix], upper[ix])
+    y = Axis(names[iy], bins[iy], lower[iy], upper[iy]) if iy is not None else None
+    maximize = view["maximize"]
+    cells: dict[tuple[int, int], Cell] = {}
+    for c in view["cells"]:
+        key = (c["index"][ix], c["index"][iy] if iy is not None else 0)
+        held = cells.get(key)
+        better = held is None or (c["objective"] > held.objective if maximize else c["objective"] < held.objective)
+        if better:
+            cells[key] = Cell(key[0], key[1], c["commit"], c["objective"])
+    return Grid(x, y, cells, maximize)

@@ -28,11 +28,12 @@ from evopilot.core.engine import Engine
 from evopilot.core.events import EvolutionEvent
 from evopilot.core.evolution.archive import Archive
 from evopilot.core.evolution.experiment import Experiment
+from evopilot.core.formatting import RAMP, axis_pairs, project
 from evopilot.core.models import now_iso
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import LineDialog
 from evopilot.tui.widgets.curves import sparkline
-from evopilot.tui.widgets.heatmap import RAMP, Heatmap, axis_pairs, project
+from evopilot.tui.widgets.heatmap import Heatmap
 from tests.conftest import REPO
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]

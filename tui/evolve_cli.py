@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 
+from evopilot.core import formatting
 from evopilot.core.engine import Engine
 
 EVOLVE_EPILOG = """\
@@ -188,41 +189,26 @@ async def cmd_best(engine: Engine, args) -> int:
     return 0
 
 
-RAMP = ".:-=+*#%@"
-
-
 async def cmd_archive(engine: Engine, args) -> int:
-    grid = await engine.evolution.cells(args.experiment, args.island)
+    view = await engine.evolution.cells(args.experiment, args.island)
     if args.json:
-        print(json.dumps(grid, indent=2))
+        print(json.dumps(view, indent=2))
         return 0
-    names = grid["descriptors"]
-    print(f"island {grid['island']} of 0..{grid['islands'] - 1}: {len(grid['cells'])} elites, "
-          f"{grid['objective']} ({'higher' if grid['maximize'] else 'lower'} is better)")
-    if grid["bins"] is None:
+    print(f"island {view['island']} of 0..{view['islands'] - 1}: {len(view['cells'])} elites, "
+          f"{view['objective']} ({'higher' if view['maximize'] else 'lower'} is better)")
+    grid = formatting.project(view, formatting.axis_pairs(len(view["descriptors"]))[0])
+    if grid is None:
         print("no archive yet (the warm-up freezes the grid's bounds first)")
         return 0
-    # the first two descriptors: x across, y up; a cell shows the best behind it
-    best: dict[tuple[int, int], float] = {}
-    for c in grid["cells"]:
-        x, y = c["index"][0], c["index"][1] if len(c["index"]) > 1 else 0
-        o = c["objective"]
-        if (x, y) not in best or (o > best[(x, y)]) == grid["maximize"]:
-            best[(x, y)] = o
-    lo, hi = min(best.values()), max(best.values())
-    nx, ny = grid["bins"][0], grid["bins"][1] if len(grid["bins"]) > 1 else 1
-    for y in reversed(range(ny)):
-        row = []
-        for x in range(nx):
-            o = best.get((x, y))
-            level = 0 if o is None or hi == lo else (o - lo) / (hi - lo)
-            if o is not None and not grid["maximize"]:
-                level = 1 - level
-            row.append("  " if o is None else RAMP[min(len(RAMP) - 1, int(level * len(RAMP)))] * 2)
-        print("|" + "".join(row) + "|")
-    print(f"x: {names[0]} {grid['lower'][0]:g}..{grid['upper'][0]:g}"
-          + (f"   y: {names[1]} {grid['lower'][1]:g}..{grid['upper'][1]:g}" if len(names) > 1 else "")
-          + f"   {RAMP[0]} worst .. {RAMP[-1]} best ({lo:g} .. {hi:g})")
+    for y in reversed(range(grid.height)):  # x across, y up; a cell shows the best behind it
+        cells = [grid.cells.get((x, y)) for x in range(grid.width)]
+        print("|" + "".join("  " if c is None else formatting.RAMP[grid.level(c.objective)] * 2
+                                for c in cells) + "|")
+    axes = [grid.x] + ([grid.y] if grid.y else [])
+    objectives = [c.objective for c in grid.cells.values()]
+    print("   ".join(f"{n}: {a.name} {a.lower:g}..{a.upper:g}" for n, a in zip("xy", axes))
+          + f"   {formatting.RAMP[0]} worst .. {formatting.RAMP[-1]} best "
+            f"({min(objectives):g} .. {max(objectives):g})")
     return 0
 
 

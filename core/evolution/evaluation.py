@@ -12,7 +12,6 @@ import aiosqlite
 
 from evopilot.core.db import evolution as evo_db
 from evopilot.core.events import IterationEvent
-from evopilot.core.evolution.experiment import parse_experiment
 from evopilot.core.jobs.kinds import JobKind
 from evopilot.core.models import IterationRow, Job, JobStatus
 
@@ -36,6 +35,8 @@ async def on_evaluation_end(db: aiosqlite.Connection, job: Job) -> list[Iteratio
 async def _record(db: aiosqlite.Connection, it: IterationRow, job: Job) -> str:
     """The job's outcome on the iteration and its commit; returns the iteration's new status."""
     row = await evo_db.get_experiment(db, it.experiment_id)
+    from evopilot.core.evolution.experiment import parse_experiment  # pydantic models: only here
+
     exp = parse_experiment(row.config_snapshot)
     commit = await evo_db.commit_by_hash(db, it.experiment_id, it.candidate_hash)
     stages = exp.evaluation.stages

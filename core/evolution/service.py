@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -161,7 +162,7 @@ class Evolution:
         snaps = await evo_db.snapshots(self.db, row.id)
         best = await self._best(row, exp, snaps)
         archives = [s["archive"] for i, s in sorted(snaps.items()) if i >= 0 and s.get("archive")]
-        cells = sum(_cells(a["bins"]) for a in archives)
+        cells = sum(math.prod(a["bins"]) for a in archives)
         history = await evo_db.history(self.db, row.id)
         qd = {}
         for h in history:
@@ -299,9 +300,3 @@ class Evolution:
         poll (the Archive tab's view of a run in another process)."""
         return await evo_db.change_stamp(self.db, experiment_id)
 
-
-def _cells(bins: list[int]) -> int:
-    n = 1
-    for b in bins:
-        n *= b
-    return n

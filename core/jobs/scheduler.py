@@ -195,13 +195,6 @@ class Scheduler:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    async def tick(self, *, watch: bool = False) -> None:
-        """One pass over every host with running or queued jobs, hosts in parallel, and the
-        ends that came out of it; ``watch`` also keeps a completion watcher open on each."""
-        due = self._due(await self._active_hosts())
-        await asyncio.gather(*(self._host_pass(name, watch) for name in due))
-        await self._after_passes()
-
     async def _active_hosts(self) -> set[str]:
         return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
 
@@ -218,10 +211,11 @@ class Scheduler:
             due.append(name)
         return due
 
-    async def _host_pass(self, name: str, watch: bool) -> None:
+    async def _host_pass(self, name: str) -> None:
+        """One host's tick in the loop, then a completion watcher kept open on it."""
         again = await self.tick_host(name)
         host = self.hosts.known(name)
-        if watch and host is not None and host.state == "connected":
+        if host is not None and host.state == "connected":
             self._watch_completions(host)
         if again:  # last, so that the round this wakes finds this pass ended
             self._wake.set()
@@ -244,7 +238,7 @@ class Scheduler:
                     failed = task.exception()
         for name in due:
             if name not in self._runs:
-                self._runs[name] = asyncio.create_task(self._host_pass(name, True))
+                self._runs[name] = asyncio.create_task(self._host_pass(name))
         if failed is not None:
             raise failed
 

@@ -28,12 +28,13 @@ from textual.widgets import Static
 
 from evopilot.core import formatting
 from evopilot.core.errors import EvopilotError
+from evopilot.core.formatting import Cell, axis_pairs, project
 from evopilot.tui import keymap
 from evopilot.tui.messages import EvolutionChanged, TabShown
 from evopilot.tui.screens.dialogs import LineDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.curves import Curves
-from evopilot.tui.widgets.heatmap import Cell, Heatmap, axis_pairs, project
+from evopilot.tui.widgets.heatmap import Heatmap
 
 POLL_INTERVAL = 1.5
 """Seconds between checks for changes made by other processes, while the tab is shown."""

@@ -10,14 +10,12 @@ The cursor is a cell, moved with the arrow keys; it is drawn reversed and marked
 does not fit. ``Heatmap.Moved`` is posted when the cursor lands on another cell or the grid
 under it changes.
 
-An archive with more than two descriptors is shown through a pair of them (``project``): each
-2-D cell holds the best elite of the cells that fall on it.
+An archive with more than two descriptors is shown through a pair of them
+(``core.formatting.project``): each 2-D cell holds the best elite of the cells that fall on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import combinations
 from typing import ClassVar
 
 from rich.color import Color
@@ -29,10 +27,8 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.widget import Widget
 
+from evopilot.core.formatting import RAMP, Cell, Grid
 from evopilot.tui import keymap
-
-RAMP = ".:-=+*#%@"
-"""One character per level, worst to best."""
 
 _STOPS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]  # viridis
 
@@ -50,86 +46,6 @@ LEVEL_STYLES = [
     Style(color="black" if i >= len(RAMP) // 2 else "white", bgcolor=_colour(i / (len(RAMP) - 1)))
     for i in range(len(RAMP))
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    x: int
-    y: int
-    commit: str
-    objective: float
-
-
-@dataclass(frozen=True, slots=True)
-class Axis:
-    name: str
-    bins: int
-    lower: float
-    upper: float
-
-    def interval(self, i: int) -> tuple[float, float]:
-        """The range of descriptor values of bin ``i``."""
-        width = (self.upper - self.lower) / self.bins
-        return self.lower + i * width, self.lower + (i + 1) * width
-
-
-@dataclass
-class Grid:
-    """What the heatmap draws: ``x`` across, ``y`` up (None: a one-descriptor archive, one row)."""
-
-    x: Axis
-    y: Axis | None
-    cells: dict[tuple[int, int], Cell]
-    maximize: bool
-
-    def __post_init__(self) -> None:
-        values = [c.objective for c in self.cells.values()]
-        self._range = (min(values), max(values)) if values else (0.0, 0.0)
-
-    @property
-    def width(self) -> int:
-        return self.x.bins
-
-    @property
-    def height(self) -> int:
-        return self.y.bins if self.y else 1
-
-    def best(self) -> Cell | None:
-        pick = max if self.maximize else min
-        return pick(self.cells.values(), key=lambda c: c.objective, default=None)
-
-    def level(self, objective: float) -> int:
-        """0 (the worst objective shown) .. len(RAMP) - 1 (the best)."""
-        lo, hi = self._range
-        if hi == lo:
-            return len(RAMP) - 1
-        t = (objective - lo) / (hi - lo)
-        return round((t if self.maximize else 1 - t) * (len(RAMP) - 1))
-
-
-def axis_pairs(dims: int) -> list[tuple[int, int | None]]:
-    """The descriptor pairs a grid of ``dims`` dimensions can be shown by (x, y)."""
-    return [(0, None)] if dims == 1 else list(combinations(range(dims), 2))
-
-
-def project(view: dict, pair: tuple[int, int | None]) -> Grid | None:
-    """The grid of an island's cells (``Evolution.cells``) on the descriptors ``pair``: the
-    best elite per 2-D cell. None while the island has no archive."""
-    if view["bins"] is None:
-        return None
-    names, bins, lower, upper = view["descriptors"], view["bins"], view["lower"], view["upper"]
-    ix, iy = pair
-    x = Axis(names[ix], bins[ix], lower[ix], upper[ix])
-    y = Axis(names[iy], bins[iy], lower[iy], upper[iy]) if iy is not None else None
-    maximize = view["maximize"]
-    cells: dict[tuple[int, int], Cell] = {}
-    for c in view["cells"]:
-        key = (c["index"][ix], c["index"][iy] if iy is not None else 0)
-        held = cells.get(key)
-        better = held is None or (c["objective"] > held.objective if maximize else c["objective"] < held.objective)
-        if better:
-            cells[key] = Cell(key[0], key[1], c["commit"], c["objective"])
-    return Grid(x, y, cells, maximize)
 
 
 def _bound(v: float) -> str:
