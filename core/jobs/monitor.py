@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +25,8 @@ from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 
 ERROR_TAIL = 16 * 1024
+HANGUP_WAIT = 2.0
+"""Seconds a hung-up wrapper has to write its exit code (it takes milliseconds)."""
 _CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
 
 
@@ -45,6 +48,7 @@ class Monitor:
         self.db = db
         self.config = config
         self._carry: dict[int, bytes] = {}
+        self._hung_up: dict[int, float] = {}  # job -> when its hangup was first seen, exit code pending
 
     async def tick(self, host: Host) -> TickResult:
         jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name,
@@ -123,7 +127,9 @@ class Monitor:
             # took far too long): back to the queue. Starting again is safe (see scripts.start).
             fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
         elif p is not None and p.exit_code is None and not p.session_alive:
-            if self._age(j) > self.config.engine.lost_grace:
+            if p.hangup and self._exit_code_due(j.id):
+                pass  # its wrapper was hung up and is writing the exit code: that says why it ended
+            elif self._age(j) > self.config.engine.lost_grace:
                 fields.update(
                     status=JobStatus.LOST.value, finished_at=now,
                     error_message=f"tmux session {j.tmux_session} vanished without an exit code",
@@ -148,6 +154,7 @@ class Monitor:
             return
         if fields.get("status", JobStatus.QUEUED.value) != JobStatus.QUEUED.value:
             self._carry.pop(j.id, None)
+            self._hung_up.pop(j.id, None)
             await jobs_db.replace_metrics(self.db, j.id, metrics)
             ok = fields["status"] == JobStatus.SUCCEEDED.value
             released = await jobs_db.release_dependents(
@@ -159,6 +166,12 @@ class Monitor:
             if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
                 out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
+
+    def _exit_code_due(self, job_id: int) -> bool:
+        """A job whose wrapper recorded a hangup gets ``HANGUP_WAIT`` seconds (from when this
+        monitor first saw it) to write its exit code before it counts as vanished."""
+        first = self._hung_up.setdefault(job_id, time.monotonic())
+        return time.monotonic() - first < HANGUP_WAIT
 
     def _finish(self, j: Job, code: int, hangup: bool, results: bytes | None, now: str) -> tuple[dict, list]:
         """Final status, error and metrics of a job whose exit code is known and log read."""
