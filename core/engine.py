@@ -101,6 +101,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.scheduler.close()
+        await self.workspaces.close()
         await self.hosts_registry.close()
         await self.db.close()
 

@@ -104,6 +104,7 @@ class EvolutionLoop:
         self._evaluations = 0  # queued or running, as of the last pass
         self._mutators = Mutators(exp.mutators)
         self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._git = gitops.Batch(self.repo)  # git processes kept open for the run: no new one per candidate
         self._state: SearchState | None = None
         self._seed_commit_id = 0
         self._started = time.monotonic()
@@ -141,6 +142,7 @@ class EvolutionLoop:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._mutators.aclose()
+            await self._git.close()
             # in a transaction of its own: a write outside one joins whichever another task has
             # open on the connection, and is lost with it if that task is cancelled (the worker)
             async with jobs_db.transaction(self.db):
@@ -202,8 +204,8 @@ class EvolutionLoop:
     async def _restore(self) -> None:
         seed = await evo_db.commit_by_hash(self.db, self.row.id, self.row.base_commit)
         if seed is None:
-            tree = await gitops.tree_of(self.repo, self.row.base_commit)
-            files = await gitops.read_files(self.repo, self.row.base_commit, self.exp.files)
+            tree = await gitops.tree_of(self.repo, self.row.base_commit, batch=self._git)
+            files = await gitops.read_files(self.repo, self.row.base_commit, self.exp.files, batch=self._git)
             async with jobs_db.transaction(self.db):
                 cid = await evo_db.add_commit(
                     self.db, self.row.id, commit_hash=self.row.base_commit, parent=None, tree=tree,
@@ -314,7 +316,7 @@ class EvolutionLoop:
         """The files in scope at ``commit`` (read with git once, then from memory)."""
         files = self._files.get(commit)
         if files is None:
-            files = await gitops.read_files(self.repo, commit, self.exp.files)
+            files = await gitops.read_files(self.repo, commit, self.exp.files, batch=self._git)
         self._remember(commit, files)
         return files
 
@@ -436,7 +438,7 @@ class EvolutionLoop:
             await self._skip(it, "the mutator changed nothing")
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
-                                                 f"{COMMIT_EPOCH + it.number} +0000")
+                                                 f"{COMMIT_EPOCH + it.number} +0000", batch=self._git)
         # Twins (the same tree) resolve by iteration number, not by which mutator answered first:
         # a candidate is recorded only after every lower-numbered mutation under way (they
         # start in order, so none of them waits for this one).
@@ -454,7 +456,7 @@ class EvolutionLoop:
             if reason := self._too_close(extra):
                 await self._skip(it, reason)
                 return
-            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
+            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit, batch=self._git)
             async with jobs_db.transaction(self.db):
                 await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
                                         tree=tree, island=it.island, iteration=it.number, message=message,
