@@ -14,6 +14,7 @@ from evopilot.core.hosts import probe
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.tmux import new_session, send_keys
 from evopilot.core.jobs import scripts
+from evopilot.core.jobs.dispatch import start_here
 from evopilot.core.quoting import quote
 from tests.conftest import wait_until
 
@@ -81,9 +82,12 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     assert not (d / "hangup").exists()
 
 
-def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
+@pytest.mark.parametrize("starter", ["script", "here"])
+def test_start_takes_env_from_stdin_not_from_its_text(tmp_path, starter):
     """Two jobs started by one script, their env files read from stdin byte-exact (multibyte,
-    quotes, newlines), written 0600; the secret is in neither the script nor the wrapper."""
+    quotes, newlines), written 0600; the secret is in neither the script nor the wrapper. The
+    local starter (``dispatch.start_here``, no shell) makes the same files, and a second start
+    runs nothing again."""
     envs = [{"TOKEN": "s3cr€t 'q' \"dq\"\nline2", "P": "/a b"}, {"TOKEN": "other"}]
     specs = []
     for i, env in enumerate(envs, 1):
@@ -94,9 +98,19 @@ def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
         specs.append(scripts.StartSpec(i, d, f"t-{i}", w, scripts.env_file(env)))
     script = scripts.start(specs)
     assert "s3cr" not in script and "other" not in script and all("s3cr" not in s.wrapper for s in specs)
-    res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
-    assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
+    if starter == "script":
+        res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
+        assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
+    else:
+        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
     wait_until(lambda: all((tmp_path / f"job {i}" / "exit_code").exists() for i in (1, 2)))
+    if starter == "here":
+        (tmp_path / "job 1" / "out").unlink()
+        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
+        assert not (tmp_path / "job 1" / "out").exists(), "started twice"
+        assert (tmp_path / "job 1").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "job 1" / "run.sh").stat().st_mode & 0o777 == 0o600
+        (tmp_path / "job 1" / "out").write_text(f"{envs[0]['TOKEN']}|/a b")
     assert (tmp_path / "job 1" / "out").read_text() == f"{envs[0]['TOKEN']}|/a b"
     assert (tmp_path / "job 2" / "out").read_text() == "other|"
     for i in (1, 2):
