@@ -13,7 +13,7 @@ from evopilot.core.models import JobStatus
 
 async def publish_jobs(db: aiosqlite.Connection, bus: EventBus, ids: Iterable[int],
                        previous: dict[int, JobStatus] | None = None) -> None:
-    if not bus.listening:  # nobody listening: skip reading the rows
+    if not bus.listening("job"):  # nobody listening: skip reading the rows
         return
     for job_id in ids:
         job = await jobs_db.get_job(db, job_id)
