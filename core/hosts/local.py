@@ -16,6 +16,10 @@ from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
 
 
+INLINE_READ = 256 * 1024
+"""Bytes of job files read on the event loop itself; more are read in a thread."""
+
+
 class LocalHost(Host):
     is_local = True
 
@@ -70,6 +74,10 @@ class LocalHost(Host):
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         if not requests:
             return []
+        if sum(min(n, max(0, _size(p) - off)) for p, off, n in requests) <= INLINE_READ:
+            # a few bytes (a job's end: its last lines and results.json): a thread's round
+            # trip would cost more than the reads, and delay the next job's start
+            return [read_range(p, off, n) for p, off, n in requests]
         # megabytes per tick when a job floods its log: off the event loop the UI shares
         return await asyncio.to_thread(lambda: [read_range(p, off, n) for p, off, n in requests])
 

@@ -32,14 +32,16 @@ def wrapper(
     process group (``set -m``), records the group id in ``pid``, appends its output to ``log``,
     writes its end time to ``finished_at`` and then the exit status to ``exit_code`` atomically
     (temp file + rename), then wakes a watching engine at once: through ``done_fifo`` when given
-    (a local engine, see ``core.jobs.wake``) and ``tmux wait-for done_channel``. ``batch``: see
+    (a local job: its engines watch the FIFO, see ``core.jobs.wake``), else ``tmux wait-for
+    done_channel`` (a tmux client process per job, which a local job saves). ``batch``: see
     ``_batch``; ``tty``: see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
     body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
     # read-write: never blocks, with or without a reader
-    fifo = f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo else ""
+    wake = (f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo
+            else f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n")
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
@@ -57,8 +59,7 @@ export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
 cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
-{fifo}tmux wait-for -S {quote(done_channel)} 2>/dev/null
-"""
+{wake}"""
 
 
 def _batch(command: str) -> str:
