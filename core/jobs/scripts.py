@@ -53,13 +53,14 @@ set -C; : > "$D/{STARTED}" 2>/dev/null || exit 0; set +C; now >> "$D/{STARTED}" 
 # start (no new block needed), and an empty marker (an inode only) says why.
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
 finish() {{ now > "$D/{FINISHED}" 2>/dev/null
-  {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
+  {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }} ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
-cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
 {body}finish "$rc"
-{wake}"""
+{wake}rm -f "$R"  # after the wake: the next job's start does not wait for it
+"""
 
 
 def _batch(command: str) -> str:
@@ -106,7 +107,7 @@ def _tty(job_id: int, job_dir: str, command: str) -> str:
     that tmux has copied every byte before it; then the pipe is closed and the marker cut off.
     """
     pipe = f"cat >> {quote(job_dir + '/' + LOG)}"  # run by tmux with sh -c
-    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
 trap : INT
 stty susp undef 2>/dev/null
 set -m
