@@ -42,7 +42,7 @@ from evopilot.core.evolution.prompt import build_prompt
 from evopilot.core.evolution.search import Candidate, SearchState
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.jobs.monitor import tail
-from evopilot.core.models import JobStatus, Project, now_iso
+from evopilot.core.models import Benchmark, JobStatus, Project, now_iso
 
 HEARTBEAT = 2.0
 STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
@@ -100,6 +100,8 @@ class EvolutionLoop:
         self._failure: BaseException | None = None  # of a mutation or submission task: ends the run
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutation_ended = asyncio.Event()
+        self._resumed: set[int] = set()
+        self._benches: dict[int, Benchmark] = {}  # evaluation stage -> its benchmark
         self._dollars = 0.0  # spent so far: read at the start, then added to as costs are recorded
         self._requests = 0
         self._evaluations = 0  # queued or running, as of the last pass
@@ -165,6 +167,7 @@ class EvolutionLoop:
 
     async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
         await self._restore()
+        self._mutators.prepare()
         planned = self.row.iterations_planned
         cap: str | None = None
         last_beat = 0.0
@@ -226,6 +229,10 @@ class EvolutionLoop:
         applied = snaps.get(evo_db.GLOBAL_ISLAND, {}).get("applied", 0)
         cands = await self._candidates(applied)
         self._state = SearchState.restore(self.exp, seed.id, snaps, cands, evo_db.GLOBAL_ISLAND)
+        # candidates an earlier process may have queued an evaluation for without recording it
+        # (killed in between); those of this process are recorded before it looks again
+        self._resumed = {r.number for r in await evo_db.iterations(self.db, self.row.id, from_number=applied)
+                         if r.status == "mutated"}
 
     async def _candidates(self, applied: int) -> list[Candidate]:
         """The evaluated candidates of iterations 0 .. applied-1, in iteration order."""
@@ -523,9 +530,14 @@ class EvolutionLoop:
         self._evaluations = submitted  # for the progress line
 
     async def _evaluate(self, it: IterationRow) -> None:
-        stage = self.exp.evaluation.stages[it.stage]
-        bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
-        job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
+        bench = self._benches.get(it.stage)
+        if bench is None:
+            stage = self.exp.evaluation.stages[it.stage]
+            bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
+            self._benches[it.stage] = bench
+        job_id = None
+        if it.number in self._resumed:
+            job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
         if job_id is None:
             hosts = self.exp.evaluation.hosts
             (job,) = await self.submitter.run(
