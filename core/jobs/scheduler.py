@@ -70,6 +70,7 @@ class Scheduler:
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
         self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
         self._last_beat = 0.0
 
@@ -83,7 +84,7 @@ class Scheduler:
         self._busy_checks.append(check)
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._watchers.values()]
+        tasks = [*self._tasks, *self._watchers.values(), *([self._housekeeping] if self._housekeeping else [])]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their subprocesses are reaped
@@ -222,6 +223,19 @@ class Scheduler:
 
     async def _after_passes(self) -> None:
         await self.handle_ends()
+        # Housekeeping (removing trees: SQL and a thread's rmtree) runs beside the loop, one run
+        # at a time: a job that ends meanwhile starts the next round at once, not after it. A
+        # failed run is raised here, on the next round.
+        done = self._housekeeping
+        if done is not None and not done.done():
+            return
+        self._housekeeping = None
+        if self._tick_hooks:
+            self._housekeeping = asyncio.create_task(self._run_hooks())
+        if done is not None and not done.cancelled() and done.exception() is not None:
+            raise done.exception()
+
+    async def _run_hooks(self) -> None:
         for hook in self._tick_hooks:
             await hook()
 
@@ -319,6 +333,9 @@ class Scheduler:
             for t in runs.values():
                 t.cancel()
             await asyncio.gather(*runs.values(), return_exceptions=True)
+            if self._housekeeping is not None:  # finished, not cut short: a sweep marks trees first
+                await asyncio.gather(self._housekeeping, return_exceptions=True)
+                self._housekeeping = None
             with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
                 await self._beat(stop=True)
 
