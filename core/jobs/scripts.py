@@ -30,8 +30,10 @@ def wrapper(
     wrapper of the same job, from a start sent again after a crash, leaves at once, so a job
     never runs twice), sources the ``env`` file ``start`` wrote, starts ``command`` as its own
     process group (``set -m``), records the group id in ``pid``, appends its output to ``log``,
-    writes its end time to ``finished_at`` and then the exit status to ``exit_code`` atomically
-    (temp file + rename), then wakes a watching engine at once: through ``done_fifo`` when given
+    writes its end time to ``finished_at`` and then the exit status to ``exit_code`` (one
+    write of a few bytes by the shell itself: a reader sees it empty, that is no exit code yet,
+    or whole; a rename would cost a ``mv`` process between every job's end and its engine's
+    wake), then wakes a watching engine at once: through ``done_fifo`` when given
     (a local job: its engines watch the FIFO, see ``core.jobs.wake``), else ``tmux wait-for
     done_channel`` (a tmux client process per job, which a local job saves). ``batch``: see
     ``_batch``; ``tty``: see ``_tty``.
@@ -53,7 +55,7 @@ set -C; : > "$D/{STARTED}" 2>/dev/null || exit 0; set +C; now >> "$D/{STARTED}" 
 # start (no new block needed), and an empty marker (an inode only) says why.
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
 finish() {{ now > "$D/{FINISHED}" 2>/dev/null
-  {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}"; }} ||
+  printf '%s\\n' "$1" > "$D/{EXIT_CODE}" ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
