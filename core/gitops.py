@@ -88,6 +88,8 @@ class _Proc:
 
     async def ask(self, request: bytes, answer: Callable[[asyncio.StreamReader], Awaitable]):
         async with self.lock:
+            if self.proc is not None and self.proc.returncode is not None:
+                self.proc = None  # it went away between requests (killed): start another
             if self.proc is None:
                 self.proc = await _start(self.repo, *self.args, stdin=True)
             proc = self.proc

@@ -112,3 +112,24 @@ def test_batch_serves_many_calls_and_diff_matches_diff_tree(tmp_path):
     assert files == {"a.py": "A2\n", "f/inner.py": "I\n"}
     refs = git(root, "for-each-ref", "--format=%(refname) %(objectname)", "refs/evopilot/").split("\n")
     assert [r for r in refs if r] == [f"refs/evopilot/t/1 {commit}", f"refs/evopilot/t/3 {commit}"]
+
+
+def test_batch_starts_a_new_process_when_one_went_away(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text("A\n")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    head = git(root, "rev-parse", "HEAD").strip()
+
+    async def main():
+        async with gitops.Batch(root) as b:
+            assert await gitops.read_files(root, head, ["a.py"], batch=b) == {"a.py": "A\n"}
+            proc = b._cat.proc
+            proc.kill()
+            await proc.wait()
+            assert await gitops.read_files(root, head, ["a.py"], batch=b) == {"a.py": "A\n"}
+            assert b._cat.proc is not proc
+
+    asyncio.run(main())
