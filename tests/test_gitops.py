@@ -49,14 +49,19 @@ def test_commit_files_equals_the_index_made_commit_and_keeps_modes(tmp_path):
     assert again == commit, "the same change on the same date is the same commit"
 
 
-def test_commit_object_is_the_one_commit_tree_writes(tmp_path):
+def one_file_repo(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """A repository with a.py holding ``text`` in one commit; (its root, the commit)."""
     root = tmp_path / "repo"
     root.mkdir()
-    (root / "a.py").write_text("A = 1\n")
+    (root / "a.py").write_text(text)
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "base")
-    parent = git(root, "rev-parse", "HEAD").strip()
+    return root, git(root, "rev-parse", "HEAD").strip()
+
+
+def test_commit_object_is_the_one_commit_tree_writes(tmp_path):
+    root, parent = one_file_repo(tmp_path, "A = 1\n")
     message = "evopilot x iteration 3\n\nTune A.\n\nEvopilot-Parent: p\n"
     commit, tree = asyncio.run(gitops.commit_files(root, parent, {"a.py": "A = 2\n"}, message, "1700000003 +0000"))
     dates = {"GIT_AUTHOR_DATE": "1700000003 +0000", "GIT_COMMITTER_DATE": "1700000003 +0000"}
@@ -115,13 +120,7 @@ def test_batch_serves_many_calls_and_diff_matches_diff_tree(tmp_path):
 
 
 def test_batch_starts_a_new_process_when_one_went_away(tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "a.py").write_text("A\n")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "base")
-    head = git(root, "rev-parse", "HEAD").strip()
+    root, head = one_file_repo(tmp_path, "A\n")
 
     async def main():
         async with gitops.Batch(root) as b:
