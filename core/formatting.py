@@ -22,6 +22,14 @@ LINE_LIMIT = 200
 """A message shown on one line (an error, a host's last error) is cut to this many characters."""
 
 
+def table(rows: list[list], header: list[str]) -> list[str]:
+    """Rows as lines of left-aligned columns under ``header`` (no lines when there are no rows)."""
+    if not rows:
+        return []
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    return ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+
 def duration(seconds: float | None) -> str:
     """``0:42``, ``12:05``, ``3:04:05``, ``2d03h04`` (days keep it short); "" for None."""
     if seconds is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from evopilot.core import formatting, locations
 from evopilot.core.config import dotted_key, load_config
 from evopilot.core.engine import Engine
-from evopilot.tui import evolve_cli
+from evopilot.tui import evolve_cli, task_cli
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import HostEvent, JobEvent
 from evopilot.core.models import JobStatus
@@ -31,11 +31,8 @@ def _print_json(data) -> None:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
-    if not rows:
-        return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    for line in formatting.table(rows, header):
+        print(line)
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -547,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
 
     evolve_cli.register(sub, add)
+    task_cli.register(sub, add)
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")

@@ -62,7 +62,7 @@ class TaskKinds:
         if job.status == JobStatus.SUCCEEDED:
             await tasks_db.update_attempt(db, attempt.id, setup_completed_at=now_iso())
             return []
-        reason = f"setup script job {job.id} {job.status.value}: {job.error_message or f'exit code {job.exit_code}'}"
+        reason = f"setup script {_outcome(job)}"
         await tasks_db.update_attempt(db, attempt.id, state="failed", error_message=reason)
         events = []
         for s in await tasks_db.sessions(db, attempt.id):
@@ -91,8 +91,7 @@ class TaskKinds:
         elif attempt.stop_reason:
             fields["state"] = "stopped"
         elif job.status != JobStatus.SUCCEEDED:
-            fields.update(state="failed", error_message=f"agent job {job.id} {job.status.value}: "
-                                                       f"{job.error_message or f'exit code {job.exit_code}'}")
+            fields.update(state="failed", error_message=f"agent {_outcome(job)}")
         elif test_id := await self._queue_test(db, attempt):
             fields.update(state="testing", test_job_id=test_id, tests_passed=None)
             events.append(JobEvent(job=await jobs_db.get_job(db, test_id)))
@@ -217,6 +216,13 @@ async def _owner(db: aiosqlite.Connection, job: Job) -> AttemptRow | None:
         return await tasks_db.get_attempt(db, job.origin_id)
     except EvopilotError:
         return None  # the attempt was deleted with its task
+
+
+def _outcome(job: Job) -> str:
+    """``job 7 failed with exit code 3``, or with the job's error when it has no exit code."""
+    if job.exit_code is not None:
+        return f"job {job.id} {job.status.value} with exit code {job.exit_code}"
+    return f"job {job.id} {job.status.value}: {(job.error_message or 'no exit code').strip().splitlines()[-1]}"
 
 
 async def _add_cost(db: aiosqlite.Connection, attempt_id: int, session_id: int, job_id: int, u: Usage) -> None:
