@@ -1,0 +1,336 @@
+"""The Tasks tab, driven by Pilot on a real engine (its own job loop), a real git repository, real
+tmux and the scripted agents of tests/programs/agent.py; and a snapshot of the board at 80x24.
+
+Update the snapshot baseline with ``pytest tests/test_tui_tasks.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from evopilot.core import locations
+from evopilot.core.config import AgentConfig, Config, EngineConfig, HostConfig, TasksConfig
+from evopilot.core.engine import Engine
+from evopilot.core.quoting import join
+from evopilot.tui.app import EvopilotApp
+from evopilot.tui.screens.dialogs import ConfirmDialog, LineDialog
+from evopilot.tui.widgets import diff_view
+from evopilot.tui.widgets.task_board import TaskBoard
+from tests.test_tasks import git
+from tests.test_tui import started, static_text, type_text, until
+
+AGENT = Path(__file__).parent / "programs" / "agent.py"
+
+
+def agent(*opts: str, param: str = "") -> str:
+    return join([sys.executable, str(AGENT), *opts]) + param + " {prompt}"
+
+
+AGENTS = {
+    "committer": AgentConfig(command=agent("--write", "notes.txt", "--commit", "--usage-dollars", "0.25"),
+                             usage="json"),
+    "chat": AgentConfig(command=agent("--write", "notes.txt", "--interactive"), tty=True),
+    "big": AgentConfig(command=agent("--write", "notes.txt", "--lines", "1500", "--commit")),
+    "sized": AgentConfig(command=agent("--write", "notes.txt", "--commit", "--lines", param=" {n}")),
+}
+
+
+def config(tmp_path: Path) -> Config:
+    return Config(engine=EngineConfig(poll_interval=0.1, kill_grace=0.5),
+                  hosts={"local": HostConfig(max_parallel=4)}, agents=AGENTS,
+                  tasks=TasksConfig(test_command="test -f notes.txt", worktree_dir=str(tmp_path / "wt")))
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "main")
+    (r / "README.md").write_text("hello\n")
+    git(r, "add", "-A")
+    git(r, "commit", "-q", "-m", "initial")
+    return r
+
+
+def board_text(app) -> str:
+    return "\n".join(app.tasks.board.visible_text())
+
+
+def detail(app) -> str:
+    return static_text(app, "#task-detail")
+
+
+async def until_detail(pilot, text: str, timeout: float = 60) -> None:
+    """Until the attempt's header shows ``text`` (a failure says what it showed)."""
+    app = pilot.app
+    try:
+        await until(pilot, lambda: text in detail(app), timeout=timeout, what=repr(text))
+    except AssertionError as e:
+        jobs = [(j.id, j.kind, j.status.value, j.error_message) for j in await app.engine.jobs(reconcile=False)]
+        raise AssertionError(f"{e}; the header shows {detail(app)!r}; jobs {jobs}") from None
+
+
+async def setup(pilot, repo: Path, *titles: str) -> EvopilotApp:
+    """The app started, the repository a project, the tasks added, the Tasks tab shown."""
+    app = await started(pilot)
+    await app.engine.add_project(str(repo), "proj")
+    for title in titles:
+        await app.engine.tasks.add("proj", title)
+    await pilot.press("2")
+    await until(pilot, lambda: app.tasks.tasks and app.tasks.board.has_focus, what="the board")
+    return app
+
+
+@pytest.mark.slow
+async def test_board_moves_start_log_diff_test_followup_merge_archive(repo, home, tmp_path):
+    app = EvopilotApp(config(tmp_path), home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app = await started(pilot)
+        assert app.engine._tasks is None  # not shown yet: the tasks service is not even loaded
+        app = await setup(pilot, repo, "Fix it", "Second")
+        lines = app.tasks.board.visible_text()
+        assert lines[0].startswith("todo 2") and "in progress 0" in lines[0]
+        assert "▶1 Fix it" in lines[1] and "2 Second" in lines[2]
+
+        # moved right and back with the keyboard; the cursor follows the task
+        await pilot.press("greater_than_sign")
+        await until(pilot, lambda: "in progress 1" in board_text(app), what="the task in progress")
+        assert app.tasks.board.current["id"] == 1 and app.tasks.board.col == 1
+        assert (await app.engine.tasks.board())[0]["status"] == "inprogress"
+        await pilot.press("shift+left")
+        await until(pilot, lambda: board_text(app).startswith("todo 2"), what="the task back in todo")
+        await pilot.press("less_than_sign")
+        await until(pilot, lambda: "first column" in " ".join(str(n.message) for n in app._notifications),
+                    what="the first column refused")
+
+        # start an attempt: the dialog offers the first agent
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, LineDialog), what="the start dialog")
+        await pilot.press("enter")
+        await until_detail(pilot, "tests passed ✓", timeout=60)
+        d = detail(app)
+        assert "attempt 1 (1 of 1)" in d and "committer · ready" in d and "$0.2500" in d and "+1 -0" in d
+        assert "120 tokens" in d and "evopilot/1-fix-it" in d
+        assert "in review 1" in board_text(app)
+        assert "▶1 Fix it    ✓" in board_text(app)  # its column, its attempt's tests passed
+        # its live log (the agent session), followed in the LogView
+        await until(pilot, lambda: any("agent finished" in line for line in app.tasks.log_view.visible_text()),
+                    what="the agent's log")
+
+        # the diff, coloured, read from git's stream
+        await pilot.press("d")
+        dv = app.tasks.diff_view
+        await until(pilot, lambda: dv.done and dv.lines, what="the diff")
+        assert "+++ b/notes.txt" in dv.visible_text() and "+Fix it 0" in dv.visible_text()
+        assert "end of the diff" in dv.visible_text() and dv.has_focus
+        await pilot.press("d")  # again: back to the board
+        assert app.tasks.board.has_focus
+
+        # tests again, as a job
+        await pilot.press("t")
+        await until(pilot, lambda: "tests queued" in " ".join(str(n.message) for n in app._notifications),
+                    what="tests queued")
+        await until(pilot, lambda: "tests passed ✓" in detail(app) and "ready" in detail(app), timeout=60,
+                    what="the tests again")
+
+        # a follow-up: the batch agent is not live, so a new session in the same worktree
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, LineDialog), what="the follow-up dialog")
+        await type_text(pilot, "more")
+        await pilot.press("enter")
+        await until(pilot, lambda: "a new session" in " ".join(str(n.message) for n in app._notifications),
+                    what="the follow-up sent")
+        await until(pilot, lambda: "ready" in detail(app) and "+2 -0" in detail(app), timeout=60,
+                    what="the follow-up's work")
+        assert app.tasks.session is not None and app.tasks.session.id != 1
+
+        # merge (asks first), then the task is done
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the merge question")
+        await pilot.press("y")
+        await until(pilot, lambda: "done 1" in board_text(app), what="the task done")
+        assert (repo / "notes.txt").read_text() == "Fix it 0\nmore 0\n"
+        assert "merged" in detail(app)
+
+        # archive: a merged attempt's worktree goes, its branch stays
+        wt = Path((await app.engine.tasks.attempt(1))["worktree"])
+        assert wt.is_dir()
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the archive question")
+        await pilot.press("y")
+        await until_detail(pilot, "(archived)")
+        assert not wt.exists() and git(repo, "branch", "--list", "evopilot/1-fix-it")
+
+
+@pytest.mark.slow
+async def test_interactive_followup_is_typed_and_attach_says_why_it_cannot(repo, home, tmp_path, monkeypatch):
+    app = EvopilotApp(config(tmp_path), home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app = await setup(pilot, repo, "Chat")
+        await app.engine.tasks.start(1, "chat")
+        await until_detail(pilot, "chat · running")
+        log = app.tasks.log_view
+        await until(pilot, lambda: any("ready for input" in line for line in log.visible_text()), timeout=30,
+                    what="the agent waiting on its terminal")
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, LineDialog), what="the follow-up dialog")
+        await type_text(pilot, "hello")
+        await pilot.press("enter")
+        await until(pilot, lambda: any("got: hello" in line for line in log.visible_text()), timeout=30,
+                    what="the follow-up typed into the live session")
+        assert "typed into its live session" in " ".join(str(n.message) for n in app._notifications)
+        # attach from inside tmux is a switch-client; with no client of that server, tmux says
+        # why and the app shows it (the app keeps running)
+        monkeypatch.setenv("TMUX", "/nonexistent,1,0")
+        await pilot.press("a")
+        await until(pilot, lambda: "switch-client" in " ".join(str(n.message) for n in app._notifications),
+                    what="the attach error")
+        session = (await app.engine.tasks.attach_command(1, inside_tmux=False)).argv
+        assert session[:2] == ["tmux", "attach"] or "attach-session" in session
+        await app.engine.send(app.tasks.session.id, "done")
+        await until_detail(pilot, "tests passed ✓", timeout=60)
+
+
+@pytest.mark.slow
+async def test_a_large_diff_is_paged(repo, home, tmp_path):
+    app = EvopilotApp(config(tmp_path), home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app = await setup(pilot, repo, "Big")
+        await app.engine.tasks.start(1, "big")
+        await until_detail(pilot, "ready", timeout=60)
+        await pilot.press("d")
+        dv = app.tasks.diff_view
+        await until(pilot, lambda: dv.lines, what="the first page")
+        assert dv.lines == diff_view.PAGE_LINES and not dv.done and dv.pages == 1
+        assert "n reads the next page" in dv.visible_text()
+        await pilot.press("n")
+        await until(pilot, lambda: dv.pages == 2, what="the second page")
+        assert dv.lines == 2 * diff_view.PAGE_LINES
+        await pilot.press("n", "n", "n")
+        await until(pilot, lambda: dv.done, what="the end")
+        assert dv.lines == 1500 + 6  # header lines + one per line written
+        assert "end of the diff (1506 lines)" in dv.visible_text()
+
+
+@pytest.mark.slow
+async def test_sweep_table_marks_the_champion(repo, home, tmp_path):
+    app = EvopilotApp(config(tmp_path), home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app = await setup(pilot, repo, "Sweep it")
+        sweep = await app.engine.tasks.sweep(1, ["sized"], {"n": ["3", "1"]})
+        await until(pilot, lambda: "✓" in board_text(app), timeout=60, what="an attempt tested")
+
+        async def champion():
+            return (await app.engine.tasks.sweep_status(sweep.id))["champion"]
+
+        for _ in range(600):
+            if await champion():
+                break
+            await pilot.pause(0.1)
+        await pilot.press("w")
+        text = app.tasks.query_one("#task-sweep-text")
+        await until(pilot, lambda: "champion: attempt 2" in str(text.content), what="the sweep's table")
+        rows = str(text.content).splitlines()
+        starred = [r for r in rows if r.startswith("★")]
+        assert len(starred) == 1 and starred[0].split()[1] == "2" and "n=1" in starred[0]
+
+
+def test_diff_lines_are_split_and_long_lines_cut():
+    dv = diff_view.DiffView()
+    out = dv._split(b"+a\n+b") + dv._split(b"c\n" + b"x" * (diff_view.MAX_LINE * 5)) + dv._split(b"yy\n+z\n")
+    assert out[:2] == ["+a", "+bc"] and out[2].endswith(" …") and len(out[2]) == diff_view.MAX_LINE + 2
+    assert out[3:] == ["+z"]
+
+
+# -- snapshot ----------------------------------------------------------------------------------
+
+NOW = datetime(2025, 3, 14, 10, 6, 40, tzinfo=UTC)
+T0 = "2025-03-14T10:00:00.000+00:00"
+TASKS = [  # id, title, status
+    (1, "Fix the parser's off-by-one", "todo"),
+    (2, "Add a --json flag to report", "todo"),
+    (3, "Speed up the index build", "inprogress"),
+    (4, "Document the config keys", "inreview"),
+    (5, "Remove the old CLI", "done"),
+    (6, "Port to Windows", "cancelled"),
+]
+ATTEMPTS = [  # id, task, agent, state, tests, files, +, -, dollars
+    (1, 3, "claude", "running", None, None, None, None, 0.05),
+    (2, 4, "codex", "ready", 1, 2, 40, 3, 0.3125),
+    (3, 5, "claude", "merged", 1, 1, 5, 12, 0.08),
+]
+
+
+def seed_board(home: Path, repo: Path) -> None:
+    async def create() -> None:
+        await (await Engine.open(Config(), home)).close()
+
+    asyncio.run(create())
+    db = sqlite3.connect(locations.db_path(home))
+    with db:
+        db.execute("INSERT INTO projects(id, name, path, created_at, updated_at) VALUES (1, 'proj', ?, ?, ?)",
+                   (str(repo), T0, T0))
+        db.executemany("INSERT INTO tasks(id, project_id, title, status, created_at, updated_at) "
+                       "VALUES (?, 1, ?, ?, ?, ?)", [(*t, T0, T0) for t in TASKS])
+        for aid, tid, agent_name, state, tests, files, plus, minus, dollars in ATTEMPTS:
+            db.execute(
+                "INSERT INTO attempts(id, task_id, agent, worktree_path, branch, target_branch, base_commit, "
+                "branch_head, state, tests_passed, files_changed, lines_added, lines_removed, created_at, "
+                "updated_at) VALUES (?, ?, ?, '/nonexistent', ?, 'main', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (aid, tid, agent_name, f"evopilot/{tid}-attempt", "0" * 40, "0" * 40, state, tests, files,
+                 plus, minus, T0, T0))
+            db.execute("INSERT INTO cost_entries(attempt_id, provider, model, tokens_in, tokens_out, cost_usd, "
+                       "requests, created_at) VALUES (?, ?, 'm', 1000, 200, ?, 1, ?)", (aid, agent_name, dollars, T0))
+    db.close()
+
+
+def test_board_snapshot(snap_compare, tmp_path):
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    repo.mkdir()
+    seed_board(home, repo)
+
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        for _ in range(500):
+            if app.ready.is_set():
+                break
+            await pilot.pause(0.02)
+        await pilot.press("2")
+        for _ in range(500):
+            if app.tasks.tasks and app.tasks.board.has_focus:
+                break
+            await pilot.pause(0.02)
+        await pilot.press("right", "right")  # task 4, in review: its attempt in the header
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+    app = EvopilotApp(Config(hosts={"local": HostConfig(max_parallel=4)}), home, clock=lambda: NOW,
+                      engine_loop=False)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_board_seed_reads_through_the_engine(tmp_path):
+    """Guard: the snapshot's fixed rows are what the engine reads (a schema change fails here)."""
+    home = tmp_path / "home"
+    seed_board(home, tmp_path)
+
+    async def read():
+        engine = await Engine.open(Config(), home)
+        try:
+            return await engine.tasks.board(reconcile=False)
+        finally:
+            await engine.close()
+
+    board = asyncio.run(read())
+    assert [(t["id"], t["status"]) for t in board] == [(t[0], t[2]) for t in TASKS]
+    a = json.loads(json.dumps(board[3]["attempts"][0]))
+    assert a["cost_usd"] == 0.3125 and a["tests_passed"] is True and a["tokens_in"] == 1000
+    assert TaskBoard  # the widget the snapshot shows
