@@ -193,6 +193,7 @@ async def test_interactive_followup_is_typed_and_attach_says_why_it_cannot(repo,
         await pilot.press("a")
         await until(pilot, lambda: "switch-client" in " ".join(str(n.message) for n in app._notifications),
                     what="the attach error")
+        monkeypatch.delenv("TMUX")
         session = (await app.engine.tasks.attach_command(1, inside_tmux=False)).argv
         assert session[:2] == ["tmux", "attach"] or "attach-session" in session
         await app.engine.send(app.tasks.session.id, "done")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from typing import TYPE_CHECKING
 
 from textual.app import App
 
-from evopilot.core.jobs.interactive import AttachCommand
+if TYPE_CHECKING:
+    from evopilot.core.jobs.interactive import AttachCommand
 
 
 async def attach(app: App, command: AttachCommand) -> None:

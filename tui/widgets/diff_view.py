@@ -1,7 +1,7 @@
 """DiffView: a diff read from a byte stream a page at a time (never whole), coloured by line kind.
 
 ``load(open_stream)`` opens the stream (``engine.tasks.diff``: git's output) and reads lines
-until one page (``PAGE_LINES``, or ``PAGE_BYTES`` of input) is shown; ``n`` (``more``) reads
+until one page (``PAGE_LINES``, or ``PAGE_BYTES`` of input; lines read past it wait for the next page) is shown; ``n`` (``more``) reads
 the next page onto the end. The stream stays open between pages and is closed (git killed) when
 another diff is loaded or the view goes away. A line longer than ``MAX_LINE`` characters is cut
 there (the rest of it is skipped as it streams by, not kept).
@@ -66,6 +66,9 @@ class DiffView(VerticalScroll, can_focus=True):
         self._rest = b""
         self._skipping = False
         """Inside a line cut at MAX_LINE: bytes are dropped up to its end."""
+        self._ahead: list[str] = []
+        """Lines read past the page shown (at most one chunk's worth)."""
+        self._eof = False
         self.lines = 0
         """Lines shown."""
         self.done = True
@@ -87,7 +90,8 @@ class DiffView(VerticalScroll, can_focus=True):
         self._close()
         for page in self.query(".diff-page"):
             page.remove()
-        self._rest, self._skipping, self.lines, self.pages, self.done = b"", False, 0, 0, True
+        self._rest, self._skipping, self._ahead, self._eof = b"", False, [], False
+        self.lines, self.pages, self.done = 0, 0, True
         self.query_one("#diff-end", Static).update(message)
         self.scroll_home(animate=False)
 
@@ -117,24 +121,25 @@ class DiffView(VerticalScroll, can_focus=True):
         stream = self._stream
         if stream is None:
             return
-        lines: list[str] = []
         read = 0
         try:
-            while len(lines) < PAGE_LINES and read < PAGE_BYTES:
+            while not self._eof and len(self._ahead) < PAGE_LINES and read < PAGE_BYTES:
                 chunk = await anext(stream, None)
                 if chunk is None:
                     if self._rest:
-                        lines.append(self._rest.decode(errors="replace"))
+                        self._ahead.append(self._rest.decode(errors="replace"))
                         self._rest = b""
-                    self.done = True
+                    self._eof = True
                     break
                 read += len(chunk)
-                lines += self._split(chunk)
+                self._ahead += self._split(chunk)
         except EvopilotError as e:
             self.done = True
             self.query_one("#diff-end", Static).update(e.message)
             self._stream = None
             return
+        lines, self._ahead = self._ahead[:PAGE_LINES], self._ahead[PAGE_LINES:]
+        self.done = self._eof and not self._ahead
         if lines:
             self.pages += 1
             self.lines += len(lines)
