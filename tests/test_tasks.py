@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ AGENTS = {
     "spender": agent("--write", "notes.txt", "--usage-dollars", "0.25"),
     "bigspender": agent("--usage-dollars", "5", "--usage-first", "--hang"),
     "chat": agent("--write", "notes.txt", "--interactive"),
+    "hanger": agent("--write", "notes.txt", "--hang"),
     "sized": agent("--write", "notes.txt", "--lines", param=" {n}"),
     "wrongfile": agent("--write", "other.txt", "--lines", param=" {n}"),
 }
@@ -81,8 +83,8 @@ def tcli(cli, repo, tmp_path):
     return run
 
 
-def board(tcli) -> list[dict]:
-    code, out, err = tcli("task", "list", "--json")
+def board(tcli, config: Path | None = None) -> list[dict]:
+    code, out, err = tcli("task", "list", "--json", **({"config_file": config} if config else {}))
     assert code == 0, err
     return json.loads(out)
 
@@ -265,15 +267,55 @@ def test_followup_types_into_a_live_terminal_session(tcli):
     assert code == 2  # its session is gone now
 
 
-def test_budget_stop_records_the_reason(tcli, tmp_path):
-    config = write_config(tmp_path / "budget.toml", tasks="max_dollars = 1.0")
+@pytest.mark.parametrize("cap, agent_name, reason", [
+    ("max_dollars = 1.0", "bigspender", r"budget: \$5\.00 of \$1\.00 spent"),
+    ("max_minutes = 0.02", "hanger", r"budget: 0\.\d of 0\.02 minutes used"),
+])
+def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason):
+    config = write_config(tmp_path / "budget.toml", tasks=cap)
     tcli("task", "add", "proj", "Expensive", config_file=config)
-    code, out, err = tcli("task", "start", "1", "--agent", "bigspender", "--wait", "--json", config_file=config)
+    code, out, err = tcli("task", "start", "1", "--agent", agent_name, "--wait", "--json", config_file=config)
     assert code == 1
     a = json.loads(out)
     assert a["state"] == "stopped"
-    assert a["stop_reason"] == "budget: $5.00 of $1.00 spent"
-    assert a["cost_usd"] == 5.0
+    assert re.fullmatch(reason, a["stop_reason"]), a["stop_reason"]
+    assert a["cost_usd"] == (5.0 if agent_name == "bigspender" else 0.0)  # its report, as a cost entry
+    assert a["tests_passed"] is None  # a stopped agent's work is not tested
+    assert board(tcli, config)[0]["status"] == "inreview"
+
+
+def test_setup_script_runs_first_and_its_failure_fails_the_attempt(tcli, tmp_path):
+    good = write_config(tmp_path / "good.toml", tasks='setup_script = "test -f AGENTS.md && echo set up > .setup-done"')
+    tcli("task", "add", "proj", "Set up first", config_file=good)
+    code, out, err = tcli("task", "start", "1", "--agent", "editor", "--wait", "--json", config_file=good)
+    assert code == 0, err
+    a = json.loads(out)
+    assert a["state"] == "ready"
+    setup_job = json.loads(tcli("jobs", "--json", config_file=good)[1])[0]
+    assert setup_job["kind"] == "attempt_setup" and setup_job["status"] == "succeeded"
+
+    bad = write_config(tmp_path / "bad.toml", tasks='setup_script = "exit 4"')
+    tcli("task", "add", "proj", "Cannot set up", config_file=bad)
+    code, out, err = tcli("task", "start", "2", "--agent", "editor", "--wait", "--json", config_file=bad)
+    assert code == 1
+    a = json.loads(out)
+    assert a["state"] == "failed" and "setup script job" in a["error_message"] and "exit code 4" in a["error_message"]
+    agent_job = [j for j in json.loads(tcli("jobs", "--json", config_file=bad)[1]) if j["kind"] == "agent"][-1]
+    assert agent_job["status"] == "cancelled" and agent_job["started_at"] is None
+
+
+def test_task_test_runs_the_tests_again(tcli):
+    tcli("task", "add", "proj", "Notes")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    a = attempt_of(tcli, 1)
+    wt = Path(a["worktree"])
+    git(wt, "rm", "-q", "notes.txt")
+    git(wt, "commit", "-q", "-m", "oops")
+    # evopilot did not make that commit: the branch moved outside it, testing is still allowed
+    code, out, err = tcli("task", "test", "1", "--wait")
+    assert code == 1, err
+    assert "FAILED" in out
+    assert attempt_of(tcli, 1)["tests_passed"] is False
 
 
 def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
@@ -327,6 +369,22 @@ def test_sweep_picks_the_champion(tcli):
     assert by_cell[("wrongfile", "1")]["tests_passed"] is False
     code, out, _ = tcli("sweep", "status", "1")
     assert "champion: attempt" in out
+
+
+def test_sweep_time_budget_stops_its_agents(tcli):
+    tcli("task", "add", "proj", "Too slow")
+    code, out, err = tcli("sweep", "1", "--agents", "hanger", "--time-budget", "1")
+    assert code == 0, err
+
+    def settled() -> bool:
+        code, out, _ = tcli("sweep", "status", "1", "--json")
+        return json.loads(out)["state"] != "running"
+
+    wait_until(settled, 60, "the sweep to stop")
+    st = json.loads(tcli("sweep", "status", "1", "--json")[1])
+    assert st["state"] == "stopped" and st["champion"] is None
+    assert st["error_message"] == "the sweep's time budget of 1 s ran out"
+    assert st["rows"][0]["state"] == "stopped" and st["rows"][0]["stop_reason"] == st["error_message"]
 
 
 def test_bad_input_is_one_line_and_exit_2(tcli):

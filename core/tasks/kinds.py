@@ -17,6 +17,7 @@ an ended job changes its attempt, so a restart never marks a live attempt failed
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -158,11 +159,11 @@ class TaskKinds:
         """Stop agents past their attempt's budget, and sweeps past their time budget."""
         if not await tasks_db.any_live_attempt(self.db):
             return
-        doomed: list[tuple[int, str]] = []  # (job, reason)
+        doomed: list[int] = []  # jobs to kill, their attempts' reasons recorded first
         for attempt in await tasks_db.attempts(self.db, states=["running"]):
             job = await self._live_job(attempt.id)
             if job is not None and not attempt.stop_reason and (why := self._over_budget(attempt, job)):
-                doomed.append((job.id, why))
+                doomed.append(job.id)
                 async with jobs_db.transaction(self.db):
                     await tasks_db.update_attempt(self.db, attempt.id, stop_reason=why)
         for sweep in await tasks_db.running_sweeps(self.db):
@@ -180,9 +181,10 @@ class TaskKinds:
                             await jobs_db.update_job(self.db, s.job_id, error_message=why)
             for a in await tasks_db.attempts(self.db, sweep_id=sweep.id, states=["running"]):
                 if (job := await self._live_job(a.id)) is not None:
-                    doomed.append((job.id, why))
-        for job_id, _ in doomed:
-            await self.kill(job_id)
+                    doomed.append(job.id)
+        for job_id in doomed:
+            with contextlib.suppress(EvopilotError):  # it ended meanwhile
+                await self.kill(job_id)
 
     async def _live_job(self, attempt_id: int) -> Job | None:
         sessions = await tasks_db.sessions(self.db, attempt_id)

@@ -22,6 +22,9 @@ The API the Tasks tab uses (all async, all raise ``EvopilotError`` with a one-li
 - ``merge(attempt_id)`` -> dict ``{"merged": bool, "commit", "conflicts": [files]}``.
 - ``archive(attempt_id, force=False)`` -> AttemptRow (cleanup script, worktree removed; the
   branch and its commits stay).
+- ``templates()`` / ``put_template(name, content)``: prompt snippets (seed 004's tags);
+  ``scratch(kind, key)`` / ``put_scratch(kind, key, payload)``: drafts and UI preferences (JSON).
+- ``attempt_jobs(attempt_id)`` -> ids of its jobs (setup, sessions, tests), oldest first.
 - ``sweep(task_id, agents, params, max_parallel=None, time_budget=None)`` -> SweepRow;
   ``sweep_status(sweep_id)`` -> dict with ``rows`` (one per attempt: agent, params, state,
   tests_passed, files_changed, lines_changed, tokens, dollars, seconds, ``champion`` bool) and
@@ -52,7 +55,7 @@ from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import TASK_STATUSES, AttemptRow, Job, JobStatus, SweepRow, TaskRow
 from evopilot.core.tasks import agents, sweeps, worktrees
-from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST
+from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST, TaskKinds
 
 SETUP_PRIORITY = 10
 
@@ -80,9 +83,9 @@ def public_task(t: TaskRow, attempts: Sequence[AttemptRow]) -> dict:
 
 class Tasks:
     def __init__(self, db: aiosqlite.Connection, config: Config, home: Path, submitter: Submitter,
-                 scheduler: Scheduler, hosts: HostRegistry) -> None:
+                 scheduler: Scheduler, hosts: HostRegistry, kinds: TaskKinds) -> None:
         self.db, self.config, self.home = db, config, home
-        self.submitter, self.scheduler, self.hosts = submitter, scheduler, hosts
+        self.submitter, self.scheduler, self.hosts, self.kinds = submitter, scheduler, hosts, kinds
 
     # ---- tasks -----------------------------------------------------------------------------
 
@@ -108,9 +111,10 @@ class Tasks:
         return [public_task(t, by_task.get(t.id, [])) for t in tasks]
 
     async def reconcile(self) -> None:
-        """Finished agents and tests recorded (their end handlers run), then what they queued
-        (tests) started, like `evopilot jobs` does for jobs."""
+        """Finished agents and tests recorded (their end handlers run), budgets enforced, then
+        what they queued (tests) started, like `evopilot jobs` does for jobs: no worker needed."""
         await self.scheduler.reconcile()
+        await self.kinds.tick()
         await self.scheduler.dispatch()
 
     async def move(self, task_id: int, status: str) -> TaskRow:
@@ -425,6 +429,25 @@ class Tasks:
                 "max_parallel": s.max_parallel, "time_budget_s": s.time_budget_s,
                 "champion": s.champion_attempt_id, "error_message": s.error_message,
                 "started_at": s.started_at, "completed_at": s.completed_at, "rows": rows}
+
+    # ---- templates (reusable prompt snippets) and scratch (drafts, UI preferences) -----------
+
+    async def templates(self) -> dict[str, str]:
+        return await tasks_db.templates(self.db)
+
+    async def put_template(self, name: str, content: str) -> None:
+        if not name.strip():
+            raise EvopilotError("a template needs a name")
+        async with jobs_db.transaction(self.db):
+            await tasks_db.put_template(self.db, name.strip(), content)
+
+    async def scratch(self, kind: str, key: str):
+        """A draft or preference saved with ``put_scratch`` (None when there is none)."""
+        return await tasks_db.get_scratch(self.db, kind, key)
+
+    async def put_scratch(self, kind: str, key: str, payload) -> None:
+        async with jobs_db.transaction(self.db):
+            await tasks_db.put_scratch(self.db, kind, key, payload)
 
     async def attempt_jobs(self, attempt_id: int) -> list[int]:
         """Every job of the attempt (setup, sessions, tests), oldest first."""
