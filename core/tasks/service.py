@@ -25,7 +25,7 @@ The API the Tasks tab uses (all async, all raise ``EvopilotError`` with a one-li
 - ``templates()`` / ``put_template(name, content)``: prompt snippets (seed 004's tags);
   ``scratch(kind, key)`` / ``put_scratch(kind, key, payload)``: drafts and UI preferences (JSON).
 - ``attempt_jobs(attempt_id)`` -> ids of its jobs (setup, sessions, tests), oldest first.
-- ``sweep(task_id, agents, params, max_parallel=None, time_budget=None)`` -> SweepRow;
+- ``sweep(task_id, agents, ["NAME=V1,V2", ...], max_parallel=None, time_budget=None)`` -> SweepRow;
   ``sweep_status(sweep_id)`` -> dict with ``rows`` (one per attempt: agent, params, state,
   tests_passed, files_changed, lines_changed, tokens, dollars, seconds, ``champion`` bool) and
   ``champion`` (attempt id or None).
@@ -389,10 +389,14 @@ class Tasks:
 
     # ---- sweeps ----------------------------------------------------------------------------
 
-    async def sweep(self, task_id: int, agent_names: Sequence[str], params: Mapping[str, Sequence[str]],
+    async def sweep(self, task_id: int, agent_names: Sequence[str], param_texts: Sequence[str] = (),
                     *, max_parallel: int | None = None, time_budget: float | None = None) -> SweepRow:
-        """One attempt per cell of the matrix, at most ``max_parallel`` agents at once, all
-        stopped once ``time_budget`` seconds have passed."""
+        """One attempt per cell of the matrix (each agent with every combination of the
+        parameters' values, ``param_texts`` as ``NAME=V1,V2``), at most ``max_parallel`` agents
+        at once, all stopped once ``time_budget`` seconds have passed."""
+        params = dict(sweeps.parse_param(p) for p in param_texts)
+        if len(params) != len(param_texts):
+            raise EvopilotError("--param: a parameter is given twice")
         if max_parallel is not None and max_parallel < 1:
             raise EvopilotError("--max-parallel must be 1 or more")
         if time_budget is not None and time_budget <= 0:
