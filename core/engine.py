@@ -76,7 +76,7 @@ class Engine:
         self.scheduler.add_busy_check(lambda: evo_db.any_running_experiment(db))
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
-        self._task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill)
+        self._task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill, self.hosts_registry.get)
         for kind in self._task_kinds.kinds():  # agent sessions, setup scripts and tests of attempts
             self.kinds.register(kind)
         self.scheduler.add_tick_hook(self._task_kinds.tick)  # budgets of agents and sweeps

@@ -151,14 +151,10 @@ async def cmd_followup(engine: Engine, args) -> int:
 
 
 async def cmd_attach(engine: Engine, args) -> int:
-    attach = await engine.tasks.attach_command(args.attempt, inside_tmux=bool(os.environ.get("TMUX")))
-    if args.json:
-        _print_json({"argv": attach.argv, "command": attach.command})
-    elif args.print:
-        print(attach.command)
-    else:
-        args.exec_argv = attach.argv  # run by main() once the engine is closed
-    return 0
+    from evopilot.tui.cli import show_attach  # the module that loaded this one
+
+    return show_attach(await engine.tasks.attach_command(args.attempt, inside_tmux=bool(os.environ.get("TMUX"))),
+                       args)
 
 
 async def cmd_diff(engine: Engine, args) -> int:

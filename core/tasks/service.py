@@ -54,7 +54,8 @@ from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import TASK_STATUSES, AttemptRow, Job, JobStatus, SweepRow, TaskRow
-from evopilot.core.tasks import agents, sweeps, worktrees
+from evopilot.core.hosts.sync import resolve_remote_dir
+from evopilot.core.tasks import agents, kinds, remote, sweeps, worktrees
 from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST, TaskKinds
 
 SETUP_PRIORITY = 10
@@ -83,9 +84,9 @@ def public_task(t: TaskRow, attempts: Sequence[AttemptRow]) -> dict:
 
 class Tasks:
     def __init__(self, db: aiosqlite.Connection, config: Config, home: Path, submitter: Submitter,
-                 scheduler: Scheduler, hosts: HostRegistry, kinds: TaskKinds) -> None:
+                 scheduler: Scheduler, hosts: HostRegistry, task_kinds: TaskKinds) -> None:
         self.db, self.config, self.home = db, config, home
-        self.submitter, self.scheduler, self.hosts, self.kinds = submitter, scheduler, hosts, kinds
+        self.submitter, self.scheduler, self.hosts, self.task_kinds = submitter, scheduler, hosts, task_kinds
 
     # ---- tasks -----------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ class Tasks:
         """Finished agents and tests recorded (their end handlers run), budgets enforced, then
         what they queued (tests) started, like `evopilot jobs` does for jobs: no worker needed."""
         await self.scheduler.reconcile()
-        await self.kinds.tick()
+        await self.task_kinds.tick()
         await self.scheduler.dispatch()
 
     async def move(self, task_id: int, status: str) -> TaskRow:
@@ -136,8 +137,6 @@ class Tasks:
         agent_cfg = self.config.agent(agent)
         agents.check_params(agent, agent_cfg, params)
         self.config.host(host)
-        if host != LOCAL:
-            raise EvopilotError("attempts run on the local host only for now (their worktree is a local checkout)")
         task = await tasks_db.get_task(self.db, task_id)
         project = await projects_db.get_project_by_id(self.db, task.project_id)
         settings = self.config.tasks.for_project(project.name)
@@ -161,17 +160,29 @@ class Tasks:
                 await tasks_db.update_attempt(self.db, attempt_id, state="failed", error_message=e.message)
             raise
         path = path.resolve()
+        remote_dir = None
+        if host != LOCAL:  # its agent works in a clone of the branch there (core/tasks/remote.py)
+            h = await self.hosts.get(host)
+            remote_dir = resolve_remote_dir(h, f"attempts/{self.submitter.instance}-{attempt_id}")
+            try:
+                await remote.place(h, repo, branch, remote_dir)
+            except EvopilotError as e:
+                async with jobs_db.transaction(self.db):
+                    await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), state="failed",
+                                                  error_message=e.message)
+                raise
+        workdir = remote_dir or str(path)
         setup_id = None
         prompt = task.title + (f"\n\n{task.description}" if task.description else "")
         async with jobs_db.transaction(self.db):
             if settings.setup_script:
                 setup_id = await self.submitter.new_job(
                     project_id=project.id, kind=SETUP, name=f"setup attempt {attempt_id}",
-                    command=settings.setup_script, workdir=str(path), host=host, priority=SETUP_PRIORITY,
+                    command=settings.setup_script, workdir=workdir, host=host, priority=SETUP_PRIORITY,
                     origin_kind=ORIGIN, origin_id=attempt_id)
-            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), state="running",
-                                          setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
-            job_id = await self._new_session(attempt_id, agent, path, prompt, params, base,
+            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), remote_dir=remote_dir,
+                                          state="running", setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
+            job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), prompt, base,
                                              after=setup_id, group=group, followup=False)
             if task.status == "todo":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
@@ -192,26 +203,29 @@ class Tasks:
         base = Path(root).expanduser() if root else self.home / "worktrees"
         return base / agents.slug(project)
 
-    async def _new_session(self, attempt_id: int, agent: str, path: Path, prompt: str, params: Mapping[str, str],
-                           head: str | None, *, after: int | None, group: tuple[str, int] | None,
-                           followup: bool) -> int:
+    async def _new_session(self, a: AttemptRow, prompt: str, head: str | None, *, after: int | None,
+                           group: tuple[str, int] | None, followup: bool) -> int:
         """Insert an agent session and its job (inside the caller's transaction)."""
-        cfg = self.config.agent(agent)
-        prompts = locations.ensure_private_dir(self.home / "prompts")
-        n = len(await tasks_db.sessions(self.db, attempt_id)) + 1
-        prompt_file = prompts / f"attempt-{attempt_id}-{n}.md"
-        prompt_file.write_text(prompt, encoding="utf-8")
-        command = agents.session_command(cfg, prompt=prompt, prompt_file=str(prompt_file), workdir=str(path),
-                                         params=params, followup=followup)
-        session_id = await tasks_db.create_session(self.db, attempt_id=attempt_id, agent=agent, tty=cfg.tty,
+        cfg = self.config.agent(a.agent)
+        n = len(await tasks_db.sessions(self.db, a.id)) + 1
+        workdir = kinds.workdir(a)
+        if a.remote_dir:
+            prompt_file = f"{a.remote_dir}.prompt-{n}.md"
+            await remote.write_file(await self.hosts.get(a.host), prompt_file, prompt)
+        else:
+            prompt_file = str(locations.ensure_private_dir(self.home / "prompts") / f"attempt-{a.id}-{n}.md")
+            Path(prompt_file).write_text(prompt, encoding="utf-8")
+        command = agents.session_command(cfg, prompt=prompt, prompt_file=prompt_file, workdir=workdir,
+                                         params=a.params, followup=followup)
+        session_id = await tasks_db.create_session(self.db, attempt_id=a.id, agent=a.agent, tty=cfg.tty,
                                                    command=command, prompt=prompt, head_before=head)
         waiting = {"status": JobStatus.PENDING.value, "depends_on": after,
                    "error_message": f"waiting for the setup script (job {after})"} if after else {}
         slot_group, slot_limit = group or (None, None)
         job_id = await self.submitter.new_job(
-            project_id=None, kind=AGENT, name=f"agent {agent} attempt {attempt_id}", command=command,
-            workdir=str(path), host=LOCAL, priority=0, mode="tty" if cfg.tty else "batch",
-            origin_kind=ORIGIN, origin_id=attempt_id, slot_group=slot_group, slot_limit=slot_limit, **waiting)
+            project_id=None, kind=AGENT, name=f"agent {a.agent} attempt {a.id}", command=command,
+            workdir=workdir, host=a.host, priority=0, mode="tty" if cfg.tty else "batch",
+            origin_kind=ORIGIN, origin_id=a.id, slot_group=slot_group, slot_limit=slot_limit, **waiting)
         await tasks_db.update_session(self.db, session_id, job_id=job_id)
         return job_id
 
@@ -266,10 +280,8 @@ class Tasks:
             raise EvopilotError(f"attempt {a.id}'s agent (job {job.id}) is {job.status.value} and takes no "
                                 "input: wait for it to end")
         await self._check_branch(a)
-        path = Path(a.worktree_path)
         async with jobs_db.transaction(self.db):
-            job_id = await self._new_session(a.id, a.agent, path, prompt, a.params, a.branch_head,
-                                             after=None, group=None, followup=True)
+            job_id = await self._new_session(a, prompt, a.branch_head, after=None, group=None, followup=True)
             await tasks_db.update_attempt(self.db, a.id, state="running", stop_reason=None, error_message=None)
             task = await tasks_db.get_task(self.db, a.task_id)
             if task.status != "inprogress":
@@ -324,7 +336,7 @@ class Tasks:
         async with jobs_db.transaction(self.db):
             job_id = await self.submitter.new_job(
                 project_id=task.project_id, kind=TEST, name=f"test attempt {a.id}", command=command,
-                workdir=a.worktree_path, host=a.host, priority=0, origin_kind=ORIGIN, origin_id=a.id)
+                workdir=kinds.workdir(a), host=a.host, priority=0, origin_kind=ORIGIN, origin_id=a.id)
             await tasks_db.update_attempt(self.db, a.id, test_job_id=job_id, tests_passed=None,
                                           state="testing" if a.state in ("ready", "testing") else a.state)
         await publish_jobs(self.db, self.submitter.bus, [job_id])
@@ -382,6 +394,8 @@ class Tasks:
             if proc.returncode != 0 and not force:
                 raise EvopilotError(f"the cleanup script failed in {wt} (exit {proc.returncode}): "
                                     f"{err.decode(errors='replace').strip()[:200]}; --force archives anyway")
+        if a.remote_dir:
+            await remote.remove(await self.hosts.get(a.host), a.remote_dir, force=force)
         await worktrees.remove(repo, wt, force=force)
         async with jobs_db.transaction(self.db):
             await tasks_db.update_attempt(self.db, a.id, archived=1)
