@@ -387,6 +387,19 @@ def test_sweep_time_budget_stops_its_agents(tcli):
     assert st["rows"][0]["state"] == "stopped" and st["rows"][0]["stop_reason"] == st["error_message"]
 
 
+async def test_task_events_reach_subscribers(repo, home):
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async with await Engine.open(parse_config(""), home) as engine:
+        await engine.add_project(repo, "proj")
+        q = engine.subscribe()
+        t = await engine.tasks.add("proj", "T")
+        await engine.tasks.move(t.id, "done")
+        events = [q.get_nowait() for _ in range(q.qsize())]
+    assert [(e.type, e.task_id) for e in events] == [("task", t.id), ("task", t.id)]
+
+
 def test_bad_input_is_one_line_and_exit_2(tcli):
     tcli("task", "add", "proj", "T")
     for args, msg in [
@@ -402,3 +415,55 @@ def test_bad_input_is_one_line_and_exit_2(tcli):
         code, out, err = tcli(*args)
         assert code == 2, (args, out, err)
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+@pytest.mark.slow
+def test_agent_on_an_ssh_host_works_in_a_clone_and_its_commits_come_back(cli, repo, sshd, tmp_path):
+    """The test sshd as host h1: the agent runs there in a clone of the attempt's branch, one
+    commit of its own and one left uncommitted come back to the local worktree, the tests run
+    there too, and the merge and archive work as for a local attempt."""
+    from tests.test_remote_jobs import host_toml
+
+    config = write_config(tmp_path / "remote.toml", extra=host_toml("h1", sshd))
+    committing = agent("--write", "notes.txt", "--commit", "--usage-dollars", "0.5")
+    config.write_text(config.read_text() + f'[agents.remote]\ncommand = {json.dumps(committing)}\nusage = "json"\n')
+
+    def run(*args):
+        return cli(*args, "--config", config)
+
+    assert run("project", "add", repo, "--name", "proj")[0] == 0
+    run("task", "add", "proj", "Remote work")
+    code, out, err = run("task", "start", "1", "--agent", "remote", "--host", "h1", "--wait", "--json")
+    assert code == 0, (out, err)
+    a = json.loads(out)
+    assert a["host"] == "h1" and a["state"] == "ready" and a["tests_passed"] is True
+    assert a["cost_usd"] == 0.5
+    wt = Path(a["worktree"])
+    assert (wt / "notes.txt").read_text() == "Remote work 0\n"
+    assert git(wt, "log", "-1", "--format=%s") == "agent: Remote work"
+    assert git(repo, "rev-parse", a["branch"]) == a["head"]
+    clone = Path(sshd.base_dir) / "attempts"
+    [remote_dir] = [p for p in clone.iterdir() if p.is_dir()]
+    assert git(remote_dir, "rev-parse", "HEAD") == a["head"]
+
+    # a follow-up session there: its uncommitted work is committed by evopilot and comes back
+    editing = agent("--write", "notes.txt")
+    config.write_text(config.read_text().replace(json.dumps(committing), json.dumps(editing)))
+    code, out, err = run("task", "followup", "1", "More")
+    assert code == 0, err
+    a = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        a = json.loads(run("task", "list", "--json")[1])[0]["attempts"][0]
+        if a["state"] in ("ready", "failed"):
+            break
+        time.sleep(0.3)
+    assert a["state"] == "ready", a
+    assert (wt / "notes.txt").read_text() == "Remote work 0\nMore 0\n"
+    assert a["lines_changed"] == 2 and a["head"] == git(remote_dir, "rev-parse", "HEAD")
+
+    assert run("task", "merge", "1")[0] == 0
+    assert (repo / "notes.txt").exists()
+    code, _, err = run("task", "archive", "1")
+    assert code == 0, err
+    assert not remote_dir.exists() and not wt.exists()

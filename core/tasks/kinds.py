@@ -28,7 +28,7 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import JobEvent
+from evopilot.core.events import Event, JobEvent, TaskEvent
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs.kinds import JobKind
 from evopilot.core.jobs.monitor import tail
@@ -67,7 +67,7 @@ class TaskKinds:
             return []
         reason = f"setup script {_outcome(job)}"
         await tasks_db.update_attempt(db, attempt.id, state="failed", error_message=reason)
-        events = []
+        events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         for s in await tasks_db.sessions(db, attempt.id):
             if s.job_id and await jobs_db.transition(db, s.job_id, JobStatus.CANCELLED, [JobStatus.PENDING]):
                 await jobs_db.update_job(db, s.job_id, error_message=f"not started: {reason}")
@@ -88,7 +88,7 @@ class TaskKinds:
         fields: dict = {"agent_seconds": attempt.agent_seconds + (job.elapsed() or 0.0)}
         head_after = await self._record_work(attempt, session.id, fields)
         await tasks_db.update_session(db, session.id, ended_at=now_iso(), head_after=head_after)
-        events = []
+        events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         if attempt.state == "failed":  # its setup failed: the agent never ran
             pass
         elif attempt.stop_reason:
@@ -148,7 +148,7 @@ class TaskKinds:
             fields["state"] = "ready"
         await tasks_db.update_attempt(db, attempt.id, **fields)
         await self._settle_sweep(db, attempt)
-        return []
+        return [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
 
     async def _settle_sweep(self, db: aiosqlite.Connection, attempt: AttemptRow) -> None:
         """A sweep whose attempts have all settled gets its champion."""

@@ -30,8 +30,10 @@ The API the Tasks tab uses (all async, all raise ``EvopilotError`` with a one-li
   tests_passed, files_changed, lines_changed, tokens, dollars, seconds, ``champion`` bool) and
   ``champion`` (attempt id or None).
 
-Changes reach the app as ``JobEvent``s of jobs whose ``origin_kind`` is ``"attempt"``
-(``origin_id`` = the attempt): re-read ``board`` / ``attempt`` when one arrives.
+Changes reach the app as ``TaskEvent``s (``task_id``, ``attempt_id``) on the engine's bus, from
+these calls and from the end handlers of the attempts' jobs (whichever process runs them: another
+process's changes show as ``JobEvent``s of jobs whose ``origin_kind`` is ``"attempt"``, or by
+polling ``board(reconcile=False)``); the live log of a session comes as ``LogEvent``s of its job.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
+from evopilot.core.events import TaskEvent
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import interactive
 from evopilot.core.jobs.publish import publish_jobs
@@ -100,6 +103,7 @@ class Tasks:
         async with jobs_db.transaction(self.db):
             task_id = await tasks_db.create_task(self.db, project_id=p.id, title=title.strip(),
                                                  description=description, parent_attempt_id=parent_attempt)
+        self._changed(task_id)
         return await tasks_db.get_task(self.db, task_id)
 
     async def board(self, project: str | None = None, *, reconcile: bool = True) -> list[dict]:
@@ -110,6 +114,9 @@ class Tasks:
         for a in await tasks_db.attempts(self.db, task_ids=[t.id for t in tasks]):
             by_task.setdefault(a.task_id, []).append(a)
         return [public_task(t, by_task.get(t.id, [])) for t in tasks]
+
+    def _changed(self, task_id: int, attempt_id: int | None = None) -> None:
+        self.submitter.bus.emit(TaskEvent(task_id=task_id, attempt_id=attempt_id))
 
     async def reconcile(self) -> None:
         """Finished agents and tests recorded (their end handlers run), budgets enforced, then
@@ -124,6 +131,7 @@ class Tasks:
         await tasks_db.get_task(self.db, task_id)
         async with jobs_db.transaction(self.db):
             await tasks_db.update_task(self.db, task_id, status=status)
+        self._changed(task_id)
         return await tasks_db.get_task(self.db, task_id)
 
     # ---- attempts --------------------------------------------------------------------------
@@ -184,8 +192,9 @@ class Tasks:
                                           state="running", setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
             job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), prompt, base,
                                              after=setup_id, group=group, followup=False)
-            if task.status == "todo":
+            if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
+        self._changed(task.id, attempt_id)
         await publish_jobs(self.db, self.submitter.bus, [j for j in (setup_id, job_id) if j])
         await self.scheduler.dispatch()
         return await tasks_db.get_attempt(self.db, attempt_id)
@@ -286,6 +295,7 @@ class Tasks:
             task = await tasks_db.get_task(self.db, a.task_id)
             if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
+        self._changed(a.task_id, a.id)
         await publish_jobs(self.db, self.submitter.bus, [job_id])
         await self.scheduler.dispatch()
         return {"typed": False, "job": job_id, "attempt": a.id}
@@ -339,6 +349,7 @@ class Tasks:
                 workdir=kinds.workdir(a), host=a.host, priority=0, origin_kind=ORIGIN, origin_id=a.id)
             await tasks_db.update_attempt(self.db, a.id, test_job_id=job_id, tests_passed=None,
                                           state="testing" if a.state in ("ready", "testing") else a.state)
+        self._changed(a.task_id, a.id)
         await publish_jobs(self.db, self.submitter.bus, [job_id])
         await self.scheduler.dispatch()
         return await jobs_db.get_job(self.db, job_id)
@@ -366,6 +377,7 @@ class Tasks:
                                      merge_commit=result.commit)
             await tasks_db.update_attempt(self.db, a.id, state="merged")
             await tasks_db.update_task(self.db, task.id, status="done")
+        self._changed(task.id, a.id)
         return {"merged": True, "attempt": a.id, "target_branch": a.target_branch, "commit": result.commit,
                 "conflicts": []}
 
@@ -399,6 +411,7 @@ class Tasks:
         await worktrees.remove(repo, wt, force=force)
         async with jobs_db.transaction(self.db):
             await tasks_db.update_attempt(self.db, a.id, archived=1)
+        self._changed(a.task_id, a.id)
         return await tasks_db.get_attempt(self.db, a.id)
 
     # ---- sweeps ----------------------------------------------------------------------------
