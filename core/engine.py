@@ -76,10 +76,10 @@ class Engine:
         self.scheduler.add_busy_check(lambda: evo_db.any_running_experiment(db))
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
-        task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill)
-        for kind in task_kinds.kinds():  # agent sessions, setup scripts and tests of attempts
+        self._task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill, self.hosts_registry.get)
+        for kind in self._task_kinds.kinds():  # agent sessions, setup scripts and tests of attempts
             self.kinds.register(kind)
-        self.scheduler.add_tick_hook(task_kinds.tick)  # budgets of agents and sweeps
+        self.scheduler.add_tick_hook(self._task_kinds.tick)  # budgets of agents and sweeps
         self._evolution = None
         self._tasks = None
 
@@ -100,7 +100,7 @@ class Engine:
             from evopilot.core.tasks.service import Tasks
 
             self._tasks = Tasks(self.db, self.config, self.home, self.submitter, self.scheduler,
-                                self.hosts_registry)
+                                self.hosts_registry, self._task_kinds)
         return self._tasks
 
     # ---- lifecycle -------------------------------------------------------------------------

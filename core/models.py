@@ -252,6 +252,8 @@ class AttemptRow(_Row):
     agent: str
     host: str
     worktree_path: str
+    remote_dir: str | None = None
+    """On an SSH host, the git clone its agents and tests run in (None: the local worktree)."""
     branch: str
     target_branch: str
     base_commit: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ AGENTS = {
     "spender": agent("--write", "notes.txt", "--usage-dollars", "0.25"),
     "bigspender": agent("--usage-dollars", "5", "--usage-first", "--hang"),
     "chat": agent("--write", "notes.txt", "--interactive"),
+    "hanger": agent("--write", "notes.txt", "--hang"),
     "sized": agent("--write", "notes.txt", "--lines", param=" {n}"),
     "wrongfile": agent("--write", "other.txt", "--lines", param=" {n}"),
 }
@@ -81,8 +83,8 @@ def tcli(cli, repo, tmp_path):
     return run
 
 
-def board(tcli) -> list[dict]:
-    code, out, err = tcli("task", "list", "--json")
+def board(tcli, config: Path | None = None) -> list[dict]:
+    code, out, err = tcli("task", "list", "--json", **({"config_file": config} if config else {}))
     assert code == 0, err
     return json.loads(out)
 
@@ -265,15 +267,55 @@ def test_followup_types_into_a_live_terminal_session(tcli):
     assert code == 2  # its session is gone now
 
 
-def test_budget_stop_records_the_reason(tcli, tmp_path):
-    config = write_config(tmp_path / "budget.toml", tasks="max_dollars = 1.0")
+@pytest.mark.parametrize("cap, agent_name, reason", [
+    ("max_dollars = 1.0", "bigspender", r"budget: \$5\.00 of \$1\.00 spent"),
+    ("max_minutes = 0.02", "hanger", r"budget: 0\.\d of 0\.02 minutes used"),
+])
+def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason):
+    config = write_config(tmp_path / "budget.toml", tasks=cap)
     tcli("task", "add", "proj", "Expensive", config_file=config)
-    code, out, err = tcli("task", "start", "1", "--agent", "bigspender", "--wait", "--json", config_file=config)
+    code, out, err = tcli("task", "start", "1", "--agent", agent_name, "--wait", "--json", config_file=config)
     assert code == 1
     a = json.loads(out)
     assert a["state"] == "stopped"
-    assert a["stop_reason"] == "budget: $5.00 of $1.00 spent"
-    assert a["cost_usd"] == 5.0
+    assert re.fullmatch(reason, a["stop_reason"]), a["stop_reason"]
+    assert a["cost_usd"] == (5.0 if agent_name == "bigspender" else 0.0)  # its report, as a cost entry
+    assert a["tests_passed"] is None  # a stopped agent's work is not tested
+    assert board(tcli, config)[0]["status"] == "inreview"
+
+
+def test_setup_script_runs_first_and_its_failure_fails_the_attempt(tcli, tmp_path):
+    good = write_config(tmp_path / "good.toml", tasks='setup_script = "test -f AGENTS.md && echo set up > .setup-done"')
+    tcli("task", "add", "proj", "Set up first", config_file=good)
+    code, out, err = tcli("task", "start", "1", "--agent", "editor", "--wait", "--json", config_file=good)
+    assert code == 0, err
+    a = json.loads(out)
+    assert a["state"] == "ready"
+    setup_job = json.loads(tcli("jobs", "--json", config_file=good)[1])[0]
+    assert setup_job["kind"] == "attempt_setup" and setup_job["status"] == "succeeded"
+
+    bad = write_config(tmp_path / "bad.toml", tasks='setup_script = "exit 4"')
+    tcli("task", "add", "proj", "Cannot set up", config_file=bad)
+    code, out, err = tcli("task", "start", "2", "--agent", "editor", "--wait", "--json", config_file=bad)
+    assert code == 1
+    a = json.loads(out)
+    assert a["state"] == "failed" and "setup script job" in a["error_message"] and "exit code 4" in a["error_message"]
+    agent_job = [j for j in json.loads(tcli("jobs", "--json", config_file=bad)[1]) if j["kind"] == "agent"][-1]
+    assert agent_job["status"] == "cancelled" and agent_job["started_at"] is None
+
+
+def test_task_test_runs_the_tests_again(tcli):
+    tcli("task", "add", "proj", "Notes")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    a = attempt_of(tcli, 1)
+    wt = Path(a["worktree"])
+    git(wt, "rm", "-q", "notes.txt")
+    git(wt, "commit", "-q", "-m", "oops")
+    # evopilot did not make that commit: the branch moved outside it, testing is still allowed
+    code, out, err = tcli("task", "test", "1", "--wait")
+    assert code == 1, err
+    assert "FAILED" in out
+    assert attempt_of(tcli, 1)["tests_passed"] is False
 
 
 def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
@@ -329,6 +371,35 @@ def test_sweep_picks_the_champion(tcli):
     assert "champion: attempt" in out
 
 
+def test_sweep_time_budget_stops_its_agents(tcli):
+    tcli("task", "add", "proj", "Too slow")
+    code, out, err = tcli("sweep", "1", "--agents", "hanger", "--time-budget", "1")
+    assert code == 0, err
+
+    def settled() -> bool:
+        code, out, _ = tcli("sweep", "status", "1", "--json")
+        return json.loads(out)["state"] != "running"
+
+    wait_until(settled, 60, "the sweep to stop")
+    st = json.loads(tcli("sweep", "status", "1", "--json")[1])
+    assert st["state"] == "stopped" and st["champion"] is None
+    assert st["error_message"] == "the sweep's time budget of 1 s ran out"
+    assert st["rows"][0]["state"] == "stopped" and st["rows"][0]["stop_reason"] == st["error_message"]
+
+
+async def test_task_events_reach_subscribers(repo, home):
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async with await Engine.open(parse_config(""), home) as engine:
+        await engine.add_project(repo, "proj")
+        q = engine.subscribe()
+        t = await engine.tasks.add("proj", "T")
+        await engine.tasks.move(t.id, "done")
+        events = [q.get_nowait() for _ in range(q.qsize())]
+    assert [(e.type, e.task_id) for e in events] == [("task", t.id), ("task", t.id)]
+
+
 def test_bad_input_is_one_line_and_exit_2(tcli):
     tcli("task", "add", "proj", "T")
     for args, msg in [
@@ -344,3 +415,55 @@ def test_bad_input_is_one_line_and_exit_2(tcli):
         code, out, err = tcli(*args)
         assert code == 2, (args, out, err)
         assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+@pytest.mark.slow
+def test_agent_on_an_ssh_host_works_in_a_clone_and_its_commits_come_back(cli, repo, sshd, tmp_path):
+    """The test sshd as host h1: the agent runs there in a clone of the attempt's branch, one
+    commit of its own and one left uncommitted come back to the local worktree, the tests run
+    there too, and the merge and archive work as for a local attempt."""
+    from tests.test_remote_jobs import host_toml
+
+    config = write_config(tmp_path / "remote.toml", extra=host_toml("h1", sshd))
+    committing = agent("--write", "notes.txt", "--commit", "--usage-dollars", "0.5")
+    config.write_text(config.read_text() + f'[agents.remote]\ncommand = {json.dumps(committing)}\nusage = "json"\n')
+
+    def run(*args):
+        return cli(*args, "--config", config)
+
+    assert run("project", "add", repo, "--name", "proj")[0] == 0
+    run("task", "add", "proj", "Remote work")
+    code, out, err = run("task", "start", "1", "--agent", "remote", "--host", "h1", "--wait", "--json")
+    assert code == 0, (out, err)
+    a = json.loads(out)
+    assert a["host"] == "h1" and a["state"] == "ready" and a["tests_passed"] is True
+    assert a["cost_usd"] == 0.5
+    wt = Path(a["worktree"])
+    assert (wt / "notes.txt").read_text() == "Remote work 0\n"
+    assert git(wt, "log", "-1", "--format=%s") == "agent: Remote work"
+    assert git(repo, "rev-parse", a["branch"]) == a["head"]
+    clone = Path(sshd.base_dir) / "attempts"
+    [remote_dir] = [p for p in clone.iterdir() if p.is_dir()]
+    assert git(remote_dir, "rev-parse", "HEAD") == a["head"]
+
+    # a follow-up session there: its uncommitted work is committed by evopilot and comes back
+    editing = agent("--write", "notes.txt")
+    config.write_text(config.read_text().replace(json.dumps(committing), json.dumps(editing)))
+    code, out, err = run("task", "followup", "1", "More")
+    assert code == 0, err
+    a = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        a = json.loads(run("task", "list", "--json")[1])[0]["attempts"][0]
+        if a["state"] in ("ready", "failed"):
+            break
+        time.sleep(0.3)
+    assert a["state"] == "ready", a
+    assert (wt / "notes.txt").read_text() == "Remote work 0\nMore 0\n"
+    assert a["lines_changed"] == 2 and a["head"] == git(remote_dir, "rev-parse", "HEAD")
+
+    assert run("task", "merge", "1")[0] == 0
+    assert (repo / "notes.txt").exists()
+    code, _, err = run("task", "archive", "1")
+    assert code == 0, err
+    assert not remote_dir.exists() and not wt.exists()

@@ -312,7 +312,11 @@ def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace]
 
 
 async def cmd_attach(engine: Engine, args) -> int:
-    attach = await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX")))
+    return show_attach(await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX"))), args)
+
+
+def show_attach(attach, args) -> int:
+    """Print the attach command (--json, --print), or leave it for main() to run."""
     if args.json:
         _print_json({"argv": attach.argv, "command": attach.command})
     elif args.print:

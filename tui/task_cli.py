@@ -11,7 +11,6 @@ from evopilot.core import formatting
 from evopilot.core.engine import Engine
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import TASK_STATUSES
-from evopilot.core.tasks.sweeps import parse_param
 
 TASK_EPILOG = """\
 An attempt is a git worktree on a branch evopilot/<task>-<slug> made from the target branch
@@ -152,14 +151,10 @@ async def cmd_followup(engine: Engine, args) -> int:
 
 
 async def cmd_attach(engine: Engine, args) -> int:
-    attach = await engine.tasks.attach_command(args.attempt, inside_tmux=bool(os.environ.get("TMUX")))
-    if args.json:
-        _print_json({"argv": attach.argv, "command": attach.command})
-    elif args.print:
-        print(attach.command)
-    else:
-        args.exec_argv = attach.argv  # run by main() once the engine is closed
-    return 0
+    from evopilot.tui.cli import show_attach  # the module that loaded this one
+
+    return show_attach(await engine.tasks.attach_command(args.attempt, inside_tmux=bool(os.environ.get("TMUX"))),
+                       args)
 
 
 async def cmd_diff(engine: Engine, args) -> int:
@@ -227,11 +222,8 @@ async def cmd_sweep(engine: Engine, args) -> int:
         raise EvopilotError(f"sweep {args.target!r}: expected a TASK id or `status SWEEP`")
     if not args.agents:
         raise EvopilotError("sweep TASK needs --agents A,B")
-    params = dict(parse_param(p) for p in args.param)
-    if len(params) != len(args.param):
-        raise EvopilotError("--param: a parameter is given twice")
     s = await engine.tasks.sweep(int(args.target), [a.strip() for a in args.agents.split(",") if a.strip()],
-                                 params, max_parallel=args.max_parallel, time_budget=args.time_budget)
+                                 args.param, max_parallel=args.max_parallel, time_budget=args.time_budget)
     if args.json:
         return await _sweep_status(engine, s.id, True)
     cells = len((await engine.tasks.sweep_status(s.id, reconcile=False))["rows"])

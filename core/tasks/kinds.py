@@ -17,21 +17,23 @@ an ended job changes its attempt, so a restart never marks a live attempt failed
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
 
-from evopilot.core.config import LOCAL, Config
+from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import JobEvent
+from evopilot.core.events import Event, JobEvent, TaskEvent
+from evopilot.core.hosts.base import Host
 from evopilot.core.jobs.kinds import JobKind
 from evopilot.core.jobs.monitor import tail
 from evopilot.core.models import AttemptRow, Job, JobStatus, now_iso, parse_iso
-from evopilot.core.tasks import agents, sweeps, worktrees
+from evopilot.core.tasks import agents, remote, sweeps, worktrees
 from evopilot.core.usage import Usage
 
 ORIGIN = "attempt"
@@ -43,11 +45,12 @@ LIVE = ("starting", "running", "testing")
 
 class TaskKinds:
     """The end handlers and the tick, bound to what they need from the engine: the config, a
-    way to insert jobs (``Submitter.new_job``) and to kill one (``Control.kill``)."""
+    way to insert jobs (``Submitter.new_job``), to kill one (``Control.kill``) and to reach a
+    host (``HostRegistry.get``)."""
 
-    def __init__(self, db: aiosqlite.Connection, config: Config,
-                 new_job: Callable[..., Awaitable[int]], kill: Callable[[int], Awaitable[Job]]) -> None:
-        self.db, self.config, self.new_job, self.kill = db, config, new_job, kill
+    def __init__(self, db: aiosqlite.Connection, config: Config, new_job: Callable[..., Awaitable[int]],
+                 kill: Callable[[int], Awaitable[Job]], host: Callable[[str], Awaitable[Host]]) -> None:
+        self.db, self.config, self.new_job, self.kill, self.host = db, config, new_job, kill, host
 
     def kinds(self) -> tuple[JobKind, ...]:
         return (JobKind(AGENT, on_end=self.on_agent_end), JobKind(SETUP, on_end=self.on_setup_end),
@@ -64,7 +67,7 @@ class TaskKinds:
             return []
         reason = f"setup script {_outcome(job)}"
         await tasks_db.update_attempt(db, attempt.id, state="failed", error_message=reason)
-        events = []
+        events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         for s in await tasks_db.sessions(db, attempt.id):
             if s.job_id and await jobs_db.transition(db, s.job_id, JobStatus.CANCELLED, [JobStatus.PENDING]):
                 await jobs_db.update_job(db, s.job_id, error_message=f"not started: {reason}")
@@ -85,7 +88,7 @@ class TaskKinds:
         fields: dict = {"agent_seconds": attempt.agent_seconds + (job.elapsed() or 0.0)}
         head_after = await self._record_work(attempt, session.id, fields)
         await tasks_db.update_session(db, session.id, ended_at=now_iso(), head_after=head_after)
-        events = []
+        events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         if attempt.state == "failed":  # its setup failed: the agent never ran
             pass
         elif attempt.stop_reason:
@@ -105,12 +108,21 @@ class TaskKinds:
         return events
 
     async def _record_work(self, attempt: AttemptRow, session_id: int, fields: dict) -> str | None:
-        """Commit what the agent left in the worktree, then its head and diff stats into
-        ``fields``; the head (None when the worktree is not here to read)."""
+        """Commit what the agent left in the worktree (on a remote host: bring its commits back
+        first), then its head and diff stats into ``fields``; the head (None when the worktree
+        is gone)."""
         wt = Path(attempt.worktree_path)
-        if attempt.host != LOCAL or not wt.is_dir():
+        if not wt.is_dir():
             return None
-        await worktrees.commit_all(wt, f"evopilot: work of attempt {attempt.id}, session {session_id}")
+        message = f"evopilot: work of attempt {attempt.id}, session {session_id}"
+        if attempt.remote_dir:
+            try:
+                await remote.bring_back(await self.host(attempt.host), attempt.remote_dir,
+                                        attempt.branch_head or attempt.base_commit, wt, message)
+            except EvopilotError as e:  # the host is away: its work stays there, said so
+                fields["error_message"] = f"the agent's work is still on {attempt.host}: {e.message}"
+                return None
+        await worktrees.commit_all(wt, message)
         head = await worktrees.head(wt)
         stats = await worktrees.diff_stats(wt, attempt.base_commit, head)
         fields.update(branch_head=head, files_changed=stats.files, lines_added=stats.added,
@@ -124,7 +136,7 @@ class TaskKinds:
             return None
         return await self.new_job(
             project_id=task.project_id, kind=TEST, name=f"test attempt {attempt.id}", command=command,
-            workdir=attempt.worktree_path, host=attempt.host, priority=0, mode="batch",
+            workdir=workdir(attempt), host=attempt.host, priority=0, mode="batch",
             origin_kind=ORIGIN, origin_id=attempt.id)
 
     async def on_test_end(self, db: aiosqlite.Connection, job: Job) -> list:
@@ -136,7 +148,7 @@ class TaskKinds:
             fields["state"] = "ready"
         await tasks_db.update_attempt(db, attempt.id, **fields)
         await self._settle_sweep(db, attempt)
-        return []
+        return [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
 
     async def _settle_sweep(self, db: aiosqlite.Connection, attempt: AttemptRow) -> None:
         """A sweep whose attempts have all settled gets its champion."""
@@ -158,11 +170,11 @@ class TaskKinds:
         """Stop agents past their attempt's budget, and sweeps past their time budget."""
         if not await tasks_db.any_live_attempt(self.db):
             return
-        doomed: list[tuple[int, str]] = []  # (job, reason)
+        doomed: list[int] = []  # jobs to kill, their attempts' reasons recorded first
         for attempt in await tasks_db.attempts(self.db, states=["running"]):
             job = await self._live_job(attempt.id)
             if job is not None and not attempt.stop_reason and (why := self._over_budget(attempt, job)):
-                doomed.append((job.id, why))
+                doomed.append(job.id)
                 async with jobs_db.transaction(self.db):
                     await tasks_db.update_attempt(self.db, attempt.id, stop_reason=why)
         for sweep in await tasks_db.running_sweeps(self.db):
@@ -180,9 +192,10 @@ class TaskKinds:
                             await jobs_db.update_job(self.db, s.job_id, error_message=why)
             for a in await tasks_db.attempts(self.db, sweep_id=sweep.id, states=["running"]):
                 if (job := await self._live_job(a.id)) is not None:
-                    doomed.append((job.id, why))
-        for job_id, _ in doomed:
-            await self.kill(job_id)
+                    doomed.append(job.id)
+        for job_id in doomed:
+            with contextlib.suppress(EvopilotError):  # it ended meanwhile
+                await self.kill(job_id)
 
     async def _live_job(self, attempt_id: int) -> Job | None:
         sessions = await tasks_db.sessions(self.db, attempt_id)
@@ -216,6 +229,11 @@ async def _owner(db: aiosqlite.Connection, job: Job) -> AttemptRow | None:
         return await tasks_db.get_attempt(db, job.origin_id)
     except EvopilotError:
         return None  # the attempt was deleted with its task
+
+
+def workdir(a: AttemptRow) -> str:
+    """Where the attempt's jobs run: its clone on an SSH host, else its local worktree."""
+    return a.remote_dir or a.worktree_path
 
 
 def _outcome(job: Job) -> str:

@@ -22,13 +22,18 @@ The API the Tasks tab uses (all async, all raise ``EvopilotError`` with a one-li
 - ``merge(attempt_id)`` -> dict ``{"merged": bool, "commit", "conflicts": [files]}``.
 - ``archive(attempt_id, force=False)`` -> AttemptRow (cleanup script, worktree removed; the
   branch and its commits stay).
-- ``sweep(task_id, agents, params, max_parallel=None, time_budget=None)`` -> SweepRow;
+- ``templates()`` / ``put_template(name, content)``: prompt snippets (seed 004's tags);
+  ``scratch(kind, key)`` / ``put_scratch(kind, key, payload)``: drafts and UI preferences (JSON).
+- ``attempt_jobs(attempt_id)`` -> ids of its jobs (setup, sessions, tests), oldest first.
+- ``sweep(task_id, agents, ["NAME=V1,V2", ...], max_parallel=None, time_budget=None)`` -> SweepRow;
   ``sweep_status(sweep_id)`` -> dict with ``rows`` (one per attempt: agent, params, state,
   tests_passed, files_changed, lines_changed, tokens, dollars, seconds, ``champion`` bool) and
   ``champion`` (attempt id or None).
 
-Changes reach the app as ``JobEvent``s of jobs whose ``origin_kind`` is ``"attempt"``
-(``origin_id`` = the attempt): re-read ``board`` / ``attempt`` when one arrives.
+Changes reach the app as ``TaskEvent``s (``task_id``, ``attempt_id``) on the engine's bus, from
+these calls and from the end handlers of the attempts' jobs (whichever process runs them: another
+process's changes show as ``JobEvent``s of jobs whose ``origin_kind`` is ``"attempt"``, or by
+polling ``board(reconcile=False)``); the live log of a session comes as ``LogEvent``s of its job.
 """
 
 from __future__ import annotations
@@ -45,14 +50,16 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
+from evopilot.core.events import TaskEvent
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import interactive
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import TASK_STATUSES, AttemptRow, Job, JobStatus, SweepRow, TaskRow
-from evopilot.core.tasks import agents, sweeps, worktrees
-from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST
+from evopilot.core.hosts.sync import resolve_remote_dir
+from evopilot.core.tasks import agents, kinds, remote, sweeps, worktrees
+from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST, TaskKinds
 
 SETUP_PRIORITY = 10
 
@@ -80,9 +87,9 @@ def public_task(t: TaskRow, attempts: Sequence[AttemptRow]) -> dict:
 
 class Tasks:
     def __init__(self, db: aiosqlite.Connection, config: Config, home: Path, submitter: Submitter,
-                 scheduler: Scheduler, hosts: HostRegistry) -> None:
+                 scheduler: Scheduler, hosts: HostRegistry, task_kinds: TaskKinds) -> None:
         self.db, self.config, self.home = db, config, home
-        self.submitter, self.scheduler, self.hosts = submitter, scheduler, hosts
+        self.submitter, self.scheduler, self.hosts, self.task_kinds = submitter, scheduler, hosts, task_kinds
 
     # ---- tasks -----------------------------------------------------------------------------
 
@@ -96,6 +103,7 @@ class Tasks:
         async with jobs_db.transaction(self.db):
             task_id = await tasks_db.create_task(self.db, project_id=p.id, title=title.strip(),
                                                  description=description, parent_attempt_id=parent_attempt)
+        self._changed(task_id)
         return await tasks_db.get_task(self.db, task_id)
 
     async def board(self, project: str | None = None, *, reconcile: bool = True) -> list[dict]:
@@ -107,10 +115,14 @@ class Tasks:
             by_task.setdefault(a.task_id, []).append(a)
         return [public_task(t, by_task.get(t.id, [])) for t in tasks]
 
+    def _changed(self, task_id: int, attempt_id: int | None = None) -> None:
+        self.submitter.bus.emit(TaskEvent(task_id=task_id, attempt_id=attempt_id))
+
     async def reconcile(self) -> None:
-        """Finished agents and tests recorded (their end handlers run), then what they queued
-        (tests) started, like `evopilot jobs` does for jobs."""
+        """Finished agents and tests recorded (their end handlers run), budgets enforced, then
+        what they queued (tests) started, like `evopilot jobs` does for jobs: no worker needed."""
         await self.scheduler.reconcile()
+        await self.task_kinds.tick()
         await self.scheduler.dispatch()
 
     async def move(self, task_id: int, status: str) -> TaskRow:
@@ -119,6 +131,7 @@ class Tasks:
         await tasks_db.get_task(self.db, task_id)
         async with jobs_db.transaction(self.db):
             await tasks_db.update_task(self.db, task_id, status=status)
+        self._changed(task_id)
         return await tasks_db.get_task(self.db, task_id)
 
     # ---- attempts --------------------------------------------------------------------------
@@ -132,8 +145,6 @@ class Tasks:
         agent_cfg = self.config.agent(agent)
         agents.check_params(agent, agent_cfg, params)
         self.config.host(host)
-        if host != LOCAL:
-            raise EvopilotError("attempts run on the local host only for now (their worktree is a local checkout)")
         task = await tasks_db.get_task(self.db, task_id)
         project = await projects_db.get_project_by_id(self.db, task.project_id)
         settings = self.config.tasks.for_project(project.name)
@@ -157,20 +168,33 @@ class Tasks:
                 await tasks_db.update_attempt(self.db, attempt_id, state="failed", error_message=e.message)
             raise
         path = path.resolve()
+        remote_dir = None
+        if host != LOCAL:  # its agent works in a clone of the branch there (core/tasks/remote.py)
+            h = await self.hosts.get(host)
+            remote_dir = resolve_remote_dir(h, f"attempts/{self.submitter.instance}-{attempt_id}")
+            try:
+                await remote.place(h, repo, branch, remote_dir)
+            except EvopilotError as e:
+                async with jobs_db.transaction(self.db):
+                    await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), state="failed",
+                                                  error_message=e.message)
+                raise
+        workdir = remote_dir or str(path)
         setup_id = None
         prompt = task.title + (f"\n\n{task.description}" if task.description else "")
         async with jobs_db.transaction(self.db):
             if settings.setup_script:
                 setup_id = await self.submitter.new_job(
                     project_id=project.id, kind=SETUP, name=f"setup attempt {attempt_id}",
-                    command=settings.setup_script, workdir=str(path), host=host, priority=SETUP_PRIORITY,
+                    command=settings.setup_script, workdir=workdir, host=host, priority=SETUP_PRIORITY,
                     origin_kind=ORIGIN, origin_id=attempt_id)
-            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), state="running",
-                                          setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
-            job_id = await self._new_session(attempt_id, agent, path, prompt, params, base,
+            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), remote_dir=remote_dir,
+                                          state="running", setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
+            job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), prompt, base,
                                              after=setup_id, group=group, followup=False)
-            if task.status == "todo":
+            if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
+        self._changed(task.id, attempt_id)
         await publish_jobs(self.db, self.submitter.bus, [j for j in (setup_id, job_id) if j])
         await self.scheduler.dispatch()
         return await tasks_db.get_attempt(self.db, attempt_id)
@@ -188,26 +212,29 @@ class Tasks:
         base = Path(root).expanduser() if root else self.home / "worktrees"
         return base / agents.slug(project)
 
-    async def _new_session(self, attempt_id: int, agent: str, path: Path, prompt: str, params: Mapping[str, str],
-                           head: str | None, *, after: int | None, group: tuple[str, int] | None,
-                           followup: bool) -> int:
+    async def _new_session(self, a: AttemptRow, prompt: str, head: str | None, *, after: int | None,
+                           group: tuple[str, int] | None, followup: bool) -> int:
         """Insert an agent session and its job (inside the caller's transaction)."""
-        cfg = self.config.agent(agent)
-        prompts = locations.ensure_private_dir(self.home / "prompts")
-        n = len(await tasks_db.sessions(self.db, attempt_id)) + 1
-        prompt_file = prompts / f"attempt-{attempt_id}-{n}.md"
-        prompt_file.write_text(prompt, encoding="utf-8")
-        command = agents.session_command(cfg, prompt=prompt, prompt_file=str(prompt_file), workdir=str(path),
-                                         params=params, followup=followup)
-        session_id = await tasks_db.create_session(self.db, attempt_id=attempt_id, agent=agent, tty=cfg.tty,
+        cfg = self.config.agent(a.agent)
+        n = len(await tasks_db.sessions(self.db, a.id)) + 1
+        workdir = kinds.workdir(a)
+        if a.remote_dir:
+            prompt_file = f"{a.remote_dir}.prompt-{n}.md"
+            await remote.write_file(await self.hosts.get(a.host), prompt_file, prompt)
+        else:
+            prompt_file = str(locations.ensure_private_dir(self.home / "prompts") / f"attempt-{a.id}-{n}.md")
+            Path(prompt_file).write_text(prompt, encoding="utf-8")
+        command = agents.session_command(cfg, prompt=prompt, prompt_file=prompt_file, workdir=workdir,
+                                         params=a.params, followup=followup)
+        session_id = await tasks_db.create_session(self.db, attempt_id=a.id, agent=a.agent, tty=cfg.tty,
                                                    command=command, prompt=prompt, head_before=head)
         waiting = {"status": JobStatus.PENDING.value, "depends_on": after,
                    "error_message": f"waiting for the setup script (job {after})"} if after else {}
         slot_group, slot_limit = group or (None, None)
         job_id = await self.submitter.new_job(
-            project_id=None, kind=AGENT, name=f"agent {agent} attempt {attempt_id}", command=command,
-            workdir=str(path), host=LOCAL, priority=0, mode="tty" if cfg.tty else "batch",
-            origin_kind=ORIGIN, origin_id=attempt_id, slot_group=slot_group, slot_limit=slot_limit, **waiting)
+            project_id=None, kind=AGENT, name=f"agent {a.agent} attempt {a.id}", command=command,
+            workdir=workdir, host=a.host, priority=0, mode="tty" if cfg.tty else "batch",
+            origin_kind=ORIGIN, origin_id=a.id, slot_group=slot_group, slot_limit=slot_limit, **waiting)
         await tasks_db.update_session(self.db, session_id, job_id=job_id)
         return job_id
 
@@ -262,14 +289,13 @@ class Tasks:
             raise EvopilotError(f"attempt {a.id}'s agent (job {job.id}) is {job.status.value} and takes no "
                                 "input: wait for it to end")
         await self._check_branch(a)
-        path = Path(a.worktree_path)
         async with jobs_db.transaction(self.db):
-            job_id = await self._new_session(a.id, a.agent, path, prompt, a.params, a.branch_head,
-                                             after=None, group=None, followup=True)
+            job_id = await self._new_session(a, prompt, a.branch_head, after=None, group=None, followup=True)
             await tasks_db.update_attempt(self.db, a.id, state="running", stop_reason=None, error_message=None)
             task = await tasks_db.get_task(self.db, a.task_id)
             if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
+        self._changed(a.task_id, a.id)
         await publish_jobs(self.db, self.submitter.bus, [job_id])
         await self.scheduler.dispatch()
         return {"typed": False, "job": job_id, "attempt": a.id}
@@ -320,9 +346,10 @@ class Tasks:
         async with jobs_db.transaction(self.db):
             job_id = await self.submitter.new_job(
                 project_id=task.project_id, kind=TEST, name=f"test attempt {a.id}", command=command,
-                workdir=a.worktree_path, host=a.host, priority=0, origin_kind=ORIGIN, origin_id=a.id)
+                workdir=kinds.workdir(a), host=a.host, priority=0, origin_kind=ORIGIN, origin_id=a.id)
             await tasks_db.update_attempt(self.db, a.id, test_job_id=job_id, tests_passed=None,
                                           state="testing" if a.state in ("ready", "testing") else a.state)
+        self._changed(a.task_id, a.id)
         await publish_jobs(self.db, self.submitter.bus, [job_id])
         await self.scheduler.dispatch()
         return await jobs_db.get_job(self.db, job_id)
@@ -350,6 +377,7 @@ class Tasks:
                                      merge_commit=result.commit)
             await tasks_db.update_attempt(self.db, a.id, state="merged")
             await tasks_db.update_task(self.db, task.id, status="done")
+        self._changed(task.id, a.id)
         return {"merged": True, "attempt": a.id, "target_branch": a.target_branch, "commit": result.commit,
                 "conflicts": []}
 
@@ -378,17 +406,24 @@ class Tasks:
             if proc.returncode != 0 and not force:
                 raise EvopilotError(f"the cleanup script failed in {wt} (exit {proc.returncode}): "
                                     f"{err.decode(errors='replace').strip()[:200]}; --force archives anyway")
+        if a.remote_dir:
+            await remote.remove(await self.hosts.get(a.host), a.remote_dir, force=force)
         await worktrees.remove(repo, wt, force=force)
         async with jobs_db.transaction(self.db):
             await tasks_db.update_attempt(self.db, a.id, archived=1)
+        self._changed(a.task_id, a.id)
         return await tasks_db.get_attempt(self.db, a.id)
 
     # ---- sweeps ----------------------------------------------------------------------------
 
-    async def sweep(self, task_id: int, agent_names: Sequence[str], params: Mapping[str, Sequence[str]],
+    async def sweep(self, task_id: int, agent_names: Sequence[str], param_texts: Sequence[str] = (),
                     *, max_parallel: int | None = None, time_budget: float | None = None) -> SweepRow:
-        """One attempt per cell of the matrix, at most ``max_parallel`` agents at once, all
-        stopped once ``time_budget`` seconds have passed."""
+        """One attempt per cell of the matrix (each agent with every combination of the
+        parameters' values, ``param_texts`` as ``NAME=V1,V2``), at most ``max_parallel`` agents
+        at once, all stopped once ``time_budget`` seconds have passed."""
+        params = dict(sweeps.parse_param(p) for p in param_texts)
+        if len(params) != len(param_texts):
+            raise EvopilotError("--param: a parameter is given twice")
         if max_parallel is not None and max_parallel < 1:
             raise EvopilotError("--max-parallel must be 1 or more")
         if time_budget is not None and time_budget <= 0:
@@ -425,6 +460,25 @@ class Tasks:
                 "max_parallel": s.max_parallel, "time_budget_s": s.time_budget_s,
                 "champion": s.champion_attempt_id, "error_message": s.error_message,
                 "started_at": s.started_at, "completed_at": s.completed_at, "rows": rows}
+
+    # ---- templates (reusable prompt snippets) and scratch (drafts, UI preferences) -----------
+
+    async def templates(self) -> dict[str, str]:
+        return await tasks_db.templates(self.db)
+
+    async def put_template(self, name: str, content: str) -> None:
+        if not name.strip():
+            raise EvopilotError("a template needs a name")
+        async with jobs_db.transaction(self.db):
+            await tasks_db.put_template(self.db, name.strip(), content)
+
+    async def scratch(self, kind: str, key: str):
+        """A draft or preference saved with ``put_scratch`` (None when there is none)."""
+        return await tasks_db.get_scratch(self.db, kind, key)
+
+    async def put_scratch(self, kind: str, key: str, payload) -> None:
+        async with jobs_db.transaction(self.db):
+            await tasks_db.put_scratch(self.db, kind, key, payload)
 
     async def attempt_jobs(self, attempt_id: int) -> list[int]:
         """Every job of the attempt (setup, sessions, tests), oldest first."""

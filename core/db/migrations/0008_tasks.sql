@@ -45,7 +45,8 @@ CREATE TABLE attempts (
     name               TEXT,
     agent              TEXT    NOT NULL,
     host               TEXT    NOT NULL DEFAULT 'local',
-    worktree_path      TEXT    NOT NULL,
+    worktree_path      TEXT    NOT NULL,            -- the local worktree (merges and diffs are made here)
+    remote_dir         TEXT,                        -- on an SSH host: the clone its agent works in
     branch             TEXT    NOT NULL,
     target_branch      TEXT    NOT NULL,
     base_commit        TEXT    NOT NULL,            -- the target branch's head when it began
