@@ -226,7 +226,7 @@ async def test_sweep_table_marks_the_champion(repo, home, tmp_path):
     app = EvopilotApp(config(tmp_path), home)
     async with app.run_test(size=(80, 24)) as pilot:
         app = await setup(pilot, repo, "Sweep it")
-        sweep = await app.engine.tasks.sweep(1, ["sized"], {"n": ["3", "1"]})
+        sweep = await app.engine.tasks.sweep(1, ["sized"], ["n=3,1"])
         await until(pilot, lambda: "✓" in board_text(app), timeout=60, what="an attempt tested")
 
         async def champion():

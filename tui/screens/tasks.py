@@ -30,7 +30,7 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.models import TASK_STATUSES, Job
 from evopilot.tui import keymap
 from evopilot.tui.attach import attach
-from evopilot.tui.messages import JobsChanged, LogGrew, TabShown
+from evopilot.tui.messages import JobsChanged, LogGrew, TabShown, TasksChanged
 from evopilot.tui.screens.dialogs import ConfirmDialog, LineDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.diff_view import DiffView
@@ -39,7 +39,6 @@ from evopilot.tui.widgets.task_board import TaskBoard
 
 READ_INTERVAL = 0.3
 """Events of attempts' jobs re-read the board at most this often."""
-ORIGIN = "attempt"
 EMPTY_TEXT = "no tasks: `evopilot task add PROJECT TITLE`, then s here starts an attempt"
 
 
@@ -170,13 +169,13 @@ class TasksPane(Pane):
             self._run(self.read())
 
     def on_jobs_changed(self, message: JobsChanged) -> None:
-        jobs = [j for j in message.jobs if j.origin_kind == ORIGIN]
-        if not jobs:
-            return
+        # The session's status (the log's title); the attempts' own changes come as TasksChanged.
         if self.session is not None:
-            for j in jobs:
+            for j in message.jobs:
                 if j.id == self.session.id:
                     self._set_session(j)
+
+    def on_tasks_changed(self, message: TasksChanged) -> None:
         self._stale = True
         if self.shown and self._read_once and not self._pending:
             self._pending = True
