@@ -47,6 +47,8 @@ def test_real_app_in_tmux(cli, make_project):
     root = make_project({"benchmarks/bench_a.py": "print('[1/1] done')\n"}, name="tmuxproj")
     code, out, err = cli("project", "add", str(root))
     assert code == 0, err
+    code, out, err = cli("task", "add", "tmuxproj", "Write docs")
+    assert code == 0, err
 
     env = {k: os.environ[k] for k in ("EVOPILOT_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "TMUX_TMPDIR")}
     env_args = [a for k, v in {**env, "NO_COLOR": "1", "TERM": "xterm-256color"}.items() for a in ("-e", f"{k}={v}")]
@@ -60,8 +62,11 @@ def test_real_app_in_tmux(cli, make_project):
 
         keys("3")
         wait_screen(lambda s: "no jobs: queue benchmarks" in s and "status: all" in s, what="the Jobs tab")
-        keys("2")
-        wait_screen(lambda s: "No tasks." in s, what="the Tasks tab")
+        keys("2")  # the board, the selected task marked without colour
+        wait_screen(lambda s: "todo 1" in s and "▶1 Write docs" in s and "no attempts: s starts one" in s,
+                    what="the Tasks tab")
+        keys(">")
+        wait_screen(lambda s: "in progress 1" in s and "todo 0" in s, what="the task moved right")
         keys("4")
         wait_screen(lambda s: "no experiments: `evopilot evolve start FILE`" in s, what="the Archive tab")
         keys("5")
