@@ -6,6 +6,7 @@ Runs with NO_COLOR=1 and the mouse unused: everything asserted is text.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,54 @@ def test_real_app_in_tmux(cli, make_project):
         keys("3")
         wait_screen(lambda s: "succeeded" in s and "1/1" in s, what="the job to succeed")
 
+        keys("q")
+        deadline = time.monotonic() + 15
+        while tmux("has-session", "-t", SESSION, check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the app did not quit on q"
+            time.sleep(0.1)
+    finally:
+        tmux("kill-session", "-t", SESSION, check=False)
+
+
+def test_tasks_tab_attaches_to_an_agent_and_comes_back(cli, tmp_path, monkeypatch):
+    """`a` on an attempt outside tmux: the app suspends, `tmux attach` shows the agent's
+    terminal, C-b d detaches and the app is back (all on a real terminal, NO_COLOR)."""
+    from tests.test_tasks import agent, git
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("hello\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    config = tmp_path / "config.toml"
+    config.write_text(f"[agents.chat]\ncommand = {json.dumps(agent('--write', 'notes.txt', '--interactive'))}\n"
+                      "tty = true\n")
+    monkeypatch.setenv("EVOPILOT_CONFIG", str(config))
+    for args in (("project", "add", repo, "--name", "proj"), ("task", "add", "proj", "Chat"),
+                 ("task", "start", "1", "--agent", "chat")):
+        code, out, err = cli(*args)
+        assert code == 0, err
+
+    names = ("EVOPILOT_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "TMUX_TMPDIR", "EVOPILOT_CONFIG")
+    env = {**{k: os.environ[k] for k in names}, "NO_COLOR": "1", "TERM": "xterm-256color"}
+    env_args = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+    # TMUX unset in the app's shell: it attaches on its own terminal (not switch-client)
+    command = f"cd {REPO} && unset TMUX && exec {sys.executable} -m tui.cli"
+    tmux("new-session", "-d", "-s", SESSION, "-x", "100", "-y", "30", *env_args, command)
+    try:
+        wait_screen(lambda s: "agent chat attempt 1" in s, what="the app on its Jobs tab (there is work)")
+        keys("2")
+        wait_screen(lambda s: "chat · running" in s and "▶1 Chat" in s, what="the attempt running")
+        keys("a")
+        wait_screen(lambda s: "ready for input" in s and "in progress" not in s, what="the agent's terminal")
+        keys("C-b", "d")
+        wait_screen(lambda s: "chat · running" in s and "in progress 1" in s, what="the app back")
+        keys("f")
+        wait_screen(lambda s: "Follow-up for attempt 1" in s, what="the follow-up dialog")
+        keys("-l", "done")
+        keys("Enter")
+        wait_screen(lambda s: "tests not run" in s and "chat · ready" in s, what="the session's end")
         keys("q")
         deadline = time.monotonic() + 15
         while tmux("has-session", "-t", SESSION, check=False).returncode == 0:
