@@ -23,6 +23,7 @@ from evopilot.core.quoting import join
 from evopilot.tui.app import EvopilotApp
 from evopilot.tui.screens.dialogs import ConfirmDialog, LineDialog
 from evopilot.tui.widgets import diff_view
+from evopilot.tui.widgets.key_bar import KeyBar
 from evopilot.tui.widgets.task_board import TaskBoard
 from tests.test_tasks import git
 from tests.test_tui import started, static_text, type_text, until
@@ -96,6 +97,8 @@ async def test_board_moves_start_log_diff_test_followup_merge_archive(repo, home
         app = await started(pilot)
         assert app.engine._tasks is None  # not shown yet: the tasks service is not even loaded
         app = await setup(pilot, repo, "Fix it", "Second")
+        shown = {description for _, description in app.query_one(KeyBar).items}
+        assert {"Move", "Attach", "Follow-up", "Test", "Merge", "Archive", "Start", "View", "Attempt"} <= shown
         lines = app.tasks.board.visible_text()
         assert lines[0].startswith("todo 2") and "in progress 0" in lines[0]
         assert "▶1 Fix it" in lines[1] and "2 Second" in lines[2]

@@ -146,15 +146,10 @@ HEATMAP: list[Spec] = [
 
 # ---- Tasks tab (one block: the lead moves it to core/bindings.py at merge) -------------------
 ATTEMPT = Binding.Group("Attempt", compact=True)
-TASK_MOVE = Binding.Group("Move task", compact=True)
+TASK_MOVE = Binding.Group("Move", compact=True)
+TASK_VIEW = Binding.Group("View", compact=True)
 
 TASKS: list[Spec] = [
-    Spec("tasks.log", "l", "view('log')", "Log",
-         help="Show the attempt's live agent log (again: back to the board)"),
-    Spec("tasks.diff", "d", "view('diff')", "Diff",
-         help="Show the attempt's diff, a page at a time (again: back to the board)"),
-    Spec("tasks.sweep", "w", "view('sweep')", "Sweep",
-         help="Show the table of the attempt's sweep, its champion marked (again: back to the board)"),
     Spec("tasks.attach", "a", "attach", "Attach",
          help="Show the attempt's agent session in tmux (detach with C-b d to come back)"),
     Spec("tasks.followup", "f", "followup", "Follow-up",
@@ -165,16 +160,22 @@ TASKS: list[Spec] = [
     Spec("tasks.archive", "x", "archive", "Archive",
          help="Remove the attempt's worktree, keeping its branch (asks first)"),
     Spec("tasks.start", "s", "start", "Start", help="Start a new attempt of the selected task (asks for the agent)"),
-    Spec("tasks.attempt_prev", "left_square_bracket", "attempt(-1)", "Attempt", group=ATTEMPT,
+    Spec("tasks.log", "l", "view('log')", "Log", group=TASK_VIEW,
+         help="Show the attempt's live agent log (again: back to the board)"),
+    Spec("tasks.diff", "d", "view('diff')", "Diff", group=TASK_VIEW,
+         help="Show the attempt's diff, a page at a time (again: back to the board)"),
+    Spec("tasks.sweep", "w", "view('sweep')", "Sweep", group=TASK_VIEW,
+         help="Show the table of the attempt's sweep, its champion marked (again: back to the board)"),
+    Spec("tasks.attempt_prev", "left_square_bracket", "attempt(-1)", "Previous attempt", group=ATTEMPT,
          help="Show the selected task's previous attempt"),
-    Spec("tasks.attempt_next", "right_square_bracket", "attempt(1)", "Attempt", group=ATTEMPT,
+    Spec("tasks.attempt_next", "right_square_bracket", "attempt(1)", "Next attempt", group=ATTEMPT,
          help="Show the selected task's next attempt"),
 ]
 
 TASK_BOARD: list[Spec] = [
-    Spec("tasks.move_left", "less_than_sign,shift+left", "move_task(-1)", "Move task", group=TASK_MOVE,
+    Spec("tasks.move_left", "less_than_sign,shift+left", "move_task(-1)", "Move left", group=TASK_MOVE,
          help="Move the selected task to the column on the left"),
-    Spec("tasks.move_right", "greater_than_sign,shift+right", "move_task(1)", "Move task", group=TASK_MOVE,
+    Spec("tasks.move_right", "greater_than_sign,shift+right", "move_task(1)", "Move right", group=TASK_MOVE,
          help="Move the selected task to the column on the right"),
     Spec("tasks.left", "left", "cursor(-1, 0)", "Left", show=False, help="Select in the column on the left"),
     Spec("tasks.right", "right", "cursor(1, 0)", "Right", show=False, help="Select in the column on the right"),
