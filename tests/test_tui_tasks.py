@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -245,6 +246,13 @@ async def test_sweep_table_marks_the_champion(repo, home, tmp_path):
         rows = str(text.content).splitlines()
         starred = [r for r in rows if r.startswith("★")]
         assert len(starred) == 1 and starred[0].split()[1] == "2" and "n=1" in starred[0]
+        # the task's other attempt, with [ and ]; the table stays the sweep's
+        assert "attempt 2 (2 of 2)" in detail(app)
+        await pilot.press("left_square_bracket")
+        await until_detail(pilot, "attempt 1 (1 of 2)")
+        await until(pilot, lambda: "champion: attempt 2" in str(text.content), what="the same sweep")
+        await pilot.press("right_square_bracket")
+        await until_detail(pilot, "attempt 2 (2 of 2)")
 
 
 def test_diff_lines_are_split_and_long_lines_cut():
@@ -274,6 +282,19 @@ ATTEMPTS = [  # id, task, agent, state, tests, files, +, -, dollars
 
 
 def seed_board(home: Path, repo: Path) -> None:
+    """Fixed rows over a real repository (fixed dates: the same hash on every run) in which
+    attempt 2's branch is where evopilot left it."""
+    repo.mkdir(exist_ok=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@t", "GIT_COMMITTER_NAME": "u",
+           "GIT_COMMITTER_EMAIL": "u@t", "GIT_AUTHOR_DATE": "1700000000 +0000",
+           "GIT_COMMITTER_DATE": "1700000000 +0000"}
+    (repo / "README.md").write_text("hello\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "initial"],
+                 ["branch", "evopilot/4-attempt"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env, capture_output=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, env=env, capture_output=True,
+                          text=True).stdout.strip()
+
     async def create() -> None:
         await (await Engine.open(Config(), home)).close()
 
@@ -289,7 +310,7 @@ def seed_board(home: Path, repo: Path) -> None:
                 "INSERT INTO attempts(id, task_id, agent, worktree_path, branch, target_branch, base_commit, "
                 "branch_head, state, tests_passed, files_changed, lines_added, lines_removed, created_at, "
                 "updated_at) VALUES (?, ?, ?, '/nonexistent', ?, 'main', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (aid, tid, agent_name, f"evopilot/{tid}-attempt", "0" * 40, "0" * 40, state, tests, files,
+                (aid, tid, agent_name, f"evopilot/{tid}-attempt", head, head, state, tests, files,
                  plus, minus, T0, T0))
             db.execute("INSERT INTO cost_entries(attempt_id, provider, model, tokens_in, tokens_out, cost_usd, "
                        "requests, created_at) VALUES (?, ?, 'm', 1000, 200, ?, 1, ?)", (aid, agent_name, dollars, T0))
@@ -298,7 +319,6 @@ def seed_board(home: Path, repo: Path) -> None:
 
 def test_board_snapshot(snap_compare, tmp_path):
     home, repo = tmp_path / "home", tmp_path / "repo"
-    repo.mkdir()
     seed_board(home, repo)
 
     async def run_before(pilot) -> None:
@@ -321,19 +341,37 @@ def test_board_snapshot(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
+async def test_a_branch_moved_outside_evopilot_shows(tmp_path):
+    home, repo = tmp_path / "home", tmp_path / "repo"
+    await asyncio.to_thread(seed_board, home, repo)
+    git(repo, "checkout", "-q", "evopilot/4-attempt")
+    (repo / "x.txt").write_text("x\n")
+    git(repo, "add", "x.txt")
+    git(repo, "commit", "-qm", "by hand")
+    app = EvopilotApp(Config(hosts={"local": HostConfig(max_parallel=4)}), home, clock=lambda: NOW,
+                      engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app = await started(pilot)
+        await pilot.press("2")
+        await until(pilot, lambda: app.tasks.tasks and app.tasks.board.has_focus, what="the board")
+        await pilot.press("right", "right")
+        await until_detail(pilot, "branch: branch evopilot/4-attempt was moved outside evopilot")
+
+
 def test_board_seed_reads_through_the_engine(tmp_path):
     """Guard: the snapshot's fixed rows are what the engine reads (a schema change fails here)."""
     home = tmp_path / "home"
-    seed_board(home, tmp_path)
+    seed_board(home, tmp_path / "repo")
 
     async def read():
         engine = await Engine.open(Config(), home)
         try:
-            return await engine.tasks.board(reconcile=False)
+            return await engine.tasks.board(reconcile=False), await engine.tasks.attempt(2)
         finally:
             await engine.close()
 
-    board = asyncio.run(read())
+    board, shown = asyncio.run(read())
+    assert shown["branch_problem"] is None
     assert [(t["id"], t["status"]) for t in board] == [(t[0], t[2]) for t in TASKS]
     a = json.loads(json.dumps(board[3]["attempts"][0]))
     assert a["cost_usd"] == 0.3125 and a["tests_passed"] is True and a["tokens_in"] == 1000

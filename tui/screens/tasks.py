@@ -48,9 +48,10 @@ def _tests(a: dict) -> str:
     return {True: "tests passed ✓", False: "tests failed ✗", None: "tests not run"}[a["tests_passed"]]
 
 
-def attempt_lines(task: dict, a: dict | None) -> str:
-    """The selected task and attempt: two to four lines."""
-    lines = [f"task {task['id']} · {task['title']} · {task['status']}"]
+def attempt_lines(task: dict, a: dict | None, info: dict | None = None) -> str:
+    """The selected task and attempt: two to four lines. ``info`` (``engine.tasks.attempt``)
+    adds what the board does not carry: a branch moved outside evopilot, the merge."""
+    lines = [f"task {task['id']} · {task['title']} · {task['status']} · {task['project']}"]
     if a is None:
         return "\n".join([*lines, "no attempts: s starts one"])
     n = [x["id"] for x in task["attempts"]].index(a["id"]) + 1
@@ -59,10 +60,16 @@ def attempt_lines(task: dict, a: dict | None) -> str:
               f"{' (archived)' if a['archived'] else ''} · {a['branch']}",
               f"{_tests(a)} · {files} file{'s' if files != 1 else ''} +{a['lines_added'] or 0} "
               f"-{a['lines_removed'] or 0} · ${a['cost_usd']:.4f} · {a['tokens_in'] + a['tokens_out']:,} tokens"]
-    if a["stop_reason"]:
+    merge = next((m for m in reversed(info["merges"]) if m["merge_commit"] or m["pr_url"]), None) if info else None
+    if info and info["branch_problem"]:
+        lines.append(f"branch: {info['branch_problem']}")
+    elif a["stop_reason"]:
         lines.append(f"stopped: {a['stop_reason']}")
     elif a["error_message"]:
         lines.append(f"error: {a['error_message']}")
+    elif merge:
+        lines.append(f"merged into {merge['target_branch']} as {merge['merge_commit'][:12]}" if merge["merge_commit"]
+                     else f"pull request {merge['pr_url']} ({merge['pr_state']})")
     return "\n".join(lines)
 
 
@@ -113,6 +120,8 @@ class TasksPane(Pane):
         self._stale = True
         self._pending = False
         self._lock = asyncio.Lock()
+        self.info: dict | None = None
+        """``engine.tasks.attempt`` of the attempt shown (branch problem, merges)."""
         self._shown_key: tuple | None = None
         """(attempt id, state, head) of what the log/diff/sweep views show."""
 
@@ -229,16 +238,23 @@ class TasksPane(Pane):
         return next((a for a in task["attempts"] if a["id"] == chosen), task["attempts"][-1])
 
     def _update_detail(self) -> None:
-        text = "" if self.selected_task is None else attempt_lines(self.selected_task, self.attempt)
+        a = self.attempt
+        info = self.info if a is not None and self.info is not None and self.info["id"] == a["id"] else None
+        text = "" if self.selected_task is None else attempt_lines(self.selected_task, a, info)
         self.query_one("#task-detail", Static).update(text)
 
     def _sync_views(self, *, force: bool = False) -> None:
-        """Re-read the view shown when the attempt or its state changed (or ``force``)."""
+        """Re-read what the attempt's state decides (its session, details, the diff) when the
+        attempt or its state changed, or ``force``; a sweep's table at every change (its other
+        attempts move too)."""
         a = self.attempt
         key = None if a is None else (a["id"], a["state"], a["head"], a["archived"], self.view)
-        if key == self._shown_key and not force:
-            return
+        same = key == self._shown_key and not force
         self._shown_key = key
+        if same:
+            if self.view == "sweep" and a is not None:
+                self._run(self._load_sweep())
+            return
         self._set_view_title()
         if a is None:
             self.session = None
@@ -260,9 +276,12 @@ class TasksPane(Pane):
         if a is None or engine is None:
             return
         job = await engine.tasks.session_job(a["id"])
+        info = await engine.tasks.attempt(a["id"])
         if self.attempt is None or self.attempt["id"] != a["id"]:
             return  # the selection moved on meanwhile
+        self.info = info
         self._set_session(job)
+        self._update_detail()
 
     def _set_session(self, job: Job | None) -> None:
         self.session = job
@@ -309,10 +328,9 @@ class TasksPane(Pane):
         if self.view == view and views.has_focus_within:
             self.board.focus()  # the same key again: back to the board
             return
-        changed = self.view != view
         self.view = view
         views.current = f"task-{view}"
-        self._sync_views(force=changed or view == "sweep")
+        self._sync_views(force=True)  # shown again: read again (an agent at work changes its diff)
         widget.focus()
 
     def action_attempt(self, step: int) -> None:
