@@ -93,6 +93,14 @@ def attempt_of(tcli, attempt_id: int) -> dict:
     return next(a for t in board(tcli) for a in t["attempts"] if a["id"] == attempt_id)
 
 
+def log_text(path: str | None) -> str:
+    """A job's log so far ("" until the wrapper has made it)."""
+    try:
+        return Path(path).read_text() if path else ""
+    except FileNotFoundError:
+        return ""
+
+
 def wait_state(tcli, attempt_id: int, states: tuple[str, ...], timeout: float = 60) -> dict:
     seen = {}
 
@@ -252,13 +260,13 @@ def test_followup_types_into_a_live_terminal_session(tcli):
         code, out, _ = tcli("jobs", "--json")
         job = next(j for j in json.loads(out) if j["kind"] == "agent")
         log = job["log_path"]
-        return job["status"] == "running" and log and "ready for input" in Path(log).read_text()
+        return job["status"] == "running" and "ready for input" in log_text(log)
 
     wait_until(ready, 30, "the agent waiting on its terminal")
     code, out, err = tcli("task", "followup", "1", "add more", "--json")
     assert code == 0, err
     assert json.loads(out)["typed"] is True
-    wait_until(lambda: "got: add more" in Path(log).read_text(), 30, "the agent reading the follow-up")
+    wait_until(lambda: "got: add more" in log_text(log), 30, "the agent reading the follow-up")
     assert tcli("task", "followup", "1", "done")[0] == 0
     a = wait_state(tcli, 1, ("ready", "failed"))
     assert a["state"] == "ready", a
@@ -330,8 +338,7 @@ def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
         def running() -> bool:
             code, out, _ = tcli("jobs", "--json")
             jobs = [j for j in json.loads(out) if j["kind"] == "agent"]
-            return bool(jobs) and jobs[0]["status"] == "running" and \
-                "ready for input" in Path(jobs[0]["log_path"]).read_text()
+            return bool(jobs) and jobs[0]["status"] == "running" and "ready for input" in log_text(jobs[0]["log_path"])
 
         wait_until(running, 30, "the agent running")
     finally:

@@ -86,7 +86,9 @@ class TaskKinds:
         if line := agents.summary(text):
             await tasks_db.set_last_summary(db, session.id, line)
         fields: dict = {"agent_seconds": attempt.agent_seconds + (job.elapsed() or 0.0)}
-        head_after = await self._record_work(attempt, session.id, fields)
+        # a job that never started (its setup failed, its sweep ran out of time) did no work:
+        # what is in the worktree then is not the agent's
+        head_after = await self._record_work(attempt, session.id, fields) if job.started_at else None
         await tasks_db.update_session(db, session.id, ended_at=now_iso(), head_after=head_after)
         events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         if attempt.state == "failed":  # its setup failed: the agent never ran
