@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evopilot.core.quoting import join
-from tests.conftest import evopilot_cmd, wait_until
+from tests.conftest import evopilot_cmd, stop_process, wait_until
 
 AGENT = Path(__file__).parent / "programs" / "agent.py"
 GIT_ENV = {"GIT_AUTHOR_NAME": "user", "GIT_AUTHOR_EMAIL": "user@test",
@@ -91,6 +91,14 @@ def board(tcli, config: Path | None = None) -> list[dict]:
 
 def attempt_of(tcli, attempt_id: int) -> dict:
     return next(a for t in board(tcli) for a in t["attempts"] if a["id"] == attempt_id)
+
+
+def log_text(path: str | None) -> str:
+    """A job's log so far ("" until the wrapper has made it)."""
+    try:
+        return Path(path).read_text() if path else ""
+    except FileNotFoundError:
+        return ""
 
 
 def wait_state(tcli, attempt_id: int, states: tuple[str, ...], timeout: float = 60) -> dict:
@@ -252,13 +260,13 @@ def test_followup_types_into_a_live_terminal_session(tcli):
         code, out, _ = tcli("jobs", "--json")
         job = next(j for j in json.loads(out) if j["kind"] == "agent")
         log = job["log_path"]
-        return job["status"] == "running" and log and "ready for input" in Path(log).read_text()
+        return job["status"] == "running" and "ready for input" in log_text(log)
 
     wait_until(ready, 30, "the agent waiting on its terminal")
     code, out, err = tcli("task", "followup", "1", "add more", "--json")
     assert code == 0, err
     assert json.loads(out)["typed"] is True
-    wait_until(lambda: "got: add more" in Path(log).read_text(), 30, "the agent reading the follow-up")
+    wait_until(lambda: "got: add more" in log_text(log), 30, "the agent reading the follow-up")
     assert tcli("task", "followup", "1", "done")[0] == 0
     a = wait_state(tcli, 1, ("ready", "failed"))
     assert a["state"] == "ready", a
@@ -285,12 +293,14 @@ def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason)
 
 
 def test_setup_script_runs_first_and_its_failure_fails_the_attempt(tcli, tmp_path):
-    good = write_config(tmp_path / "good.toml", tasks='setup_script = "test -f AGENTS.md && echo set up > .setup-done"')
+    good = write_config(tmp_path / "good.toml", tasks='setup_script = "test -f AGENTS.md && echo set up > .setup-done"\n'
+                                                     f'worktree_dir = "{tmp_path}/trees"')
     tcli("task", "add", "proj", "Set up first", config_file=good)
     code, out, err = tcli("task", "start", "1", "--agent", "editor", "--wait", "--json", config_file=good)
     assert code == 0, err
     a = json.loads(out)
     assert a["state"] == "ready"
+    assert a["worktree"].startswith(f"{tmp_path}/trees/proj/1-")
     setup_job = json.loads(tcli("jobs", "--json", config_file=good)[1])[0]
     assert setup_job["kind"] == "attempt_setup" and setup_job["status"] == "succeeded"
 
@@ -319,33 +329,41 @@ def test_task_test_runs_the_tests_again(tcli):
 
 
 def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
-    """The process that started the agent and waits on it dies with SIGKILL: the agent's tmux
-    job runs on, the next process finds the attempt running (not failed) with its log, and its
-    end is recorded as usual."""
+    """The worker watching the agent dies with SIGKILL: the agent's tmux job runs on, a new
+    worker finds the attempt running (not failed) with its log, and its end is recorded as usual."""
     tcli("task", "add", "proj", "Survive")
     config = tmp_path / "config.toml"
-    proc = subprocess.Popen(evopilot_cmd("task", "start", "1", "--agent", "chat", "--wait", "--config", config),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker = subprocess.Popen(evopilot_cmd("worker", "--config", config), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    second = None
     try:
-        def running() -> bool:
-            code, out, _ = tcli("jobs", "--json")
-            jobs = [j for j in json.loads(out) if j["kind"] == "agent"]
-            return bool(jobs) and jobs[0]["status"] == "running" and \
-                "ready for input" in Path(jobs[0]["log_path"]).read_text()
+        assert tcli("task", "start", "1", "--agent", "chat")[0] == 0
 
-        wait_until(running, 30, "the agent running")
+        def agent_job() -> dict:
+            return next(j for j in json.loads(tcli("jobs", "--json")[1]) if j["kind"] == "agent")
+
+        wait_until(lambda: agent_job()["status"] == "running" and "ready for input" in log_text(agent_job()["log_path"]),
+                   30, "the agent running")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        second = subprocess.Popen(evopilot_cmd("worker", "--config", config), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        a = attempt_of(tcli, 1)
+        assert a["state"] == "running" and a["error_message"] is None
+        assert agent_job()["status"] == "running"
+        code, out, err = tcli("task", "followup", "1", "after the crash")
+        assert code == 0, err
+        wait_until(lambda: "got: after the crash" in log_text(agent_job()["log_path"]), 30, "the follow-up read")
+        assert tcli("task", "followup", "1", "done")[0] == 0
+        a = wait_state(tcli, 1, ("ready", "failed", "stopped"))
+        assert a["state"] == "ready" and a["tests_passed"] is True
+        assert "followup: after the crash" in (Path(a["worktree"]) / "notes.txt").read_text()
+        assert "ready for input" in log_text(agent_job()["log_path"])  # its log from before the crash
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    time.sleep(0.5)
-    a = attempt_of(tcli, 1)
-    assert a["state"] == "running" and a["error_message"] is None
-    code, out, err = tcli("task", "followup", "1", "after the crash")
-    assert code == 0, err
-    assert tcli("task", "followup", "1", "done")[0] == 0
-    a = wait_state(tcli, 1, ("ready", "failed", "stopped"))
-    assert a["state"] == "ready" and a["tests_passed"] is True
-    assert "followup: after the crash" in (Path(a["worktree"]) / "notes.txt").read_text()
+        for p in (worker, second):
+            if p is not None and p.poll() is None:
+                stop_process(p)
 
 
 def test_sweep_picks_the_champion(tcli):

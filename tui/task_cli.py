@@ -33,7 +33,8 @@ def register(sub, add) -> None:
     sp = add("start", cmd_start, "start an attempt: worktree + branch, setup script, then the agent as a job", task)
     sp.add_argument("task", type=int, metavar="TASK")
     sp.add_argument("--agent", required=True, metavar="A", help="an [agents.NAME] of the config")
-    sp.add_argument("--host", default="local", metavar="H", help="where the agent runs (only local for now)")
+    sp.add_argument("--host", default="local", metavar="H", help="where the agent runs (default local); on an SSH host it works in a clone of the branch "
+                         "there, and its commits come back when it ends")
     sp.add_argument("--wait", action="store_true",
                     help="stay until the agent and its tests end; exit 1 unless the attempt is ready with tests passed "
                          "(or no test command)")

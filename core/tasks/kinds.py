@@ -86,7 +86,9 @@ class TaskKinds:
         if line := agents.summary(text):
             await tasks_db.set_last_summary(db, session.id, line)
         fields: dict = {"agent_seconds": attempt.agent_seconds + (job.elapsed() or 0.0)}
-        head_after = await self._record_work(attempt, session.id, fields)
+        # a job that never started (its setup failed, its sweep ran out of time) did no work:
+        # what is in the worktree then is not the agent's
+        head_after = await self._record_work(attempt, session.id, fields) if job.started_at else None
         await tasks_db.update_session(db, session.id, ended_at=now_iso(), head_after=head_after)
         events: list[Event] = [TaskEvent(task_id=attempt.task_id, attempt_id=attempt.id)]
         if attempt.state == "failed":  # its setup failed: the agent never ran
@@ -95,6 +97,8 @@ class TaskKinds:
             fields["state"] = "stopped"
         elif job.status != JobStatus.SUCCEEDED:
             fields.update(state="failed", error_message=f"agent {_outcome(job)}")
+        elif "error_message" in fields:  # its work could not be recorded (said why)
+            fields["state"] = "failed"
         elif test_id := await self._queue_test(db, attempt):
             fields.update(state="testing", test_job_id=test_id, tests_passed=None)
             events.append(JobEvent(job=await jobs_db.get_job(db, test_id)))
@@ -115,16 +119,20 @@ class TaskKinds:
         if not wt.is_dir():
             return None
         message = f"evopilot: work of attempt {attempt.id}, session {session_id}"
-        if attempt.remote_dir:
-            try:
+        try:
+            if attempt.remote_dir:
                 await remote.bring_back(await self.host(attempt.host), attempt.remote_dir,
                                         attempt.branch_head or attempt.base_commit, wt, message)
-            except EvopilotError as e:  # the host is away: its work stays there, said so
-                fields["error_message"] = f"the agent's work is still on {attempt.host}: {e.message}"
+            if (on := await worktrees.branch_of(wt)) != attempt.branch:
+                fields["error_message"] = (f"the agent left its worktree on {on or 'a detached HEAD'}, not on "
+                                           f"{attempt.branch}: its work there is not recorded")
                 return None
-        await worktrees.commit_all(wt, message)
-        head = await worktrees.head(wt)
-        stats = await worktrees.diff_stats(wt, attempt.base_commit, head)
+            await worktrees.commit_all(wt, message)
+            head = await worktrees.head(wt)
+            stats = await worktrees.diff_stats(wt, attempt.base_commit, head)
+        except EvopilotError as e:  # a host away, a git lock left behind: said, never retried forever
+            fields["error_message"] = f"cannot record the agent's work: {e.message}"
+            return None
         fields.update(branch_head=head, files_changed=stats.files, lines_added=stats.added,
                       lines_removed=stats.removed)
         return head

@@ -190,8 +190,8 @@ class Tasks:
                     origin_kind=ORIGIN, origin_id=attempt_id)
             await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), remote_dir=remote_dir,
                                           state="running", setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
-            job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), prompt, base,
-                                             after=setup_id, group=group, followup=False)
+            job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), project.id, prompt,
+                                             base, after=setup_id, group=group, followup=False)
             if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
         self._changed(task.id, attempt_id)
@@ -212,8 +212,8 @@ class Tasks:
         base = Path(root).expanduser() if root else self.home / "worktrees"
         return base / agents.slug(project)
 
-    async def _new_session(self, a: AttemptRow, prompt: str, head: str | None, *, after: int | None,
-                           group: tuple[str, int] | None, followup: bool) -> int:
+    async def _new_session(self, a: AttemptRow, project_id: int, prompt: str, head: str | None, *,
+                           after: int | None, group: tuple[str, int] | None, followup: bool) -> int:
         """Insert an agent session and its job (inside the caller's transaction)."""
         cfg = self.config.agent(a.agent)
         n = len(await tasks_db.sessions(self.db, a.id)) + 1
@@ -232,7 +232,7 @@ class Tasks:
                    "error_message": f"waiting for the setup script (job {after})"} if after else {}
         slot_group, slot_limit = group or (None, None)
         job_id = await self.submitter.new_job(
-            project_id=None, kind=AGENT, name=f"agent {a.agent} attempt {a.id}", command=command,
+            project_id=project_id, kind=AGENT, name=f"agent {a.agent} attempt {a.id}", command=command,
             workdir=workdir, host=a.host, priority=0, mode="tty" if cfg.tty else "batch",
             origin_kind=ORIGIN, origin_id=a.id, slot_group=slot_group, slot_limit=slot_limit, **waiting)
         await tasks_db.update_session(self.db, session_id, job_id=job_id)
@@ -289,10 +289,11 @@ class Tasks:
             raise EvopilotError(f"attempt {a.id}'s agent (job {job.id}) is {job.status.value} and takes no "
                                 "input: wait for it to end")
         await self._check_branch(a)
+        task = await tasks_db.get_task(self.db, a.task_id)
         async with jobs_db.transaction(self.db):
-            job_id = await self._new_session(a, prompt, a.branch_head, after=None, group=None, followup=True)
+            job_id = await self._new_session(a, task.project_id, prompt, a.branch_head, after=None, group=None,
+                                             followup=True)
             await tasks_db.update_attempt(self.db, a.id, state="running", stop_reason=None, error_message=None)
-            task = await tasks_db.get_task(self.db, a.task_id)
             if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
         self._changed(a.task_id, a.id)
@@ -393,6 +394,10 @@ class Tasks:
                                 f"stop it first (`evopilot stop {job.id}`)")
         repo = await self._repo(a)
         wt = Path(a.worktree_path)
+        if not a.worktree_path:  # its worktree was never made (the start failed)
+            async with jobs_db.transaction(self.db):
+                await tasks_db.update_attempt(self.db, a.id, archived=1)
+            return await tasks_db.get_attempt(self.db, a.id)
         if wt.is_dir() and not force and (dirty := await worktrees.uncommitted(wt)):
             raise EvopilotError(f"attempt {a.id} has uncommitted work in {wt} ({', '.join(dirty[:5])}): "
                                 "archive --force deletes it")

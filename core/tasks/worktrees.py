@@ -48,11 +48,16 @@ async def toplevel(path: str | Path) -> str:
     return out
 
 
+async def branch_of(path: str | Path) -> str | None:
+    """The branch checked out at ``path`` (None: a detached HEAD)."""
+    ok, out = await _ok(path, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return out if ok and out else None
+
+
 async def current_branch(repo: str | Path) -> str:
-    ok, out = await _ok(repo, "symbolic-ref", "--quiet", "--short", "HEAD")
-    if not ok:
+    if (branch := await branch_of(repo)) is None:
         raise EvopilotError(f"{repo} has no branch checked out (detached HEAD): set [tasks] target_branch")
-    return out
+    return branch
 
 
 async def branch_head(repo: str | Path, branch: str) -> str | None:
