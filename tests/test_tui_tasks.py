@@ -376,3 +376,36 @@ def test_board_seed_reads_through_the_engine(tmp_path):
     a = json.loads(json.dumps(board[3]["attempts"][0]))
     assert a["cost_usd"] == 0.3125 and a["tests_passed"] is True and a["tokens_in"] == 1000
     assert TaskBoard  # the widget the snapshot shows
+
+
+async def test_board_keys_and_a_column_longer_than_the_board():
+    """The widget alone (no engine): the cursor between columns and rows, a long column scrolled
+    to keep the cursor in view, the selection kept by id when the tasks change."""
+    from textual.app import App
+
+    class Host(App):
+        def compose(self):
+            yield TaskBoard()
+
+    tasks = [{"id": i, "title": f"t{i}", "status": "todo", "attempts": []} for i in range(1, 21)]
+    tasks.append({"id": 21, "title": "review me", "status": "inreview",
+                  "attempts": [{"state": "ready", "tests_passed": False}]})
+    app = Host()
+    async with app.run_test(size=(80, 8)) as pilot:
+        board = app.query_one(TaskBoard)
+        board.set_tasks(tasks)
+        board.focus()
+        await pilot.pause()
+        assert board.current["id"] == 1 and board.visible_text()[0].startswith("todo 20")
+        await pilot.press(*["down"] * 12)
+        assert board.current["id"] == 13
+        rows = board.visible_text()[1:]
+        assert len(rows) == board.content_size.height - 1 and rows[-1].startswith("▶13 t13")
+        await pilot.press("right", "right")
+        assert board.current["id"] == 21 and "✗" in board.visible_text()[1]
+        await pilot.press("right")
+        assert board.current is None  # an empty column
+        await pilot.press("left")
+        tasks[-1] = {**tasks[-1], "status": "done"}
+        board.set_tasks(tasks)  # moved elsewhere (by the CLI): the cursor follows it
+        assert board.current["id"] == 21 and board.col == 3

@@ -114,12 +114,6 @@ class ArchivePane(Pane):
         self.query_one("#archive-head").display = not empty
         self.query_one("#archive-body").display = not empty
 
-    @property
-    def shown(self) -> bool:
-        """Whether the pane's tab is the active one (set at once when tabs switch, unlike
-        ``is_on_screen``, which waits for the next screen update)."""
-        return all(node.display for node in self.ancestors_with_self)
-
     def focus_default(self) -> None:
         if self.query_one("#archive-body").display:
             self.heatmap.focus()

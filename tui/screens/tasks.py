@@ -157,10 +157,6 @@ class TasksPane(Pane):
         for sel in ("#task-board", "#task-detail", "#task-views"):
             self.query_one(sel).display = not empty
 
-    @property
-    def shown(self) -> bool:
-        return all(node.display for node in self.ancestors_with_self)
-
     def focus_default(self) -> None:
         if self.board.display:
             self.board.focus()
