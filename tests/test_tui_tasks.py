@@ -41,6 +41,7 @@ AGENTS = {
                              usage="json"),
     "chat": AgentConfig(command=agent("--write", "notes.txt", "--interactive"), tty=True),
     "big": AgentConfig(command=agent("--write", "notes.txt", "--lines", "1500", "--commit")),
+    "huge": AgentConfig(command=agent("--write", "notes.txt", "--lines", "60000", "--commit")),
     "sized": AgentConfig(command=agent("--write", "notes.txt", "--commit", "--lines", param=" {n}")),
 }
 
@@ -223,6 +224,28 @@ async def test_a_large_diff_is_paged(repo, home, tmp_path):
         await until(pilot, lambda: dv.done, what="the end")
         assert dv.lines == 1500 + 6  # header lines + one per line written
         assert "end of the diff (1506 lines)" in dv.visible_text()
+
+        # a diff larger than the pipes: git is kept waiting between pages, and ended once the
+        # view is left
+        await app.engine.tasks.add("proj", "Huge")
+        await app.engine.tasks.start(2, "huge")
+        await pilot.press("d")  # back to the board
+        await until(pilot, lambda: "in review 2" in board_text(app), timeout=60, what="the second attempt ready")
+        await pilot.press("down")
+        await until_detail(pilot, "attempt 2 (1 of 1)")
+        wt = (await app.engine.tasks.attempt(2))["worktree"]
+
+        def git_diffs() -> list[str]:
+            out = subprocess.run(["pgrep", "-f", f"git -C {wt} diff"], capture_output=True, text=True).stdout
+            return out.split()
+
+        await pilot.press("d")
+        await until(pilot, lambda: dv.pages == 1, what="the first page of the huge diff")
+        await pilot.press("n")
+        await until(pilot, lambda: dv.pages == 2, what="its second page")
+        assert dv.lines == 2 * diff_view.PAGE_LINES and not dv.done and len(git_diffs()) == 1
+        await pilot.press("l")
+        await until(pilot, lambda: not git_diffs(), what="git diff to end")
 
 
 @pytest.mark.slow

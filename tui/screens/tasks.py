@@ -324,6 +324,8 @@ class TasksPane(Pane):
         if self.view == view and views.has_focus_within:
             self.board.focus()  # the same key again: back to the board
             return
+        if self.view == "diff" and view != "diff":
+            self.diff_view.clear()  # git is not kept waiting for a page nobody reads
         self.view = view
         views.current = f"task-{view}"
         self._sync_views(force=True)  # shown again: read again (an agent at work changes its diff)
