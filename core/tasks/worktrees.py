@@ -146,7 +146,9 @@ async def diff_chunks(where: str | Path, base: str, tip: str | None = None) -> A
     finally:
         if proc.returncode is None:  # the reader stopped early (a page was enough)
             proc.kill()
-            await proc.wait()
+        # What git wrote before it ended (a pipe's worth at most) is read to the pipes' end, so
+        # its transport closes now; with reading paused on a full buffer it stayed open until GC.
+        await proc.communicate()
 
 
 def branch_problem(branch: str, recorded: str | None, actual: str | None) -> str | None:
