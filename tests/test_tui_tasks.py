@@ -277,6 +277,20 @@ async def test_sweep_table_marks_the_champion(repo, home, tmp_path):
         await pilot.press("right_square_bracket")
         await until_detail(pilot, "attempt 2 (2 of 2)")
 
+        # the champion merged; the other attempt wrote the same file: its merge conflicts, says
+        # where, and leaves main as it was
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the merge question")
+        await pilot.press("y")
+        await until(pilot, lambda: "done 1" in board_text(app), what="the champion merged")
+        main = git(repo, "rev-parse", "main")
+        await pilot.press("left_square_bracket", "m")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the second merge question")
+        await pilot.press("y")
+        await until(pilot, lambda: "conflicts in notes.txt" in " ".join(str(n.message) for n in app._notifications),
+                    what="the conflict shown")
+        assert git(repo, "rev-parse", "main") == main and git(repo, "status", "--porcelain") == ""
+
 
 def test_diff_lines_are_split_and_long_lines_cut():
     dv = diff_view.DiffView()
@@ -379,6 +393,19 @@ async def test_a_branch_moved_outside_evopilot_shows(tmp_path):
         await until(pilot, lambda: app.tasks.tasks and app.tasks.board.has_focus, what="the board")
         await pilot.press("right", "right")
         await until_detail(pilot, "branch: branch evopilot/4-attempt was moved outside evopilot")
+        # a follow-up would build on it: refused, and the dialog says why
+        await pilot.press("f")
+        await until(pilot, lambda: isinstance(app.screen, LineDialog), what="the follow-up dialog")
+        await pilot.press("o", "k", "enter")
+        await until(pilot, lambda: "does not overwrite it" in static_text(app, "#error"), what="the refusal")
+        await pilot.press("escape")
+        # an agent that is not configured: said in the start dialog, nothing started
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, LineDialog), what="the start dialog")
+        await pilot.press("z", "enter")
+        await until(pilot, lambda: "error:" in static_text(app, "#error"), what="the start error")
+        await pilot.press("escape")
+        assert len((await app.engine.tasks.board(reconcile=False))[3]["attempts"]) == 1
 
 
 def test_board_seed_reads_through_the_engine(tmp_path):
