@@ -26,7 +26,7 @@ from evopilot.tui.screens.dialogs import ConfirmDialog, LineDialog
 from evopilot.tui.widgets import diff_view
 from evopilot.tui.widgets.key_bar import KeyBar
 from evopilot.tui.widgets.task_board import TaskBoard
-from tests.test_tasks import git
+from tests.test_tasks import git, repo  # noqa: F401 - repo: the fixture (a git repository)
 from tests.test_tui import started, static_text, type_text, until
 
 AGENT = Path(__file__).parent / "programs" / "agent.py"
@@ -50,17 +50,6 @@ def config(tmp_path: Path) -> Config:
     return Config(engine=EngineConfig(poll_interval=0.1, kill_grace=0.5),
                   hosts={"local": HostConfig(max_parallel=4)}, agents=AGENTS,
                   tasks=TasksConfig(test_command="test -f notes.txt", worktree_dir=str(tmp_path / "wt")))
-
-
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    r = tmp_path / "repo"
-    r.mkdir()
-    git(r, "init", "-q", "-b", "main")
-    (r / "README.md").write_text("hello\n")
-    git(r, "add", "-A")
-    git(r, "commit", "-q", "-m", "initial")
-    return r
 
 
 def board_text(app) -> str:

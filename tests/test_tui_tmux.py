@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from tests.test_tasks import agent, repo  # noqa: F401 - repo: the fixture (a git repository)
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,14 @@ def wait_screen(predicate, timeout: float = 30.0, what: str = "text") -> str:
 
 def keys(*k: str) -> None:
     tmux("send-keys", "-t", SESSION, *k)
+
+
+def quit_app() -> None:
+    keys("q")
+    deadline = time.monotonic() + 15
+    while tmux("has-session", "-t", SESSION, check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the app did not quit on q"
+        time.sleep(0.1)
 
 
 def test_real_app_in_tmux(cli, make_project):
@@ -86,26 +95,14 @@ def test_real_app_in_tmux(cli, make_project):
         keys("3")
         wait_screen(lambda s: "succeeded" in s and "1/1" in s, what="the job to succeed")
 
-        keys("q")
-        deadline = time.monotonic() + 15
-        while tmux("has-session", "-t", SESSION, check=False).returncode == 0:
-            assert time.monotonic() < deadline, "the app did not quit on q"
-            time.sleep(0.1)
+        quit_app()
     finally:
         tmux("kill-session", "-t", SESSION, check=False)
 
 
-def test_tasks_tab_attaches_to_an_agent_and_comes_back(cli, tmp_path, monkeypatch):
+def test_tasks_tab_attaches_to_an_agent_and_comes_back(cli, repo, tmp_path, monkeypatch):
     """`a` on an attempt outside tmux: the app suspends, `tmux attach` shows the agent's
     terminal, C-b d detaches and the app is back (all on a real terminal, NO_COLOR)."""
-    from tests.test_tasks import agent, git
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("hello\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
     config = tmp_path / "config.toml"
     config.write_text(f"[agents.chat]\ncommand = {json.dumps(agent('--write', 'notes.txt', '--interactive'))}\n"
                       "tty = true\n")
@@ -134,10 +131,6 @@ def test_tasks_tab_attaches_to_an_agent_and_comes_back(cli, tmp_path, monkeypatc
         keys("-l", "done")
         keys("Enter")
         wait_screen(lambda s: "tests not run" in s and "chat · ready" in s, what="the session's end")
-        keys("q")
-        deadline = time.monotonic() + 15
-        while tmux("has-session", "-t", SESSION, check=False).returncode == 0:
-            assert time.monotonic() < deadline, "the app did not quit on q"
-            time.sleep(0.1)
+        quit_app()
     finally:
         tmux("kill-session", "-t", SESSION, check=False)
