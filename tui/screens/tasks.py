@@ -123,7 +123,7 @@ class TasksPane(Pane):
         self.info: dict | None = None
         """``engine.tasks.attempt`` of the attempt shown (branch problem, merges)."""
         self._shown_key: tuple | None = None
-        """(attempt id, state, head) of what the log/diff/sweep views show."""
+        """(attempt id, state, head, archived, view) of what the views show."""
 
     @property
     def board(self) -> TaskBoard:
@@ -213,12 +213,12 @@ class TasksPane(Pane):
             self._stale = False
             tasks = await engine.tasks.board(reconcile=False)
         self.tasks = tasks
-        first = not self._read_once
         self._read_once = True
+        was_empty = not self.board.display
         self._show_empty(not tasks)
         self.board.set_tasks(tasks)  # posts Selected: the detail and views follow
-        if first and tasks and self.shown and self.app.focused is None:
-            self.board.focus()
+        if was_empty and tasks and self.shown and self.app.focused is None:
+            self.board.focus()  # the first tasks: the keys are the board's
 
     @on(TaskBoard.Selected)
     def _selected(self, event: TaskBoard.Selected) -> None:
