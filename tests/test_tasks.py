@@ -183,6 +183,20 @@ def test_merge_conflict_changes_nothing_and_names_the_files(tcli, repo):
     assert board(tcli)[0]["status"] == "inreview"
 
 
+def test_merge_never_overwrites_the_users_uncommitted_files(tcli, repo):
+    tcli("task", "add", "proj", "Write notes")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    (repo / "notes.txt").write_text("mine, not committed\n")
+    main_before = git(repo, "rev-parse", "main")
+    code, _, err = tcli("task", "merge", "1")
+    assert code == 2 and "local changes in the way" in err and len(err.strip().splitlines()) == 1
+    assert git(repo, "rev-parse", "main") == main_before
+    assert (repo / "notes.txt").read_text() == "mine, not committed\n"
+    assert attempt_of(tcli, 1)["state"] == "ready"
+    (repo / "notes.txt").unlink()
+    assert tcli("task", "merge", "1")[0] == 0
+
+
 def test_merge_into_a_branch_not_checked_out_moves_only_that_ref(tcli, repo):
     git(repo, "branch", "release")
     tcli("task", "add", "proj", "Notes for release")
@@ -263,6 +277,9 @@ def test_followup_types_into_a_live_terminal_session(tcli):
         return job["status"] == "running" and "ready for input" in log_text(log)
 
     wait_until(ready, 30, "the agent waiting on its terminal")
+    code, out, err = tcli("task", "attach", "1", "--print")
+    assert code == 0, err
+    assert out.startswith("tmux attach-session -t '=") or out.startswith("tmux attach-session -t =")
     code, out, err = tcli("task", "followup", "1", "add more", "--json")
     assert code == 0, err
     assert json.loads(out)["typed"] is True
@@ -368,7 +385,7 @@ def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
 
 def test_sweep_picks_the_champion(tcli):
     tcli("task", "add", "proj", "Sweep me")
-    code, out, err = tcli("sweep", "1", "--agents", "sized,wrongfile", "--param", "n=3,1", "--max-parallel", "2")
+    code, out, err = tcli("sweep", "1", "--agents", "sized,wrongfile", "--param", "n=3,1", "--max-parallel", "1")
     assert code == 0, err
     assert "4 attempts started" in out
 
@@ -387,6 +404,10 @@ def test_sweep_picks_the_champion(tcli):
     assert by_cell[("wrongfile", "1")]["tests_passed"] is False
     code, out, _ = tcli("sweep", "status", "1")
     assert "champion: attempt" in out
+    # --max-parallel 1 (the local host has room for more): one agent at a time
+    runs = [(j["started_at"], j["finished_at"]) for j in json.loads(tcli("jobs", "--json")[1]) if j["kind"] == "agent"]
+    assert len(runs) == 4
+    assert max(sum(1 for s, f in runs if s <= t < f) for t, _ in runs) == 1
 
 
 def test_sweep_time_budget_stops_its_agents(tcli):
