@@ -295,6 +295,7 @@ def test_followup_types_into_a_live_terminal_session(tcli):
 @pytest.mark.parametrize("cap, agent_name, reason", [
     ("max_dollars = 1.0", "bigspender", r"budget: \$5\.00 of \$1\.00 spent"),
     ("max_minutes = 0.02", "hanger", r"budget: 0\.\d of 0\.02 minutes used"),
+    ("max_requests = 1", "bigspender", r"budget: 1 of 1 requests made"),
 ])
 def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason):
     config = write_config(tmp_path / "budget.toml", tasks=cap)
@@ -305,6 +306,7 @@ def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason)
     assert a["state"] == "stopped"
     assert re.fullmatch(reason, a["stop_reason"]), a["stop_reason"]
     assert a["cost_usd"] == (5.0 if agent_name == "bigspender" else 0.0)  # its report, as a cost entry
+    assert a["tests_passed"] is None  # a stopped agent's work is not tested
     assert a["tests_passed"] is None  # a stopped agent's work is not tested
     assert board(tcli, config)[0]["status"] == "inreview"
 
