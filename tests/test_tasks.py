@@ -4,6 +4,7 @@ and print usage reports as Claude Code's JSON output does."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -426,6 +427,44 @@ def test_sweep_time_budget_stops_its_agents(tcli):
     assert st["state"] == "stopped" and st["champion"] is None
     assert st["error_message"] == "the sweep's time budget of 1 s ran out"
     assert st["rows"][0]["state"] == "stopped" and st["rows"][0]["stop_reason"] == st["error_message"]
+
+
+def test_a_project_in_a_folder_of_its_repository_works_there(cli, repo, tmp_path):
+    (repo / "sub").mkdir()
+    (repo / "sub" / "keep.txt").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "sub")
+    config = write_config(tmp_path / "config.toml")
+    assert cli("project", "add", repo / "sub", "--name", "sub", "--config", config)[0] == 0
+    cli("task", "add", "sub", "In the folder", "--config", config)
+    code, out, err = cli("task", "start", "1", "--agent", "editor", "--wait", "--json", "--config", config)
+    assert code == 0, err
+    a = json.loads(out)
+    assert a["tests_passed"] is True  # `test -f notes.txt` ran in sub/
+    assert (Path(a["worktree"]) / "sub" / "notes.txt").exists()
+
+
+async def test_stop_ends_a_running_agent_as_stopped(repo, home, tmp_path):
+    from evopilot.core.config import load_config
+    from evopilot.core.engine import Engine
+
+    async with await Engine.open(load_config(str(write_config(tmp_path / "c.toml"))), home) as engine:
+        await engine.add_project(repo, "proj")
+        t = await engine.tasks.add("proj", "Forever")
+        a = await engine.tasks.start(t.id, "hanger")
+        for _ in range(300):  # until it has written its file and hangs
+            if (Path(a.worktree_path) / "notes.txt").exists():
+                break
+            await asyncio.sleep(0.1)
+        await engine.tasks.stop(a.id)
+        for _ in range(300):
+            await engine.tasks.reconcile()
+            detail = await engine.tasks.attempt(a.id)
+            if detail["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+    assert detail["state"] == "stopped" and detail["stop_reason"] == "stopped by the user"
+    assert detail["lines_changed"] == 1  # what it wrote before it was stopped is on its branch
 
 
 async def test_task_events_reach_subscribers(repo, home):
