@@ -348,6 +348,7 @@ def test_task_test_runs_the_tests_again(tcli):
     assert attempt_of(tcli, 1)["tests_passed"] is False
 
 
+@pytest.mark.slow
 def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
     """The worker watching the agent dies with SIGKILL: the agent's tmux job runs on, a new
     worker finds the attempt running (not failed) with its log, and its end is recorded as usual."""
@@ -386,6 +387,7 @@ def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
                 stop_process(p)
 
 
+@pytest.mark.slow
 def test_sweep_picks_the_champion(tcli):
     tcli("task", "add", "proj", "Sweep me")
     code, out, err = tcli("sweep", "1", "--agents", "sized,wrongfile", "--param", "n=3,1", "--max-parallel", "1")
