@@ -251,6 +251,20 @@ def test_archive_keeps_uncommitted_work_without_force(tcli, repo):
     assert str(wt) not in git(repo, "worktree", "list")
 
 
+def test_archive_runs_the_cleanup_script_and_stops_when_it_fails(tcli, tmp_path):
+    log = tmp_path / "cleanup.log"
+    good = write_config(tmp_path / "good.toml", tasks=f'cleanup_script = "ls notes.txt >> {log}"')
+    bad = write_config(tmp_path / "bad.toml", tasks='cleanup_script = "echo no way >&2; exit 1"')
+    tcli("task", "add", "proj", "Clean up")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    code, _, err = tcli("task", "archive", "1", config_file=bad)
+    assert code == 2 and "the cleanup script failed" in err and "no way" in err
+    assert Path(attempt_of(tcli, 1)["worktree"]).is_dir()
+    code, _, err = tcli("task", "archive", "1", config_file=good)
+    assert code == 0, err
+    assert log.read_text() == "notes.txt\n"  # it ran in the worktree
+
+
 def test_followup_starts_a_new_session_in_the_same_worktree(tcli):
     tcli("task", "add", "proj", "First")
     assert tcli("task", "start", "1", "--agent", "editor", "--wait")[0] == 0

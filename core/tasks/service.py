@@ -39,7 +39,6 @@ polling ``board(reconcile=False)``); the live log of a session comes as ``LogEve
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -53,16 +52,18 @@ from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import TaskEvent
 from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.hosts.sync import resolve_remote_dir
 from evopilot.core.jobs import interactive
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import TASK_STATUSES, AttemptRow, Job, JobStatus, SweepRow, TaskRow
-from evopilot.core.hosts.sync import resolve_remote_dir
+from evopilot.core.quoting import quote
 from evopilot.core.tasks import agents, kinds, remote, sweeps, worktrees
 from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST, TaskKinds
 
 SETUP_PRIORITY = 10
+CLEANUP_TIMEOUT = 600.0
 
 
 def public_attempt(a: AttemptRow) -> dict:
@@ -421,14 +422,12 @@ class Tasks:
                                 "archive --force deletes it")
         task = await tasks_db.get_task(self.db, a.task_id)
         cleanup = self.config.tasks.for_project(task.project or "").cleanup_script
-        if cleanup and wt.is_dir():
-            proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", cleanup, cwd=wt, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate()
-            if proc.returncode != 0 and not force:
-                raise EvopilotError(f"the cleanup script failed in {wt} (exit {proc.returncode}): "
-                                    f"{err.decode(errors='replace').strip()[:200]}; --force archives anyway")
+        if cleanup and wt.is_dir():  # where its jobs ran: on its host
+            res = await (await self.hosts.get(a.host)).run(f"cd {quote(kinds.workdir(a))} && {cleanup}",
+                                                           timeout=CLEANUP_TIMEOUT)
+            if not res.ok and not force:
+                raise EvopilotError(f"the cleanup script failed in {kinds.workdir(a)} on {a.host}: "
+                                    f"{res.error_text()}; --force archives anyway")
         if a.remote_dir:
             await remote.remove(await self.hosts.get(a.host), a.remote_dir, force=force)
         await worktrees.remove(repo, wt, force=force)
