@@ -254,6 +254,8 @@ class AttemptRow(_Row):
     worktree_path: str
     remote_dir: str | None = None
     """On an SSH host, the git clone its agents and tests run in (None: the local worktree)."""
+    agent_working_dir: str = ""
+    """The project's folder inside its repository, where its jobs run ("": the top)."""
     branch: str
     target_branch: str
     base_commit: str

@@ -4,6 +4,7 @@ and print usage reports as Claude Code's JSON output does."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -183,6 +184,20 @@ def test_merge_conflict_changes_nothing_and_names_the_files(tcli, repo):
     assert board(tcli)[0]["status"] == "inreview"
 
 
+def test_merge_never_overwrites_the_users_uncommitted_files(tcli, repo):
+    tcli("task", "add", "proj", "Write notes")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    (repo / "notes.txt").write_text("mine, not committed\n")
+    main_before = git(repo, "rev-parse", "main")
+    code, _, err = tcli("task", "merge", "1")
+    assert code == 2 and "local changes in the way" in err and len(err.strip().splitlines()) == 1
+    assert git(repo, "rev-parse", "main") == main_before
+    assert (repo / "notes.txt").read_text() == "mine, not committed\n"
+    assert attempt_of(tcli, 1)["state"] == "ready"
+    (repo / "notes.txt").unlink()
+    assert tcli("task", "merge", "1")[0] == 0
+
+
 def test_merge_into_a_branch_not_checked_out_moves_only_that_ref(tcli, repo):
     git(repo, "branch", "release")
     tcli("task", "add", "proj", "Notes for release")
@@ -236,6 +251,20 @@ def test_archive_keeps_uncommitted_work_without_force(tcli, repo):
     assert str(wt) not in git(repo, "worktree", "list")
 
 
+def test_archive_runs_the_cleanup_script_and_stops_when_it_fails(tcli, tmp_path):
+    log = tmp_path / "cleanup.log"
+    good = write_config(tmp_path / "good.toml", tasks=f'cleanup_script = "ls notes.txt >> {log}"')
+    bad = write_config(tmp_path / "bad.toml", tasks='cleanup_script = "echo no way >&2; exit 1"')
+    tcli("task", "add", "proj", "Clean up")
+    assert tcli("task", "start", "1", "--agent", "committer", "--wait")[0] == 0
+    code, _, err = tcli("task", "archive", "1", config_file=bad)
+    assert code == 2 and "the cleanup script failed" in err and "no way" in err
+    assert Path(attempt_of(tcli, 1)["worktree"]).is_dir()
+    code, _, err = tcli("task", "archive", "1", config_file=good)
+    assert code == 0, err
+    assert log.read_text() == "notes.txt\n"  # it ran in the worktree
+
+
 def test_followup_starts_a_new_session_in_the_same_worktree(tcli):
     tcli("task", "add", "proj", "First")
     assert tcli("task", "start", "1", "--agent", "editor", "--wait")[0] == 0
@@ -263,6 +292,9 @@ def test_followup_types_into_a_live_terminal_session(tcli):
         return job["status"] == "running" and "ready for input" in log_text(log)
 
     wait_until(ready, 30, "the agent waiting on its terminal")
+    code, out, err = tcli("task", "attach", "1", "--print")
+    assert code == 0, err
+    assert out.startswith("tmux attach-session -t '=") or out.startswith("tmux attach-session -t =")
     code, out, err = tcli("task", "followup", "1", "add more", "--json")
     assert code == 0, err
     assert json.loads(out)["typed"] is True
@@ -278,6 +310,7 @@ def test_followup_types_into_a_live_terminal_session(tcli):
 @pytest.mark.parametrize("cap, agent_name, reason", [
     ("max_dollars = 1.0", "bigspender", r"budget: \$5\.00 of \$1\.00 spent"),
     ("max_minutes = 0.02", "hanger", r"budget: 0\.\d of 0\.02 minutes used"),
+    ("max_requests = 1", "bigspender", r"budget: 1 of 1 requests made"),
 ])
 def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason):
     config = write_config(tmp_path / "budget.toml", tasks=cap)
@@ -288,6 +321,7 @@ def test_budget_stop_records_the_reason(tcli, tmp_path, cap, agent_name, reason)
     assert a["state"] == "stopped"
     assert re.fullmatch(reason, a["stop_reason"]), a["stop_reason"]
     assert a["cost_usd"] == (5.0 if agent_name == "bigspender" else 0.0)  # its report, as a cost entry
+    assert a["tests_passed"] is None  # a stopped agent's work is not tested
     assert a["tests_passed"] is None  # a stopped agent's work is not tested
     assert board(tcli, config)[0]["status"] == "inreview"
 
@@ -328,6 +362,7 @@ def test_task_test_runs_the_tests_again(tcli):
     assert attempt_of(tcli, 1)["tests_passed"] is False
 
 
+@pytest.mark.slow
 def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
     """The worker watching the agent dies with SIGKILL: the agent's tmux job runs on, a new
     worker finds the attempt running (not failed) with its log, and its end is recorded as usual."""
@@ -366,9 +401,10 @@ def test_restart_reattaches_a_running_agent_after_kill_9(tcli, tmp_path, repo):
                 stop_process(p)
 
 
+@pytest.mark.slow
 def test_sweep_picks_the_champion(tcli):
     tcli("task", "add", "proj", "Sweep me")
-    code, out, err = tcli("sweep", "1", "--agents", "sized,wrongfile", "--param", "n=3,1", "--max-parallel", "2")
+    code, out, err = tcli("sweep", "1", "--agents", "sized,wrongfile", "--param", "n=3,1", "--max-parallel", "1")
     assert code == 0, err
     assert "4 attempts started" in out
 
@@ -387,6 +423,10 @@ def test_sweep_picks_the_champion(tcli):
     assert by_cell[("wrongfile", "1")]["tests_passed"] is False
     code, out, _ = tcli("sweep", "status", "1")
     assert "champion: attempt" in out
+    # --max-parallel 1 (the local host has room for more): one agent at a time
+    runs = [(j["started_at"], j["finished_at"]) for j in json.loads(tcli("jobs", "--json")[1]) if j["kind"] == "agent"]
+    assert len(runs) == 4
+    assert max(sum(1 for s, f in runs if s <= t < f) for t, _ in runs) == 1
 
 
 def test_sweep_time_budget_stops_its_agents(tcli):
@@ -403,6 +443,44 @@ def test_sweep_time_budget_stops_its_agents(tcli):
     assert st["state"] == "stopped" and st["champion"] is None
     assert st["error_message"] == "the sweep's time budget of 1 s ran out"
     assert st["rows"][0]["state"] == "stopped" and st["rows"][0]["stop_reason"] == st["error_message"]
+
+
+def test_a_project_in_a_folder_of_its_repository_works_there(cli, repo, tmp_path):
+    (repo / "sub").mkdir()
+    (repo / "sub" / "keep.txt").write_text("x\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "sub")
+    config = write_config(tmp_path / "config.toml")
+    assert cli("project", "add", repo / "sub", "--name", "sub", "--config", config)[0] == 0
+    cli("task", "add", "sub", "In the folder", "--config", config)
+    code, out, err = cli("task", "start", "1", "--agent", "editor", "--wait", "--json", "--config", config)
+    assert code == 0, err
+    a = json.loads(out)
+    assert a["tests_passed"] is True  # `test -f notes.txt` ran in sub/
+    assert (Path(a["worktree"]) / "sub" / "notes.txt").exists()
+
+
+async def test_stop_ends_a_running_agent_as_stopped(repo, home, tmp_path):
+    from evopilot.core.config import load_config
+    from evopilot.core.engine import Engine
+
+    async with await Engine.open(load_config(str(write_config(tmp_path / "c.toml"))), home) as engine:
+        await engine.add_project(repo, "proj")
+        t = await engine.tasks.add("proj", "Forever")
+        a = await engine.tasks.start(t.id, "hanger")
+        for _ in range(300):  # until it has written its file and hangs
+            if (Path(a.worktree_path) / "notes.txt").exists():
+                break
+            await asyncio.sleep(0.1)
+        await engine.tasks.stop(a.id)
+        for _ in range(300):
+            await engine.tasks.reconcile()
+            detail = await engine.tasks.attempt(a.id)
+            if detail["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+    assert detail["state"] == "stopped" and detail["stop_reason"] == "stopped by the user"
+    assert detail["lines_changed"] == 1  # what it wrote before it was stopped is on its branch
 
 
 async def test_task_events_reach_subscribers(repo, home):

@@ -240,8 +240,10 @@ async def _owner(db: aiosqlite.Connection, job: Job) -> AttemptRow | None:
 
 
 def workdir(a: AttemptRow) -> str:
-    """Where the attempt's jobs run: its clone on an SSH host, else its local worktree."""
-    return a.remote_dir or a.worktree_path
+    """Where the attempt's jobs run: its project's folder in its clone on an SSH host, else in
+    its local worktree."""
+    top = a.remote_dir or a.worktree_path
+    return f"{top}/{a.agent_working_dir.rstrip('/')}" if a.agent_working_dir else top
 
 
 def _outcome(job: Job) -> str:

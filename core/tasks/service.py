@@ -16,6 +16,7 @@ The API the Tasks tab uses (all async, all raise ``EvopilotError`` with a one-li
 - ``followup(attempt_id, prompt)`` -> dict ``{"typed": bool, "job": id}``: typed into the live
   tty session, else a new session in the same worktree.
 - ``attach_command(attempt_id, inside_tmux=...)`` -> AttachCommand of its live session.
+- ``stop(attempt_id)`` -> AttemptRow: its running agent stopped (state ``stopped``).
 - ``diff(attempt_id)`` -> async iterator of bytes chunks (git's output streamed, never whole:
   page it in the view); ``diff_stats`` are in ``public_attempt``.
 - ``test(attempt_id)`` -> Job (the test command, again).
@@ -38,7 +39,6 @@ polling ``board(reconcile=False)``); the live log of a session comes as ``LogEve
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
@@ -52,16 +52,18 @@ from evopilot.core.db import tasks as tasks_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import TaskEvent
 from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.hosts.sync import resolve_remote_dir
 from evopilot.core.jobs import interactive
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import TASK_STATUSES, AttemptRow, Job, JobStatus, SweepRow, TaskRow
-from evopilot.core.hosts.sync import resolve_remote_dir
+from evopilot.core.quoting import quote
 from evopilot.core.tasks import agents, kinds, remote, sweeps, worktrees
 from evopilot.core.tasks.kinds import AGENT, ORIGIN, SETUP, TEST, TaskKinds
 
 SETUP_PRIORITY = 10
+CLEANUP_TIMEOUT = 600.0
 
 
 def public_attempt(a: AttemptRow) -> dict:
@@ -148,7 +150,7 @@ class Tasks:
         task = await tasks_db.get_task(self.db, task_id)
         project = await projects_db.get_project_by_id(self.db, task.project_id)
         settings = self.config.tasks.for_project(project.name)
-        repo = await worktrees.toplevel(project.path)
+        repo, prefix = await worktrees.toplevel_and_prefix(project.path)
         target = target_branch or settings.target_branch or await worktrees.current_branch(repo)
         base = await worktrees.branch_head(repo, target)
         if base is None:
@@ -159,7 +161,7 @@ class Tasks:
                 self.db, task_id=task.id, agent=agent, host=host, worktree_path="", branch=branch,
                 target_branch=target, base_commit=base, branch_head=base, params=params, sweep_id=sweep_id,
                 max_dollars=self.config.tasks.max_dollars, max_requests=self.config.tasks.max_requests,
-                max_minutes=self.config.tasks.max_minutes, name=task.title[:80])
+                max_minutes=self.config.tasks.max_minutes, name=task.title[:80], agent_working_dir=prefix)
         path = self._worktree_dir(project.name) / f"{attempt_id}-{agents.slug(task.title)}"
         try:
             await worktrees.add(repo, path, branch, base)
@@ -179,19 +181,19 @@ class Tasks:
                     await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), state="failed",
                                                   error_message=e.message)
                 raise
-        workdir = remote_dir or str(path)
         setup_id = None
         prompt = task.title + (f"\n\n{task.description}" if task.description else "")
         async with jobs_db.transaction(self.db):
+            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), remote_dir=remote_dir,
+                                          state="running", agents_hash=agents.agents_hash(path))
+            a = await tasks_db.get_attempt(self.db, attempt_id)
             if settings.setup_script:
                 setup_id = await self.submitter.new_job(
                     project_id=project.id, kind=SETUP, name=f"setup attempt {attempt_id}",
-                    command=settings.setup_script, workdir=workdir, host=host, priority=SETUP_PRIORITY,
+                    command=settings.setup_script, workdir=kinds.workdir(a), host=host, priority=SETUP_PRIORITY,
                     origin_kind=ORIGIN, origin_id=attempt_id)
-            await tasks_db.update_attempt(self.db, attempt_id, worktree_path=str(path), remote_dir=remote_dir,
-                                          state="running", setup_job_id=setup_id, agents_hash=agents.agents_hash(path))
-            job_id = await self._new_session(await tasks_db.get_attempt(self.db, attempt_id), project.id, prompt,
-                                             base, after=setup_id, group=group, followup=False)
+                await tasks_db.update_attempt(self.db, attempt_id, setup_job_id=setup_id)
+            job_id = await self._new_session(a, project.id, prompt, base, after=setup_id, group=group, followup=False)
             if task.status != "inprogress":
                 await tasks_db.update_task(self.db, task.id, status="inprogress")
         self._changed(task.id, attempt_id)
@@ -301,6 +303,23 @@ class Tasks:
         await self.scheduler.dispatch()
         return {"typed": False, "job": job_id, "attempt": a.id}
 
+    async def stop(self, attempt_id: int) -> AttemptRow:
+        """Stop the attempt's running agent (SIGTERM, then SIGKILL): it ends as ``stopped``, its
+        work so far committed on its branch."""
+        a = await tasks_db.get_attempt(self.db, attempt_id)
+        job = await self.session_job(a.id)
+        if job is None or job.status.finished:
+            raise EvopilotError(f"attempt {a.id} has no agent running")
+        async with jobs_db.transaction(self.db):
+            await tasks_db.update_attempt(self.db, a.id, stop_reason="stopped by the user")
+        if job.status == JobStatus.RUNNING:
+            await self.task_kinds.kill(job.id)
+        else:  # not started yet: it never will
+            async with jobs_db.transaction(self.db):
+                await jobs_db.transition(self.db, job.id, JobStatus.CANCELLED, [JobStatus.PENDING, JobStatus.QUEUED])
+        await self.reconcile()
+        return await tasks_db.get_attempt(self.db, a.id)
+
     async def _usable(self, attempt_id: int) -> AttemptRow:
         a = await tasks_db.get_attempt(self.db, attempt_id)
         if a.archived:
@@ -403,14 +422,12 @@ class Tasks:
                                 "archive --force deletes it")
         task = await tasks_db.get_task(self.db, a.task_id)
         cleanup = self.config.tasks.for_project(task.project or "").cleanup_script
-        if cleanup and wt.is_dir():
-            proc = await asyncio.create_subprocess_exec(
-                "bash", "-c", cleanup, cwd=wt, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await proc.communicate()
-            if proc.returncode != 0 and not force:
-                raise EvopilotError(f"the cleanup script failed in {wt} (exit {proc.returncode}): "
-                                    f"{err.decode(errors='replace').strip()[:200]}; --force archives anyway")
+        if cleanup and wt.is_dir():  # where its jobs ran: on its host
+            res = await (await self.hosts.get(a.host)).run(f"cd {quote(kinds.workdir(a))} && {cleanup}",
+                                                           timeout=CLEANUP_TIMEOUT)
+            if not res.ok and not force:
+                raise EvopilotError(f"the cleanup script failed in {kinds.workdir(a)} on {a.host}: "
+                                    f"{res.error_text()}; --force archives anyway")
         if a.remote_dir:
             await remote.remove(await self.hosts.get(a.host), a.remote_dir, force=force)
         await worktrees.remove(repo, wt, force=force)

@@ -42,10 +42,16 @@ async def _ok(repo: str | Path, *args: str) -> tuple[bool, str]:
 
 
 async def toplevel(path: str | Path) -> str:
-    ok, out = await _ok(path, "rev-parse", "--show-toplevel")
+    return (await toplevel_and_prefix(path))[0]
+
+
+async def toplevel_and_prefix(path: str | Path) -> tuple[str, str]:
+    """The repository's top and ``path``'s folder in it ("" or ending in "/")."""
+    ok, out = await _ok(path, "rev-parse", "--show-toplevel", "--show-prefix")
     if not ok:
         raise EvopilotError(f"{path} is not in a git repository: attempts need one")
-    return out
+    top, _, prefix = out.partition("\n")
+    return top, prefix.strip()
 
 
 async def branch_of(path: str | Path) -> str | None:

@@ -47,6 +47,7 @@ CREATE TABLE attempts (
     host               TEXT    NOT NULL DEFAULT 'local',
     worktree_path      TEXT    NOT NULL,            -- the local worktree (merges and diffs are made here)
     remote_dir         TEXT,                        -- on an SSH host: the clone its agent works in
+    agent_working_dir  TEXT    NOT NULL DEFAULT '', -- the project's folder in the repository ('' = its top)
     branch             TEXT    NOT NULL,
     target_branch      TEXT    NOT NULL,
     base_commit        TEXT    NOT NULL,            -- the target branch's head when it began
