@@ -272,7 +272,10 @@ class TasksPane(Pane):
         if a is None or engine is None:
             return
         job = await engine.tasks.session_job(a["id"])
-        info = await engine.tasks.attempt(a["id"])
+        try:
+            info = await engine.tasks.attempt(a["id"])
+        except EvopilotError as e:  # e.g. the project's directory is no longer a repository
+            info = {"id": a["id"], "branch_problem": f"cannot check it: {e.message}", "merges": []}
         if self.attempt is None or self.attempt["id"] != a["id"]:
             return  # the selection moved on meanwhile
         self.info = info
