@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -395,6 +396,11 @@ async def test_a_branch_moved_outside_evopilot_shows(tmp_path):
         await until(pilot, lambda: "error:" in static_text(app, "#error"), what="the start error")
         await pilot.press("escape")
         assert len((await app.engine.tasks.board(reconcile=False))[3]["attempts"]) == 1
+        # the project is no longer a repository: said where the branch's state goes
+        shutil.rmtree(repo / ".git")
+        await pilot.press("left", "right")
+        await until_detail(pilot, "branch: cannot check it:")
+        assert "is not in a git repository" in detail(app)
 
 
 def test_board_seed_reads_through_the_engine(tmp_path):
