@@ -38,7 +38,7 @@ from evopilot.core.hosts.base import Host
 from evopilot.core.evolution.evaluation import EVALUATION, MUTATION
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core import environments
-from evopilot.core.jobs import interactive
+from evopilot.core.jobs import background, interactive
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
@@ -166,8 +166,8 @@ class Engine:
 
     # ---- projects, benchmarks, dependencies ------------------------------------------------
 
-    async def add_project(self, path, name=None, python=None):
-        return await self.projects.add(path, name, python)
+    async def add_project(self, path, name=None, python=None, *, force=False):
+        return await self.projects.add(path, name, python, force=force)
 
     async def list_projects(self):
         return await self.projects.list()
@@ -212,6 +212,8 @@ class Engine:
                    newest_first=False, reconcile=True) -> list[Job]:
         if status:
             status = [_check_status(s) for s in status]
+        if project:
+            await self.projects.get(project)  # an unknown name is an error, not an empty list
         if reconcile:
             await self.scheduler.reconcile()
         return await jobs_db.list_jobs(self.db, status=status, project=project, host=host,
@@ -293,6 +295,40 @@ class Engine:
 
     async def set_queue_paused(self, paused: bool) -> None:
         await self.control.set_queue_paused(paused)
+
+    async def queue(self) -> list[Job]:
+        """Queued and pending jobs in the order they will start."""
+        return await jobs_db.queue_order(self.db)
+
+    async def queue_positions(self) -> dict[int, int]:
+        """Each queued or pending job's place in the queue, from 1."""
+        return await jobs_db.queue_positions(self.db)
+
+    # ---- the background worker (core/jobs/background.py) -----------------------------------
+
+    async def ensure_worker(self, config_file: str | None = None) -> str | None:
+        """Start a background worker if jobs are queued and no worker is alive; its tmux
+        session, or None."""
+        return await background.ensure(self.db, self.config, self.home, self.instance, config_file)
+
+    async def worker_state(self) -> background.WorkerState:
+        return await background.state(self.db, self.config, self.home)
+
+    async def serve_in_background(self, on_error=None) -> bool:
+        """The background worker's life: hold the lock, run until idle, let go, and go on if
+        work came meanwhile; False at once if another background worker holds the lock."""
+        lock = background.WorkerLock(self.home)
+        served = False
+        while await background.take(self.db, lock):
+            served = True
+            try:
+                await self.run_forever(until_idle=True, on_error=on_error)
+                stuck = await background.queued_ids(self.db)  # only unreachable hosts could run these
+            finally:
+                await background.leave(self.db, lock)
+            if not await background.queued_ids(self.db) - stuck:
+                break  # else a command queued work while we were leaving: serve it
+        return served
 
     # ---- the loop --------------------------------------------------------------------------
 

@@ -66,11 +66,16 @@ def metrics(job: Job) -> str:
     return " ".join(f"{name}={metric(v, job.metric_units.get(name))}" for name, v in job.metrics.items())
 
 
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters; a cut one ends with ``…`` (never silently)."""
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"[:width]
+
+
 def last_line(text: str | None) -> str:
     """The last non-blank line of a message (a traceback ends with the error), cut to
     ``LINE_LIMIT``."""
     lines = (text or "").strip().splitlines()
-    return lines[-1].strip()[:LINE_LIMIT] if lines else ""
+    return cut(lines[-1].strip(), LINE_LIMIT) if lines else ""
 
 
 def outcome(job: Job) -> str:

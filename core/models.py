@@ -118,6 +118,8 @@ class Job(_Row):
     metrics: dict[str, float] = {}
     metric_units: dict[str, str] = {}
     """The unit of each metric that has one (results.json's ``"unit"``)."""
+    metric_higher_is_better: dict[str, bool] = {}
+    """The direction of each metric that has one (results.json's ``"higher_is_better"``)."""
 
     @field_validator("args", mode="before")
     @classmethod
@@ -157,7 +159,18 @@ class Job(_Row):
             "origin_kind": self.origin_kind,
             "origin_id": self.origin_id,
             "mode": self.mode,
+            "command": self.command,
+            "args": self.args,
+            "timeout_s": self.timeout_s,
+            "workdir": self.workdir,
+            "metric_units": {name: self.metric_units.get(name) for name in self.metrics},
+            "metric_directions": {name: _direction(self.metric_higher_is_better.get(name))
+                                  for name in self.metrics},
         }
+
+
+def _direction(higher_is_better: bool | None) -> str | None:
+    return None if higher_is_better is None else "higher" if higher_is_better else "lower"
 
 
 # ---- code evolution (core/evolution) -------------------------------------------------------

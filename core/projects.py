@@ -27,8 +27,10 @@ class Projects:
         self.config = config
         self.home = home
 
-    async def add(self, path: str | Path, name: str | None = None,
-                  python: str | None = None) -> tuple[Project, list[Benchmark]]:
+    async def add(self, path: str | Path, name: str | None = None, python: str | None = None,
+                  *, force: bool = False) -> tuple[Project, list[Benchmark]]:
+        """Register a project; a directory already registered under another name is refused
+        unless ``force`` (two names would share one environment and confuse which is which)."""
         root = Path(path).expanduser()
         if not root.is_dir():
             raise EvopilotError(f"{path}: not a directory")
@@ -38,6 +40,9 @@ class Projects:
         python = python or self.config.projects.default_python or f"{sys.version_info[0]}.{sys.version_info[1]}"
         if not _valid_python_version(python):
             raise EvopilotError(f"--python {python!r}: expected a version like 3.12")
+        same = [p.name for p in await projects_db.list_projects(self.db) if p.path == str(root) and p.name != name]
+        if same and not force:
+            raise EvopilotError(f"{root} is already the project {same[0]!r} (add it again with --force)")
         async with jobs_db.transaction(self.db):
             project = await projects_db.add_project(self.db, name, str(root), python)
             found = sorted({p for g in self.config.projects.benchmark_globs for p in root.glob(g) if p.is_file()})
@@ -60,18 +65,7 @@ class Projects:
     async def add_benchmarks(self, project_name: str, files: Sequence[str]) -> list[Benchmark]:
         project = await projects_db.get_project(self.db, project_name)
         root = Path(project.path)
-        rels = []
-        for f in files:
-            p = Path(f).expanduser()
-            p = (p if p.is_absolute() else Path.cwd() / p)
-            if not p.exists() and (root / f).exists():
-                p = root / f  # a path given relative to the project
-            p = p.resolve()
-            if not p.is_relative_to(root):
-                raise EvopilotError(f"{f}: outside the project directory {root}")
-            if not p.is_file():
-                raise EvopilotError(f"{f}: no such file")
-            rels.append(p.relative_to(root).as_posix())
+        rels = [_project_file(root, f) for f in files]
         async with jobs_db.transaction(self.db):
             return [await projects_db.add_benchmark(self.db, project.id, Path(r).name, r) for r in rels]
 
@@ -141,6 +135,21 @@ class Projects:
         if problems:
             hint = f"; fix with `{'`, `'.join(sorted(fixes))}`" if fixes else ""
             raise EvopilotError("; ".join(problems) + hint + " (or run with --no-check)")
+
+
+def _project_file(root: Path, given: str) -> str:
+    """A benchmark file given relative to the project (or absolute), as its path in it."""
+    p = Path(given).expanduser()
+    p = (p if p.is_absolute() else root / p).resolve()
+    if not p.exists():
+        raise EvopilotError(f"{given}: no such file in the project directory {root}")
+    if not p.is_relative_to(root):
+        raise EvopilotError(f"{given}: outside the project directory {root}")
+    if not p.is_file():
+        raise EvopilotError(f"{given}: not a file")
+    if p.suffix != ".py":
+        raise EvopilotError(f"{given}: not a Python file (a benchmark is a .py file)")
+    return p.relative_to(root).as_posix()
 
 
 def check_name(name: str, what: str) -> None:

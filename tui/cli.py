@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -30,12 +31,34 @@ def _print_json(data) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
+def _table(rows: list[list], header: list[str]) -> None:
+    """Columns padded to their widest value; on a terminal (or with $COLUMNS) the widest
+    columns give way until the table fits, their values cut with ``…``."""
     if not rows:
         return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    cells = [[str(x) for x in row] for row in [header, *rows]]
+    widths = [max(len(x) for x in col) for col in zip(*cells)]
+    room = _terminal_width()
+    if room is not None:
+        floor = [min(w, max(len(h), 8)) for w, h in zip(widths, header)]
+        while sum(widths) + 2 * (len(widths) - 1) > room:
+            i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
+            if widths[i] <= floor[i]:
+                break  # narrower than the headers: let the terminal wrap
+            widths[i] -= 1
+    for row in cells:
+        print("  ".join(formatting.cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _terminal_width() -> int | None:
+    """The width to fit tables to: $COLUMNS, else the terminal's; None when stdout is not a
+    terminal (a pipe gets whole values)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else None
+    except (OSError, ValueError):
+        return None
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -94,7 +117,7 @@ def cmd_config_show(args) -> int:
 
 
 async def cmd_project_add(engine: Engine, args) -> int:
-    project, benches = await engine.add_project(args.path, args.name, args.python)
+    project, benches = await engine.add_project(args.path, args.name, args.python, force=args.force)
     if args.json:
         _print_json({"project": project.model_dump(), "benchmarks": [b.model_dump() for b in benches]})
     else:
@@ -157,8 +180,23 @@ async def cmd_run(engine: Engine, args) -> int:
             at = f" at {j.commit_sha[:12]}" if j.commit_sha else ""
             print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}")
     if not args.wait:
+        await _ensure_worker(engine, args)
         return 0
     return await _wait(engine, [j.id for j in jobs], args.json)
+
+
+async def _ensure_worker(engine: Engine, args) -> None:
+    """Work left queued starts without the user keeping a process open: a background worker
+    is started if none is alive (core/jobs/background.py). Its failure is a warning: the
+    jobs are queued all the same."""
+    try:
+        session = await engine.ensure_worker(getattr(args, "config", None))
+    except EvopilotError as e:
+        print(f"evopilot: warning: {e.message}; run `evopilot worker` to start the queued jobs",
+              file=sys.stderr)
+        return
+    if session and not args.json:
+        print(f"started a background worker (tmux session {session}; see `evopilot queue`)", file=sys.stderr)
 
 
 async def cmd_deps(engine: Engine, args) -> int:
@@ -187,6 +225,7 @@ async def cmd_hosts(engine: Engine, args) -> int:
     else:
         _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
+        print(f"worker: {_worker_line(await engine.worker_state())}")
     return 0
 
 
@@ -267,38 +306,92 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
 
 
 async def cmd_jobs(engine: Engine, args) -> int:
-    jobs = await engine.jobs(status=args.status, project=args.project, host=args.host)
+    if args.limit is not None and args.limit < 0:
+        raise EvopilotError(f"--limit {args.limit}: expected a count of 0 or more")
+    jobs = await engine.jobs(status=args.status, project=args.project, host=args.host,
+                             limit=args.limit, newest_first=args.limit is not None)
+    if args.limit is not None:
+        jobs.reverse()
+    places = await engine.queue_positions()
     if args.json:
-        _print_json([j.public() for j in jobs])
+        _print_json([{**j.public(), "position": places.get(j.id)} for j in jobs])
         return 0
     if not jobs:
         print("no jobs")
         return 0
-    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, formatting.progress(j),
-             "" if j.exit_code is None else j.exit_code, formatting.elapsed(j), formatting.outcome(j)]
+    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, places.get(j.id, ""),
+             formatting.progress(j), "" if j.exit_code is None else j.exit_code, formatting.elapsed(j),
+             formatting.outcome(j)]
             for j in jobs]
-    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "ELAPSED", "METRICS / ERROR"])
+    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "POS", "PROGRESS", "EXIT", "ELAPSED",
+                  "METRICS / ERROR"])
     return 0
 
 
 async def cmd_logs(engine: Engine, args) -> int:
-    job = await engine.job(args.job)
-    reader = engine.log_reader(job)
     if args.lines is not None and args.lines < 0:
         raise EvopilotError(f"--lines {args.lines}: expected a count of 0 or more")
+    job = await engine.job(args.job)
+    if args.follow:
+        job = await _until_started(engine, job, args)
+    reader = engine.log_reader(job)
     offset = 0 if args.lines is None else reader.tail_offset(args.lines)
-    out = sys.stdout.buffer
+    emit = _JsonLines(offset) if args.json else _raw_out
     if args.follow:
         async for chunk in engine.follow_log(job, offset):
-            out.write(chunk)
-            out.flush()
-        return 0
+            emit(chunk)
+        emit(b"", end=True)
+        job = await engine.job(job.id)
+        code = "" if job.exit_code is None else f", exit code {job.exit_code}"
+        if args.json:
+            print(json.dumps({"job": job.id, "status": job.status.value, "exit_code": job.exit_code}), flush=True)
+        else:
+            print(f"evopilot: job {job.id} {job.status.value}{code}", file=sys.stderr, flush=True)
+        return 0 if job.status == JobStatus.SUCCEEDED else 1
     if not reader.exists():
         raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing")
     for chunk in reader.chunks(offset):
-        out.write(chunk)
-    out.flush()
+        emit(chunk)
+    emit(b"", end=True)
     return 0
+
+
+async def _until_started(engine: Engine, job, args):
+    """The job once it has a log to follow: a queued or pending job is waited for (a worker
+    starts it; one is started in the background if none is alive)."""
+    if job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
+        await _ensure_worker(engine, args)
+    while job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
+        await asyncio.sleep(engine.config.engine.poll_interval)
+        job = await engine.job(job.id)
+    return job
+
+
+def _raw_out(chunk: bytes, end: bool = False) -> None:
+    """The log's bytes exactly as the job wrote them."""
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+class _JsonLines:
+    """``logs --json``: one ``{"offset": BYTE, "line": TEXT}`` per log line, whatever the
+    chunks; invalid UTF-8 is replaced, a last line without a newline comes out at the end."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.pending = offset, b""
+
+    def __call__(self, chunk: bytes, end: bool = False) -> None:
+        data = self.pending + chunk
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        if end and self.pending:
+            lines.append(self.pending)
+            self.pending = b""
+        for raw in lines:
+            line = raw.removesuffix(b"\r").decode("utf-8", "replace")
+            print(json.dumps({"offset": self.offset, "line": line}))
+            self.offset += len(raw) + 1
+        sys.stdout.flush()
 
 
 def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace], Awaitable[int]]:
@@ -308,8 +401,12 @@ def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace]
             _print_json(job.public())
         elif method == "retry":
             print(f"job {job.id}: retry of job {args.job}, {job.status.value}")
+        elif job.status.value == verb:  # "job 13 cancelled", not "cancelled, now cancelled"
+            print(f"job {job.id} {verb}")
         else:
             print(f"job {job.id}: {verb}, now {job.status.value}")
+        if method == "retry":
+            await _ensure_worker(engine, args)
         return 0
     return action
 
@@ -335,15 +432,50 @@ async def cmd_send(engine: Engine, args) -> int:
 
 
 async def cmd_queue(engine: Engine, args) -> int:
+    if args.action is None:
+        return await _show_queue(engine, args)
     if args.action in ("pause", "resume"):
         await engine.set_queue_paused(args.action == "pause")
         print(f"queue {'paused' if args.action == 'pause' else 'resumed'}")
+        if args.action == "resume":
+            await _ensure_worker(engine, args)
         return 0
     if args.job is None:
         raise EvopilotError(f"queue {args.action} needs a JOB id")
     job = await engine.move(args.job, args.action)
-    print(f"job {job.id}: moved {args.action}")
+    place = (await engine.queue_positions()).get(job.id)
+    print(f"job {job.id}: moved {args.action}" + (f", now #{place} in the queue" if place else ""))
     return 0
+
+
+async def _show_queue(engine: Engine, args) -> int:
+    """Paused or not, who starts the jobs, and the queued jobs in the order they start."""
+    paused = await engine.queue_paused()
+    worker = await engine.worker_state()
+    jobs = await engine.queue()
+    if args.json:
+        _print_json({"paused": paused, "worker": worker.public(),
+                     "jobs": [{**j.public(), "position": i} for i, j in enumerate(jobs, 1)]})
+        return 0
+    print(f"queue: {'paused (`evopilot queue resume` to go on)' if paused else 'running'}")
+    print(f"worker: {_worker_line(worker)}")
+    if not jobs:
+        print("no queued jobs")
+        return 0
+    _table([[i, j.id, j.project or "-", j.name, j.host, j.status.value, j.priority, formatting.outcome(j)]
+            for i, j in enumerate(jobs, 1)],
+           ["POS", "ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PRIORITY", "WAITING FOR"])
+    return 0
+
+
+def _worker_line(w) -> str:
+    if w.background == "running":
+        return f"background worker in tmux session {w.session} (pid {w.pid})"
+    if w.background == "starting":
+        return f"background worker starting in tmux session {w.session}"
+    if w.loop_alive:
+        return f"running ({w.owner})"
+    return "none (queued jobs start with the next `evopilot run`, `evopilot worker` or the app)"
 
 
 async def cmd_worker(engine: Engine, args) -> int:
@@ -372,13 +504,16 @@ async def cmd_worker(engine: Engine, args) -> int:
     stop = asyncio.Event()
     adopt = asyncio.create_task(engine.adopt_experiments(stop))  # detached experiments run here too
     try:
-        await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
+        if args.background:
+            await engine.serve_in_background(on_error)
+        else:
+            await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
         stop.set()
         await adopt
-    stalled = await engine.stalled() if args.until_idle else []
+    stalled = await engine.stalled() if args.until_idle or args.background else []
     for job, error in stalled:  # idle only because nothing else can move
         print(f"evopilot: job {job.id} ({job.name}, {job.status.value}) waits for unreachable "
               f"host {job.host}: {error}", file=sys.stderr, flush=True)
@@ -424,8 +559,30 @@ Dotted keys quote parts that are not bare TOML keys: hosts."gpu.lab".port, keys.
 """
 
 
+class UsageError(Exception):
+    """A command line argparse refused: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line naming the command and its --help (instead of
+    the usage block)."""
+
+    def error(self, message: str):
+        raise UsageError(usage_error(self.prog, message))
+
+
+def usage_error(prog: str, message: str) -> str:
+    """``evopilot run`` + "argument --priority: invalid int value: 'abc'" ->
+    "run: --priority: not an integer: 'abc' (see evopilot run --help)"."""
+    message = re.sub(r"^argument ", "", message)
+    message = message.replace("invalid int value", "not an integer").replace(
+        "invalid float value", "not a number")
+    command = prog.partition(" ")[2]
+    return f"{command + ': ' if command else ''}{message} (see {prog} --help)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file merged over $EVOPILOT_CONFIG, ./evopilot.toml and the user "
                              "config (each file that exists is read; later ones win)")
@@ -434,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of text")
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="evopilot", parents=[common],
         description="Run benchmarks and experiments in tmux, locally or on SSH hosts. "
                     "With no command, opens the terminal app.",
@@ -447,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = parent.add_parser(name, parents=[common], help=help_, description=help_, epilog=epilog,
                                formatter_class=argparse.RawDescriptionHelpFormatter if epilog
                                else argparse.HelpFormatter)
-        sp.set_defaults(func=func)
+        sp.set_defaults(func=func, parser=sp)
         return sp
 
     add("init", cmd_init, "write a config file (from config.example.toml) and create the database")
@@ -468,6 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path")
     sp.add_argument("--name", help="project name (default: the directory's name)")
     sp.add_argument("--python", help="Python version for its environment (default: this Python's)")
+    sp.add_argument("--force", action="store_true",
+                    help="add it even if its directory is already registered under another name")
     add("list", cmd_project_list, "list projects", proj)
     sp = add("rm", cmd_project_rm, "remove a project and its benchmarks (its jobs are kept)", proj)
     sp.add_argument("name")
@@ -509,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only jobs with this status (repeatable): " + ", ".join(s.value for s in JobStatus))
     sp.add_argument("--project")
     sp.add_argument("--host")
+    sp.add_argument("--limit", type=int, metavar="N", help="only the newest N jobs (still listed oldest first)")
 
     sp = add("logs", cmd_logs, "print a job's log")
     sp.add_argument("job", type=int)
@@ -532,8 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job", type=int)
     sp.add_argument("text", help="the line; write `send JOB -- TEXT` when it starts with -")
 
-    sp = add("queue", cmd_queue, "pause or resume dispatch; move a queued job")
-    sp.add_argument("action", choices=["pause", "resume", "front", "back", "up", "down"])
+    sp = add("queue", cmd_queue, "show the queue (paused or not, the worker, queued jobs in the "
+             "order they start); pause or resume dispatch; move a queued job")
+    sp.add_argument("action", nargs="?", choices=["pause", "resume", "front", "back", "up", "down"])
     sp.add_argument("job", type=int, nargs="?")
 
     sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
@@ -550,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")
+    sp.add_argument("--background", action="store_true",
+                    help="as the background worker of this database (the one `run` starts): "
+                         "exit at once if another runs; implies --until-idle")
     return p
 
 
@@ -566,8 +730,11 @@ async def _main_async(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(build_parser(), argv)
+    except UsageError as e:
+        print(f"evopilot: error: {e}", file=sys.stderr)
+        return 2
     args.json = getattr(args, "json", False)
     if args.headless and not getattr(args, "func", None):
         args.func, args.until_idle = cmd_worker, False
@@ -588,6 +755,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # `evopilot jobs | head` must end quietly
         return 0
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; stray arguments are reported by the command they were given to."""
+    args, extra = parser.parse_known_args(argv)
+    own = getattr(args, "parser", parser)
+    if getattr(args, "command", None) == "queue" and args.action in ("pause", "resume") and args.job is not None:
+        extra = [str(args.job), *extra]  # pause and resume take no job
+    if extra:
+        own.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _exec(argv: list[str]) -> None:

@@ -113,12 +113,15 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
         return jobs
     by_id = {j.id: j for j in jobs}
     marks = ",".join("?" for _ in by_id)
-    for job_id, name, value, unit in await db.execute_fetchall(
-        f"SELECT job_id, name, value, unit FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
+    for job_id, name, value, unit, higher in await db.execute_fetchall(
+        f"SELECT job_id, name, value, unit, higher_is_better FROM metrics WHERE job_id IN ({marks}) "
+        f"ORDER BY id", tuple(by_id)
     ):
         by_id[job_id].metrics[name] = value
         if unit:
             by_id[job_id].metric_units[name] = unit
+        if higher is not None:
+            by_id[job_id].metric_higher_is_better[name] = bool(higher)
     return jobs
 
 
@@ -273,6 +276,26 @@ async def add_step(
 async def steps(db: aiosqlite.Connection, job_id: int) -> list[dict[str, Any]]:
     rows = await db.execute_fetchall("SELECT * FROM job_steps WHERE job_id = ? ORDER BY id", (job_id,))
     return [dict(r) for r in rows]
+
+
+async def queue_order(db: aiosqlite.Connection, limit: int | None = None) -> list[Job]:
+    """Queued and pending jobs in the order they start (the order ``claim_next`` and
+    ``move_in_queue`` use)."""
+    rows = await db.execute_fetchall(
+        f"{_SELECT} WHERE jobs.status IN ('queued', 'pending') ORDER BY jobs.priority DESC, jobs.seq, jobs.id"
+        + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ())
+    return await _with_metrics(db, rows)
+
+
+async def queued_ids(db: aiosqlite.Connection) -> set[int]:
+    return {r[0] for r in await db.execute_fetchall("SELECT id FROM jobs WHERE status = 'queued'")}
+
+
+async def queue_positions(db: aiosqlite.Connection) -> dict[int, int]:
+    """Each queued or pending job's place in the queue, from 1."""
+    rows = await db.execute_fetchall(
+        "SELECT id FROM jobs WHERE status IN ('queued', 'pending') ORDER BY priority DESC, seq, id")
+    return {r[0]: i for i, r in enumerate(rows, 1)}
 
 
 async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> None:
