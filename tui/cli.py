@@ -40,7 +40,7 @@ def _table(rows: list[list], header: list[str]) -> None:
     widths = [max(len(x) for x in col) for col in zip(*cells)]
     room = _terminal_width()
     if room is not None:
-        floor = [min(w, max(len(h), 8)) for w, h in zip(widths, header)]
+        floor = [min(w, 4) for w in widths]  # the widest give way first, headers only last
         while sum(widths) + 2 * (len(widths) - 1) > room:
             i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
             if widths[i] <= floor[i]:
