@@ -307,8 +307,8 @@ class Engine:
     # ---- the background worker (core/jobs/background.py) -----------------------------------
 
     async def ensure_worker(self, config_file: str | None = None) -> str | None:
-        """Start a background worker if jobs are queued and no worker is alive; its tmux
-        session, or None."""
+        """Start a background worker if jobs are queued or running and no worker is alive;
+        its tmux session, or None."""
         return await background.ensure(self.db, self.config, self.home, self.instance, config_file)
 
     async def worker_state(self) -> background.WorkerState:
@@ -323,10 +323,10 @@ class Engine:
             served = True
             try:
                 await self.run_forever(until_idle=True, on_error=on_error)
-                stuck = await background.queued_ids(self.db)  # only unreachable hosts could run these
+                stuck = await background.work_ids(self.db)  # only unreachable hosts could move these
             finally:
                 await background.leave(self.db, lock)
-            if not await background.queued_ids(self.db) - stuck:
+            if not await background.work_ids(self.db) - stuck:
                 break  # else a command queued work while we were leaving: serve it
         return served
 

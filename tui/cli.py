@@ -504,8 +504,10 @@ async def cmd_worker(engine: Engine, args) -> int:
     stop = asyncio.Event()
     adopt = asyncio.create_task(engine.adopt_experiments(stop))  # detached experiments run here too
     try:
-        if args.background:
-            await engine.serve_in_background(on_error)
+        if args.background:  # its output goes to worker.log in the data directory
+            served = await engine.serve_in_background(on_error)
+            print(f"background worker (pid {os.getpid()}): "
+                  f"{'idle, leaving' if served else 'another background worker runs, leaving'}", flush=True)
         else:
             await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)

@@ -287,8 +287,9 @@ async def queue_order(db: aiosqlite.Connection, limit: int | None = None) -> lis
     return await _with_metrics(db, rows)
 
 
-async def queued_ids(db: aiosqlite.Connection) -> set[int]:
-    return {r[0] for r in await db.execute_fetchall("SELECT id FROM jobs WHERE status = 'queued'")}
+async def ids_with(db: aiosqlite.Connection, statuses: list[str]) -> set[int]:
+    marks = ",".join("?" for _ in statuses)
+    return {r[0] for r in await db.execute_fetchall(f"SELECT id FROM jobs WHERE status IN ({marks})", statuses)}
 
 
 async def queue_positions(db: aiosqlite.Connection) -> dict[int, int]:

@@ -1,7 +1,7 @@
 """The background worker: queued jobs start although no evopilot process is open.
 
-When a command leaves work queued (``run``, ``retry``, ``queue resume``, ``logs -f`` on a
-queued job) and no worker loop is alive for the database, ``ensure`` starts
+When a command leaves work queued or running (``run``, ``retry``, ``queue resume``, ``logs
+-f`` on a queued job) and no worker loop is alive for the database, ``ensure`` starts
 ``evopilot worker --until-idle --background`` in a detached tmux session of its own; it exits
 when nothing is left to do. ``[engine] background_worker = false`` (or
 ``EVOPILOT_BACKGROUND_WORKER=0``, as the test suite sets) turns this off.
@@ -113,8 +113,9 @@ def session_name(prefix: str, instance: str) -> str:
 def command(home: Path, config_file: str | None, log: Path) -> str:
     """The shell text the worker's tmux session runs (pure, see tests/test_cli_worker.py)."""
     env = ["env"]
-    for name in PASSED_ENV:
-        env += [f"{name}={os.environ[name]}"] if name in os.environ else ["-u", name]
+    for name in PASSED_ENV:  # env takes its -u options before the assignments
+        env += [] if name in os.environ else ["-u", name]
+    env += [f"{name}={os.environ[name]}" for name in PASSED_ENV if name in os.environ]
     argv = [sys.executable, "-m", "evopilot", "worker", "--until-idle", "--background",
             "--home", str(home)]
     if config_file:
@@ -122,21 +123,21 @@ def command(home: Path, config_file: str | None, log: Path) -> str:
     return f"{join([*env, *argv])} >> {quote(log)} 2>&1"
 
 
-async def queued_ids(db: aiosqlite.Connection) -> set[int]:
-    """The queued jobs a worker could start now (none while the queue is paused)."""
-    if await jobs_db.meta(db, "queue_paused") == "1":
-        return set()
-    return await jobs_db.queued_ids(db)
+async def work_ids(db: aiosqlite.Connection) -> set[int]:
+    """The jobs a worker has to look after: running ones (their ends, timeouts and the jobs
+    waiting on them) and queued ones unless the queue is paused."""
+    paused = await jobs_db.meta(db, "queue_paused") == "1"
+    return await jobs_db.ids_with(db, ["running"] if paused else ["running", "queued"])
 
 
 async def has_work(db: aiosqlite.Connection) -> bool:
-    return bool(await queued_ids(db))
+    return bool(await work_ids(db))
 
 
 async def ensure(db: aiosqlite.Connection, config: Config, home: Path, instance: str,
                  config_file: str | None) -> str | None:
-    """Start a background worker if work is queued and none is alive; the tmux session
-    started, or None."""
+    """Start a background worker if jobs are queued or running and no worker is alive; the
+    tmux session started, or None."""
     if not enabled(config) or not await has_work(db):
         return None
     lock = WorkerLock(home)
