@@ -181,6 +181,10 @@ class Engine:
     async def add_benchmarks(self, project_name, files):
         return await self.projects.add_benchmarks(project_name, files)
 
+    async def remove_benchmark(self, project_name: str, ref: str):
+        """Remove a benchmark from its project (its jobs are kept); returns it."""
+        return await self.projects.remove_benchmark(project_name, ref)
+
     async def list_benchmarks(self, project_name=None):
         return await self.projects.benchmarks(project_name)
 
@@ -251,6 +255,14 @@ class Engine:
             return not job.status.finished
 
         return logread.follow(reader, offset, running=running, interval=self.config.engine.poll_interval)
+
+    async def clean(self, *, older_than: str | None = None, statuses: list[str] | None = None):
+        """Remove finished jobs (rows, job directories, log copies): see core/jobs/clean.py."""
+        from evopilot.core.jobs import clean
+
+        age = clean.parse_age(older_than) if older_than else None
+        return await clean.clean(self.db, self.hosts_registry, self.home, older_than=age,
+                                 statuses=clean.parse_statuses(statuses))
 
     async def stop(self, job_id: int) -> Job:
         return await self.control.stop(job_id)

@@ -69,6 +69,13 @@ class Projects:
         async with jobs_db.transaction(self.db):
             return [await projects_db.add_benchmark(self.db, project.id, Path(r).name, r) for r in rels]
 
+    async def remove_benchmark(self, project_name: str, ref: str) -> Benchmark:
+        project = await projects_db.get_project(self.db, project_name)
+        bench = await self.resolve_benchmark(project, ref)
+        async with jobs_db.transaction(self.db):
+            await projects_db.remove_benchmark(self.db, bench.id)
+        return bench
+
     async def benchmarks(self, project_name: str | None = None) -> list[Benchmark]:
         pid = (await projects_db.get_project(self.db, project_name)).id if project_name else None
         return await projects_db.list_benchmarks(self.db, pid)

@@ -157,6 +157,39 @@ async def cmd_bench_add(engine: Engine, args) -> int:
     return 0
 
 
+async def cmd_bench_rm(engine: Engine, args) -> int:
+    bench = await engine.remove_benchmark(args.project, args.benchmark)
+    if args.json:
+        _print_json(bench.model_dump())
+    else:
+        print(f"removed benchmark {bench.path} from {args.project} (its jobs are kept)")
+    return 0
+
+
+async def cmd_clean(engine: Engine, args) -> int:
+    report = await engine.clean(older_than=args.older_than, statuses=args.status)
+    if args.json:
+        _print_json(report.public())
+        return 0
+    if not report.jobs:
+        print("nothing to clean")
+    else:
+        print(f"removed {len(report.jobs)} finished job(s), {report.directories} job director"
+              f"{'y' if report.directories == 1 else 'ies'} and {report.logs} log cop"
+              f"{'y' if report.logs == 1 else 'ies'}: {_size(report.bytes)} freed")
+    for job_id, reason in report.kept.items():
+        print(f"kept job {job_id}: {reason}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
 async def cmd_bench_list(engine: Engine, args) -> int:
     benches = await engine.list_benchmarks(args.project)
     projects = {p.id: p.name for p in await engine.list_projects()}
@@ -633,11 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rm", cmd_project_rm, "remove a project and its benchmarks (its jobs are kept)", proj)
     sp.add_argument("name")
 
-    bench = sub.add_parser("bench", help="add or list benchmarks").add_subparsers(
+    bench = sub.add_parser("bench", help="add, list or remove benchmarks").add_subparsers(
         dest="sub", metavar="ACTION", required=True)
     sp = add("add", cmd_bench_add, "add benchmark files to a project", bench)
     sp.add_argument("project")
     sp.add_argument("files", nargs="+", metavar="FILE")
+    sp = add("rm", cmd_bench_rm, "remove a benchmark from a project (its jobs are kept)", bench)
+    sp.add_argument("project")
+    sp.add_argument("benchmark", metavar="BENCH", help="file name or path in the project")
     sp = add("list", cmd_bench_list, "list benchmarks", bench)
     sp.add_argument("project", nargs="?")
 
@@ -698,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
              "order they start); pause or resume dispatch; move a queued job")
     sp.add_argument("action", nargs="?", choices=["pause", "resume", "front", "back", "up", "down"])
     sp.add_argument("job", type=int, nargs="?")
+
+    sp = add("clean", cmd_clean, "remove finished jobs: their rows, job directories and log copies "
+             "(never a queued or running job)")
+    sp.add_argument("--older-than", metavar="AGE", help="only jobs that finished longer ago than AGE (7d, 12h, 30m)")
+    sp.add_argument("--status", action="append", metavar="S,...",
+                    help="only jobs with these statuses (default: every finished one)")
 
     sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")

@@ -278,6 +278,16 @@ async def steps(db: aiosqlite.Connection, job_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def delete_finished(db: aiosqlite.Connection, ids: list[int]) -> None:
+    """Remove finished jobs' rows (metrics and steps go with them); a job that is not
+    finished, or whose end is still to be handled, is never removed."""
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        await db.execute(
+            f"DELETE FROM jobs WHERE id IN ({','.join('?' for _ in part)}) AND status IN {_ENDED} "
+            f"AND end_handled = 1", part)
+
+
 async def queue_order(db: aiosqlite.Connection, limit: int | None = None) -> list[Job]:
     """Queued and pending jobs in the order they start (the order ``claim_next`` and
     ``move_in_queue`` use)."""
