@@ -117,11 +117,12 @@ class Projects:
         return await asyncio.to_thread(fix, Path(project.path), analysis, self.config.host(LOCAL).uv_path)
 
     async def preflight(self, project: Project, benches: Sequence[Benchmark], host: str = LOCAL,
-                        root: Path | None = None) -> None:
+                        root: Path | None = None) -> list[str]:
         """Refuse to queue benchmarks that import missing local files or undeclared packages;
         for a remote host, also local files that sync would not send (ignored by git).
-        ``root``: check these files (a commit's tree) instead of the working tree."""
-        problems, fixes = [], set()
+        ``root``: check these files (a commit's tree) instead of the working tree. Imports
+        inside function bodies (lazy) only warn: returns those warnings."""
+        problems, fixes, warnings = [], set(), []
         synced = None
         if host != LOCAL and root is None:
             from evopilot.core.hosts.sync import list_files
@@ -134,6 +135,11 @@ class Projects:
                 missing += [f"{d.module_name} ({d.file_path}, ignored by git so never synced)"
                             for d in a.local if d.exists and not d.optional and d.file_path not in synced]
             undeclared = [p.distribution for p in a.undeclared()]
+            lazy = ([f"{d.module_name} ({d.file_path}, missing)" for d in a.lazy_missing_local()]
+                    + [f"{p.distribution} (not in pyproject.toml)" for p in a.lazy_undeclared()])
+            if lazy:
+                warnings.append(f"{b.path} imports inside functions (lazy, needed only if they run): "
+                                + ", ".join(lazy))
             if missing:
                 problems.append(f"{b.path} imports missing local modules: {', '.join(missing)}")
             if undeclared:
@@ -142,6 +148,7 @@ class Projects:
         if problems:
             hint = f"; fix with `{'`, `'.join(sorted(fixes))}`" if fixes else ""
             raise EvopilotError("; ".join(problems) + hint + " (or run with --no-check)")
+        return warnings
 
 
 def _project_file(root: Path, given: str) -> str:

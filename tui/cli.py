@@ -206,6 +206,10 @@ async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
                             timeout=args.timeout, args=args.args, check=not args.no_check,
                             tty=args.tty, commit=args.commit)
+    warnings = {s["details"] for s in await engine.job_steps(jobs[0].id)
+                if s["name"] == "preflight" and s["status"] == "warning"} if jobs else set()
+    for warning in sorted(warnings):  # the same for every job of the run
+        print(f"evopilot: warning: {warning}", file=sys.stderr)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:

@@ -26,7 +26,11 @@ class LocalDependency(_Frozen):
     """Relative to the project, POSIX separators; for a missing module the file expected."""
     exists: bool
     optional: bool
-    """Only reachable through a ``try/except ImportError`` import: the benchmark survives without it."""
+    """Not needed when the benchmark starts: reachable only through a ``try/except
+    ImportError`` import (it survives without it) or lazily."""
+    lazy: bool = False
+    """Reachable only through imports inside function bodies: needed if that code runs (the
+    checks warn about it and do not refuse the run)."""
     problem: str | None = None
     """Why a module that does not exist cannot be imported."""
     children: list[LocalDependency] = Field(default_factory=list)
@@ -37,6 +41,8 @@ class ExternalPackage(_Frozen):
     distribution: str
     declared: bool
     optional: bool
+    lazy: bool = False
+    """Imported only inside function bodies (see ``LocalDependency.lazy``)."""
     imported_by: list[str]
     """Project-relative paths of the files that import it."""
 
@@ -55,6 +61,13 @@ class DependencyAnalysis(_Frozen):
 
     def undeclared(self) -> list[ExternalPackage]:
         return [p for p in self.external if not p.declared and not p.optional]
+
+    def lazy_missing_local(self) -> list[LocalDependency]:
+        """Missing modules imported only in function bodies: a warning, not a refusal."""
+        return [d for d in self.local if not d.exists and d.lazy]
+
+    def lazy_undeclared(self) -> list[ExternalPackage]:
+        return [p for p in self.external if not p.declared and p.lazy]
 
     @property
     def ok(self) -> bool:
