@@ -45,6 +45,7 @@ from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
+from evopilot.core.status import check_status
 
 if TYPE_CHECKING:
     from evopilot.core.jobs.logread import LogReader
@@ -215,7 +216,7 @@ class Engine:
     async def jobs(self, *, status=None, project=None, host=None, limit=None, offset=0,
                    newest_first=False, reconcile=True) -> list[Job]:
         if status:
-            status = [_check_status(s) for s in status]
+            status = [check_status(s) for s in status]
         if project:
             await self.projects.get(project)  # an unknown name is an error, not an empty list
         if reconcile:
@@ -358,9 +359,3 @@ class Engine:
         """The worker loop (see ``Scheduler.run_forever``)."""
         await self.scheduler.run_forever(**options)
 
-
-def _check_status(s: str) -> str:
-    try:
-        return JobStatus(s).value
-    except ValueError:
-        raise EvopilotError(f"unknown status {s!r}: one of {', '.join(x.value for x in JobStatus)}") from None

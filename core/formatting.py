@@ -13,9 +13,10 @@ from datetime import datetime
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-from evopilot.core.models import Job, JobStatus
+from evopilot.core.status import JobStatus
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI formats without loading the row models (start-up time)
+    from evopilot.core.models import Job
     from evopilot.core.hosts.doctor import Check
 
 LINE_LIMIT = 200

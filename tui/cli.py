@@ -6,29 +6,40 @@ Textual is imported only when the app is opened, so scripts and cron jobs start 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import json
 import os
+import shutil
 import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from evopilot.core import formatting, locations
-from evopilot.core.config import dotted_key, load_config
-from evopilot.core.engine import Engine
-from evopilot.tui import evolve_cli
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import HostEvent, JobEvent
-from evopilot.core.models import JobStatus
+from evopilot.core.status import JobStatus, check_status
+from evopilot.tui import evolve_cli
+
+if TYPE_CHECKING:
+    from evopilot.core.engine import Engine
+
+# Start-up time: the engine, the config models (pydantic), asyncio and the events are imported
+# by the commands that use them; `jobs --json` often needs none of them (core/jobs/listing.py).
 
 
 # ---- output helpers -----------------------------------------------------------------------
 
 
 def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """Indented JSON; a list has one element per line (json's C encoder does not indent:
+    `jobs --json` on thousands of jobs would spend most of its time in the Python one)."""
+    if isinstance(data, list) and data:
+        print("[\n" + ",\n".join(json.dumps(x, default=str) for x in data) + "\n]")
+    else:
+        print(json.dumps(data, indent=2, default=str))
 
 
 def _table(rows: list[list], header: list[str]) -> None:
@@ -80,6 +91,8 @@ async def cmd_init(engine: Engine, args) -> int:
 
 
 def _toml_value(v) -> str:
+    from evopilot.core.config import dotted_key
+
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -94,6 +107,8 @@ def _toml_value(v) -> str:
 
 def cmd_config_show(args) -> int:
     """Print the merged config; runs without an engine, so it never creates a database."""
+    from evopilot.core.config import dotted_key, load_config
+
     config = load_config(getattr(args, "config", None))
     settings = config.settings()
     if args.json:
@@ -311,6 +326,10 @@ async def cmd_sync(engine: Engine, args) -> int:
 
 async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     """Drive the engine until ``ids`` have finished, printing each change; 1 if any failed."""
+    import asyncio
+
+    from evopilot.core.events import JobEvent
+
     events = engine.subscribe()
     shown: dict[int, tuple] = {}
 
@@ -342,9 +361,13 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     return 0 if all(j.status == JobStatus.SUCCEEDED for j in final) else 1
 
 
-async def cmd_jobs(engine: Engine, args) -> int:
+def _check_limit(args) -> None:
     if args.limit is not None and args.limit < 0:
         raise EvopilotError(f"--limit {args.limit}: expected a count of 0 or more")
+
+
+async def cmd_jobs(engine: Engine, args) -> int:
+    _check_limit(args)
     jobs = await engine.jobs(status=args.status, project=args.project, host=args.host,
                              limit=args.limit, newest_first=args.limit is not None)
     if args.limit is not None:
@@ -398,6 +421,8 @@ async def _until_started(engine: Engine, job, args):
     starts it; one is started in the background if none is alive)."""
     if job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
         await _ensure_worker(engine, args)
+    import asyncio
+
     while job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
         await asyncio.sleep(engine.config.engine.poll_interval)
         job = await engine.job(job.id)
@@ -516,6 +541,10 @@ def _worker_line(w) -> str:
 
 
 async def cmd_worker(engine: Engine, args) -> int:
+    import asyncio
+
+    from evopilot.core.events import HostEvent, JobEvent
+
     events = engine.subscribe()
 
     refused: dict[str, str] = {}  # host -> the connection error last printed
@@ -606,6 +635,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as one line naming the command and its --help (instead of
     the usage block)."""
 
+    def __init__(self, *args, **kw) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
     def error(self, message: str):
         raise UsageError(usage_error(self.prog, message))
 
@@ -618,6 +651,23 @@ def usage_error(prog: str, message: str) -> str:
         "invalid float value", "not a number")
     command = prog.partition(" ")[2]
     return f"{command + ': ' if command else ''}{message} (see {prog} --help)"
+
+
+@functools.cache
+def _help_width() -> int:
+    return max(shutil.get_terminal_size().columns - 2, 11)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, asking the terminal's width once (argparse makes one per
+    argument added, each asking again: a tenth of `evopilot jobs`'s start-up)."""
+
+    def __init__(self, prog: str, **kw) -> None:
+        super().__init__(prog, width=kw.pop("width", None) or _help_width(), **kw)
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -641,8 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name, func, help_, parent=sub, epilog=None):
         sp = parent.add_parser(name, parents=[common], help=help_, description=help_, epilog=epilog,
-                               formatter_class=argparse.RawDescriptionHelpFormatter if epilog
-                               else argparse.HelpFormatter)
+                               formatter_class=_RawFormatter if epilog else _Formatter)
         sp.set_defaults(func=func, parser=sp)
         return sp
 
@@ -766,6 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main_async(args) -> int:
+    from evopilot.core.config import load_config
+    from evopilot.core.engine import Engine
+
     config = load_config(getattr(args, "config", None))
     home = locations.data_home(getattr(args, "home", None))
     engine = await Engine.open(config, home)
@@ -791,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "needs_engine", True):
             return args.func(args)
+        if args.func is cmd_jobs and args.json and _jobs_without_engine(args):
+            return 0
+        import asyncio
+
         code = asyncio.run(_main_async(args))
         if getattr(args, "exec_argv", None):
             _exec(args.exec_argv)
@@ -803,6 +859,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # `evopilot jobs | head` must end quietly
         return 0
+
+
+def _jobs_without_engine(args) -> bool:
+    """`jobs --json` read straight from the database when nothing needs reconciling (see
+    core/jobs/listing.py); False: the engine is needed."""
+    from evopilot.core.jobs import listing
+
+    given = getattr(args, "config", None)
+    if given and not Path(given).expanduser().is_file():
+        return False  # the engine's path says what is wrong with it
+    _check_limit(args)
+    status = [check_status(s) for s in args.status or ()]
+    jobs = listing.read_jobs(locations.db_path(locations.data_home(getattr(args, "home", None))),
+                             status=status, project=args.project, host=args.host, limit=args.limit)
+    if jobs is None:
+        return False
+    _print_json(jobs)
+    return True
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -826,6 +900,8 @@ def _exec(argv: list[str]) -> None:
 
 
 def _open_app(args) -> int:
+    from evopilot.core.config import load_config
+
     try:
         config = load_config(getattr(args, "config", None))
     except EvopilotError as e:
