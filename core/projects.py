@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import aiosqlite
 
-from evopilot.core import locations
+from evopilot.core import benchmarks, locations
 from evopilot.core.config import LOCAL, Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
@@ -83,15 +83,8 @@ class Projects:
     async def resolve_benchmark(self, project: Project, ref: str) -> Benchmark:
         """A benchmark by its path in the project, or by its file name when that is unique."""
         benches = await projects_db.list_benchmarks(self.db, project.id)
-        for b in benches:
-            if b.path == ref:
-                return b
-        named = [b for b in benches if b.name == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise EvopilotError(f"{ref!r} is ambiguous in {project.name}: " + ", ".join(b.path for b in named))
-        raise EvopilotError(f"no benchmark {ref!r} in project {project.name} (see `evopilot bench list {project.name}`)")
+        path = benchmarks.pick([(b.path, b.name) for b in benches], ref, project.name)
+        return next(b for b in benches if b.path == path)
 
     # ---- dependency analysis ---------------------------------------------------------------
 

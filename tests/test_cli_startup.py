@@ -69,3 +69,22 @@ def test_jobs_json_loads_neither_pydantic_nor_asyncio(cli, make_project, home):
     listed, _, loaded = out.rstrip("\n").rpartition("\n")
     assert json.loads(listed)[0]["status"] == "succeeded"
     assert loaded == "[]", out
+
+
+def test_deps_without_the_engine_says_what_the_engines_does(cli, make_project, home):
+    cli("project", "add", make_project({"benchmarks/b.py": "import helper\nimport yaml\n", "helper.py": "",
+                                        "pyproject.toml": "[project]\nname='p'\nversion='0'\ndependencies=[]\n"}))
+    found = listing.analyse_benchmark(home, "proj", "b.py", tree=True)
+    assert found is not None
+
+    async def engine_deps():
+        async with await Engine.open(Config(), home) as engine:
+            return await engine.deps("proj", "b.py"), await engine.deps_tree("proj", "b.py")
+    analysis, tree = asyncio.run(engine_deps())
+    assert found == (analysis, tree)
+    code, out, _ = cli("deps", "proj", "b.py", "--json")
+    assert code == 0 and json.loads(out)["fix_command"] == "uv add PyYAML"
+    code, out, _ = cli("deps", "proj", "b.py")
+    assert code == 1 and out.splitlines()[:2] == tree[:2]
+    code, _, err = cli("deps", "nosuch", "b.py")
+    assert code == 2 and "no project named 'nosuch'" in err

@@ -255,6 +255,10 @@ async def cmd_deps(engine: Engine, args) -> int:
     analysis = await engine.deps(args.project, args.benchmark)
     tree = [] if args.json else await engine.deps_tree(args.project, args.benchmark)  # before --fix
     added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
+    return _print_deps(args, analysis, tree, added)
+
+
+def _print_deps(args, analysis, tree: list[str], added: list[str]) -> int:
     if args.json:
         _print_json({**analysis.model_dump(mode="json"), "ok": analysis.ok,
                      "fix_command": analysis.fix_command(), "added": added})
@@ -266,6 +270,18 @@ async def cmd_deps(engine: Engine, args) -> int:
     elif analysis.fix_command():
         print(f"fix: evopilot deps {args.project} {args.benchmark} --fix  (runs `{analysis.fix_command()}`)")
     return 0 if analysis.ok or added else 1
+
+
+def _deps_without_engine(args) -> int | None:
+    """`deps` (not --fix) analysed without opening the engine: the database only says where
+    the project and the benchmark are (see core/jobs/listing.py); None: the engine is needed."""
+    from evopilot.core.jobs import listing
+
+    if args.fix or getattr(args, "config", None):
+        return None  # --fix runs uv as configured
+    found = listing.analyse_benchmark(locations.data_home(getattr(args, "home", None)), args.project,
+                                      args.benchmark, tree=not args.json)
+    return None if found is None else _print_deps(args, *found, [])
 
 
 async def cmd_hosts(engine: Engine, args) -> int:
@@ -845,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         if args.func is cmd_jobs and args.json and _jobs_without_engine(args):
             return 0
+        if args.func is cmd_deps and (code := _deps_without_engine(args)) is not None:
+            return code
         import asyncio
 
         code = asyncio.run(_main_async(args))

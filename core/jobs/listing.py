@@ -1,4 +1,4 @@
-"""`evopilot jobs --json` read straight from SQLite.
+"""`evopilot jobs --json` (and what `deps` needs to know) read straight from SQLite.
 
 ``jobs`` is run in ``watch`` loops and shell prompts: when nothing needs reconciling (no job
 running, or a worker loop beating that keeps them fresh; no ended job whose end is still to be
@@ -9,14 +9,16 @@ returns None and the CLI takes the engine's path, which reconciles first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from evopilot.core import benchmarks
 from evopilot.core.db import rows
 from evopilot.core.errors import EvopilotError
 from evopilot.core.job_json import public_job
@@ -37,21 +39,60 @@ def read_jobs(db_path: Path, *, status: Iterable[str] | None, project: str | Non
               limit: int | None) -> list[dict[str, Any]] | None:
     """What `jobs --json` prints (each job's public fields and its queue position), or None
     when the engine is needed: no database yet, one to migrate, or jobs to reconcile."""
-    if not db_path.is_file():
+    with _opened(db_path) as con:
+        if con is None or not _fresh(con):
+            return None
+        return _list(con, list(status or ()), project, host, limit)
+
+
+def read_benchmark(db_path: Path, project: str, ref: str) -> tuple[str, str] | None:
+    """The project's directory and the path in it of the benchmark ``ref`` names (what `deps`
+    analyses), or None when the engine is needed."""
+    with _opened(db_path) as con:
+        if con is None:
+            return None
+        row = con.execute("SELECT id, path FROM projects WHERE name = ?", (project,)).fetchone()
+        if row is None:
+            raise EvopilotError(f"no project named {project!r} (see `evopilot project list`)")
+        benches = con.execute("SELECT path, name FROM benchmarks WHERE project_id = ? ORDER BY path",
+                              (row["id"],)).fetchall()
+        return row["path"], benchmarks.pick([(b["path"], b["name"]) for b in benches], ref, project)
+
+
+def analyse_benchmark(home: Path, project: str, ref: str, *, tree: bool):
+    """`deps` without the engine: the benchmark's ``DependencyAnalysis`` and, with ``tree``,
+    its text lines; None when the engine is needed."""
+    from evopilot.core import locations
+    from evopilot.core.analysis import analyze, render_tree  # tree-sitter, and the analysis models
+
+    found = read_benchmark(locations.db_path(home), project, ref)
+    if found is None:
         return None
+    analysis = analyze(Path(found[0]), Path(found[1]), cache_dir=locations.deps_cache_dir(home))
+    return analysis, render_tree(analysis) if tree else []
+
+
+@contextlib.contextmanager
+def _opened(db_path: Path) -> Iterator[sqlite3.Connection | None]:
+    """The database, if it exists and is up to date; None otherwise, or when SQLite cannot
+    read it here (a read-only directory, a damaged file: the engine's path says what it is)."""
+    if not db_path.is_file():
+        yield None
+        return
     try:
         con = sqlite3.connect(db_path, timeout=10)
     except sqlite3.Error:
-        return None
+        yield None
+        return
     try:
         con.row_factory = sqlite3.Row
-        if con.execute("PRAGMA user_version").fetchone()[0] != _latest_migration():
-            return None
-        if not _fresh(con):
-            return None
-        return _list(con, list(status or ()), project, host, limit)
+        current = con.execute("PRAGMA user_version").fetchone()[0] == _latest_migration()
     except sqlite3.Error:
-        return None  # a read-only directory, a damaged file: the engine's path says what it is
+        current = False
+    try:
+        yield con if current else None
+    except sqlite3.Error:
+        pass  # a read failed: the caller's block ends without a result, the engine's path runs
     finally:
         con.close()
 
