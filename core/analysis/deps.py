@@ -32,8 +32,8 @@ from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, L
 from evopilot.core.errors import EvopilotError
 from evopilot.core.locations import ensure_private_dir
 
-# Nested models much deeper than this break pydantic's JSON round trip: a module at this depth
-# is shown in the tree without its own imports (every module is still in the flat list).
+# Nested models much deeper than this break a JSON round trip (recursion): a module at this
+# depth is shown in the tree without its own imports (every module is still in the flat list).
 MAX_TREE_DEPTH = 50
 
 
@@ -557,7 +557,7 @@ def _save_result(
         "sites": sites,
         "paths": {path: _fingerprint(st) for path, st in stats.items()},
     }
-    body = result.model_dump_json(exclude_defaults=True)  # smaller, and quicker to validate back
+    body = result.model_dump_json()
     _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
     _RESULTS[result_file] = (record, result)
 

@@ -4,7 +4,6 @@ project's pyproject declares, and ``uv add`` for what is missing."""
 from __future__ import annotations
 
 import glob
-import importlib.metadata
 import os
 import re
 import subprocess
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING
 from evopilot.core.errors import EvopilotError
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     from evopilot.core.analysis.models import DependencyAnalysis
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
@@ -135,6 +136,8 @@ def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
     Like ``importlib.metadata.packages_distributions()`` but over chosen directories; it reads
     every installed distribution's metadata (~0.1 s), so callers cache it by the directories' stat.
     """
+    import importlib.metadata  # only when an import is not declared (start-up time)
+
     mapping: dict[str, list[str]] = {}
     for dist in importlib.metadata.distributions(path=dirs):
         name = dist.metadata["Name"]
