@@ -18,7 +18,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from evopilot.core import formatting, locations
+from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
 from evopilot.core.status import JobStatus, check_status
 from evopilot.tui import evolve_cli
@@ -26,8 +26,8 @@ from evopilot.tui import evolve_cli
 if TYPE_CHECKING:
     from evopilot.core.engine import Engine
 
-# Start-up time: the engine, the config models (pydantic), asyncio and the events are imported
-# by the commands that use them; `jobs --json` often needs none of them (core/jobs/listing.py).
+# Start-up time: the engine, the config models (pydantic), asyncio, the events and the
+# formatting are imported by the commands that use them; `jobs --json` often needs none of them (core/jobs/listing.py).
 
 
 # ---- output helpers -----------------------------------------------------------------------
@@ -45,6 +45,8 @@ def _print_json(data) -> None:
 def _table(rows: list[list], header: list[str]) -> None:
     """Columns padded to their widest value; on a terminal (or with $COLUMNS) the widest
     columns give way until the table fits, their values cut with ``…``."""
+    from evopilot.core import formatting
+
     if not rows:
         return
     cells = [[str(x) for x in row] for row in [header, *rows]]
@@ -306,6 +308,8 @@ async def _connect_row(engine: Engine, name: str) -> dict:
 
 
 async def cmd_doctor(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     names = [args.host] if args.host else engine.config.host_names()
     results = {name: await engine.doctor(name) for name in names}
     if args.json:
@@ -344,6 +348,7 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     """Drive the engine until ``ids`` have finished, printing each change; 1 if any failed."""
     import asyncio
 
+    from evopilot.core import formatting
     from evopilot.core.events import JobEvent
 
     events = engine.subscribe()
@@ -383,6 +388,8 @@ def _check_limit(args) -> None:
 
 
 async def cmd_jobs(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     _check_limit(args)
     jobs = await engine.jobs(status=args.status, project=args.project, host=args.host,
                              limit=args.limit, newest_first=args.limit is not None)
@@ -528,6 +535,8 @@ async def cmd_queue(engine: Engine, args) -> int:
 
 async def _show_queue(engine: Engine, args) -> int:
     """Paused or not, who starts the jobs, and the queued jobs in the order they start."""
+    from evopilot.core import formatting
+
     paused = await engine.queue_paused()
     worker = await engine.worker_state()
     jobs = await engine.queue()
@@ -559,6 +568,7 @@ def _worker_line(w) -> str:
 async def cmd_worker(engine: Engine, args) -> int:
     import asyncio
 
+    from evopilot.core import formatting
     from evopilot.core.events import HostEvent, JobEvent
 
     events = engine.subscribe()

@@ -119,9 +119,12 @@ def _list(con: sqlite3.Connection, status: list[str], project: str | None, host:
         params.append(limit)
     else:
         sql += " ORDER BY jobs.id"
+    cur = con.execute(sql, params)
+    cur.row_factory = None  # plain tuples zipped with the names once: a Row per job costs more
+    names = [d[0] for d in cur.description]
     jobs = {}
-    for row in con.execute(sql, params):
-        j = dict(row)
+    for values in cur:
+        j = dict(zip(names, values))
         j.update(args=json.loads(j["args"]), metrics={}, metric_units={}, metric_higher_is_better={})
         jobs[j["id"]] = j
     if jobs:
