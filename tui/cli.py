@@ -34,12 +34,13 @@ if TYPE_CHECKING:
 
 
 def _print_json(data) -> None:
-    """Indented JSON; a list has one element per line (json's C encoder does not indent:
-    `jobs --json` on thousands of jobs would spend most of its time in the Python one)."""
+    """A list has one element per line; an object is indented on a terminal and on one line
+    for a program. json's C encoder does not indent: `jobs --json` on thousands of jobs, or
+    `deps --json` on a large package, would spend most of their time in the Python one."""
     if isinstance(data, list) and data:
         print("[\n" + ",\n".join(json.dumps(x, default=str) for x in data) + "\n]")
     else:
-        print(json.dumps(data, indent=2, default=str))
+        print(json.dumps(data, indent=2 if sys.stdout.isatty() else None, default=str))
 
 
 def _table(rows: list[list], header: list[str]) -> None:
