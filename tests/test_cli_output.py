@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
+from tests.conftest import REPO, evopilot_cmd, stop_process
 
 RESULTS = """
 import json, os, sys
@@ -72,7 +72,9 @@ def test_logs_follow_waits_for_a_queued_job_and_ends_with_its_status(cli, make_p
     procs = [subprocess.Popen(evopilot_cmd("logs", i, "-f"), cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in (1, 2)]
     try:
-        wait_until(lambda: all(p.poll() is None for p in procs), 2, "followers waiting")
+        for i, p in enumerate(procs, 1):  # each says it waits before anything starts the jobs
+            assert p.stderr.readline() == f"evopilot: job {i} is queued: waiting for it to start\n"
+        assert all(p.poll() is None for p in procs)
         assert cli("queue", "resume")[0] == 0
         worker = subprocess.Popen(evopilot_cmd("worker"), cwd=REPO, stdout=subprocess.DEVNULL)
         try:

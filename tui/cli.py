@@ -444,6 +444,7 @@ async def _until_started(engine: Engine, job, args):
     """The job once it has a log to follow: a queued or pending job is waited for (a worker
     starts it; one is started in the background if none is alive)."""
     if job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
+        print(f"evopilot: job {job.id} is {job.status.value}: waiting for it to start", file=sys.stderr, flush=True)
         await _ensure_worker(engine, args)
     import asyncio
 
