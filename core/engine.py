@@ -10,7 +10,9 @@ It opens the database and wires the services, each with one job:
 - ``HostRegistry`` (core/hosts/registry.py): the hosts and their connections;
 - ``EventBus`` (core/events.py): typed events to subscribers, on bounded queues;
 - ``Evolution`` (core/evolution/service.py): experiments, whose evaluations are jobs of the
-  ``evaluation`` kind.
+  ``evaluation`` kind;
+- ``Tasks`` (core/tasks/service.py): tasks and coding-agent attempts, whose agent sessions,
+  setup scripts and tests are jobs of the ``agent``, ``attempt_setup`` and ``attempt_test`` kinds.
 
 The methods below only delegate; subsystems (evolution, tasks) use the services, register
 their job kinds on ``kinds`` and never reach into each other. Everything here is async and runs
@@ -46,6 +48,7 @@ from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
 from evopilot.core.status import check_status
+from evopilot.core.tasks.kinds import TaskKinds
 
 if TYPE_CHECKING:
     from evopilot.core.jobs.logread import LogReader
@@ -74,7 +77,12 @@ class Engine:
         self.scheduler.add_busy_check(lambda: evo_db.any_running_experiment(db))
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
+        self._task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill, self.hosts_registry.get)
+        for kind in self._task_kinds.kinds():  # agent sessions, setup scripts and tests of attempts
+            self.kinds.register(kind)
+        self.scheduler.add_tick_hook(self._task_kinds.tick)  # budgets of agents and sweeps
         self._evolution = None
+        self._tasks = None
 
     @property
     def evolution(self):
@@ -85,6 +93,16 @@ class Engine:
 
             self._evolution = Evolution(self.db, self.submitter, self.bus)
         return self._evolution
+
+    @property
+    def tasks(self):
+        """Tasks and coding-agent attempts (core/tasks/service.py, its docstring lists the API)."""
+        if self._tasks is None:
+            from evopilot.core.tasks.service import Tasks
+
+            self._tasks = Tasks(self.db, self.config, self.home, self.submitter, self.scheduler,
+                                self.hosts_registry, self._task_kinds)
+        return self._tasks
 
     # ---- lifecycle -------------------------------------------------------------------------
 

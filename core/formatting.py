@@ -23,6 +23,24 @@ LINE_LIMIT = 200
 """A message shown on one line (an error, a host's last error) is cut to this many characters."""
 
 
+def table(rows: list[list], header: list[str], width: int | None = None) -> list[str]:
+    """Rows as lines of left-aligned columns under ``header`` (no lines when there are no rows).
+    With ``width`` (a terminal's), the widest columns give way until the lines fit, their
+    values cut with ``…`` (never silently)."""
+    if not rows:
+        return []
+    cells = [[str(x) for x in row] for row in [header, *rows]]
+    widths = [max(len(x) for x in col) for col in zip(*cells)]
+    if width is not None:
+        floor = [min(w, 4) for w in widths]  # the widest give way first, headers only last
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
+            if widths[i] <= floor[i]:
+                break  # narrower than the headers: let the terminal wrap
+            widths[i] -= 1
+    return ["  ".join(cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
+
+
 def duration(seconds: float | None) -> str:
     """``0:42``, ``12:05``, ``3:04:05``, ``2d03h04`` (days keep it short); "" for None."""
     if seconds is None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from evopilot.core.job_json import public_job
-from evopilot.core.status import FINISHED, JobStatus  # noqa: F401 (re-exported: models are where they are used from)
+from evopilot.core.status import FINISHED, TASK_STATUSES, JobStatus  # noqa: F401 (re-exported: models are where they are used from)
 
 
 def now_iso() -> str:
@@ -183,6 +183,112 @@ class CommitRow(_Row):
     metrics: dict[str, float] = {}
 
     @field_validator("extra_context", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+
+# ---- tasks and coding-agent attempts (core/tasks) ------------------------------------------
+
+TaskStatus = Literal["todo", "inprogress", "inreview", "done", "cancelled"]
+
+
+class TaskRow(_Row):
+    id: int
+    project_id: int
+    project: str | None = None
+    title: str
+    description: str | None
+    status: TaskStatus
+    parent_attempt_id: int | None
+    position: float
+    created_at: str
+    updated_at: str
+
+
+class AttemptRow(_Row):
+    id: int
+    task_id: int
+    name: str | None
+    agent: str
+    host: str
+    worktree_path: str
+    remote_dir: str | None = None
+    """On an SSH host, the git clone its agents and tests run in (None: the local worktree)."""
+    agent_working_dir: str = ""
+    """The project's folder inside its repository, where its jobs run ("": the top)."""
+    branch: str
+    target_branch: str
+    base_commit: str
+    branch_head: str | None
+    state: Literal["starting", "running", "testing", "ready", "stopped", "failed", "merged"]
+    archived: bool
+    pinned: bool
+    params: dict[str, str]
+    sweep_id: int | None
+    agents_hash: str | None
+    setup_job_id: int | None
+    setup_completed_at: str | None
+    test_job_id: int | None
+    tests_passed: bool | None
+    files_changed: int | None
+    lines_added: int | None
+    lines_removed: int | None
+    agent_seconds: float
+    max_dollars: float | None
+    max_requests: int | None
+    max_minutes: float | None
+    stop_reason: str | None
+    error_message: str | None
+    created_at: str
+    updated_at: str
+    # sums of its cost entries (filled by the queries that list attempts)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    dollars: float = 0.0
+    requests: int = 0
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+    @property
+    def lines_changed(self) -> int | None:
+        if self.lines_added is None:
+            return None
+        return self.lines_added + (self.lines_removed or 0)
+
+
+class AgentSessionRow(_Row):
+    id: int
+    attempt_id: int
+    job_id: int | None
+    agent: str
+    tty: bool
+    command: str
+    head_before: str | None
+    head_after: str | None
+    created_at: str
+    ended_at: str | None
+
+
+class SweepRow(_Row):
+    id: int
+    task_id: int
+    matrix: dict[str, Any]
+    limits: dict[str, Any]
+    max_parallel: int | None
+    time_budget_s: float | None
+    state: Literal["running", "done", "stopped"]
+    champion_attempt_id: int | None
+    error_message: str | None
+    started_at: str
+    completed_at: str | None
+    created_at: str
+    updated_at: str
+
+    @field_validator("matrix", "limits", mode="before")
     @classmethod
     def _json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v

@@ -27,6 +27,9 @@ FINISHED = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.KILLED, JobStatus.LOST}
 )
 
+TASK_STATUSES: tuple[str, ...] = ("todo", "inprogress", "inreview", "done", "cancelled")
+"""A task's column (``models.TaskStatus`` spells the same as a type)."""
+
 
 def check_status(s: str) -> str:
     """A status name given on the command line, or a one-line error listing them."""

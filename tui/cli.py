@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
 from evopilot.core.status import JobStatus, check_status
-from evopilot.tui import evolve_cli
+from evopilot.tui import evolve_cli, task_cli
 
 if TYPE_CHECKING:
     from evopilot.core.engine import Engine
@@ -44,24 +44,10 @@ def _print_json(data) -> None:
 
 
 def _table(rows: list[list], header: list[str]) -> None:
-    """Columns padded to their widest value; on a terminal (or with $COLUMNS) the widest
-    columns give way until the table fits, their values cut with ``…``."""
     from evopilot.core import formatting
 
-    if not rows:
-        return
-    cells = [[str(x) for x in row] for row in [header, *rows]]
-    widths = [max(len(x) for x in col) for col in zip(*cells)]
-    room = _terminal_width()
-    if room is not None:
-        floor = [min(w, 4) for w in widths]  # the widest give way first, headers only last
-        while sum(widths) + 2 * (len(widths) - 1) > room:
-            i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
-            if widths[i] <= floor[i]:
-                break  # narrower than the headers: let the terminal wrap
-            widths[i] -= 1
-    for row in cells:
-        print("  ".join(formatting.cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip())
+    for line in formatting.table(rows, header, width=_terminal_width()):
+        print(line)
 
 
 def _terminal_width() -> int | None:
@@ -499,7 +485,11 @@ def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace]
 
 
 async def cmd_attach(engine: Engine, args) -> int:
-    attach = await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX")))
+    return show_attach(await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX"))), args)
+
+
+def show_attach(attach, args) -> int:
+    """Print the attach command (--json, --print), or leave it for main() to run."""
     if args.json:
         _print_json({"argv": attach.argv, "command": attach.command})
     elif args.print:
@@ -833,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
 
     evolve_cli.register(sub, add)
+    task_cli.register(sub, add)
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")

@@ -151,6 +151,12 @@ class Submitter:
         await self.dispatch()
         return await jobs_db.get_job(self.db, new_id)
 
+    async def new_job(self, **fields) -> int:
+        """Insert a job row (jobs_db.insert_job's fields) inside the caller's transaction: for a
+        subsystem whose jobs need what ``submit`` does not take (``depends_on``, a slot group) or
+        that queues one from an end handler. The caller publishes it and dispatches."""
+        return await self._new_job(**fields)
+
     async def _new_job(self, **fields) -> int:
         """Insert a job; a remote one gets the path of its log's local copy."""
         job_id = await jobs_db.insert_job(self.db, **fields)
