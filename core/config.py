@@ -51,6 +51,10 @@ class EngineConfig(_Strict):
     session_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")] = "evp"
     results_max_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1024 * 1024
     """Largest results.json read; a bigger one fails its job with a message saying so."""
+    background_worker: bool = True
+    """Start a worker in a tmux session of its own when a command leaves jobs queued and no
+    worker is alive (it exits when idle); false: jobs start only while `evopilot worker` or
+    the app runs."""
 
 
 class ProjectsConfig(_Strict):

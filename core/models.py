@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from evopilot.core.job_json import public_job
+from evopilot.core.status import FINISHED, TASK_STATUSES, JobStatus  # noqa: F401 (re-exported: models are where they are used from)
 
 
 def now_iso() -> str:
@@ -16,26 +18,6 @@ def now_iso() -> str:
 
 def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s) if s else None
-
-
-class JobStatus(enum.StrEnum):
-    PENDING = "pending"  # waiting on something other than a slot (e.g. its host's setup)
-    QUEUED = "queued"  # ready; starts when its host has a free slot
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # cancelled while queued, or stopped (SIGINT) while running
-    KILLED = "killed"
-    LOST = "lost"  # the tmux session vanished without an exit code
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.KILLED, JobStatus.LOST}
-)
 
 
 class _Row(BaseModel):
@@ -118,6 +100,8 @@ class Job(_Row):
     metrics: dict[str, float] = {}
     metric_units: dict[str, str] = {}
     """The unit of each metric that has one (results.json's ``"unit"``)."""
+    metric_higher_is_better: dict[str, bool] = {}
+    """The direction of each metric that has one (results.json's ``"higher_is_better"``)."""
 
     @field_validator("args", mode="before")
     @classmethod
@@ -133,31 +117,9 @@ class Job(_Row):
         return (end - start).total_seconds()
 
     def public(self) -> dict[str, Any]:
-        """The fields `evopilot jobs --json` prints (names are a public interface)."""
-        return {
-            "id": self.id,
-            "project": self.project,
-            "benchmark": self.name,
-            "kind": self.kind,
-            "host": self.host,
-            "status": self.status.value,
-            "priority": self.priority,
-            "exit_code": self.exit_code,
-            "progress_current": self.progress_current,
-            "progress_total": self.progress_total,
-            "error_message": self.error_message,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "depends_on": self.depends_on,
-            "commit": self.commit_sha,
-            "tmux_session": self.tmux_session,
-            "log_path": self.log_path,
-            "metrics": self.metrics,
-            "origin_kind": self.origin_kind,
-            "origin_id": self.origin_id,
-            "mode": self.mode,
-        }
+        """The fields `evopilot jobs --json` prints (names are a public interface; see
+        ``core.job_json``, which ``core.jobs.listing`` also prints them with, without models)."""
+        return public_job(self.__dict__)
 
 
 # ---- code evolution (core/evolution) -------------------------------------------------------
@@ -229,7 +191,6 @@ class CommitRow(_Row):
 # ---- tasks and coding-agent attempts (core/tasks) ------------------------------------------
 
 TaskStatus = Literal["todo", "inprogress", "inreview", "done", "cancelled"]
-TASK_STATUSES: tuple[str, ...] = ("todo", "inprogress", "inreview", "done", "cancelled")
 
 
 class TaskRow(_Row):

@@ -7,10 +7,13 @@ import json
 import os
 import sys
 
-from evopilot.core import formatting
-from evopilot.core.engine import Engine
+from typing import TYPE_CHECKING
+
 from evopilot.core.errors import EvopilotError
-from evopilot.core.models import TASK_STATUSES
+from evopilot.core.status import TASK_STATUSES
+
+if TYPE_CHECKING:  # the CLI builds its parser without loading the engine (start-up time)
+    from evopilot.core.engine import Engine
 
 TASK_EPILOG = """\
 An attempt is a git worktree on a branch evopilot/<task>-<slug> made from the target branch
@@ -245,6 +248,8 @@ async def _sweep_status(engine: Engine, sweep_id: int, as_json: bool) -> int:
              {True: "passed", False: "FAILED", None: "-"}[r["tests_passed"]],
              "-" if r["lines_changed"] is None else r["lines_changed"], r["tokens"], f"${r['cost_usd']:.2f}",
              f"{r['seconds']:.1f}"] for r in st["rows"]]
+    from evopilot.core import formatting
+
     for line in formatting.table(rows, header):
         print(line)
     print(f"champion: attempt {st['champion']}" if st["champion"] else "champion: none yet")
