@@ -111,6 +111,8 @@ class Job(_Row):
     slot_group: str | None = None
     """Jobs of one group run at most ``slot_limit`` at once, over all hosts."""
     slot_limit: int | None = None
+    slurm_id: str | None = None
+    """Its job id in Slurm, on a Slurm host (see ``core.hosts.slurm``)."""
     created_at: str
     started_at: str | None
     finished_at: str | None
@@ -157,6 +159,7 @@ class Job(_Row):
             "origin_kind": self.origin_kind,
             "origin_id": self.origin_id,
             "mode": self.mode,
+            "slurm_id": self.slurm_id,
         }
 
 

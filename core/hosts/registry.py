@@ -28,16 +28,20 @@ class HostRegistry:
     def _make(self, name: str, cfg: HostConfig) -> Host:
         if name == LOCAL:
             return LocalHost(name, cfg, locations.local_base(self.home))
+        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
+        if cfg.kind == "slurm":
+            from evopilot.core.hosts import slurm
+
+            return slurm.make(name, cfg, locations.local_base(self.home) / "slurm" / name, ssh_config)
         from evopilot.core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
 
-        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
         return SshHost(name, cfg, ssh_config=ssh_config)
 
     async def get(self, name: str) -> Host:
         """The host, connected (an SSH host: until its first connect succeeds)."""
         if name not in self._hosts:
             host = self._make(name, self.config.host(name))  # raises for an unknown host
-            if not host.is_local:
+            if hasattr(host, "on_state_change"):
                 host.on_state_change = lambda h: self.bus.emit(
                     HostEvent(host=h.name, state=h.state, last_error=h.last_error))
             self._hosts[name] = host

@@ -1,0 +1,242 @@
+"""A Slurm cluster as a host: jobs go through ``sbatch`` and run the same wrapper as anywhere
+(job directory, ``log``, ``exit_code``, ``results.json``, start and end times), on a filesystem
+the compute nodes share.
+
+The cluster is reached through a login node over SSH (``SshSlurmHost``) or its commands run on
+this machine (``LocalSlurmHost``, ``local = true``): either way scripts run with bash there and
+files are read there, so a Slurm host is that host with jobs started, watched and ended through
+Slurm:
+
+* start: one script writes each job's directory and wrapper and ``sbatch``es it (output appended
+  to the job's ``log``, so Slurm's own lines, "CANCELLED ... DUE TO TIME LIMIT", are in it too),
+  then records the Slurm id in the job directory's ``slurm_id``. Idempotent, like a tmux start:
+  a job with a ``slurm_id`` is not submitted again.
+* watch: one round trip per tick for all jobs: ``squeue --states=all`` for the ids read from the
+  job directories, and the directories' state files (``core.hosts.probe.files``) in the same
+  script. What the states mean for a job is the monitor's (``core.jobs.monitor``); ``ENDS`` names
+  the ends Slurm explains.
+* stop: ``scancel --signal=INT --full`` (the wrapper forwards it; a pending job is cancelled);
+  kill: ``scancel`` (TERM, KILL after Slurm's KillWait).
+
+The host's ``env`` is exported to Slurm's commands (``SLURM_CONF``, a module's ``PATH``) and to
+the jobs; it travels on stdin, never in a script's text (every user can read argv).
+
+The builders here are pure and quote with ``core.quoting``.
+"""
+
+from __future__ import annotations
+
+import math
+import functools
+from pathlib import Path
+
+from evopilot.core.config import HostConfig
+from evopilot.core.hosts import probe as probe_scripts
+from evopilot.core.hosts.base import CommandResult, Host
+from evopilot.core.hosts.local import LocalHost
+from evopilot.core.hosts.probe import LOG, Probe, Scheduled
+from evopilot.core.jobs import scripts
+from evopilot.core.models import Job
+from evopilot.core.quoting import join, quote
+
+SLURM_ID = "slurm_id"  # in a job directory: the job's Slurm id, written right after sbatch
+SBATCH_ERR = "sbatch.err"
+SQUEUE_FORMAT = "%i|%T|%r"
+ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
+                    "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT",
+                    "STOPPED", "RESV_DEL_HOLD"})
+"""States of a job Slurm has not ended (``COMPLETING`` hides how it ended: wait for it)."""
+ENDS: dict[str, tuple[str, str]] = {
+    "CANCELLED": ("cancelled", "cancelled in Slurm (CANCELLED: scancel by a user or an admin)"),
+    "PREEMPTED": ("cancelled", "preempted by Slurm (PREEMPTED)"),
+    "TIMEOUT": ("failed", "Slurm's time limit was reached (TIMEOUT)"),
+    "DEADLINE": ("failed", "Slurm's deadline was reached (DEADLINE)"),
+    "OUT_OF_MEMORY": ("failed", "out of memory (OUT_OF_MEMORY)"),
+    "NODE_FAIL": ("lost", "its node failed (NODE_FAIL)"),
+    "BOOT_FAIL": ("lost", "its node failed to boot (BOOT_FAIL)"),
+}
+"""Slurm's end states that say what ended a job, other than its own exit: (status, reason)."""
+
+
+# ---- pure builders ------------------------------------------------------------------------
+
+
+def time_limit(timeout_s: float | None, configured: str | None) -> str | None:
+    """``--time``: from the job's own timeout, in whole minutes with one to spare (evopilot's
+    own timeout, which says why, comes first), else the host's ``time_limit``."""
+    if timeout_s:
+        return str(math.ceil(timeout_s / 60) + 1)
+    return configured
+
+
+def sbatch_argv(cfg: HostConfig, *, name: str, job_dir: str, timeout_s: float | None) -> list[str]:
+    """The ``sbatch`` command line of one job (its wrapper is ``job_dir/run.sh``)."""
+    argv = ["sbatch", "--parsable", f"--job-name={name}", f"--chdir={job_dir}",
+            f"--output={job_dir}/{LOG}", "--open-mode=append", "--no-requeue"]
+    for option, value in (("partition", cfg.partition), ("account", cfg.account),
+                          ("time", time_limit(timeout_s, cfg.time_limit)),
+                          ("cpus-per-task", cfg.cpus_per_job), ("mem", cfg.mem),
+                          ("gres", cfg.gres)):
+        if value:
+            argv.append(f"--{option}={value}")
+    return [*argv, *cfg.sbatch_options, f"{job_dir}/{scripts.WRAPPER}"]
+
+
+def with_env(script: str, env: str) -> str:
+    """``script`` run with the host's ``env`` exported: its text (``scripts.env_file``, quoted
+    export lines) comes first on stdin (``env_stdin``)."""
+    n = len(env.encode())
+    if not n:
+        return script
+    return f'e=; LC_ALL=C IFS= read -r -N {n} e; eval "$e"\n{script}'
+
+
+def env_stdin(env: str, rest: bytes = b"") -> bytes:
+    return env.encode() + rest
+
+
+def submit(cfg: HostConfig, specs: list[scripts.StartSpec]) -> str:
+    """Write each job's directory and wrapper and ``sbatch`` it: one script for all, printing
+    ``OK <id> <slurm id>`` or ``ERR <id> <sbatch's error>`` per job. Each job's ``env`` file
+    comes on stdin after the host's (see ``scripts.start``)."""
+    parts = ["umask 077"]
+    for s in specs:
+        d = quote(s.job_dir)
+        n = len(s.env.encode())
+        sbatch = join(sbatch_argv(cfg, name=s.session, job_dir=s.job_dir, timeout_s=s.timeout_s))
+        parts.append(
+            f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e\n"
+            f"if [ -s {d}/{SLURM_ID} ]; then echo OK {s.job_id} \"$(cat {d}/{SLURM_ID})\"\n"
+            f"elif mkdir -p {d} && printf '%s' \"$e\" > {d}/{scripts.ENV} "
+            f"&& {{ [ -e {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
+            f"&& : >> {d}/{LOG} && id=$({sbatch} 2>{d}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n \"$id\" ] "
+            f"&& printf '%s\\n' \"$id\" > {d}/{SLURM_ID}; then echo OK {s.job_id} \"$id\"\n"
+            f"else echo ERR {s.job_id} \"$(tail -n 1 {d}/{SBATCH_ERR} 2>/dev/null)\"\nfi"
+        )
+    return "\n".join(parts) + "\n"
+
+
+def parse_submit(out: bytes) -> dict[int, scripts.Started]:
+    result = {}
+    for line in out.decode("utf-8", "replace").splitlines():
+        word, _, rest = line.partition(" ")
+        job_id, _, detail = rest.partition(" ")
+        if word in ("OK", "ERR") and job_id.isdigit():
+            ok = word == "OK"
+            result[int(job_id)] = scripts.Started(ok, detail.strip() or "sbatch failed",
+                                                  detail.strip() if ok else None)
+    return result
+
+
+def probe(dirs: list[str]) -> str:
+    """Slurm's view of the jobs in ``dirs`` (one ``squeue`` for the ids in their ``slurm_id``
+    files, ending with a line ``rc=<its exit status>``), then the directories' files."""
+    ids = join(f"{d}/{SLURM_ID}" for d in dirs)
+    fmt = quote(SQUEUE_FORMAT)
+    return (
+        f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,)\n"
+        f'if [ -n "$ids" ]; then squeue -h --states=all -j "${{ids%,}}" -o {fmt} 2>&1; echo "rc=$?"\n'
+        f"else echo rc=0; fi\nprintf '\\0--evopilot--\\n'\n"
+        f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID))}"
+    )
+
+
+def parse_squeue(text: str) -> tuple[bool, dict[str, tuple[str, str]]]:
+    """Whether squeue answered, and each job id it knows: (state, reason)."""
+    lines = text.splitlines()
+    rc = lines.pop() if lines and lines[-1].startswith("rc=") else "rc=?"
+    jobs = {}
+    for line in lines:
+        parts = line.split("|")
+        if len(parts) == 3:
+            jobs[parts[0]] = (parts[1], parts[2])
+    # one id that Slurm has forgotten is an error; among others it is just left out
+    answered = rc == "rc=0" or (not jobs and "Invalid job id specified" in text)
+    return answered, jobs
+
+
+def parse_probe(out: bytes, jobs: list[tuple[int, str]]) -> dict[int, Probe]:
+    first, found = probe_scripts.parse_files(out)
+    answered, known = parse_squeue(first.decode("utf-8", "replace"))
+    result = {}
+    for job_id, d in jobs:
+        slurm_id = found.contents.get(f"{d}/{SLURM_ID}", "").strip() or None
+        state, reason = known.get(slurm_id, (None, "")) if slurm_id else (None, "")
+        # "alive": Slurm may still run it (or cannot be asked); a job with no id was never
+        # submitted, and one whose start never reached the host goes back to the queue
+        result[job_id] = found.probe(
+            d, session_alive=slurm_id is not None and (not answered or state in ACTIVE),
+            scheduled=Scheduled(slurm_id, state, "" if reason == "None" else reason, answered))
+    return result
+
+
+def _id_of(job_dir: str) -> str:
+    """Shell text: read the job's Slurm id into ``$id``, or exit 3 when it has none yet."""
+    return f"id=$(cat {quote(job_dir + '/' + SLURM_ID)} 2>/dev/null) && [ -n \"$id\" ] || exit 3\n"
+
+
+def stop(job_dir: str) -> str:
+    """SIGINT to every process of the job (the wrapper forwards it to the command's group); a
+    job still pending is cancelled (a signal cannot reach it)."""
+    return (_id_of(job_dir)
+            + 'scancel --signal=INT --full "$id" 2>/dev/null || scancel --state=PENDING "$id"\n')
+
+
+def cancel(job_dir: str) -> str:
+    """``scancel``: SIGTERM to the job's processes, SIGKILL after Slurm's KillWait."""
+    return _id_of(job_dir) + 'scancel "$id"\n'
+
+
+# ---- the hosts ----------------------------------------------------------------------------
+
+
+class SlurmHost(Host):
+    """Jobs through Slurm; scripts run and files are read by the host class it is mixed into
+    (``LocalSlurmHost``, ``SshSlurmHost``)."""
+
+    in_tmux = False
+
+    @property
+    def _env(self) -> str:
+        return scripts.env_file(self.config.env)
+
+    async def slurm(self, script: str, stdin: bytes = b"") -> CommandResult:
+        """Run ``script`` with the host's ``env`` exported (Slurm's commands need it)."""
+        return await self.run(with_env(script, self._env), stdin=env_stdin(self._env, stdin))
+
+    async def start_jobs(self, specs: list[scripts.StartSpec]) -> dict[int, scripts.Started]:
+        res = await self.slurm(submit(self.config, specs), scripts.start_stdin(specs))
+        started = parse_submit(res.stdout)
+        return {s.job_id: started.get(s.job_id) or scripts.Started(False, res.error_text())
+                for s in specs}
+
+    async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
+        dirs = [(job_id, d) for job_id, d, _ in jobs]
+        res = await self.slurm(probe([d for _, d in dirs]))
+        return parse_probe(res.stdout, dirs)
+
+    async def stop_job(self, job: Job) -> bool:
+        return (await self.slurm(stop(job.job_dir))).ok
+
+    async def kill_job(self, job: Job, grace: float) -> CommandResult:
+        return await self.slurm(cancel(job.job_dir))
+
+
+class LocalSlurmHost(SlurmHost, LocalHost):
+    """Slurm's commands on this machine (``local = true``); the job directories are here."""
+
+
+@functools.cache
+def _ssh_slurm_host() -> type:
+    from evopilot.core.hosts.ssh import SshHost  # asyncssh only when a login node is used
+
+    class SshSlurmHost(SlurmHost, SshHost):
+        """Slurm reached through a login node over SSH."""
+
+    return SshSlurmHost
+
+
+def make(name: str, cfg: HostConfig, default_base: Path, ssh_config: list[str] | None) -> Host:
+    if cfg.local:
+        return LocalSlurmHost(name, cfg, default_base)
+    return _ssh_slurm_host()(name, cfg, ssh_config=ssh_config)
