@@ -140,8 +140,9 @@ class SlurmCluster:
         return self.cmd("squeue", "-h", "--states=all", "-j", slurm_id, "-o", "%T").strip()
 
     def log(self, name: str = "slurmctld") -> str:
+        """A daemon's log file (``NAME.out``: what it printed)."""
         try:
-            return (self.dir / "log" / f"{name}.log").read_text(errors="replace")
+            return (self.dir / "log" / (name if "." in name else f"{name}.log")).read_text(errors="replace")
         except OSError:
             return ""
 
@@ -201,17 +202,20 @@ class SlurmCluster:
             time.sleep(0.05)
 
     def _tail(self, name: str) -> str:
-        text = self.log(name) + (self.dir / "log" / f"{name}.out").read_text(errors="replace") \
-            if (self.dir / "log" / f"{name}.out").exists() else self.log(name)
+        text = self.log(name) + self.log(f"{name}.out")
         return "\n".join(text.splitlines()[-15:])
 
     def stop(self) -> None:
         """Cancel every job (slurmstepd outlives slurmd), then stop the daemons by PID."""
-        if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
-            subprocess.run(["scancel", "--full", "--signal=KILL", "-u", "root"], env=self.env(),
-                           capture_output=True)
+        ctld = self.procs.get("slurmctld")
+        if ctld is not None and ctld.poll() is None:
+            subprocess.run(["scancel", "--full", "--signal=KILL", "--state=RUNNING", "-u", "root"],
+                           env=self.env(), capture_output=True)
             subprocess.run(["scancel", "-u", "root"], env=self.env(), capture_output=True)
-            self._wait_steps_gone(10)
+            end = time.monotonic() + 10
+            while time.monotonic() < end and self.cmd("squeue", "-h", "-t", "running,completing",
+                                                      check=False).strip():
+                time.sleep(0.1)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None:
@@ -222,14 +226,6 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-    def _wait_steps_gone(self, timeout: float) -> None:
-        """Until no slurmstepd of this cluster runs (its spool directory holds their sockets)."""
-        spool = self.dir / "spool"
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and any(p.name.endswith(".0") or ".batch" in p.name
-                                             or p.suffix for p in spool.glob(f"{NODE}_*")):
-            time.sleep(0.1)
 
 
 def _make(tmp: Path, n: int) -> SlurmCluster:

@@ -43,6 +43,8 @@ def wrapper(
     # read-write: never blocks, with or without a reader
     fifo = f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo else ""
     wake = f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n" if done_channel else ""
+    if not pane:  # Slurm then records the job as FAILED or COMPLETED by its own exit
+        wake += 'exit "$rc"\n'
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u

@@ -1,0 +1,300 @@
+"""Slurm clusters as hosts: the pure builders and parsers of ``core.hosts.slurm``, the config,
+and the whole job flow against a real single-node Slurm (``tests/slurm.py``), reached directly
+and through the test sshd as the login node. Like the SSH tests, these fail when Slurm cannot
+start; they never skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evopilot.core.config import HostConfig, parse_config
+from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts import slurm
+from evopilot.core.jobs import scripts
+from tests.conftest import evopilot_cmd, stop_process, wait_until
+
+# ---- pure parts ---------------------------------------------------------------------------
+
+
+def test_sbatch_argv_carries_every_setting_as_one_word():
+    cfg = HostConfig(kind="slurm", partition="gpu", account="proj x", time_limit="2:00:00",
+                     cpus_per_job=4, mem="8G", gres="gpu:1", sbatch_options=["--qos=short"])
+    argv = slurm.sbatch_argv(cfg, name="evp-ab-3", job_dir="/b/jobs/ab-3", timeout_s=None)
+    assert argv == ["sbatch", "--parsable", "--job-name=evp-ab-3", "--chdir=/b/jobs/ab-3",
+                    "--output=/b/jobs/ab-3/log", "--open-mode=append", "--no-requeue",
+                    "--partition=gpu", "--account=proj x", "--time=2:00:00", "--cpus-per-task=4",
+                    "--mem=8G", "--gres=gpu:1", "--qos=short", "/b/jobs/ab-3/run.sh"]
+    # the job's own timeout wins, in whole minutes with one to spare
+    assert "--time=3" in slurm.sbatch_argv(cfg, name="n", job_dir="/d", timeout_s=61)
+    assert slurm.time_limit(None, None) is None and slurm.time_limit(30, "9") == "2"
+
+
+def test_submit_script_quotes_paths_and_is_idempotent():
+    weird = "/tmp/it's a $dir"
+    spec = scripts.StartSpec(7, f"{weird}/jobs/x-7", "evp-x-7", "#!/usr/bin/env bash\necho 'hi'\n",
+                             "export A='b c'\n", 90)
+    text = slurm.submit(HostConfig(kind="slurm", partition="p q"), [spec])
+    assert shlex.quote(f"{weird}/jobs/x-7") + "/slurm_id" in text
+    assert "'--partition=p q'" in text and "--time=3" in text
+    assert text.index("[ -s ") < text.index("sbatch")  # a job with a Slurm id is not submitted again
+    assert "export A" not in text  # the env comes on stdin
+    assert slurm.parse_submit(b"OK 7 12\nERR 8 sbatch: error: invalid partition\nnoise\n") == {
+        7: scripts.Started(True, "12", "12"),
+        8: scripts.Started(False, "sbatch: error: invalid partition", None)}
+
+
+def test_env_reaches_slurm_commands_on_stdin_only():
+    env = scripts.env_file({"SLURM_CONF": "/x/slurm.conf"})
+    script = slurm.with_env("squeue\n", env)
+    assert "/x/slurm.conf" not in script
+    out = subprocess.run(["bash", "-c", slurm.with_env('echo "$SLURM_CONF"; cat', env)],
+                         input=slurm.env_stdin(env, b"rest"), capture_output=True).stdout
+    assert out == b"/x/slurm.conf\nrest"
+    assert slurm.with_env("squeue\n", "") == "squeue\n"
+
+
+def test_parse_squeue_tells_an_answer_from_a_failure():
+    assert slurm.parse_squeue("5|RUNNING|None\n6|PENDING|Resources\nrc=0\n") == (
+        True, {"5": ("RUNNING", "None"), "6": ("PENDING", "Resources")})
+    # a single id Slurm has forgotten is an error, but an answer all the same
+    assert slurm.parse_squeue("slurm_load_jobs error: Invalid job id specified\nrc=1\n") == (True, {})
+    assert slurm.parse_squeue("slurm_load_jobs error: Unable to contact slurm controller\nrc=1\n")[0] is False
+    assert slurm.parse_squeue("")[0] is False  # the script did not get that far
+
+
+def test_parse_probe_maps_ids_states_and_files():
+    sep = b"\0--evopilot--\n"
+    out = (b"12|PENDING|Priority\n13|CANCELLED|None\nrc=0\n" + sep
+           + b"/b/1/log\t40\n/b/2/log\t3\n" + sep
+           + b"/b/1/slurm_id\x0012\n/b/2/slurm_id\x0013\n/b/2/exit_code\x00143\n/b/4/slurm_id\x0099\n")
+    got = slurm.parse_probe(out, [(1, "/b/1"), (2, "/b/2"), (3, "/b/3"), (4, "/b/4")])
+    assert got[1].scheduled == slurm.Scheduled("12", "PENDING", "Priority", True) and got[1].session_alive
+    assert got[1].log_size == 40
+    assert got[2].exit_code == 143 and got[2].scheduled.state == "CANCELLED" and not got[2].session_alive
+    assert got[3].scheduled.job_id is None and got[3].never_started  # its start never reached the host
+    assert got[4].scheduled.state is None and not got[4].session_alive  # Slurm forgot it
+    down = slurm.parse_probe(b"error: Unable to contact slurm controller\nrc=1\n" + sep + sep
+                             + b"/b/1/slurm_id\x0012\n", [(1, "/b/1")])
+    assert down[1].session_alive and not down[1].scheduled.answered  # unknown is not ended
+
+
+def test_stop_and_cancel_read_the_id_from_the_job_directory(tmp_path):
+    d = tmp_path / "j"
+    d.mkdir()
+    assert subprocess.run(["bash", "-c", slurm.cancel(str(d))]).returncode == 3  # no id yet
+    assert "scancel --signal=INT --full" in slurm.stop(str(d))
+    assert "--state=PENDING" in slurm.stop(str(d))  # a pending job cannot be signalled
+
+
+def test_monitor_names_what_ended_a_slurm_job():
+    from evopilot.core.jobs.monitor import _slurm_end, _slurm_lost
+    from evopilot.core.models import Job
+
+    done = {"status": "failed", "exit_code": 143}
+    _slurm_end(done, slurm.Scheduled("5", "TIMEOUT"))
+    assert done == {"status": "failed", "exit_code": 143,
+                    "error_message": "Slurm's time limit was reached (TIMEOUT); exit code 143"}
+    done = {"status": "failed", "exit_code": 143}
+    _slurm_end(done, slurm.Scheduled("5", "PREEMPTED"))
+    assert done["status"] == "cancelled" and "PREEMPTED" in done["error_message"]
+    ok = {"status": "succeeded", "exit_code": 0}
+    _slurm_end(ok, slurm.Scheduled("5", "CANCELLED"))
+    assert ok == {"status": "succeeded", "exit_code": 0}  # its own clean exit stands
+    job = Job.model_validate(dict(
+        id=1, project_id=None, kind="command", name="n", benchmark_path=None, args=[], command="x",
+        workdir="/", host="c", status="running", priority=0, seq=1, timeout_s=None,
+        tmux_session=None, job_dir="/d", pid=None, pgid=None, exit_code=None, progress_current=0,
+        progress_total=0, results_path=None, error_message=None, log_path=None, log_offset=0,
+        requested=None, retry_of=None, created_at="", started_at=None, finished_at=None, updated_at=""))
+    assert _slurm_lost(job, slurm.Scheduled("5", None)) == {
+        "status": "lost", "error_message": "Slurm forgot Slurm job 5 without an exit code"}
+    assert _slurm_lost(job, slurm.Scheduled("5", "NODE_FAIL"))["status"] == "lost"
+    assert _slurm_lost(job, slurm.Scheduled("5", "OUT_OF_MEMORY"))["status"] == "failed"
+    assert _slurm_lost(job.model_copy(update={"requested": "kill"}),
+                       slurm.Scheduled("5", "CANCELLED")) == {"status": "killed"}
+
+
+@pytest.mark.parametrize("text, error", [
+    ('[hosts.c]\npartition = "x"', 'hosts.c: partition is only for Slurm hosts (kind = "slurm")'),
+    ('[hosts.c]\nkind = "slurm"\nlocal = true\nhostname = "h"',
+     "hosts.c: hostname is for a login node reached over SSH, not with local = true"),
+    ('[hosts.local]\nkind = "slurm"', "the local host cannot be a Slurm host"),
+    ('[hosts.c]\nkind = "slurm"\nmem = "8 GB"', "hosts.c.mem: String should match pattern"),
+    ('[hosts.c]\nkind = "pbs"', "hosts.c.kind: Input should be 'ssh' or 'slurm'"),
+    ('[hosts.c]\nkind = "slurm"\nsbatch_opts = []', "hosts.c.sbatch_opts: unknown key"),
+])
+def test_slurm_config_errors_are_one_line(text, error):
+    with pytest.raises(EvopilotError) as e:
+        parse_config(text)
+    assert error in str(e.value) and "\n" not in str(e.value)
+
+
+def test_slurm_config_bounds_the_queue_not_the_cores():
+    cfg = parse_config('[hosts.c]\nkind = "slurm"\nhostname = "login1"\nmax_queued = 500\n'
+                       'time_limit = "1-0"\nsbatch_options = ["--qos=long"]\n').host("c")
+    assert cfg.slots(False) == 500 and cfg.time_limit == "1-0"
+
+
+# ---- a real cluster -----------------------------------------------------------------------
+
+PROGRESS = ("python3 -c " + shlex.quote(
+    "import json, os, time\n"
+    "for i in range(1, 4):\n"
+    "    print(f'[{i}/3] step', flush=True); time.sleep(0.2)\n"
+    "json.dump({'score': 1.5, 'runtime': {'value': 0.6, 'unit': 's'}}, open(os.environ['EVOPILOT_RESULTS'], 'w'))\n"))
+FOREVER = "echo '[1/2] up'; for i in $(seq 600); do sleep 0.5; done"
+ENGINE = "[engine]\nremote_poll_interval = 0.2\npoll_interval = 0.1\nlost_grace = 1\nkill_grace = 1\n"
+
+
+def host_toml(name: str, cfg: HostConfig) -> str:
+    lines = [f"[hosts.{name}]"]
+    for key, value in cfg.model_dump(exclude_defaults=True).items():
+        if isinstance(value, dict):  # an inline table
+            value = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def cluster_config(slurm_cluster, tmp_path, **overrides) -> str:
+    overrides.setdefault("base_dir", str(tmp_path / "cluster"))
+    return ENGINE + host_toml("c", slurm_cluster.host_config(**overrides))
+
+
+class Run:
+    """An engine on a config with the cluster as host ``c``; jobs are commands in tmp_path."""
+
+    def __init__(self, engine, tmp_path):
+        self.engine, self.tmp = engine, tmp_path
+
+    async def submit(self, command: str, name: str, **kw):
+        return await self.engine.submit(command, name=name, host="c", workdir=str(self.tmp), **kw)
+
+    async def until(self, cond, timeout: float = 30, what: str = "condition"):
+        """Run the loop until ``cond(jobs by name)`` holds."""
+        import asyncio
+
+        async def loop():
+            await self.engine.run_forever()
+
+        task = asyncio.create_task(loop())
+        try:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                jobs = {j.name: j for j in await self.engine.jobs()}
+                if cond(jobs):
+                    return jobs
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{what} not met within {timeout:g}s: "
+                                 f"{[(j.name, j.status.value, j.error_message) for j in jobs.values()]}")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture
+async def on_cluster(slurm, home, tmp_path):
+    from evopilot.core.engine import Engine
+
+    async def make(**overrides):
+        engine = await Engine.open(parse_config(cluster_config(slurm, tmp_path, **overrides)), home)
+        made.append(engine)
+        return Run(engine, tmp_path)
+
+    made: list = []
+    yield make
+    for engine in made:
+        await engine.close()
+
+
+async def test_success_with_progress_and_metrics_and_failure_with_its_error(on_cluster, slurm):
+    run = await on_cluster()
+    ok = await run.submit(PROGRESS, "ok")
+    bad = await run.submit("echo 'ValueError: bad input' >&2; exit 3", "bad")
+    jobs = await run.until(lambda js: all(j.status.finished for j in js.values()))
+    ok, bad = jobs["ok"], jobs["bad"]
+    assert ok.status == "succeeded" and ok.exit_code == 0
+    assert (ok.progress_current, ok.progress_total) == (3, 3)
+    assert ok.metrics == {"score": 1.5, "runtime": 0.6} and ok.metric_units == {"runtime": "s"}
+    assert Path(ok.log_path).read_text() == "[1/3] step\n[2/3] step\n[3/3] step\n"
+    assert ok.slurm_id and slurm.state(ok.slurm_id) == "COMPLETED" and ok.tmux_session is None
+    # the wrapper's own times, not when evopilot noticed
+    assert Path(ok.job_dir, "started_at").exists() and ok.started_at < ok.finished_at
+    assert bad.status == "failed" and bad.exit_code == 3 and bad.error_message == "ValueError: bad input"
+    assert slurm.state(bad.slurm_id) == "FAILED"
+    assert bad.public()["slurm_id"] == bad.slurm_id
+
+
+async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm):
+    run = await on_cluster(sbatch_options=["--hold"])
+    await run.submit("echo never", "held")
+    jobs = await run.until(lambda js: js["held"].error_message == "Slurm: pending (JobHeldUser)",
+                           what="the pending reason")
+    held = jobs["held"]
+    assert held.status == "running" and slurm.state(held.slurm_id) == "PENDING"
+    assert (await run.engine.stop(held.id)).requested == "stop"
+    jobs = await run.until(lambda js: js["held"].status.finished)
+    assert jobs["held"].status == "cancelled" and slurm.state(held.slurm_id) == "CANCELLED"
+
+
+async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
+    run = await on_cluster()
+    for name in ("stopped", "killed", "outside"):
+        await run.submit(FOREVER, name)
+    jobs = await run.until(lambda js: all(j.progress_current == 1 for j in js.values()),
+                           what="all three running")
+    await run.engine.stop(jobs["stopped"].id)
+    await run.engine.kill(jobs["killed"].id)
+    slurm.cmd("scancel", jobs["outside"].slurm_id)
+    jobs = await run.until(lambda js: all(j.status.finished for j in js.values()))
+    assert jobs["stopped"].status == "cancelled" and jobs["stopped"].exit_code == 130
+    assert jobs["killed"].status == "killed"
+    outside = jobs["outside"]
+    assert outside.status == "cancelled" and outside.requested is None
+    assert outside.error_message.startswith("cancelled in Slurm (CANCELLED: scancel by a user or an admin)")
+    assert "CANCELLED AT" in Path(outside.log_path).read_text()  # Slurm's own line, in the log
+    for j in jobs.values():
+        wait_until(lambda: slurm.state(j.slurm_id) in ("CANCELLED", "FAILED"), timeout=15,
+                   what=f"{j.name} ended in Slurm")
+
+
+async def test_evopilots_own_timeout_cancels_the_slurm_job(on_cluster, slurm):
+    run = await on_cluster()
+    await run.submit(FOREVER, "slow", timeout=1.5)
+    jobs = await run.until(lambda js: js["slow"].status.finished)
+    slow = jobs["slow"]
+    assert slow.status == "failed" and slow.error_message == "timeout: killed after 1.5s"
+    # Slurm's limit backs it up: whole minutes, one to spare
+    assert slurm.cmd("squeue", "-h", "--states=all", "-j", slow.slurm_id, "-o", "%l").strip() == "2:00"
+    wait_until(lambda: slurm.state(slow.slurm_id) == "CANCELLED", timeout=15, what="cancelled in Slurm")
+
+
+@pytest.mark.slow
+async def test_slurms_time_limit_ends_the_job_as_timeout(on_cluster, slurm):
+    """Slurm's limits are in minutes and it checks them every 30 s: ~60-95 s."""
+    run = await on_cluster(time_limit="1")
+    await run.submit(FOREVER, "limited")
+    jobs = await run.until(lambda js: js["limited"].status.finished, timeout=150)
+    limited = jobs["limited"]
+    assert limited.status == "failed" and slurm.state(limited.slurm_id) == "TIMEOUT"
+    assert limited.error_message.startswith("Slurm's time limit was reached (TIMEOUT)")
+    assert "DUE TO TIME LIMIT" in Path(limited.log_path).read_text()
+
+
+async def test_a_tty_job_cannot_run_under_slurm(on_cluster):
+    run = await on_cluster()
+    await run.submit("true", "tty", tty=True)
+    jobs = await run.until(lambda js: js["tty"].status.finished)
+    assert jobs["tty"].status == "failed" and "needs a terminal" in jobs["tty"].error_message
