@@ -91,7 +91,7 @@ def test_stop_and_cancel_read_the_id_from_the_job_directory(tmp_path):
     d = tmp_path / "j"
     d.mkdir()
     assert subprocess.run(["bash", "-c", slurm.cancel(str(d))]).returncode == 3  # no id yet
-    assert "scancel --signal=INT --full" in slurm.stop(str(d))
+    assert "scancel --state=RUNNING --signal=INT --full" in slurm.stop(str(d))
     assert "--state=PENDING" in slurm.stop(str(d))  # a pending job cannot be signalled
 
 

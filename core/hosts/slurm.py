@@ -177,9 +177,10 @@ def _id_of(job_dir: str) -> str:
 
 def stop(job_dir: str) -> str:
     """SIGINT to every process of the job (the wrapper forwards it to the command's group); a
-    job still pending is cancelled (a signal cannot reach it)."""
-    return (_id_of(job_dir)
-            + 'scancel --signal=INT --full "$id" 2>/dev/null || scancel --state=PENDING "$id"\n')
+    job still pending is cancelled (signalling it makes scancel retry for ~90 s). Each scancel
+    acts only on a job in its state, so one that starts in between is signalled."""
+    return (_id_of(job_dir) + 'scancel --state=PENDING "$id" || exit\n'
+            'scancel --state=RUNNING --signal=INT --full "$id" 2>/dev/null || true\n')
 
 
 def cancel(job_dir: str) -> str:
