@@ -115,13 +115,17 @@ class HostConfig(_Strict):
 
     @model_validator(mode="after")
     def _kind_keys(self) -> "HostConfig":
+        # a value equal to its default may be written out (`config show` prints every value)
+        def set_(key: str) -> bool:
+            return getattr(self, key) != type(self).model_fields[key].default
+
         if self.kind != "slurm":
             for key in SLURM_KEYS:
-                if key in self.model_fields_set:
+                if set_(key):
                     raise ValueError(f'{key} is only for Slurm hosts (kind = "slurm")')
         elif self.local:
             for key in SSH_KEYS:
-                if key in self.model_fields_set:
+                if set_(key):
                     raise ValueError(f"{key} is for a login node reached over SSH, not with local = true")
         return self
 
@@ -159,7 +163,9 @@ class Config(_Strict):
     def settings(self) -> list["Setting"]:
         """Every value in effect with the file it came from; the local host is always listed."""
         shown = self.model_copy(update={"hosts": {n: self.host(n) for n in self.host_names()}})
-        return list(_settings(shown, Config, (), self._origins))
+        return [s for s in _settings(shown, Config, (), self._origins)
+                if not (s.path[0] == "hosts" and s.path[2] in SLURM_KEYS
+                        and self.host(s.path[1]).kind != "slurm")]  # not a Slurm host's keys
 
     @model_validator(mode="after")
     def _local_is_local(self) -> "Config":

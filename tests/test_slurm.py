@@ -438,3 +438,22 @@ async def test_slurmctld_restarted_while_jobs_run_every_job_ends_once_with_its_t
         "ok": ("succeeded", 0), "bad": ("failed", 4), "early": ("succeeded", 0)}
     assert {n: j.slurm_id for n, j in jobs.items()} == ids
     assert sorted(cluster.cmd("squeue", "-h", "--states=all", "-o", "%i").split()) == sorted(ids.values())
+
+
+def test_doctor_checks_slurm_and_runs_a_test_job_end_to_end(cli, slurm, tmp_path):
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text(cluster_config(slurm, tmp_path) + host_toml(
+        "bad", slurm.host_config(base_dir=str(tmp_path / "b2"), partition="nope")))
+    code, out, err = cli("doctor", "c", "--json", "--config", cfg)
+    assert code == 0, out + err
+    checks = {c["name"]: c for c in json.loads(out)["c"]}
+    assert "tmux" not in checks  # Slurm jobs run without it
+    assert checks["slurm"]["ok"] and "partition debug: debug* up 1 idle" in checks["slurm"]["detail"]
+    assert checks["test job"]["ok"] and "COMPLETED" in checks["test job"]["detail"]
+    assert checks["base_dir on a compute node"]["ok"] and checks["uv on a compute node"]["ok"]
+    assert not list((tmp_path / "cluster").glob(".evp-doctor-*"))  # it cleans up
+    code, out, err = cli("doctor", "bad", "--json", "--config", cfg)
+    assert code == 1
+    bad = {c["name"]: c for c in json.loads(out)["bad"]}
+    assert not bad["slurm"]["ok"] and bad["slurm"]["detail"] == "sinfo lists no partition nope"
+    assert not bad["test job"]["ran"]

@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")
     sp = add("doctor", cmd_doctor, "check a host (or all): reachable, host key, auth, tmux, uv, rsync, "
-             "python, disk, env paths; exit 1 if a check fails")
+             "python, disk, env paths; a Slurm host: sinfo and a test job end to end; exit 1 if a check fails")
     sp.add_argument("host", nargs="?")
     sp = add("sync", cmd_sync, "send a project's files (git-tracked and untracked-not-ignored) to a host")
     sp.add_argument("project")

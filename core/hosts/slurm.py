@@ -201,9 +201,10 @@ class SlurmHost(Host):
     def _env(self) -> str:
         return scripts.env_file(self.config.env)
 
-    async def slurm(self, script: str, stdin: bytes = b"") -> CommandResult:
+    async def slurm(self, script: str, stdin: bytes = b"", timeout: float | None = None) -> CommandResult:
         """Run ``script`` with the host's ``env`` exported (Slurm's commands need it)."""
-        return await self.run(with_env(script, self._env), stdin=env_stdin(self._env, stdin))
+        return await self.run(with_env(script, self._env), stdin=env_stdin(self._env, stdin),
+                              timeout=timeout)
 
     async def start_jobs(self, specs: list[scripts.StartSpec]) -> dict[int, scripts.Started]:
         res = await self.slurm(submit(self.config, specs), scripts.start_stdin(specs))
@@ -241,3 +242,44 @@ def make(name: str, cfg: HostConfig, default_base: Path, ssh_config: list[str] |
     if cfg.local:
         return LocalSlurmHost(name, cfg, default_base)
     return _ssh_slurm_host()(name, cfg, ssh_config=ssh_config)
+
+
+# ---- doctor -------------------------------------------------------------------------------
+
+DOCTOR_WAIT = 60
+"""Seconds ``doctor`` waits for its test job to run and end."""
+
+
+def doctor_script(cfg: HostConfig, base_dir: str, tag: str, uv: str) -> str:
+    """One script printing ``key<TAB>status<TAB>detail`` lines (``core.hosts.doctor``): the
+    partitions (``sinfo``), then a tiny test job submitted and awaited end to end, which
+    reports from its compute node whether ``base_dir`` is there and writable and uv's version
+    (``uv``: shell text). ``tag`` names its directory under ``base_dir`` (removed at the end)."""
+    d = f"{base_dir}/.evp-doctor-{tag}"
+    say = "say() { printf '%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$3\"; }\n"
+    b = quote(base_dir)
+    job = (
+        f"#!/usr/bin/env bash\n{say}"
+        'say node 0 "$(hostname)"\n'
+        f"if [ -w {b} ]; then say shared 0 {b}; else say shared 1 {quote(base_dir + ' is missing or not writable')}; fi\n"
+        f'v=$({uv} --version 2>&1); say uv $? "$(printf "%s" "$v" | head -n1)"\n'
+    )
+    argv = sbatch_argv(cfg.model_copy(update={"time_limit": "2"}), name="evp-doctor",
+                       job_dir=d, timeout_s=None)
+    part = ["-p", cfg.partition] if cfg.partition else []
+    return (
+        f"{say}o=$({join(['sinfo', '-h', *part, '-o', '%P %a %D %T'])} 2>&1); r=$?\n"
+        'say sinfo $r "$(printf "%s" "$o" | paste -sd ";" | sed "s/;/; /g")"\n'
+        "[ $r -eq 0 ] || exit 0\n"
+        f"mkdir -p {quote(d)} && printf '%s' {quote(job)} > {quote(d + '/' + scripts.WRAPPER)} || "
+        f"{{ say job 1 {quote('cannot write ' + d)}; exit 0; }}\n"
+        f'id=$({join(argv)} 2>&1) || {{ say job 1 "$id"; rm -rf {quote(d)}; exit 0; }}\n'
+        "id=${id%%;*}; t0=$(date +%s%3N)\n"
+        f"for _ in $(seq {DOCTOR_WAIT * 10}); do\n"
+        f'  st=$(squeue -h --states=all -j "$id" -o {quote("%T (%r)")} 2>/dev/null)\n'
+        "  case \"$st\" in PENDING*|RUNNING*|COMPLETING*|CONFIGURING*|'') sleep 0.1;; *) break;; esac\n"
+        "done\n"
+        'case "$st" in COMPLETED*) r=0;; PENDING*|RUNNING*|CONFIGURING*|"") scancel "$id"; r=2;; *) r=1;; esac\n'
+        'say job $r "Slurm job $id: ${st:-not seen} after $(( $(date +%s%3N) - t0 )) ms"\n'
+        f"cat {quote(d + '/' + LOG)} 2>/dev/null\nrm -rf {quote(d)}\ntrue\n"
+    )
