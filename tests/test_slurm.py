@@ -457,3 +457,40 @@ def test_doctor_checks_slurm_and_runs_a_test_job_end_to_end(cli, slurm, tmp_path
     bad = {c["name"]: c for c in json.loads(out)["bad"]}
     assert not bad["slurm"]["ok"] and bad["slurm"]["detail"] == "sinfo lists no partition nope"
     assert not bad["test job"]["ran"]
+
+
+def test_jobs_of_one_shape_go_as_one_array_and_a_refused_array_falls_back(tmp_path):
+    specs = [scripts.StartSpec(i, f"{tmp_path}/jobs/x-{i}", f"evp-x-{i}", "W", "", t)
+             for i, t in ((1, None), (2, None), (3, 60.0))]
+    text = slurm.submit(HostConfig(kind="slurm"), specs, f"{tmp_path}/arrays")
+    assert text.count("--array=") == 1 and "--array=0-1" in text  # job 3 has another time limit
+    assert text.count(" sbatch ") == 0 and text.count("$(sbatch") == 4  # the array, then each alone
+    assert "--output=" + f"{tmp_path}/arrays/evp-x-1/%a.out" in text
+    assert "--array" not in slurm.submit(HostConfig(kind="slurm"), specs)  # arrays are asked for
+
+
+async def test_an_array_of_twenty_each_task_its_own_job(on_cluster, slurm):
+    run = await on_cluster()
+    for i in range(20):
+        await run.submit(f'echo "[1/1] task {i}"; echo \'{{"i": {i}}}\' > "$EVOPILOT_RESULTS"', f"t{i}")
+    jobs = await run.until(lambda js: all(j.status.finished for j in js.values()), timeout=90)
+    assert {j.status.value for j in jobs.values()} == {"succeeded"}
+    assert all(j.metrics == {"i": float(j.name[1:])} for j in jobs.values())
+    assert all(Path(j.log_path).read_text() == f"[1/1] task {j.name[1:]}\n" for j in jobs.values())
+    arrays = {j.slurm_id.split("_")[0] for j in jobs.values()}
+    assert len(arrays) == 1 and sorted(int(j.slurm_id.split("_")[1]) for j in jobs.values()) == list(range(20))
+    assert slurm.state(jobs["t7"].slurm_id) == "COMPLETED"
+
+
+async def test_max_queued_bounds_what_is_in_slurms_queue(on_cluster):
+    run = await on_cluster(max_queued=4)
+    for i in range(10):
+        await run.submit("sleep 0.5", f"s{i}")
+    most = []
+
+    def done(js):
+        most.append(sum(j.status == "running" for j in js.values()))
+        return all(j.status.finished for j in js.values())
+
+    jobs = await run.until(done, timeout=90)
+    assert {j.status.value for j in jobs.values()} == {"succeeded"} and max(most) == 4

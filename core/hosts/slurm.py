@@ -95,25 +95,78 @@ def env_stdin(env: str, rest: bytes = b"") -> bytes:
     return env.encode() + rest
 
 
-def submit(cfg: HostConfig, specs: list[scripts.StartSpec]) -> str:
+ARRAY_MIN = 2
+"""Jobs of the same shape (the same sbatch options) submitted together go as one job array
+from this many on."""
+
+
+def submit(cfg: HostConfig, specs: list[scripts.StartSpec], arrays_dir: str = "") -> str:
     """Write each job's directory and wrapper and ``sbatch`` it: one script for all, printing
     ``OK <id> <slurm id>`` or ``ERR <id> <sbatch's error>`` per job. Each job's ``env`` file
-    comes on stdin after the host's (see ``scripts.start``)."""
+    comes on stdin after the host's (see ``scripts.start``).
+
+    With ``arrays_dir``, jobs of the same shape (``ARRAY_MIN`` or more) go as one job array
+    (``array``); a job array Slurm refuses falls back to one ``sbatch`` per job."""
     parts = ["umask 077"]
+    for s in specs:  # every env first: the array and the single submissions both need them
+        n = len(s.env.encode())
+        parts.append(f"e_{s.job_id}=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e_{s.job_id}")
+    if arrays_dir:
+        for group in _shapes(specs):
+            if len(group) >= ARRAY_MIN:
+                parts.append(array(cfg, group, arrays_dir))
     for s in specs:
         d = quote(s.job_dir)
-        n = len(s.env.encode())
         sbatch = join(sbatch_argv(cfg, name=s.session, job_dir=s.job_dir, timeout_s=s.timeout_s))
         parts.append(
-            f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e\n"
             f"if [ -s {d}/{SLURM_ID} ]; then echo OK {s.job_id} \"$(cat {d}/{SLURM_ID})\"\n"
-            f"elif mkdir -p {d} && printf '%s' \"$e\" > {d}/{scripts.ENV} "
-            f"&& {{ [ -e {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
-            f"&& : >> {d}/{LOG} && id=$({sbatch} 2>{d}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n \"$id\" ] "
+            f"elif {_prepare(s)} && id=$({sbatch} 2>{d}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n \"$id\" ] "
             f"&& printf '%s\\n' \"$id\" > {d}/{SLURM_ID}; then echo OK {s.job_id} \"$id\"\n"
             f"else echo ERR {s.job_id} \"$(tail -n 1 {d}/{SBATCH_ERR} 2>/dev/null)\"\nfi"
         )
     return "\n".join(parts) + "\n"
+
+
+def _prepare(s: scripts.StartSpec) -> str:
+    """Shell text: the job's directory with its env, wrapper and (empty) log."""
+    d = quote(s.job_dir)
+    return (f"mkdir -p {d} && printf '%s' \"$e_{s.job_id}\" > {d}/{scripts.ENV} "
+            f"&& {{ [ -e {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
+            f"&& : >> {d}/{LOG}")
+
+
+def _shapes(specs: list[scripts.StartSpec]) -> list[list[scripts.StartSpec]]:
+    """The jobs grouped by their sbatch options (all but name and paths: the timeout)."""
+    groups: dict[float | None, list[scripts.StartSpec]] = {}
+    for s in specs:
+        groups.setdefault(s.timeout_s, []).append(s)
+    return list(groups.values())
+
+
+def array(cfg: HostConfig, group: list[scripts.StartSpec], arrays_dir: str) -> str:
+    """Shell text submitting ``group`` as one job array, unless one of them was submitted
+    before (a start sent again). Task ``i`` runs the wrapper of the ``i``-th job (its directory
+    is line ``i`` of the array's ``dirs``), Slurm's output for it goes to that job's ``log``
+    (``i.out`` links to it), and each job's ``slurm_id`` is ``<array id>_<i>``."""
+    a = f"{arrays_dir}/{group[0].session}"
+    qa = quote(a)
+    runner = ('#!/usr/bin/env bash\n'
+              f'D=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {qa}/dirs)\n'
+              'exec bash "$D/run.sh"\n')
+    cfg_argv = sbatch_argv(cfg, name=group[0].session, job_dir=a, timeout_s=group[0].timeout_s)
+    argv = [w.replace(f"{a}/{LOG}", f"{a}/%a.out") for w in cfg_argv[:-1]]
+    argv += [f"--array=0-{len(group) - 1}", f"{a}/{scripts.WRAPPER}"]
+    ids = join(f"{s.job_dir}/{SLURM_ID}" for s in group)
+    lines = [f'if [ -z "$(cat {ids} 2>/dev/null)" ] && mkdir -p {qa} && : > {qa}/dirs \\']
+    for i, s in enumerate(group):
+        lines.append(f"  && {_prepare(s)} && printf '%s\\n' {quote(s.job_dir)} >> {qa}/dirs "
+                     f"&& ln -sfn {quote(s.job_dir + '/' + LOG)} {qa}/{i}.out \\")
+    lines.append(f"  && printf '%s' {quote(runner)} > {qa}/{scripts.WRAPPER} "
+                 f"&& id=$({join(argv)} 2>{qa}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n \"$id\" ]; then")
+    for i, s in enumerate(group):
+        lines.append(f"  printf '%s\\n' \"${{id}}_{i}\" > {quote(s.job_dir + '/' + SLURM_ID)}")
+    lines.append("fi")
+    return "\n".join(lines)
 
 
 def parse_submit(out: bytes) -> dict[int, scripts.Started]:
@@ -135,7 +188,7 @@ def probe(dirs: list[str]) -> str:
     fmt = quote(SQUEUE_FORMAT)
     return (
         f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,)\n"
-        f'if [ -n "$ids" ]; then squeue -h --states=all -j "${{ids%,}}" -o {fmt} 2>&1; echo "rc=$?"\n'
+        f'if [ -n "$ids" ]; then squeue -h -r --states=all -j "${{ids%,}}" -o {fmt} 2>&1; echo "rc=$?"\n'
         f"else echo rc=0; fi\nprintf '\\0--evopilot--\\n'\n"
         f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID))}"
     )
@@ -207,7 +260,8 @@ class SlurmHost(Host):
                               timeout=timeout)
 
     async def start_jobs(self, specs: list[scripts.StartSpec]) -> dict[int, scripts.Started]:
-        res = await self.slurm(submit(self.config, specs), scripts.start_stdin(specs))
+        res = await self.slurm(submit(self.config, specs, f"{self.base_dir}/arrays"),
+                               scripts.start_stdin(specs))
         started = parse_submit(res.stdout)
         return {s.job_id: started.get(s.job_id) or scripts.Started(False, res.error_text())
                 for s in specs}
