@@ -31,6 +31,19 @@ class CommandResult:
         return f"exit status {self.exit_status}"
 
 
+MAX_INLINE_SCRIPT = 100_000
+"""Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
+
+
+def stdin_script(length: int, prefix: str = "") -> str:
+    """A ``bash -c`` script that reads the real script (``length`` bytes) from stdin ahead of the
+    script's own stdin, into a temporary file, and runs it (after ``prefix``, e.g. a timeout)."""
+    return ('f=$(mktemp) || exit 125\n'
+            f'dd bs={length} count=1 iflag=fullblock status=none of="$f" || '
+            '{ rm -f "$f"; exit 125; }\n'
+            f'{prefix}bash "$f"; rc=$?; rm -f "$f"; exit $rc\n')
+
+
 class HostState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
