@@ -11,7 +11,8 @@ Run: python3 bench/slurm.py [--jobs 100] [--watch-jobs 200] [--ticks 10] [--late
 2. round trips per tick: N jobs of ``sleep 300`` submitted (16 run, the rest pending), then
    ``tick_host`` x ticks; round trips counted by wrapping the host's ``run`` (every probe, read
    and submission goes through it). Target: 2 (one squeue + the job directories' files, one
-   read of new log bytes).
+   read of new log bytes). Twice: Slurm's commands here (the local host reads logs directly),
+   and through a private sshd as the login node.
 3. end to status: jobs of ``sleep 1..5 s`` under the worker loop with the default
    ``remote_poll_interval`` (1 s); for each, the time from its wrapper's end (``finished_at``,
    written before its exit code and before Slurm's end) to the event saying it finished.
@@ -40,11 +41,17 @@ from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.events import JobEvent  # noqa: E402
 from evopilot.core.hosts import slurm  # noqa: E402
 from tests.slurm import SlurmCluster  # noqa: E402
+from tests.sshd import SshdServer  # noqa: E402
 
 
-def config(cluster: SlurmCluster, base: Path, poll: float) -> str:
+def config(cluster: SlurmCluster, base: Path, poll: float, sshd: SshdServer | None = None) -> str:
+    """The cluster as host ``c``: here, or through ``sshd`` as its login node."""
+    where = "local = true\n" if sshd is None else (
+        f'hostname = "{sshd.host}"\nport = {sshd.port}\nuser = "{sshd.user}"\n'
+        f'identity_file = "{sshd.identity_file}"\nuse_agent = false\nknown_hosts = "{sshd.known_hosts}"\n'
+        f'ssh_config = "{sshd.ssh_config}"\n')
     return (f"[engine]\nremote_poll_interval = {poll}\npoll_interval = 0.1\n"
-            f'[hosts.c]\nkind = "slurm"\nlocal = true\npartition = "{cluster.partition}"\n'
+            f'[hosts.c]\nkind = "slurm"\n{where}partition = "{cluster.partition}"\n'
             f'base_dir = "{base}"\nmax_queued = 1000\nenv = {{ SLURM_CONF = "{cluster.conf}" }}\n')
 
 
@@ -90,9 +97,10 @@ def plain_submission(cluster: SlurmCluster, tmp: Path, n: int, arrays: bool) -> 
     return {"submit_s": submitted, "all_done_s": time.perf_counter() - t0}
 
 
-async def round_trips(cluster: SlurmCluster, tmp: Path, n: int, ticks: int) -> dict:
+async def round_trips(cluster: SlurmCluster, tmp: Path, n: int, ticks: int,
+                      sshd: SshdServer | None = None) -> dict:
     home = Path(tempfile.mkdtemp(dir=tmp))
-    engine = await Engine.open(parse_config(config(cluster, home / "base", 1.0)), home)
+    engine = await Engine.open(parse_config(config(cluster, home / "base", 1.0, sshd)), home)
     try:
         for i in range(n):
             await engine.submit("echo '[1/2] up'; sleep 300", name=f"w{i}", host="c", workdir=str(tmp))
@@ -175,6 +183,12 @@ async def main() -> None:
         raw["plain_array"] = plain_submission(cluster, tmp, args.jobs, True)
         raw["plain_sbatch_each"] = plain_submission(cluster, tmp, args.jobs, False)
         raw["round_trips"] = await round_trips(cluster, tmp, args.watch_jobs, args.ticks)
+        sshd = SshdServer(tmp / "sshd")
+        sshd.start()
+        try:
+            raw["round_trips_ssh"] = await round_trips(cluster, tmp, args.watch_jobs, args.ticks, sshd)
+        finally:
+            sshd.close()
         raw["end_to_status"] = await end_to_status(cluster, tmp, args.latency_jobs)
     finally:
         cluster.stop()
@@ -193,8 +207,12 @@ async def main() -> None:
     print(f"  array vs sbatch each (evopilot): submit x{e['submit_s'] / a['submit_s']:.1f} faster, "
           f"all done x{e['all_done_s'] / a['all_done_s']:.2f}")
     rt = raw["round_trips"]
-    print(f"\n2. {rt['jobs']} jobs ({rt['running_in_slurm']} running, the rest pending): round trips "
-          f"per tick {rt['round_trips_per_tick']} (target 2), tick {rt['tick_ms_median']:.0f} ms median")
+    print(f"\n2. {rt['jobs']} jobs ({rt['running_in_slurm']} running, the rest pending), round trips "
+          f"per tick (target 2):")
+    for key, label in (("round_trips", "Slurm here (logs read directly)"),
+                       ("round_trips_ssh", "through a login node over SSH")):
+        rt = raw[key]
+        print(f"  {label:34s} {rt['round_trips_per_tick']}, tick {rt['tick_ms_median']:.0f} ms median")
     lt = raw["end_to_status"]
     print(f"\n3. end to status, {lt['jobs']} jobs, tick {lt['poll_s']:g} s: median {lt['median_s']:.2f} s "
           f"({lt['median_ticks']:.2f} ticks), max {lt['max_s']:.2f} s ({lt['max_ticks']:.2f} ticks; target < 2)")
