@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from evopilot.core import formatting
 from evopilot.core.config import HostConfig, parse_config
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts import slurm
@@ -244,6 +245,9 @@ async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm
                            what="the pending reason")
     held = jobs["held"]
     assert held.status == "running" and slurm.state(held.slurm_id) == "PENDING"
+    [row] = [r for r in await run.engine.hosts() if r["name"] == "c"]
+    assert row["slurm"]["jobs"] == {"PENDING": 1} and set(row["slurm"]["nodes"]) <= {"idle", "mixed"}
+    assert formatting.cluster(row["slurm"]).endswith(" · jobs: 1 pending")
     assert (await run.engine.stop(held.id)).requested == "stop"
     jobs = await run.until(lambda js: js["held"].status.finished)
     assert jobs["held"].status == "cancelled" and slurm.state(held.slurm_id) == "CANCELLED"
@@ -511,3 +515,27 @@ async def test_a_start_sent_twice_submits_each_job_once(slurm, tmp_path):
 
 def slurm_make(cluster, tmp_path):
     return slurm.make("c", cluster.host_config(base_dir=str(tmp_path / "b")), tmp_path, None)
+
+
+@pytest.mark.slow
+async def test_a_drained_node_keeps_jobs_pending_with_the_reason_and_stop_works(
+        slurm_factory, home, tmp_path):
+    from evopilot.core.engine import Engine
+
+    cluster = slurm_factory()
+    cluster.cmd("scontrol", "update", f"nodename={cluster.node}", "state=drain", "reason=maintenance")
+    engine = await Engine.open(parse_config(cluster_config(cluster, tmp_path)), home)
+    try:
+        run = Run(engine, tmp_path)
+        await run.submit("echo never", "waiting")
+        jobs = await run.until(lambda js: (js["waiting"].error_message or "").startswith("Slurm: pending ("),
+                               what="the pending reason")
+        assert "ReqNodeNotAvail" in jobs["waiting"].error_message or "Resources" in jobs["waiting"].error_message
+        [row] = [r for r in await engine.hosts() if r["name"] == "c"]
+        assert row["slurm"]["nodes"] == {"drained": 1}
+        assert formatting.cluster(row["slurm"]) == "cluster: 1 drained · jobs: 1 pending"
+        await engine.stop(jobs["waiting"].id)
+        jobs = await run.until(lambda js: js["waiting"].status.finished)
+    finally:
+        await engine.close()
+    assert jobs["waiting"].status == "cancelled" and not Path(jobs["waiting"].job_dir, "started_at").exists()

@@ -185,7 +185,8 @@ async def cmd_hosts(engine: Engine, args) -> int:
     if args.json:
         _print_json(rows)
     else:
-        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
+        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}",
+                 r["last_error"] or formatting.cluster(r.get("slurm"))]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
     return 0
 

@@ -86,8 +86,12 @@ class HostRegistry:
         for name, (state, error) in self.states().items():
             slots = self.config.host(name).slots(name == LOCAL)
             n = running.get(name, 0)
-            out.append({"name": name, "state": state, "running": n, "slots": slots,
-                        "free_slots": max(0, slots - n), "last_error": error})
+            row = {"name": name, "state": state, "running": n, "slots": slots,
+                   "free_slots": max(0, slots - n), "last_error": error}
+            if self.config.host(name).kind == "slurm":
+                host = self._hosts.get(name)
+                row["slurm"] = host.summary() if host is not None else None  # type: ignore[attr-defined]
+            out.append(row)
         return out
 
     async def reconnect(self, name: str) -> None:

@@ -184,12 +184,15 @@ def parse_submit(out: bytes) -> dict[int, scripts.Started]:
     return result
 
 
-def probe(dirs: list[str]) -> str:
+def probe(dirs: list[str], partition: str | None = None) -> str:
     """Slurm's view of the jobs in ``dirs`` (one ``squeue`` for the ids in their ``slurm_id``
-    files, ending with a line ``rc=<its exit status>``), then the directories' files."""
+    files, ending with a line ``rc=<its exit status>``), the partition's nodes by state
+    (``sinfo``, lines ``node|<state>|<count>|``), then the directories' files."""
     ids = join(f"{d}/{SLURM_ID}" for d in dirs)
     fmt = quote(SQUEUE_FORMAT)
+    part = ["-p", partition] if partition else []
     return (
+        f"{join(['sinfo', '-h', *part, '-o', 'node|%T|%D|'])} 2>/dev/null\n"
         f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,)\n"
         f'if [ -n "$ids" ]; then squeue -h -r --states=all -j "${{ids%,}}" -o {fmt} 2>&1; echo "rc=$?"\n'
         f"else echo rc=0; fi\nprintf '\\0--evopilot--\\n'\n"
@@ -209,6 +212,18 @@ def parse_squeue(text: str) -> tuple[bool, dict[str, tuple[str, str]]]:
     # one id that Slurm has forgotten is an error; among others it is just left out
     answered = rc == "rc=0" or (not jobs and "Invalid job id specified" in text)
     return answered, jobs
+
+
+def parse_nodes(text: str) -> dict[str, int]:
+    """The partition's nodes by state (``idle``, ``mixed``, ``allocated``, ``down``...) from
+    the ``sinfo`` lines of ``probe``."""
+    nodes: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) == 4 and parts[0] == "node" and parts[2].isdigit():
+            state = parts[1].rstrip("*~#!%$@^-")  # sinfo's flags: not responding, powered down...
+            nodes[state] = nodes.get(state, 0) + int(parts[2])
+    return nodes
 
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str]]) -> dict[int, Probe]:
@@ -252,6 +267,10 @@ class SlurmHost(Host):
     (``LocalSlurmHost``, ``SshSlurmHost``)."""
 
     in_tmux = False
+    nodes: dict[str, int] | None = None
+    """The partition's nodes by state, as the last tick saw them (None: not asked yet)."""
+    queue: dict[str, int] = {}
+    """evopilot's jobs there by Slurm state (``PENDING``, ``RUNNING``...), as the last tick saw them."""
 
     @property
     def _env(self) -> str:
@@ -271,8 +290,20 @@ class SlurmHost(Host):
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         dirs = [(job_id, d) for job_id, d, _ in jobs]
-        res = await self.slurm(probe([d for _, d in dirs]))
-        return parse_probe(res.stdout, dirs)
+        res = await self.slurm(probe([d for _, d in dirs], self.config.partition))
+        got = parse_probe(res.stdout, dirs)
+        self.nodes = parse_nodes(probe_scripts.parse_files(res.stdout)[0].decode("utf-8", "replace"))
+        queue: dict[str, int] = {}
+        for p in got.values():
+            if p.scheduled is not None and p.scheduled.state:
+                queue[p.scheduled.state] = queue.get(p.scheduled.state, 0) + 1
+        self.queue = queue
+        return got
+
+    def summary(self) -> dict:
+        """The cluster for the Hosts tab and ``evopilot hosts --json``: the partition's nodes
+        by state and evopilot's jobs there by Slurm state, as the last tick saw them."""
+        return {"partition": self.config.partition, "nodes": self.nodes, "jobs": self.queue}
 
     async def stop_job(self, job: Job) -> bool:
         return (await self.slurm(stop(job.job_dir))).ok
