@@ -253,6 +253,19 @@ async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm
     assert jobs["held"].status == "cancelled" and slurm.state(held.slurm_id) == "CANCELLED"
 
 
+async def test_a_job_slurm_forgot_without_an_exit_code_is_lost_with_the_reason(on_cluster, slurm):
+    run = await on_cluster(sbatch_options=["--hold"])
+    await run.submit("echo never", "forgotten")
+    jobs = await run.until(lambda js: js["forgotten"].slurm_id is not None, what="submitted")
+    real = jobs["forgotten"].slurm_id
+    # as after MinJobAge, or a slurmctld that lost its newest state: squeue does not know the id
+    Path(jobs["forgotten"].job_dir, "slurm_id").write_text("999999\n")
+    slurm.cmd("scancel", real)
+    jobs = await run.until(lambda js: js["forgotten"].status.finished)
+    assert jobs["forgotten"].status == "lost"
+    assert jobs["forgotten"].error_message == "Slurm forgot Slurm job 999999 without an exit code"
+
+
 async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
     run = await on_cluster()
     for name in ("stopped", "killed", "outside"):
@@ -539,3 +552,32 @@ async def test_a_drained_node_keeps_jobs_pending_with_the_reason_and_stop_works(
     finally:
         await engine.close()
     assert jobs["waiting"].status == "cancelled" and not Path(jobs["waiting"].job_dir, "started_at").exists()
+
+
+@pytest.mark.slow
+async def test_login_node_unreachable_30s_jobs_keep_running_and_logs_are_whole(sshd, slurm, home, tmp_path):
+    from evopilot.core.engine import Engine
+
+    cfg = sshd.host_config(kind="slurm", partition=slurm.partition,
+                           env={"SLURM_CONF": str(slurm.conf)}, ssh_config=sshd.ssh_config)
+    engine = await Engine.open(parse_config(ENGINE + host_toml("c", cfg)), home)
+    ticker = "for i in $(seq 1 60); do echo \"[$i/60] tick $i\"; sleep 0.5; done"
+    try:
+        run = Run(engine, tmp_path)
+        await run.submit(ticker, "ticker")
+        jobs = await run.until(lambda js: js["ticker"].progress_current >= 3, what="ticking")
+        sshd.stop()
+        sshd.drop_connections()
+        back = time.monotonic() + 30
+        jobs = await run.until(lambda js: time.monotonic() > back, timeout=40,
+                               what="30 s of the worker loop with the login node away")
+        assert jobs["ticker"].status == "running"
+        assert slurm.state(jobs["ticker"].slurm_id) in ("RUNNING", "COMPLETED")  # it ran on
+        sshd.start()
+        jobs = await run.until(lambda js: js["ticker"].status.finished, timeout=60)
+    finally:
+        await engine.close()
+    ticker = jobs["ticker"]
+    assert ticker.status == "succeeded" and ticker.progress_current == 60
+    assert Path(ticker.log_path).read_bytes() == Path(ticker.job_dir, "log").read_bytes()
+    assert Path(ticker.log_path).read_text().splitlines() == [f"[{i}/60] tick {i}" for i in range(1, 61)]
