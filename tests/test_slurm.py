@@ -581,3 +581,28 @@ async def test_login_node_unreachable_30s_jobs_keep_running_and_logs_are_whole(s
     assert ticker.status == "succeeded" and ticker.progress_current == 60
     assert Path(ticker.log_path).read_bytes() == Path(ticker.job_dir, "log").read_bytes()
     assert Path(ticker.log_path).read_text().splitlines() == [f"[{i}/60] tick {i}" for i in range(1, 61)]
+
+
+@pytest.mark.slow
+def test_an_evolution_experiment_evaluates_on_the_cluster(cli, slurm, tmp_path):
+    from tests.test_evolution import experiment, make_repo
+    from tests.test_evolution_more import slow_benchmark
+
+    root = make_repo(tmp_path / "evolve-demo")
+    slow_benchmark(root, 1.0)
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text(cluster_config(slurm, tmp_path))
+
+    def run(*args):
+        return cli(*args, "--config", cfg)
+
+    assert run("project", "add", root)[0] == 0
+    exp = experiment(root, timeout_s='timeout_s = 120\nhosts = ["c"]', parallel="parallel = 2")
+    code, out, err = run("evolve", "start", exp, "--iterations", "4", "--json")
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["iterations_done"] == 4 and st["best"] is not None
+    evals = [j for j in json.loads(run("jobs", "--json")[1]) if j["kind"] == "evaluation"]
+    assert len(evals) >= 3 and all(j["host"] == "c" and j["status"] == "succeeded" and j["slurm_id"]
+                                   for j in evals)
+    assert all(slurm.state(j["slurm_id"]) == "COMPLETED" for j in evals)
