@@ -18,6 +18,7 @@ never skips.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -209,9 +210,10 @@ class SlurmCluster:
         """Cancel every job (slurmstepd outlives slurmd), then stop the daemons by PID."""
         ctld = self.procs.get("slurmctld")
         if ctld is not None and ctld.poll() is None:
-            subprocess.run(["scancel", "--full", "--signal=KILL", "--state=RUNNING", "-u", "root"],
+            me = getpass.getuser()
+            subprocess.run(["scancel", "--full", "--signal=KILL", "--state=RUNNING", "-u", me],
                            env=self.env(), capture_output=True)
-            subprocess.run(["scancel", "-u", "root"], env=self.env(), capture_output=True)
+            subprocess.run(["scancel", "-u", me], env=self.env(), capture_output=True)
             end = time.monotonic() + 10
             while time.monotonic() < end and self.cmd("squeue", "-h", "-t", "running,completing",
                                                       check=False).strip():

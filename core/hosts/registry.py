@@ -41,7 +41,7 @@ class HostRegistry:
         """The host, connected (an SSH host: until its first connect succeeds)."""
         if name not in self._hosts:
             host = self._make(name, self.config.host(name))  # raises for an unknown host
-            if hasattr(host, "on_state_change"):
+            if not host.is_local:
                 host.on_state_change = lambda h: self.bus.emit(
                     HostEvent(host=h.name, state=h.state, last_error=h.last_error))
             self._hosts[name] = host

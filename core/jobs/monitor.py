@@ -179,7 +179,8 @@ class Monitor:
                 f"fix it and `evopilot retry {j.id}`",
             )
             out.changed.update(dict.fromkeys(released, JobStatus.PENDING))
-            if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
+            # under Slurm, its proctrack takes down what is left of a job
+            if host.in_tmux and needs_reap(fields["status"], fields.get("exit_code"), j.requested):
                 out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
 
