@@ -117,7 +117,7 @@ def test_monitor_names_what_ended_a_slurm_job():
         progress_total=0, results_path=None, error_message=None, log_path=None, log_offset=0,
         requested=None, retry_of=None, created_at="", started_at=None, finished_at=None, updated_at=""))
     assert _slurm_lost(job, slurm.Scheduled("5", None)) == {
-        "status": "lost", "error_message": "Slurm forgot Slurm job 5 without an exit code"}
+        "status": "lost", "error_message": "Slurm forgot job 5 without an exit code"}
     assert _slurm_lost(job, slurm.Scheduled("5", "NODE_FAIL"))["status"] == "lost"
     assert _slurm_lost(job, slurm.Scheduled("5", "OUT_OF_MEMORY"))["status"] == "failed"
     assert _slurm_lost(job.model_copy(update={"requested": "kill"}),
@@ -263,7 +263,7 @@ async def test_a_job_slurm_forgot_without_an_exit_code_is_lost_with_the_reason(o
     slurm.cmd("scancel", real)
     jobs = await run.until(lambda js: js["forgotten"].status.finished)
     assert jobs["forgotten"].status == "lost"
-    assert jobs["forgotten"].error_message == "Slurm forgot Slurm job 999999 without an exit code"
+    assert jobs["forgotten"].error_message == "Slurm forgot job 999999 without an exit code"
 
 
 async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):

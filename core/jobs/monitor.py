@@ -290,7 +290,7 @@ def _slurm_lost(j: Job, s) -> dict:
                 "error_message": "its submission to Slurm did not finish (no Slurm job id)"}
     if s.state is None:
         return {"status": JobStatus.LOST.value,
-                "error_message": f"Slurm forgot {what} without an exit code"}
+                "error_message": f"Slurm forgot job {s.job_id} without an exit code"}
     status, reason = slurm.ENDS.get(s.state, (JobStatus.LOST.value, f"ended {s.state}"))
     return {"status": status, "error_message": f"{what}: {reason}, without an exit code"}
 
