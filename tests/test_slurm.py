@@ -434,8 +434,8 @@ async def test_slurmctld_restarted_while_jobs_run_every_job_ends_once_with_its_t
     engine = await Engine.open(parse_config(cluster_config(cluster, tmp_path)), home)
     try:
         run = Run(engine, tmp_path)
-        await run.submit("sleep 30; echo done", "ok")
-        await run.submit("sleep 30; exit 4", "bad")
+        await run.submit("sleep 40; echo done", "ok")
+        await run.submit("sleep 40; exit 4", "bad")
         await run.submit("sleep 10; echo early", "early")  # ends while slurmctld is down
         jobs = await run.until(lambda js: all(j.slurm_id for j in js.values()) and
                                all(Path(j.job_dir, "started_at").exists() for j in js.values()),
@@ -446,8 +446,9 @@ async def test_slurmctld_restarted_while_jobs_run_every_job_ends_once_with_its_t
         # squeue takes ~9 s to give up on slurmctld: ticks are that slow while it is down
         jobs = await run.until(lambda js: js["early"].status.finished, timeout=40,
                                what="early settled from its files")
-        assert {j.name: j.status.value for j in jobs.values()} == {
-            "early": "succeeded", "ok": "running", "bad": "running"}
+        # the others run on (on a loaded machine they may have ended too: with their true status)
+        assert jobs["early"].status == "succeeded"
+        assert jobs["ok"].status in ("running", "succeeded") and jobs["bad"].status in ("running", "failed")
         cluster.start_slurmctld()
         jobs = await run.until(lambda js: all(j.status.finished for j in js.values()), timeout=60)
     finally:
