@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evopilot.core.config import parse_config  # noqa: E402
 from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.events import JobEvent  # noqa: E402
-from evopilot.core.hosts import slurm  # noqa: E402
+from evopilot.core.jobs import sbatch  # noqa: E402
 from tests.slurm import SlurmCluster  # noqa: E402
 from tests.sshd import SshdServer  # noqa: E402
 
@@ -61,7 +61,7 @@ def wait_idle(cluster: SlurmCluster) -> None:
 
 
 async def evopilot_submission(cluster: SlurmCluster, tmp: Path, n: int, arrays: bool) -> dict:
-    slurm.ARRAY_MIN = 2 if arrays else 10**9
+    sbatch.ARRAY_MIN = 2 if arrays else 10**9
     home = Path(tempfile.mkdtemp(dir=tmp))
     engine = await Engine.open(parse_config(config(cluster, home / "base", 0.2)), home)
     try:
@@ -76,7 +76,7 @@ async def evopilot_submission(cluster: SlurmCluster, tmp: Path, n: int, arrays: 
         assert len({j.slurm_id.split("_")[0] for j in jobs}) == (1 if arrays else n)
     finally:
         await engine.close()
-        slurm.ARRAY_MIN = 2
+        sbatch.ARRAY_MIN = 2
     wait_idle(cluster)
     return {"submit_s": submitted, "all_done_s": done}
 

@@ -20,7 +20,7 @@ from evopilot.core import formatting
 from evopilot.core.config import HostConfig, parse_config
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts import slurm
-from evopilot.core.jobs import scripts
+from evopilot.core.jobs import launch, sbatch, scripts
 from tests.conftest import evopilot_cmd, stop_process, wait_until
 
 # ---- pure parts ---------------------------------------------------------------------------
@@ -29,13 +29,14 @@ from tests.conftest import evopilot_cmd, stop_process, wait_until
 def test_sbatch_argv_carries_every_setting_as_one_word():
     cfg = HostConfig(kind="slurm", partition="gpu", account="proj x", time_limit="2:00:00",
                      cpus_per_job=4, mem="8G", gres="gpu:1", sbatch_options=["--qos=short"])
-    argv = slurm.sbatch_argv(cfg, name="evp-ab-3", job_dir="/b/jobs/ab-3", timeout_s=None)
+    argv = slurm.sbatch_argv(cfg, name="evp-ab-3", job_dir="/b/jobs/ab-3", timeout_s=None,
+                             script="/b/jobs/ab-3/run.sh")
     assert argv == ["sbatch", "--parsable", "--job-name=evp-ab-3", "--chdir=/b/jobs/ab-3",
                     "--output=/b/jobs/ab-3/log", "--open-mode=append", "--no-requeue",
                     "--partition=gpu", "--account=proj x", "--time=2:00:00", "--cpus-per-task=4",
                     "--mem=8G", "--gres=gpu:1", "--qos=short", "/b/jobs/ab-3/run.sh"]
     # the job's own timeout wins, in whole minutes with one to spare
-    assert "--time=3" in slurm.sbatch_argv(cfg, name="n", job_dir="/d", timeout_s=61)
+    assert "--time=3" in slurm.sbatch_argv(cfg, name="n", job_dir="/d", timeout_s=61, script="/d/run.sh")
     assert slurm.time_limit(None, None) is None and slurm.time_limit(30, "9") == "2"
 
 
@@ -43,12 +44,12 @@ def test_submit_script_quotes_paths_and_is_idempotent():
     weird = "/tmp/it's a $dir"
     spec = scripts.StartSpec(7, f"{weird}/jobs/x-7", "evp-x-7", "#!/usr/bin/env bash\necho 'hi'\n",
                              "export A='b c'\n", 90)
-    text = slurm.submit(HostConfig(kind="slurm", partition="p q"), [spec])
+    text = sbatch.submit(HostConfig(kind="slurm", partition="p q"), [spec])
     assert shlex.quote(f"{weird}/jobs/x-7") + "/slurm_id" in text
     assert "'--partition=p q'" in text and "--time=3" in text
     assert text.index("read -r id <") < text.index("sbatch")  # a job with a Slurm id is not submitted again
     assert "export A" not in text  # the env comes on stdin
-    assert slurm.parse_submit(b"OK 7 12\nERR 8 sbatch: error: invalid partition\nnoise\n") == {
+    assert sbatch.parse_submit(b"OK 7 12\nERR 8 sbatch: error: invalid partition\nnoise\n") == {
         7: scripts.Started(True, "12", "12"),
         8: scripts.Started(False, "sbatch: error: invalid partition", None)}
 
@@ -481,12 +482,12 @@ def test_doctor_checks_slurm_and_runs_a_test_job_end_to_end(cli, slurm, tmp_path
 def test_jobs_of_one_shape_go_as_one_array_and_a_refused_array_falls_back(tmp_path):
     specs = [scripts.StartSpec(i, f"{tmp_path}/jobs/x-{i}", f"evp-x-{i}", "W", "", t)
              for i, t in ((1, None), (2, None), (3, 60.0))]
-    text = slurm.submit(HostConfig(kind="slurm"), specs, f"{tmp_path}/arrays")
+    text = sbatch.submit(HostConfig(kind="slurm"), specs, f"{tmp_path}/arrays")
     assert text.count("--array=") == 1 and "--array=0-1" in text  # job 3 has another time limit
     assert text.count(" sbatch ") == 0 and text.count("$(sbatch") == 4  # the array, then each alone
     assert "--output=" + f"{tmp_path}/arrays/evp-x-1/%a.out" in text
     assert text.count("mkdir") == 2  # all job directories at once, then the array's
-    assert "--array" not in slurm.submit(HostConfig(kind="slurm"), specs)  # arrays are asked for
+    assert "--array" not in sbatch.submit(HostConfig(kind="slurm"), specs)  # arrays are asked for
 
 
 async def test_an_array_of_twenty_each_task_its_own_job(on_cluster, slurm):
@@ -522,8 +523,8 @@ async def test_a_start_sent_twice_submits_each_job_once(slurm, tmp_path):
     specs = [scripts.StartSpec(i, host.job_dir(f"x-{i}"), f"evp-x-{i}", scripts.wrapper(
         job_id=i, job_dir=host.job_dir(f"x-{i}"), workdir=str(tmp_path), command="true",
         done_channel="", pane=False), "", None) for i in (1, 2, 3)]
-    first = await host.start_jobs(specs)
-    assert await host.start_jobs(specs) == first and await host.start_jobs(specs[1:2]) == {2: first[2]}
+    first = await launch.start(host, specs)
+    assert await launch.start(host, specs) == first and await launch.start(host, specs[1:2]) == {2: first[2]}
     array = first[1].slurm_id.split("_")[0]
     assert [s.slurm_id for s in first.values()] == [f"{array}_{i}" for i in range(3)]
     assert len(slurm.cmd("squeue", "-h", "-r", "--states=all", "-j", array, "-o", "%i").split()) == 3

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
-from evopilot.core.jobs import scripts
-from evopilot.core.models import Job
+from evopilot.core.quoting import quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +34,12 @@ MAX_INLINE_SCRIPT = 100_000
 """Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
 
 
+def env_file(env: dict[str, str]) -> str:
+    """A host's ``env`` as shell text: quoted export lines (sourced by a job's wrapper, and
+    evaluated before Slurm's commands)."""
+    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+
+
 def stdin_script(length: int, prefix: str = "") -> str:
     """A ``bash -c`` script that reads the real script (``length`` bytes) from stdin ahead of the
     script's own stdin, into a temporary file, and runs it (after ``prefix``, e.g. a timeout)."""
@@ -53,7 +58,8 @@ class HostState(enum.StrEnum):
 
 class Host(ABC):
     """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``, and the Slurm hosts of
-    ``core.hosts.slurm`` (either of them with jobs started and ended through Slurm)."""
+    ``core.hosts.slurm`` (either of them with jobs started and ended through Slurm: see
+    ``core.jobs.launch``)."""
 
     is_local: bool = False
     in_tmux: bool = True
@@ -104,21 +110,6 @@ class Host(ABC):
             return []
         res = await self.run(probe_scripts.read_ranges(requests))
         return probe_scripts.parse_read_ranges(res.stdout, len(requests))
-
-    async def start_jobs(self, specs: list[scripts.StartSpec]) -> dict[int, scripts.Started]:
-        """Start the jobs (each in its tmux session), all with one script; idempotent."""
-        res = await self.run(scripts.start(specs), stdin=scripts.start_stdin(specs))
-        started, error = scripts.parse_start(res.stdout), res.error_text()
-        return {s.job_id: scripts.Started(True, s.session) if started.get(s.job_id)
-                else scripts.Started(False, error) for s in specs}
-
-    async def stop_job(self, job: Job) -> bool:
-        """SIGINT to the job's command; False when it has no process to signal yet."""
-        return (await self.run(scripts.signal(job_dir=job.job_dir, sig="INT"))).ok
-
-    async def kill_job(self, job: Job, grace: float) -> CommandResult:
-        """SIGTERM the job's process group, SIGKILL after ``grace`` seconds, end its session."""
-        return await self.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session, grace=grace))
 
     def job_dir(self, job_key: str) -> str:
         return f"{self.base_dir}/jobs/{job_key}"

@@ -7,10 +7,10 @@ this machine (``LocalSlurmHost``, ``local = true``): either way scripts run with
 files are read there, so a Slurm host is that host with jobs started, watched and ended through
 Slurm:
 
-* start: one script writes each job's directory and wrapper and ``sbatch``es it (output appended
-  to the job's ``log``, so Slurm's own lines, "CANCELLED ... DUE TO TIME LIMIT", are in it too),
-  then records the Slurm id in the job directory's ``slurm_id``. Idempotent, like a tmux start:
-  a job with a ``slurm_id`` is not submitted again.
+* start (``core.jobs.sbatch``): one script writes each job's directory and wrapper and
+  ``sbatch``es it (output appended to the job's ``log``, so Slurm's own lines, "CANCELLED ...
+  DUE TO TIME LIMIT", are in it too), then records the Slurm id in the job directory's
+  ``slurm_id``. Idempotent, like a tmux start: a job with a ``slurm_id`` is not submitted again.
 * watch: one round trip per tick for all jobs: ``squeue --states=all`` for the ids read from the
   job directories, and the directories' state files (``core.hosts.probe.files``) in the same
   script. What the states mean for a job is the monitor's (``core.jobs.monitor``); ``ENDS`` names
@@ -26,21 +26,18 @@ The builders here are pure and quote with ``core.quoting``.
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
-from evopilot.core.hosts.base import CommandResult, Host
+from evopilot.core.hosts.base import CommandResult, Host, env_file
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.probe import LOG, Probe, Scheduled
-from evopilot.core.jobs import scripts
-from evopilot.core.models import Job
 from evopilot.core.quoting import join, quote
 
 SLURM_ID = "slurm_id"  # in a job directory: the job's Slurm id, written right after sbatch
-SBATCH_ERR = "sbatch.err"
 SQUEUE_FORMAT = "%i|%T|%r"
 ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
                     "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT",
@@ -69,8 +66,9 @@ def time_limit(timeout_s: float | None, configured: str | None) -> str | None:
     return configured
 
 
-def sbatch_argv(cfg: HostConfig, *, name: str, job_dir: str, timeout_s: float | None) -> list[str]:
-    """The ``sbatch`` command line of one job (its wrapper is ``job_dir/run.sh``)."""
+def sbatch_argv(cfg: HostConfig, *, name: str, job_dir: str, timeout_s: float | None,
+                script: str) -> list[str]:
+    """The ``sbatch`` command line of one job running ``script`` (its wrapper)."""
     argv = ["sbatch", "--parsable", f"--job-name={name}", f"--chdir={job_dir}",
             f"--output={job_dir}/{LOG}", "--open-mode=append", "--no-requeue"]
     for option, value in (("partition", cfg.partition), ("account", cfg.account),
@@ -79,11 +77,11 @@ def sbatch_argv(cfg: HostConfig, *, name: str, job_dir: str, timeout_s: float | 
                           ("gres", cfg.gres)):
         if value:
             argv.append(f"--{option}={value}")
-    return [*argv, *cfg.sbatch_options, f"{job_dir}/{scripts.WRAPPER}"]
+    return [*argv, *cfg.sbatch_options, script]
 
 
 def with_env(script: str, env: str) -> str:
-    """``script`` run with the host's ``env`` exported: its text (``scripts.env_file``, quoted
+    """``script`` run with the host's ``env`` exported: its text (``env_file``, quoted
     export lines) comes first on stdin (``env_stdin``)."""
     n = len(env.encode())
     if not n:
@@ -93,95 +91,6 @@ def with_env(script: str, env: str) -> str:
 
 def env_stdin(env: str, rest: bytes = b"") -> bytes:
     return env.encode() + rest
-
-
-ARRAY_MIN = 2
-"""Jobs of the same shape (the same sbatch options) submitted together go as one job array
-from this many on."""
-
-
-def submit(cfg: HostConfig, specs: list[scripts.StartSpec], arrays_dir: str = "") -> str:
-    """Write each job's directory and wrapper and ``sbatch`` it: one script for all, printing
-    ``OK <id> <slurm id>`` or ``ERR <id> <sbatch's error>`` per job. Each job's ``env`` file
-    comes on stdin after the host's (see ``scripts.start``).
-
-    With ``arrays_dir``, jobs of the same shape (``ARRAY_MIN`` or more) go as one job array
-    (``array``); a job array Slurm refuses falls back to one ``sbatch`` per job. Idempotent: a
-    job with a ``slurm_id`` is not submitted again."""
-    # builtins only per job (a fork costs ~4 ms on a busy login node, x 100 jobs)
-    parts = ["umask 077", f"mkdir -p {join(s.job_dir for s in specs)}"]
-    for s in specs:
-        n = len(s.env.encode())
-        parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
-        d = quote(s.job_dir)
-        # the env, wrapper (once: a start sent again keeps it) and empty log
-        parts.append(f"p_{s.job_id}=; printf '%s' \"$e\" > {d}/{scripts.ENV} "
-                     f"&& {{ [ -e {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
-                     f"&& : >> {d}/{LOG} && p_{s.job_id}=1")
-    if arrays_dir:
-        for group in _shapes(specs):
-            if len(group) >= ARRAY_MIN:
-                parts.append(array(cfg, group, arrays_dir))
-    for s in specs:
-        d = quote(s.job_dir)
-        sbatch = join(sbatch_argv(cfg, name=s.session, job_dir=s.job_dir, timeout_s=s.timeout_s))
-        parts.append(
-            f"id=; read -r id < {d}/{SLURM_ID} 2>/dev/null\n"
-            f"if [ -n \"$id\" ]; then echo OK {s.job_id} \"$id\"\n"
-            f"elif [ -n \"$p_{s.job_id}\" ] && id=$({sbatch} 2>{d}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n \"$id\" ] "
-            f"&& printf '%s\\n' \"$id\" > {d}/{SLURM_ID}; then echo OK {s.job_id} \"$id\"\n"
-            f"else echo ERR {s.job_id} \"$(tail -n 1 {d}/{SBATCH_ERR} 2>/dev/null || echo cannot write {d})\"\nfi"
-        )
-    return "\n".join(parts) + "\n"
-
-
-def _shapes(specs: list[scripts.StartSpec]) -> list[list[scripts.StartSpec]]:
-    """The jobs grouped by their sbatch options (all but name and paths: the timeout)."""
-    groups: dict[float | None, list[scripts.StartSpec]] = {}
-    for s in specs:
-        groups.setdefault(s.timeout_s, []).append(s)
-    return list(groups.values())
-
-
-def array(cfg: HostConfig, group: list[scripts.StartSpec], arrays_dir: str) -> str:
-    """Shell text submitting ``group`` (their directories written) as one job array, unless one
-    of them was submitted before (a start sent again). Task ``i`` runs the wrapper of the
-    ``i``-th job (its directory is line ``i`` of the array's ``dirs``), and each job's
-    ``slurm_id`` is ``<array id>_<i>``. Slurm's own lines for task ``i`` ("CANCELLED ... DUE TO
-    TIME LIMIT") go to the array's ``i.out``, not the job's log: linking each would cost a
-    process per job (the job's reason says what Slurm did all the same)."""
-    a = f"{arrays_dir}/{group[0].session}"
-    qa = quote(a)
-    runner = ('#!/usr/bin/env bash\n'
-              f'D=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {qa}/dirs)\n'
-              'exec bash "$D/run.sh"\n')
-    cfg_argv = sbatch_argv(cfg, name=group[0].session, job_dir=a, timeout_s=group[0].timeout_s)
-    argv = [w.replace(f"{a}/{LOG}", f"{a}/%a.out") for w in cfg_argv[:-1]]
-    argv += [f"--array=0-{len(group) - 1}", f"{a}/{scripts.WRAPPER}"]
-    ids = join(f"{s.job_dir}/{SLURM_ID}" for s in group)
-    ready = " && ".join(f'[ -n "$p_{s.job_id}" ]' for s in group)
-    dirs = "".join(f"{s.job_dir}\n" for s in group)
-    marks = "\n".join(f"  printf '%s\\n' \"${{id}}_{i}\" > {quote(s.job_dir + '/' + SLURM_ID)}"
-                      for i, s in enumerate(group))
-    return (
-        f'if [ -z "$(cat {ids} 2>/dev/null)" ] && {ready} && mkdir -p {qa} '
-        f"&& printf '%s' {quote(dirs)} > {qa}/dirs "
-        f"&& printf '%s' {quote(runner)} > {qa}/{scripts.WRAPPER} "
-        f'&& id=$({join(argv)} 2>{qa}/{SBATCH_ERR}) && id=${{id%%;*}} && [ -n "$id" ]; then\n'
-        f"{marks}\nfi"
-    )
-
-
-def parse_submit(out: bytes) -> dict[int, scripts.Started]:
-    result = {}
-    for line in out.decode("utf-8", "replace").splitlines():
-        word, _, rest = line.partition(" ")
-        job_id, _, detail = rest.partition(" ")
-        if word in ("OK", "ERR") and job_id.isdigit():
-            ok = word == "OK"
-            result[int(job_id)] = scripts.Started(ok, detail.strip() or "sbatch failed",
-                                                  detail.strip() if ok else None)
-    return result
 
 
 def probe(dirs: list[str], partition: str | None = None) -> str:
@@ -274,19 +183,12 @@ class SlurmHost(Host):
 
     @property
     def _env(self) -> str:
-        return scripts.env_file(self.config.env)
+        return env_file(self.config.env)
 
     async def slurm(self, script: str, stdin: bytes = b"", timeout: float | None = None) -> CommandResult:
         """Run ``script`` with the host's ``env`` exported (Slurm's commands need it)."""
         return await self.run(with_env(script, self._env), stdin=env_stdin(self._env, stdin),
                               timeout=timeout)
-
-    async def start_jobs(self, specs: list[scripts.StartSpec]) -> dict[int, scripts.Started]:
-        res = await self.slurm(submit(self.config, specs, f"{self.base_dir}/arrays"),
-                               scripts.start_stdin(specs))
-        started = parse_submit(res.stdout)
-        return {s.job_id: started.get(s.job_id) or scripts.Started(False, res.error_text())
-                for s in specs}
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         dirs = [(job_id, d) for job_id, d, _ in jobs]
@@ -305,11 +207,6 @@ class SlurmHost(Host):
         by state and evopilot's jobs there by Slurm state, as the last tick saw them."""
         return {"partition": self.config.partition, "nodes": self.nodes, "jobs": self.queue}
 
-    async def stop_job(self, job: Job) -> bool:
-        return (await self.slurm(stop(job.job_dir))).ok
-
-    async def kill_job(self, job: Job, grace: float) -> CommandResult:
-        return await self.slurm(cancel(job.job_dir))
 
 
 class LocalSlurmHost(SlurmHost, LocalHost):
@@ -353,13 +250,13 @@ def doctor_script(cfg: HostConfig, base_dir: str, tag: str, uv: str) -> str:
         f'v=$({uv} --version 2>&1); say uv $? "$(printf "%s" "$v" | head -n1)"\n'
     )
     argv = sbatch_argv(cfg.model_copy(update={"time_limit": "2"}), name="evp-doctor",
-                       job_dir=d, timeout_s=None)
+                       job_dir=d, timeout_s=None, script=f"{d}/job.sh")
     part = ["-p", cfg.partition] if cfg.partition else []
     return (
         f"{say}o=$({join(['sinfo', '-h', *part, '-o', '%P %a %D %T'])} 2>&1); r=$?\n"
         'say sinfo $r "$(printf "%s" "$o" | paste -sd ";" | sed "s/;/; /g")"\n'
         "[ $r -eq 0 ] || exit 0\n"
-        f"mkdir -p {quote(d)} && printf '%s' {quote(job)} > {quote(d + '/' + scripts.WRAPPER)} || "
+        f"mkdir -p {quote(d)} && printf '%s' {quote(job)} > {quote(d + '/job.sh')} || "
         f"{{ say job 1 {quote('cannot write ' + d)}; exit 0; }}\n"
         f'id=$({join(argv)} 2>&1) || {{ say job 1 "$id"; rm -rf {quote(d)}; exit 0; }}\n'
         "id=${id%%;*}; t0=$(date +%s%3N)\n"

@@ -9,6 +9,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, QueueEvent
 from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.jobs import launch
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.models import Job, JobStatus
@@ -23,7 +24,7 @@ class Control:
         """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""
         job = await self._running(job_id, "stop")
         host = await self.hosts.get(job.host)
-        if not await host.stop_job(job):
+        if not await launch.stop(host, job):
             raise EvopilotError(f"job {job_id} has not started its process yet; try again")
         async with jobs_db.transaction(self.db):
             await jobs_db.update_job(self.db, job_id, requested="stop")
@@ -36,7 +37,7 @@ class Control:
         async with jobs_db.transaction(self.db):
             await jobs_db.update_job(self.db, job_id, requested="kill")
         host = await self.hosts.get(job.host)
-        await host.kill_job(job, self.config.engine.kill_grace)
+        await launch.kill(host, job, self.config.engine.kill_grace)
         await self.scheduler.tick_host(job.host)
         # No exit code could be recorded (the wrapper itself was gone): killed all the same.
         async with jobs_db.transaction(self.db):

@@ -9,7 +9,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.tmux import session_name
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.models import Job, JobStatus, now_iso
 
 
@@ -49,7 +49,7 @@ async def dispatch(
     if not specs:
         return claimed
     try:
-        started = await host.start_jobs(specs)
+        started = await launch.start(host, specs)
     except EvopilotError:
         # The host is away. Starting is idempotent (the job directory and session tell), so
         # the jobs go back to the queue and the next dispatch sends the same start again.

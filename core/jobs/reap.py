@@ -14,6 +14,7 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
+from evopilot.core.jobs import launch
 from evopilot.core.models import Job, JobStatus
 
 STEP = "reap process group"
@@ -29,7 +30,7 @@ def needs_reap(status: str, exit_code: int | None, requested: str | None) -> boo
 async def reap(db: aiosqlite.Connection, config: Config, host: Host, job: Job) -> None:
     grace = config.engine.kill_grace
     try:
-        res = await host.kill_job(job, grace)
+        res = await launch.kill(host, job, grace)
         status, detail = ("ok" if res.ok else "failed"), f"TERM, then KILL after {grace:g}s"
         if not res.ok:
             detail += f": {res.error_text()}"

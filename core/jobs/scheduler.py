@@ -25,7 +25,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.monitor import Monitor
@@ -165,7 +165,7 @@ class Scheduler:
     async def _kill_for_timeout(self, job: Job) -> None:
         try:
             host = await self.hosts.get(job.host)
-            await host.kill_job(job, self.config.engine.kill_grace)
+            await launch.kill(host, job, self.config.engine.kill_grace)
         finally:
             self._killing.discard(job.id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
 from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
@@ -147,10 +148,6 @@ class Started:
     ok: bool
     detail: str
     slurm_id: str | None = None
-
-def env_file(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
-
 
 def start_stdin(specs: list[StartSpec]) -> bytes:
     """What ``start`` reads from stdin: each job's ``env`` file, one after the other."""
