@@ -273,11 +273,11 @@ async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
         await run.submit(FOREVER, name)
     jobs = await run.until(lambda js: all(j.progress_current == 1 for j in js.values()),
                            what="all three running")
+    with pytest.raises(EvopilotError, match="runs under Slurm, without a terminal"):
+        await run.engine.attach_command(jobs["outside"].id, inside_tmux=False)
     await run.engine.stop(jobs["stopped"].id)
     await run.engine.kill(jobs["killed"].id)
     slurm.cmd("scancel", jobs["outside"].slurm_id)
-    with pytest.raises(EvopilotError, match="runs under Slurm, without a terminal"):
-        await run.engine.attach_command(jobs["outside"].id, inside_tmux=False)
     jobs = await run.until(lambda js: all(j.status.finished for j in js.values()))
     assert jobs["stopped"].status == "cancelled" and jobs["stopped"].exit_code == 130
     assert jobs["killed"].status == "killed"
