@@ -228,6 +228,27 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid in self._steps():  # left by a test that stopped slurmctld: they wait for it
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _steps(self) -> list[int]:
+        """slurmstepd processes of this cluster (they carry its SLURM_CONF; orphans of PID 1)."""
+        mine = f"SLURM_CONF={self.conf}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/comm", "rb") as f:
+                    if f.read().strip() != b"slurmstepd":
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mine in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except (OSError, ValueError):
+                continue
+        return pids
 
 
 def _make(tmp: Path, n: int) -> SlurmCluster:
