@@ -211,9 +211,12 @@ class SlurmCluster:
         ctld = self.procs.get("slurmctld")
         if ctld is not None and ctld.poll() is None:
             me = getpass.getuser()
-            subprocess.run(["scancel", "--full", "--signal=KILL", "--state=RUNNING", "-u", me],
-                           env=self.env(), capture_output=True)
-            subprocess.run(["scancel", "-u", me], env=self.env(), capture_output=True)
+            for argv in (["scancel", "--full", "--signal=KILL", "--state=RUNNING", "-u", me],
+                         ["scancel", "-u", me]):
+                try:  # scancel retries a job in transition for ~90 s: the daemons go anyway
+                    subprocess.run(argv, env=self.env(), capture_output=True, timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
             end = time.monotonic() + 10
             while time.monotonic() < end and self.cmd("squeue", "-h", "-t", "running,completing",
                                                       check=False).strip():
