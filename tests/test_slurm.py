@@ -291,6 +291,7 @@ async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
                    what=f"{j.name} ended in Slurm")
 
 
+@pytest.mark.slow
 async def test_evopilots_own_timeout_cancels_the_slurm_job(on_cluster, slurm):
     run = await on_cluster()
     await run.submit(FOREVER, "slow", timeout=1.5)
@@ -505,6 +506,7 @@ async def test_an_array_of_twenty_each_task_its_own_job(on_cluster, slurm):
     wait_until(lambda: slurm.state(jobs["t7"].slurm_id) == "COMPLETED", timeout=15, what="COMPLETED")
 
 
+@pytest.mark.slow
 async def test_max_queued_bounds_what_is_in_slurms_queue(on_cluster):
     run = await on_cluster(max_queued=4)
     for i in range(10):
