@@ -173,9 +173,10 @@ class SlurmCluster:
         # test's first job does not wait for it (and its timings mean something)
         self._wait(lambda: "SchedulerParameters=" in self.log(), timeout, "the first scheduling pass")
 
-    def start_slurmctld(self, timeout: float = 30.0) -> None:
-        """Start slurmctld (again, after ``kill_slurmctld``: it recovers its saved state)."""
-        self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
+    def start_slurmctld(self, timeout: float = 30.0, *, clear: bool = False) -> None:
+        """Start slurmctld (again, after ``kill_slurmctld``: it recovers its saved state, or
+        with ``clear`` forgets every job, as after the loss of its state directory)."""
+        self._spawn("slurmctld", ["slurmctld", "-D", *(["-c"] if clear else []), "-f", str(self.conf)])
         self._wait(lambda: subprocess.run(["scontrol", "ping"], env=self.env(), capture_output=True,
                                           text=True).stdout.count("UP") > 0,
                    timeout, "slurmctld answering")

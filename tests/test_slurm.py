@@ -71,6 +71,9 @@ def test_parse_squeue_tells_an_answer_from_a_failure():
     assert slurm.parse_squeue("slurm_load_jobs error: Invalid job id specified\nrc=1\n") == (True, {})
     assert slurm.parse_squeue("slurm_load_jobs error: Unable to contact slurm controller\nrc=1\n")[0] is False
     assert slurm.parse_squeue("")[0] is False  # the script did not get that far
+    # ids squeue forgot, as Slurm's accounting or job-completion log has them (squeue's own win)
+    assert slurm.parse_squeue("5|RUNNING|None\nrc=0\nacct|7|CANCELLED by 1000\nacct|5|COMPLETED\n") == (
+        True, {"5": ("RUNNING", "None"), "7": ("CANCELLED", "by 1000")})
 
 
 def test_parse_probe_maps_ids_states_and_files():
@@ -615,3 +618,34 @@ def test_an_evolution_experiment_evaluates_on_the_cluster(cli, slurm, tmp_path):
                                    for j in evals)
     wait_until(lambda: all(slurm.state(j["slurm_id"]) == "COMPLETED" for j in evals), timeout=15,
                what="COMPLETED in Slurm")
+
+
+@pytest.mark.slow
+async def test_a_job_squeue_forgot_is_settled_from_the_job_completion_log(slurm_factory, home, tmp_path):
+    """Cancelled from outside while no evopilot ran, then forgotten by a slurmctld that lost
+    its state: squeue does not know it, the job-completion log (``sacct -c``) does."""
+    from evopilot.core.engine import Engine
+
+    cluster = slurm_factory()
+    config = parse_config(cluster_config(cluster, tmp_path, sbatch_options=["--hold"]))
+    engine = await Engine.open(config, home)
+    try:
+        run = Run(engine, tmp_path)
+        await run.submit("echo never", "held")
+        jobs = await run.until(lambda js: (js["held"].error_message or "").startswith("Slurm: pending"))
+    finally:
+        await engine.close()
+    slurm_id = jobs["held"].slurm_id
+    cluster.cmd("scancel", slurm_id)
+    wait_until(lambda: slurm_id in cluster.cmd("sacct", "-c", "-n", "-P", "-o", "jobid", check=False),
+               timeout=15, what="the job in the job-completion log")
+    cluster.kill_slurmctld()
+    cluster.start_slurmctld(clear=True)
+    assert not cluster.cmd("squeue", "-h", "--states=all", "-o", "%i").strip()
+    engine = await Engine.open(config, home)
+    try:
+        held = (await Run(engine, tmp_path).until(lambda js: js["held"].status.finished))["held"]
+    finally:
+        await engine.close()
+    assert held.status == "cancelled"
+    assert held.error_message.startswith(f"Slurm job {slurm_id}: cancelled in Slurm (CANCELLED")

@@ -95,15 +95,25 @@ def env_stdin(env: str, rest: bytes = b"") -> bytes:
 
 def probe(dirs: list[str], partition: str | None = None) -> str:
     """Slurm's view of the jobs in ``dirs`` (one ``squeue`` for the ids in their ``slurm_id``
-    files, ending with a line ``rc=<its exit status>``), the partition's nodes by state
-    (``sinfo``, lines ``node|<state>|<count>|``), then the directories' files."""
+    files, then a line ``rc=<its exit status>``), the partition's nodes by state (``sinfo``,
+    lines ``node|<state>|<count>|``), then the directories' files.
+
+    Ids squeue has forgotten (past MinJobAge, or lost by a slurmctld restart) are asked of
+    Slurm's accounting (``sacct``), else its job-completion log (``sacct -c``): lines
+    ``acct|<id>|<state>``, e.g. ``CANCELLED by 1000``."""
     ids = join(f"{d}/{SLURM_ID}" for d in dirs)
     fmt = quote(SQUEUE_FORMAT)
     part = ["-p", partition] if partition else []
     return (
         f"{join(['sinfo', '-h', *part, '-o', 'node|%T|%D|'])} 2>/dev/null\n"
         f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,)\n"
-        f'if [ -n "$ids" ]; then squeue -h -r --states=all -j "${{ids%,}}" -o {fmt} 2>&1; echo "rc=$?"\n'
+        f'if [ -n "$ids" ]; then q=$(squeue -h -r --states=all -j "${{ids%,}}" -o {fmt} 2>&1); rc=$?\n'
+        'printf \'%s\\nrc=%s\\n\' "$q" "$rc"; n=$\'\\n\'; m=\n'
+        'if [ $rc -eq 0 ] || case "$q" in *"Invalid job id"*) true;; *) false;; esac; then\n'
+        '  for i in ${ids//,/ }; do case "$n$q" in *"$n$i|"*) ;; *) m=$m$i,;; esac; done\n'
+        "fi\n"
+        'if [ -n "$m" ]; then { sacct -X -n -P -j "${m%,}" -o JobID,State 2>/dev/null '
+        '|| sacct -c -n -P -j "${m%,}" -o jobid,state 2>/dev/null; } | sed \'s/^/acct|/\'; fi\n'
         f"else echo rc=0; fi\nprintf '\\0--evopilot--\\n'\n"
         f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID))}"
     )
@@ -112,14 +122,19 @@ def probe(dirs: list[str], partition: str | None = None) -> str:
 def parse_squeue(text: str) -> tuple[bool, dict[str, tuple[str, str]]]:
     """Whether squeue answered, and each job id it knows: (state, reason)."""
     lines = text.splitlines()
-    rc = lines.pop() if lines and lines[-1].startswith("rc=") else "rc=?"
+    rc = next((line for line in lines if line.startswith("rc=")), "rc=?")
     jobs = {}
     for line in lines:
         parts = line.split("|")
-        if len(parts) == 3:
+        if len(parts) == 3 and parts[0] != "acct":
             jobs[parts[0]] = (parts[1], parts[2])
     # one id that Slurm has forgotten is an error; among others it is just left out
     answered = rc == "rc=0" or (not jobs and "Invalid job id specified" in text)
+    for line in lines:  # forgotten by squeue, known to accounting: "CANCELLED by 1000"
+        parts = line.split("|")
+        if answered and len(parts) == 3 and parts[0] == "acct" and parts[2]:
+            state, _, who = parts[2].partition(" ")
+            jobs.setdefault(parts[1], (state, who))
     return answered, jobs
 
 

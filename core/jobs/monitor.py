@@ -292,7 +292,8 @@ def _slurm_lost(j: Job, s) -> dict:
         return {"status": JobStatus.LOST.value,
                 "error_message": f"Slurm forgot job {s.job_id} without an exit code"}
     status, reason = slurm.ENDS.get(s.state, (JobStatus.LOST.value, f"ended {s.state}"))
-    return {"status": status, "error_message": f"{what}: {reason}, without an exit code"}
+    who = f" {s.reason}" if s.reason.startswith("by ") else ""  # accounting says who: "by 1000"
+    return {"status": status, "error_message": f"{what}: {reason}{who}, without an exit code"}
 
 
 def _no_space(fields: dict, job_dir: str) -> None:
