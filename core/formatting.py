@@ -113,6 +113,8 @@ def _labelled_outcome(job: Job) -> str:
 def job_line(job: Job) -> str:
     """A job on one line, as the CLI prints changes: ``job 3  bench.py  local  running  [4/9]``."""
     bits = [f"job {job.id}", job.name, job.host, job.status.value]
+    if job.slurm_id:
+        bits.insert(3, f"slurm {job.slurm_id}")
     for extra in (progress(job), "" if job.exit_code is None else f"exit {job.exit_code}",
                   _labelled_outcome(job)):
         if extra:
@@ -124,6 +126,8 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     """The selected job under the jobs table: what it is and how it goes, then its outcome on a
     second line when there is one."""
     bits = [f"job {job.id}", job.name, f"on {job.host}", job.status.value]
+    if job.slurm_id:
+        bits.insert(3, f"Slurm job {job.slurm_id}")
     if job.progress_total:
         bits.append(progress_bar(job, 10))
     took = elapsed(job, now)
@@ -136,6 +140,16 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     text = " · ".join(bits)
     more = _labelled_outcome(job)
     return f"{text}\n{more}" if more else text
+
+
+def cluster(summary: dict | None) -> str:
+    """A Slurm host's row detail: ``cluster: 3 idle, 1 down · jobs: 2 pending, 16 running``
+    (its partition's nodes and evopilot's jobs there, as the last tick saw them)."""
+    if not summary or summary.get("nodes") is None:
+        return ""
+    nodes = ", ".join(f"{n} {state}" for state, n in sorted(summary["nodes"].items())) or "no nodes"
+    jobs = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["jobs"].items(), reverse=True))
+    return f"cluster: {nodes}" + (f" · jobs: {jobs}" if jobs else "")
 
 
 def check_lines(checks: Iterable[Check]) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
+from evopilot.core.quoting import quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,25 @@ class CommandResult:
         return f"exit status {self.exit_status}"
 
 
+MAX_INLINE_SCRIPT = 100_000
+"""Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
+
+
+def env_file(env: dict[str, str]) -> str:
+    """A host's ``env`` as shell text: quoted export lines (sourced by a job's wrapper, and
+    evaluated before Slurm's commands)."""
+    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+
+
+def stdin_script(length: int, prefix: str = "") -> str:
+    """A ``bash -c`` script that reads the real script (``length`` bytes) from stdin ahead of the
+    script's own stdin, into a temporary file, and runs it (after ``prefix``, e.g. a timeout)."""
+    return ('f=$(mktemp) || exit 125\n'
+            f'dd bs={length} count=1 iflag=fullblock status=none of="$f" || '
+            '{ rm -f "$f"; exit 125; }\n'
+            f'{prefix}bash "$f"; rc=$?; rm -f "$f"; exit $rc\n')
+
+
 class HostState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
@@ -37,9 +57,13 @@ class HostState(enum.StrEnum):
 
 
 class Host(ABC):
-    """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``."""
+    """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``, and the Slurm hosts of
+    ``core.hosts.slurm`` (either of them with jobs started and ended through Slurm: see
+    ``core.jobs.launch``)."""
 
     is_local: bool = False
+    in_tmux: bool = True
+    """Jobs run in tmux sessions here (False: under a batch scheduler, with no terminal)."""
 
     def __init__(self, name: str, config: HostConfig) -> None:
         self.name = name

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from evopilot.core.config import HostConfig
-from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.base import MAX_INLINE_SCRIPT, CommandResult, Host, HostState, stdin_script
 from evopilot.core.hosts.probe import (
     EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, Probe, epoch_or_none,
 )
@@ -36,6 +36,9 @@ class LocalHost(Host):
     async def run(
         self, script: str, *, stdin: bytes | None = None, timeout: float | None = None
     ) -> CommandResult:
+        body = script.encode("utf-8", "surrogateescape")
+        if len(body) > MAX_INLINE_SCRIPT:  # too long for one argument: it goes ahead of stdin
+            script, stdin = stdin_script(len(body)), body + (stdin or b"")
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", script,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,

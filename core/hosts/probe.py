@@ -25,6 +25,19 @@ STARTED, FINISHED = "started_at", "finished_at"
 
 
 @dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A job as a batch scheduler (Slurm, see ``core.hosts.slurm``) reports it."""
+
+    job_id: str | None
+    """Its id there, from the job directory; None: not submitted (yet)."""
+    state: str | None
+    """``PENDING``, ``RUNNING``, ``COMPLETED``...; None: the scheduler does not know the job."""
+    reason: str = ""
+    answered: bool = True
+    """False: the scheduler could not be asked this tick (its state and reason say nothing)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     """What a host says about one job in a monitor tick."""
 
@@ -38,6 +51,8 @@ class Probe:
     finished_at: float | None = None
     log_exists: bool = False
     """The start script got as far as the job's session (it creates ``log`` right before)."""
+    scheduled: Scheduled | None = None
+    """What a batch scheduler (Slurm) says about the job; None on hosts without one."""
 
     @property
     def never_started(self) -> bool:
@@ -49,25 +64,60 @@ class Probe:
 _SECTION = b"\0--evopilot--\n"
 
 
+_SEP = "printf '\\0--evopilot--\\n'"
+SMALL_FILES = (EXIT_CODE, PID, STARTED, FINISHED)
+
+
 def probe(jobs: list[tuple[int, str, str]]) -> str:
     """One script reporting on every (job id, job dir, session) with three processes however
-    many jobs: tmux's session list, ``find`` for the sizes of logs and hangup markers, and
-    ``grep`` for the contents of the exit_code and pid files (NUL after each file name)."""
-    dirs = [d for _, d, _ in jobs]
-    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID, STARTED, FINISHED)]
-    sep = "printf '\\0--evopilot--\\n'"
+    many jobs: tmux's session list, then ``files`` (see there)."""
+    return f"{list_sessions()}\n{_SEP}\n{files([d for _, d, _ in jobs])}"
+
+
+def files(dirs: list[str], small: tuple[str, ...] = SMALL_FILES) -> str:
+    """Two sections of a probe: ``find`` for the sizes of logs and markers, and ``grep`` for the
+    contents of the ``small`` files (NUL after each file name)."""
+    paths = [f"{d}/{name}" for d in dirs for name in small]
     return (
-        f"{list_sessions()}\n{sep}\n"
         f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} -o -name {NOSPACE} \\) "
-        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{sep}\n"
-        f"grep -s -H -Z '' {join(small)}\ntrue\n"
+        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{_SEP}\n"
+        f"grep -s -H -Z '' {join(paths)}\ntrue\n"
     )
 
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
+    first, found = parse_files(out)
+    sessions = set(first.decode("utf-8", "replace").splitlines())
+    return {job_id: found.probe(d, session_alive=session in sessions) for job_id, d, session in jobs}
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    """What ``files`` printed: sizes of logs and markers, contents of the small files."""
+
+    sizes: dict[str, int]
+    contents: dict[str, str]
+
+    def probe(self, d: str, **more) -> Probe:
+        """The ``Probe`` of job directory ``d`` (``more``: its other fields)."""
+        text, sizes = self.contents.get, self.sizes
+        return Probe(
+            exit_code=_int_or_none(text(f"{d}/{EXIT_CODE}", "")),
+            pgid=_int_or_none(text(f"{d}/{PID}", "")),
+            log_size=sizes.get(f"{d}/{LOG}", 0),
+            hangup=f"{d}/{HANGUP}" in sizes,
+            nospace=f"{d}/{NOSPACE}" in sizes,
+            started_at=epoch_or_none(text(f"{d}/{STARTED}", "")),
+            finished_at=epoch_or_none(text(f"{d}/{FINISHED}", "")),
+            log_exists=f"{d}/{LOG}" in sizes,
+            **more,
+        )
+
+
+def parse_files(out: bytes) -> tuple[bytes, Files]:
+    """A probe's first section (raw), and the two sections ``files`` printed after it."""
     sections = out.split(_SECTION)
     sections += [b""] * (3 - len(sections))
-    sessions = set(sections[0].decode("utf-8", "replace").splitlines())
     sizes: dict[str, int] = {}
     for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
         path, _, size = line.rpartition("\t")
@@ -76,20 +126,7 @@ def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe
     for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
         path, _, value = line.partition("\0")
         contents[path] = value
-    result = {}
-    for job_id, d, session in jobs:
-        result[job_id] = Probe(
-            exit_code=_int_or_none(contents.get(f"{d}/{EXIT_CODE}", "")),
-            pgid=_int_or_none(contents.get(f"{d}/{PID}", "")),
-            log_size=sizes.get(f"{d}/{LOG}", 0),
-            session_alive=session in sessions,
-            hangup=f"{d}/{HANGUP}" in sizes,
-            nospace=f"{d}/{NOSPACE}" in sizes,
-            started_at=epoch_or_none(contents.get(f"{d}/{STARTED}", "")),
-            finished_at=epoch_or_none(contents.get(f"{d}/{FINISHED}", "")),
-            log_exists=f"{d}/{LOG}" in sizes,
-        )
-    return result
+    return sections[0], Files(sizes, contents)
 
 
 def epoch_or_none(s: str) -> float | None:

@@ -28,9 +28,13 @@ class HostRegistry:
     def _make(self, name: str, cfg: HostConfig) -> Host:
         if name == LOCAL:
             return LocalHost(name, cfg, locations.local_base(self.home))
+        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
+        if cfg.kind == "slurm":
+            from evopilot.core.hosts import slurm
+
+            return slurm.make(name, cfg, locations.local_base(self.home) / "slurm" / name, ssh_config)
         from evopilot.core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
 
-        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
         return SshHost(name, cfg, ssh_config=ssh_config)
 
     async def get(self, name: str) -> Host:
@@ -82,8 +86,12 @@ class HostRegistry:
         for name, (state, error) in self.states().items():
             slots = self.config.host(name).slots(name == LOCAL)
             n = running.get(name, 0)
-            out.append({"name": name, "state": state, "running": n, "slots": slots,
-                        "free_slots": max(0, slots - n), "last_error": error})
+            row = {"name": name, "state": state, "running": n, "slots": slots,
+                   "free_slots": max(0, slots - n), "last_error": error}
+            if self.config.host(name).kind == "slurm":
+                host = self._hosts.get(name)
+                row["slurm"] = host.summary() if host is not None else None  # type: ignore[attr-defined]
+            out.append(row)
         return out
 
     async def reconnect(self, name: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import aiosqlite
 
@@ -11,9 +10,8 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
-from evopilot.core.hosts.probe import EXIT_CODE
 from evopilot.core.hosts.tmux import session_name
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.models import Job, JobStatus, now_iso
 
 
@@ -42,14 +40,18 @@ async def dispatch(
         return []
     specs = []
     async with jobs_db.transaction(db):
-        for job in claimed:
+        for job in list(claimed):
+            if job.mode == "tty" and not host.in_tmux:
+                claimed.remove(job)
+                await jobs_db.update_job(
+                    db, job.id, status=JobStatus.FAILED.value, finished_at=now_iso(),
+                    error_message=f"a tty job needs a terminal: {host.name} runs jobs under Slurm, without one")
+                continue
             specs.append(await _prepare(db, config, host, instance, job))
+    if not specs:
+        return claimed
     try:
-        if host.is_local:
-            started, error = await start_here(specs)
-        else:
-            res = await host.run(scripts.start(specs), stdin=scripts.start_stdin(specs))
-            started, error = scripts.parse_start(res.stdout), res.error_text()
+        started = await launch.start(host, specs)
     except EvopilotError:
         # The host is away. Starting is idempotent (the job directory and session tell), so
         # the jobs go back to the queue and the next dispatch sends the same start again.
@@ -60,12 +62,16 @@ async def dispatch(
         raise
     async with jobs_db.transaction(db):
         for job in claimed:
-            if started.get(job.id):
-                await jobs_db.add_step(db, job.id, "start", "tmux", "ok", job.tmux_session)
+            s = started[job.id]
+            if s.ok:
+                await jobs_db.add_step(db, job.id, "start", "tmux" if host.in_tmux else "sbatch",
+                                       "ok", s.detail)
+                if s.slurm_id:
+                    await jobs_db.update_job(db, job.id, slurm_id=s.slurm_id)
             else:
                 await jobs_db.update_job(
                     db, job.id, status=JobStatus.FAILED.value, finished_at=now_iso(),
-                    error_message=f"cannot start the job on {host.name}: {error}",
+                    error_message=f"cannot start the job on {host.name}: {s.detail}",
                 )
     return claimed
 
@@ -74,68 +80,17 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     """Record where the job lives before its session starts, so a crash in between leaves a job
     that reconcile can find."""
     job_dir = host.job_dir(job_key(instance, job.id))
-    session = session_name(config.engine.session_prefix, instance, job.id)
+    session = session_name(config.engine.session_prefix, instance, job.id)  # Slurm: the job name
     await jobs_db.update_job(
-        db, job.id, job_dir=job_dir, tmux_session=session,
+        db, job.id, job_dir=job_dir, tmux_session=session if host.in_tmux else None,
         results_path=f"{job_dir}/{scripts.RESULTS}",
         log_path=f"{job_dir}/{scripts.LOG}" if host.is_local else job.log_path,
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        done_channel=done_channel(config, instance),
-        done_fifo=wake.fifo_path(host, instance) if host.is_local else "", mode=job.mode,
+        done_channel=done_channel(config, instance) if host.in_tmux else "",
+        done_fifo=wake.fifo_path(host, instance) if host.is_local and host.in_tmux else "",
+        mode=job.mode, pane=host.in_tmux,
     )
-    return scripts.StartSpec(job.id, job_dir, session, wrapper, scripts.env_file(config.host(host.name).env))
-
-
-async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, bool], str]:
-    """``scripts.start`` done by this process for jobs on this machine: the same files (mode
-    0600 in 0700 directories), the same idempotence and the same retries of ``new-session``,
-    without a bash and its mkdir per dispatch (every evolution candidate is a job). The session
-    runs the wrapper without a shell in between."""
-    started, error = {}, ""
-    for s in specs:
-        d = s.job_dir
-        if os.path.exists(f"{d}/{EXIT_CODE}"):
-            started[s.job_id] = True
-            continue
-        try:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            _write(f"{d}/{scripts.ENV}", s.env.encode(), truncate=True)
-            if not os.path.exists(f"{d}/{scripts.WRAPPER}"):
-                _write(f"{d}/{scripts.WRAPPER}", s.wrapper.encode(), truncate=True)
-            _write(f"{d}/{scripts.LOG}", b"", truncate=False)
-        except OSError as e:
-            started[s.job_id], error = False, f"{d}: {e.strerror}"
-            continue
-        new = ["tmux", "new-session", "-d", "-s", s.session, "-x", "200", "-y", "50",
-               "--", "bash", f"{d}/{scripts.WRAPPER}"]
-        ok, err = False, b""
-        for pause in (0.0, 0.05, 0.2):  # tmux exiting after its last session: try again
-            await asyncio.sleep(pause)
-            code, err = await _tmux(new)
-            if code == 0 or (await _tmux(["tmux", "has-session", "-t", f"={s.session}"]))[0] == 0:
-                ok = True
-                break
-        started[s.job_id] = ok
-        if not ok:
-            error = err.decode("utf-8", "replace").strip().splitlines()[-1:][0] if err.strip() else "tmux failed"
-    return started, error
-
-
-def _write(path: str, data: bytes, *, truncate: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND)
-    with os.fdopen(os.open(path, flags, 0o600), "wb") as f:
-        f.write(data)
-
-
-async def _tmux(argv: list[str]) -> tuple[int, bytes]:
-    # umask 077: a tmux server this starts passes it on to the wrappers (their files are private)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, umask=0o077)
-    except FileNotFoundError:
-        return 127, b"tmux is not installed"
-    _, err = await proc.communicate()
-    return proc.returncode or 0, err
+    return scripts.StartSpec(job.id, job_dir, session, wrapper,
+                             scripts.env_file(config.host(host.name).env), job.timeout_s)

@@ -25,7 +25,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.monitor import Monitor
@@ -156,7 +156,7 @@ class Scheduler:
                 self._killing.add(job.id)
                 self._spawn(self._kill_for_timeout(job))
         for job in result.reaps:
-            self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
+            self._spawn(reap(self.db, self.config, host, job))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
         if dispatch_jobs and await jobs_db.meta(self.db, "queue_paused") != "1":
@@ -166,8 +166,7 @@ class Scheduler:
     async def _kill_for_timeout(self, job: Job) -> None:
         try:
             host = await self.hosts.get(job.host)
-            await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
-                                        grace=self.config.engine.kill_grace))
+            await launch.kill(host, job, self.config.engine.kill_grace)
         finally:
             self._killing.discard(job.id)
 
@@ -378,7 +377,7 @@ class Scheduler:
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
         loop when a job ends."""
-        if host.name in self._watchers:
+        if host.name in self._watchers or not host.in_tmux:  # Slurm: its ticks see ends
             return
         if host.is_local:
             self._watchers[host.name] = asyncio.create_task(

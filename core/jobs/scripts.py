@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
 from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
 from evopilot.core.hosts.tmux import has_session, kill_session, new_session
 from evopilot.core.quoting import join, quote
@@ -22,7 +23,7 @@ ENV = "env"
 
 def wrapper(
     *, job_id: int, job_dir: str, workdir: str, command: str, done_channel: str,
-    done_fifo: str = "", mode: str = "batch",
+    done_fifo: str = "", mode: str = "batch", pane: bool = True,
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
@@ -40,10 +41,14 @@ def wrapper(
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
-    body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
+    if mode == "tty" and not pane:
+        raise ValueError("a tty job needs a pane")
+    body = _batch(command, pane) if mode == "batch" else _tty(job_id, job_dir, command)
     # read-write: never blocks, with or without a reader
     wake = (f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo
-            else f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n")
+            else f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n" if done_channel else "")
+    # under Slurm (no pane) the job is recorded as FAILED or COMPLETED by the wrapper's exit
+    end = "" if pane else 'exit "$rc"\n'
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
@@ -62,12 +67,13 @@ export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$
 cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
 {body}finish "$rc"
 {wake}rm -f "$R"  # after the wake: the next job's start does not wait for it
-"""
+{end}"""
 
 
-def _batch(command: str) -> str:
+def _batch(command: str, pane: bool = True) -> str:
     """stdin from /dev/null, stdout+stderr to ``log`` (shown in the pane by ``tail``);
     INT/TERM/HUP sent to the wrapper are forwarded to the group, a HUP also noted."""
+    show = f'tail -n +1 -f --pid="$child" "$D/{LOG}" 2>/dev/null &\n' if pane else ""
     return f"""set -m
 bash -c {quote(command)} </dev/null >>"$D/{LOG}" 2>&1 &
 child=$!
@@ -76,8 +82,7 @@ printf '%s\\n' "$child" > "$D/{PID}.tmp" && mv -f "$D/{PID}.tmp" "$D/{PID}"
 trap 'kill -INT -- -$child 2>/dev/null' INT
 trap 'kill -TERM -- -$child 2>/dev/null' TERM
 trap ': > "$D/{HANGUP}"; kill -HUP -- -$child 2>/dev/null' HUP
-tail -n +1 -f --pid="$child" "$D/{LOG}" 2>/dev/null &
-while :; do
+{show}while :; do
   wait "$child"; rc=$?
   kill -0 "$child" 2>/dev/null || break  # wait was cut short by a trapped signal
 done
@@ -136,11 +141,17 @@ class StartSpec:
     wrapper: str
     env: str = ""
     """The ``env`` file's text (``env_file``): sent on stdin, see ``start_stdin``."""
+    timeout_s: float | None = None
+    """The job's own timeout (a Slurm host asks for a time limit from it)."""
 
 
-def env_file(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+@dataclass(frozen=True, slots=True)
+class Started:
+    """How a job's start went: ``detail`` is its session or Slurm id, else the error."""
 
+    ok: bool
+    detail: str
+    slurm_id: str | None = None
 
 def start_stdin(specs: list[StartSpec]) -> bytes:
     """What ``start`` reads from stdin: each job's ``env`` file, one after the other."""

@@ -1,4 +1,6 @@
-"""The Hosts tab: every configured host, its connection state, running jobs and free slots.
+"""The Hosts tab: every configured host, its connection state, running jobs and free slots;
+a Slurm host, when it has no error, its partition's nodes by state and evopilot's jobs there by
+Slurm state (pending, running), as its last tick saw them (``formatting.cluster``).
 
 Rows are ``Engine.hosts()`` as it gives them (state, running, slots, free slots, last error;
 connecting nothing), read once the engine is open and again when a host changes or a job
@@ -77,7 +79,9 @@ class HostsPane(Pane):
         row = t.cursor_row
         t.clear()
         for r in self.rows:
-            error = self.errors.get(r["name"]) or r.get("last_error") or ""
+            # a Slurm host without an error shows its cluster: nodes, evopilot's jobs there
+            error = (self.errors.get(r["name"]) or r.get("last_error")
+                     or formatting.cluster(r.get("slurm")))
             state = "error" if r["name"] in self.errors else STATE_WORDS.get(r["state"], r["state"])
             t.add_row(r["name"], state, str(r["running"]), str(r["slots"]), str(r["free_slots"]),
                       formatting.last_line(error), key=r["name"])
