@@ -14,7 +14,7 @@ from evopilot.core.hosts import probe
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.tmux import new_session, send_keys
 from evopilot.core.jobs import scripts
-from evopilot.core.jobs.dispatch import start_here
+from evopilot.core.jobs.launch import start_here
 from evopilot.core.quoting import quote
 from tests.conftest import wait_until
 
@@ -86,7 +86,7 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
 def test_start_takes_env_from_stdin_not_from_its_text(tmp_path, starter):
     """Two jobs started by one script, their env files read from stdin byte-exact (multibyte,
     quotes, newlines), written 0600; the secret is in neither the script nor the wrapper. The
-    local starter (``dispatch.start_here``, no shell) makes the same files, and a second start
+    local starter (``launch.start_here``, no shell) makes the same files, and a second start
     runs nothing again."""
     envs = [{"TOKEN": "s3cr€t 'q' \"dq\"\nline2", "P": "/a b"}, {"TOKEN": "other"}]
     specs = []

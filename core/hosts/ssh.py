@@ -22,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import posixpath
 import signal
 import socket
 import time
