@@ -70,7 +70,7 @@ class EvopilotApp(App):
         self.home = Path(home)
         self.clock = clock
         self.engine: Engine | None = None
-        self.key_overrides, self.key_warnings = keymap.check_keymap(dict(config.keys))
+        self.key_overrides = dict(config.keys)  # checked by the config (core.bindings)
         self._run_loop = engine_loop
         self._events: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
@@ -113,8 +113,6 @@ class EvopilotApp(App):
     async def on_mount(self) -> None:
         if self.key_overrides:
             self.set_keymap(self.key_overrides)
-        for warning in self.key_warnings:
-            self.notify(warning, severity="warning", timeout=15)
         self._pane(TABS[0][0]).focus_default()
         try:
             self.engine = await Engine.open(self.config, self.home)
@@ -229,7 +227,7 @@ class EvopilotApp(App):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.key_overrides, self.key_warnings))
+        self.push_screen(HelpScreen(self.key_overrides))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every active binding is also a command (title: what it does; help: id and key)."""

@@ -22,7 +22,7 @@ from evopilot.core.models import Job
 from evopilot.tui import keymap
 from evopilot.tui.widgets.path_input import PathInput
 
-DIALOG_CANCEL = [s.binding() for s in keymap.DIALOG if s.id == "dialog.cancel"]
+DIALOG_CANCEL = [keymap.binding(s) for s in keymap.DIALOG if s.id == "dialog.cancel"]
 
 
 class _Dialog(ModalScreen):

@@ -38,21 +38,18 @@ class HelpScreen(ModalScreen):
         border: round $accent; background: $surface; padding: 0 1;
     }
     HelpScreen #help-title { text-style: bold; }
-    HelpScreen #help-notes { color: $text-warning; height: auto; }
     HelpScreen DataTable { height: 1fr; }
     HelpScreen .hint { color: $text-muted; }
     """
 
-    def __init__(self, overrides: dict[str, str], warnings: list[str]) -> None:
+    def __init__(self, overrides: dict[str, str]) -> None:
         super().__init__()
         self.overrides = overrides
-        self.warnings = warnings
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Keys — change any of them in config.toml: [keys] \"jobs.kill\" = \"ctrl+k\"",
                          id="help-title", markup=False)
-            yield Static("\n".join(self.warnings), id="help-notes", markup=False)
             table = DataTable(cursor_type="row", id="help-table")
             table.add_columns("ID", "KEY", "ACTION")
             for row in help_rows(self.app, self.overrides):
@@ -61,7 +58,6 @@ class HelpScreen(ModalScreen):
             yield Static("Esc / ? / q: close · ctrl+p: command palette", classes="hint", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one("#help-notes").display = bool(self.warnings)
         self.query_one(DataTable).focus()
 
     def action_close(self) -> None:

@@ -28,7 +28,7 @@ from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
 from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.job_table import JobTable
-from evopilot.tui.widgets.log_view import LogView
+from evopilot.tui.widgets.log_view import LogLines, LogView
 
 FINISHED_WORDS = ["succeeded", "failed", "cancelled", "killed", "lost"]
 STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
@@ -324,6 +324,10 @@ class JobsPane(Pane):
                             else "queue resumed")
 
         self.evo.act(go())
+
+    @on(LogLines.Back)
+    def _log_back(self, event: LogLines.Back) -> None:
+        self.table.focus()
 
     def action_toggle_log(self) -> None:
         if self.table.has_focus:
