@@ -41,6 +41,7 @@ from evopilot.core import environments
 from evopilot.core.jobs import interactive
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
+from evopilot.core.jobs.publish import ExternalChanges
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
@@ -74,6 +75,7 @@ class Engine:
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
         self._evolution = None
+        self._external = ExternalChanges(db, self.bus)
 
     @property
     def evolution(self):
@@ -117,6 +119,16 @@ class Engine:
 
     def unsubscribe(self, q: Subscription) -> None:
         self.bus.unsubscribe(q)
+
+    async def changed(self) -> bool:
+        """Whether another process (the CLI, another worker) committed to the database since
+        the last call: one ``PRAGMA data_version``, no table read."""
+        return await self._external.changed()
+
+    async def publish_changes(self) -> bool:
+        """If another process committed since the last call, put the jobs it changed and the
+        queue's state on the bus as events; False when nothing changed."""
+        return await self._external.publish()
 
     async def has_experiments(self) -> bool:
         """Whether any experiment exists (cheap: no evolution code is loaded to answer; the

@@ -3,6 +3,8 @@
 ``EvopilotApp(config, home)`` opens the engine in ``on_mount``, subscribes to its events and
 drives the job loop in the app's own event loop. Widgets never poll the database on timers: they
 change when an event says so (a batch of events is handled at most once per frame, ~30/s).
+Changes by other processes become events too: every poll interval the app asks the engine
+(``publish_changes``: one ``PRAGMA data_version`` while nothing changed).
 
 Each tab holds one ``Pane`` (``TABS``). The app knows panes only as panes: it awaits their
 ``engine_ready``, focuses them when shown, and posts each of them the typed messages of
@@ -121,6 +123,8 @@ class EvopilotApp(App):
             return
         self._events = self.engine.subscribe()
         self._spawn(self._consume_events())
+        await self.engine.publish_changes()  # the baseline: changes after it are shown
+        self._spawn(self._watch_others())
         self.run_worker(self._first_load(), group="first-load")
 
     async def _first_load(self) -> None:
@@ -159,6 +163,17 @@ class EvopilotApp(App):
         """The engine's job loop, in the app's event loop; a failing tick is shown, not fatal."""
         assert self.engine is not None
         await self.engine.run_forever(on_error=self._loop_error)
+
+    async def _watch_others(self) -> None:
+        """Every poll interval, show what other processes (the CLI, another worker) changed:
+        their changes come as engine events, like this process's own."""
+        assert self.engine is not None
+        while True:
+            await asyncio.sleep(self.config.engine.poll_interval)
+            try:
+                await self.engine.publish_changes()
+            except Exception as e:  # noqa: BLE001 - a locked database now is not fatal
+                self._loop_error(e)
 
     def _loop_error(self, e: Exception) -> None:
         self.loop_errors += 1

@@ -165,6 +165,19 @@ async def list_jobs(
     return await _with_metrics(db, rows) if with_metrics else [Job.from_row(r) for r in rows]
 
 
+async def data_version(db: aiosqlite.Connection) -> int:
+    """SQLite's count of commits by other connections (other processes) to the database file,
+    as seen by this connection: unchanged means nobody else wrote anything."""
+    ((v,),) = await db.execute_fetchall("PRAGMA data_version")
+    return v
+
+
+async def updated_since(db: aiosqlite.Connection, since: str) -> list[Job]:
+    """Jobs whose row changed at or after ``since`` (ISO time; index jobs_updated)."""
+    rows = await db.execute_fetchall(f"{_SELECT} WHERE jobs.updated_at >= ? ORDER BY jobs.id", (since,))
+    return await _with_metrics(db, rows)
+
+
 async def count_jobs(
     db: aiosqlite.Connection,
     *,

@@ -80,6 +80,7 @@ class JobsPane(Pane):
         self.queue_paused = False
         self.selected: Job | None = None
         self.max_job_id = 0
+        self.newest_first = True
 
     @property
     def table(self) -> JobTable:
@@ -163,7 +164,7 @@ class JobsPane(Pane):
 
     def on_jobs_changed(self, message: JobsChanged) -> None:
         t = self.table
-        need = False
+        need = arrived = False
         status_filtered = STATUS_FILTERS[self.status_index][1] is not None
         for job in message.jobs:
             new = job.id > self.max_job_id
@@ -176,8 +177,12 @@ class JobsPane(Pane):
                     need = True  # it left the filter
             elif matches and (new or status_filtered):
                 need = True  # a new row, or one that entered the filter
+                arrived |= new
         if need:
-            t.reload()
+            # New jobs come into view with the cursor on them, unless the user is reading an
+            # older job here (the cursor moved off the newest row while this tab is shown).
+            follow = arrived and self.newest_first and (t.cursor == 0 or not self.is_on_screen)
+            t.reload(to_top=follow)
 
     def on_log_grew(self, message: LogGrew) -> None:
         sel = self.selected

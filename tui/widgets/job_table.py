@@ -156,6 +156,7 @@ class JobTable(ScrollView, can_focus=True):
         self._index: dict[int, int] = {}  # job id -> position in _rows
         self._fetching = False
         self._again = False
+        self._to_top = False
         self._loaded = False
         self._highlighted: tuple | None = None
         self.fetches = 0
@@ -184,8 +185,10 @@ class JobTable(ScrollView, can_focus=True):
     def current(self) -> Job | None:
         return self.job_at(self.cursor)
 
-    def reload(self) -> None:
-        """Fetch the count and the window again (coalesced)."""
+    def reload(self, *, to_top: bool = False) -> None:
+        """Fetch the count and the window again (coalesced); ``to_top``: then put the cursor on
+        the first row (a new job there) and scroll to it."""
+        self._to_top |= to_top
         if self._fetching:
             self._again = True
             return
@@ -196,10 +199,14 @@ class JobTable(ScrollView, can_focus=True):
         try:
             while True:
                 self._again = False
-                keep = self.current.id if self.current else None
+                to_top, self._to_top = self._to_top, False
+                keep = self.current.id if self.current and not to_top else None
+                if to_top:
+                    self.cursor = 0
+                    self.scroll_to(y=0, animate=False, immediate=True)
                 count = await self.source.count()
                 page = max(self.page, self.MIN_PAGE)
-                top = max(0, int(self.scroll_y))
+                top = 0 if to_top else max(0, int(self.scroll_y))
                 start = max(0, top - self.PAD_PAGES * page)
                 limit = page * (1 + 2 * self.PAD_PAGES) + 1
                 rows = await self.source.fetch(start, limit)

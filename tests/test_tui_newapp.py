@@ -1,0 +1,87 @@
+"""What a new user reaches for in the app (issue 10): other processes' changes seen, the run
+dialog's options, a job's detail, finding and comparing jobs, hosts' load, the key bar that fits,
+empty states that say the truth. Real engine, real tmux, real CLI subprocesses; Pilot drives the
+app (waits on conditions, no fixed sleeps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from evopilot.core.config import Config, EngineConfig, HostConfig
+from evopilot.core.engine import Engine
+from evopilot.tui.app import EvopilotApp
+from tests.conftest import evopilot_cmd
+from tests.test_tui import BENCH_QUICK, SIZE, job_row, started, static_text, table_text, until
+
+BENCH_ARGS = '''\
+import json, os, sys
+print("args:", sys.argv[1:], flush=True)
+with open(os.environ["EVOPILOT_RESULTS"], "w") as f:
+    json.dump({"objective": {"value": float(sys.argv[1]) if len(sys.argv) > 1 else 1.0,
+                             "unit": "pts", "higher_is_better": True},
+               "runtime": {"value": 0.5, "unit": "s", "higher_is_better": False}}, f)
+'''
+
+
+def evopilot(home: Path, *args: str) -> str:
+    """The real CLI, in a process of its own (another process than the app's)."""
+    res = subprocess.run(evopilot_cmd(*args), capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "EVOPILOT_HOME": str(home)})
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.fixture
+def project(make_project) -> Path:
+    return make_project({"benchmarks/bench_quick.py": BENCH_QUICK,
+                         "benchmarks/bench_args.py": BENCH_ARGS})
+
+
+@pytest.mark.slow
+async def test_changes_by_the_cli_show_in_the_open_app(project, home):
+    """With the app open at the default poll interval, `evopilot queue pause` and `evopilot run`
+    in another process show within a tick, without any action in the app."""
+    evopilot(home, "project", "add", project)
+    app = EvopilotApp(Config(), home)  # default poll_interval
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.action_show_tab("jobs")
+        assert "queue: running" in static_text(app, "#jobs-status")
+
+        evopilot(home, "queue", "pause")
+        await until(pilot, lambda: "queue: PAUSED" in static_text(app, "#jobs-status"), timeout=5,
+                    what="the pause by the CLI")
+        out = evopilot(home, "run", "proj", "bench_quick.py", "--json")
+        job_id = int(out.split('"id":')[1].split(",")[0])
+        await until(pilot, lambda: "queued" in job_row(app, job_id), timeout=5,
+                    what="the job queued by the CLI")
+        assert app.jobs.table.current.id == job_id  # the cursor is on the new job
+
+        evopilot(home, "cancel", str(job_id))
+        await until(pilot, lambda: "cancelled" in job_row(app, job_id), timeout=5,
+                    what="the job cancelled by the CLI")
+        evopilot(home, "queue", "resume")
+        await until(pilot, lambda: "queue: running" in static_text(app, "#jobs-status"), timeout=5,
+                    what="the resume by the CLI")
+
+
+async def test_changed_is_one_pragma_and_false_for_own_writes(home):
+    """``Engine.changed`` sees another connection's commit, not this connection's own."""
+    import sqlite3
+
+    from evopilot.core import locations
+
+    async with await Engine.open(Config(), home) as engine:
+        assert not await engine.changed()  # the baseline
+        await engine.set_queue_paused(True)  # own write
+        assert not await engine.changed()
+        other = sqlite3.connect(locations.db_path(home))
+        other.execute("UPDATE meta SET value = '0' WHERE key = 'queue_paused'")
+        other.commit()
+        other.close()
+        assert await engine.changed()
+        assert not await engine.changed()
