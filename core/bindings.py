@@ -52,12 +52,12 @@ APP: list[Spec] = [
 ]
 
 PROJECTS: list[Spec] = [
-    Spec("projects.add", "a", "add_project", "Add project", help="Add a project (a directory)"),
+    Spec("projects.add", "a", "add_project", "Add project", rank=2, help="Add a project (a directory)"),
     Spec("projects.add_benchmark", "b", "add_benchmark", "Add bench",
          help="Add benchmark files to the highlighted project"),
-    Spec("projects.toggle", "space", "toggle", "Select",
+    Spec("projects.toggle", "space", "toggle", "Select", rank=2,
          help="Select or unselect a benchmark (on a project: all of its benchmarks)"),
-    Spec("projects.run", "r", "run", "Run",
+    Spec("projects.run", "r", "run", "Run", rank=2,
          help="Queue the selected benchmarks (or the highlighted one) on the target host"),
     Spec("projects.host", "h", "cycle_host", "Host", help="Change the target host for r"),
     Spec("projects.remove", "x", "remove_project", "Remove",

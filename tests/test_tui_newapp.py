@@ -85,3 +85,58 @@ async def test_changed_is_one_pragma_and_false_for_own_writes(home):
         other.close()
         assert await engine.changed()
         assert not await engine.changed()
+
+
+def bar_text(app) -> str:
+    from evopilot.tui.widgets.key_bar import KeyBar
+
+    bar = app.query_one(KeyBar)
+    return str(bar.render())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_key_bar_fits_by_rank_and_keeps_help_and_quit(home, size):
+    from evopilot.tui.widgets.key_bar import KeyBar
+
+    app = EvopilotApp(Config(), home, engine_loop=False)
+    async with app.run_test(size=size) as pilot:
+        await started(pilot)
+        for tab in ("projects", "jobs", "hosts", "archive"):
+            app.action_show_tab(tab)
+            await pilot.pause()
+            bar = app.query_one(KeyBar)
+            shown = bar.shown
+            text = str(bar.render())
+            assert ("?", "Help") in shown and ("q", "Quit") in shown, (tab, shown)
+            assert " q  Quit " in text and "…" not in text, (tab, text)
+            assert len(text) <= size[0], (tab, text)
+            if size[0] == 80 and tab == "jobs":
+                assert len(shown) < len(bar.items)  # some keys left out, whole
+                assert ("/", "Find") in shown and ("l", "Log") in shown, shown
+
+
+async def test_help_wraps_at_words_and_escape_leaves_the_log(home):
+    from evopilot.tui.screens.help import HelpScreen
+    from evopilot.tui.widgets.log_view import LogLines
+
+    app = EvopilotApp(Config(), home, engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        table = app.screen.query_one("#help-table")
+        lines = []
+        for _ in range(60):  # every row, page by page
+            lines += [table.render_line(y).text for y in range(table.size.height)]
+            await pilot.press("pagedown")
+        words = set(" ".join(lines).split())
+        for long in ("SIGKILL)", "(tools,", "benchmarks)", "SSH)"):
+            assert long in words, f"{long!r} cut: no line holds it whole"
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, HelpScreen), what="help closed")
+
+        app.action_show_tab("jobs")
+        await pilot.press("l")
+        assert isinstance(app.focused, LogLines)
+        await pilot.press("escape")
+        assert app.focused is app.jobs.table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Vertical
@@ -51,9 +52,16 @@ class HelpScreen(ModalScreen):
             yield Static("Keys — change any of them in config.toml: [keys] \"jobs.kill\" = \"ctrl+k\"",
                          id="help-title", markup=False)
             table = DataTable(cursor_type="row", id="help-table")
-            table.add_columns("ID", "KEY", "ACTION")
-            for row in help_rows(self.app, self.overrides):
-                table.add_row(*row)
+            rows = help_rows(self.app, self.overrides)
+            id_w = max(len(r[0]) for r in rows)
+            key_w = max(len(r[1]) for r in rows)
+            # the box is 90 wide at most; less its border, padding, cell padding and scrollbar
+            room = min(90, self.app.size.width) - 4 - 6 - 2 - id_w - key_w
+            table.add_column("ID", width=id_w)
+            table.add_column("KEY", width=key_w)
+            table.add_column("ACTION", width=max(16, room))
+            for spec_id, key, text in rows:
+                table.add_row(spec_id, key, Text(text), height=None)  # wraps at words
             yield table
             yield Static("Esc / ? / q: close · ctrl+p: command palette", classes="hint", markup=False)
 
