@@ -159,6 +159,10 @@ HELP: list[Spec] = [
     Spec("help.close", "escape,question_mark,q", "close", "Close"),
 ]
 
+JOB_FIND: list[Spec] = [
+    Spec("jobs.find_close", "escape", "close_find", "Clear find", rank=2,
+         help="Clear the text filter and go back to the table (Enter keeps it)"),
+]
 
 LOG: list[Spec] = [
     Spec("log.search", "slash", "search", "Search", help="Search the log (regular expression)"),
@@ -178,6 +182,7 @@ SCOPES: dict[str, list[Spec]] = {
     "projects": PROJECTS,
     "jobs": JOBS,
     "job_table": JOB_TABLE,
+    "job_find": JOB_FIND,
     "log": LOG,
     "log_search": LOG_SEARCH,
     "hosts": HOSTS,
@@ -191,6 +196,7 @@ SCOPES: dict[str, list[Spec]] = {
 CONTEXTS: list[tuple[str, ...]] = [
     ("app", "projects"),
     ("app", "jobs", "job_table"),
+    ("app", "jobs", "job_find"),
     ("app", "jobs", "log"),
     ("app", "jobs", "log", "log_search"),
     ("app", "hosts"),

@@ -221,13 +221,18 @@ class Engine:
         return await self.submitter.retry(job_id)
 
     async def jobs(self, *, status=None, project=None, host=None, limit=None, offset=0,
-                   newest_first=False, reconcile=True) -> list[Job]:
+                   newest_first=False, reconcile=True, text=None, sort=None) -> list[Job]:
+        """Jobs by filters; ``text``: in project, benchmark, host, status or error; ``sort``:
+        a column of ``jobs_db.SORTS``."""
         if status:
             status = [_check_status(s) for s in status]
+        if sort is not None and sort not in jobs_db.SORTS:
+            raise EvopilotError(f"unknown sort {sort!r}: one of {', '.join(jobs_db.SORTS)}")
         if reconcile:
             await self.scheduler.reconcile()
         return await jobs_db.list_jobs(self.db, status=status, project=project, host=host,
-                                       limit=limit, offset=offset, newest_first=newest_first)
+                                       limit=limit, offset=offset, newest_first=newest_first,
+                                       text=text, sort=sort)
 
     async def count_jobs(self, **filters) -> int:
         return await jobs_db.count_jobs(self.db, **filters)

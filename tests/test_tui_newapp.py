@@ -140,3 +140,62 @@ async def test_help_wraps_at_words_and_escape_leaves_the_log(home):
         assert isinstance(app.focused, LogLines)
         await pilot.press("escape")
         assert app.focused is app.jobs.table
+
+
+async def seed(home: Path, project: Path) -> list[int]:
+    """Three finished jobs of the project (two succeeded, one failed), run for real."""
+    from evopilot.core.config import LOCAL  # noqa: F401
+
+    async with await Engine.open(fast_config(), home) as engine:
+        await engine.add_project(project)
+        ids = []
+        for value in ("3", "7"):
+            (job,) = await engine.run("proj", ["bench_args.py"], args=[value])
+            ids.append(job.id)
+        (job,) = await engine.run("proj", ["bench_quick.py"], priority=5, timeout=60)
+        ids.append(job.id)
+        await engine.run_forever(until_done=ids)
+        return ids
+
+
+def fast_config(**kw) -> Config:
+    return Config(engine=EngineConfig(poll_interval=0.1, kill_grace=0.5),
+                  hosts={"local": HostConfig(max_parallel=4)}, **kw)
+
+
+@pytest.mark.slow
+async def test_find_sort_and_a_filter_that_hides_every_job_says_so(project, home):
+    ids = await seed(home, project)
+    app = EvopilotApp(fast_config(), home, engine_loop=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.action_show_tab("jobs")
+        await until(pilot, lambda: app.jobs.table.count == 3, what="three jobs")
+        await pilot.press("slash")
+        assert app.focused.id == "jobs-find"
+        await pilot.press(*"quick")
+        await until(pilot, lambda: app.jobs.table.count == 1, what="one job found")
+        assert job_row(app, ids[2]) and "find: 'quick'" in static_text(app, "#jobs-status")
+        await pilot.press("enter")
+        assert app.focused is app.jobs.table and app.jobs.text_filter == "quick"
+
+        await pilot.press("slash", *"zzz-nothing", "enter")
+        await until(pilot, lambda: app.jobs.table.count == 0, what="no job found")
+        assert "no job matches the filter" in table_text(app) and "queue benchmarks" not in table_text(app)
+        await pilot.press("escape")  # clears every filter
+        await until(pilot, lambda: app.jobs.table.count == 3, what="every job again")
+        assert app.jobs.text_filter == "" and "find:" not in static_text(app, "#jobs-status")
+
+        await pilot.press("o")  # sort by project: ties newest first
+        await pilot.press("o")  # by benchmark: bench_args (2), then bench_quick
+        await until(pilot, lambda: "sort: benchmark" in static_text(app, "#jobs-status"), what="sorted")
+        await until(pilot, lambda: [j.id for j in app.jobs.table.rows] == [ids[1], ids[0], ids[2]],
+                    what="rows by benchmark")
+
+
+async def test_empty_projects_tab_names_the_demo(home):
+    app = EvopilotApp(Config(), home, engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        tree = app.projects.tree
+        assert "evopilot demo" in str(tree.root.children[0].label)

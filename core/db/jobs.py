@@ -129,8 +129,26 @@ async def get_job(db: aiosqlite.Connection, job_id: int) -> Job:
     return (await _with_metrics(db, rows))[0]
 
 
-def _filters(status: Iterable[str] | None, project: str | None, host: str | None) -> tuple[str, list]:
+SORTS = {
+    "id": "jobs.id DESC",
+    "project": "projects.name, jobs.id DESC",
+    "benchmark": "jobs.name, jobs.id DESC",
+    "host": "jobs.host, jobs.id DESC",
+    "status": "jobs.status, jobs.id DESC",
+}
+"""Orders of the job table (``sort=``): a column, then the newest first."""
+
+TEXT_FIELDS = ("projects.name", "jobs.name", "jobs.host", "jobs.status", "jobs.error_message")
+"""What ``text=`` looks in (case-insensitive, anywhere in the value)."""
+
+
+def _filters(status: Iterable[str] | None, project: str | None, host: str | None,
+             text: str | None = None) -> tuple[str, list]:
     where, params = [], []
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(" + " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in TEXT_FIELDS) + ")")
+        params += [like] * len(TEXT_FIELDS)
     if status:
         status = list(status)
         where.append(f"jobs.status IN ({','.join('?' for _ in status)})")
@@ -154,9 +172,12 @@ async def list_jobs(
     offset: int = 0,
     newest_first: bool = False,
     with_metrics: bool = True,
+    text: str | None = None,
+    sort: str | None = None,
 ) -> list[Job]:
-    where, params = _filters(status, project, host)
-    order = "jobs.id DESC" if newest_first else "jobs.id"
+    """Jobs matching the filters, oldest first (``newest_first``, or ``sort``: see ``SORTS``)."""
+    where, params = _filters(status, project, host, text)
+    order = SORTS[sort] if sort else "jobs.id DESC" if newest_first else "jobs.id"
     sql = f"{_SELECT}{where} ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
@@ -184,8 +205,9 @@ async def count_jobs(
     status: Iterable[str] | None = None,
     project: str | None = None,
     host: str | None = None,
+    text: str | None = None,
 ) -> int:
-    where, params = _filters(status, project, host)
+    where, params = _filters(status, project, host, text)
     sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
     ((n,),) = await db.execute_fetchall(sql, params)
     return n

@@ -19,7 +19,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
@@ -42,6 +42,22 @@ STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
 ]
 
 
+SORTS = ["id", "project", "benchmark", "host", "status"]
+"""The table's orders (``o`` cycles): newest first, or by a column (then newest first)."""
+
+EMPTY = "no jobs: queue benchmarks from the Projects tab (1, then r)"
+
+
+class FindInput(Input):
+    """The job table's text filter (``/``); Enter keeps it, Escape clears it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.JOB_FIND)
+
+    def action_close_find(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))
+
+
 class _Source:
     def __init__(self, pane: JobsPane) -> None:
         self.pane = pane
@@ -57,8 +73,9 @@ class _Source:
         engine = self.pane.evo.engine
         if engine is None:
             return []
+        sort = SORTS[self.pane.sort_index]
         return await engine.jobs(limit=limit, offset=offset, newest_first=True, reconcile=False,
-                                 **self.pane.filters())
+                                 sort=None if sort == "id" else sort, **self.pane.filters())
 
 
 class JobsPane(Pane):
@@ -69,6 +86,8 @@ class JobsPane(Pane):
     JobsPane JobTable { height: 1fr; min-height: 4; border: round $foreground 30%; }
     JobsPane JobTable:focus { border: round $accent; }
     JobsPane #job-detail { height: auto; max-height: 3; padding: 0 1; }
+    JobsPane #jobs-find { display: none; height: 1; border: none; padding: 0 1; }
+    JobsPane #jobs-find.open { display: block; }
     JobsPane LogView { height: 1fr; min-height: 5; }
     """
 
@@ -80,7 +99,8 @@ class JobsPane(Pane):
         self.queue_paused = False
         self.selected: Job | None = None
         self.max_job_id = 0
-        self.newest_first = True
+        self.text_filter = ""
+        self.sort_index = 0
 
     @property
     def table(self) -> JobTable:
@@ -92,8 +112,9 @@ class JobsPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="jobs-status", markup=False)
-        yield JobTable(_Source(self), clock=self.evo.clock,
-                       empty_text="no jobs: queue benchmarks from the Projects tab (1, then r)")
+        yield FindInput(placeholder="find: project, benchmark, host, status or error text", id="jobs-find",
+                        compact=True)
+        yield JobTable(_Source(self), clock=self.evo.clock, empty_text=EMPTY)
         yield Static("", id="job-detail", markup=False)
         yield LogView(None, id="job-log")
 
@@ -105,7 +126,10 @@ class JobsPane(Pane):
 
     def filters(self) -> dict:
         return {"status": STATUS_FILTERS[self.status_index][1], "project": self.project_filter,
-                "host": self.host_filter}
+                "host": self.host_filter, "text": self.text_filter or None}
+
+    def filtered(self) -> bool:
+        return bool(self.status_index or self.project_filter or self.host_filter or self.text_filter)
 
     def matches(self, job: Job) -> bool:
         statuses = STATUS_FILTERS[self.status_index][1]
@@ -113,16 +137,28 @@ class JobsPane(Pane):
             return False
         if self.project_filter is not None and job.project != self.project_filter:
             return False
-        return self.host_filter is None or job.host == self.host_filter
+        if self.host_filter is not None and job.host != self.host_filter:
+            return False
+        text = self.text_filter.lower()
+        return not text or any(text in (v or "").lower() for v in (
+            job.project, job.name, job.host, job.status.value, job.error_message))
 
     def _update_status(self) -> None:
         t = self.table if self.is_mounted else None
         count = t.count if t is not None else 0
         parts = [f"status: {STATUS_FILTERS[self.status_index][0]}",
                  f"project: {self.project_filter or 'all'}", f"host: {self.host_filter or 'all'}"]
+        if self.text_filter:
+            parts.append(f"find: {self.text_filter!r}")
+        if self.sort_index:
+            parts.append(f"sort: {SORTS[self.sort_index]}")
         queue = "queue: PAUSED (p resumes)" if self.queue_paused else "queue: running"
         self.query_one("#jobs-status", Static).update(
             f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}")
+        if t is not None:
+            # the truth when the table is empty: nothing yet, or a filter hides every job
+            t.empty_text = (f"no job matches the filter ({', '.join(parts)}); Esc clears it"
+                            if self.filtered() and self.max_job_id else EMPTY)
 
     async def action_cycle_filter(self, which: str) -> None:
         if which == "status":
@@ -138,9 +174,40 @@ class JobsPane(Pane):
         self._filters_changed()
 
     def action_clear_filters(self) -> None:
-        if self.status_index or self.project_filter or self.host_filter:
+        if self.filtered():
             self.status_index, self.project_filter, self.host_filter = 0, None, None
+            self._set_find("")
             self._filters_changed()
+
+    def action_cycle_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._filters_changed()
+        self.app.notify(f"sorted by {SORTS[self.sort_index]}" + (" (newest first)" if not self.sort_index else ""))
+
+    @on(JobTable.FindRequested)
+    def _find(self, event: JobTable.FindRequested) -> None:
+        find = self.query_one(FindInput)
+        find.add_class("open")
+        find.focus()
+
+    def _set_find(self, text: str) -> None:
+        find = self.query_one(FindInput)
+        with find.prevent(Input.Changed):
+            find.value = text
+        find.set_class(bool(text), "open")
+        self.text_filter = text
+
+    @on(Input.Changed, "#jobs-find")
+    def _find_changed(self, event: Input.Changed) -> None:
+        self.text_filter = event.value.strip()
+        self._filters_changed()
+
+    @on(Input.Submitted, "#jobs-find")
+    def _find_done(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._set_find(event.value.strip())
+        self._filters_changed()
+        self.table.focus()
 
     def _filters_changed(self) -> None:
         self.table.cursor = 0
@@ -178,10 +245,12 @@ class JobsPane(Pane):
             elif matches and (new or status_filtered):
                 need = True  # a new row, or one that entered the filter
                 arrived |= new
+        if self.sort_index and message.status_changed:
+            need = True  # rows may move (sorted by status)
         if need:
             # New jobs come into view with the cursor on them, unless the user is reading an
             # older job here (the cursor moved off the newest row while this tab is shown).
-            follow = arrived and self.newest_first and (t.cursor == 0 or not self.is_on_screen)
+            follow = arrived and not self.sort_index and (t.cursor == 0 or not self.is_on_screen)
             t.reload(to_top=follow)
 
     def on_log_grew(self, message: LogGrew) -> None:

@@ -29,7 +29,7 @@ from evopilot.tui.messages import TabShown
 from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog
 from evopilot.tui.screens.pane import Pane
 
-NO_PROJECTS = "No projects: press a to add one."
+NO_PROJECTS = "No projects: press a to add a directory, or run `evopilot demo` in a shell for the bundled example."
 
 
 class ProjectTree(Tree):

@@ -136,6 +136,9 @@ class JobTable(ScrollView, can_focus=True):
             self.table = table
             self.job = job
 
+    class FindRequested(Message):
+        """``/`` on the table: the pane opens its text filter."""
+
     class Reloaded(Message):
         """The count and the window were fetched again."""
 
@@ -325,6 +328,9 @@ class JobTable(ScrollView, can_focus=True):
 
     def action_page_down(self) -> None:
         self.move_cursor(self.cursor + self.page)
+
+    def action_find(self) -> None:
+        self.post_message(self.FindRequested())
 
     def action_first(self) -> None:
         self.move_cursor(0)
