@@ -240,6 +240,11 @@ class Engine:
     async def job(self, job_id: int) -> Job:
         return await jobs_db.get_job(self.db, job_id)
 
+    async def metric_history(self, job_id: int, runs: int = 40) -> dict[str, list[tuple[int, float]]]:
+        """Each metric of the last ``runs`` runs of the job's benchmark up to this job, oldest
+        first: name -> [(job id, value)] (for a sparkline)."""
+        return await jobs_db.metric_history(self.db, await jobs_db.get_job(self.db, job_id), runs)
+
     async def job_steps(self, job_id: int) -> list[dict]:
         return await jobs_db.steps(self.db, job_id)
 

@@ -114,6 +114,65 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     return f"{text}\n{more}" if more else text
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """``▁▃█▅``: one cell per value, its height between the smallest and the largest."""
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[round((v - lo) / (hi - lo) * top) if hi > lo else top // 2] for v in values)
+
+
+def direction(job: Job, name: str) -> str:
+    higher = job.metric_higher.get(name)
+    return "" if higher is None else "higher is better" if higher else "lower is better"
+
+
+def job_full_detail(job: Job, now: datetime | None = None,
+                    history: dict[str, list[tuple[int, float]]] | None = None) -> list[str]:
+    """Everything about a job, one fact a line (the Jobs tab's detail view): what ran where, when,
+    how it ended, its metrics with unit and direction (and, with ``history``, each metric over
+    the benchmark's runs as a sparkline), and the job it retried or waits for."""
+    def at(stamp: str | None) -> str:
+        return stamp.replace("T", " ")[:19] if stamp else "-"
+
+    lines = [f"job {job.id} · {job.name} · {job.kind} · {job.status.value}",
+             f"command   {job.command}",
+             f"args      {' '.join(job.args) if job.args else '-'}",
+             f"host      {job.host}" + (f" · priority {job.priority}" if job.priority else "")
+             + (f" · timeout {duration(job.timeout_s)}" if job.timeout_s else ""),
+             f"workdir   {job.workdir}",
+             f"job dir   {job.job_dir or '-'}",
+             f"tmux      {job.tmux_session or '-'}",
+             f"times     queued {at(job.created_at)} · started {at(job.started_at)} · "
+             f"finished {at(job.finished_at)}" + (f" · took {elapsed(job, now)}" if job.started_at else ""),
+             f"exit      {'-' if job.exit_code is None else job.exit_code}"
+             + (f" · requested: {job.requested}" if job.requested else "")]
+    if job.commit_sha:
+        lines.append(f"commit    {job.commit_sha}")
+    if job.retry_of:
+        lines.append(f"retry of  job {job.retry_of}")
+    if job.depends_on:
+        lines.append(f"waits for job {job.depends_on}")
+    if job.error_message:
+        lines.append("error     " + job.error_message.strip().replace("\n", "\n          "))
+    if job.metrics:
+        lines.append("metrics")
+        for name, value in job.metrics.items():
+            line = f"  {name} = {metric(value, job.metric_units.get(name))}"
+            if d := direction(job, name):
+                line += f" ({d})"
+            runs = (history or {}).get(name, [])
+            if len(runs) > 1:
+                values = [v for _, v in runs]
+                line += f"  {sparkline(values)}  last {len(runs)} runs, {min(values):g}..{max(values):g}"
+            lines.append(line)
+    return lines
+
+
 def check_lines(checks: Iterable[Check]) -> list[str]:
     """``evopilot doctor``'s checks: ``ok``, ``FAIL`` or ``skip`` (not run after a fatal
     failure), the check and its detail, and the fix under a failed one."""

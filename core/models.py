@@ -118,6 +118,8 @@ class Job(_Row):
     metrics: dict[str, float] = {}
     metric_units: dict[str, str] = {}
     """The unit of each metric that has one (results.json's ``"unit"``)."""
+    metric_higher: dict[str, bool] = {}
+    """Whether higher is better, for each metric that says (results.json's ``"higher_is_better"``)."""
 
     @field_validator("args", mode="before")
     @classmethod

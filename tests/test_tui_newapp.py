@@ -155,7 +155,9 @@ async def seed(home: Path, project: Path) -> list[int]:
         (job,) = await engine.run("proj", ["bench_quick.py"], priority=5, timeout=60)
         ids.append(job.id)
         await engine.run_forever(until_done=ids)
-        return ids
+        retry = await engine.retry(ids[0])
+        await engine.run_forever(until_done=[retry.id])
+        return ids + [retry.id]
 
 
 def fast_config(**kw) -> Config:
@@ -170,7 +172,7 @@ async def test_find_sort_and_a_filter_that_hides_every_job_says_so(project, home
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         app.action_show_tab("jobs")
-        await until(pilot, lambda: app.jobs.table.count == 3, what="three jobs")
+        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
         await pilot.press("slash")
         assert app.focused.id == "jobs-find"
         await pilot.press(*"quick")
@@ -183,13 +185,13 @@ async def test_find_sort_and_a_filter_that_hides_every_job_says_so(project, home
         await until(pilot, lambda: app.jobs.table.count == 0, what="no job found")
         assert "no job matches the filter" in table_text(app) and "queue benchmarks" not in table_text(app)
         await pilot.press("escape")  # clears every filter
-        await until(pilot, lambda: app.jobs.table.count == 3, what="every job again")
+        await until(pilot, lambda: app.jobs.table.count == 4, what="every job again")
         assert app.jobs.text_filter == "" and "find:" not in static_text(app, "#jobs-status")
 
         await pilot.press("o")  # sort by project: ties newest first
         await pilot.press("o")  # by benchmark: bench_args (2), then bench_quick
         await until(pilot, lambda: "sort: benchmark" in static_text(app, "#jobs-status"), what="sorted")
-        await until(pilot, lambda: [j.id for j in app.jobs.table.rows] == [ids[1], ids[0], ids[2]],
+        await until(pilot, lambda: [j.id for j in app.jobs.table.rows] == [ids[3], ids[1], ids[0], ids[2]],
                     what="rows by benchmark")
 
 
@@ -199,3 +201,31 @@ async def test_empty_projects_tab_names_the_demo(home):
         await started(pilot)
         tree = app.projects.tree
         assert "evopilot demo" in str(tree.root.children[0].label)
+
+
+@pytest.mark.slow
+async def test_detail_view_of_the_selected_job(project, home):
+    ids = await seed(home, project)
+    app = EvopilotApp(fast_config(), home, engine_loop=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        app.action_show_tab("jobs")
+        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+        full = lambda: static_text(app, "#job-full")  # noqa: E731
+        await pilot.press("d")
+        assert app.jobs.has_class("detail") and not app.jobs.log_view.display
+        # the newest: the retry of the first run (args 3)
+        await until(pilot, lambda: f"retry of  job {ids[0]}" in full(), what="the retry's detail")
+        job = await app.engine.job(ids[3])
+        for text in (f"job {ids[3]} · bench_args.py", "command   ", "args      3", "host      local",
+                     f"workdir   {project}", f"job dir   {job.job_dir}", f"tmux      {job.tmux_session}",
+                     "times     queued 20", "started 20", "exit      0",
+                     "objective = 3 pts (higher is better)", "runtime = 0.5 s (lower is better)"):
+            assert text in full(), (text, full())
+        # three runs of bench_args (3, 7, 3): the objective's history as a sparkline
+        assert "▁█▁  last 3 runs, 3..7" in full(), full()
+        await pilot.press("down")  # bench_quick: priority 5, timeout 60
+        await until(pilot, lambda: f"job {ids[2]} · bench_quick.py" in full(), what="the next job")
+        assert "host      local · priority 5 · timeout 1:00" in full(), full()
+        await pilot.press("d")
+        assert app.jobs.log_view.display

@@ -113,12 +113,15 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
         return jobs
     by_id = {j.id: j for j in jobs}
     marks = ",".join("?" for _ in by_id)
-    for job_id, name, value, unit in await db.execute_fetchall(
-        f"SELECT job_id, name, value, unit FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
+    for job_id, name, value, unit, higher in await db.execute_fetchall(
+        f"SELECT job_id, name, value, unit, higher_is_better FROM metrics WHERE job_id IN ({marks}) "
+        "ORDER BY id", tuple(by_id)
     ):
         by_id[job_id].metrics[name] = value
         if unit:
             by_id[job_id].metric_units[name] = unit
+        if higher is not None:
+            by_id[job_id].metric_higher[name] = bool(higher)
     return jobs
 
 
@@ -184,6 +187,20 @@ async def list_jobs(
         params += [limit, offset]
     rows = await db.execute_fetchall(sql, params)
     return await _with_metrics(db, rows) if with_metrics else [Job.from_row(r) for r in rows]
+
+
+async def metric_history(db: aiosqlite.Connection, job: Job, runs: int) -> dict[str, list[tuple[int, float]]]:
+    """Each metric of the last ``runs`` jobs of ``job``'s benchmark (same project and file) up
+    to ``job``, oldest first: name -> [(job id, value)]."""
+    rows = await db.execute_fetchall(
+        "SELECT m.job_id, m.name, m.value FROM metrics m WHERE m.job_id IN ("
+        " SELECT id FROM jobs WHERE project_id IS ? AND benchmark_path IS ? AND kind = ? AND id <= ?"
+        " AND id IN (SELECT job_id FROM metrics) ORDER BY id DESC LIMIT ?) ORDER BY m.job_id",
+        (job.project_id, job.benchmark_path, job.kind, job.id, runs))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for job_id, name, value in rows:
+        out.setdefault(name, []).append((job_id, value))
+    return out
 
 
 async def data_version(db: aiosqlite.Connection) -> int:

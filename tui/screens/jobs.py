@@ -19,6 +19,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
+from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
 
 from evopilot.core import formatting
@@ -86,6 +87,10 @@ class JobsPane(Pane):
     JobsPane JobTable { height: 1fr; min-height: 4; border: round $foreground 30%; }
     JobsPane JobTable:focus { border: round $accent; }
     JobsPane #job-detail { height: auto; max-height: 3; padding: 0 1; }
+    JobsPane #job-full-box { display: none; height: 1fr; min-height: 5; border: round $foreground 30%; }
+    JobsPane #job-full { padding: 0 1; }
+    JobsPane.detail #job-full-box { display: block; }
+    JobsPane.detail LogView { display: none; }
     JobsPane #jobs-find { display: none; height: 1; border: none; padding: 0 1; }
     JobsPane #jobs-find.open { display: block; }
     JobsPane LogView { height: 1fr; min-height: 5; }
@@ -116,6 +121,8 @@ class JobsPane(Pane):
                         compact=True)
         yield JobTable(_Source(self), clock=self.evo.clock, empty_text=EMPTY)
         yield Static("", id="job-detail", markup=False)
+        with VerticalScroll(id="job-full-box"):
+            yield Static("", id="job-full", markup=False)
         yield LogView(None, id="job-log")
 
     def on_mount(self) -> None:
@@ -285,6 +292,28 @@ class JobsPane(Pane):
         job = self.selected
         text = "" if job is None else formatting.job_detail(job, self.evo.clock())
         self.query_one("#job-detail", Static).update(text)
+        if self.has_class("detail"):
+            self._update_full()
+
+    def _update_full(self) -> None:
+        """The detail view of the selected job, with its benchmark's metric history."""
+        job = self.selected
+        if job is None:
+            self.query_one("#job-full", Static).update("no job selected")
+            return
+
+        async def go() -> None:
+            history = await self.evo.call(self.evo.engine.metric_history, job.id) if job.metrics else {}
+            if self.selected is not None and self.selected.id == job.id:
+                lines = formatting.job_full_detail(self.selected, self.evo.clock(), history)
+                self.query_one("#job-full", Static).update("\n".join(lines))
+
+        self.evo.act(go())
+
+    def action_toggle_detail(self) -> None:
+        self.toggle_class("detail")
+        if self.has_class("detail"):
+            self._update_full()
 
     def _tick_clock(self) -> None:
         """Once a second: repaint elapsed times of running jobs (no database access)."""
