@@ -18,7 +18,7 @@ from evopilot.core.engine import Engine
 from evopilot.core.formatting import progress_bar
 from evopilot.core.models import JobStatus
 from evopilot.tui.app import EvopilotApp
-from evopilot.tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog
+from evopilot.tui.screens.dialogs import AddProjectDialog, ConfirmDialog, ReportDialog, RunDialog
 from evopilot.tui.screens.help import HelpScreen
 from evopilot.tui.widgets.job_table import JobTable, column_widths
 from evopilot.tui.widgets.path_input import suggest_path
@@ -133,6 +133,8 @@ async def test_add_project_queue_watch_kill_filter_search(project, home, monkeyp
         await pilot.press("space")
         assert len(app.projects.selected) == 2
         await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RunDialog), what="the run dialog")
+        await pilot.press("enter")  # no options
         await until(pilot, lambda: app.jobs.table.count == 2, what="two jobs in the table")
         await pilot.press("3")
         table = app.jobs.table

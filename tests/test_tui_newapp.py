@@ -229,3 +229,43 @@ async def test_detail_view_of_the_selected_job(project, home):
         assert "host      local · priority 5 · timeout 1:00" in full(), full()
         await pilot.press("d")
         assert app.jobs.log_view.display
+
+
+@pytest.mark.slow
+async def test_run_dialog_takes_args_priority_timeout_host_and_add_project_the_python(project, home):
+    from evopilot.tui.screens.dialogs import AddProjectDialog, RunDialog
+
+    app = EvopilotApp(fast_config(), home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, AddProjectDialog), what="the add dialog")
+        app.screen.query_one("#path").value = str(project)
+        app.screen.query_one("#python").value = "3.11"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.projects.projects, what="the project")
+        assert (await app.engine.project("proj")).python_version == "3.11"
+
+        tree = app.projects.tree
+        bench = next(n for n in tree.root.children[0].children if "bench_args" in str(n.label))
+        tree.move_cursor(bench)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RunDialog), what="the run dialog")
+        dialog = app.screen
+        dialog.query_one("#args").value = "7 'two words'"
+        dialog.query_one("#priority").value = "x"
+        await pilot.press("enter")
+        assert "priority: not an integer" in static_text(app, "#error")  # stays open
+        dialog.query_one("#priority").value = "3"
+        dialog.query_one("#timeout").value = "30"
+        dialog.query_one("#host").value = "nowhere"
+        await pilot.press("enter")
+        await until(pilot, lambda: "unknown host 'nowhere'" in static_text(app, "#error"), what="inline error")
+        assert not await app.engine.jobs(reconcile=False)  # nothing queued
+        dialog.query_one("#host").value = "local"
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, RunDialog), what="the dialog to close")
+        await until(pilot, lambda: app.jobs.table.count == 1, what="the job")
+        (job,) = await app.engine.jobs(reconcile=False)
+        assert job.args == ["7", "two words"] and job.priority == 3 and job.timeout_s == 30
+        assert job.host == "local"

@@ -6,6 +6,7 @@ is shown inline in the dialog, which stays open and changes nothing.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,10 +54,12 @@ class _Dialog(ModalScreen):
 class AddProjectDialog(_Dialog):
     """Path (with completion) and an optional name; Enter adds, Escape cancels."""
 
-    def __init__(self, submit: Callable[[str, str | None], Awaitable[Any]]) -> None:
+    def __init__(self, submit: Callable[[str, str | None, str | None], Awaitable[Any]],
+                 default_python: str = "") -> None:
         super().__init__()
         self._submit = submit
         self._busy = False
+        self._default_python = default_python
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -65,6 +68,9 @@ class AddProjectDialog(_Dialog):
             yield PathInput(placeholder="~/work/solver", id="path")
             yield Label("Name (empty: the directory's name):")
             yield Input(placeholder="", id="name", compact=True)
+            yield Label("Python version (empty: " + (self._default_python or "the running one") + "):",
+                        markup=False)
+            yield Input(placeholder=self._default_python or "3.12", id="python", compact=True)
             yield Static("", id="error", classes="error", markup=False)
             yield Static("Enter: add · Esc: cancel. Benchmarks are found by "
                          "config [projects] benchmark_globs.", classes="hint", markup=False)
@@ -79,6 +85,7 @@ class AddProjectDialog(_Dialog):
             return
         path = self.query_one("#path", Input).value.strip()
         name = self.query_one("#name", Input).value.strip() or None
+        python = self.query_one("#python", Input).value.strip() or None
         error = self.query_one("#error", Static)
         if not path:
             error.update("error: type a directory")
@@ -86,7 +93,7 @@ class AddProjectDialog(_Dialog):
         self._busy = True
         error.update("adding…")
         try:
-            result = await self._submit(path, name)
+            result = await self._submit(path, name, python)
         except EvopilotError as e:
             error.update(f"error: {e.message}")
             return
@@ -97,6 +104,77 @@ class AddProjectDialog(_Dialog):
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
         # An old error no longer applies once the input changes.
+        self.query_one("#error", Static).update("")
+
+
+class RunDialog(_Dialog):
+    """Options of a run: arguments, priority, timeout and host; Enter queues, Escape cancels."""
+
+    def __init__(self, what: str, host: str, hosts: list[str],
+                 submit: Callable[..., Awaitable[Any]]) -> None:
+        super().__init__()
+        self._what, self._host, self._hosts = what, host, hosts
+        self._submit = submit
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Run {self._what}", classes="title", markup=False)
+            yield Label("Arguments (as in a shell: a 'b c' gives two):", markup=False)
+            yield Input(id="args", compact=True)
+            yield Label("Priority (higher runs first):", markup=False)
+            yield Input("0", id="priority", compact=True, type="integer")
+            yield Label("Timeout in seconds (empty: none):", markup=False)
+            yield Input(id="timeout", compact=True, type="number")
+            yield Label(f"Host ({', '.join(self._hosts)}):", markup=False)
+            yield Input(self._host, id="host", compact=True)
+            yield Static("", id="error", classes="error", markup=False)
+            yield Static("Enter: queue · Tab: next field · Esc: cancel", classes="hint", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#args", Input).focus()
+
+    def options(self) -> dict:
+        """The typed options as ``Engine.run`` takes them; ValueError says what is wrong."""
+        value = {w.id: w.value.strip() for w in self.query(Input)}
+        try:
+            args = shlex.split(value["args"])
+        except ValueError as e:
+            raise ValueError(f"arguments: {e}") from None
+        try:
+            priority = int(value["priority"] or 0)
+        except ValueError:
+            raise ValueError(f"priority: not an integer: {value['priority']!r}") from None
+        try:
+            timeout = float(value["timeout"]) if value["timeout"] else None
+        except ValueError:
+            raise ValueError(f"timeout: not a number: {value['timeout']!r}") from None
+        return {"args": args, "priority": priority, "timeout": timeout, "host": value["host"] or self._host}
+
+    @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._busy:
+            return
+        error = self.query_one("#error", Static)
+        try:
+            options = self.options()
+        except ValueError as e:
+            error.update(f"error: {e}")
+            return
+        self._busy = True
+        error.update("queueing…")
+        try:
+            result = await self._submit(**options)
+        except EvopilotError as e:
+            error.update(f"error: {e.message}")
+            return
+        finally:
+            self._busy = False
+        self.dismiss(result)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
         self.query_one("#error", Static).update("")
 
 
