@@ -152,8 +152,12 @@ class Engine:
         return await self.hosts_registry.get(name)
 
     async def hosts(self) -> list[dict]:
-        """Each host with its state, running jobs, free slots and last error."""
-        return self.hosts_registry.rows(await jobs_db.running_per_host(self.db))
+        """Each host with its state, running jobs, free slots, last error and load (CPU load,
+        memory, GPUs: the local one read now, an SSH host's from its monitor's last probe)."""
+        from evopilot.core.hosts.probe import local_load
+
+        return self.hosts_registry.rows(await jobs_db.running_per_host(self.db),
+                                        await asyncio.to_thread(local_load))
 
     async def connect_host(self, name: str) -> dict:
         """Connect (or reconnect) a host now; returns its row as ``hosts()`` gives it."""

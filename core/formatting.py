@@ -114,6 +114,19 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     return f"{text}\n{more}" if more else text
 
 
+def host_load(load: dict | None) -> tuple[str, str, str]:
+    """(CPU, memory, GPUs) of a host row's load: ``1.2/8``, ``43%``, ``87% 10.2/24G`` (each
+    GPU), "-" where unknown."""
+    if not load:
+        return "-", "-", "-"
+    cpu = "-" if load["cpu_load"] is None else f"{load['cpu_load']:.1f}" + (
+        f"/{load['cpus']}" if load["cpus"] else "")
+    mem = "-" if load["mem_used_pct"] is None else f"{load['mem_used_pct']:.0f}%"
+    gpus = " ".join(f"{g['util_pct']:.0f}% {g['mem_used_mib'] / 1024:.1f}/{g['mem_total_mib'] / 1024:.0f}G"
+                    for g in load["gpus"]) or "-"
+    return cpu, mem, gpus
+
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 

@@ -269,3 +269,76 @@ async def test_run_dialog_takes_args_priority_timeout_host_and_add_project_the_p
         (job,) = await app.engine.jobs(reconcile=False)
         assert job.args == ["7", "two words"] and job.priority == 3 and job.timeout_s == 30
         assert job.host == "local"
+
+
+async def test_hosts_show_load_paused_queue_and_no_free_slots_when_unreachable(home):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the host cannot be reached
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = Config(hosts={"local": HostConfig(max_parallel=4),
+                           "away": HostConfig(hostname="127.0.0.1", port=port, connect_timeout=2,
+                                              ssh_config="")})
+    app = EvopilotApp(config, home, engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        app.action_show_tab("hosts")
+        assert "queue: running" in static_text(app, "#hosts-head")
+        rows = lambda: {r["name"]: r for r in app.hosts.rows}  # noqa: E731
+        assert rows()["local"]["load"]["cpus"] and rows()["away"]["free_slots"] == 4
+        table = app.hosts.table
+        local = table.get_row("local")
+        assert local[5].endswith(f"/{os.cpu_count()}") and local[6].endswith("%")  # LOAD, MEM
+
+        table.move_cursor(row=[r["name"] for r in app.hosts.rows].index("away"))
+        await pilot.press("r")  # connect: refused
+        await until(pilot, lambda: app.hosts.errors.get("away"), what="the failed connect")
+        await app.hosts._read()
+        assert rows()["away"]["free_slots"] == 0 and table.get_row("away")[4] == "0"
+
+        # a pause by another process shows here too
+        evopilot(home, "queue", "pause")
+        await until(pilot, lambda: "queue: PAUSED" in static_text(app, "#hosts-head"), timeout=5,
+                    what="the paused queue in Hosts")
+
+
+@pytest.mark.slow
+async def test_ssh_host_load_comes_in_the_monitors_round_trip(sshd, home):
+    """A monitor tick of an SSH host with a running job makes the same round trips as before
+    (probe, read ranges) and brings the host's load with the probe."""
+    from evopilot.core.jobs.scheduler import Scheduler  # noqa: F401 - the tick under test
+
+    config = Config(engine=EngineConfig(poll_interval=0.1),
+                    hosts={"h1": sshd.host_config(ssh_config=sshd.ssh_config)})
+    async with await Engine.open(config, home) as engine:
+        job = await engine.submit("sleep 30", host="h1")
+        await until_running(engine, job.id)
+        (row,) = [r for r in await engine.hosts() if r["name"] == "h1"]
+        host = await engine.host("h1")
+        host.load = None
+        calls = []
+        real = host.run
+
+        async def counted(script, *a, **kw):
+            calls.append(script.splitlines()[0][:40])
+            return await real(script, *a, **kw)
+
+        host.run = counted
+        await engine.tick_host("h1", dispatch_jobs=False)
+        assert len(calls) <= 2, calls  # the probe, and new log bytes if any: nothing more
+        (row,) = [r for r in await engine.hosts() if r["name"] == "h1"]
+        assert row["load"]["cpus"] and row["load"]["mem_used_pct"] is not None, row
+        await engine.kill(job.id)
+
+
+async def until_running(engine, job_id: int, timeout: float = 30) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (await engine.job(job_id)).status.value != "running":
+        assert time.monotonic() < deadline, "the job did not start"
+        await engine.dispatch()
+        await engine.tick_host("h1")
+        await asyncio.sleep(0.2)
