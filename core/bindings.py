@@ -159,6 +159,10 @@ HELP: list[Spec] = [
     Spec("help.close", "escape,question_mark,q", "close", "Close"),
 ]
 
+COMPARE: list[Spec] = [
+    Spec("compare.close", "escape,C", "close", "Close"),
+]
+
 JOB_FIND: list[Spec] = [
     Spec("jobs.find_close", "escape", "close_find", "Clear find", rank=2,
          help="Clear the text filter and go back to the table (Enter keeps it)"),
@@ -191,6 +195,7 @@ SCOPES: dict[str, list[Spec]] = {
     "dialog": DIALOG,
     "confirm": CONFIRM,
     "help": HELP,
+    "compare": COMPARE,
 }
 
 CONTEXTS: list[tuple[str, ...]] = [
@@ -204,6 +209,7 @@ CONTEXTS: list[tuple[str, ...]] = [
     ("app", "dialog"),
     ("app", "confirm"),
     ("app", "help"),
+    ("app", "compare"),
 ]
 """Scopes whose bindings are active together (a focused widget and the widgets around it):
 two bindings of one context must not share a key."""

@@ -186,6 +186,36 @@ def job_full_detail(job: Job, now: datetime | None = None,
     return lines
 
 
+@dataclass(frozen=True)
+class ComparedMetric:
+    name: str
+    unit: str
+    direction: str
+    values: list[float | None]
+    """One per job, in the jobs' order; None: the job has no such metric."""
+    best: set[int]
+    """Indexes of the best values (by the metric's direction; none when it is unknown)."""
+
+
+def compare_metrics(jobs: list[Job]) -> list[ComparedMetric]:
+    """Every metric of ``jobs``, side by side, with the best of each by its direction (the
+    first job that gives a direction or unit decides it)."""
+    names = list(dict.fromkeys(name for job in jobs for name in job.metrics))
+    out = []
+    for name in names:
+        values = [job.metrics.get(name) for job in jobs]
+        higher = next((j.metric_higher[name] for j in jobs if name in j.metric_higher), None)
+        unit = next((j.metric_units[name] for j in jobs if name in j.metric_units), "")
+        present = [v for v in values if v is not None]
+        best: set[int] = set()
+        if higher is not None and len(present) > 1:
+            top = max(present) if higher else min(present)
+            best = {i for i, v in enumerate(values) if v == top}
+        out.append(ComparedMetric(name, unit, "" if higher is None else "higher" if higher else "lower",
+                                  values, best))
+    return out
+
+
 def check_lines(checks: Iterable[Check]) -> list[str]:
     """``evopilot doctor``'s checks: ``ok``, ``FAIL`` or ``skip`` (not run after a fatal
     failure), the check and its detail, and the fix under a failed one."""

@@ -342,3 +342,48 @@ async def until_running(engine, job_id: int, timeout: float = 30) -> None:
         await engine.dispatch()
         await engine.tick_host("h1")
         await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_mark_jobs_and_compare_their_metrics(project, home):
+    from evopilot.tui.screens.compare import CompareScreen
+
+    ids = await seed(home, project)  # objective: 3 (higher better), 7, 42.5 (no direction), 3
+    app = EvopilotApp(fast_config(), home, engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        app.action_show_tab("jobs")
+        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+        await pilot.press("C")
+        assert not isinstance(app.screen, CompareScreen)  # fewer than two marked
+        table = app.jobs.table
+        while table.current.id != ids[1]:
+            await pilot.press("down")
+        await pilot.press("m", "m")  # ids[1] (7), then ids[0] (3): m moves down
+        assert table.marked == {ids[1], ids[0]}
+        assert job_row(app, ids[1]).startswith("✓") and "marked: 2" in static_text(app, "#jobs-status")
+        await pilot.press("C")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen), what="the comparison")
+        rows = app.screen.query_one("#compare-table")
+        objective = [str(c) for c in rows.get_row("objective")]
+        runtime = [str(c) for c in rows.get_row("runtime")]
+        assert objective == ["objective (pts) higher better", "3", "7 *"]  # jobs in id order
+        assert runtime == ["runtime (s) lower better", "0.5 *", "0.5 *"]  # a tie: both
+        await pilot.press("escape")
+        assert not isinstance(app.screen, CompareScreen)
+
+
+def test_compare_metrics_best_by_direction():
+    from evopilot.core.formatting import compare_metrics
+    from evopilot.core.models import Job
+
+    def job(i, metrics, higher, units=None):
+        return Job.model_construct(id=i, metrics=metrics, metric_higher=higher, metric_units=units or {})
+
+    jobs = [job(1, {"loss": 0.3, "acc": 0.9}, {"loss": False, "acc": True}, {"loss": "nat"}),
+            job(2, {"loss": 0.2, "acc": 0.8, "steps": 5}, {}),
+            job(3, {"acc": 0.95, "steps": 4}, {})]
+    got = {m.name: m for m in compare_metrics(jobs)}
+    assert got["loss"].values == [0.3, 0.2, None] and got["loss"].best == {1} and got["loss"].unit == "nat"
+    assert got["acc"].best == {2} and got["acc"].direction == "higher"
+    assert got["steps"].best == set() and got["steps"].direction == ""  # no direction: no best

@@ -13,7 +13,7 @@ from __future__ import annotations
 from textual.binding import Binding
 
 from evopilot.core.bindings import (  # noqa: F401 - the tables, for the widgets
-    APP, ARCHIVE, CONFIRM, DIALOG, GROUPS, HEATMAP, HELP, HOSTS, JOB_FIND, JOB_TABLE, JOBS, LOG,
+    APP, ARCHIVE, COMPARE, CONFIRM, DIALOG, GROUPS, HEATMAP, HELP, HOSTS, JOB_FIND, JOB_TABLE, JOBS, LOG,
     LOG_SEARCH,
     PROJECTS, SCOPES, Spec, all_specs, by_id,
 )

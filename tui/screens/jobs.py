@@ -26,6 +26,7 @@ from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
 from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
+from evopilot.tui.screens.compare import CompareScreen
 from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.job_table import JobTable
@@ -159,9 +160,11 @@ class JobsPane(Pane):
             parts.append(f"find: {self.text_filter!r}")
         if self.sort_index:
             parts.append(f"sort: {SORTS[self.sort_index]}")
+        marked = len(self.table.marked) if t is not None else 0
         queue = "queue: PAUSED (p resumes)" if self.queue_paused else "queue: running"
         self.query_one("#jobs-status", Static).update(
-            f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}")
+            f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}"
+            + (f" · marked: {marked} (C compares)" if marked else ""))
         if t is not None:
             # the truth when the table is empty: nothing yet, or a filter hides every job
             t.empty_text = (f"no job matches the filter ({', '.join(parts)}); Esc clears it"
@@ -307,6 +310,27 @@ class JobsPane(Pane):
             if self.selected is not None and self.selected.id == job.id:
                 lines = formatting.job_full_detail(self.selected, self.evo.clock(), history)
                 self.query_one("#job-full", Static).update("\n".join(lines))
+
+        self.evo.act(go())
+
+    def action_mark(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+        self.table.marked ^= {job.id}
+        self.table.refresh_job(job.id)
+        self.table.move_cursor(self.table.cursor + 1)  # mark the next one with the next m
+        self._update_status()
+
+    def action_compare(self) -> None:
+        ids = sorted(self.table.marked)
+        if len(ids) < 2:
+            self.app.notify("mark two jobs or more with m, then C", severity="warning")
+            return
+
+        async def go() -> None:
+            jobs = [await self.evo.call(self.evo.engine.job, i) for i in ids]
+            self.app.push_screen(CompareScreen(jobs))
 
         self.evo.act(go())
 

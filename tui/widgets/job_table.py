@@ -160,6 +160,8 @@ class JobTable(ScrollView, can_focus=True):
         self._fetching = False
         self._again = False
         self._to_top = False
+        self.marked: set[int] = set()
+        """Jobs marked for Compare (shown with ✓ in the cursor column)."""
         self._loaded = False
         self._highlighted: tuple | None = None
         self.fetches = 0
@@ -257,6 +259,14 @@ class JobTable(ScrollView, can_focus=True):
         if self._offset + i == self.cursor:
             self._post_highlight()
         return True
+
+    def refresh_job(self, job_id: int) -> None:
+        """Repaint a job's row (its mark changed)."""
+        i = self._index.get(job_id)
+        if i is not None:
+            y = self._offset + i - int(self.scroll_y) + 1
+            if 1 <= y < self.scrollable_content_region.height:
+                self.refresh_line(y)
 
     def has_running_visible(self) -> bool:
         top = int(self.scroll_y)
@@ -362,7 +372,7 @@ class JobTable(ScrollView, can_focus=True):
             text = " " + _fit("…", width - 1)
             style = base + self.get_component_rich_style("job-table--dim", partial=True)
         else:
-            mark = "▶" if row == self.cursor else " "
+            mark = "✓" if job.id in self.marked else "▶" if row == self.cursor else " "
             text = mark + render_row(job, widths, self.clock)
             style = base
         if row == self.cursor:
