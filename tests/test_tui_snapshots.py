@@ -84,6 +84,15 @@ def seed(home: Path, log_dir: Path) -> None:
     db.close()
 
 
+@pytest.fixture(autouse=True)
+def fixed_load(monkeypatch):
+    """The local host's load differs between machines and moments: a fixed one (with a GPU)."""
+    from evopilot.core.hosts import probe
+
+    load = probe.Load(1.5, 8, 32_000_000, 20_000_000, (probe.Gpu(87, 10240, 24576),))
+    monkeypatch.setattr(probe, "local_load", lambda: load)
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Path:
     """One seeded home for every snapshot (the app only reads it: no job loop)."""
