@@ -309,7 +309,7 @@ async def test_job_table_is_virtual(home):
         await until(pilot, lambda: table.current is not None and table.current.id == 20_000, what="home")
         await pilot.press("S", "S")  # running: none of them
         await until(pilot, lambda: table.count == 0, what="the running filter")
-        assert "no jobs" in table_text(app)
+        assert "no job matches the filter (Esc clears it): status: running" in table_text(app)
         await pilot.press("S", "S", "S")  # queued, finished, failed: every third
         await until(pilot, lambda: table.count == 20_000 // 3, what="the failed filter")
 

@@ -167,7 +167,8 @@ class JobsPane(Pane):
             + (f" · marked: {marked} (C compares)" if marked else ""))
         if t is not None:
             # the truth when the table is empty: nothing yet, or a filter hides every job
-            t.empty_text = (f"no job matches the filter ({', '.join(parts)}); Esc clears it"
+            active = [p for p in parts if not p.endswith(": all")]
+            t.empty_text = (f"no job matches the filter (Esc clears it): {', '.join(active)}"
                             if self.filtered() and self.max_job_id else EMPTY)
 
     async def action_cycle_filter(self, which: str) -> None:

@@ -29,7 +29,8 @@ from evopilot.tui.messages import TabShown
 from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog, RunDialog
 from evopilot.tui.screens.pane import Pane
 
-NO_PROJECTS = "No projects: press a to add a directory, or run `evopilot demo` in a shell for the bundled example."
+NO_PROJECTS = ["No projects: press a to add one,", "or try the bundled example:", "run `evopilot demo` in a shell"]
+"""The empty tree's lines (short: the tree is half of 80 columns and does not wrap)."""
 
 
 class ProjectTree(Tree):
@@ -151,7 +152,8 @@ class ProjectsPane(Pane):
                 if keep == ("bench", p.name, b.path):
                     target_line = leaf
         if not self.projects:
-            tree.root.add_leaf(Text(NO_PROJECTS), data=None)
+            for line in NO_PROJECTS:
+                tree.root.add_leaf(Text(line), data=None)
         if target_line is not None:
             self.call_after_refresh(self._move_to, target_line)
         elif tree.cursor_line < 0:
