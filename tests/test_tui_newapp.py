@@ -160,6 +160,13 @@ async def seed(home: Path, project: Path) -> list[int]:
         return ids + [retry.id]
 
 
+async def on_seeded_jobs(pilot) -> None:
+    """The app open on the Jobs tab with the four seeded jobs in the table."""
+    app = await started(pilot)
+    app.action_show_tab("jobs")
+    await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+
+
 def fast_config(**kw) -> Config:
     return Config(engine=EngineConfig(poll_interval=0.1, kill_grace=0.5),
                   hosts={"local": HostConfig(max_parallel=4)}, **kw)
@@ -170,9 +177,7 @@ async def test_find_sort_and_a_filter_that_hides_every_job_says_so(project, home
     ids = await seed(home, project)
     app = EvopilotApp(fast_config(), home, engine_loop=False)
     async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        app.action_show_tab("jobs")
-        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+        await on_seeded_jobs(pilot)
         await pilot.press("slash")
         assert app.focused.id == "jobs-find"
         await pilot.press(*"quick")
@@ -208,9 +213,7 @@ async def test_detail_view_of_the_selected_job(project, home):
     ids = await seed(home, project)
     app = EvopilotApp(fast_config(), home, engine_loop=False)
     async with app.run_test(size=SIZE) as pilot:
-        await started(pilot)
-        app.action_show_tab("jobs")
-        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+        await on_seeded_jobs(pilot)
         full = lambda: static_text(app, "#job-full")  # noqa: E731
         await pilot.press("d")
         assert app.jobs.has_class("detail") and not app.jobs.log_view.display
@@ -351,9 +354,7 @@ async def test_mark_jobs_and_compare_their_metrics(project, home):
     ids = await seed(home, project)  # objective: 3 (higher better), 7, 42.5 (no direction), 3
     app = EvopilotApp(fast_config(), home, engine_loop=False)
     async with app.run_test(size=(80, 24)) as pilot:
-        await started(pilot)
-        app.action_show_tab("jobs")
-        await until(pilot, lambda: app.jobs.table.count == 4, what="four jobs")
+        await on_seeded_jobs(pilot)
         await pilot.press("C")
         assert not isinstance(app.screen, CompareScreen)  # fewer than two marked
         table = app.jobs.table

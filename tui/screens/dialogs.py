@@ -51,14 +51,38 @@ class _Dialog(ModalScreen):
         self.dismiss(None)
 
 
-class AddProjectDialog(_Dialog):
+class _FormDialog(_Dialog):
+    """A dialog of inputs with an ``#error`` line: submitting runs a call, which closes the
+    dialog with its result or shows its error inline (the dialog stays open)."""
+
+    _busy = False
+
+    async def _send(self, doing: str, call: Callable[[], Awaitable[Any]]) -> None:
+        error = self.query_one("#error", Static)
+        self._busy = True
+        error.update(doing)
+        try:
+            result = await call()
+        except EvopilotError as e:
+            error.update(f"error: {e.message}")
+            return
+        finally:
+            self._busy = False
+        self.dismiss(result)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        # An old error no longer applies once the input changes.
+        self.query_one("#error", Static).update("")
+
+
+class AddProjectDialog(_FormDialog):
     """Path (with completion) and an optional name; Enter adds, Escape cancels."""
 
     def __init__(self, submit: Callable[[str, str | None, str | None], Awaitable[Any]],
                  default_python: str = "") -> None:
         super().__init__()
         self._submit = submit
-        self._busy = False
         self._default_python = default_python
 
     def compose(self) -> ComposeResult:
@@ -90,24 +114,10 @@ class AddProjectDialog(_Dialog):
         if not path:
             error.update("error: type a directory")
             return
-        self._busy = True
-        error.update("adding…")
-        try:
-            result = await self._submit(path, name, python)
-        except EvopilotError as e:
-            error.update(f"error: {e.message}")
-            return
-        finally:
-            self._busy = False
-        self.dismiss(result)
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        # An old error no longer applies once the input changes.
-        self.query_one("#error", Static).update("")
+        await self._send("adding…", lambda: self._submit(path, name, python))
 
 
-class RunDialog(_Dialog):
+class RunDialog(_FormDialog):
     """Options of a run: arguments, priority, timeout and host; Enter queues, Escape cancels."""
 
     def __init__(self, what: str, host: str, hosts: list[str],
@@ -115,7 +125,6 @@ class RunDialog(_Dialog):
         super().__init__()
         self._what, self._host, self._hosts = what, host, hosts
         self._submit = submit
-        self._busy = False
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -162,20 +171,7 @@ class RunDialog(_Dialog):
         except ValueError as e:
             error.update(f"error: {e}")
             return
-        self._busy = True
-        error.update("queueing…")
-        try:
-            result = await self._submit(**options)
-        except EvopilotError as e:
-            error.update(f"error: {e.message}")
-            return
-        finally:
-            self._busy = False
-        self.dismiss(result)
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        self.query_one("#error", Static).update("")
+        await self._send("queueing…", lambda: self._submit(**options))
 
 
 class AddBenchmarkDialog(_Dialog):

@@ -92,6 +92,7 @@ class JobsPane(Pane):
     JobsPane #job-full { padding: 0 1; }
     JobsPane.detail #job-full-box { display: block; }
     JobsPane.detail LogView { display: none; }
+    JobsPane.detail #job-detail { display: none; }
     JobsPane #jobs-find { display: none; height: 1; border: none; padding: 0 1; }
     JobsPane #jobs-find.open { display: block; }
     JobsPane LogView { height: 1fr; min-height: 5; }
@@ -458,7 +459,11 @@ class JobsPane(Pane):
         self.table.focus()
 
     def action_toggle_log(self) -> None:
+        """Between the table and what is under it: the log, or the detail view when shown."""
         if self.table.has_focus:
-            self.log_view.focus()
+            if self.has_class("detail"):
+                self.query_one("#job-full-box").focus()
+            else:
+                self.log_view.focus()
         else:
             self.table.focus()
