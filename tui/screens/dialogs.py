@@ -6,7 +6,6 @@ is shown inline in the dialog, which stays open and changes nothing.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +17,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from evopilot.core import quoting
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Job
 from evopilot.tui import keymap
@@ -147,7 +147,7 @@ class RunDialog(_FormDialog):
         """The typed options as ``Engine.run`` takes them; ValueError says what is wrong."""
         value = {w.id: w.value.strip() for w in self.query(Input)}
         try:
-            args = shlex.split(value["args"])
+            args = quoting.split(value["args"])
         except ValueError as e:
             raise ValueError(f"arguments: {e}") from None
         try:
