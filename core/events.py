@@ -46,6 +46,15 @@ class QueueEvent(BaseModel):
     paused: bool
 
 
+class StoreEvent(BaseModel):
+    """Another process changed what is stored beyond single jobs' rows: projects or their
+    benchmarks, or jobs removed (``ExternalChanges``)."""
+
+    type: Literal["store"] = "store"
+    projects: bool = False
+    jobs_removed: bool = False
+
+
 class EvolutionEvent(BaseModel):
     """An experiment's run moved on (an iteration applied, a mutation started or ended)."""
 
@@ -67,7 +76,7 @@ class IterationEvent(BaseModel):
     status: str
 
 
-Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent
+Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | StoreEvent
 
 
 class Subscription(asyncio.Queue):

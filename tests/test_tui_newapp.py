@@ -68,6 +68,15 @@ async def test_changes_by_the_cli_show_in_the_open_app(project, home):
         await until(pilot, lambda: "queue: running" in static_text(app, "#jobs-status"), timeout=5,
                     what="the resume by the CLI")
 
+        # a project added by the CLI shows in the Projects tab while it is shown
+        other = project.parent / "other"
+        (other / "benchmarks").mkdir(parents=True)
+        (other / "benchmarks" / "bench_o.py").write_text("print('hi')\n")
+        app.action_show_tab("projects")
+        evopilot(home, "project", "add", other)
+        await until(pilot, lambda: "other" in [p.name for p in app.projects.projects], timeout=5,
+                    what="the project added by the CLI")
+
 
 async def test_changed_is_one_pragma_and_false_for_own_writes(home):
     """``Engine.changed`` sees another connection's commit, not this connection's own."""
@@ -388,3 +397,30 @@ def test_compare_metrics_best_by_direction():
     assert got["loss"].values == [0.3, 0.2, None] and got["loss"].best == {1} and got["loss"].unit == "nat"
     assert got["acc"].best == {2} and got["acc"].direction == "higher"
     assert got["steps"].best == set() and got["steps"].direction == ""  # no direction: no best
+
+
+async def test_publish_changes_says_jobs_removed_and_projects_changed(home, make_project):
+    """Rows removed by another process (a clean) and a project it added come as a StoreEvent."""
+    import sqlite3
+
+    from evopilot.core import locations
+    from evopilot.core.events import JobEvent, StoreEvent
+
+    root = make_project({"benchmarks/bench_a.py": "print(1)\n"}, name="p2")
+    async with await Engine.open(Config(), home) as engine:
+        job = await engine.submit("true")
+        await engine.cancel(job.id)
+        q = engine.subscribe()
+        assert not await engine.publish_changes()  # the baseline
+        other = sqlite3.connect(locations.db_path(home))
+        with other:
+            other.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        assert await engine.publish_changes()
+        events = [q.get_nowait() for _ in range(q.qsize())]
+        assert [e for e in events if isinstance(e, StoreEvent)] == [StoreEvent(jobs_removed=True)]
+        other.close()
+        evopilot(home, "project", "add", root)
+        assert await engine.publish_changes()
+        events = [q.get_nowait() for _ in range(q.qsize())]
+        assert StoreEvent(projects=True) in events and not any(isinstance(e, JobEvent) for e in events)
+        assert not await engine.publish_changes()  # nothing since

@@ -216,6 +216,15 @@ async def updated_since(db: aiosqlite.Connection, since: str) -> list[Job]:
     return await _with_metrics(db, rows)
 
 
+async def store_signature(db: aiosqlite.Connection) -> tuple[tuple, int]:
+    """(what changes when projects or benchmarks do, the number of jobs): small reads, made
+    only when another process has written (see ``ExternalChanges``)."""
+    ((*projects, jobs),) = await db.execute_fetchall(
+        "SELECT (SELECT count(*) FROM projects), (SELECT max(updated_at) FROM projects), "
+        "(SELECT count(*) FROM benchmarks), (SELECT max(id) FROM benchmarks), (SELECT count(*) FROM jobs)")
+    return tuple(projects), jobs
+
+
 async def count_jobs(
     db: aiosqlite.Connection,
     *,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import aiosqlite
 
 from evopilot.core.db import jobs as jobs_db
-from evopilot.core.events import EventBus, JobEvent, QueueEvent
+from evopilot.core.events import EventBus, JobEvent, QueueEvent, StoreEvent
 from evopilot.core.models import JobStatus
 
 
@@ -24,7 +24,7 @@ async def publish_jobs(db: aiosqlite.Connection, bus: EventBus, ids: Iterable[in
 
 class ExternalChanges:
     """What other processes (the CLI, another worker) commit to the database, as events on the
-    bus: the jobs they changed and the queue's state.
+    bus: the jobs they changed, the queue's state, and projects changed or jobs removed.
 
     ``changed()`` is one ``PRAGMA data_version`` (no table is read while nobody else writes);
     only then are the jobs changed in the last ``WINDOW`` seconds read (by index). The window
@@ -39,11 +39,14 @@ class ExternalChanges:
         self._version: int | None = None
         self._seen: dict[int, str] = {}
         self._paused: bool | None = None
+        self._store: tuple[tuple, int] | None = None
 
     async def changed(self) -> bool:
         """Whether another connection committed since the last call (False on the first)."""
         version = await jobs_db.data_version(self.db)
         changed = self._version is not None and version != self._version
+        if self._version is None:
+            self._store = await jobs_db.store_signature(self.db)
         self._version = version
         return changed
 
@@ -61,4 +64,11 @@ class ExternalChanges:
         if paused != self._paused:
             self._paused = paused
             self.bus.emit(QueueEvent(paused=paused))
+        store, before = await jobs_db.store_signature(self.db), self._store
+        self._store = store
+        if before is not None and store != before:
+            new = sum(1 for job in jobs if job.id not in seen and job.created_at >= since)
+            removed = store[1] < before[1] + new  # fewer jobs than before plus the new ones
+            if store[0] != before[0] or removed:
+                self.bus.emit(StoreEvent(projects=store[0] != before[0], jobs_removed=removed))
         return True

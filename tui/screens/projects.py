@@ -25,7 +25,7 @@ from textual.widgets.tree import TreeNode
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Benchmark, Project
 from evopilot.tui import keymap
-from evopilot.tui.messages import TabShown
+from evopilot.tui.messages import StoreChanged, TabShown
 from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog, RunDialog
 from evopilot.tui.screens.pane import Pane
 
@@ -115,6 +115,10 @@ class ProjectsPane(Pane):
 
     def on_tab_shown(self, message: TabShown) -> None:
         self.run_worker(self.load(), group="projects-load", exclusive=True)
+
+    def on_store_changed(self, message: StoreChanged) -> None:
+        if message.projects:  # added, removed or given benchmarks by another process
+            self.run_worker(self.load(), group="projects-load", exclusive=True)
 
     # -- data ----------------------------------------------------------------------------
 
