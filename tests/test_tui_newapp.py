@@ -5,6 +5,7 @@ app (waits on conditions, no fixed sleeps)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -27,10 +28,15 @@ with open(os.environ["EVOPILOT_RESULTS"], "w") as f:
 '''
 
 
-def evopilot(home: Path, *args: str) -> str:
-    """The real CLI, in a process of its own (another process than the app's)."""
-    res = subprocess.run(evopilot_cmd(*args), capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "EVOPILOT_HOME": str(home)})
+async def evopilot(home: Path, *args: str) -> str:
+    """The real CLI, in a process of its own (another process than the app's). Awaited: a
+    blocking call would freeze the app's event loop, maybe inside one of its transactions,
+    and the CLI would wait for the database lock."""
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(evopilot_cmd(*args), capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "EVOPILOT_HOME": str(home)})
+
+    res = await asyncio.to_thread(run)
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -45,26 +51,26 @@ def project(make_project) -> Path:
 async def test_changes_by_the_cli_show_in_the_open_app(project, home):
     """With the app open at the default poll interval, `evopilot queue pause` and `evopilot run`
     in another process show within a tick, without any action in the app."""
-    evopilot(home, "project", "add", project)
+    await evopilot(home, "project", "add", project)
     app = EvopilotApp(Config(), home)  # default poll_interval
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         app.action_show_tab("jobs")
         assert "queue: running" in static_text(app, "#jobs-status")
 
-        evopilot(home, "queue", "pause")
+        await evopilot(home, "queue", "pause")
         await until(pilot, lambda: "queue: PAUSED" in static_text(app, "#jobs-status"), timeout=5,
                     what="the pause by the CLI")
-        out = evopilot(home, "run", "proj", "bench_quick.py", "--json")
+        out = await evopilot(home, "run", "proj", "bench_quick.py", "--json")
         job_id = int(out.split('"id":')[1].split(",")[0])
         await until(pilot, lambda: "queued" in job_row(app, job_id), timeout=5,
                     what="the job queued by the CLI")
         assert app.jobs.table.current.id == job_id  # the cursor is on the new job
 
-        evopilot(home, "cancel", str(job_id))
+        await evopilot(home, "cancel", str(job_id))
         await until(pilot, lambda: "cancelled" in job_row(app, job_id), timeout=5,
                     what="the job cancelled by the CLI")
-        evopilot(home, "queue", "resume")
+        await evopilot(home, "queue", "resume")
         await until(pilot, lambda: "queue: running" in static_text(app, "#jobs-status"), timeout=5,
                     what="the resume by the CLI")
 
@@ -73,7 +79,7 @@ async def test_changes_by_the_cli_show_in_the_open_app(project, home):
         (other / "benchmarks").mkdir(parents=True)
         (other / "benchmarks" / "bench_o.py").write_text("print('hi')\n")
         app.action_show_tab("projects")
-        evopilot(home, "project", "add", other)
+        await evopilot(home, "project", "add", other)
         await until(pilot, lambda: "other" in [p.name for p in app.projects.projects], timeout=5,
                     what="the project added by the CLI")
 
@@ -310,7 +316,7 @@ async def test_hosts_show_load_paused_queue_and_no_free_slots_when_unreachable(h
         assert rows()["away"]["free_slots"] == 0 and table.get_row("away")[4] == "0"
 
         # a pause by another process shows here too
-        evopilot(home, "queue", "pause")
+        await evopilot(home, "queue", "pause")
         await until(pilot, lambda: "queue: PAUSED" in static_text(app, "#hosts-head"), timeout=5,
                     what="the paused queue in Hosts")
 
@@ -345,7 +351,6 @@ async def test_ssh_host_load_comes_in_the_monitors_round_trip(sshd, home):
 
 
 async def until_running(engine, job_id: int, timeout: float = 30) -> None:
-    import asyncio
     import time
 
     deadline = time.monotonic() + timeout
@@ -419,7 +424,7 @@ async def test_publish_changes_says_jobs_removed_and_projects_changed(home, make
         events = [q.get_nowait() for _ in range(q.qsize())]
         assert [e for e in events if isinstance(e, StoreEvent)] == [StoreEvent(jobs_removed=True)]
         other.close()
-        evopilot(home, "project", "add", root)
+        await evopilot(home, "project", "add", root)
         assert await engine.publish_changes()
         events = [q.get_nowait() for _ in range(q.qsize())]
         assert StoreEvent(projects=True) in events and not any(isinstance(e, JobEvent) for e in events)
