@@ -429,3 +429,29 @@ async def test_publish_changes_says_jobs_removed_and_projects_changed(home, make
         events = [q.get_nowait() for _ in range(q.qsize())]
         assert StoreEvent(projects=True) in events and not any(isinstance(e, JobEvent) for e in events)
         assert not await engine.publish_changes()  # nothing since
+
+
+async def test_new_jobs_come_into_view_with_the_cursor_on_them(home):
+    """Queued from the Projects tab (r) the new job is under the cursor in Jobs, even when the
+    cursor was far down before; while the user reads an older job in Jobs, it stays put."""
+    from tests.test_tui import seed_jobs
+
+    await seed_jobs(home, 200)
+    app = EvopilotApp(fast_config(), home, engine_loop=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        app.action_show_tab("jobs")
+        table = app.jobs.table
+        await until(pilot, lambda: table.count == 200, what="the jobs")
+        await pilot.press("pagedown", "pagedown", "pagedown")  # reading job ~170
+        reading = table.current.id
+        job = await app.engine.submit("true", name="while reading")
+        await until(pilot, lambda: table.count == 201, what="the new job counted")
+        assert table.current.id == reading  # the cursor stays on the job being read
+
+        app.action_show_tab("projects")  # as after r in Projects
+        job = await app.engine.submit("true", name="queued from projects")
+        await until(pilot, lambda: table.count == 202, what="the second new job counted")
+        app.action_show_tab("jobs")
+        await until(pilot, lambda: job_row(app, job.id).startswith("▶"), what="the new job in view")
+        assert table.current.id == job.id
