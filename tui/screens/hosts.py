@@ -126,7 +126,8 @@ class HostsPane(Pane):
         if engine is None:
             return
         self.rows = await engine.hosts()
-        self._fill()
+        if self.is_attached and self.query(HostTable):  # not while the app closes
+            self._fill()
 
     def _current(self) -> str | None:
         t = self.table

@@ -25,7 +25,7 @@ from textual.widgets import Input, Static
 from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
-from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged, StoreChanged
+from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged, StoreChanged, TabShown
 from evopilot.tui.screens.compare import CompareScreen
 from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
@@ -270,6 +270,9 @@ class JobsPane(Pane):
         if sel is not None and sel.id == message.job_id:
             # A log that just got its path is opened by the row's update (Highlighted).
             self.log_view.notify_grew()
+
+    def on_tab_shown(self, message: TabShown) -> None:
+        self.table.scroll_to_cursor()
 
     def on_store_changed(self, message: StoreChanged) -> None:
         if message.jobs_removed:  # another process removed jobs (clean, a project's removal)

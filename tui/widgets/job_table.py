@@ -301,6 +301,12 @@ class JobTable(ScrollView, can_focus=True):
         if self._loaded and not self._covers_view():
             self.reload()
 
+    def scroll_to_cursor(self) -> None:
+        """Bring the cursor's row into view: a scroll asked while the table was hidden (a new
+        job came in while another tab was shown) does not take."""
+        self._scroll_cursor_visible()
+        self.refresh()
+
     def _scroll_cursor_visible(self) -> None:
         top = int(self.scroll_y)
         page = self.page
