@@ -13,6 +13,7 @@ is wrong.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -25,7 +26,7 @@ from pydantic import (
     BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator,
 )
 
-from evopilot.core import locations
+from evopilot.core import bindings, locations
 from evopilot.core.errors import EvopilotError
 
 M = TypeVar("M", bound=BaseModel)
@@ -230,6 +231,14 @@ class Config(_Strict):
     agents: dict[Annotated[str, Field(pattern=HOST_NAME_PATTERN)], AgentConfig] = {}
     keys: dict[str, str] = {}
     """Key binding overrides: binding id -> key (see `?` in the app)."""
+
+    @field_validator("keys")
+    @classmethod
+    def _bindings(cls, v: dict[str, str]) -> dict[str, str]:
+        problem = bindings.keys_problem(v)
+        if problem:
+            raise BindingError(*problem)
+        return v
     # Private, so a config file cannot set them.
     _sources: tuple[Path, ...] = PrivateAttr(default=())
     _origins: dict[tuple[str, ...], Path | None] = PrivateAttr(default_factory=dict)
@@ -270,6 +279,21 @@ class Config(_Strict):
 
     def host_names(self) -> list[str]:
         return [LOCAL] + sorted(n for n in self.hosts if n != LOCAL)
+
+
+class BindingError(ValueError):
+    """A ``[keys]`` entry that is wrong; ``name`` is its binding id (the error names the key)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _binding_error(e: ValidationError) -> BindingError | None:
+    for err in e.errors():
+        if isinstance(err.get("ctx", {}).get("error"), BindingError):
+            return err["ctx"]["error"]
+    return None
 
 
 @dataclass(frozen=True)
@@ -335,7 +359,18 @@ def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Iterat
 
 
 def _format_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
+    return dotted_key(tuple(p for p in loc if p not in ("function-after",))) or "(top level)"
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple) -> str:
+    """" (did you mean 'port'?)" for an unknown key close to a known one at its place."""
+    tp: Any = model
+    for part in loc[:-1]:
+        tp = _child_type(tp, str(part))
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(tp.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check(text: str, source: Path | None) -> dict:
@@ -356,19 +391,32 @@ def validate_toml(text: str, source: Path | None, model: type[M]) -> tuple[dict,
         return data, model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        loc, msg = err["loc"], err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(model, loc)
+        elif (binding := _binding_error(e)) is not None:
+            loc, msg = ("keys", binding.name), str(binding)
+        else:
+            msg = msg.removeprefix("Value error, ")
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise EvopilotError(f"{where}: {_format_loc(err['loc'])}: {msg}{more}") from None
+        raise EvopilotError(f"{where}: {_format_loc(loc)}: {msg}{more}") from None
 
 
 def _merged(layers: list[tuple[Path | None, dict]]) -> Config:
     """The checked files merged, lowest precedence first. Each is valid alone and they merge table
-    by table, so the result is valid too."""
+    by table, so the result is valid too, but for keys that two files give to two bindings."""
     data: dict = {}
     origins: dict[tuple[str, ...], Path | None] = {}
     for source, layer in layers:
         _merge(data, layer, Config, (), source, origins)
-    cfg = Config.model_validate(data)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        binding = _binding_error(e)
+        if binding is None:
+            raise
+        where = origins.get(("keys", binding.name)) or "config"
+        raise EvopilotError(f"{where}: {dotted_key(('keys', binding.name))}: {binding}") from None
     cfg._sources = tuple(source for source, _ in layers if source)
     cfg._origins = origins
     return cfg

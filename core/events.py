@@ -46,6 +46,15 @@ class QueueEvent(BaseModel):
     paused: bool
 
 
+class StoreEvent(BaseModel):
+    """Another process changed what is stored beyond single jobs' rows: projects or their
+    benchmarks, or jobs removed (``ExternalChanges``)."""
+
+    type: Literal["store"] = "store"
+    projects: bool = False
+    jobs_removed: bool = False
+
+
 class EvolutionEvent(BaseModel):
     """An experiment's run moved on (an iteration applied, a mutation started or ended)."""
 
@@ -76,7 +85,7 @@ class TaskEvent(BaseModel):
     attempt_id: int | None = None
 
 
-Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | TaskEvent
+Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | TaskEvent | StoreEvent
 
 
 class Subscription(asyncio.Queue):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +143,28 @@ def test_the_completion_watcher_dies_with_the_process_that_started_it():
     wait_until(lambda: len(watchers()) == 1, what="the watcher")
     subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
     assert watcher.wait(5) == 0
+
+
+def test_probe_reports_the_hosts_load_in_the_same_script(tmp_path, monkeypatch):
+    """CPU load, memory and GPUs come in the probe's own output (no round trip of their own).
+    The GPU lines come from a stand-in ``nvidia-smi`` on PATH (tests/programs): these machines
+    have no GPU; it prints what the real one prints for the query the probe makes."""
+    jobs = [(1, str(tmp_path / "d"), "s1")]
+    out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
+    load = probe.parse_probe_load(out)
+    assert load is not None and load.cpu is not None and load.cpus == os.cpu_count()
+    assert load.mem_total and 0 < load.mem_available <= load.mem_total and load.gpus == ()
+    assert probe.parse_probe(out, jobs)[1].log_size == 0  # the job sections are unchanged
+
+    programs = Path(__file__).parent / "programs"
+    monkeypatch.setenv("PATH", f"{programs}:{os.environ['PATH']}")
+    out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
+    gpus = probe.parse_probe_load(out).gpus
+    assert gpus == (probe.Gpu(87.0, 10240.0, 24576.0), probe.Gpu(0.0, 3.0, 24576.0))
+    assert probe.local_load().gpus == gpus
+    row = probe.load_dict(probe.parse_probe_load(out))
+    from evopilot.core.formatting import host_load
+
+    cpu, mem, gpu = host_load(row)
+    assert cpu.endswith(f"/{os.cpu_count()}") and mem.endswith("%")
+    assert gpu == "87% 10.0/24G 0% 0.0/24G"

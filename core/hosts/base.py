@@ -71,6 +71,8 @@ class Host(ABC):
         self.state = HostState.DISCONNECTED
         self.last_error: str | None = None
         self.base_dir: str = ""
+        self.load: probe_scripts.Load | None = None
+        """The host's load at its last probe (a monitor tick with running jobs)."""
         """Absolute base directory on the host, set by ``connect``."""
 
     @abstractmethod
@@ -99,6 +101,7 @@ class Host(ABC):
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, probe_scripts.Probe]:
         """What each (job id, job dir, session) looks like now: one round trip for all."""
         res = await self.run(probe_scripts.probe(jobs))
+        self.load = probe_scripts.parse_probe_load(res.stdout)
         return probe_scripts.parse_probe(res.stdout, jobs)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:

@@ -2,7 +2,7 @@
 
 A monitor tick asks each host two things: ``probe`` (each job's exit code, process group, log
 size, hangup marker, the wrapper's own start and end times and whether its tmux session is
-alive) and ``read_ranges`` (the new bytes of
+alive; and the host's load: CPU load, memory, GPUs where ``nvidia-smi`` exists) and ``read_ranges`` (the new bytes of
 logs and results files). Hosts send these scripts (``Host.probe``, ``Host.read_ranges``); the
 local host answers the same questions by reading the files directly. Pure functions, quoted with
 ``core.quoting``.
@@ -10,6 +10,9 @@ local host answers the same questions by reading the files directly. Pure functi
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 from evopilot.core.hosts.tmux import list_sessions
@@ -63,6 +66,97 @@ class Probe:
 
 _SECTION = b"\0--evopilot--\n"
 
+NVIDIA_SMI = "nvidia-smi --query-gpu=utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits"
+LOAD_SCRIPT = (
+    "cat /proc/loadavg 2>/dev/null | cut -d' ' -f1; nproc 2>/dev/null || echo 0\n"
+    "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo 2>/dev/null\n"
+    f"if command -v nvidia-smi >/dev/null 2>&1; then timeout 5 {NVIDIA_SMI} 2>/dev/null; fi\n"
+)
+"""The host's load, the probe's last section (the same round trip)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    util: float
+    """Percent busy."""
+    mem_used: float
+    mem_total: float
+    """MiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A host's load when it was last probed."""
+
+    cpu: float | None
+    """1-minute load average."""
+    cpus: int | None
+    mem_total: int | None
+    mem_available: int | None
+    """kB, from /proc/meminfo."""
+    gpus: tuple[Gpu, ...] = ()
+
+
+def parse_load(text: str) -> Load | None:
+    """The load section's lines: load average, CPU count, two meminfo lines, then one CSV line
+    per GPU. None when the host said nothing (no /proc: another OS)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    cpu = cpus = total = avail = None
+    gpus = []
+    for i, line in enumerate(lines):
+        if line.startswith("MemTotal:"):
+            total = _int_or_none(line.split()[1])
+        elif line.startswith("MemAvailable:"):
+            avail = _int_or_none(line.split()[1])
+        elif "," in line:
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                gpus.append(Gpu(float(parts[0]), float(parts[1]), float(parts[2])))
+            except (ValueError, IndexError):
+                pass  # "[N/A]" on some boards
+        elif i == 0:
+            cpu = epoch_or_none(line)
+        elif i == 1:
+            cpus = _int_or_none(line) or None
+    return Load(cpu, cpus, total, avail, tuple(gpus))
+
+
+def local_load() -> Load:
+    """This machine's load, read directly (a process only for ``nvidia-smi``, where it exists).
+    Blocking: call it in a thread."""
+    try:
+        cpu: float | None = os.getloadavg()[0]
+    except OSError:
+        cpu = None
+    try:
+        with open("/proc/meminfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    meminfo = "\n".join(line for line in text.splitlines() if line.startswith(("MemTotal:", "MemAvailable:")))
+    gpus = ""
+    if shutil.which("nvidia-smi"):
+        try:
+            gpus = subprocess.run(NVIDIA_SMI.split(), capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            gpus = ""
+    base = parse_load(f"{cpu if cpu is not None else ''}\n{os.cpu_count() or 0}\n{meminfo}\n{gpus}")
+    return base or Load(None, None, None, None)
+
+
+def load_dict(load: Load | None) -> dict | None:
+    """A load as the hosts' rows give it (``evopilot hosts --json``): memory used in percent."""
+    if load is None:
+        return None
+    mem = (None if not load.mem_total or load.mem_available is None
+           else round(100 * (1 - load.mem_available / load.mem_total), 1))
+    return {"cpu_load": load.cpu, "cpus": load.cpus, "mem_used_pct": mem,
+            "mem_total_kb": load.mem_total,
+            "gpus": [{"util_pct": g.util, "mem_used_mib": g.mem_used, "mem_total_mib": g.mem_total}
+                     for g in load.gpus]}
+
 
 _SEP = "printf '\\0--evopilot--\\n'"
 SMALL_FILES = (EXIT_CODE, PID, STARTED, FINISHED)
@@ -70,8 +164,8 @@ SMALL_FILES = (EXIT_CODE, PID, STARTED, FINISHED)
 
 def probe(jobs: list[tuple[int, str, str]]) -> str:
     """One script reporting on every (job id, job dir, session) with three processes however
-    many jobs: tmux's session list, then ``files`` (see there)."""
-    return f"{list_sessions()}\n{_SEP}\n{files([d for _, d, _ in jobs])}"
+    many jobs: tmux's session list, then ``files`` (see there), then the host's load."""
+    return f"{list_sessions()}\n{_SEP}\n{files([d for _, d, _ in jobs])}{_SEP}\n{LOAD_SCRIPT}true\n"
 
 
 def files(dirs: list[str], small: tuple[str, ...] = SMALL_FILES) -> str:
@@ -83,6 +177,12 @@ def files(dirs: list[str], small: tuple[str, ...] = SMALL_FILES) -> str:
         f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{_SEP}\n"
         f"grep -s -H -Z '' {join(paths)}\ntrue\n"
     )
+
+
+def parse_probe_load(out: bytes) -> Load | None:
+    """The host's load from a probe's output (its last section)."""
+    sections = out.split(_SECTION)
+    return parse_load(sections[3].decode("utf-8", "replace")) if len(sections) > 3 else None
 
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
