@@ -267,8 +267,13 @@ def _deps_without_engine(args) -> int | None:
 
     if args.fix or getattr(args, "config", None):
         return None  # --fix runs uv as configured
-    found = listing.analyse_benchmark(locations.data_home(getattr(args, "home", None)), args.project,
-                                      args.benchmark, tree=not args.json)
+    home = locations.data_home(getattr(args, "home", None))
+    if args.json:  # a stored analysis that still holds is printed without loading the analysis
+        data = listing.stored_analysis(home, args.project, args.benchmark)
+        if data is not None:
+            _print_json({**data, "added": []})
+            return 0
+    found = listing.analyse_benchmark(home, args.project, args.benchmark, tree=not args.json)
     return None if found is None else _print_deps(args, *found, [])
 
 

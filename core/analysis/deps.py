@@ -13,7 +13,6 @@ re-hashed, so a change is detected even when it keeps size and mtime.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -26,10 +25,10 @@ from pathlib import Path
 import tree_sitter
 import tree_sitter_python
 
-from evopilot.core.analysis import packages
+from evopilot.core.analysis import packages, stored
+from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
-from evopilot.core.errors import EvopilotError
 from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break a JSON round trip (recursion): a module at this
@@ -59,15 +58,11 @@ def analyze(project_root: Path, bench_file: Path, *, cache_dir: Path | None = No
     the project or the benchmark does not exist, the benchmark lies outside the project, or
     pyproject.toml cannot be read.
     """
-    root = Path(project_root).expanduser().resolve()
-    if not root.is_dir():
-        raise EvopilotError(f"project directory not found: {project_root}")
-    bench = _locate_benchmark(root, Path(bench_file).expanduser())
-    bench_key = _rel(root, bench)
+    root, bench_key = stored.locate(project_root, bench_file)
     if cache_dir is None:
         return _compute(root, bench_key, {}, None, None)
     cache_dir = Path(cache_dir)
-    result_file = cache_dir / f"result-{_digest(str(root / bench_key).encode())}.json"
+    result_file = stored.result_file(cache_dir, root, bench_key)
     cached = _load_result(result_file, root)
     if cached is not None:
         return cached
@@ -104,21 +99,6 @@ def _compute(
         external=_externals(graph, needs, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
-
-
-def _locate_benchmark(root: Path, bench_file: Path) -> Path:
-    candidates = [bench_file] if bench_file.is_absolute() else [root / bench_file, Path.cwd() / bench_file]
-    for candidate in candidates:
-        if candidate.is_file():
-            bench = candidate.resolve()
-            if not bench.is_relative_to(root):
-                raise EvopilotError(f"benchmark {bench_file} is outside the project {root}")
-            return bench
-    raise EvopilotError(f"benchmark not found: {bench_file} (in project {root})")
-
-
-def _rel(root: Path, path: Path) -> str:
-    return path.relative_to(root).as_posix()
 
 
 # Paths below are plain strings joined with "/": pathlib costs several times more per call, and
@@ -472,8 +452,7 @@ def _walk(node: LocalDependency):
 
 # --- cache ---------------------------------------------------------------------------------
 
-# Bump when the analysis or the cached formats change meaning.
-_CACHE_VERSION = 3
+_CACHE_VERSION = stored.CACHE_VERSION
 # A file changed within this many ns before its stat was recorded could change again without a
 # new mtime or ctime (coarse file-system clocks): such a stat is not trusted to stand for content.
 _RACY_NS = 2_000_000_000
@@ -483,7 +462,8 @@ _RESULTS: dict[Path, tuple[dict, DependencyAnalysis]] = {}
 """In-process memo of stored analyses: result file -> (its input record, the analysis). Safe to
 share because the models are frozen."""
 _CODE = [
-    *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "models.py", "packages.py")),
+    *(str(Path(__file__).resolve().with_name(name))
+      for name in ("deps.py", "imports.py", "models.py", "packages.py", "stored.py")),
     *(str(Path(module.__file__ or "").parent) for module in (tree_sitter, tree_sitter_python)),
 ]
 """The analysis's own sources and the parser's package directories: editing or upgrading any of
@@ -494,23 +474,8 @@ def _code() -> list[list[int] | None]:
     return [_fingerprint(_stat(path)) for path in _CODE]
 
 
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _fingerprint(st: os.stat_result | None) -> list[int] | None:
-    return None if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 def _settled(st: os.stat_result | None, now: int) -> bool:
     return st is None or now - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
@@ -518,26 +483,18 @@ def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
     directories, this code, the interpreter) has the stat it had when it was stored. The last
     one per file is also kept in memory: a long-lived process skips re-reading it."""
     memo = _RESULTS.get(result_file)
-    if memo is not None and _still_valid(memo[0], root):
+    if memo is not None and stored.still_valid(memo[0], root):
         return memo[1]
+    found = stored.load(result_file, root)
+    if found is None:
+        return None  # absent, stale or of another format: analyse afresh
+    record, body = found
     try:
-        header, _, body = result_file.read_bytes().partition(b"\n")
-        record = json.loads(header)
-        if not _still_valid(record, root):
-            return None
         result = DependencyAnalysis.model_validate_json(body)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent, stale format or corrupt: analyse afresh
+    except (ValueError, KeyError, TypeError):
+        return None  # corrupt
     _RESULTS[result_file] = (record, result)
     return result
-
-
-def _still_valid(record: dict, root: Path) -> bool:
-    if record["version"] != _CACHE_VERSION or record["python"] != sys.version:
-        return False
-    if record["sites"] != packages.site_dirs(root):
-        return False
-    return all(_fingerprint(_stat(path)) == fingerprint for path, fingerprint in record["paths"].items())
 
 
 def _save_result(
@@ -545,7 +502,7 @@ def _save_result(
 ) -> None:
     """Store the analysis with the stats of its inputs, unless one changed too recently for its
     stat to be trusted (then the next run recomputes, from the per-file cache)."""
-    sites = packages.site_dirs(root)
+    sites = stored.site_dirs(root)
     # stats taken before reading win over later ones: a change in between must not be hidden
     stats = {**{p: _stat(p) for p in (*sites, *_CODE)}, **inputs}
     now = time.time_ns()
@@ -556,6 +513,8 @@ def _save_result(
         "python": sys.version,
         "sites": sites,
         "paths": {path: _fingerprint(st) for path, st in stats.items()},
+        "ok": result.ok,  # what `deps --json` prints besides the analysis (stored.printed)
+        "fix_command": result.fix_command(),
     }
     body = result.model_dump_json()
     _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
@@ -640,7 +599,7 @@ def _installed(
 ) -> dict[str, list[str]]:
     """Import name -> installed distributions, recomputed only when a site directory changed
     (installing or removing a distribution adds or removes an entry there)."""
-    dirs = packages.site_dirs(root)
+    dirs = stored.site_dirs(root)
     stats = {d: _stat(d) for d in dirs}
     inputs.update(stats)
     fingerprint = [[d, _fingerprint(st)] for d, st in stats.items()]

@@ -4,7 +4,6 @@ project's pyproject declares, and ``uv add`` for what is missing."""
 from __future__ import annotations
 
 import csv
-import glob
 import os
 import re
 import subprocess
@@ -120,15 +119,6 @@ def known_distribution(module: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 # --- installed distributions -------------------------------------------------------------------
-
-
-def site_dirs(project_root: Path) -> list[str]:
-    """Where installed distributions live: the project's own ``.venv`` first, then this
-    interpreter's site directories (not every sys.path entry: a source directory such as the
-    current one changes all the time and holds no distributions)."""
-    venv = sorted(glob.glob(str(project_root / ".venv" / "lib" / "python*" / "site-packages")))
-    interpreter = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
-    return [p for p in dict.fromkeys([*venv, *interpreter]) if os.path.isdir(p)]
 
 
 def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:

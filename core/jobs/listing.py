@@ -72,6 +72,16 @@ def analyse_benchmark(home: Path, project: str, ref: str, *, tree: bool):
     return analysis, render_tree(analysis) if tree else []
 
 
+def stored_analysis(home: Path, project: str, ref: str) -> dict | None:
+    """What `deps --json` prints of the benchmark's stored analysis, if one still holds
+    (``core.analysis.stored``); None when the analysis (or the engine) is needed."""
+    from evopilot.core import locations
+    from evopilot.core.analysis import stored
+
+    found = read_benchmark(locations.db_path(home), project, ref)
+    return None if found is None else stored.printed(Path(found[0]), Path(found[1]), locations.deps_cache_dir(home))
+
+
 @contextlib.contextmanager
 def _opened(db_path: Path) -> Iterator[sqlite3.Connection | None]:
     """The database, if it exists and is up to date; None otherwise, or when SQLite cannot
