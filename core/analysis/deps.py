@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -630,7 +629,9 @@ def _write(directory: Path, target: Path, data: bytes) -> None:
     torn file: the last complete write wins. A cache that cannot be written is not an error."""
     try:
         ensure_private_dir(directory)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # created 0600
+        # unique and owner-only, as tempfile.mkstemp makes it (without importing tempfile)
+        tmp = str(directory / f".tmp-{os.getpid()}-{time.monotonic_ns()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -3,10 +3,8 @@ project's pyproject declares, and ``uv add`` for what is missing."""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -192,7 +190,7 @@ def _top_levels(dist: _Installed) -> set[str]:
         return {line.strip() for line in declared.split() if line.strip()}
     record = dist.read_text("RECORD")
     # RECORD's paths read as text: ``dist.files`` builds a path object per line
-    paths = ([next(csv.reader([line]))[0] if line.startswith('"') else line.partition(",")[0]
+    paths = ([_quoted_path(line) if line.startswith('"') else line.partition(",")[0]
               for line in record.splitlines() if line]
              if record is not None else [str(f) for f in dist.files])
     tops: set[str] = set()
@@ -207,6 +205,13 @@ def _top_levels(dist: _Installed) -> set[str]:
         if top.isidentifier() and top != "__pycache__":
             tops.add(top)
     return tops
+
+
+def _quoted_path(line: str) -> str:
+    """The path of a RECORD line that CSV-quotes it (a comma in the name: rare)."""
+    import csv
+
+    return next(csv.reader([line]))[0]
 
 
 # --- pyproject -------------------------------------------------------------------------------
@@ -254,6 +259,8 @@ def fix(project_root: Path, analysis: DependencyAnalysis, uv_path: str = "uv") -
 
     Runs synchronously (uv resolves, locks and syncs); call it from a thread in async code.
     """
+    import subprocess  # only here: `deps` without --fix starts without it
+
     dists = [p.distribution for p in analysis.undeclared()]
     if not dists:
         return []
