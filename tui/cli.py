@@ -281,12 +281,13 @@ async def cmd_hosts(engine: Engine, args) -> int:
     rows = await engine.hosts()
     if args.connect:
         rows = [await _connect_row(engine, r["name"]) for r in rows]
-    if args.json:
-        _print_json(rows)
+    worker = await engine.worker_state()
+    if args.json:  # the worker (the database's, as the text's last line) on every host's row
+        _print_json([{**r, "worker": worker.public()} for r in rows])
     else:
         _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
-        print(f"worker: {_worker_line(await engine.worker_state())}")
+        print(f"worker: {_worker_line(worker)}")
     return 0
 
 
@@ -878,7 +879,8 @@ def _build_parser(command: str | None) -> argparse.ArgumentParser | None:
     sp.add_argument("--status", action="append", metavar="S,...",
                     help="only jobs with these statuses (default: every finished one)")
 
-    sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
+    sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots, and the "
+             "worker that starts queued jobs (--json: each row's `worker`, as in `queue --json`)")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")
     sp = add("doctor", cmd_doctor, "check a host (or all): reachable, host key, auth, tmux, uv, rsync, "
              "python, disk, env paths; exit 1 if a check fails")
