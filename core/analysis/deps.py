@@ -215,9 +215,12 @@ class _Graph:
         self.nodes[bench_key] = _Node(bench_key.rpartition("/")[2].removesuffix(".py"), bench_key, True)
         queue: deque[tuple[str, _Module | None]] = deque([(bench_key, None)])
         prefix = len(self.root) + 1
+        ready: dict[str, FileImports] = {}
         while queue:
             key, module = queue.popleft()
-            parsed = self._parse(f"{self.root}/{key}")
+            if key not in ready:  # the files queued so far, parsed together (see _extract_all)
+                ready.update(self._parse_all([key, *(k for k, _ in queue if k not in ready)]))
+            parsed = ready.pop(key)
             for problem in parsed.errors:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
             for imp in parsed.imports:
@@ -238,14 +241,20 @@ class _Graph:
                     if target_key != key:  # an edge imported two ways counts as the stronger
                         edges[target_key] = min(edges.get(target_key, OPTIONAL), _need(imp))
 
-    def _parse(self, path: str) -> FileImports:
+    def _parse_all(self, keys: list[str]) -> dict[str, FileImports]:
+        """The imports of each file (by node key); the same as parsing them one by one, in order."""
         if self.cache is not None:
-            return self.cache.imports(path)
-        try:
-            with open(path, "rb") as f:
-                return extract(f.read())
-        except OSError as e:
-            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+            return self.cache.imports_all(keys, self.root)
+        sources: dict[str, bytes] = {}
+        out: dict[str, FileImports] = {}
+        for key in keys:
+            try:
+                with open(f"{self.root}/{key}", "rb") as f:
+                    sources[key] = f.read()
+            except OSError as e:
+                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+        out.update(zip(sources, _extract_all(list(sources.values()))))
+        return out
 
     def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module | _Missing]:
         """The project modules one import statement loads, in order; records externals."""
@@ -543,31 +552,42 @@ class _ParseCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
 
-    def imports(self, path: str) -> FileImports:
-        st = self.inputs[path] = _stat(path)
-        if st is None:
-            return FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
-        fingerprint = _fingerprint(st)
-        entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
-        if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
-            return _from_json(self.parsed[entry[1]])
-        try:
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError as e:
-            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        digest = _digest(source)
-        cached = self.parsed.get(digest)
-        if cached is None:
-            result = extract(source)
+    def imports_all(self, keys: list[str], root: str) -> dict[str, FileImports]:
+        """The imports of each file (by node key under ``root``); the new contents among them
+        are parsed together (``_extract_all``)."""
+        out: dict[str, FileImports] = {}
+        new: dict[bytes, str] = {}  # content -> its hash, to parse
+        read: list[tuple[str, str]] = []  # key and content hash of the files read
+        for key in keys:
+            path = f"{root}/{key}"
+            st = self.inputs[path] = _stat(path)
+            if st is None:
+                out[key] = FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
+                continue
+            fingerprint = _fingerprint(st)
+            entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
+            if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
+                out[key] = _from_json(self.parsed[entry[1]])
+                continue
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+            except OSError as e:
+                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+                continue
+            digest = _digest(source)
+            if digest not in self.parsed:
+                new[source] = digest
+            read.append((key, digest))
+            new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
+            if new_entry != entry:  # unchanged and still racy: nothing worth a write
+                self.stats[path] = new_entry
+                self.dirty = True
+        for digest, result in zip(new.values(), _extract_all(list(new))):
             self.parsed[digest] = _to_json(result)
-        else:
-            result = _from_json(cached)
-        new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
-        if new_entry != entry:  # unchanged and still racy: nothing worth a write
-            self.stats[path] = new_entry
-            self.dirty = True
-        return result
+        for key, digest in read:
+            out[key] = _from_json(self.parsed[digest])
+        return out
 
     def save(self) -> None:
         if not self.dirty:
@@ -581,6 +601,52 @@ class _ParseCache:
             "parsed": {h: v for h, v in self.parsed.items() if h in used},
         }
         _write(self.dir, self.file, json.dumps(data, separators=(",", ":")).encode())
+
+
+_FORK_BYTES = 200_000
+"""Below this much source to parse, a second process costs more than it saves."""
+
+
+def _extract_all(sources: list[bytes]) -> list[FileImports]:
+    """``extract`` of each source. tree-sitter holds the GIL while it parses, so with enough
+    to parse a forked child parses half of them (grimp, which bench/cli.py compares with, parses
+    on several threads); not in a process with other threads (the engine's), where a fork is
+    unsafe."""
+    total = sum(map(len, sources))
+    threading = sys.modules.get("threading")
+    if total < _FORK_BYTES or not hasattr(os, "fork") or (threading and threading.active_count() > 1):
+        return [extract(s) for s in sources]
+    # the child takes every other file by size, so both halves weigh about the same
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
+    theirs, mine = order[0::2], order[1::2]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: parse, send the results as JSON, leave without cleaning up
+        code = 1
+        try:
+            os.close(read_fd)
+            data = json.dumps([_to_json(extract(sources[i])) for i in theirs]).encode()
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    results: list[FileImports | None] = [None] * len(sources)
+    for i in mine:
+        results[i] = extract(sources[i])
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        if status != 0:
+            raise ValueError("the parsing child failed")
+        for i, parsed in zip(theirs, json.loads(data), strict=True):
+            results[i] = _from_json(parsed)
+    except (ValueError, TypeError):
+        for i in theirs:  # parse them here after all
+            results[i] = extract(sources[i])
+    return results
 
 
 def _to_json(result: FileImports) -> list:
