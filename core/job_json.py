@@ -15,8 +15,9 @@ PUBLIC_FIELDS: tuple[tuple[str, str], ...] = (
     ("error_message", "error_message"), ("created_at", "created_at"), ("started_at", "started_at"),
     ("finished_at", "finished_at"), ("depends_on", "depends_on"), ("commit", "commit_sha"),
     ("tmux_session", "tmux_session"), ("log_path", "log_path"), ("metrics", "metrics"),
-    ("origin_kind", "origin_kind"), ("origin_id", "origin_id"), ("mode", "mode"), ("command", "command"),
-    ("args", "args"), ("timeout_s", "timeout_s"), ("workdir", "workdir"), ("metric_units", "metric_units"),
+    ("origin_kind", "origin_kind"), ("origin_id", "origin_id"), ("mode", "mode"), ("slurm_id", "slurm_id"),
+    ("command", "command"), ("args", "args"), ("timeout_s", "timeout_s"), ("workdir", "workdir"),
+    ("metric_units", "metric_units"),
     ("metric_directions", "metric_higher_is_better"),
 )
 """(name printed, job attribute) in the order `evopilot jobs --json` prints them; the names are a
