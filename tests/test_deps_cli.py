@@ -36,5 +36,5 @@ def test_run_refuses_missing_dependencies_unless_no_check(cli, make_project):
     assert json.loads(cli("jobs", "--json")[1]) == []
     code, out, err = cli("run", "proj", "b.py", "--no-check", "--wait")
     assert code == 1  # it runs, and fails on the import as the check predicted
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    _setup, job = json.loads(cli("jobs", "--json")[1])
     assert "ModuleNotFoundError" in job["error_message"]

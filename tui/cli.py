@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from evopilot.core import formatting, locations
-from evopilot.core.config import dotted_key, load_config
+from evopilot.core.config import LOCAL, dotted_key, load_config
 from evopilot.core.engine import Engine
 from evopilot.tui import evolve_cli
 from evopilot.core.errors import EvopilotError
@@ -150,15 +150,31 @@ async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
                             timeout=args.timeout, args=args.args, check=not args.no_check,
                             tty=args.tty, commit=args.commit)
+    if not args.wait:
+        jobs = await _start_after_local_setup(engine, jobs)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
         for j in jobs:
             at = f" at {j.commit_sha[:12]}" if j.commit_sha else ""
-            print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}")
+            why = f" ({j.error_message})" if j.status == JobStatus.PENDING and j.error_message else ""
+            print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}{why}")
     if not args.wait:
-        return 0
+        return 1 if any(j.status == JobStatus.PENDING and j.host == LOCAL for j in jobs) else 0
     return await _wait(engine, [j.id for j in jobs], args.json)
+
+
+async def _start_after_local_setup(engine: Engine, jobs: list) -> list:
+    """Local jobs waiting for their project's environment start before `run` returns, as local
+    jobs always did: build it (a setup job, usually well under a second) and dispatch them. A
+    remote host's jobs wait for a worker instead. Jobs still pending after it: the setup failed."""
+    setups = sorted({j.depends_on for j in jobs
+                     if j.host == LOCAL and j.status == JobStatus.PENDING and j.depends_on})
+    if not setups:
+        return jobs
+    await engine.run_forever(until_done=setups)
+    await engine.dispatch()
+    return [await engine.job(j.id) for j in jobs]
 
 
 async def cmd_deps(engine: Engine, args) -> int:
