@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -406,10 +407,14 @@ async def cmd_demo(engine: Engine, args) -> int:
     --evolve, run the evolution example in a git repository of its own under the data dir."""
     if args.evolve:
         return await evolve_cli.demo(engine, args)
-    name, example = "example", locations.bundled_example()
+    name, example = "example", engine.home / "examples" / "solver"
     try:
         await engine.project(name)
     except EvopilotError:
+        # a copy: the first run builds the project's .venv (and uv.lock) in its directory,
+        # which must not be the installed package's
+        await asyncio.to_thread(shutil.copytree, locations.bundled_example(), example, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".venv", "uv.lock", "__pycache__"))
         await engine.add_project(example, name)
     benches = [b.path for b in await engine.list_benchmarks(name)]
     print(f"running {len(benches)} benchmarks of {example} on the local host "
