@@ -353,8 +353,10 @@ async def cmd_send(engine: Engine, args) -> int:
 
 async def cmd_queue(engine: Engine, args) -> int:
     if args.action in ("pause", "resume"):
-        await engine.set_queue_paused(args.action == "pause")
+        left = await engine.set_queue_paused(args.action == "pause")
         print(f"queue {'paused' if args.action == 'pause' else 'resumed'}")
+        if left:
+            print(f"jobs queued on {', '.join(left)} start when a worker (`evopilot worker`) or the app runs")
         return 0
     if args.job is None:
         raise EvopilotError(f"queue {args.action} needs a JOB id")
