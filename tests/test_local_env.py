@@ -186,3 +186,24 @@ def test_same_project_same_outcome_locally_and_on_an_ssh_host(cli, env_project, 
     assert Path(lp["prefix"]) == Path(lw) / ".venv" and Path(rp["prefix"]) == Path(rw) / ".venv"
     assert lw == str(env_project) and rw.startswith(sshd.base_dir) and lp["version"] == rp["version"] == PY
     assert lp["path"][2] == lw + "/src" and rp["path"][2] == rw + "/src"
+
+
+def test_run_does_not_wait_for_a_setup_that_cannot_start(cli, env_project):
+    """With the queue paused the setup cannot start: `run` returns at once, the benchmark
+    pending on it; a worker then builds the environment first and runs the benchmark."""
+    assert cli("queue", "pause")[0] == 0
+    code, out, err = cli("run", "envproj", "probe.py")
+    assert code == 0, err
+    assert "pending (waiting for environment setup (job 1))" in out
+    assert cli("queue", "resume")[0] == 0
+    assert cli("worker", "--until-idle")[0] == 0
+    assert [(j["kind"], j["status"]) for j in jobs(cli)] == [("setup", "succeeded"), ("benchmark", "succeeded")]
+
+
+def test_a_failed_local_setup_keeps_the_jobs_waiting_with_the_reason(cli, env_project):
+    (env_project / "pyproject.toml").write_text(PYPROJECT.replace(">=3.10", ">=9.0"))
+    code, out, err = cli("run", "envproj", "probe.py")
+    assert code == 1, err
+    assert "pending" in out and "retry 1" in out
+    setup, job = jobs(cli)
+    assert setup["status"] == "failed" and job["status"] == "pending"

@@ -151,8 +151,9 @@ async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
                             timeout=args.timeout, args=args.args, check=not args.no_check,
                             tty=args.tty, commit=args.commit)
+    setup_failed = False
     if not args.wait:
-        jobs = await _start_after_local_setup(engine, jobs)
+        jobs, setup_failed = await _start_after_local_setup(engine, jobs)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
@@ -161,21 +162,24 @@ async def cmd_run(engine: Engine, args) -> int:
             why = f" ({j.error_message})" if j.status == JobStatus.PENDING and j.error_message else ""
             print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}{why}")
     if not args.wait:
-        return 1 if any(j.status == JobStatus.PENDING and j.host == LOCAL for j in jobs) else 0
+        return 1 if setup_failed else 0
     return await _wait(engine, [j.id for j in jobs], args.json)
 
 
-async def _start_after_local_setup(engine: Engine, jobs: list) -> list:
+async def _start_after_local_setup(engine: Engine, jobs: list) -> tuple[list, bool]:
     """Local jobs waiting for their project's environment start before `run` returns, as local
-    jobs always did: build it (a setup job, usually well under a second) and dispatch them. A
-    remote host's jobs wait for a worker instead. Jobs still pending after it: the setup failed."""
-    setups = sorted({j.depends_on for j in jobs
-                     if j.host == LOCAL and j.status == JobStatus.PENDING and j.depends_on})
-    if not setups:
-        return jobs
-    await engine.run_forever(until_done=setups)
+    jobs always did: the setup job building it (usually well under a second) is waited for and
+    they are dispatched. Only a setup that started: with the queue paused or every slot busy,
+    they stay pending for a worker, as a remote host's jobs do. Also returns whether a setup
+    failed (the jobs then stay pending with the reason)."""
+    setups = {j.depends_on for j in jobs if j.host == LOCAL and j.status == JobStatus.PENDING and j.depends_on}
+    running = [s for s in sorted(setups) if (await engine.job(s)).status == JobStatus.RUNNING]
+    if not running:
+        return jobs, False
+    await engine.run_forever(until_done=running)
     await engine.dispatch()
-    return [await engine.job(j.id) for j in jobs]
+    failed = [s for s in running if (await engine.job(s)).status != JobStatus.SUCCEEDED]
+    return [await engine.job(j.id) for j in jobs], bool(failed)
 
 
 async def cmd_deps(engine: Engine, args) -> int:
