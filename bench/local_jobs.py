@@ -100,12 +100,17 @@ async def engine_short(n: int, slots: int, seconds: float) -> dict:
         jobs = [await engine.job(i) for i in ids]
     finally:
         await engine.close()
+    return turnover(jobs, slots, total)
+
+
+def turnover(jobs: list, slots: int, total: float) -> dict:
+    """Throughput, failures, and the gaps from a job's exit to the start of the next in its slot."""
     failed = [j for j in jobs if j.status != "succeeded"]
     starts = sorted(parse_iso(j.started_at).timestamp() for j in jobs)
     ends = sorted(parse_iso(j.finished_at).timestamp() for j in jobs)
     # the k-th job to end frees the slot that the (slots + k)-th job to start takes
     gaps = [s - e for e, s in zip(ends, starts[slots:])]
-    return {"jobs_per_s": n / total, "failed": len(failed),
+    return {"jobs_per_s": len(jobs) / total, "failed": len(failed),
             "errors": sorted({j.error_message or j.status for j in failed}),
             "gap_median_ms": statistics.median(gaps) * 1000,
             "gap_p90_ms": statistics.quantiles(gaps, n=10)[-1] * 1000}
@@ -135,13 +140,8 @@ async def engine_bench(n: int, slots: int, seconds: float) -> dict:
         python = jobs[0].command.split()[-2]  # the job's interpreter, for the pool
     finally:
         await engine.close()
-    failed = [j for j in jobs if j.status != "succeeded"]
-    starts = sorted(parse_iso(j.started_at).timestamp() for j in jobs)
-    ends = sorted(parse_iso(j.finished_at).timestamp() for j in jobs)
-    gaps = [s - e for e, s in zip(ends, starts[slots:])]
-    return {"jobs_per_s": n / total, "failed": len(failed), "run_ms": statistics.median(calls) * 1000,
-            "gap_median_ms": statistics.median(gaps) * 1000, "python": python,
-            "bench": str(root / "benchmarks" / "nap.py")}
+    return {**turnover(jobs, slots, total), "run_ms": statistics.median(calls) * 1000,
+            "python": python, "bench": str(root / "benchmarks" / "nap.py")}
 
 
 def bench_case(a: argparse.Namespace) -> None:
