@@ -1,9 +1,10 @@
 """config.toml as pydantic models, merged from the files listed in ``core.locations``.
 
 Every config file that exists is read and the files are merged, each over the ones of lower
-precedence. Top-level tables ([engine], [projects], [hosts], [keys]) and each host's table
-([hosts.NAME]) merge key by key; any other value replaces the earlier one whole, including lists
-(``benchmark_globs``) and tables that are one setting (a host's ``env``).
+precedence. Top-level tables ([engine], [projects], [hosts], [keys], [tasks], [agents]) and each
+host's and agent's table ([hosts.NAME], [agents.NAME]) merge key by key; any other value replaces
+the earlier one whole, including lists (``benchmark_globs``) and tables that are one setting (a
+host's ``env``, [tasks.projects]).
 
 Unknown keys are errors (a mistyped key must not be silently ignored). Each file is checked on
 its own before the merge, so every error is one line naming the file it is in, the key and what
@@ -18,7 +19,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -50,12 +51,23 @@ class EngineConfig(_Strict):
     session_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")] = "evp"
     results_max_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1024 * 1024
     """Largest results.json read; a bigger one fails its job with a message saying so."""
+    background_worker: bool = True
+    """Start a worker in a tmux session of its own when a command leaves jobs queued and no
+    worker is alive (it exits when idle); false: jobs start only while `evopilot worker` or
+    the app runs."""
 
 
 class ProjectsConfig(_Strict):
     benchmark_globs: list[str] = ["benchmarks/*.py", "benchmark_*.py"]
     default_python: str = ""
     """Python version for new projects; empty means the version running evopilot."""
+
+
+def _env_names(v: dict[str, str]) -> dict[str, str]:
+    for k in v:
+        if not k.replace("_", "a").isalnum() or k[0].isdigit():
+            raise ValueError(f"{k!r} is not a valid environment variable name")
+    return v
 
 
 class HostConfig(_Strict):
@@ -88,10 +100,7 @@ class HostConfig(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for k in v:
-            if not k.replace("_", "a").isalnum() or k[0].isdigit():
-                raise ValueError(f"{k!r} is not a valid environment variable name")
-        return v
+        return _env_names(v)
 
     def slots(self, is_local: bool) -> int:
         if self.max_parallel:
@@ -99,10 +108,80 @@ class HostConfig(_Strict):
         return (os.cpu_count() or 1) if is_local else 4
 
 
+class AgentConfig(_Strict):
+    """A coding agent ([agents.NAME]): any CLI, run as a job in an attempt's worktree."""
+
+    command: str
+    """Shell command with {prompt} (the prompt's text) or {prompt_file} (a file holding it), each
+    replaced by a quoted word: do not quote them. {workdir} is the worktree; a sweep's
+    --param NAME=... fills {NAME}. e.g. `claude -p {prompt} --output-format json`."""
+    followup: str | None = None
+    """The command of a follow-up session when the agent is not live to type into (default:
+    ``command``), e.g. `claude -c -p {prompt} --output-format json`."""
+    tty: bool = False
+    """Run it on a terminal (CLIs that need one); a follow-up is then typed into it while it runs."""
+    env: dict[str, str] = {}
+    """Extra environment for its sessions. Not for secrets: it is part of the job's command
+    line; put keys in the host's env."""
+    usage: Literal["json", "none"] = "none"
+    """"json": its output's last JSON object with usage.input_tokens, usage.output_tokens and
+    total_cost_usd (Claude Code's --output-format json) is the session's usage."""
+    usage_command: str | None = None
+    """A command run in the worktree after each session that prints such a JSON object
+    (for agents that keep their usage elsewhere); implies usage = "json"."""
+
+    @field_validator("command", "followup")
+    @classmethod
+    def _has_prompt(cls, v: str | None) -> str | None:
+        if v is not None and "{prompt}" not in v and "{prompt_file}" not in v:
+            raise ValueError("must contain {prompt} or {prompt_file}")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        return _env_names(v)
+
+
+class TaskProjectConfig(_Strict):
+    """[tasks.projects.NAME]: one project's overrides of the [tasks] defaults."""
+
+    setup_script: str | None = None
+    cleanup_script: str | None = None
+    test_command: str | None = None
+    target_branch: str | None = None
+
+
+class TasksConfig(_Strict):
+    worktree_dir: str | None = None
+    """Where attempts' worktrees go (<dir>/<project>/<attempt>); default <data home>/worktrees."""
+    setup_script: str = ""
+    """Shell run in a new worktree before the agent (a job of its own; empty: none)."""
+    cleanup_script: str = ""
+    """Shell run in a worktree before `task archive` removes it."""
+    test_command: str = ""
+    """Shell run in the worktree after each agent session; exit 0 means the tests passed."""
+    target_branch: str = ""
+    """The branch attempts start from and merge into; empty: the project's current branch."""
+    max_dollars: Annotated[float, Field(gt=0)] | None = None
+    """Budgets of each attempt (None: no cap): past one its agent is stopped, the reason kept."""
+    max_requests: Annotated[int, Field(gt=0)] | None = None
+    max_minutes: Annotated[float, Field(gt=0)] | None = None
+    projects: dict[str, TaskProjectConfig] = {}
+
+    def for_project(self, name: str) -> TaskProjectConfig:
+        """The project's settings: its overrides over these defaults."""
+        own = self.projects.get(name, TaskProjectConfig())
+        return TaskProjectConfig(**{k: v if (v := getattr(own, k)) is not None else getattr(self, k)
+                                    for k in TaskProjectConfig.model_fields})
+
+
 class Config(_Strict):
     engine: EngineConfig = EngineConfig()
     projects: ProjectsConfig = ProjectsConfig()
     hosts: dict[Annotated[str, Field(pattern=HOST_NAME_PATTERN)], HostConfig] = {}
+    tasks: TasksConfig = TasksConfig()
+    agents: dict[Annotated[str, Field(pattern=HOST_NAME_PATTERN)], AgentConfig] = {}
     keys: dict[str, str] = {}
     """Key binding overrides: binding id -> key (see `?` in the app)."""
     # Private, so a config file cannot set them.
@@ -127,6 +206,13 @@ class Config(_Strict):
         except KeyError:
             known = ", ".join(self.host_names())
             raise EvopilotError(f"unknown host {name!r} (configured: {known})") from None
+
+    def agent(self, name: str) -> AgentConfig:
+        try:
+            return self.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.agents)) or "none; add an [agents.NAME] table"
+            raise EvopilotError(f"unknown agent {name!r} (configured: {known})") from None
 
     def host_names(self) -> list[str]:
         return [LOCAL] + sorted(n for n in self.hosts if n != LOCAL)

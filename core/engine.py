@@ -10,7 +10,9 @@ It opens the database and wires the services, each with one job:
 - ``HostRegistry`` (core/hosts/registry.py): the hosts and their connections;
 - ``EventBus`` (core/events.py): typed events to subscribers, on bounded queues;
 - ``Evolution`` (core/evolution/service.py): experiments, whose evaluations are jobs of the
-  ``evaluation`` kind.
+  ``evaluation`` kind;
+- ``Tasks`` (core/tasks/service.py): tasks and coding-agent attempts, whose agent sessions,
+  setup scripts and tests are jobs of the ``agent``, ``attempt_setup`` and ``attempt_test`` kinds.
 
 The methods below only delegate; subsystems (evolution, tasks) use the services, register
 their job kinds on ``kinds`` and never reach into each other. Everything here is async and runs
@@ -38,13 +40,15 @@ from evopilot.core.hosts.base import Host
 from evopilot.core.evolution.evaluation import EVALUATION, MUTATION
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core import environments
-from evopilot.core.jobs import interactive
+from evopilot.core.jobs import background, interactive
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
+from evopilot.core.status import check_status
+from evopilot.core.tasks.kinds import TaskKinds
 
 if TYPE_CHECKING:
     from evopilot.core.jobs.logread import LogReader
@@ -73,7 +77,12 @@ class Engine:
         self.scheduler.add_busy_check(lambda: evo_db.any_running_experiment(db))
         for kind in (EVALUATION, MUTATION):  # every process handles evaluation ends, loop or not
             self.kinds.register(kind)
+        self._task_kinds = TaskKinds(db, config, self.submitter.new_job, self.control.kill, self.hosts_registry.get)
+        for kind in self._task_kinds.kinds():  # agent sessions, setup scripts and tests of attempts
+            self.kinds.register(kind)
+        self.scheduler.add_tick_hook(self._task_kinds.tick)  # budgets of agents and sweeps
         self._evolution = None
+        self._tasks = None
 
     @property
     def evolution(self):
@@ -84,6 +93,16 @@ class Engine:
 
             self._evolution = Evolution(self.db, self.submitter, self.bus)
         return self._evolution
+
+    @property
+    def tasks(self):
+        """Tasks and coding-agent attempts (core/tasks/service.py, its docstring lists the API)."""
+        if self._tasks is None:
+            from evopilot.core.tasks.service import Tasks
+
+            self._tasks = Tasks(self.db, self.config, self.home, self.submitter, self.scheduler,
+                                self.hosts_registry, self._task_kinds)
+        return self._tasks
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -166,8 +185,8 @@ class Engine:
 
     # ---- projects, benchmarks, dependencies ------------------------------------------------
 
-    async def add_project(self, path, name=None, python=None):
-        return await self.projects.add(path, name, python)
+    async def add_project(self, path, name=None, python=None, *, force=False):
+        return await self.projects.add(path, name, python, force=force)
 
     async def list_projects(self):
         return await self.projects.list()
@@ -180,6 +199,10 @@ class Engine:
 
     async def add_benchmarks(self, project_name, files):
         return await self.projects.add_benchmarks(project_name, files)
+
+    async def remove_benchmark(self, project_name: str, ref: str):
+        """Remove a benchmark from its project (its jobs are kept); returns it."""
+        return await self.projects.remove_benchmark(project_name, ref)
 
     async def list_benchmarks(self, project_name=None):
         return await self.projects.benchmarks(project_name)
@@ -211,7 +234,9 @@ class Engine:
     async def jobs(self, *, status=None, project=None, host=None, limit=None, offset=0,
                    newest_first=False, reconcile=True) -> list[Job]:
         if status:
-            status = [_check_status(s) for s in status]
+            status = [check_status(s) for s in status]
+        if project:
+            await self.projects.get(project)  # an unknown name is an error, not an empty list
         if reconcile:
             await self.scheduler.reconcile()
         return await jobs_db.list_jobs(self.db, status=status, project=project, host=host,
@@ -249,6 +274,14 @@ class Engine:
             return not job.status.finished
 
         return logread.follow(reader, offset, running=running, interval=self.config.engine.poll_interval)
+
+    async def clean(self, *, older_than: str | None = None, statuses: list[str] | None = None):
+        """Remove finished jobs (rows, job directories, log copies): see core/jobs/clean.py."""
+        from evopilot.core.jobs import clean
+
+        age = clean.parse_age(older_than) if older_than else None
+        return await clean.clean(self.db, self.hosts_registry, self.home, older_than=age,
+                                 statuses=clean.parse_statuses(statuses))
 
     async def stop(self, job_id: int) -> Job:
         return await self.control.stop(job_id)
@@ -294,6 +327,40 @@ class Engine:
     async def set_queue_paused(self, paused: bool) -> list[str]:
         return await self.control.set_queue_paused(paused)
 
+    async def queue(self) -> list[Job]:
+        """Queued and pending jobs in the order they will start."""
+        return await jobs_db.queue_order(self.db)
+
+    async def queue_positions(self) -> dict[int, int]:
+        """Each queued or pending job's place in the queue, from 1."""
+        return await jobs_db.queue_positions(self.db)
+
+    # ---- the background worker (core/jobs/background.py) -----------------------------------
+
+    async def ensure_worker(self, config_file: str | None = None) -> str | None:
+        """Start a background worker if jobs are queued or running and no worker is alive;
+        its tmux session, or None."""
+        return await background.ensure(self.db, self.config, self.home, self.instance, config_file)
+
+    async def worker_state(self) -> background.WorkerState:
+        return await background.state(self.db, self.config, self.home)
+
+    async def serve_in_background(self, on_error=None) -> bool:
+        """The background worker's life: hold the lock, run until idle, let go, and go on if
+        work came meanwhile; False at once if another background worker holds the lock."""
+        lock = background.WorkerLock(self.home)
+        served = False
+        while await background.take(self.db, lock):
+            served = True
+            try:
+                await self.run_forever(until_idle=True, on_error=on_error)
+                stuck = await background.work_ids(self.db)  # only unreachable hosts could move these
+            finally:
+                await background.leave(self.db, lock)
+            if not await background.work_ids(self.db) - stuck:
+                break  # else a command queued work while we were leaving: serve it
+        return served
+
     # ---- the loop --------------------------------------------------------------------------
 
     async def dispatch(self) -> None:
@@ -310,9 +377,3 @@ class Engine:
         """The worker loop (see ``Scheduler.run_forever``)."""
         await self.scheduler.run_forever(**options)
 
-
-def _check_status(s: str) -> str:
-    try:
-        return JobStatus(s).value
-    except ValueError:
-        raise EvopilotError(f"unknown status {s!r}: one of {', '.join(x.value for x in JobStatus)}") from None

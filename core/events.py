@@ -67,7 +67,16 @@ class IterationEvent(BaseModel):
     status: str
 
 
-Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent
+class TaskEvent(BaseModel):
+    """A task or one of its attempts changed (added, moved, started, ended, tested, merged,
+    archived): the Tasks tab re-reads that task."""
+
+    type: Literal["task"] = "task"
+    task_id: int
+    attempt_id: int | None = None
+
+
+Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | TaskEvent
 
 
 class Subscription(asyncio.Queue):

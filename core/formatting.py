@@ -13,13 +13,32 @@ from datetime import datetime
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-from evopilot.core.models import Job, JobStatus
+from evopilot.core.status import JobStatus
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI formats without loading the row models (start-up time)
+    from evopilot.core.models import Job
     from evopilot.core.hosts.doctor import Check
 
 LINE_LIMIT = 200
 """A message shown on one line (an error, a host's last error) is cut to this many characters."""
+
+
+def table(rows: list[list], header: list[str], width: int | None = None) -> list[str]:
+    """Rows as lines of left-aligned columns under ``header`` (no lines when there are no rows).
+    With ``width`` (a terminal's), the widest columns give way until the lines fit, their
+    values cut with ``…`` (never silently)."""
+    if not rows:
+        return []
+    cells = [[str(x) for x in row] for row in [header, *rows]]
+    widths = [max(len(x) for x in col) for col in zip(*cells)]
+    if width is not None:
+        floor = [min(w, 4) for w in widths]  # the widest give way first, headers only last
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
+            if widths[i] <= floor[i]:
+                break  # narrower than the headers: let the terminal wrap
+            widths[i] -= 1
+    return ["  ".join(cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
 
 
 def duration(seconds: float | None) -> str:
@@ -66,11 +85,16 @@ def metrics(job: Job) -> str:
     return " ".join(f"{name}={metric(v, job.metric_units.get(name))}" for name, v in job.metrics.items())
 
 
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters; a cut one ends with ``…`` (never silently)."""
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"[:width]
+
+
 def last_line(text: str | None) -> str:
     """The last non-blank line of a message (a traceback ends with the error), cut to
     ``LINE_LIMIT``."""
     lines = (text or "").strip().splitlines()
-    return lines[-1].strip()[:LINE_LIMIT] if lines else ""
+    return cut(lines[-1].strip(), LINE_LIMIT) if lines else ""
 
 
 def outcome(job: Job) -> str:

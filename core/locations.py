@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 from evopilot.core.errors import EvopilotError
 
 APP = "evopilot"
 
 
 def user_config_file() -> Path:
+    import platformdirs  # not needed when --home or $EVOPILOT_HOME say where (start-up time)
+
     return Path(platformdirs.user_config_dir(APP)) / "config.toml"
 
 
@@ -52,6 +52,8 @@ def data_home(cli_home: str | None = None) -> Path:
     env = os.environ.get("EVOPILOT_HOME")
     if env:
         return Path(env).expanduser().resolve()
+    import platformdirs
+
     return Path(platformdirs.user_data_dir(APP))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+from evopilot.core.job_json import public_job
+from evopilot.core.status import FINISHED, TASK_STATUSES, JobStatus  # noqa: F401 (re-exported: models are where they are used from)
 
 
 def now_iso() -> str:
@@ -16,26 +18,6 @@ def now_iso() -> str:
 
 def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s) if s else None
-
-
-class JobStatus(enum.StrEnum):
-    PENDING = "pending"  # waiting on something other than a slot (e.g. its host's setup)
-    QUEUED = "queued"  # ready; starts when its host has a free slot
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # cancelled while queued, or stopped (SIGINT) while running
-    KILLED = "killed"
-    LOST = "lost"  # the tmux session vanished without an exit code
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.KILLED, JobStatus.LOST}
-)
 
 
 class _Row(BaseModel):
@@ -118,6 +100,8 @@ class Job(_Row):
     metrics: dict[str, float] = {}
     metric_units: dict[str, str] = {}
     """The unit of each metric that has one (results.json's ``"unit"``)."""
+    metric_higher_is_better: dict[str, bool] = {}
+    """The direction of each metric that has one (results.json's ``"higher_is_better"``)."""
 
     @field_validator("args", mode="before")
     @classmethod
@@ -133,31 +117,9 @@ class Job(_Row):
         return (end - start).total_seconds()
 
     def public(self) -> dict[str, Any]:
-        """The fields `evopilot jobs --json` prints (names are a public interface)."""
-        return {
-            "id": self.id,
-            "project": self.project,
-            "benchmark": self.name,
-            "kind": self.kind,
-            "host": self.host,
-            "status": self.status.value,
-            "priority": self.priority,
-            "exit_code": self.exit_code,
-            "progress_current": self.progress_current,
-            "progress_total": self.progress_total,
-            "error_message": self.error_message,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "depends_on": self.depends_on,
-            "commit": self.commit_sha,
-            "tmux_session": self.tmux_session,
-            "log_path": self.log_path,
-            "metrics": self.metrics,
-            "origin_kind": self.origin_kind,
-            "origin_id": self.origin_id,
-            "mode": self.mode,
-        }
+        """The fields `evopilot jobs --json` prints (names are a public interface; see
+        ``core.job_json``, which ``core.jobs.listing`` also prints them with, without models)."""
+        return public_job(self.__dict__)
 
 
 # ---- code evolution (core/evolution) -------------------------------------------------------
@@ -221,6 +183,112 @@ class CommitRow(_Row):
     metrics: dict[str, float] = {}
 
     @field_validator("extra_context", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+
+# ---- tasks and coding-agent attempts (core/tasks) ------------------------------------------
+
+TaskStatus = Literal["todo", "inprogress", "inreview", "done", "cancelled"]
+
+
+class TaskRow(_Row):
+    id: int
+    project_id: int
+    project: str | None = None
+    title: str
+    description: str | None
+    status: TaskStatus
+    parent_attempt_id: int | None
+    position: float
+    created_at: str
+    updated_at: str
+
+
+class AttemptRow(_Row):
+    id: int
+    task_id: int
+    name: str | None
+    agent: str
+    host: str
+    worktree_path: str
+    remote_dir: str | None = None
+    """On an SSH host, the git clone its agents and tests run in (None: the local worktree)."""
+    agent_working_dir: str = ""
+    """The project's folder inside its repository, where its jobs run ("": the top)."""
+    branch: str
+    target_branch: str
+    base_commit: str
+    branch_head: str | None
+    state: Literal["starting", "running", "testing", "ready", "stopped", "failed", "merged"]
+    archived: bool
+    pinned: bool
+    params: dict[str, str]
+    sweep_id: int | None
+    agents_hash: str | None
+    setup_job_id: int | None
+    setup_completed_at: str | None
+    test_job_id: int | None
+    tests_passed: bool | None
+    files_changed: int | None
+    lines_added: int | None
+    lines_removed: int | None
+    agent_seconds: float
+    max_dollars: float | None
+    max_requests: int | None
+    max_minutes: float | None
+    stop_reason: str | None
+    error_message: str | None
+    created_at: str
+    updated_at: str
+    # sums of its cost entries (filled by the queries that list attempts)
+    tokens_in: int = 0
+    tokens_out: int = 0
+    dollars: float = 0.0
+    requests: int = 0
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        return json.loads(v) if isinstance(v, str) else v
+
+    @property
+    def lines_changed(self) -> int | None:
+        if self.lines_added is None:
+            return None
+        return self.lines_added + (self.lines_removed or 0)
+
+
+class AgentSessionRow(_Row):
+    id: int
+    attempt_id: int
+    job_id: int | None
+    agent: str
+    tty: bool
+    command: str
+    head_before: str | None
+    head_after: str | None
+    created_at: str
+    ended_at: str | None
+
+
+class SweepRow(_Row):
+    id: int
+    task_id: int
+    matrix: dict[str, Any]
+    limits: dict[str, Any]
+    max_parallel: int | None
+    time_budget_s: float | None
+    state: Literal["running", "done", "stopped"]
+    champion_attempt_id: int | None
+    error_message: str | None
+    started_at: str
+    completed_at: str | None
+    created_at: str
+    updated_at: str
+
+    @field_validator("matrix", "limits", mode="before")
     @classmethod
     def _json(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v

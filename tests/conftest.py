@@ -31,6 +31,9 @@ def private_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("EVOPILOT_CONFIG", raising=False)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    # no background worker unless a test asks for one (tests/test_cli_worker.py): most tests
+    # queue jobs and then run the worker they mean to observe
+    monkeypatch.setenv("EVOPILOT_BACKGROUND_WORKER", "0")
     yield
     subprocess.run(["tmux", "kill-server"], env={**os.environ, "TMUX_TMPDIR": tmux_dir},
                    stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

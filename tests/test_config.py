@@ -65,16 +65,19 @@ def test_discovery_order(tmp_path, monkeypatch):
 def test_example_config_is_valid_and_documents_every_key():
     from pathlib import Path
 
-    from evopilot.core.config import Config, HostConfig, parse_config
+    from evopilot.core.config import AgentConfig, Config, HostConfig, TaskProjectConfig, parse_config
 
     example = Path(__file__).resolve().parent.parent / "config.example.toml"
     text = example.read_text()
     parse_config(text, example)
     for section, model in [("engine", Config.model_fields["engine"].annotation),
                            ("projects", Config.model_fields["projects"].annotation),
-                           ("hosts.NAME", HostConfig)]:
+                           ("hosts.NAME", HostConfig), ("tasks", Config.model_fields["tasks"].annotation),
+                           ("tasks.projects.NAME", TaskProjectConfig), ("agents.NAME", AgentConfig)]:
         for key in model.model_fields:
-            assert f"{key} =" in text, f"{section}.{key} is not documented in config.example.toml"
+            # a key, or a table of its own ([tasks.projects.NAME])
+            assert f"{key} =" in text or f"[{section}.{key}." in text, \
+                f"{section}.{key} is not documented in config.example.toml"
 
 
 def test_unknown_host_is_a_clear_error(cli, make_project):

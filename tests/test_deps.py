@@ -219,8 +219,26 @@ def test_imports_inside_functions_and_classes(tmp_path):
         },
     )
     a = analyze(root, Path(BENCH))
-    assert local(a) == {"helper": ("helper.py", True, False)}
+    # in function bodies: lazy (needed only if they run), so not required at start
+    assert local(a) == {"helper": ("helper.py", True, True)}
+    assert [d.lazy for d in a.local] == [True]
     assert set(external(a)) == {"numpy", "scipy"}
+    assert all(p.lazy and p.optional for p in a.external)
+    assert "helper (helper.py)  [lazy]" in render_tree(a)[1]
+
+
+def test_an_import_both_at_module_level_and_lazily_is_required(tmp_path):
+    root = project(tmp_path, {
+        BENCH: "import helper\ndef f():\n    import helper, guarded\n    import numpy\n"
+               "try:\n    import numpy\nexcept ImportError:\n    pass\n",
+        "helper.py": "def g():\n    import deep\n", "deep.py": "import httpx\n", "guarded.py": ""})
+    a = analyze(root, Path(BENCH))
+    assert {d.module_name: (d.optional, d.lazy) for d in a.local} == {
+        "helper": (False, False), "guarded": (True, True), "deep": (True, True)}
+    # numpy: lazy in f, optional at module level: the stronger need is lazy
+    assert {p.import_name: (p.optional, p.lazy) for p in a.external} == {
+        "httpx": (True, True), "numpy": (True, True)}
+    assert a.ok and a.lazy_undeclared() and not a.undeclared()
 
 
 def test_imports_in_every_kind_of_block(tmp_path):
@@ -255,7 +273,9 @@ if x: import k_one_line
     a = analyze(root, Path(BENCH))
     expected = "a_top b_with c_for d_for_else e_while f_case g_class h_fallback i_try_else j_finally k_one_line"
     assert sorted(external(a)) == expected.split()
-    assert not any(optional for _, _, optional in external(a).values())
+    lazy = {p.import_name for p in a.external if p.lazy}
+    assert lazy == {"b_with", "c_for", "d_for_else"}  # in the body of f
+    assert not any(optional for name, (_, _, optional) in external(a).items() if name not in lazy)
 
 
 def test_try_except_import_error_is_optional(tmp_path):
@@ -280,14 +300,16 @@ def test_try_except_import_error_is_optional(tmp_path):
     assert ext["ujson"][2] is True
     assert ext["orjson"][2] is True  # only reachable through an optional local import
     assert ext["must_have"][2] is False  # `except ValueError` does not catch a failed import
-    assert ext["late_dep"][2] is False  # a try around a def does not guard the body's imports
+    # a try around a def does not guard the body's imports: lazy, not optional
+    assert next(p for p in a.external if p.import_name == "late_dep").lazy
     assert ext["anything_goes"][2] is True  # a bare except catches ImportError too
     assert "json" not in ext
     assert local(a)["fast_helper"] == ("fast_helper.py", True, True)
     assert local(a)["shared"] == ("shared.py", True, True)
     assert local(a)["pkg.missing"] == ("pkg/missing.py", False, True)
     assert a.missing_local() == []
-    assert [p.import_name for p in a.undeclared()] == ["late_dep", "must_have"]
+    assert [p.import_name for p in a.undeclared()] == ["must_have"]
+    assert [p.import_name for p in a.lazy_undeclared()] == ["late_dep"]
 
 
 def test_a_module_imported_both_ways_is_required(tmp_path):
@@ -501,8 +523,8 @@ def test_results_serialise_to_json_and_back(tmp_path):
     a = analyze(root, Path(BENCH))
     data = json.loads(json.dumps(a.model_dump(mode="json")))
     assert set(data) == {"benchmark", "root", "local", "external", "syntax_errors"}
-    assert set(data["root"]) == {"module_name", "file_path", "exists", "optional", "problem", "children"}
-    assert set(data["external"][0]) == {"import_name", "distribution", "declared", "optional", "imported_by"}
+    assert set(data["root"]) == {"module_name", "file_path", "exists", "optional", "lazy", "problem", "children"}
+    assert set(data["external"][0]) == {"import_name", "distribution", "declared", "optional", "lazy", "imported_by"}
     assert DependencyAnalysis.model_validate(data) == a
 
 
@@ -542,32 +564,32 @@ def ast_imports(source: bytes) -> list[tuple[int, str, tuple[str, ...], int, boo
             return set()
         return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node) if isinstance(n, ast.Name | ast.Attribute)}
 
-    def visit(body: list[ast.stmt], optional: bool) -> None:
+    def visit(body: list[ast.stmt], optional: bool, lazy: bool = False) -> None:
         for stmt in body:
             if isinstance(stmt, ast.Import):
-                found.extend((0, a.name, (), stmt.lineno, optional) for a in stmt.names)
+                found.extend((0, a.name, (), stmt.lineno, optional, lazy) for a in stmt.names)
             elif isinstance(stmt, ast.ImportFrom) and stmt.module != "__future__":
                 names = tuple(a.name for a in stmt.names if a.name != "*")
-                found.append((stmt.level, stmt.module or "", names, stmt.lineno, optional))
+                found.append((stmt.level, stmt.module or "", names, stmt.lineno, optional, lazy))
             elif isinstance(stmt, ast.Try | ast.TryStar):
                 guarded = any(h.type is None or names_of(h.type) & guards for h in stmt.handlers)
-                visit(stmt.body, optional or guarded)
+                visit(stmt.body, optional or guarded, lazy)
                 for part in (*[h.body for h in stmt.handlers], stmt.orelse, stmt.finalbody):
-                    visit(part, optional)
+                    visit(part, optional, lazy)
             elif isinstance(stmt, ast.If):
                 test = stmt.test
                 type_checking = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
                     isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
                 )
                 if not type_checking:
-                    visit(stmt.body, optional)
-                visit(stmt.orelse, optional)
+                    visit(stmt.body, optional, lazy)
+                visit(stmt.orelse, optional, lazy)
             elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-                visit(stmt.body, False)
+                visit(stmt.body, False, True)
             else:
                 for field in ("body", "orelse", "finalbody", "handlers", "cases"):
                     for child in getattr(stmt, field, []):
-                        visit(child.body if hasattr(child, "pattern") or isinstance(child, ast.excepthandler) else [child], optional)
+                        visit(child.body if hasattr(child, "pattern") or isinstance(child, ast.excepthandler) else [child], optional, lazy)
 
     visit(ast.parse(source).body, False)
     return sorted(found)

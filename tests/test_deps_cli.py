@@ -38,3 +38,25 @@ def test_run_refuses_missing_dependencies_unless_no_check(cli, make_project):
     assert code == 1  # it runs, and fails on the import as the check predicted
     _setup, job = json.loads(cli("jobs", "--json")[1])
     assert "ModuleNotFoundError" in job["error_message"]
+
+
+def test_lazy_imports_warn_and_run_module_level_ones_still_stop(cli, make_project):
+    root = make_project({
+        "pyproject.toml": "[project]\nname='p'\nversion='0'\ndependencies=[]\n",
+        # like httpx's `trio` import: in a function, behind a runtime check
+        "benchmarks/lazy.py": "import sys\ndef backend():\n    if 'trio' in sys.modules:\n        import trio\n"
+                              "        import helpers.gone\nprint('ran')\n",
+        "benchmarks/eager.py": "import trio\n", "helpers/__init__.py": "",
+    })
+    cli("project", "add", root)
+    code, out, _ = cli("deps", "proj", "lazy.py")
+    assert code == 0 and "helpers.gone (helpers/gone.py)  MISSING: no such file  [lazy]" in out
+    assert "trio  NOT DECLARED in pyproject.toml  [lazy]  (imported by" in out
+    code, out, err = cli("run", "proj", "lazy.py", "--wait")
+    assert code == 0, err
+    assert err == ("evopilot: warning: benchmarks/lazy.py imports inside functions (lazy, needed only if "
+                   "they run): helpers.gone (helpers/gone.py, missing), trio (not in pyproject.toml)\n")
+    (job,) = json.loads(cli("jobs", "--json")[1])
+    assert job["status"] == "succeeded"
+    code, _, err = cli("run", "proj", "eager.py")
+    assert code == 2 and "packages not in pyproject.toml: trio" in err

@@ -129,6 +129,9 @@ FACADE = {
     "evopilot.core.models", "evopilot.core.errors", "evopilot.core.events",  # what it takes and gives
     "evopilot.core.config", "evopilot.core.locations",  # what opening it needs
     "evopilot.core.formatting",  # how its data reads as text
+    "evopilot.core.status",  # the job statuses, without the models (start-up time)
+    # `jobs --json` when nothing needs reconciling: read-only, without the engine (start-up time)
+    "evopilot.core.jobs.listing",
 }
 
 

@@ -35,8 +35,8 @@ from evopilot.tui.screens.help import HelpScreen
 from evopilot.tui.screens.hosts import HostsPane
 from evopilot.tui.screens.jobs import JobsPane
 from evopilot.tui.screens.pane import Pane
-from evopilot.tui.screens.placeholders import TASKS_TEXT, EmptyPane
 from evopilot.tui.screens.projects import ProjectsPane
+from evopilot.tui.screens.tasks import TasksPane
 from evopilot.tui.widgets.job_table import Clock, utc_now
 from evopilot.tui.widgets.key_bar import KeyBar
 
@@ -45,14 +45,14 @@ FRAME = 1 / 30
 
 TABS: list[tuple[str, str, Callable[[], Pane]]] = [
     ("projects", "Projects", lambda: ProjectsPane(id="projects-pane")),
-    ("tasks", "Tasks", lambda: EmptyPane(TASKS_TEXT, id="tasks-pane")),
+    ("tasks", "Tasks", lambda: TasksPane(id="tasks-pane")),
     ("jobs", "Jobs", lambda: JobsPane(id="jobs-pane")),
     ("archive", "Archive", lambda: ArchivePane(id="archive-pane")),
     ("hosts", "Hosts", lambda: HostsPane(id="hosts-pane")),
 ]
 """(tab id, title, the pane it shows), in order; the first tab is shown first."""
 
-SCOPE_TITLES = {"app": "App", "projects": "Projects", "jobs": "Jobs", "archive": "Archive", "hosts": "Hosts",
+SCOPE_TITLES = {"app": "App", "projects": "Projects", "tasks": "Tasks", "jobs": "Jobs", "archive": "Archive", "hosts": "Hosts",
                 "log": "Log"}
 
 
@@ -95,6 +95,10 @@ class EvopilotApp(App):
     @property
     def projects(self) -> ProjectsPane:
         return self.query_one(ProjectsPane)
+
+    @property
+    def tasks(self) -> TasksPane:
+        return self.query_one(TasksPane)
 
     @property
     def jobs(self) -> JobsPane:

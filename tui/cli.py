@@ -6,37 +6,59 @@ Textual is imported only when the app is opened, so scripts and cron jobs start 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import json
 import os
 import shutil
+import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from evopilot.core import formatting, locations
-from evopilot.core.config import LOCAL, dotted_key, load_config
-from evopilot.core.engine import Engine
-from evopilot.tui import evolve_cli
+from typing import TYPE_CHECKING
+
+from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
-from evopilot.core.events import HostEvent, JobEvent
-from evopilot.core.models import JobStatus
+from evopilot.core.status import JobStatus, check_status
+from evopilot.tui import evolve_cli, task_cli
+
+if TYPE_CHECKING:
+    from evopilot.core.engine import Engine
+
+# Start-up time: the engine, the config models (pydantic), asyncio, the events and the
+# formatting are imported by the commands that use them; `jobs --json` often needs none of them (core/jobs/listing.py).
 
 
 # ---- output helpers -----------------------------------------------------------------------
 
 
 def _print_json(data) -> None:
-    print(json.dumps(data, indent=2, default=str))
+    """A list has one element per line; an object is indented on a terminal and on one line
+    for a program. json's C encoder does not indent: `jobs --json` on thousands of jobs, or
+    `deps --json` on a large package, would spend most of their time in the Python one."""
+    if isinstance(data, list) and data:
+        print("[\n" + ",\n".join(json.dumps(x, default=str) for x in data) + "\n]")
+    else:
+        print(json.dumps(data, indent=2 if sys.stdout.isatty() else None, default=str))
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    if not rows:
-        return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+def _table(rows: list[list], header: list[str]) -> None:
+    from evopilot.core import formatting
+
+    for line in formatting.table(rows, header, width=_terminal_width()):
+        print(line)
+
+
+def _terminal_width() -> int | None:
+    """The width to fit tables to: $COLUMNS, else the terminal's; None when stdout is not a
+    terminal (a pipe gets whole values)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else None
+    except (OSError, ValueError):
+        return None
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -58,6 +80,8 @@ async def cmd_init(engine: Engine, args) -> int:
 
 
 def _toml_value(v) -> str:
+    from evopilot.core.config import dotted_key
+
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -72,6 +96,8 @@ def _toml_value(v) -> str:
 
 def cmd_config_show(args) -> int:
     """Print the merged config; runs without an engine, so it never creates a database."""
+    from evopilot.core.config import dotted_key, load_config
+
     config = load_config(getattr(args, "config", None))
     settings = config.settings()
     if args.json:
@@ -95,7 +121,7 @@ def cmd_config_show(args) -> int:
 
 
 async def cmd_project_add(engine: Engine, args) -> int:
-    project, benches = await engine.add_project(args.path, args.name, args.python)
+    project, benches = await engine.add_project(args.path, args.name, args.python, force=args.force)
     if args.json:
         _print_json({"project": project.model_dump(), "benchmarks": [b.model_dump() for b in benches]})
     else:
@@ -135,6 +161,39 @@ async def cmd_bench_add(engine: Engine, args) -> int:
     return 0
 
 
+async def cmd_bench_rm(engine: Engine, args) -> int:
+    bench = await engine.remove_benchmark(args.project, args.benchmark)
+    if args.json:
+        _print_json(bench.model_dump())
+    else:
+        print(f"removed benchmark {bench.path} from {args.project} (its jobs are kept)")
+    return 0
+
+
+async def cmd_clean(engine: Engine, args) -> int:
+    report = await engine.clean(older_than=args.older_than, statuses=args.status)
+    if args.json:
+        _print_json(report.public())
+        return 0
+    if not report.jobs:
+        print("nothing to clean")
+    else:
+        print(f"removed {len(report.jobs)} finished job(s), {report.directories} job director"
+              f"{'y' if report.directories == 1 else 'ies'} and {report.logs} log cop"
+              f"{'y' if report.logs == 1 else 'ies'}: {_size(report.bytes)} freed")
+    for job_id, reason in report.kept.items():
+        print(f"kept job {job_id}: {reason}")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
 async def cmd_bench_list(engine: Engine, args) -> int:
     benches = await engine.list_benchmarks(args.project)
     projects = {p.id: p.name for p in await engine.list_projects()}
@@ -154,6 +213,10 @@ async def cmd_run(engine: Engine, args) -> int:
     setup_failed = False
     if not args.wait:
         jobs, setup_failed = await _start_after_local_setup(engine, jobs)
+    warnings = {s["details"] for s in await engine.job_steps(jobs[0].id)
+                if s["name"] == "preflight" and s["status"] == "warning"} if jobs else set()
+    for warning in sorted(warnings):  # the same for every job of the run
+        print(f"evopilot: warning: {warning}", file=sys.stderr)
     if args.json and not args.wait:
         _print_json([j.public() for j in jobs])
     elif not args.json:
@@ -162,6 +225,7 @@ async def cmd_run(engine: Engine, args) -> int:
             why = f" ({j.error_message})" if j.status == JobStatus.PENDING and j.error_message else ""
             print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}{why}")
     if not args.wait:
+        await _ensure_worker(engine, args)
         return 1 if setup_failed else 0
     return await _wait(engine, [j.id for j in jobs], args.json)
 
@@ -172,6 +236,8 @@ async def _start_after_local_setup(engine: Engine, jobs: list) -> tuple[list, bo
     they are dispatched. Only a setup that started: with the queue paused or every slot busy,
     they stay pending for a worker, as a remote host's jobs do. Also returns whether a setup
     failed (the jobs then stay pending with the reason)."""
+    from evopilot.core.config import LOCAL
+
     setups = {j.depends_on for j in jobs if j.host == LOCAL and j.status == JobStatus.PENDING and j.depends_on}
     running = [s for s in sorted(setups) if (await engine.job(s)).status == JobStatus.RUNNING]
     if not running:
@@ -182,10 +248,28 @@ async def _start_after_local_setup(engine: Engine, jobs: list) -> tuple[list, bo
     return [await engine.job(j.id) for j in jobs], bool(failed)
 
 
+async def _ensure_worker(engine: Engine, args) -> None:
+    """Work left queued starts without the user keeping a process open: a background worker
+    is started if none is alive (core/jobs/background.py). Its failure is a warning: the
+    jobs are queued all the same."""
+    try:
+        session = await engine.ensure_worker(getattr(args, "config", None))
+    except EvopilotError as e:
+        print(f"evopilot: warning: {e.message}; run `evopilot worker` to start the queued jobs",
+              file=sys.stderr)
+        return
+    if session and not args.json:
+        print(f"started a background worker (tmux session {session}; see `evopilot queue`)", file=sys.stderr)
+
+
 async def cmd_deps(engine: Engine, args) -> int:
     analysis = await engine.deps(args.project, args.benchmark)
     tree = [] if args.json else await engine.deps_tree(args.project, args.benchmark)  # before --fix
     added = await engine.fix_deps(args.project, args.benchmark) if args.fix else []
+    return _print_deps(args, analysis, tree, added)
+
+
+def _print_deps(args, analysis, tree: list[str], added: list[str]) -> int:
     if args.json:
         _print_json({**analysis.model_dump(mode="json"), "ok": analysis.ok,
                      "fix_command": analysis.fix_command(), "added": added})
@@ -199,6 +283,18 @@ async def cmd_deps(engine: Engine, args) -> int:
     return 0 if analysis.ok or added else 1
 
 
+def _deps_without_engine(args) -> int | None:
+    """`deps` (not --fix) analysed without opening the engine: the database only says where
+    the project and the benchmark are (see core/jobs/listing.py); None: the engine is needed."""
+    from evopilot.core.jobs import listing
+
+    if args.fix or getattr(args, "config", None):
+        return None  # --fix runs uv as configured
+    found = listing.analyse_benchmark(locations.data_home(getattr(args, "home", None)), args.project,
+                                      args.benchmark, tree=not args.json)
+    return None if found is None else _print_deps(args, *found, [])
+
+
 async def cmd_hosts(engine: Engine, args) -> int:
     rows = await engine.hosts()
     if args.connect:
@@ -208,6 +304,7 @@ async def cmd_hosts(engine: Engine, args) -> int:
     else:
         _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
+        print(f"worker: {_worker_line(await engine.worker_state())}")
     return 0
 
 
@@ -220,6 +317,8 @@ async def _connect_row(engine: Engine, name: str) -> dict:
 
 
 async def cmd_doctor(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     names = [args.host] if args.host else engine.config.host_names()
     results = {name: await engine.doctor(name) for name in names}
     if args.json:
@@ -256,6 +355,11 @@ async def cmd_sync(engine: Engine, args) -> int:
 
 async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     """Drive the engine until ``ids`` have finished, printing each change; 1 if any failed."""
+    import asyncio
+
+    from evopilot.core import formatting
+    from evopilot.core.events import JobEvent
+
     events = engine.subscribe()
     shown: dict[int, tuple] = {}
 
@@ -287,39 +391,102 @@ async def _wait(engine: Engine, ids: list[int], as_json: bool) -> int:
     return 0 if all(j.status == JobStatus.SUCCEEDED for j in final) else 1
 
 
+def _check_limit(args) -> None:
+    if args.limit is not None and args.limit < 0:
+        raise EvopilotError(f"--limit {args.limit}: expected a count of 0 or more")
+
+
 async def cmd_jobs(engine: Engine, args) -> int:
-    jobs = await engine.jobs(status=args.status, project=args.project, host=args.host)
+    from evopilot.core import formatting
+
+    _check_limit(args)
+    jobs = await engine.jobs(status=args.status, project=args.project, host=args.host,
+                             limit=args.limit, newest_first=args.limit is not None)
+    if args.limit is not None:
+        jobs.reverse()
+    places = await engine.queue_positions()
     if args.json:
-        _print_json([j.public() for j in jobs])
+        _print_json([{**j.public(), "position": places.get(j.id)} for j in jobs])
         return 0
     if not jobs:
         print("no jobs")
         return 0
-    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, formatting.progress(j),
-             "" if j.exit_code is None else j.exit_code, formatting.elapsed(j), formatting.outcome(j)]
+    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, places.get(j.id, ""),
+             formatting.progress(j), "" if j.exit_code is None else j.exit_code, formatting.elapsed(j),
+             formatting.outcome(j)]
             for j in jobs]
-    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PROGRESS", "EXIT", "ELAPSED", "METRICS / ERROR"])
+    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "POS", "PROGRESS", "EXIT", "ELAPSED",
+                  "METRICS / ERROR"])
     return 0
 
 
 async def cmd_logs(engine: Engine, args) -> int:
-    job = await engine.job(args.job)
-    reader = engine.log_reader(job)
     if args.lines is not None and args.lines < 0:
         raise EvopilotError(f"--lines {args.lines}: expected a count of 0 or more")
+    job = await engine.job(args.job)
+    if args.follow:
+        job = await _until_started(engine, job, args)
+    reader = engine.log_reader(job)
     offset = 0 if args.lines is None else reader.tail_offset(args.lines)
-    out = sys.stdout.buffer
+    emit = _JsonLines(offset) if args.json else _raw_out
     if args.follow:
         async for chunk in engine.follow_log(job, offset):
-            out.write(chunk)
-            out.flush()
-        return 0
+            emit(chunk)
+        emit(b"", end=True)
+        job = await engine.job(job.id)
+        code = "" if job.exit_code is None else f", exit code {job.exit_code}"
+        if args.json:
+            print(json.dumps({"job": job.id, "status": job.status.value, "exit_code": job.exit_code}), flush=True)
+        else:
+            print(f"evopilot: job {job.id} {job.status.value}{code}", file=sys.stderr, flush=True)
+        return 0 if job.status == JobStatus.SUCCEEDED else 1
     if not reader.exists():
         raise EvopilotError(f"job {job.id}: log file {job.log_path} is missing")
     for chunk in reader.chunks(offset):
-        out.write(chunk)
-    out.flush()
+        emit(chunk)
+    emit(b"", end=True)
     return 0
+
+
+async def _until_started(engine: Engine, job, args):
+    """The job once it has a log to follow: a queued or pending job is waited for (a worker
+    starts it; one is started in the background if none is alive)."""
+    if job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
+        print(f"evopilot: job {job.id} is {job.status.value}: waiting for it to start", file=sys.stderr, flush=True)
+        await _ensure_worker(engine, args)
+    import asyncio
+
+    while job.status in (JobStatus.QUEUED, JobStatus.PENDING) and not job.log_path:
+        await asyncio.sleep(engine.config.engine.poll_interval)
+        job = await engine.job(job.id)
+    return job
+
+
+def _raw_out(chunk: bytes, end: bool = False) -> None:
+    """The log's bytes exactly as the job wrote them."""
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+class _JsonLines:
+    """``logs --json``: one ``{"offset": BYTE, "line": TEXT}`` per log line, whatever the
+    chunks; invalid UTF-8 is replaced, a last line without a newline comes out at the end."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.pending = offset, b""
+
+    def __call__(self, chunk: bytes, end: bool = False) -> None:
+        data = self.pending + chunk
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        if end and self.pending:
+            lines.append(self.pending)
+            self.pending = b""
+        for raw in lines:
+            line = raw.removesuffix(b"\r").decode("utf-8", "replace")
+            print(json.dumps({"offset": self.offset, "line": line}))
+            self.offset += len(raw) + 1
+        sys.stdout.flush()
 
 
 def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace], Awaitable[int]]:
@@ -329,14 +496,22 @@ def _job_action(method: str, verb: str) -> Callable[[Engine, argparse.Namespace]
             _print_json(job.public())
         elif method == "retry":
             print(f"job {job.id}: retry of job {args.job}, {job.status.value}")
+        elif job.status.value == verb:  # "job 13 cancelled", not "cancelled, now cancelled"
+            print(f"job {job.id} {verb}")
         else:
             print(f"job {job.id}: {verb}, now {job.status.value}")
+        if method == "retry":
+            await _ensure_worker(engine, args)
         return 0
     return action
 
 
 async def cmd_attach(engine: Engine, args) -> int:
-    attach = await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX")))
+    return show_attach(await engine.attach_command(args.job, inside_tmux=bool(os.environ.get("TMUX"))), args)
+
+
+def show_attach(attach, args) -> int:
+    """Print the attach command (--json, --print), or leave it for main() to run."""
     if args.json:
         _print_json({"argv": attach.argv, "command": attach.command})
     elif args.print:
@@ -356,20 +531,62 @@ async def cmd_send(engine: Engine, args) -> int:
 
 
 async def cmd_queue(engine: Engine, args) -> int:
+    if args.action is None:
+        return await _show_queue(engine, args)
     if args.action in ("pause", "resume"):
         left = await engine.set_queue_paused(args.action == "pause")
         print(f"queue {'paused' if args.action == 'pause' else 'resumed'}")
         if left:
             print(f"jobs queued on {', '.join(left)} start when a worker (`evopilot worker`) or the app runs")
+        if args.action == "resume":
+            await _ensure_worker(engine, args)
         return 0
     if args.job is None:
         raise EvopilotError(f"queue {args.action} needs a JOB id")
     job = await engine.move(args.job, args.action)
-    print(f"job {job.id}: moved {args.action}")
+    place = (await engine.queue_positions()).get(job.id)
+    print(f"job {job.id}: moved {args.action}" + (f", now #{place} in the queue" if place else ""))
     return 0
 
 
+async def _show_queue(engine: Engine, args) -> int:
+    """Paused or not, who starts the jobs, and the queued jobs in the order they start."""
+    from evopilot.core import formatting
+
+    paused = await engine.queue_paused()
+    worker = await engine.worker_state()
+    jobs = await engine.queue()
+    if args.json:
+        _print_json({"paused": paused, "worker": worker.public(),
+                     "jobs": [{**j.public(), "position": i} for i, j in enumerate(jobs, 1)]})
+        return 0
+    print(f"queue: {'paused (`evopilot queue resume` to go on)' if paused else 'running'}")
+    print(f"worker: {_worker_line(worker)}")
+    if not jobs:
+        print("no queued jobs")
+        return 0
+    _table([[i, j.id, j.project or "-", j.name, j.host, j.status.value, j.priority, formatting.outcome(j)]
+            for i, j in enumerate(jobs, 1)],
+           ["POS", "ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "PRIORITY", "WAITING FOR"])
+    return 0
+
+
+def _worker_line(w) -> str:
+    if w.background == "running":
+        return f"background worker in tmux session {w.session} (pid {w.pid})"
+    if w.background == "starting":
+        return f"background worker starting in tmux session {w.session}"
+    if w.loop_alive:
+        return f"running ({w.owner})"
+    return "none (queued jobs start with the next `evopilot run`, `evopilot worker` or the app)"
+
+
 async def cmd_worker(engine: Engine, args) -> int:
+    import asyncio
+
+    from evopilot.core import formatting
+    from evopilot.core.events import HostEvent, JobEvent
+
     events = engine.subscribe()
 
     refused: dict[str, str] = {}  # host -> the connection error last printed
@@ -395,13 +612,18 @@ async def cmd_worker(engine: Engine, args) -> int:
     stop = asyncio.Event()
     adopt = asyncio.create_task(engine.adopt_experiments(stop))  # detached experiments run here too
     try:
-        await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
+        if args.background:  # its output goes to worker.log in the data directory
+            served = await engine.serve_in_background(on_error)
+            print(f"background worker (pid {os.getpid()}): "
+                  f"{'idle, leaving' if served else 'another background worker runs, leaving'}", flush=True)
+        else:
+            await engine.run_forever(until_idle=args.until_idle, on_error=on_error)
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
         stop.set()
         await adopt
-    stalled = await engine.stalled() if args.until_idle else []
+    stalled = await engine.stalled() if args.until_idle or args.background else []
     for job, error in stalled:  # idle only because nothing else can move
         print(f"evopilot: job {job.id} ({job.name}, {job.status.value}) waits for unreachable "
               f"host {job.host}: {error}", file=sys.stderr, flush=True)
@@ -419,8 +641,8 @@ async def cmd_demo(engine: Engine, args) -> int:
     except EvopilotError:
         # a copy: the first run builds the project's .venv (and uv.lock) in its directory,
         # which must not be the installed package's
-        await asyncio.to_thread(shutil.copytree, locations.bundled_example(), example, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(".venv", "uv.lock", "__pycache__"))
+        shutil.copytree(locations.bundled_example(), example, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".venv", "uv.lock", "__pycache__"))
         await engine.add_project(example, name)
     benches = [b.path for b in await engine.list_benchmarks(name)]
     print(f"running {len(benches)} benchmarks of {example} on the local host "
@@ -451,8 +673,51 @@ Dotted keys quote parts that are not bare TOML keys: hosts."gpu.lab".port, keys.
 """
 
 
+class UsageError(Exception):
+    """A command line argparse refused: printed as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line naming the command and its --help (instead of
+    the usage block)."""
+
+    def __init__(self, *args, **kw) -> None:
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message: str):
+        raise UsageError(usage_error(self.prog, message))
+
+
+def usage_error(prog: str, message: str) -> str:
+    """``evopilot run`` + "argument --priority: invalid int value: 'abc'" ->
+    "run: --priority: not an integer: 'abc' (see evopilot run --help)"."""
+    message = re.sub(r"^argument ", "", message)
+    message = message.replace("invalid int value", "not an integer").replace(
+        "invalid float value", "not a number")
+    command = prog.partition(" ")[2]
+    return f"{command + ': ' if command else ''}{message} (see {prog} --help)"
+
+
+@functools.cache
+def _help_width() -> int:
+    return max(shutil.get_terminal_size().columns - 2, 11)
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, asking the terminal's width once (argparse makes one per
+    argument added, each asking again: a tenth of `evopilot jobs`'s start-up)."""
+
+    def __init__(self, prog: str, **kw) -> None:
+        super().__init__(prog, width=kw.pop("width", None) or _help_width(), **kw)
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file merged over $EVOPILOT_CONFIG, ./evopilot.toml and the user "
                              "config (each file that exists is read; later ones win)")
@@ -461,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of text")
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="evopilot", parents=[common],
         description="Run benchmarks and experiments in tmux, locally or on SSH hosts. "
                     "With no command, opens the terminal app.",
@@ -472,9 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name, func, help_, parent=sub, epilog=None):
         sp = parent.add_parser(name, parents=[common], help=help_, description=help_, epilog=epilog,
-                               formatter_class=argparse.RawDescriptionHelpFormatter if epilog
-                               else argparse.HelpFormatter)
-        sp.set_defaults(func=func)
+                               formatter_class=_RawFormatter if epilog else _Formatter)
+        sp.set_defaults(func=func, parser=sp)
         return sp
 
     add("init", cmd_init, "write a config file (from config.example.toml) and create the database")
@@ -495,15 +759,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path")
     sp.add_argument("--name", help="project name (default: the directory's name)")
     sp.add_argument("--python", help="Python version for its environment (default: this Python's)")
+    sp.add_argument("--force", action="store_true",
+                    help="add it even if its directory is already registered under another name")
     add("list", cmd_project_list, "list projects", proj)
     sp = add("rm", cmd_project_rm, "remove a project and its benchmarks (its jobs are kept)", proj)
     sp.add_argument("name")
 
-    bench = sub.add_parser("bench", help="add or list benchmarks").add_subparsers(
+    bench = sub.add_parser("bench", help="add, list or remove benchmarks").add_subparsers(
         dest="sub", metavar="ACTION", required=True)
     sp = add("add", cmd_bench_add, "add benchmark files to a project", bench)
     sp.add_argument("project")
     sp.add_argument("files", nargs="+", metavar="FILE")
+    sp = add("rm", cmd_bench_rm, "remove a benchmark from a project (its jobs are kept)", bench)
+    sp.add_argument("project")
+    sp.add_argument("benchmark", metavar="BENCH", help="file name or path in the project")
     sp = add("list", cmd_bench_list, "list benchmarks", bench)
     sp.add_argument("project", nargs="?")
 
@@ -536,6 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only jobs with this status (repeatable): " + ", ".join(s.value for s in JobStatus))
     sp.add_argument("--project")
     sp.add_argument("--host")
+    sp.add_argument("--limit", type=int, metavar="N", help="only the newest N jobs (still listed oldest first)")
 
     sp = add("logs", cmd_logs, "print a job's log")
     sp.add_argument("job", type=int)
@@ -559,9 +829,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job", type=int)
     sp.add_argument("text", help="the line; write `send JOB -- TEXT` when it starts with -")
 
-    sp = add("queue", cmd_queue, "pause or resume dispatch; move a queued job")
-    sp.add_argument("action", choices=["pause", "resume", "front", "back", "up", "down"])
+    sp = add("queue", cmd_queue, "show the queue (paused or not, the worker, queued jobs in the "
+             "order they start); pause or resume dispatch; move a queued job")
+    sp.add_argument("action", nargs="?", choices=["pause", "resume", "front", "back", "up", "down"])
     sp.add_argument("job", type=int, nargs="?")
+
+    sp = add("clean", cmd_clean, "remove finished jobs: their rows, job directories and log copies "
+             "(never a queued or running job)")
+    sp.add_argument("--older-than", metavar="AGE", help="only jobs that finished longer ago than AGE (7d, 12h, 30m)")
+    sp.add_argument("--status", action="append", metavar="S,...",
+                    help="only jobs with these statuses (default: every finished one)")
 
     sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")
@@ -574,13 +851,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
 
     evolve_cli.register(sub, add)
+    task_cli.register(sub, add)
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")
+    sp.add_argument("--background", action="store_true",
+                    help="as the background worker of this database (the one `run` starts): "
+                         "exit at once if another runs; implies --until-idle")
     return p
 
 
 async def _main_async(args) -> int:
+    from evopilot.core.config import load_config
+    from evopilot.core.engine import Engine
+
     config = load_config(getattr(args, "config", None))
     home = locations.data_home(getattr(args, "home", None))
     engine = await Engine.open(config, home)
@@ -593,8 +877,11 @@ async def _main_async(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(build_parser(), argv)
+    except UsageError as e:
+        print(f"evopilot: error: {e}", file=sys.stderr)
+        return 2
     args.json = getattr(args, "json", False)
     if args.headless and not getattr(args, "func", None):
         args.func, args.until_idle = cmd_worker, False
@@ -603,6 +890,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "needs_engine", True):
             return args.func(args)
+        if args.func is cmd_jobs and args.json and _jobs_without_engine(args):
+            return 0
+        if args.func is cmd_deps and (code := _deps_without_engine(args)) is not None:
+            return code
+        import asyncio
+
         code = asyncio.run(_main_async(args))
         if getattr(args, "exec_argv", None):
             _exec(args.exec_argv)
@@ -617,6 +910,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _jobs_without_engine(args) -> bool:
+    """`jobs --json` read straight from the database when nothing needs reconciling (see
+    core/jobs/listing.py); False: the engine is needed."""
+    from evopilot.core.jobs import listing
+
+    given = getattr(args, "config", None)
+    if given and not Path(given).expanduser().is_file():
+        return False  # the engine's path says what is wrong with it
+    _check_limit(args)
+    status = [check_status(s) for s in args.status or ()]
+    jobs = listing.read_jobs(locations.db_path(locations.data_home(getattr(args, "home", None))),
+                             status=status, project=args.project, host=args.host, limit=args.limit)
+    if jobs is None:
+        return False
+    _print_json(jobs)
+    return True
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; stray arguments are reported by the command they were given to."""
+    args, extra = parser.parse_known_args(argv)
+    own = getattr(args, "parser", parser)
+    if getattr(args, "command", None) == "queue" and args.action in ("pause", "resume") and args.job is not None:
+        extra = [str(args.job), *extra]  # pause and resume take no job
+    if extra:
+        own.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _exec(argv: list[str]) -> None:
     """Replace this process with ``argv`` (attach: the terminal is the command's now)."""
     sys.stdout.flush()
@@ -627,6 +949,8 @@ def _exec(argv: list[str]) -> None:
 
 
 def _open_app(args) -> int:
+    from evopilot.core.config import load_config
+
     try:
         config = load_config(getattr(args, "config", None))
     except EvopilotError as e:

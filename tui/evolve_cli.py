@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import json
-import signal
 import sys
+from typing import TYPE_CHECKING
 
-from evopilot.core import formatting
-from evopilot.core.engine import Engine
+if TYPE_CHECKING:  # the CLI builds its parser without loading the engine (start-up time)
+    from evopilot.core.engine import Engine
 
 EVOLVE_EPILOG = """\
 An experiment is a TOML file (see examples/evolve/experiment.toml). Starting the same file
@@ -85,6 +83,9 @@ async def cmd_resume(engine: Engine, args) -> int:
 
 
 async def _foreground(engine: Engine, ref, as_json: bool) -> int:
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -190,6 +191,8 @@ async def cmd_best(engine: Engine, args) -> int:
 
 
 async def cmd_archive(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     view = await engine.evolution.cells(args.experiment, args.island)
     if args.json:
         print(json.dumps(view, indent=2))
@@ -218,6 +221,8 @@ async def cmd_export(engine: Engine, args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     names = sorted({k for r in rows for k in r["metrics"]})
+    import csv
+
     w = csv.writer(sys.stdout)
     cols = ["commit", "parent", "iteration", "island", "status", "objective", "mutator", "cost", "summary"]
     w.writerow(cols + names)

@@ -144,6 +144,50 @@ HEATMAP: list[Spec] = [
     Spec("archive.down", "down", "move(0, -1)", "Down", show=False, help="Move the cursor one cell down"),
 ]
 
+# ---- Tasks tab (one block: the lead moves it to core/bindings.py at merge) -------------------
+ATTEMPT = Binding.Group("Attempt", compact=True)
+TASK_MOVE = Binding.Group("Move", compact=True)
+TASK_VIEW = Binding.Group("View", compact=True)
+
+TASKS: list[Spec] = [
+    Spec("tasks.attach", "a", "attach", "Attach",
+         help="Show the attempt's agent session in tmux (detach with C-b d to come back)"),
+    Spec("tasks.followup", "f", "followup", "Follow-up",
+         help="Send the attempt's agent a follow-up prompt (typed into a live session, else a new one)"),
+    Spec("tasks.test", "t", "test", "Test", help="Run the project's test command in the attempt's worktree"),
+    Spec("tasks.merge", "m", "merge", "Merge",
+         help="Merge the attempt's branch into its target branch (asks first)"),
+    Spec("tasks.archive", "x", "archive", "Archive",
+         help="Remove the attempt's worktree, keeping its branch (asks first)"),
+    Spec("tasks.start", "s", "start", "Start", help="Start a new attempt of the selected task (asks for the agent)"),
+    Spec("tasks.log", "l", "view('log')", "Log", group=TASK_VIEW,
+         help="Show the attempt's live agent log (again: back to the board)"),
+    Spec("tasks.diff", "d", "view('diff')", "Diff", group=TASK_VIEW,
+         help="Show the attempt's diff, a page at a time (again: back to the board)"),
+    Spec("tasks.sweep", "w", "view('sweep')", "Sweep", group=TASK_VIEW,
+         help="Show the table of the attempt's sweep, its champion marked (again: back to the board)"),
+    Spec("tasks.attempt_prev", "left_square_bracket", "attempt(-1)", "Previous attempt", group=ATTEMPT,
+         help="Show the selected task's previous attempt"),
+    Spec("tasks.attempt_next", "right_square_bracket", "attempt(1)", "Next attempt", group=ATTEMPT,
+         help="Show the selected task's next attempt"),
+]
+
+TASK_BOARD: list[Spec] = [
+    Spec("tasks.move_left", "less_than_sign,shift+left", "move_task(-1)", "Move left", group=TASK_MOVE,
+         help="Move the selected task to the column on the left"),
+    Spec("tasks.move_right", "greater_than_sign,shift+right", "move_task(1)", "Move right", group=TASK_MOVE,
+         help="Move the selected task to the column on the right"),
+    Spec("tasks.left", "left", "cursor(-1, 0)", "Left", show=False, help="Select in the column on the left"),
+    Spec("tasks.right", "right", "cursor(1, 0)", "Right", show=False, help="Select in the column on the right"),
+    Spec("tasks.up", "up", "cursor(0, -1)", "Up", show=False, help="Select the task above"),
+    Spec("tasks.down", "down", "cursor(0, 1)", "Down", show=False, help="Select the task below"),
+]
+
+TASK_DIFF: list[Spec] = [
+    Spec("tasks.diff_more", "n", "more", "More diff", help="Read the next page of the diff"),
+]
+# ---- end of the Tasks tab's block ----------------------------------------------------------
+
 DIALOG: list[Spec] = [
     Spec("dialog.cancel", "escape", "cancel", "Cancel"),
     Spec("dialog.complete", "tab", "complete", "Complete path", help="Accept the path completion"),
@@ -164,6 +208,7 @@ SCOPES: dict[str, list[Spec]] = {
     "jobs": JOBS + JOB_TABLE,
     "hosts": HOSTS,
     "archive": ARCHIVE + HEATMAP,
+    "tasks": TASKS + TASK_BOARD + TASK_DIFF,
     "dialog": DIALOG,
     "confirm": CONFIRM,
     "help": HELP,

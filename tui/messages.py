@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from textual.message import Message
 
-from evopilot.core.events import Event, EvolutionEvent, HostEvent, JobEvent, LogEvent, QueueEvent
+from evopilot.core.events import Event, EvolutionEvent, HostEvent, JobEvent, LogEvent, QueueEvent, TaskEvent
 from evopilot.core.models import Job
 
 
@@ -65,18 +65,30 @@ class EvolutionChanged(Message, bubble=False):
         self.experiment_id = event.experiment_id
 
 
+class TasksChanged(Message, bubble=False):
+    """Tasks or their attempts changed (added, moved, started, ended, tested, merged, archived);
+    once per frame."""
+
+    def __init__(self, task_ids: set[int], attempt_ids: set[int]) -> None:
+        super().__init__()
+        self.task_ids = task_ids
+        self.attempt_ids = attempt_ids
+
+
 class TabShown(Message, bubble=False):
     """The pane's tab was activated (after the first load)."""
 
 
 def from_events(events: Iterable[Event]) -> list[Message]:
     """One frame's engine events as pane messages: the latest state of each job in one
-    ``JobsChanged``, the latest growth of each log and step of each experiment, hosts and
+    ``JobsChanged``, the latest growth of each log and step of each experiment, the tasks changed, hosts and
     queue changes in order."""
     jobs: dict[int, Job] = {}
     logs: dict[int, LogEvent] = {}
     runs: dict[int, EvolutionEvent] = {}
     status_changed = False
+    task_ids: set[int] = set()
+    attempt_ids: set[int] = set()
     others: list[Message] = []
     for ev in events:
         if isinstance(ev, JobEvent):
@@ -90,9 +102,15 @@ def from_events(events: Iterable[Event]) -> list[Message]:
             others.append(QueueChanged(ev.paused))
         elif isinstance(ev, EvolutionEvent):
             runs[ev.experiment_id] = ev
+        elif isinstance(ev, TaskEvent):
+            task_ids.add(ev.task_id)
+            if ev.attempt_id is not None:
+                attempt_ids.add(ev.attempt_id)
     out: list[Message] = others
     if jobs:
         out.append(JobsChanged(list(jobs.values()), status_changed))
     out += [LogGrew(ev) for ev in logs.values()]
     out += [EvolutionChanged(ev) for ev in runs.values()]
+    if task_ids:
+        out.append(TasksChanged(task_ids, attempt_ids))
     return out

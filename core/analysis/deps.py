@@ -34,9 +34,20 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.locations import ensure_private_dir
 
-# Nested models much deeper than this break pydantic's JSON round trip: a module at this depth
-# is shown in the tree without its own imports (every module is still in the flat list).
+# Nested models much deeper than this break a JSON round trip (recursion): a module at this
+# depth is shown in the tree without its own imports (every module is still in the flat list).
 MAX_TREE_DEPTH = 50
+
+
+# How an import is needed; along a path of imports the weakest link counts, and of two paths
+# (or an edge imported both ways) the strongest.
+REQUIRED, LAZY, OPTIONAL = 0, 1, 2
+"""required: at import time; lazy: in a function body (only if it is called); optional:
+guarded by ``try/except ImportError``."""
+
+
+def _need(imp: Import) -> int:
+    return OPTIONAL if imp.optional else LAZY if imp.lazy else REQUIRED
 
 
 # --- analysis --------------------------------------------------------------------------------
@@ -84,15 +95,15 @@ def _compute(
     roots = list(dict.fromkeys([str(bench_dir), *import_roots(str(root), has_src(root))]))
     graph = _Graph(str(root), _Finder(roots, inputs), parse_cache)
     graph.build(bench_key)
-    required = graph.required()
+    needs = graph.needs()
     pyproject = str(root / "pyproject.toml")
     inputs[pyproject] = _stat(pyproject)
     declared = packages.declared_distributions(root)
     return DependencyAnalysis(
         benchmark=bench_key,
         root=_tree(graph),
-        local=[_dependency(n, key not in required) for key, n in graph.nodes.items() if key != graph.root_key],
-        external=_externals(graph, required, declared, root, cache_dir, inputs),
+        local=[_dependency(n, needs.get(key, OPTIONAL)) for key, n in graph.nodes.items() if key != graph.root_key],
+        external=_externals(graph, needs, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
 
@@ -141,8 +152,9 @@ class _Node:
     path: str | None
     exists: bool
     problem: str | None = None
-    edges: dict[str, bool] = field(default_factory=dict)
-    """Target node key -> optional; an edge imported both ways counts as required."""
+    edges: dict[str, int] = field(default_factory=dict)
+    """Target node key -> how it is needed (``REQUIRED``, ``LAZY``, ``OPTIONAL``); an edge
+    imported two ways counts as the stronger."""
 
 
 class _Finder:
@@ -216,8 +228,8 @@ class _Graph:
         self.cache = cache
         self.nodes: dict[str, _Node] = {}
         self.root_key = ""
-        self.externals: dict[str, list[tuple[str, bool]]] = {}
-        """Import name -> (importing node key, optional) for each import of it."""
+        self.externals: dict[str, list[tuple[str, int]]] = {}
+        """Import name -> (importing node key, how it is needed) for each import of it."""
         self.syntax_errors: list[SyntaxIssue] = []
 
     def build(self, bench_key: str) -> None:
@@ -245,8 +257,8 @@ class _Graph:
                     else:
                         continue
                     edges = self.nodes[key].edges
-                    if target_key != key:  # an edge imported both ways counts as required
-                        edges[target_key] = edges.get(target_key, True) and imp.optional
+                    if target_key != key:  # an edge imported two ways counts as the stronger
+                        edges[target_key] = min(edges.get(target_key, OPTIONAL), _need(imp))
 
     def _parse(self, path: str) -> FileImports:
         if self.cache is not None:
@@ -309,18 +321,24 @@ class _Graph:
     def _external(self, key: str, imp: Import) -> None:
         known = packages.known_distribution(imp.module)
         name = known[0] if known else imp.module.partition(".")[0]
-        self.externals.setdefault(name, []).append((key, imp.optional))
+        self.externals.setdefault(name, []).append((key, _need(imp)))
 
-    def required(self) -> set[str]:
-        """Node keys reachable from the benchmark through imports that are not optional."""
-        seen = {self.root_key}
-        queue = deque([self.root_key])
-        while queue:
-            for target, optional in self.nodes[queue.popleft()].edges.items():
-                if not optional and target not in seen:
-                    seen.add(target)
-                    queue.append(target)
-        return seen
+    def needs(self) -> dict[str, int]:
+        """How each node is needed: ``REQUIRED`` if reachable from the benchmark through
+        required imports, else ``LAZY`` if through required or lazy ones; the others are
+        optional (absent from the result)."""
+        need: dict[str, int] = {}
+        for level in (REQUIRED, LAZY):
+            seen = {self.root_key}
+            queue = deque([self.root_key])
+            while queue:
+                for target, edge in self.nodes[queue.popleft()].edges.items():
+                    if edge <= level and target not in seen:
+                        seen.add(target)
+                        queue.append(target)
+            for key in seen:
+                need.setdefault(key, level)
+        return need
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -338,32 +356,33 @@ def _tree(graph: _Graph) -> LocalDependency:
             key = queue.popleft()
             if depth[key] >= MAX_TREE_DEPTH:
                 continue
-            for target, optional in graph.nodes[key].edges.items():
-                if target in depth or (only_required and optional):
+            for target, edge in graph.nodes[key].edges.items():
+                if target in depth or (only_required and edge != REQUIRED):
                     continue
                 depth[target] = depth[key] + 1
                 parent_of[target] = key
                 queue.append(target)
 
-    def build(key: str, optional: bool) -> LocalDependency:
+    def build(key: str, need: int) -> LocalDependency:
         node = graph.nodes[key]
         children = [
-            build(target, optional or edge_optional)
+            build(target, max(need, edge))
             if parent_of.get(target) == key
-            else _dependency(graph.nodes[target], optional or edge_optional)
-            for target, edge_optional in node.edges.items()
+            else _dependency(graph.nodes[target], max(need, edge))
+            for target, edge in node.edges.items()
         ]
-        return _dependency(node, optional, children)
+        return _dependency(node, need, children)
 
-    return build(graph.root_key, False)
+    return build(graph.root_key, REQUIRED)
 
 
-def _dependency(node: _Node, optional: bool, children: list[LocalDependency] | None = None) -> LocalDependency:
+def _dependency(node: _Node, need: int, children: list[LocalDependency] | None = None) -> LocalDependency:
     return LocalDependency(
         module_name=node.name,
         file_path=node.path,
         exists=node.exists,
-        optional=optional,
+        optional=need != REQUIRED,
+        lazy=need == LAZY,
         problem=node.problem,
         children=children or [],
     )
@@ -371,7 +390,7 @@ def _dependency(node: _Node, optional: bool, children: list[LocalDependency] | N
 
 def _externals(
     graph: _Graph,
-    required: set[str],
+    needs: dict[str, int],
     declared: set[str] | None,
     root: Path,
     cache_dir: Path | None,
@@ -392,12 +411,14 @@ def _externals(
             provided = sorted(provided, key=lambda d: (packages.normalize(d) != wanted, d.lower()))
             candidates = (list(known) + provided) if known else (provided or [name])
         in_pyproject = [c for c in candidates if packages.normalize(c) in declared]
+        need = min(max(needs.get(k, OPTIONAL), use) for k, use in uses)
         out.append(
             ExternalPackage(
                 import_name=name,
                 distribution=(in_pyproject or candidates)[0],
                 declared=bool(in_pyproject),
-                optional=not any(k in required and not optional for k, optional in uses),
+                optional=need != REQUIRED,
+                lazy=need == LAZY,
                 imported_by=list(dict.fromkeys(k for k, _ in uses)),
             )
         )
@@ -415,7 +436,7 @@ def render_tree(analysis: DependencyAnalysis) -> list[str]:
         if not node.exists:
             label += f"  MISSING: {node.problem or 'no such file'}"
         if node.optional:
-            label += "  [optional]"
+            label += "  [lazy]" if node.lazy else "  [optional]"
         if not node.children and node.file_path in expanded:
             label += "  (expanded elsewhere)"
         lines.append(prefix + ("└── " if last else "├── ") + label)
@@ -431,7 +452,7 @@ def render_tree(analysis: DependencyAnalysis) -> list[str]:
             if packages.normalize(name) != packages.normalize(p.distribution):
                 name += f" -> {p.distribution}"
             status = "declared" if p.declared else "NOT DECLARED in pyproject.toml"
-            extra = "  [optional]" if p.optional else ""
+            extra = "  [lazy]" if p.lazy else "  [optional]" if p.optional else ""
             lines.append(f"  {name}  {status}{extra}  (imported by {', '.join(p.imported_by)})")
     if analysis.syntax_errors:
         lines.append("syntax errors:")
@@ -453,7 +474,7 @@ def _walk(node: LocalDependency):
 # --- cache ---------------------------------------------------------------------------------
 
 # Bump when the analysis or the cached formats change meaning.
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4
 # A file changed within this many ns before its stat was recorded could change again without a
 # new mtime or ctime (coarse file-system clocks): such a stat is not trusted to stand for content.
 _RACY_NS = 2_000_000_000
@@ -537,7 +558,7 @@ def _save_result(
         "sites": sites,
         "paths": {path: _fingerprint(st) for path, st in stats.items()},
     }
-    body = result.model_dump_json(exclude_defaults=True)  # smaller, and quicker to validate back
+    body = result.model_dump_json()
     _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
     _RESULTS[result_file] = (record, result)
 
@@ -606,12 +627,12 @@ class _ParseCache:
 
 
 def _to_json(result: FileImports) -> list:
-    imports = [[i.level, i.module, list(i.names), i.line, i.optional] for i in result.imports]
+    imports = [[i.level, i.module, list(i.names), i.line, i.optional, i.lazy] for i in result.imports]
     return [imports, [list(e) for e in result.errors]]
 
 
 def _from_json(data: list) -> FileImports:
-    imports = [Import(level, module, tuple(names), line, opt) for level, module, names, line, opt in data[0]]
+    imports = [Import(level, module, tuple(names), line, opt, lazy) for level, module, names, line, opt, lazy in data[0]]
     return FileImports(imports, [SyntaxProblem(line, message) for line, message in data[1]])
 
 

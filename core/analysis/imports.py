@@ -65,6 +65,9 @@ class Import(NamedTuple):
     names: tuple[str, ...]
     line: int
     optional: bool
+    lazy: bool = False
+    """Inside a function body: it runs only when the function is called (often behind a
+    runtime check, like httpx's ``trio`` import), not when the module is imported."""
 
 
 class SyntaxProblem(NamedTuple):
@@ -85,8 +88,8 @@ def extract(source: bytes) -> FileImports:
     """
     tree = _PARSER.parse(source)
     imports: list[Import] = []
-    for node, optional in _import_statements(tree.root_node):
-        imports.extend(_imports_of(node, node.start_point[0] + 1, optional))
+    for node, optional, lazy in _import_statements(tree.root_node):
+        imports.extend(_imports_of(node, node.start_point[0] + 1, optional, lazy))
     imports.sort(key=lambda i: i.line)
     errors = _syntax_errors(tree.root_node) if tree.root_node.has_error else []
     bad_lines = _undecodable_lines(source)
@@ -98,14 +101,14 @@ def extract(source: bytes) -> FileImports:
     return FileImports(imports, errors)
 
 
-def _import_statements(root: Node) -> list[tuple[Node, bool]]:
-    """Every import statement that runs, with whether it is optional, in one walk down the
-    statements (a walk up from each import would cost more: tree-sitter finds a node's parent
-    by searching down from the root)."""
-    found: list[tuple[Node, bool]] = []
-    stack = [(root, False)]
+def _import_statements(root: Node) -> list[tuple[Node, bool, bool]]:
+    """Every import statement that runs, with whether it is optional and whether it is lazy
+    (in a function body), in one walk down the statements (a walk up from each import would
+    cost more: tree-sitter finds a node's parent by searching down from the root)."""
+    found: list[tuple[Node, bool, bool]] = []
+    stack = [(root, False, False)]
     while stack:
-        node, optional = stack.pop()
+        node, optional, lazy = stack.pop()
         kind = node.kind_id
         # what the node's own block (a try's body, an if's consequence) is: guarded, skipped, as is
         block_optional: bool | None = optional
@@ -116,15 +119,16 @@ def _import_statements(root: Node) -> list[tuple[Node, bool]]:
                 block_optional = None  # never runs
         elif kind == _FUNCTION:  # its body runs when called: a try around the def guards nothing
             optional = block_optional = False
+            lazy = True
         for child in node.named_children:
             child_kind = child.kind_id
             if child_kind in _IMPORTS:
-                found.append((child, optional))
+                found.append((child, optional, lazy))
             elif child_kind == _BLOCK:
                 if block_optional is not None:
-                    stack.append((child, block_optional))
+                    stack.append((child, block_optional, lazy))
             elif child_kind in _CONTAINERS:
-                stack.append((child, optional))
+                stack.append((child, optional, lazy))
     return found
 
 
@@ -168,10 +172,10 @@ def _is_dotted(name: str) -> bool:
     return all(part.isidentifier() for part in name.split("."))
 
 
-def _imports_of(node: Node, line: int, optional: bool) -> list[Import]:
+def _imports_of(node: Node, line: int, optional: bool, lazy: bool) -> list[Import]:
     if node.kind_id == _IMPORT_STATEMENT:
         modules = [_dotted(n) for n in node.children_by_field_id(_NAME)]
-        return [Import(0, m, (), line, optional) for m in modules if m is not None]
+        return [Import(0, m, (), line, optional, lazy) for m in modules if m is not None]
     module_node = node.child_by_field_id(_MODULE_NAME)
     if module_node is None:  # recovered from a syntax error without its module
         return []
@@ -185,7 +189,7 @@ def _imports_of(node: Node, line: int, optional: bool) -> list[Import]:
     if module is None:
         return []
     names = tuple(name for name in map(_dotted, node.children_by_field_id(_NAME)) if name is not None)
-    return [Import(level, module, names, line, optional)]
+    return [Import(level, module, names, line, optional, lazy)]
 
 
 def _dotted(node: Node | None) -> str | None:

@@ -3,8 +3,8 @@ project's pyproject declares, and ``uv add`` for what is missing."""
 
 from __future__ import annotations
 
+import csv
 import glob
-import importlib.metadata
 import os
 import re
 import subprocess
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from evopilot.core.errors import EvopilotError
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     from evopilot.core.analysis.models import DependencyAnalysis
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
@@ -135,6 +137,8 @@ def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
     Like ``importlib.metadata.packages_distributions()`` but over chosen directories; it reads
     every installed distribution's metadata (~0.1 s), so callers cache it by the directories' stat.
     """
+    import importlib.metadata  # only when an import is not declared (start-up time)
+
     mapping: dict[str, list[str]] = {}
     for dist in importlib.metadata.distributions(path=dirs):
         name = dist.metadata["Name"]
@@ -150,12 +154,19 @@ def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
     declared = dist.read_text("top_level.txt")
     if declared:
         return {line.strip() for line in declared.split() if line.strip()}
+    record = dist.read_text("RECORD")
+    # RECORD's paths read as text: ``dist.files`` builds a path object per line, most of the
+    # time of a cold `deps` on a large environment
+    paths = ([next(csv.reader([line]))[0] if line.startswith('"') else line.partition(",")[0]
+              for line in record.splitlines() if line]
+             if record is not None else [str(f) for f in dist.files or ()])
     tops: set[str] = set()
-    for f in dist.files or ():
-        if len(f.parts) > 1:
-            top = f.parts[0]  # a package directory (or *.dist-info, which is no identifier)
-        elif f.suffix in (".py", ".so", ".pyd"):
-            top = f.name.partition(".")[0]  # a single-file module
+    for path in paths:
+        first, sep, _ = path.partition("/")
+        if sep:
+            top = first  # a package directory (or *.dist-info, which is no identifier)
+        elif first.endswith((".py", ".so", ".pyd")):
+            top = first.partition(".")[0]  # a single-file module
         else:
             continue
         if top.isidentifier() and top != "__pycache__":

@@ -14,10 +14,11 @@ from typing import Any
 
 import aiosqlite
 
+from evopilot.core.db import rows as rows_sql
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Job, JobStatus, Metric, now_iso
 
-_SELECT = "SELECT jobs.*, projects.name AS project FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id"
+_SELECT = rows_sql.SELECT_JOBS
 
 
 BEGIN_RETRIES = 50
@@ -111,14 +112,8 @@ async def _with_metrics(db: aiosqlite.Connection, rows: Iterable[Any]) -> list[J
     jobs = [Job.from_row(r) for r in rows]
     if not jobs:
         return jobs
-    by_id = {j.id: j for j in jobs}
-    marks = ",".join("?" for _ in by_id)
-    for job_id, name, value, unit in await db.execute_fetchall(
-        f"SELECT job_id, name, value, unit FROM metrics WHERE job_id IN ({marks}) ORDER BY id", tuple(by_id)
-    ):
-        by_id[job_id].metrics[name] = value
-        if unit:
-            by_id[job_id].metric_units[name] = unit
+    by_id = {j.id: (j.metrics, j.metric_units, j.metric_higher_is_better) for j in jobs}
+    rows_sql.fill_metrics(await db.execute_fetchall(rows_sql.metrics_query(list(by_id)), tuple(by_id)), by_id)
     return jobs
 
 
@@ -127,21 +122,6 @@ async def get_job(db: aiosqlite.Connection, job_id: int) -> Job:
     if not rows:
         raise EvopilotError(f"no job {job_id}")
     return (await _with_metrics(db, rows))[0]
-
-
-def _filters(status: Iterable[str] | None, project: str | None, host: str | None) -> tuple[str, list]:
-    where, params = [], []
-    if status:
-        status = list(status)
-        where.append(f"jobs.status IN ({','.join('?' for _ in status)})")
-        params += status
-    if project:
-        where.append("projects.name = ?")
-        params.append(project)
-    if host:
-        where.append("jobs.host = ?")
-        params.append(host)
-    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 async def list_jobs(
@@ -155,7 +135,7 @@ async def list_jobs(
     newest_first: bool = False,
     with_metrics: bool = True,
 ) -> list[Job]:
-    where, params = _filters(status, project, host)
+    where, params = rows_sql.filters(status, project, host)
     order = "jobs.id DESC" if newest_first else "jobs.id"
     sql = f"{_SELECT}{where} ORDER BY {order}"
     if limit is not None:
@@ -172,7 +152,7 @@ async def count_jobs(
     project: str | None = None,
     host: str | None = None,
 ) -> int:
-    where, params = _filters(status, project, host)
+    where, params = rows_sql.filters(status, project, host)
     sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
     ((n,),) = await db.execute_fetchall(sql, params)
     return n
@@ -273,6 +253,35 @@ async def add_step(
 async def steps(db: aiosqlite.Connection, job_id: int) -> list[dict[str, Any]]:
     rows = await db.execute_fetchall("SELECT * FROM job_steps WHERE job_id = ? ORDER BY id", (job_id,))
     return [dict(r) for r in rows]
+
+
+async def delete_finished(db: aiosqlite.Connection, ids: list[int]) -> None:
+    """Remove finished jobs' rows (metrics and steps go with them); a job that is not
+    finished, or whose end is still to be handled, is never removed."""
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        await db.execute(
+            f"DELETE FROM jobs WHERE id IN ({','.join('?' for _ in part)}) AND status IN {_ENDED} "
+            f"AND end_handled = 1", part)
+
+
+async def queue_order(db: aiosqlite.Connection, limit: int | None = None) -> list[Job]:
+    """Queued and pending jobs in the order they start (the order ``claim_next`` and
+    ``move_in_queue`` use)."""
+    rows = await db.execute_fetchall(
+        f"{_SELECT} WHERE jobs.status IN ('queued', 'pending') ORDER BY jobs.priority DESC, jobs.seq, jobs.id"
+        + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ())
+    return await _with_metrics(db, rows)
+
+
+async def ids_with(db: aiosqlite.Connection, statuses: list[str]) -> set[int]:
+    marks = ",".join("?" for _ in statuses)
+    return {r[0] for r in await db.execute_fetchall(f"SELECT id FROM jobs WHERE status IN ({marks})", statuses)}
+
+
+async def queue_positions(db: aiosqlite.Connection) -> dict[int, int]:
+    """Each queued or pending job's place in the queue, from 1."""
+    return {r[0]: i for i, r in enumerate(await db.execute_fetchall(rows_sql.QUEUE_POSITIONS), 1)}
 
 
 async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> None:

@@ -67,3 +67,8 @@ async def list_benchmarks(db: aiosqlite.Connection, project_id: int | None = Non
             "SELECT * FROM benchmarks WHERE project_id = ? ORDER BY path", (project_id,)
         )
     return [Benchmark.from_row(r) for r in await cur.fetchall()]
+
+
+async def remove_benchmark(db: aiosqlite.Connection, benchmark_id: int) -> None:
+    # jobs of it keep their rows (they record the benchmark's path themselves)
+    await db.execute("DELETE FROM benchmarks WHERE id = ?", (benchmark_id,))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiosqlite
 
 from evopilot.core.config import Config
@@ -15,6 +17,10 @@ from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.models import Job, JobStatus
 
 
+START_WAIT_TRIES, START_WAIT_STEP = 20, 0.1
+"""How long `stop` waits for a just-started job's process group to exist (2 s)."""
+
+
 class Control:
     def __init__(self, db: aiosqlite.Connection, config: Config, hosts: HostRegistry,
                  bus: EventBus, scheduler: Scheduler) -> None:
@@ -24,8 +30,12 @@ class Control:
         """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""
         job = await self._running(job_id, "stop")
         host = await self.hosts.get(job.host)
-        res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
-        if not res.ok:
+        for _ in range(START_WAIT_TRIES):  # `run` then `stop` at once: its wrapper is still starting
+            res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
+            if res.ok:
+                break
+            await asyncio.sleep(START_WAIT_STEP)
+        else:
             raise EvopilotError(f"job {job_id} has not started its process yet; try again")
         async with jobs_db.transaction(self.db):
             await jobs_db.update_job(self.db, job_id, requested="stop")

@@ -310,7 +310,12 @@ class Scheduler:
                     await self._beat()
                     if (until_idle and not self._tasks and not self._runs_in_flight()
                             and await self.idle()):
-                        return
+                        # take the beat back first, then look once more: a command that
+                        # queued work meanwhile saw no loop (and starts a worker) or is
+                        # seen here (see core/jobs/background.py)
+                        await self._beat(stop=True)
+                        if await self.idle():
+                            return
                     if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
                             and not self._tasks):
                         return
@@ -346,7 +351,7 @@ class Scheduler:
                     await jobs_db.delete_meta(self.db, WORKER_BEAT)
             else:
                 await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{now}")
-        self._last_beat = now
+        self._last_beat = 0.0 if stop else now  # a loop that goes on beats again at once
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or a tick asked for

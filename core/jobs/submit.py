@@ -62,11 +62,15 @@ class Submitter:
             raise EvopilotError("--timeout must be a positive number of seconds")
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.projects.resolve_benchmark(project, b) for b in benches]
+        warnings: list[str] = []
+
+        async def preflight(root: Path | None = None) -> None:
+            warnings.extend(await self.projects.preflight(project, resolved, host, root))
+
         placed = None if commit is None else await self.workspaces.prepare(
-            project, [b.path for b in resolved], host, commit,
-            check=(lambda root: self.projects.preflight(project, resolved, host, root)) if check else None)
+            project, [b.path for b in resolved], host, commit, check=preflight if check else None)
         if check and not placed:
-            await self.projects.preflight(project, resolved, host)
+            await preflight()
         if placed:
             workdir, setup_id = placed.workdir, placed.setup_id
         elif host == LOCAL:
@@ -90,6 +94,8 @@ class Submitter:
                     mode="tty" if tty else self.kinds.get(kind).mode, **_waiting_for(setup_id),
                 )
                 ids.append(job_id)
+                for warning in warnings:  # shown by `run` and in the job's steps
+                    await jobs_db.add_step(self.db, job_id, "preflight", "check", "warning", warning)
         if placed:  # the jobs hold their tree now (if inserting failed, the claim just expires)
             await placed.done(ids)
         await publish_jobs(self.db, self.bus, ids)
@@ -144,6 +150,12 @@ class Submitter:
         await publish_jobs(self.db, self.bus, [new_id])
         await self.dispatch()
         return await jobs_db.get_job(self.db, new_id)
+
+    async def new_job(self, **fields) -> int:
+        """Insert a job row (jobs_db.insert_job's fields) inside the caller's transaction: for a
+        subsystem whose jobs need what ``submit`` does not take (``depends_on``, a slot group) or
+        that queues one from an end handler. The caller publishes it and dispatches."""
+        return await self._new_job(**fields)
 
     async def _new_job(self, **fields) -> int:
         """Insert a job; a remote one gets the path of its log's local copy."""

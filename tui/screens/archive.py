@@ -34,6 +34,7 @@ from evopilot.tui.messages import EvolutionChanged, TabShown
 from evopilot.tui.screens.dialogs import LineDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.curves import Curves
+from evopilot.tui.widgets.diff_view import diff_text
 from evopilot.tui.widgets.heatmap import Heatmap
 
 POLL_INTERVAL = 1.5
@@ -54,24 +55,6 @@ def _message(e: Exception) -> str:
 
 def _num(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
-
-
-def diff_text(diff: str) -> Text:
-    """A unified diff with its lines styled by kind (the +/- prefixes read without colour)."""
-    text = Text(no_wrap=True, overflow="crop")
-    for line in diff.splitlines():
-        if line.startswith(("diff ", "index ", "+++", "---")):
-            style = "bold"
-        elif line.startswith("@@"):
-            style = "cyan"
-        elif line.startswith("+"):
-            style = "green"
-        elif line.startswith("-"):
-            style = "red"
-        else:
-            style = ""
-        text.append(line + "\n", style)
-    return text
 
 
 class ArchivePane(Pane):
@@ -130,12 +113,6 @@ class ArchivePane(Pane):
         self.query_one("#archive-empty").display = empty
         self.query_one("#archive-head").display = not empty
         self.query_one("#archive-body").display = not empty
-
-    @property
-    def shown(self) -> bool:
-        """Whether the pane's tab is the active one (set at once when tabs switch, unlike
-        ``is_on_screen``, which waits for the next screen update)."""
-        return all(node.display for node in self.ancestors_with_self)
 
     def focus_default(self) -> None:
         if self.query_one("#archive-body").display:

@@ -11,9 +11,7 @@ access).
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
 from typing import ClassVar
 
 from textual import on
@@ -24,6 +22,7 @@ from textual.widgets import Static
 from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
+from evopilot.tui.attach import attach
 from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
 from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
@@ -276,19 +275,8 @@ class JobsPane(Pane):
             return
 
         async def go() -> None:
-            attach = await self.evo.call(self.evo.engine.attach_command, job.id,
-                                         inside_tmux=bool(os.environ.get("TMUX")))
-            if attach.takes_terminal:
-                with self.app.suspend():  # the terminal is tmux's until the user detaches
-                    code, err = subprocess.run(attach.argv).returncode, ""
-            else:  # switch-client: this tmux client now shows the job, the app runs on
-                proc = await asyncio.create_subprocess_exec(
-                    *attach.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                err = (await proc.communicate())[1].decode(errors="replace")
-                code = proc.returncode
-            if code:
-                self.app.notify(f"{attach.command}: {err.strip() or f'exit status {code}'}",
-                                severity="error")
+            await attach(self.app, await self.evo.call(self.evo.engine.attach_command, job.id,
+                                                       inside_tmux=bool(os.environ.get("TMUX"))))
 
         self.evo.act(go())
 

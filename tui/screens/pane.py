@@ -42,6 +42,12 @@ class Pane(Vertical):
     def evo(self) -> AppContext:
         return self.app  # type: ignore[return-value]
 
+    @property
+    def shown(self) -> bool:
+        """Whether the pane's tab is the active one (set at once when tabs switch, unlike
+        ``is_on_screen``, which waits for the next screen update)."""
+        return all(node.display for node in self.ancestors_with_self)
+
     async def engine_ready(self) -> None:
         """The engine is open: read what the pane shows first (the app waits for every pane)."""
 

@@ -16,21 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypeVar
 
+from evopilot.core.usage import Usage  # noqa: F401  (mutators import it from here)
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 T = TypeVar("T")
-
-
-@dataclass
-class Usage:
-    """What one mutation cost at one provider and model."""
-
-    provider: str
-    model: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    dollars: float = 0.0
-    requests: int = 1
 
 
 @dataclass
