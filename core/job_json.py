@@ -36,6 +36,7 @@ def public_job(j: Mapping[str, Any]) -> dict[str, Any]:
         "origin_kind": j["origin_kind"],
         "origin_id": j["origin_id"],
         "mode": j["mode"],
+        "slurm_id": j["slurm_id"],
         "command": j["command"],
         "args": j["args"],
         "timeout_s": j["timeout_s"],

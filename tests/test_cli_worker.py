@@ -4,9 +4,7 @@ a tmux session, exactly one per database however many commands race, gone when i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

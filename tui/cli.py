@@ -296,13 +296,16 @@ def _deps_without_engine(args) -> int | None:
 
 
 async def cmd_hosts(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     rows = await engine.hosts()
     if args.connect:
         rows = [await _connect_row(engine, r["name"]) for r in rows]
     if args.json:
         _print_json(rows)
     else:
-        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
+        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}",
+                 r["last_error"] or formatting.cluster(r.get("slurm"))]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
         print(f"worker: {_worker_line(await engine.worker_state())}")
     return 0
@@ -843,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")
     sp = add("doctor", cmd_doctor, "check a host (or all): reachable, host key, auth, tmux, uv, rsync, "
-             "python, disk, env paths; exit 1 if a check fails")
+             "python, disk, env paths; a Slurm host: sinfo and a test job end to end; exit 1 if a check fails")
     sp.add_argument("host", nargs="?")
     sp = add("sync", cmd_sync, "send a project's files (git-tracked and untracked-not-ignored) to a host")
     sp.add_argument("project")
