@@ -2,6 +2,7 @@
 
 Run: python3 bench/local_jobs.py [--jobs 200] [--slots 20] [--seconds 1]
      python3 bench/local_jobs.py --short [--jobs 1000] [--slots 2] [--seconds 0.05]
+     python3 bench/local_jobs.py --bench [--jobs 300] [--slots 2] [--seconds 0.05]
 
 Reports, side by side in one run: time from queueing to all started, total time, and the
 engine's CPU per job (this process plus the short-lived bash/tmux children it waits for; the
@@ -12,6 +13,12 @@ commands with subprocess.Popen and no tmux, polling as fast as it likes.
 ``subprocess`` pool with as many workers as slots (targets: no failed job, at least 0.5x the
 pool's jobs/s), and the time from a job's exit to the start of the job that takes its slot,
 both read from the times the job wrappers record (target: median under 50 ms).
+
+``--bench`` is the same through a project: each job is queued by its own ``run`` (as evolution
+queues its evaluations), so it pays the per-run work (the dependency check from its cache, and
+the check that the project's environment is current), and runs a Python benchmark that sleeps
+``--seconds``. Reported: the median time of a ``run`` call, jobs/s against a pool of as many
+workers running the same benchmark with the same interpreter, and the exit -> next start gap.
 """
 
 from __future__ import annotations
@@ -93,15 +100,62 @@ async def engine_short(n: int, slots: int, seconds: float) -> dict:
         jobs = [await engine.job(i) for i in ids]
     finally:
         await engine.close()
+    return turnover(jobs, slots, total)
+
+
+def turnover(jobs: list, slots: int, total: float) -> dict:
+    """Throughput, failures, and the gaps from a job's exit to the start of the next in its slot."""
     failed = [j for j in jobs if j.status != "succeeded"]
     starts = sorted(parse_iso(j.started_at).timestamp() for j in jobs)
     ends = sorted(parse_iso(j.finished_at).timestamp() for j in jobs)
     # the k-th job to end frees the slot that the (slots + k)-th job to start takes
     gaps = [s - e for e, s in zip(ends, starts[slots:])]
-    return {"jobs_per_s": n / total, "failed": len(failed),
+    return {"jobs_per_s": len(jobs) / total, "failed": len(failed),
             "errors": sorted({j.error_message or j.status for j in failed}),
             "gap_median_ms": statistics.median(gaps) * 1000,
             "gap_p90_ms": statistics.quantiles(gaps, n=10)[-1] * 1000}
+
+
+async def engine_bench(n: int, slots: int, seconds: float) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="evp-bench-"))
+    root = home / "proj"
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        "[project]\nname = 'p'\nversion = '0'\nrequires-python = '>=3.10'\ndependencies = []\n")
+    (root / "benchmarks" / "nap.py").write_text(f"import time\ntime.sleep({seconds})\n")
+    engine = await Engine.open(parse_config(f"[hosts.local]\nmax_parallel = {slots}\n"), home)
+    try:
+        await engine.add_project(str(root), "p")
+        (first,) = await engine.run("p", ["nap.py"])  # builds the environment where there is one
+        await engine.run_forever(until_done=[first.id])
+        ids, calls = [], []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            c = time.perf_counter()
+            ids += [j.id for j in await engine.run("p", ["nap.py"])]
+            calls.append(time.perf_counter() - c)
+        await engine.run_forever(until_done=ids)
+        total = time.perf_counter() - t0
+        jobs = [await engine.job(i) for i in ids]
+        python = jobs[0].command.split()[-2]  # the job's interpreter, for the pool
+    finally:
+        await engine.close()
+    return {**turnover(jobs, slots, total), "run_ms": statistics.median(calls) * 1000,
+            "python": python, "bench": str(root / "benchmarks" / "nap.py")}
+
+
+def bench_case(a: argparse.Namespace) -> None:
+    eng = asyncio.run(engine_bench(a.jobs, a.slots, a.seconds))
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(a.slots) as pool:
+        list(pool.map(lambda _: subprocess.run([eng["python"], eng["bench"]], check=True), range(a.jobs)))
+    pool_rate = a.jobs / (time.perf_counter() - t0)
+    print(f"{a.jobs} runs of a benchmark sleeping {a.seconds:g} s with {a.slots} slots; load {os.getloadavg()[0]:.2f}")
+    print(f"job interpreter: {eng['python']}")
+    print(f"subprocess pool of {a.slots} (same interpreter): {pool_rate:.1f} jobs/s")
+    print(f"evopilot: {eng['jobs_per_s']:.1f} jobs/s ({eng['jobs_per_s'] / pool_rate:.2f}x the pool); "
+          f"failed {eng['failed']}; run() median {eng['run_ms']:.1f} ms; "
+          f"exit -> next start median {eng['gap_median_ms']:.1f} ms")
 
 
 def short_case(a: argparse.Namespace) -> None:
@@ -120,17 +174,18 @@ def short_case(a: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--short", action="store_true", help="the short-jobs case (defaults 1000 x 0.05 s, 2 slots)")
+    ap.add_argument("--bench", action="store_true", help="benchmark runs through a project (defaults 300 x 0.05 s, 2 slots)")
     ap.add_argument("--jobs", type=int)
     ap.add_argument("--slots", type=int)
     ap.add_argument("--seconds", type=float)
     a = ap.parse_args()
-    for key, long, short in [("jobs", 200, 1000), ("slots", 20, 2), ("seconds", 1.0, 0.05)]:
+    for key, long, short, bench in [("jobs", 200, 1000, 300), ("slots", 20, 2, 2), ("seconds", 1.0, 0.05, 0.05)]:
         if getattr(a, key) is None:
-            setattr(a, key, short if a.short else long)
+            setattr(a, key, bench if a.bench else short if a.short else long)
     os.environ["TMUX_TMPDIR"] = tempfile.mkdtemp(prefix="evp-tmux-")  # a private tmux server
-    if a.short:
+    if a.short or a.bench:
         try:
-            short_case(a)
+            (bench_case if a.bench else short_case)(a)
         finally:
             subprocess.run(["tmux", "kill-server"], stderr=subprocess.DEVNULL)
         return

@@ -351,8 +351,8 @@ class Engine:
     async def queue_paused(self) -> bool:
         return await self.control.queue_paused()
 
-    async def set_queue_paused(self, paused: bool) -> None:
-        await self.control.set_queue_paused(paused)
+    async def set_queue_paused(self, paused: bool) -> list[str]:
+        return await self.control.set_queue_paused(paused)
 
     async def queue(self) -> list[Job]:
         """Queued and pending jobs in the order they will start."""

@@ -18,9 +18,9 @@ Trees are shared by hard links: a job must not rewrite its tree's files in place
 files, or into ``$EVOPILOT_JOB_DIR``); files it creates stay in its own tree.
 
 Python: the commit's tree root (and ``src/`` when the commit has one) come first on
-``PYTHONPATH``. Locally the interpreter is the one working-tree jobs use; on an SSH host it is a
-shared uv environment per environment key (Python version, pyproject.toml, uv.lock at that
-commit), built by a setup job only when no environment with that key exists yet.
+``PYTHONPATH`` (``core.importroots``). The interpreter, on every host, is a shared uv environment
+per environment key (Python version, pyproject.toml, uv.lock at that commit), built by a setup
+job only when no environment with that key exists yet (``core.environments``).
 
 A tree is removed once no run holds it and no unfinished job has it as its workdir (``sweep``,
 each engine tick); an SSH host keeps its newest trees as bases for the next commits.
@@ -52,6 +52,7 @@ from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.sync import MANIFEST
 from evopilot.core.quoting import join, quote
 from evopilot.core import environments
+from evopilot.core.importroots import import_roots
 from evopilot.core.models import Project
 
 STAMP = ".evopilot-tree"
@@ -222,10 +223,11 @@ def remove_script(paths: Sequence[str]) -> str:
     return f"rm -rf -- {join(paths)}\n"
 
 
-def commit_command(python: str, root: str, has_src: bool, bench_path: str, args: Sequence[str]) -> str:
-    """Run a benchmark with the commit's tree (and its ``src/``) first on PYTHONPATH."""
-    paths = f"{root}:{root}/src" if has_src else root
-    return f"PYTHONPATH={quote(paths)}${{PYTHONPATH:+:$PYTHONPATH}} {join([python, bench_path, *args])}"
+def _read_marker(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
 
 
 # ---- the service ------------------------------------------------------------------------------
@@ -237,13 +239,14 @@ class Placement:
 
     sha: str
     workdir: str
-    python: str
+    env_dir: str
     has_src: bool
     setup_id: int | None
     _release: Callable[[Sequence[int]], Awaitable[None]]
 
     def command(self, bench_path: str, args: Sequence[str]) -> str:
-        return commit_command(self.python, self.workdir, self.has_src, bench_path, args)
+        return environments.run_command(self.env_dir, import_roots(self.workdir, self.has_src),
+                                        bench_path, args)
 
     async def done(self, job_ids: Sequence[int]) -> None:
         """Record the workspace step on the queued jobs and let go of the trees: from now on the
@@ -316,22 +319,22 @@ class Workspaces:
                                               str(locations.workspaces_dir(self.home)), claims)
             if check is not None:
                 await check(Path(local_tree.path))
+            host = await self._host(host_name)
+            env = {n: files[n][1] if files[n] and files[n][0] == "blob" else None
+                   for n in environments.ENV_FILES}
+            key = environments.env_key(project, env)
+            env_dir = environments.shared_env_dir(host, project, key)
+            marker = f"{env_dir}/{environments.SHARED_MARKER}"
             if host_name == LOCAL:
-                tree, python, setup_id = local_tree, environments.local_python(
-                    project, self.config.host(LOCAL)), None
+                tree, have = local_tree, _read_marker(marker)
             else:
-                host = await self._host(host_name)
-                env = {n: files[n][1] if files[n] and files[n][0] == "blob" else None
-                       for n in environments.ENV_FILES}
-                key = environments.env_key(project, env)
-                env_dir = environments.shared_env_dir(host, project, key)
                 tree = await self._tree(project, commit, parents, host, f"{host.base_dir}/trees",
-                                        claims, env_marker=f"{env_dir}/{environments.SHARED_MARKER}")
-                python = f"{env_dir}/bin/python"
-                setup_id = None
-                if tree.answer.env != key:
-                    setup_id = await self._setup(project, host_name, commit.sha, tree.path, env_dir,
-                                                 key, has_pyproject=env["pyproject.toml"] is not None)
+                                        claims, env_marker=marker)
+                have = tree.answer.env
+            setup_id = None
+            if have != key:
+                setup_id = await self._setup(project, host_name, commit.sha, tree.path, env_dir,
+                                             key, has_pyproject=env["pyproject.toml"] is not None)
             # the run inserts its jobs next: a fresh lease covers that without the renewing task
             await ws_db.renew(self.db, claims, time.time() + LEASE)
         except BaseException:
@@ -349,7 +352,7 @@ class Workspaces:
                                            json.dumps(tree.report))
                 await ws_db.release(self.db, claims)
 
-        return Placement(commit.sha, tree.path, python, has_src, setup_id, release)
+        return Placement(commit.sha, tree.path, env_dir, has_src, setup_id, release)
 
     async def _renew(self, claims: list[int]) -> None:
         while True:
@@ -410,11 +413,14 @@ class Workspaces:
     async def _setup(self, project: Project, host_name: str, sha: str, tree: str, env_dir: str,
                      key: str, *, has_pyproject: bool) -> int:
         """The setup job building the shared environment: one already queued, or a new one."""
-        command = environments.shared_setup_command(project, self.config.host(host_name),
-                                                    env_dir, key, has_pyproject)
+        cfg = self.config.host(host_name)
+        command = environments.shared_setup_command(project, cfg, env_dir, key, has_pyproject,
+                                                    local=host_name == LOCAL)
         existing = await ws_db.active_setup(self.db, host_name, command)
         if existing:
             return existing
+        if host_name == LOCAL:
+            await environments.check_python(cfg.uv_path, project.python_version)
         async with jobs_db.transaction(self.db):
             setup_id = await self._new_job(
                 project_id=project.id, kind="setup", name=f"setup {project.name}", command=command,

@@ -79,6 +79,26 @@ def make_project(tmp_path):
     return make
 
 
+def prebuilt_env(root: Path) -> Path:
+    """Build a project's .venv with the command its first local run's setup job would run (real
+    uv, the default Python version), for a test about something else than that job."""
+    from evopilot.core import environments
+    from evopilot.core.config import HostConfig
+    from evopilot.core.models import Project
+
+    project = Project(id=0, name="p", path=str(root), created_at="", updated_at="",
+                      python_version=f"{sys.version_info[0]}.{sys.version_info[1]}")
+    subprocess.run(["bash", "-c", environments.setup_command(project, HostConfig(), None)], cwd=root,
+                   check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def ready_project(make_project):
+    """``make_project`` with the project's environment already built (no setup job)."""
+    return lambda files, name="proj": prebuilt_env(make_project(files, name))
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
     """SIGTERM a process (a worker) and wait for it; SIGKILL it if it does not end in time."""
     proc.terminate()

@@ -16,8 +16,8 @@ def jobs(cli) -> list[dict]:
     return json.loads(cli("jobs", "--json")[1])
 
 
-def test_bench_rm_removes_the_benchmark_and_keeps_its_jobs(cli, make_project):
-    cli("project", "add", make_project({"benchmarks/a.py": "", "benchmarks/b.py": ""}))
+def test_bench_rm_removes_the_benchmark_and_keeps_its_jobs(cli, ready_project):
+    cli("project", "add", ready_project({"benchmarks/a.py": "", "benchmarks/b.py": ""}))
     assert cli("run", "proj", "a.py", "--wait")[0] == 0
     assert cli("bench", "rm", "proj", "a.py") == (0, "removed benchmark benchmarks/a.py from proj (its jobs are kept)\n", "")
     assert [b["path"] for b in json.loads(cli("bench", "list", "--json")[1])] == ["benchmarks/b.py"]
@@ -28,8 +28,8 @@ def test_bench_rm_removes_the_benchmark_and_keeps_its_jobs(cli, make_project):
     assert code == 2 and "no project named 'nosuch'" in err
 
 
-def test_clean_removes_finished_jobs_and_their_directories(cli, make_project):
-    cli("project", "add", make_project({"benchmarks/ok.py": "print('x' * 5000)\n",
+def test_clean_removes_finished_jobs_and_their_directories(cli, ready_project):
+    cli("project", "add", ready_project({"benchmarks/ok.py": "print('x' * 5000)\n",
                                         "benchmarks/bad.py": "raise SystemExit(1)\n",
                                         "benchmarks/later.py": ""}))
     assert cli("run", "proj", "ok.py", "bad.py", "--wait")[0] == 1

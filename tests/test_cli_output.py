@@ -20,8 +20,8 @@ json.dump({"score": 0.5, "time": {"value": 1.5, "unit": "s", "higher_is_better":
 """
 
 
-def test_logs_json_is_one_object_per_line_with_its_offset(cli, make_project):
-    cli("project", "add", make_project({"benchmarks/r.py": RESULTS}))
+def test_logs_json_is_one_object_per_line_with_its_offset(cli, ready_project):
+    cli("project", "add", ready_project({"benchmarks/r.py": RESULTS}))
     assert cli("run", "proj", "r.py", "--wait")[0] == 0
     code, out, err = cli("logs", "1", "--json")
     assert code == 0, err
@@ -32,8 +32,8 @@ def test_logs_json_is_one_object_per_line_with_its_offset(cli, make_project):
     assert json.loads(out) == {"offset": 6 + len(b"bad \xff bytes\r\n"), "line": "last, no newline"}
 
 
-def test_jobs_json_has_the_inputs_and_each_metrics_unit_and_direction(cli, make_project):
-    cli("project", "add", make_project({"benchmarks/r.py": RESULTS}))
+def test_jobs_json_has_the_inputs_and_each_metrics_unit_and_direction(cli, ready_project):
+    cli("project", "add", ready_project({"benchmarks/r.py": RESULTS}))
     assert cli("run", "proj", "r.py", "--wait", "--arg", "x y", "--timeout", "60")[0] == 0
     (job,) = json.loads(cli("jobs", "--json")[1])
     assert job["args"] == ["x y"] and job["timeout_s"] == 60 and job["position"] is None
@@ -43,16 +43,16 @@ def test_jobs_json_has_the_inputs_and_each_metrics_unit_and_direction(cli, make_
     assert job["metric_directions"] == {"score": None, "time": "lower", "acc": "higher"}
 
 
-def test_cancel_says_what_happened(cli, make_project):
-    cli("project", "add", make_project({"benchmarks/a.py": ""}))
+def test_cancel_says_what_happened(cli, ready_project):
+    cli("project", "add", ready_project({"benchmarks/a.py": ""}))
     cli("queue", "pause")
     cli("run", "proj", "a.py")
     assert cli("cancel", "1") == (0, "job 1 cancelled\n", "")
 
 
-def test_tables_fit_the_terminal_and_mark_every_cut(cli, make_project, monkeypatch):
+def test_tables_fit_the_terminal_and_mark_every_cut(cli, ready_project, monkeypatch):
     long = "a_benchmark_with_a_rather_long_name_indeed.py"
-    cli("project", "add", make_project({f"benchmarks/{long}": "raise SystemExit('x' * 300)\n"}))
+    cli("project", "add", ready_project({f"benchmarks/{long}": "raise SystemExit('x' * 300)\n"}))
     cli("run", "proj", long, "--wait")
     _, wide, _ = cli("jobs")
     assert long in wide and max(map(len, wide.splitlines())) > 300  # a pipe gets whole values
@@ -64,8 +64,8 @@ def test_tables_fit_the_terminal_and_mark_every_cut(cli, make_project, monkeypat
     assert rows[1].split()[2].endswith("…") and long.startswith(rows[1].split()[2][:-1])
 
 
-def test_logs_follow_waits_for_a_queued_job_and_ends_with_its_status(cli, make_project, tmp_path):
-    cli("project", "add", make_project({"benchmarks/ok.py": "print('fine')\n",
+def test_logs_follow_waits_for_a_queued_job_and_ends_with_its_status(cli, ready_project, tmp_path):
+    cli("project", "add", ready_project({"benchmarks/ok.py": "print('fine')\n",
                                         "benchmarks/bad.py": "print('oops')\nraise SystemExit(3)\n"}))
     cli("queue", "pause")
     cli("run", "proj", "ok.py", "bad.py")

@@ -3,6 +3,7 @@ background worker on as for a user."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -40,8 +41,8 @@ def test_readme_using_it_runs_as_written(monkeypatch):
     sessions = lambda: subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"], capture_output=True,
                                       text=True, env=env).stdout
     wait_until(lambda: "-worker-" not in sessions(), 60, "the background worker gone")
-    statuses = {j: s for j, s in (line.split()[:5:4] for line in sh("evopilot jobs").stdout.splitlines()[1:])}
-    # stop and kill made 6 and 7 cancelled and killed, which `clean` removed; the rest ended
-    assert "6" not in statuses and "7" not in statuses and statuses["1"] == "succeeded", statuses
+    statuses = {str(j["id"]): j["status"] for j in json.loads(sh("evopilot jobs --json").stdout)}
+    # stop and kill made 7 and 8 cancelled and killed, which `clean` removed; the rest ended
+    assert "7" not in statuses and "8" not in statuses and statuses["1"] == "succeeded", statuses
     assert all(s in ("succeeded", "failed", "cancelled") for s in statuses.values()), statuses
     assert list(statuses.values()).count("failed") == 1, statuses  # the --fail run

@@ -30,8 +30,8 @@ def engine_listing(home: Path, **filters) -> list[dict]:
     return json.loads(json.dumps(asyncio.run(run())))
 
 
-def test_the_engine_free_listing_prints_what_the_engine_does(cli, make_project, home):
-    cli("project", "add", make_project({"benchmarks/a.py": RESULTS, "benchmarks/b.py": "raise SystemExit(2)\n"}))
+def test_the_engine_free_listing_prints_what_the_engine_does(cli, ready_project, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": RESULTS, "benchmarks/b.py": "raise SystemExit(2)\n"}))
     cli("run", "proj", "a.py", "b.py", "--wait", "--arg", "x")
     cli("queue", "pause")
     cli("run", "proj", "b.py", "a.py", "--priority", "3")
@@ -43,8 +43,8 @@ def test_the_engine_free_listing_prints_what_the_engine_does(cli, make_project, 
     assert [j["id"] for j in some] == [4] and some[0]["position"] == 2
 
 
-def test_running_jobs_take_the_engines_path_unless_a_worker_beats(cli, make_project, home):
-    cli("project", "add", make_project({"benchmarks/a.py": "import time\ntime.sleep(30)\n"}))
+def test_running_jobs_take_the_engines_path_unless_a_worker_beats(cli, ready_project, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": "import time\ntime.sleep(30)\n"}))
     cli("run", "proj", "a.py")  # running, and nobody watches it
     args = dict(status=None, project=None, host=None, limit=None)
     assert listing.read_jobs(db_path(home), **args) is None
@@ -59,8 +59,8 @@ def test_running_jobs_take_the_engines_path_unless_a_worker_beats(cli, make_proj
     assert cli("kill", "1")[0] == 0
 
 
-def test_jobs_json_loads_neither_pydantic_nor_asyncio(cli, make_project, home):
-    cli("project", "add", make_project({"benchmarks/a.py": ""}))
+def test_jobs_json_loads_neither_pydantic_nor_asyncio(cli, ready_project, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": ""}))
     cli("run", "proj", "a.py", "--wait")
     code = ("import sys\nfrom evopilot.tui.cli import main\nmain(['jobs', '--json'])\n"
             "print(sorted(m for m in ('pydantic', 'asyncio', 'aiosqlite', 'evopilot.core.engine') if m in sys.modules))")
@@ -71,8 +71,8 @@ def test_jobs_json_loads_neither_pydantic_nor_asyncio(cli, make_project, home):
     assert loaded == "[]", out
 
 
-def test_deps_without_the_engine_says_what_the_engines_does(cli, make_project, home):
-    cli("project", "add", make_project({"benchmarks/b.py": "import helper\nimport yaml\n", "helper.py": "",
+def test_deps_without_the_engine_says_what_the_engines_does(cli, ready_project, home):
+    cli("project", "add", ready_project({"benchmarks/b.py": "import helper\nimport yaml\n", "helper.py": "",
                                         "pyproject.toml": "[project]\nname='p'\nversion='0'\ndependencies=[]\n"}))
     found = listing.analyse_benchmark(home, "proj", "b.py", tree=True)
     assert found is not None

@@ -37,8 +37,8 @@ def test_the_command_is_quoted_and_carries_home_config_and_environment(tmp_path,
     assert f"--config {Path('rel.toml').resolve()}" in cmd and cmd.endswith(f" >> {tmp_path}/w.log 2>&1")
 
 
-def test_run_without_wait_gets_its_job_done_by_a_background_worker(cli, make_project, auto, home):
-    cli("project", "add", make_project({"benchmarks/a.py": "import time\ntime.sleep(1)\nprint('done')\n"}))
+def test_run_without_wait_gets_its_job_done_by_a_background_worker(cli, ready_project, auto, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": "import time\ntime.sleep(1)\nprint('done')\n"}))
     code, out, err = cli("run", "proj", "a.py")
     assert code == 0 and "started a background worker (tmux session " in err
     queue = json.loads(cli("queue", "--json")[1])
@@ -62,8 +62,8 @@ def test_run_without_wait_gets_its_job_done_by_a_background_worker(cli, make_pro
     wait_until(lambda: [j["status"] for j in jobs(cli)] == ["succeeded", "succeeded"], 60, "the retry done")
 
 
-def test_racing_runs_start_exactly_one_worker(cli, make_project, auto, home):
-    cli("project", "add", make_project({"benchmarks/a.py": "import time\ntime.sleep(2)\n"}))
+def test_racing_runs_start_exactly_one_worker(cli, ready_project, auto, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": "import time\ntime.sleep(2)\n"}))
     runs = [subprocess.Popen(evopilot_cmd("run", "proj", "a.py"), cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errs = [r.communicate(timeout=60)[1] for r in runs]
@@ -76,8 +76,8 @@ def test_racing_runs_start_exactly_one_worker(cli, make_project, auto, home):
     assert log.count("idle, leaving") == 1 and "another" not in log, log  # one worker, never two
 
 
-def test_a_second_background_worker_leaves_at_once(cli, make_project, home):
-    cli("project", "add", make_project({"benchmarks/a.py": "import time\ntime.sleep(1)\n"}))
+def test_a_second_background_worker_leaves_at_once(cli, ready_project, home):
+    cli("project", "add", ready_project({"benchmarks/a.py": "import time\ntime.sleep(1)\n"}))
     cli("run", "proj", "a.py")  # the suite's default: no background worker was started
     lock = background.WorkerLock(home)
     assert lock.acquire()
@@ -95,17 +95,17 @@ def test_a_second_background_worker_leaves_at_once(cli, make_project, home):
     assert jobs(cli)[0]["status"] == "succeeded"
 
 
-def test_the_config_key_turns_it_off(cli, make_project, auto, tmp_path):
+def test_the_config_key_turns_it_off(cli, ready_project, auto, tmp_path):
     cfg = tmp_path / "off.toml"
     cfg.write_text("[engine]\nbackground_worker = false\n")
-    cli("project", "add", make_project({"benchmarks/a.py": ""}), "--config", cfg)
+    cli("project", "add", ready_project({"benchmarks/a.py": ""}), "--config", cfg)
     code, _, err = cli("run", "proj", "a.py", "--config", cfg)
     assert code == 0 and err == "" and not worker_sessions()
     assert "worker: none" in cli("queue", "--config", cfg)[1]
 
 
-def test_queue_shows_jobs_in_start_order_with_positions(cli, make_project):
-    cli("project", "add", make_project({f"benchmarks/{n}.py": "" for n in "abc"}))
+def test_queue_shows_jobs_in_start_order_with_positions(cli, ready_project):
+    cli("project", "add", ready_project({f"benchmarks/{n}.py": "" for n in "abc"}))
     cli("queue", "pause")
     cli("run", "proj", "a.py", "b.py")
     cli("run", "proj", "c.py", "--priority", "5")

@@ -72,7 +72,7 @@ def test_removing_a_project_keeps_its_jobs(cli, make_project):
     assert cli("run", "proj", "a.py", "--wait")[0] == 0
     assert cli("project", "rm", "proj")[0] == 0
     assert json.loads(cli("bench", "list", "--json")[1]) == []
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    _setup, job = json.loads(cli("jobs", "--json")[1])
     assert job["project"] is None and job["status"] == "succeeded"
 
 

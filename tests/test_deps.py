@@ -77,14 +77,15 @@ def test_shadowing_follows_sys_path_order(tmp_path):
     root = project(
         tmp_path,
         {
-            BENCH: "import code\nimport csv\nimport sys\n",
+            BENCH: "import code\nimport csv\nimport json\nimport sys\n",
             "benchmarks/code.py": "",  # the script's directory precedes the standard library
             "benchmarks/sys.py": "",  # built into the interpreter: always wins
-            "csv.py": "",  # the project root comes after the standard library
+            "csv.py": "",  # the project root is on PYTHONPATH: before the standard library too
+            "json/x.py": "",  # a namespace portion yields to the standard library's package
         },
     )
     a = analyze(root, Path(BENCH))
-    assert local(a) == {"code": ("benchmarks/code.py", True, False)}
+    assert local(a) == {"code": ("benchmarks/code.py", True, False), "csv": ("csv.py", True, False)}
     assert a.external == []
 
 

@@ -36,7 +36,7 @@ def test_run_refuses_missing_dependencies_unless_no_check(cli, make_project):
     assert json.loads(cli("jobs", "--json")[1]) == []
     code, out, err = cli("run", "proj", "b.py", "--no-check", "--wait")
     assert code == 1  # it runs, and fails on the import as the check predicted
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    _setup, job = json.loads(cli("jobs", "--json")[1])
     assert "ModuleNotFoundError" in job["error_message"]
 
 
@@ -56,7 +56,7 @@ def test_lazy_imports_warn_and_run_module_level_ones_still_stop(cli, make_projec
     assert code == 0, err
     assert err == ("evopilot: warning: benchmarks/lazy.py imports inside functions (lazy, needed only if "
                    "they run): helpers.gone (helpers/gone.py, missing), trio (not in pyproject.toml)\n")
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    _setup, job = json.loads(cli("jobs", "--json")[1])
     assert job["status"] == "succeeded"
     code, _, err = cli("run", "proj", "eager.py")
     assert code == 2 and "packages not in pyproject.toml: trio" in err

@@ -135,6 +135,32 @@ def test_worker_until_idle_ends_and_names_jobs_on_an_unreachable_host(cli, tarpi
     assert js[ok]["status"] == "succeeded" and js[stuck]["status"] == "queued"
 
 
+def test_queue_resume_waits_for_no_hosts_connect(cli, tarpit, tmp_path):
+    """With no worker, `queue resume` starts what this machine can and leaves SSH hosts it is
+    not connected to for a worker: it never waits for a connect (here, a 30 s timeout)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[hosts.mute]\nhostname = '127.0.0.1'\nport = {tarpit.port}\n"
+                   "connect_timeout = 30\nuse_agent = false\nssh_config = ''\n")
+    assert cli("queue", "pause", "--config", cfg)[0] == 0
+
+    async def queue() -> list[int]:
+        async with await Engine.open(Config(hosts={"mute": tarpit_host(tarpit, 30)}), home()) as engine:
+            stuck = await engine.submit("true", host="mute", name="stuck")
+            ok = await engine.submit("sleep 30", workdir=str(tmp_path), name="fine")
+            return [stuck.id, ok.id]
+
+    stuck, ok = asyncio.run(queue())
+    t = time.monotonic()
+    code, out, err = cli("queue", "resume", "--config", cfg)
+    assert code == 0, err
+    assert time.monotonic() - t < 10, "queue resume waited for the host's connect"
+    assert tarpit.accepted == [], "queue resume dialled the host"
+    assert "jobs queued on mute start when a worker (`evopilot worker`) or the app runs" in out
+    js = {j["id"]: j for j in json.loads(cli("jobs", "--json", "--config", cfg)[1])}
+    assert js[ok]["status"] == "running" and js[stuck]["status"] == "queued"
+    assert cli("kill", str(ok), "--config", cfg)[0] == 0
+
+
 @pytest.mark.slow
 def test_commands_leave_ssh_hosts_to_a_live_worker(cli, tarpit, tmp_path):
     """`jobs` reconciles; while a worker runs it does not dial the SSH hosts (the worker keeps

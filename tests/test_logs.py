@@ -102,13 +102,13 @@ def test_logs_follow_prints_the_log_byte_exact_until_the_job_ends(cli, make_proj
         try:
             wait_until(lambda: followed.read_bytes() == b"bad \xff\xfe bytes\n", what="the first line, followed")
             assert proc.poll() is None  # still following: the job waits for us
-            job = json.loads(cli("jobs", "--json")[1])[0]
+            job = next(j for j in json.loads(cli("jobs", "--json")[1]) if j["id"] == job["id"])
             (Path(job["log_path"]).parent / "go").touch()
             assert proc.wait(timeout=60) == 0, proc.stderr.read()
         finally:
             proc.kill()
             proc.wait()
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    job = next(j for j in json.loads(cli("jobs", "--json")[1]) if j["id"] == job["id"])
     assert job["status"] == "succeeded"  # following brought the job's end in
     assert followed.read_bytes() == Path(job["log_path"]).read_bytes()
     assert followed.read_bytes().endswith(b"y\n[2/2] end\n")
@@ -117,7 +117,7 @@ def test_logs_follow_prints_the_log_byte_exact_until_the_job_ends(cli, make_proj
 def test_logs_last_lines(cli, make_project, tmp_path):
     cli("project", "add", make_project({"benchmarks/noisy.py": BENCH}))
     assert cli("run", "proj", "noisy.py", "--wait")[0] == 0
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    _setup, job = json.loads(cli("jobs", "--json")[1])
     last = subprocess.run(evopilot_cmd("logs", job["id"], "-n", "2"), cwd=REPO, capture_output=True)
     assert last.returncode == 0 and last.stdout == b"y" * (10 * 1024 * 1024) + b"\n[2/2] end\n"
     assert cli("logs", job["id"], "-n", "1") == (0, "[2/2] end\n", "")

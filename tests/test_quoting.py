@@ -61,7 +61,8 @@ def test_hostile_names_and_arguments_run_as_data(cli, tmp_path, monkeypatch):
         argv += ["--arg", a]
     code, _, err = cli(*argv)
     assert code == 0, err
-    (job,) = json.loads(cli("jobs", "--json")[1])
+    setup, job = json.loads(cli("jobs", "--json")[1])
+    assert setup["status"] == "succeeded" and setup["project"] == project_name
     assert job["status"] == "succeeded" and job["project"] == project_name
     log = Path(job["log_path"]).read_text()
     assert f"ARGS {args!r}" in log

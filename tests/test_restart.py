@@ -65,7 +65,7 @@ def _start_long_job(cli, make_project, cfg):
     root = make_project({"benchmarks/long.py": "import time\nprint('[1/2]', flush=True)\ntime.sleep(60)\n"})
     cli("project", "add", root, "--config", cfg)
     cli("run", "proj", "long.py", "--config", cfg)
-    (job,) = json.loads(cli("jobs", "--json", "--config", cfg)[1])
+    (job,) = _benchmark_jobs(cli, cfg)
     _wait_file(Path(job["log_path"]).parent / "pid")
     return job
 
@@ -76,7 +76,7 @@ def test_vanished_session_becomes_lost_with_the_reason(cli, make_project, tmp_pa
     subprocess.run(["tmux", "kill-server"], check=True)
     # the pane's wrapper records the hangup; `jobs` reconciles the job to lost
     deadline = time.monotonic() + 10
-    while (job := json.loads(cli("jobs", "--json", "--config", cfg)[1])[0])["status"] == "running":
+    while (job := _benchmark_jobs(cli, cfg)[0])["status"] == "running":
         assert time.monotonic() < deadline, "job still running after its tmux server died"
         time.sleep(0.1)
     assert job["status"] == "lost"
@@ -93,18 +93,23 @@ def test_session_gone_without_exit_code_is_lost(cli, make_project, tmp_path):
     os.kill(int(pane_pid), signal.SIGKILL)
     os.killpg(int((job_dir / "pid").read_text()), signal.SIGKILL)
     subprocess.run(["tmux", "kill-session", "-t", job["tmux_session"]])
-    (job,) = json.loads(cli("jobs", "--json", "--config", cfg)[1])
+    (job,) = _benchmark_jobs(cli, cfg)
     assert job["status"] == "lost" and job["exit_code"] is None
     assert "vanished without an exit code" in job["error_message"]
 
 
+def _benchmark_jobs(cli, cfg):
+    """`jobs --json` without the setup job that built the project's environment."""
+    return [j for j in json.loads(cli("jobs", "--json", "--config", cfg)[1]) if j["kind"] != "setup"]
+
+
 def _jobs_no_reconcile(root):
-    """Read the jobs straight from the database, as a second observer would."""
+    """Read the benchmark jobs straight from the database, as a second observer would."""
     import sqlite3
 
     db = sqlite3.connect(Path(os.environ["EVOPILOT_HOME"]) / "evopilot.db")
     db.row_factory = sqlite3.Row
-    rows = [dict(r) for r in db.execute("SELECT * FROM jobs")]
+    rows = [dict(r) for r in db.execute("SELECT * FROM jobs WHERE kind != 'setup'")]
     db.close()
     return rows
 

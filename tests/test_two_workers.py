@@ -47,7 +47,7 @@ def test_two_workers_200_jobs_none_started_twice(cli, make_project, tmp_path):
             w.terminate()
             w.wait(timeout=30)
     outputs = [log.read_text() for log in logs]
-    assert [j["status"] for j in jobs] == ["succeeded"] * N
+    assert [j["status"] for j in jobs if j["kind"] != "setup"] == ["succeeded"] * N
     runs = collections.Counter(ledger.read_text().split())
     assert len(runs) == N and set(runs.values()) == {1}, "a job ran twice or not at all"
     # no job was reported started by both workers

@@ -22,7 +22,7 @@ from evopilot.core.config import Config, HostConfig
 from evopilot.core.engine import Engine
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.sync import MANIFEST
-from evopilot.core.workspace import STAMP, build_here, build_script, commit_command, parse_answer
+from evopilot.core.workspace import STAMP, build_here, build_script, parse_answer
 from tests.conftest import REPO, evopilot_cmd, stop_process, wait_until
 from tests.test_remote_jobs import PYPROJECT, host_toml
 
@@ -397,15 +397,6 @@ def test_trim_tar_keeps_every_byte_of_the_files():
     assert out.returncode == 0 and out.stderr == b""
     with tarfile.open(fileobj=io.BytesIO(trimmed)) as t:
         assert {m.name: t.extractfile(m).read() for m in t.getmembers()} == members
-
-
-def test_commit_command_puts_the_tree_first_on_pythonpath():
-    cmd = commit_command("/env/bin/python", "/t/it's", True, "bench/a b.py", ["--x", "$HOME"])
-    show = """sh -c 'printf "%s|" "$PYTHONPATH" "$@"' sh"""
-    out = subprocess.run(["bash", "-c", cmd.replace("/env/bin/python", show)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": "/old"})
-    assert out.stdout == "/t/it's:/t/it's/src:/old|bench/a b.py|--x|$HOME|"
-    assert commit_command("py", "/t", False, "b.py", []).startswith("PYTHONPATH=/t${PYTHONPATH")
 
 
 # ---- helpers ----------------------------------------------------------------------------------

@@ -209,6 +209,9 @@ async def cmd_run(engine: Engine, args) -> int:
     jobs = await engine.run(args.project, args.benchmarks, host=args.host, priority=args.priority,
                             timeout=args.timeout, args=args.args, check=not args.no_check,
                             tty=args.tty, commit=args.commit)
+    setup_failed = False
+    if not args.wait:
+        jobs, setup_failed = await _start_after_local_setup(engine, jobs)
     warnings = {s["details"] for s in await engine.job_steps(jobs[0].id)
                 if s["name"] == "preflight" and s["status"] == "warning"} if jobs else set()
     for warning in sorted(warnings):  # the same for every job of the run
@@ -218,11 +221,30 @@ async def cmd_run(engine: Engine, args) -> int:
     elif not args.json:
         for j in jobs:
             at = f" at {j.commit_sha[:12]}" if j.commit_sha else ""
-            print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}")
+            why = f" ({j.error_message})" if j.status == JobStatus.PENDING and j.error_message else ""
+            print(f"job {j.id}: {j.name}{at} on {j.host}, {j.status.value}{why}")
     if not args.wait:
         await _ensure_worker(engine, args)
-        return 0
+        return 1 if setup_failed else 0
     return await _wait(engine, [j.id for j in jobs], args.json)
+
+
+async def _start_after_local_setup(engine: Engine, jobs: list) -> tuple[list, bool]:
+    """Local jobs waiting for their project's environment start before `run` returns, as local
+    jobs always did: the setup job building it (usually well under a second) is waited for and
+    they are dispatched. Only a setup that started: with the queue paused or every slot busy,
+    they stay pending for a worker, as a remote host's jobs do. Also returns whether a setup
+    failed (the jobs then stay pending with the reason)."""
+    from evopilot.core.config import LOCAL
+
+    setups = {j.depends_on for j in jobs if j.host == LOCAL and j.status == JobStatus.PENDING and j.depends_on}
+    running = [s for s in sorted(setups) if (await engine.job(s)).status == JobStatus.RUNNING]
+    if not running:
+        return jobs, False
+    await engine.run_forever(until_done=running)
+    await engine.dispatch()
+    failed = [s for s in running if (await engine.job(s)).status != JobStatus.SUCCEEDED]
+    return [await engine.job(j.id) for j in jobs], bool(failed)
 
 
 async def _ensure_worker(engine: Engine, args) -> None:
@@ -520,8 +542,10 @@ async def cmd_queue(engine: Engine, args) -> int:
     if args.action is None:
         return await _show_queue(engine, args)
     if args.action in ("pause", "resume"):
-        await engine.set_queue_paused(args.action == "pause")
+        left = await engine.set_queue_paused(args.action == "pause")
         print(f"queue {'paused' if args.action == 'pause' else 'resumed'}")
+        if left:
+            print(f"jobs queued on {', '.join(left)} start when a worker (`evopilot worker`) or the app runs")
         if args.action == "resume":
             await _ensure_worker(engine, args)
         return 0
@@ -621,10 +645,14 @@ async def cmd_demo(engine: Engine, args) -> int:
         from evopilot.tui import evolve_cli
 
         return await evolve_cli.demo(engine, args)
-    name, example = "example", locations.bundled_example()
+    name, example = "example", engine.home / "examples" / "solver"
     try:
         await engine.project(name)
     except EvopilotError:
+        # a copy: the first run builds the project's .venv (and uv.lock) in its directory,
+        # which must not be the installed package's
+        shutil.copytree(locations.bundled_example(), example, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(".venv", "uv.lock", "__pycache__"))
         await engine.add_project(example, name)
     benches = [b.path for b in await engine.list_benchmarks(name)]
     print(f"running {len(benches)} benchmarks of {example} on the local host "

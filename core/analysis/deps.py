@@ -1,8 +1,9 @@
 """What a benchmark needs to run on another machine: the local modules it imports (followed
 through the project), the external packages, and whether pyproject declares them.
 
-``analyze`` follows imports the way ``python bench.py`` would find them: the benchmark's own
-directory first (sys.path[0] of a script), then the project root and ``src/``.
+``analyze`` follows imports the way a job finds them: the benchmark's own directory first
+(sys.path[0] of a script), then the project's import roots (``core.importroots``: the root and
+``src/``), which jobs get first on ``PYTHONPATH``, ahead of the standard library.
 
 Two caches, both JSON files written atomically in ``cache_dir``: the parsed imports of each
 file keyed by content hash (a changed project re-parses only changed files), and each finished
@@ -28,6 +29,8 @@ from evopilot.core.analysis import packages, stored
 from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
+from evopilot.core.errors import EvopilotError
+from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break a JSON round trip (recursion): a module at this
@@ -84,7 +87,7 @@ def _compute(
     bench_dir = (root / bench_key).parent
     for directory in (root, bench_dir):  # a new src/ or .venv shows in the root's listing
         inputs[str(directory)] = _stat(str(directory))
-    roots = [str(d) for d in dict.fromkeys((bench_dir, root, root / "src")) if d.is_dir()]
+    roots = list(dict.fromkeys([str(bench_dir), *import_roots(str(root), has_src(root))]))
     graph = _Graph(str(root), _Finder(roots, inputs), parse_cache)
     graph.build(bench_key)
     needs = graph.needs()
@@ -138,7 +141,6 @@ class _Finder:
     """Resolves module names to files in the project, listing each directory once per run."""
 
     def __init__(self, roots: list[str], inputs: dict[str, os.stat_result | None]) -> None:
-        self.script_dir = roots[:1]  # the benchmark's directory comes first
         self.roots = roots
         self.inputs = inputs
         self._listings: dict[str, dict[str, bool]] = {}
@@ -177,8 +179,8 @@ class _Finder:
 
     def top_level(self, top: str) -> _Module | None:
         """A top-level module in the project, or None for the standard library or an external
-        package. The script's directory precedes the standard library on sys.path; the project
-        root and ``src/`` (on the path through PYTHONPATH or an install) come after it."""
+        package. The script's directory and the import roots (PYTHONPATH) precede the standard
+        library on sys.path, but a namespace portion there yields to a module found later."""
         if top not in self._top:
             self._top[top] = self._find_top(top)
         return self._top[top]
@@ -186,12 +188,12 @@ class _Finder:
     def _find_top(self, top: str) -> _Module | None:
         if packages.is_builtin(top):
             return None
-        found = self.find(self.script_dir, top, top)
+        found = self.find(self.roots, top, top)
         if found is not None and found.file is not None:
             return found
         if packages.is_stdlib(top):
             return None
-        return self.find(self.roots, top, top)
+        return found
 
 
 class _Graph:

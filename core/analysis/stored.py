@@ -22,7 +22,7 @@ from _blake2 import blake2b  # hashlib's own; importing hashlib loads OpenSSL (s
 
 from evopilot.core.errors import EvopilotError
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 """Bump when the analysis or the cached formats change meaning."""
 
 

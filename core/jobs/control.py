@@ -87,9 +87,14 @@ class Control:
     async def queue_paused(self) -> bool:
         return await jobs_db.meta(self.db, "queue_paused") == "1"
 
-    async def set_queue_paused(self, paused: bool) -> None:
+    async def set_queue_paused(self, paused: bool) -> list[str]:
+        """Pause or resume dispatch. On resume, start what fits on the hosts that need no
+        connect (this machine, SSH hosts this process has connected): resuming never waits for
+        a host to answer. Returns the SSH hosts whose queued jobs wait for a worker loop (none
+        runs, and this process is not connected to them)."""
         async with jobs_db.transaction(self.db):
             await jobs_db.set_meta(self.db, "queue_paused", "1" if paused else "0")
         self.bus.emit(QueueEvent(paused=paused))
-        if not paused:
-            await self.scheduler.dispatch()
+        if paused:
+            return []
+        return await self.scheduler.dispatch(connect=False)

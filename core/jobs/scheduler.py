@@ -103,11 +103,16 @@ class Scheduler:
         # the reaps and kills it began finish before a short-lived command (`jobs`) exits
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def dispatch(self) -> None:
+    async def dispatch(self, *, connect: bool = True) -> list[str]:
         """Start queued jobs on every host with free slots, hosts in parallel; an unreachable
-        host keeps its queue. SSH hosts that a live worker ticks are left to it."""
-        names = await self._command_hosts([JobStatus.QUEUED.value], await self._loop_alive())
-        await asyncio.gather(*(self._dispatch_named(n) for n in names))
+        host keeps its queue. SSH hosts that a live worker ticks are left to it. Without
+        ``connect``, only hosts that need no connect now are visited; returns the SSH hosts
+        left with queued jobs and no loop to start them."""
+        looped = await self._loop_alive()
+        names = await self._command_hosts([JobStatus.QUEUED.value], looped)
+        left = [] if connect else [n for n in names if n != LOCAL and self.hosts.connected(n) is None]
+        await asyncio.gather(*(self._dispatch_named(n) for n in names if n not in left))
+        return left
 
     async def _dispatch_named(self, name: str) -> None:
         with self.hosts.unreachable_skipped(name):

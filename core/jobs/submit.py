@@ -1,7 +1,8 @@
 """Putting jobs in the queue: benchmarks of a project, arbitrary commands, retries.
 
-A benchmark on a remote host first needs the project's files there (synced) and its
-environment (a setup job, which the benchmarks wait for as ``pending``). Queueing ends by
+A benchmark first needs the project's environment (``core.environments``: a setup job, which
+the benchmarks wait for as ``pending``, when it is not current), and on a remote host the
+project's files there (synced). Queueing ends by
 asking the scheduler to start what fits.
 """
 
@@ -19,11 +20,11 @@ from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.quoting import join
 from evopilot.core import environments
+from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.publish import publish_jobs
-from evopilot.core.models import FINISHED, Benchmark, Job, JobStatus, Project
+from evopilot.core.models import FINISHED, Job, JobStatus, Project
 from evopilot.core.projects import Projects
 from evopilot.core.workspace import Workspaces
 
@@ -73,18 +74,17 @@ class Submitter:
         if placed:
             workdir, setup_id = placed.workdir, placed.setup_id
         elif host == LOCAL:
-            workdir, setup_id = project.path, None
+            workdir, setup_id = await self._prepare_local(project)
         else:
             workdir, setup_id = await self._prepare_remote(project, host)
-        cfg = self.config.host(host)
+        roots = import_roots(workdir, has_src(Path(project.path)))
         origin_kind, origin_id = origin or (None, None)
         slot_group, slot_limit = group or (None, None)
         ids = []
         async with jobs_db.transaction(self.db):
             for b in resolved:
-                command = (placed.command(b.path, args) if placed
-                           else self._bench_command(project, b, args) if host == LOCAL
-                           else environments.bench_command(cfg, project, b, args))
+                command = (placed.command(b.path, args) if placed else environments.run_command(
+                    environments.working_env(workdir), roots, b.path, args))
                 job_id = await self._new_job(
                     project_id=project.id, kind=kind, name=b.name,
                     benchmark_path=b.path, args=list(args), workdir=workdir, host=host,
@@ -165,6 +165,19 @@ class Submitter:
             await jobs_db.update_job(self.db, job_id, log_path=str(mirror))
         return job_id
 
+    async def _prepare_local(self, project: Project) -> tuple[str, int | None]:
+        """Queue a setup job for the project's .venv unless it is current (one read of the
+        marker and the two files it was built from: cheap for every run)."""
+        if environments.local_marker(project) == environments.env_key(project):
+            return project.path, None
+        waiting_for = await jobs_db.active_setup_job(self.db, project.id, LOCAL)
+        if waiting_for:
+            return project.path, waiting_for
+        cfg = self.config.host(LOCAL)
+        await environments.check_python(cfg.uv_path, project.python_version)
+        return project.path, await self._queue_setup(
+            project, LOCAL, project.path, environments.setup_command(project, cfg, None))
+
     async def _prepare_remote(self, project: Project, host_name: str) -> tuple[str, int | None]:
         """Sync the project to the host; queue a setup job unless its environment is current.
 
@@ -182,17 +195,17 @@ class Submitter:
         waiting_for = await jobs_db.active_setup_job(self.db, project.id, host_name)
         if waiting_for:
             return remote, waiting_for
+        return remote, await self._queue_setup(
+            project, host_name, remote, environments.setup_command(project, self.config.host(host_name), key))
+
+    async def _queue_setup(self, project: Project, host: str, workdir: str, command: str) -> int:
         async with jobs_db.transaction(self.db):
             setup_id = await self._new_job(
-                project_id=project.id, kind="setup", name=f"setup {project.name}",
-                command=environments.setup_command(project, self.config.host(host_name), key),
-                workdir=remote, host=host_name, priority=environments.SETUP_PRIORITY,
+                project_id=project.id, kind="setup", name=f"setup {project.name}", command=command,
+                workdir=workdir, host=host, priority=environments.SETUP_PRIORITY,
             )
         await publish_jobs(self.db, self.bus, [setup_id])
-        return remote, setup_id
-
-    def _bench_command(self, project: Project, bench: Benchmark, args: Sequence[str]) -> str:
-        return join([environments.local_python(project, self.config.host(LOCAL)), bench.path, *args])
+        return setup_id
 
 
 def _waiting_for(setup_id: int | None) -> dict:
