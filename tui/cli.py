@@ -649,6 +649,8 @@ async def cmd_demo(engine: Engine, args) -> int:
     try:
         await engine.project(name)
     except EvopilotError:
+        import shutil
+
         # a copy: the first run builds the project's .venv (and uv.lock) in its directory,
         # which must not be the installed package's
         shutil.copytree(locations.bundled_example(), example, dirs_exist_ok=True,

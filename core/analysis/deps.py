@@ -29,7 +29,6 @@ from evopilot.core.analysis import packages, stored
 from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
-from evopilot.core.errors import EvopilotError
 from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.locations import ensure_private_dir
 
