@@ -18,9 +18,11 @@ def job_key(instance: str, job_id: int) -> str:
     return f"{instance}-{job_id}"
 
 
-def done_channel(config: Config, instance: str) -> str:
-    """The tmux wait-for channel a job's wrapper signals when it ends."""
-    return f"{config.engine.session_prefix}-{instance}-done"
+def done_channel(config: Config, instance: str, host: str) -> str:
+    """The tmux wait-for channel a job's wrapper signals when it ends. One per host name:
+    several names may reach one machine (one tmux server), and a job's end must wake only
+    its own host's watcher (else each end costs a tick of every name)."""
+    return f"{config.engine.session_prefix}-{instance}-{host}-done"
 
 
 async def dispatch(
@@ -75,7 +77,7 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        done_channel=done_channel(config, instance),
+        done_channel=done_channel(config, instance, host.name),
         done_fifo=wake.fifo_path(host, instance) if host.is_local else "", mode=job.mode,
     )
     return scripts.StartSpec(job.id, job_dir, session, wrapper, scripts.env_file(config.host(host.name).env))

@@ -367,7 +367,7 @@ class Scheduler:
             self._watchers[host.name] = asyncio.create_task(
                 wake.watch(wake.fifo_path(host, self.instance), self._wake.set))
             return
-        script = scripts.wait_done(done_channel(self.config, self.instance))
+        script = scripts.wait_done(done_channel(self.config, self.instance, host.name))
 
         async def watch() -> None:
             while True:
