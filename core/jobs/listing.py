@@ -1,4 +1,4 @@
-"""`evopilot jobs --json` (and what `deps` needs to know) read straight from SQLite.
+"""`evopilot jobs` (text and --json; and what `deps` needs to know) read straight from SQLite.
 
 ``jobs`` is run in ``watch`` loops and shell prompts: when nothing needs reconciling (no job
 running, or a worker loop beating that keeps them fresh; no ended job whose end is still to be
@@ -37,7 +37,7 @@ def _latest_migration() -> int:
 
 def read_jobs(db_path: Path, *, status: Iterable[str] | None, project: str | None, host: str | None,
               limit: int | None) -> list[dict[str, Any]] | None:
-    """What `jobs --json` prints (each job's public fields and its queue position), or None
+    """What `jobs` prints (each job's public fields and its queue position), or None
     when the engine is needed: no database yet, one to migrate, or jobs to reconcile."""
     with _opened(db_path) as con:
         if con is None or not _fresh(con):
