@@ -79,6 +79,11 @@ class Monitor:
             (new_bytes if what == "log" else results)[j.id] = data
             out.backlog |= what == "log" and len(data) >= chunk
 
+        # Most ticks find every job just running on: no transaction then (its turn on the
+        # shared connection's lock would queue behind every other host's writes).
+        jobs = [j for j in jobs if not self._quiet(j, probes.get(j.id), new_bytes.get(j.id))]
+        if not jobs:
+            return out
         now = now_iso()
         async with jobs_db.transaction(self.db):
             # A stop or kill may have been asked for while the probe was on its way (and be why
@@ -166,6 +171,14 @@ class Monitor:
             if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
                 out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
+
+    def _quiet(self, j: Job, p, data: bytes | None) -> bool:
+        """Whether ``_update`` would leave the job as it is: alive in its session, no new log
+        bytes, its pid and start time recorded, not past a timeout."""
+        return (p is not None and not data and p.exit_code is None and p.session_alive
+                and (not p.pgid or p.pgid == j.pgid)
+                and (p.started_at is None or _iso(p.started_at) == j.started_at)
+                and not (j.timeout_s and self._age(j) > j.timeout_s))
 
     def _exit_code_due(self, job_id: int) -> bool:
         """A job whose wrapper recorded a hangup gets ``HANGUP_WAIT`` seconds (from when this

@@ -63,10 +63,10 @@ class Scheduler:
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
-        # sessions started per host, and an event for any start: a tmux server that exited with
-        # its last session is back once a job starts, and its watcher with it
+        # sessions started per host, and an event per host for a start there: a tmux server that
+        # exited with its last session is back once a job starts, and its watcher with it
         self._starts: defaultdict[str, int] = defaultdict(int)
-        self._started = asyncio.Event()
+        self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -128,7 +128,7 @@ class Scheduler:
             started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
         if started:
             self._starts[host.name] += 1
-            self._started.set()
+            self._started[host.name].set()
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
 
@@ -381,10 +381,12 @@ class Scheduler:
                     self._wake.set()
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait
-                # until a job starts on it (the server is back), or the next poll.
-                self._started.clear()
+                # until a job starts on it (the server is back), or the next remote poll (a
+                # start by another process; faster would gain nothing over the host's ticks).
+                started = self._started[host.name]
+                started.clear()
                 if self._starts[host.name] == starts:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._started.wait(), self.config.engine.poll_interval)
+                        await asyncio.wait_for(started.wait(), self.config.engine.remote_poll_interval)
 
         self._watchers[host.name] = asyncio.create_task(watch())
