@@ -37,6 +37,10 @@ WAKE_COALESCE = 0.005
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
+QUIET_BACKOFF_STEPS = 2
+"""A remote host whose ticks find nothing new, while its completion watcher waits for job
+ends, is probed every ``remote_poll_interval`` x 2, then x 4 (quiet logs are mirrored that
+much later; an end, a log that grows, or a queued job brings it back to every interval)."""
 
 
 async def worker_alive(db: aiosqlite.Connection, config: Config) -> bool:
@@ -68,10 +72,12 @@ class Scheduler:
         self._starts: defaultdict[str, int] = defaultdict(int)
         self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
+        self._last_remote_tick: dict[str, float] = {}
+        self._quiet: defaultdict[str, int] = defaultdict(int)  # ticks in a row that found nothing
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
-        self._last_beat = 0.0
+        self._beating: asyncio.Task | None = None
 
     def add_tick_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Housekeeping run after each tick of the loop (removing trees no job needs)."""
@@ -123,7 +129,7 @@ class Scheduler:
         names = await jobs_db.hosts_with(self.db, statuses)
         return [n for n in names if n == LOCAL] if looped else names
 
-    async def _dispatch_host(self, host: Host) -> None:
+    async def _dispatch_host(self, host: Host) -> bool:
         async with self._host_locks[host.name]:
             started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
         if started:
@@ -131,6 +137,7 @@ class Scheduler:
             self._started[host.name].set()
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
+        return bool(started)
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> bool:
         """Monitor one host's running jobs, then fill its free slots; True when the loop
@@ -158,8 +165,15 @@ class Scheduler:
             self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
+        started = False
         if dispatch_jobs and await jobs_db.meta(self.db, "queue_paused") != "1":
-            await self._dispatch_host(host)
+            started = await self._dispatch_host(host)
+        watcher = self._watchers.get(name)
+        if (result.changed or result.backlog or result.kills or started or watcher is None
+                or watcher.done()):
+            self._quiet[name] = 0
+        else:
+            self._quiet[name] += 1
         return result.backlog or bool(result.changed)
 
     async def _kill_for_timeout(self, job: Job) -> None:
@@ -195,19 +209,24 @@ class Scheduler:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    async def _active_hosts(self) -> set[str]:
-        return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
-
-    def _due(self, hosts: Iterable[str]) -> list[str]:
-        """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
-        round trip)."""
+    async def _due_hosts(self) -> list[str]:
+        """The hosts with jobs running or queued whose next tick is due (remote hosts are asked
+        less often: every tick is a round trip; quiet ones less still, see
+        ``QUIET_BACKOFF_STEPS``)."""
+        running = set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value]))
+        queued = set(await jobs_db.hosts_with(self.db, [JobStatus.QUEUED.value]))
         now = time.monotonic()
+        every = self.config.engine.remote_poll_interval
         due = []
-        for name in sorted(hosts):
+        for name in sorted(running | queued):
             if name != LOCAL:
-                if now < self._next_remote_tick.get(name, 0):
+                at = self._next_remote_tick.get(name, 0)
+                if name in queued:  # a job may wait for a slot: no quiet backoff
+                    at = min(at, self._last_remote_tick.get(name, 0) + every)
+                if now < at:
                     continue
-                self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
+                self._last_remote_tick[name] = now
+                self._next_remote_tick[name] = now + every * 2 ** min(self._quiet[name], QUIET_BACKOFF_STEPS)
             due.append(name)
         return due
 
@@ -299,15 +318,16 @@ class Scheduler:
             while True:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
-                    self._start_passes(self._due(await self._active_hosts()))
+                    self._start_passes(await self._due_hosts())
                     await self._local_pass_done()
                     await self._after_passes()
-                    await self._beat()
+                    self._keep_beating()
                     if (until_idle and not self._tasks and not self._runs_in_flight()
                             and await self.idle()):
                         # take the beat back first, then look once more: a command that
                         # queued work meanwhile saw no loop (and starts a worker) or is
                         # seen here (see core/jobs/background.py)
+                        await self._stop_beating()
                         await self._beat(stop=True)
                         if await self.idle():
                             return
@@ -324,6 +344,7 @@ class Scheduler:
             for t in runs.values():
                 t.cancel()
             await asyncio.gather(*runs.values(), return_exceptions=True)
+            await self._stop_beating()
             with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
                 await self._beat(stop=True)
 
@@ -333,20 +354,39 @@ class Scheduler:
         skip = self._unreachable()
         return any(not t.done() for n, t in (self._runs or {}).items() if n not in skip)
 
+    def _keep_beating(self) -> None:
+        """Beat from a task of its own, every ``BEAT_EVERY`` seconds: a round of the loop can
+        take seconds with many hosts busy (each await waits its turn on a crowded event loop),
+        and a late beat would send every command to connect to every host itself. A failed
+        beat is raised here, on the loop's next round, and beating starts again."""
+        task = self._beating
+        if task is not None and not task.done():
+            return
+        self._beating = asyncio.create_task(self._beat_forever())
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await self._beat()
+            await asyncio.sleep(BEAT_EVERY)
+
+    async def _stop_beating(self) -> None:
+        task, self._beating = self._beating, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _beat(self, *, stop: bool = False) -> None:
         """Tell commands of other processes that this loop keeps every host fresh (see
         ``worker_alive``); on stop, withdraw it if it is ours."""
-        now = time.time()
-        if not stop and now - self._last_beat < BEAT_EVERY:
-            return
         mine = f"{self.claimer} "
         async with jobs_db.transaction(self.db):
             if stop:
                 if (await jobs_db.meta(self.db, WORKER_BEAT) or "").startswith(mine):
                     await jobs_db.delete_meta(self.db, WORKER_BEAT)
             else:
-                await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{now}")
-        self._last_beat = 0.0 if stop else now  # a loop that goes on beats again at once
+                await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{time.time()}")
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or a tick asked for
