@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -23,10 +24,28 @@ from evopilot.core.db import rows
 from evopilot.core.errors import EvopilotError
 from evopilot.core.job_json import public_job
 
-FRESH_BEAT = 3.0
-"""A worker's beat younger than this keeps running jobs fresh (the engine's own test,
-``scheduler.worker_alive``, allows for a slower poll interval: an older beat just takes the
-engine's path)."""
+FRESH_BEAT = 10.0
+"""A worker's beat younger than this keeps running jobs fresh: ``scheduler.BEAT_STALE`` (the
+engine's own test, ``scheduler.worker_alive``, also allows for a slower poll interval: an
+older beat just takes the engine's path)."""
+
+
+def beat_fresh(beat: str | None, stale: float) -> bool:
+    """Whether a worker's beat (``"<machine>:<pid> <time>"``) is from a live loop: younger than
+    ``stale`` seconds, and, when its loop ran on this machine, its process still there (a loop
+    killed with -9 cannot withdraw its beat; that must not keep commands waiting)."""
+    if not beat:
+        return False
+    who, _, at = beat.rpartition(" ")
+    machine, _, pid = who.rpartition(":")
+    if machine == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: alive
+    return time.time() - float(at) < stale
 _ENDED = "('succeeded', 'failed', 'cancelled', 'killed', 'lost')"
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "db" / "migrations"
 
@@ -105,7 +124,7 @@ def _fresh(con: sqlite3.Connection) -> bool:
     if busy is None:
         return True
     beat = con.execute("SELECT value FROM meta WHERE key = 'worker_beat'").fetchone()
-    return beat is not None and time.time() - float(beat[0].rsplit(" ", 1)[1]) < FRESH_BEAT
+    return beat is not None and beat_fresh(beat[0], FRESH_BEAT)
 
 
 def _list(con: sqlite3.Connection, status: list[str], project: str | None, host: str | None,

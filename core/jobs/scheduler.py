@@ -28,6 +28,7 @@ from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
+from evopilot.core.jobs.listing import beat_fresh
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
@@ -37,6 +38,12 @@ WAKE_COALESCE = 0.005
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
+BEAT_STALE = 10.0
+"""A beat older than this is a loop gone (a loop that ends withdraws its beat; one killed on
+this machine is seen gone at once, see ``listing.beat_fresh``). Far above ``BEAT_EVERY``: on
+a busy machine a live loop's beat was seen 7 s late (2 cores, load 20,
+bench/hosts_faults.py), and a live loop taken for dead sends every command to connect to
+every host itself."""
 QUIET_BACKOFF_STEPS = 2
 """A remote host whose ticks find nothing new, while its completion watcher waits for job
 ends, is probed every ``remote_poll_interval`` x 2, then x 4 (quiet logs are mirrored that
@@ -46,11 +53,8 @@ much later; an end, a log that grows, or a queued job brings it back to every in
 async def worker_alive(db: aiosqlite.Connection, config: Config) -> bool:
     """Whether a worker loop (any process) has beaten recently enough to be ticking every host
     on its own schedule: a command then leaves the SSH hosts to it."""
-    beat = await jobs_db.meta(db, WORKER_BEAT)
-    if not beat:
-        return False
-    at = float(beat.rsplit(" ", 1)[1])
-    return time.time() - at < 2 * max(BEAT_EVERY, config.engine.poll_interval) + 1
+    return beat_fresh(await jobs_db.meta(db, WORKER_BEAT),
+                      max(BEAT_STALE, 2 * config.engine.poll_interval + 1))
 
 
 class Scheduler:
