@@ -231,6 +231,10 @@ def make_project(dest: Path, delay: float) -> Path:
 
 def experiment_toml(path: Path, *, name: str, url: str | None, iterations: int, parallel: int,
                     in_flight: int, seed: int = 1) -> Path:
+    # the loop's window (iterations under way) is min(2 x parallel + answers in flight, islands
+    # x in_flight per island): with more than 4 answers in flight, per island enough that the
+    # window does not cap them (the default 4 per island, 8 in all, did in earlier runs)
+    per_island = 4 if in_flight <= 4 else -(-(2 * parallel + in_flight) // 2)
     mutator = (f'kind = "llm"\nbase_url = "{url}"\nmodel = "stand-in"\napi_key_env = ""\n' if url
                else 'kind = "params"\nchanges = 2\nscale = 0.3\n')
     path.write_text(f'''name = "{name}"
@@ -254,6 +258,7 @@ upper = [1.0, 2.0]
 [islands]
 count = 2
 migration_interval = 10
+in_flight = {per_island}
 
 [[mutators]]
 {mutator}

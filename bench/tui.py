@@ -17,9 +17,17 @@ app        ``EvopilotApp(config, home)`` in ``run_test`` at 120x40: time from ``
 datatable  Baseline: the same first frame for a plain ``DataTable`` given 10,000 rows read with
            ``engine.jobs(limit=10000)`` (the figure the design quotes: ~2.4 s).
 load-all   Baseline without a UI: ``engine.jobs(reconcile=False)`` reading all N rows.
+seen       Other processes' changes (``--seen``): the app open at the default config (poll
+           interval 0.5 s, job loop on); ``--rounds`` times a real ``evopilot queue pause`` /
+           ``resume`` subprocess, and a job row committed by another SQLite connection; the
+           delay from that commit (the CLI's exit) to the first frame showing it. Baselines in
+           the same run: the poll interval (the target is < 1 s; each change comes at a random phase of
+           the app's poll), and the cost of one check
+           while nothing changed (``Engine.changed``) beside reading the whole job table once.
 
     python3 bench/tui.py                  # all phases, summary + JSON
     python3 bench/tui.py --jobs 10000     # smaller database
+    python3 bench/tui.py --seen --jobs 10000   # other processes' changes seen by the app
 
 The log view's figures are measured by bench/tui_log.py (see bench/RESULTS.md, "tui log view").
 """
@@ -30,12 +38,15 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -310,15 +321,107 @@ def run_load_all(home: Path) -> dict:
 # -- driver ------------------------------------------------------------------------------------
 
 
+def run_seen(home: Path, rounds: int) -> dict:
+    from evopilot.core import locations
+    from evopilot.core.config import Config
+    from evopilot.tui.app import EvopilotApp
+    from evopilot.tui.widgets.job_table import JobTable
+
+    config = Config()
+    shown: dict[str, float] = {}
+
+    class BenchApp(EvopilotApp):
+        def _display(self, screen, renderable) -> None:
+            super()._display(screen, renderable)
+            if renderable is None or not self.ready.is_set():
+                return
+            now = time.perf_counter()
+            status = str(self.jobs.query_one("#jobs-status").content)
+            shown.setdefault("paused" if "PAUSED" in status else "running", now)
+            for line in self.query_one(JobTable).visible_text()[1:3]:
+                shown.setdefault(f"job {line[1:].split()[0]}" if line.strip() else "", now)
+
+    out: dict = {"phase": "seen", "poll_interval_s": config.engine.poll_interval,
+                 "loadavg_1min": round(os.getloadavg()[0], 2)}
+    env = {**os.environ, "EVOPILOT_HOME": str(home)}
+
+    async def cli(*args: str) -> float:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "evopilot", *args, env=env,
+                                                    stdout=subprocess.DEVNULL)
+        assert await proc.wait() == 0
+        return time.perf_counter()
+
+    def insert_job() -> tuple[int, float]:
+        db = sqlite3.connect(locations.db_path(home))
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with db:
+            (job_id,) = db.execute(
+                "INSERT INTO jobs(project_id, kind, name, args, command, workdir, host, status, seq, "
+                "created_at, updated_at) VALUES (1, 'benchmark', 'bench_new.py', '[]', 'true', '/srv', "
+                "'local', 'cancelled', 0, ?, ?) RETURNING id", (stamp, stamp)).fetchone()
+        db.close()
+        return job_id, time.perf_counter()
+
+    async def seen(pilot, key: str, t0: float, timeout: float = 10.0) -> float:
+        while key not in shown:
+            if time.perf_counter() - t0 > timeout:
+                raise SystemExit(f"{key!r} not shown after {timeout} s")
+            await pilot.pause(0.005)
+        return shown[key] - t0
+
+    async def go() -> None:
+        app = BenchApp(config, home)
+        async with app.run_test(size=SIZE) as pilot:
+            while not app.ready.is_set():
+                await pilot.pause(0.01)
+            app.action_show_tab("jobs")
+            await pilot.pause(0.2)
+
+            delays: dict[str, list[float]] = {"queue pause/resume by the CLI": [],
+                                              "the same, from the CLI's start": [],
+                                              "a job row by another connection": []}
+            rng = random.Random(1)
+            for i in range(rounds):
+                # at a random phase of the app's poll (right after one, every delay would be a
+                # whole interval)
+                await asyncio.sleep(rng.uniform(0, config.engine.poll_interval))
+                state = "paused" if i % 2 == 0 else "running"
+                shown.pop(state, None)
+                start = time.perf_counter()
+                t0 = await cli("queue", "pause" if state == "paused" else "resume")
+                delays["queue pause/resume by the CLI"].append(await seen(pilot, state, t0))
+                delays["the same, from the CLI's start"].append(shown[state] - start)
+                await asyncio.sleep(rng.uniform(0, config.engine.poll_interval))
+                job_id, t0 = await asyncio.to_thread(insert_job)
+                delays["a job row by another connection"].append(await seen(pilot, f"job {job_id}", t0))
+            out["delays_ms"] = {k: {"median": ms(statistics.median(v)), "max": ms(max(v)), "n": len(v)}
+                                for k, v in delays.items()}
+            engine = app.engine
+            await engine.changed()
+            t = time.perf_counter()
+            for _ in range(100):
+                await engine.changed()
+            out["check_nothing_changed_ms"] = ms((time.perf_counter() - t) / 100)
+            t = time.perf_counter()
+            n = len(await engine.jobs(reconcile=False))
+            out["baseline_read_whole_table_ms"] = ms(time.perf_counter() - t)
+            out["jobs"] = n
+
+    asyncio.run(go())
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--jobs", type=int, default=100_000)
     p.add_argument("--datatable-rows", type=int, default=10_000)
     p.add_argument("--flood-rate", type=int, default=2000, help="JobEvents per second in the flood")
     p.add_argument("--flood-seconds", type=float, default=5.0)
-    p.add_argument("--phase", choices=["seed", "app", "datatable", "load-all"])
+    p.add_argument("--phase", choices=["seed", "app", "datatable", "load-all", "seen"])
     p.add_argument("--home", type=Path)
     p.add_argument("--runs", type=int, default=1, help="app and datatable phases repeated")
+    p.add_argument("--seen", action="store_true", help="only the seen phase (after seed)")
+    p.add_argument("--rounds", type=int, default=10, help="changes made in the seen phase")
     args = p.parse_args()
 
     if args.phase:
@@ -327,6 +430,8 @@ def main() -> int:
             res = seed(args.home, args.jobs)
         elif args.phase == "app":
             res = run_app(args.home, args.jobs, args.flood_rate, args.flood_seconds)
+        elif args.phase == "seen":
+            res = run_seen(args.home, args.rounds)
         elif args.phase == "datatable":
             res = run_datatable(args.home, args.datatable_rows)
         else:
@@ -341,7 +446,8 @@ def main() -> int:
         def phase(name: str) -> dict:
             cmd = [sys.executable, __file__, "--phase", name, "--home", str(tmp / "home"),
                    "--jobs", str(args.jobs), "--datatable-rows", str(args.datatable_rows),
-                   "--flood-rate", str(args.flood_rate), "--flood-seconds", str(args.flood_seconds)]
+                   "--flood-rate", str(args.flood_rate), "--flood-seconds", str(args.flood_seconds),
+                   "--rounds", str(args.rounds)]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode:
                 raise SystemExit(f"phase {name} failed:\n{proc.stderr}")
@@ -351,6 +457,18 @@ def main() -> int:
             return res
 
         phase("seed")
+        if args.seen:
+            res = phase("seen")
+            print(f"\nother processes' changes seen by the open app, {res['jobs']:,} jobs, poll interval "
+                  f"{res['poll_interval_s']} s (load {res['loadavg_1min']}):")
+            for what, d in res["delays_ms"].items():
+                note = ("includes the CLI's own start-up, not the app's" if "start" in what else
+                        f"max / poll interval {d['max'] / 1000 / res['poll_interval_s']:.2f}; target < 1 s")
+                print(f"  {what}: median {d['median']} ms, max {d['max']} ms over {d['n']} ({note})")
+            ratio = res["baseline_read_whole_table_ms"] / max(res["check_nothing_changed_ms"], 1e-3)
+            print(f"  one check while nothing changed: {res['check_nothing_changed_ms']} ms; reading the "
+                  f"whole job table once (baseline): {res['baseline_read_whole_table_ms']} ms ({ratio:.0f}x)")
+            return 0
         for _ in range(args.runs):
             phase("app")
             phase("datatable")

@@ -13,6 +13,7 @@ is wrong.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -21,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator,
+)
 
-from evopilot.core import locations
+from evopilot.core import bindings, locations
 from evopilot.core.errors import EvopilotError
 
 M = TypeVar("M", bound=BaseModel)
@@ -70,8 +73,17 @@ def _env_names(v: dict[str, str]) -> dict[str, str]:
     return v
 
 
+SLURM_KEYS = ("local", "partition", "account", "time_limit", "cpus_per_job", "mem", "gres",
+              "sbatch_options", "max_queued")
+SSH_KEYS = ("hostname", "port", "user", "identity_file", "known_hosts", "ssh_config")
+
+
 class HostConfig(_Strict):
-    """One place jobs run. ``local`` always exists; others are reached over SSH."""
+    """One place jobs run. ``local`` always exists; others are reached over SSH, or are Slurm
+    clusters (``kind = "slurm"``: reached over SSH through a login node, or with ``local = true``
+    on this machine, where Slurm's commands are)."""
+
+    kind: Literal["ssh", "slurm"] = "ssh"
 
     hostname: str | None = None
     """Address or ~/.ssh/config alias; defaults to the host's name. Unused for ``local``."""
@@ -97,12 +109,47 @@ class HostConfig(_Strict):
     env: dict[str, str] = {}
     """Extra environment for every job on the host (e.g. GUROBI_HOME, GRB_LICENSE_FILE)."""
 
+    # ---- kind = "slurm" (see core.hosts.slurm) ----
+    local: bool = False
+    """Slurm's commands (sbatch, squeue, scancel) run on this machine, not over SSH."""
+    partition: str | None = None
+    account: str | None = None
+    time_limit: Annotated[str, Field(pattern=r"^(\d+-)?\d+(:\d+){0,2}$")] | None = None
+    """Slurm's ``--time`` for jobs without a timeout of their own (``30``, ``2:00:00``, ``1-0``)."""
+    cpus_per_job: Annotated[int, Field(ge=1)] | None = None
+    mem: Annotated[str, Field(pattern=r"^\d+[KMGT]?$")] | None = None
+    """Memory per job (``--mem``): ``4G``, ``500M``."""
+    gres: str | None = None
+    """Generic resources per job (``--gres``): ``gpu:1``."""
+    sbatch_options: list[str] = []
+    """Further ``sbatch`` options, one word each: ``["--qos=short", "--exclusive"]``."""
+    max_queued: Annotated[int, Field(ge=1, le=100000)] = 100
+    """Jobs evopilot keeps in Slurm's queue (pending or running) at once."""
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> "HostConfig":
+        # a value equal to its default may be written out (`config show` prints every value)
+        def set_(key: str) -> bool:
+            return getattr(self, key) != type(self).model_fields[key].default
+
+        if self.kind != "slurm":
+            for key in SLURM_KEYS:
+                if set_(key):
+                    raise ValueError(f'{key} is only for Slurm hosts (kind = "slurm")')
+        elif self.local:
+            for key in SSH_KEYS:
+                if set_(key):
+                    raise ValueError(f"{key} is for a login node reached over SSH, not with local = true")
+        return self
+
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         return _env_names(v)
 
     def slots(self, is_local: bool) -> int:
+        if self.kind == "slurm":  # Slurm runs what it can; evopilot bounds its queue there
+            return self.max_queued
         if self.max_parallel:
             return self.max_parallel
         return (os.cpu_count() or 1) if is_local else 4
@@ -184,6 +231,14 @@ class Config(_Strict):
     agents: dict[Annotated[str, Field(pattern=HOST_NAME_PATTERN)], AgentConfig] = {}
     keys: dict[str, str] = {}
     """Key binding overrides: binding id -> key (see `?` in the app)."""
+
+    @field_validator("keys")
+    @classmethod
+    def _bindings(cls, v: dict[str, str]) -> dict[str, str]:
+        problem = bindings.keys_problem(v)
+        if problem:
+            raise BindingError(*problem)
+        return v
     # Private, so a config file cannot set them.
     _sources: tuple[Path, ...] = PrivateAttr(default=())
     _origins: dict[tuple[str, ...], Path | None] = PrivateAttr(default_factory=dict)
@@ -196,7 +251,15 @@ class Config(_Strict):
     def settings(self) -> list["Setting"]:
         """Every value in effect with the file it came from; the local host is always listed."""
         shown = self.model_copy(update={"hosts": {n: self.host(n) for n in self.host_names()}})
-        return list(_settings(shown, Config, (), self._origins))
+        return [s for s in _settings(shown, Config, (), self._origins)
+                if not (s.path[0] == "hosts" and s.path[2] in SLURM_KEYS
+                        and self.host(s.path[1]).kind != "slurm")]  # not a Slurm host's keys
+
+    @model_validator(mode="after")
+    def _local_is_local(self) -> "Config":
+        if self.hosts.get(LOCAL, HostConfig()).kind != "ssh":
+            raise ValueError("the local host cannot be a Slurm host: give the cluster a name of its own")
+        return self
 
     def host(self, name: str) -> HostConfig:
         if name == LOCAL:
@@ -216,6 +279,21 @@ class Config(_Strict):
 
     def host_names(self) -> list[str]:
         return [LOCAL] + sorted(n for n in self.hosts if n != LOCAL)
+
+
+class BindingError(ValueError):
+    """A ``[keys]`` entry that is wrong; ``name`` is its binding id (the error names the key)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _binding_error(e: ValidationError) -> BindingError | None:
+    for err in e.errors():
+        if isinstance(err.get("ctx", {}).get("error"), BindingError):
+            return err["ctx"]["error"]
+    return None
 
 
 @dataclass(frozen=True)
@@ -281,7 +359,18 @@ def _settings(obj: Any, tp: Any, path: tuple[str, ...], origins: dict) -> Iterat
 
 
 def _format_loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p not in ("function-after",)) or "(top level)"
+    return dotted_key(tuple(p for p in loc if p not in ("function-after",))) or "(top level)"
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple) -> str:
+    """" (did you mean 'port'?)" for an unknown key close to a known one at its place."""
+    tp: Any = model
+    for part in loc[:-1]:
+        tp = _child_type(tp, str(part))
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(tp.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _check(text: str, source: Path | None) -> dict:
@@ -302,19 +391,32 @@ def validate_toml(text: str, source: Path | None, model: type[M]) -> tuple[dict,
         return data, model.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        loc, msg = err["loc"], err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(model, loc)
+        elif (binding := _binding_error(e)) is not None:
+            loc, msg = ("keys", binding.name), str(binding)
+        else:
+            msg = msg.removeprefix("Value error, ")
         more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise EvopilotError(f"{where}: {_format_loc(err['loc'])}: {msg}{more}") from None
+        raise EvopilotError(f"{where}: {_format_loc(loc)}: {msg}{more}") from None
 
 
 def _merged(layers: list[tuple[Path | None, dict]]) -> Config:
     """The checked files merged, lowest precedence first. Each is valid alone and they merge table
-    by table, so the result is valid too."""
+    by table, so the result is valid too, but for keys that two files give to two bindings."""
     data: dict = {}
     origins: dict[tuple[str, ...], Path | None] = {}
     for source, layer in layers:
         _merge(data, layer, Config, (), source, origins)
-    cfg = Config.model_validate(data)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        binding = _binding_error(e)
+        if binding is None:
+            raise
+        where = origins.get(("keys", binding.name)) or "config"
+        raise EvopilotError(f"{where}: {dotted_key(('keys', binding.name))}: {binding}") from None
     cfg._sources = tuple(source for source, _ in layers if source)
     cfg._origins = origins
     return cfg

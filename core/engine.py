@@ -43,6 +43,7 @@ from evopilot.core import environments
 from evopilot.core.jobs import background, interactive
 from evopilot.core.jobs.control import Control
 from evopilot.core.jobs.kinds import KindRegistry
+from evopilot.core.jobs.publish import ExternalChanges
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.models import Job, JobStatus
@@ -83,6 +84,7 @@ class Engine:
         self.scheduler.add_tick_hook(self._task_kinds.tick)  # budgets of agents and sweeps
         self._evolution = None
         self._tasks = None
+        self._external = ExternalChanges(db, self.bus)
 
     @property
     def evolution(self):
@@ -120,6 +122,7 @@ class Engine:
 
     async def close(self) -> None:
         await self.scheduler.close()
+        await self.workspaces.close()
         await self.hosts_registry.close()
         await self.db.close()
 
@@ -136,6 +139,16 @@ class Engine:
 
     def unsubscribe(self, q: Subscription) -> None:
         self.bus.unsubscribe(q)
+
+    async def changed(self) -> bool:
+        """Whether another process (the CLI, another worker) committed to the database since
+        the last call: one ``PRAGMA data_version``, no table read."""
+        return await self._external.changed()
+
+    async def publish_changes(self) -> bool:
+        """If another process committed since the last call, put the jobs it changed and the
+        queue's state on the bus as events; False when nothing changed."""
+        return await self._external.publish()
 
     async def has_experiments(self) -> bool:
         """Whether any experiment exists (cheap: no evolution code is loaded to answer; the
@@ -159,8 +172,12 @@ class Engine:
         return await self.hosts_registry.get(name)
 
     async def hosts(self) -> list[dict]:
-        """Each host with its state, running jobs, free slots and last error."""
-        return self.hosts_registry.rows(await jobs_db.running_per_host(self.db))
+        """Each host with its state, running jobs, free slots, last error and load (CPU load,
+        memory, GPUs: the local one read now, an SSH host's from its monitor's last probe)."""
+        from evopilot.core.hosts.probe import local_load
+
+        return self.hosts_registry.rows(await jobs_db.running_per_host(self.db),
+                                        await asyncio.to_thread(local_load))
 
     async def connect_host(self, name: str) -> dict:
         """Connect (or reconnect) a host now; returns its row as ``hosts()`` gives it."""
@@ -232,21 +249,31 @@ class Engine:
         return await self.submitter.retry(job_id)
 
     async def jobs(self, *, status=None, project=None, host=None, limit=None, offset=0,
-                   newest_first=False, reconcile=True) -> list[Job]:
+                   newest_first=False, reconcile=True, text=None, sort=None) -> list[Job]:
+        """Jobs by filters; ``text``: in project, benchmark, host, status or error; ``sort``:
+        a column of ``jobs_db.SORTS``."""
         if status:
             status = [check_status(s) for s in status]
         if project:
             await self.projects.get(project)  # an unknown name is an error, not an empty list
+        if sort is not None and sort not in jobs_db.SORTS:
+            raise EvopilotError(f"unknown sort {sort!r}: one of {', '.join(jobs_db.SORTS)}")
         if reconcile:
             await self.scheduler.reconcile()
         return await jobs_db.list_jobs(self.db, status=status, project=project, host=host,
-                                       limit=limit, offset=offset, newest_first=newest_first)
+                                       limit=limit, offset=offset, newest_first=newest_first,
+                                       text=text, sort=sort)
 
     async def count_jobs(self, **filters) -> int:
         return await jobs_db.count_jobs(self.db, **filters)
 
     async def job(self, job_id: int) -> Job:
         return await jobs_db.get_job(self.db, job_id)
+
+    async def metric_history(self, job_id: int, runs: int = 40) -> dict[str, list[tuple[int, float]]]:
+        """Each metric of the last ``runs`` runs of the job's benchmark up to this job, oldest
+        first: name -> [(job id, value)] (for a sparkline)."""
+        return await jobs_db.metric_history(self.db, await jobs_db.get_job(self.db, job_id), runs)
 
     async def job_steps(self, job_id: int) -> list[dict]:
         return await jobs_db.steps(self.db, job_id)

@@ -46,6 +46,15 @@ class QueueEvent(BaseModel):
     paused: bool
 
 
+class StoreEvent(BaseModel):
+    """Another process changed what is stored beyond single jobs' rows: projects or their
+    benchmarks, or jobs removed (``ExternalChanges``)."""
+
+    type: Literal["store"] = "store"
+    projects: bool = False
+    jobs_removed: bool = False
+
+
 class EvolutionEvent(BaseModel):
     """An experiment's run moved on (an iteration applied, a mutation started or ended)."""
 
@@ -76,33 +85,38 @@ class TaskEvent(BaseModel):
     attempt_id: int | None = None
 
 
-Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | TaskEvent
+Event = EvolutionEvent | IterationEvent | JobEvent | LogEvent | HostEvent | QueueEvent | TaskEvent | StoreEvent
 
 
 class Subscription(asyncio.Queue):
-    """A subscriber's queue of events; ``dropped`` counts events lost to overflow."""
+    """A subscriber's queue of events; ``dropped`` counts events lost to overflow. ``types``:
+    the event types it gets (None: all)."""
 
     dropped: int = 0
+    types: frozenset[str] | None = None
 
 
 class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[Subscription] = []
 
-    def subscribe(self, maxsize: int = DEFAULT_QUEUE_SIZE) -> Subscription:
+    def subscribe(self, maxsize: int = DEFAULT_QUEUE_SIZE, types: tuple[str, ...] | None = None) -> Subscription:
         q = Subscription(maxsize)
+        q.types = frozenset(types) if types is not None else None
         self._subscribers.append(q)
         return q
 
     def unsubscribe(self, q: Subscription) -> None:
         self._subscribers.remove(q)
 
-    @property
-    def listening(self) -> bool:
-        return bool(self._subscribers)
+    def listening(self, type: str) -> bool:
+        """Whether a subscriber gets events of ``type`` (else a publisher can skip making them)."""
+        return any(q.types is None or type in q.types for q in self._subscribers)
 
     def emit(self, event: Event) -> None:
         for q in self._subscribers:
+            if q.types is not None and event.type not in q.types:
+                continue
             if q.full():
                 q.get_nowait()
                 q.dropped += 1

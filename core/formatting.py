@@ -129,6 +129,8 @@ def _labelled_outcome(job: Job) -> str:
 def job_line(job: Job) -> str:
     """A job on one line, as the CLI prints changes: ``job 3  bench.py  local  running  [4/9]``."""
     bits = [f"job {job.id}", job.name, job.host, job.status.value]
+    if job.slurm_id:
+        bits.insert(3, f"slurm {job.slurm_id}")
     for extra in (progress(job), "" if job.exit_code is None else f"exit {job.exit_code}",
                   _labelled_outcome(job)):
         if extra:
@@ -140,6 +142,8 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     """The selected job under the jobs table: what it is and how it goes, then its outcome on a
     second line when there is one."""
     bits = [f"job {job.id}", job.name, f"on {job.host}", job.status.value]
+    if job.slurm_id:
+        bits.insert(3, f"Slurm job {job.slurm_id}")
     if job.progress_total:
         bits.append(progress_bar(job, 10))
     took = elapsed(job, now)
@@ -152,6 +156,118 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
     text = " · ".join(bits)
     more = _labelled_outcome(job)
     return f"{text}\n{more}" if more else text
+
+
+def cluster(summary: dict | None) -> str:
+    """A Slurm host's row detail: ``cluster: 3 idle, 1 down · jobs: 2 pending, 16 running``
+    (its partition's nodes and evopilot's jobs there, as the last tick saw them)."""
+    if not summary or summary.get("nodes") is None:
+        return ""
+    nodes = ", ".join(f"{n} {state}" for state, n in sorted(summary["nodes"].items())) or "no nodes"
+    jobs = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["jobs"].items(), reverse=True))
+    return f"cluster: {nodes}" + (f" · jobs: {jobs}" if jobs else "")
+
+
+def host_load(load: dict | None) -> tuple[str, str, str]:
+    """(CPU, memory, GPUs) of a host row's load: ``1.2/8``, ``43%``, ``87% 10.2/24G`` (each
+    GPU), "-" where unknown."""
+    if not load:
+        return "-", "-", "-"
+    cpu = "-" if load["cpu_load"] is None else f"{load['cpu_load']:.1f}" + (
+        f"/{load['cpus']}" if load["cpus"] else "")
+    mem = "-" if load["mem_used_pct"] is None else f"{load['mem_used_pct']:.0f}%"
+    gpus = " ".join(f"{g['util_pct']:.0f}% {g['mem_used_mib'] / 1024:.1f}/{g['mem_total_mib'] / 1024:.0f}G"
+                    for g in load["gpus"]) or "-"
+    return cpu, mem, gpus
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """``▁▃█▅``: one cell per value, its height between the smallest and the largest."""
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[round((v - lo) / (hi - lo) * top) if hi > lo else top // 2] for v in values)
+
+
+def direction(job: Job, name: str) -> str:
+    higher = job.metric_higher_is_better.get(name)
+    return "" if higher is None else "higher is better" if higher else "lower is better"
+
+
+def job_full_detail(job: Job, now: datetime | None = None,
+                    history: dict[str, list[tuple[int, float]]] | None = None) -> list[str]:
+    """Everything about a job, one fact a line (the Jobs tab's detail view): what ran where, when,
+    how it ended, its metrics with unit and direction (and, with ``history``, each metric over
+    the benchmark's runs as a sparkline), and the job it retried or waits for."""
+    def at(stamp: str | None) -> str:
+        return stamp.replace("T", " ")[:19] if stamp else "-"
+
+    lines = [f"job {job.id} · {job.name} · {job.kind} · {job.status.value}",
+             f"command   {job.command}",
+             f"args      {' '.join(job.args) if job.args else '-'}",
+             f"host      {job.host}" + (f" · priority {job.priority}" if job.priority else "")
+             + (f" · timeout {duration(job.timeout_s)}" if job.timeout_s else ""),
+             f"workdir   {job.workdir}",
+             f"job dir   {job.job_dir or '-'}",
+             f"tmux      {job.tmux_session or '-'}",
+             f"times     queued {at(job.created_at)} · started {at(job.started_at)} · "
+             f"finished {at(job.finished_at)}" + (f" · took {elapsed(job, now)}" if job.started_at else ""),
+             f"exit      {'-' if job.exit_code is None else job.exit_code}"
+             + (f" · requested: {job.requested}" if job.requested else "")]
+    if job.commit_sha:
+        lines.append(f"commit    {job.commit_sha}")
+    if job.retry_of:
+        lines.append(f"retry of  job {job.retry_of}")
+    if job.depends_on:
+        lines.append(f"waits for job {job.depends_on}")
+    if job.error_message:
+        lines.append("error     " + job.error_message.strip().replace("\n", "\n          "))
+    if job.metrics:
+        lines.append("metrics")
+        for name, value in job.metrics.items():
+            line = f"  {name} = {metric(value, job.metric_units.get(name))}"
+            if d := direction(job, name):
+                line += f" ({d})"
+            runs = (history or {}).get(name, [])
+            if len(runs) > 1:
+                values = [v for _, v in runs]
+                line += f"  {sparkline(values)}  last {len(runs)} runs, {min(values):g}..{max(values):g}"
+            lines.append(line)
+    return lines
+
+
+@dataclass(frozen=True)
+class ComparedMetric:
+    name: str
+    unit: str
+    direction: str
+    values: list[float | None]
+    """One per job, in the jobs' order; None: the job has no such metric."""
+    best: set[int]
+    """Indexes of the best values (by the metric's direction; none when it is unknown)."""
+
+
+def compare_metrics(jobs: list[Job]) -> list[ComparedMetric]:
+    """Every metric of ``jobs``, side by side, with the best of each by its direction (the
+    first job that gives a direction or unit decides it)."""
+    names = list(dict.fromkeys(name for job in jobs for name in job.metrics))
+    out = []
+    for name in names:
+        values = [job.metrics.get(name) for job in jobs]
+        higher = next((j.metric_higher_is_better[name] for j in jobs if name in j.metric_higher_is_better), None)
+        unit = next((j.metric_units[name] for j in jobs if name in j.metric_units), "")
+        present = [v for v in values if v is not None]
+        best: set[int] = set()
+        if higher is not None and len(present) > 1:
+            top = max(present) if higher else min(present)
+            best = {i for i, v in enumerate(values) if v == top}
+        out.append(ComparedMetric(name, unit, "" if higher is None else "higher" if higher else "lower",
+                                  values, best))
+    return out
 
 
 def check_lines(checks: Iterable[Check]) -> list[str]:

@@ -9,41 +9,38 @@ from datetime import UTC, datetime
 from typing import Any
 
 
+PUBLIC_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "id"), ("project", "project"), ("benchmark", "name"), ("kind", "kind"), ("host", "host"),
+    ("status", "status"), ("priority", "priority"), ("exit_code", "exit_code"),
+    ("progress_current", "progress_current"), ("progress_total", "progress_total"),
+    ("error_message", "error_message"), ("created_at", "created_at"), ("started_at", "started_at"),
+    ("finished_at", "finished_at"), ("depends_on", "depends_on"), ("commit", "commit_sha"),
+    ("tmux_session", "tmux_session"), ("log_path", "log_path"), ("metrics", "metrics"),
+    ("origin_kind", "origin_kind"), ("origin_id", "origin_id"), ("mode", "mode"), ("slurm_id", "slurm_id"),
+    ("command", "command"), ("args", "args"), ("timeout_s", "timeout_s"), ("workdir", "workdir"),
+    ("metric_units", "metric_units"),
+    ("metric_directions", "metric_higher_is_better"),
+)
+"""(name printed, job attribute) in the order `evopilot jobs --json` prints them; the names are a
+public interface. ``metric_units`` and ``metric_directions`` are finished by ``finish_metrics``."""
+
+
 def public_job(j: Mapping[str, Any]) -> dict[str, Any]:
     """The fields `evopilot jobs --json` prints, from a job's attributes (a ``Job``'s, or a
-    row's with its metrics added); the names are a public interface."""
-    status = j["status"]
-    metrics = j["metrics"]
-    return {
-        "id": j["id"],
-        "project": j["project"],
-        "benchmark": j["name"],
-        "kind": j["kind"],
-        "host": j["host"],
-        "status": getattr(status, "value", status),
-        "priority": j["priority"],
-        "exit_code": j["exit_code"],
-        "progress_current": j["progress_current"],
-        "progress_total": j["progress_total"],
-        "error_message": j["error_message"],
-        "created_at": j["created_at"],
-        "started_at": j["started_at"],
-        "finished_at": j["finished_at"],
-        "depends_on": j["depends_on"],
-        "commit": j["commit_sha"],
-        "tmux_session": j["tmux_session"],
-        "log_path": j["log_path"],
-        "metrics": metrics,
-        "origin_kind": j["origin_kind"],
-        "origin_id": j["origin_id"],
-        "mode": j["mode"],
-        "command": j["command"],
-        "args": j["args"],
-        "timeout_s": j["timeout_s"],
-        "workdir": j["workdir"],
-        "metric_units": {name: j["metric_units"].get(name) for name in metrics},
-        "metric_directions": {name: _direction(j["metric_higher_is_better"].get(name)) for name in metrics},
-    }
+    row's with its metrics added)."""
+    out = {name: j[attribute] for name, attribute in PUBLIC_FIELDS}
+    status = out["status"]
+    out["status"] = getattr(status, "value", status)
+    finish_metrics(out)
+    return out
+
+
+def finish_metrics(out: dict[str, Any]) -> None:
+    """Turn ``out``'s ``metric_units`` (name -> unit, where set) and ``metric_directions``
+    (name -> higher is better, where known) into one entry per metric."""
+    metrics, units, higher = out["metrics"], out["metric_units"], out["metric_directions"]
+    out["metric_units"] = {name: units.get(name) for name in metrics}
+    out["metric_directions"] = {name: _direction(higher.get(name)) for name in metrics}
 
 
 def _direction(higher_is_better: bool | None) -> str | None:

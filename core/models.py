@@ -93,6 +93,8 @@ class Job(_Row):
     slot_group: str | None = None
     """Jobs of one group run at most ``slot_limit`` at once, over all hosts."""
     slot_limit: int | None = None
+    slurm_id: str | None = None
+    """Its job id in Slurm, on a Slurm host (see ``core.hosts.slurm``)."""
     created_at: str
     started_at: str | None
     finished_at: str | None

@@ -16,3 +16,9 @@ def quote(s: str | int | float) -> str:
 def join(words: Iterable[str | int | float]) -> str:
     """Quote each word and join them into one command line."""
     return " ".join(quote(w) for w in words)
+
+
+def split(text: str) -> list[str]:
+    """The words of ``text`` as a POSIX shell reads them (quotes group, nothing expands): the
+    arguments a user types in one line. ValueError on an unclosed quote."""
+    return shlex.split(text)

@@ -274,6 +274,20 @@ class Workspaces:
         self._connected_host = connected_host
         self._new_job = new_job
         self._emit_jobs = emit_jobs
+        # git processes kept open per repository, and each project's place in its repository:
+        # every evolution candidate is a job on a commit
+        self._batches: dict[str, gitops.Batch] = {}
+        self._tops: dict[str, tuple[str, str]] = {}
+
+    async def close(self) -> None:
+        batches, self._batches = list(self._batches.values()), {}
+        for b in batches:
+            await b.close()
+
+    def _batch(self, repo: str) -> gitops.Batch:
+        if repo not in self._batches:
+            self._batches[repo] = gitops.Batch(repo)
+        return self._batches[repo]
 
     async def prepare(
         self, project: Project, benches: Sequence[str], host_name: str, rev: str, *,
@@ -282,8 +296,12 @@ class Workspaces:
         """Resolve ``rev`` and put the commit's tree on ``host_name`` (built or reused), with
         its environment there (or the setup job that builds it). ``check`` (the dependency
         check) gets a local tree of the commit before anything is sent."""
-        commit, parents = await gitops.resolve(project.path, rev, project.name)
-        files = await gitops.read(commit, [*environments.ENV_FILES, "src", *benches])
+        top = self._tops.get(project.path)
+        if top is None:
+            top = self._tops[project.path] = await gitops.toplevel(project.path, project.name)
+        batch = self._batch(top[0])
+        commit, parents = await gitops.resolve(project.path, rev, project.name, batch=batch, top=top)
+        files = await gitops.read(commit, [*environments.ENV_FILES, "src", *benches], batch=batch)
         absent = [b for b in benches if (files[b] or ("",))[0] != "blob"]
         if absent:
             raise EvopilotError(f"not in commit {commit.sha[:12]} of project {project.name}: "
@@ -373,7 +391,7 @@ class Workspaces:
         changed, removed = [], []
         if basis is not None:
             changed, removed = await gitops.diff(
-                gitops.Commit(commit.repo, basis.commit_sha, commit.prefix), commit)
+                gitops.Commit(commit.repo, basis.commit_sha, commit.prefix), commit, batch=self._batch(commit.repo))
             if len(changed) > MAX_DIFF_FILES:
                 basis, changed, removed = None, [], []
         payload = await gitops.archive(commit, changed if basis else None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.sshd"] if (Path(__file__).parent / "sshd.py").exists() else []
+pytest_plugins = [f"tests.{m}" for m in ("sshd", "slurm") if (Path(__file__).parent / f"{m}.py").exists()]
 
 REPO = Path(__file__).resolve().parent.parent
 

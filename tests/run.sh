@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run the whole suite: bash tests/run.sh [pytest args]
-# System packages (tmux, openssh-server, rsync, git) come from apt-get when missing and root;
+# System packages (tmux, openssh-server, rsync, git, Slurm and munge) come from apt-get when missing and root;
 # Python packages go into .venv from pyproject's [test] extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,11 @@ command -v git >/dev/null || missing+=(git)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v ssh >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null || missing+=(openssh-server)
+# a private single-node Slurm cluster (tests/slurm.py)
+[ -x /usr/sbin/slurmctld ] || command -v slurmctld >/dev/null || missing+=(slurmctld)
+[ -x /usr/sbin/slurmd ] || command -v slurmd >/dev/null || missing+=(slurmd)
+command -v sbatch >/dev/null || missing+=(slurm-client)
+[ -x /usr/sbin/munged ] || command -v munged >/dev/null || missing+=(munge)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${missing[*]} with apt-get" >&2

@@ -4,9 +4,7 @@ a tmux session, exactly one per database however many commands race, gone when i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +46,9 @@ def test_run_without_wait_gets_its_job_done_by_a_background_worker(cli, make_pro
     assert queue["worker"]["session"] in worker_sessions()
     _, text, _ = cli("hosts")
     assert "worker: background worker" in text
+    (local,) = json.loads(cli("hosts", "--json")[1])
+    assert local["name"] == "local" and local["worker"]["session"] == queue["worker"]["session"]
+    assert local["worker"]["background"] in ("starting", "running")
     # nothing of ours polls meanwhile: the worker sees the job through and leaves when idle
     wait_until(lambda: not worker_sessions(), 60, "the idle worker gone")
     log = (home / background.LOG_FILE).read_text()

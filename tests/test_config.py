@@ -140,7 +140,7 @@ def test_later_file_overrides_one_key_and_keeps_the_rest_of_the_table(cli, layer
         '[engine]\nkill_grace = 2\n'
         '[projects]\nbenchmark_globs = ["c/*.py"]\n'
         '[hosts.gpu1]\nport = 22\nenv = { C = "3" }\n'
-        '[keys]\n"jobs.stop" = "S"\n')
+        '[keys]\n"jobs.stop" = "X"\n')
     shown = _show(cli)
     assert shown["sources"] == [str(user), str(project)]
     values = shown["values"]
@@ -155,7 +155,7 @@ def test_later_file_overrides_one_key_and_keeps_the_rest_of_the_table(cli, layer
     check("hosts.gpu1.port", 22, str(project))
     check("hosts.gpu1.max_sessions", 6, "default")
     check('keys."jobs.kill"', "K", str(user))
-    check('keys."jobs.stop"', "S", str(project))
+    check('keys."jobs.stop"', "X", str(project))
     # lists and a host's env are one value each: the later file's replaces the earlier one whole
     check("projects.benchmark_globs", ["c/*.py"], str(project))
     check("hosts.gpu1.env", {"C": "3"}, str(project))
@@ -261,3 +261,56 @@ def test_config_show_without_any_file(cli, home):
     assert all(v["source"] == "default" for v in shown["values"].values())
     code, out, _ = cli("config", "show")
     assert out.startswith("# no config file: defaults only\n")
+
+
+@pytest.mark.parametrize("text,expect", [
+    ('[keys]\n"jobs.kill" = "q"\n', "keys.\"jobs.kill\": 'q' is already bound to app.quit (Quit)"),
+    ('[keys]\n"jobs.kill" = "s"\n', "keys.\"jobs.kill\": 's' is already bound to jobs.stop"),
+    ('[keys]\n"jobs.kil" = "K"\n', "keys.\"jobs.kil\": no such binding (did you mean 'jobs.kill'?)"),
+    ('[keys]\n"log.follow" = "escape"\n', "keys.\"log.follow\": 'escape' is already bound to "),
+    ('[keys]\n"jobs.kill" = " "\n', 'keys."jobs.kill": empty key'),
+    ("[engine]\npoll_intervl = 1\n", "engine.poll_intervl: unknown key (did you mean 'poll_interval'?)"),
+    ("[hosts.gpu]\nprot = 22\n", "hosts.gpu.prot: unknown key (did you mean 'port'?)"),
+    ("[enigne]\n", "enigne: unknown key (did you mean 'engine'?)"),
+    ("[engine]\nzzz = 1\n", "engine.zzz: unknown key"),
+])
+@pytest.mark.parametrize("argv", [["jobs"], []], ids=["cli", "app"])
+def test_bad_keys_and_misspelt_keys_are_config_errors(cli, tmp_path, text, expect, argv):
+    """A key bound twice (kill on q replaced quit) or a binding id that does not exist is an
+    error naming the file and the key, before the CLI runs a command or the app opens."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    code, out, err = cli(*argv, "--config", cfg)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"evopilot: error: {cfg}: ") and expect in err, err
+    if "zzz" in text:
+        assert "did you mean" not in err
+
+
+def test_keys_that_move_out_of_the_way_together_are_fine(tmp_path):
+    """Swapping two keys is not a clash, nor is a key of another tab (r: run and retry)."""
+    cfg = parse_config('[keys]\n"jobs.kill" = "s"\n"jobs.stop" = "k"\n"projects.run" = "R"\n'
+                       '"jobs.detail" = "r, enter"\n"jobs.retry" = "R"\n')
+    assert cfg.keys["jobs.kill"] == "s"
+    with pytest.raises(Exception, match="already bound"):
+        parse_config('[keys]\n"jobs.detail" = "x, r"\n')
+
+
+def test_keys_of_two_files_that_clash_name_the_file_of_the_key(cli, layers):
+    """Each file is fine alone; merged, two bindings want K: the error names the key's file."""
+    user, project = layers('[keys]\n"jobs.kill" = "K"\n', '[keys]\n"jobs.stop" = "K"\n')
+    code, _, err = cli("jobs")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("evopilot: error: ") and "keys.\"jobs." in err and "'K' is already bound" in err
+    assert str(user) in err or str(project) in err
+
+
+def test_binding_table_is_known_without_textual():
+    """core never imports textual: the config knows the binding ids from core.bindings."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from evopilot.core.config import parse_config; "
+            "parse_config('[keys]\\n\"jobs.kill\" = \"K\"\\n'); "
+            "assert 'textual' not in sys.modules, 'textual imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

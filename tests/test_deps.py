@@ -863,3 +863,24 @@ def test_core_analysis_stays_free_of_textual():
     code = "import sys, core.analysis; print(any(m.startswith(('textual', 'tui')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_parsing_in_a_forked_child_gives_what_parsing_here_does(monkeypatch):
+    """Enough source to parse is shared with a forked child (deps._extract_all): the same
+    imports, errors and order as parsing each file here, bad files included."""
+    from evopilot.core.analysis.imports import extract
+
+    monkeypatch.setattr(deps, "_FORK_BYTES", 1)
+    forks: list[int] = []
+    real_fork = deps.os.fork
+    monkeypatch.setattr(deps.os, "fork", lambda: forks.append(1) or real_fork())
+    sources = [
+        b"import os\ntry:\n    import yaml\nexcept ImportError:\n    yaml = None\n",
+        b"from . import a, b\ndef f():\n    import lazy_one\n",
+        b"import ok\ndef broken(:\n    pass\nimport after\n",
+        b"import caf\xe9\nimport fine\n",
+        b"",
+        b"from ..pkg.mod import (x,\n    y)\n" * 50,
+    ]
+    assert deps._extract_all(sources) == [extract(s) for s in sources]
+    assert forks == [1]

@@ -47,3 +47,88 @@ def test_commit_files_equals_the_index_made_commit_and_keeps_modes(tmp_path):
     assert (git(root, "status", "--porcelain"), (root / ".git" / "index").read_bytes()) == before
     again, _ = asyncio.run(gitops.commit_files(root, parent, change, "msg\n", "1700000000 +0000"))
     assert again == commit, "the same change on the same date is the same commit"
+
+
+def one_file_repo(tmp_path: Path, text: str) -> tuple[Path, str]:
+    """A repository with a.py holding ``text`` in one commit; (its root, the commit)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.py").write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    return root, git(root, "rev-parse", "HEAD").strip()
+
+
+def test_commit_object_is_the_one_commit_tree_writes(tmp_path):
+    root, parent = one_file_repo(tmp_path, "A = 1\n")
+    message = "evopilot x iteration 3\n\nTune A.\n\nEvopilot-Parent: p\n"
+    commit, tree = asyncio.run(gitops.commit_files(root, parent, {"a.py": "A = 2\n"}, message, "1700000003 +0000"))
+    dates = {"GIT_AUTHOR_DATE": "1700000003 +0000", "GIT_COMMITTER_DATE": "1700000003 +0000"}
+    made = subprocess.run(["git", "commit-tree", tree, "-p", parent, "-F", "-"], cwd=root, check=True,
+                          capture_output=True, input=message.encode(),
+                          env={**os.environ, **gitops.IDENTITY, **dates}).stdout.decode().strip()
+    assert commit == made
+
+
+def test_batch_serves_many_calls_and_diff_matches_diff_tree(tmp_path):
+    root = tmp_path / "repo"
+    for rel, text in {"a.py": "A\n", "d/x.py": "X\n", "d/e/y.py": "Y\n", "f": "F\n", "g.sh": "G\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    old = git(root, "rev-parse", "HEAD").strip()
+    # a change, a removal, a directory where a file was and a file where a directory was, a mode
+    (root / "a.py").write_text("A2\n")
+    (root / "d/e/y.py").unlink()
+    (root / "f").unlink()
+    (root / "f").mkdir()
+    (root / "f/inner.py").write_text("I\n")
+    import shutil
+    shutil.rmtree(root / "d/e")
+    (root / "d/e").write_text("now a file\n")
+    (root / "g.sh").chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "next")
+    new = git(root, "rev-parse", "HEAD").strip()
+    status = git(root, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old, new).split("\0")
+    want = (sorted(p for s, p in zip(status[0::2], status[1::2]) if s != "D"),
+            sorted(p for s, p in zip(status[0::2], status[1::2]) if s == "D"))
+
+    async def main():
+        async with gitops.Batch(root) as b:
+            got = await gitops.diff(gitops.Commit(str(root), old, ""), gitops.Commit(str(root), new, ""), batch=b)
+            files = await gitops.read_files(root, new, ["a.py", "f/inner.py"], batch=b)
+            commit, _ = await gitops.commit_files(root, new, {"a.py": "A3\n"}, "m\n", "1700000000 +0000", batch=b)
+            await gitops.update_ref(root, "refs/evopilot/t/1", commit, batch=b)
+            try:  # a refused update ends update-ref's process: the next one starts anew
+                await gitops.update_ref(root, "refs/evopilot/t/2", "0" * 39 + "1", batch=b)
+            except gitops.EvopilotError:
+                pass
+            else:
+                raise AssertionError("an update to a missing object must fail")
+            await gitops.update_ref(root, "refs/evopilot/t/3", commit, batch=b)
+            return got, files, commit
+
+    got, files, commit = asyncio.run(main())
+    assert got == want
+    assert files == {"a.py": "A2\n", "f/inner.py": "I\n"}
+    refs = git(root, "for-each-ref", "--format=%(refname) %(objectname)", "refs/evopilot/").split("\n")
+    assert [r for r in refs if r] == [f"refs/evopilot/t/1 {commit}", f"refs/evopilot/t/3 {commit}"]
+
+
+def test_batch_starts_a_new_process_when_one_went_away(tmp_path):
+    root, head = one_file_repo(tmp_path, "A\n")
+
+    async def main():
+        async with gitops.Batch(root) as b:
+            assert await gitops.read_files(root, head, ["a.py"], batch=b) == {"a.py": "A\n"}
+            proc = b._cat.proc
+            proc.kill()
+            await proc.wait()
+            assert await gitops.read_files(root, head, ["a.py"], batch=b) == {"a.py": "A\n"}
+            assert b._cat.proc is not proc
+
+    asyncio.run(main())

@@ -128,6 +128,8 @@ FACADE = {
     "evopilot.core.engine",  # the facade itself
     "evopilot.core.models", "evopilot.core.errors", "evopilot.core.events",  # what it takes and gives
     "evopilot.core.config", "evopilot.core.locations",  # what opening it needs
+    "evopilot.core.bindings",  # the key table, which the config checks [keys] against
+    "evopilot.core.quoting",  # the one place shell words are quoted and split (typed arguments)
     "evopilot.core.formatting",  # how its data reads as text
     "evopilot.core.status",  # the job statuses, without the models (start-up time)
     # `jobs --json` when nothing needs reconciling: read-only, without the engine (start-up time)

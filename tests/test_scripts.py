@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from evopilot.core.hosts import probe
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.tmux import new_session, send_keys
 from evopilot.core.jobs import scripts
+from evopilot.core.jobs.launch import start_here
 from evopilot.core.quoting import quote
 from tests.conftest import wait_until
 
@@ -81,9 +84,12 @@ def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     assert not (d / "hangup").exists()
 
 
-def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
+@pytest.mark.parametrize("starter", ["script", "here"])
+def test_start_takes_env_from_stdin_not_from_its_text(tmp_path, starter):
     """Two jobs started by one script, their env files read from stdin byte-exact (multibyte,
-    quotes, newlines), written 0600; the secret is in neither the script nor the wrapper."""
+    quotes, newlines), written 0600; the secret is in neither the script nor the wrapper. The
+    local starter (``launch.start_here``, no shell) makes the same files, and a second start
+    runs nothing again."""
     envs = [{"TOKEN": "s3cr€t 'q' \"dq\"\nline2", "P": "/a b"}, {"TOKEN": "other"}]
     specs = []
     for i, env in enumerate(envs, 1):
@@ -94,9 +100,19 @@ def test_start_takes_env_from_stdin_not_from_its_text(tmp_path):
         specs.append(scripts.StartSpec(i, d, f"t-{i}", w, scripts.env_file(env)))
     script = scripts.start(specs)
     assert "s3cr" not in script and "other" not in script and all("s3cr" not in s.wrapper for s in specs)
-    res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
-    assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
+    if starter == "script":
+        res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
+        assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
+    else:
+        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
     wait_until(lambda: all((tmp_path / f"job {i}" / "exit_code").exists() for i in (1, 2)))
+    if starter == "here":
+        (tmp_path / "job 1" / "out").unlink()
+        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
+        assert not (tmp_path / "job 1" / "out").exists(), "started twice"
+        assert (tmp_path / "job 1").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "job 1" / "run.sh").stat().st_mode & 0o777 == 0o600
+        (tmp_path / "job 1" / "out").write_text(f"{envs[0]['TOKEN']}|/a b")
     assert (tmp_path / "job 1" / "out").read_text() == f"{envs[0]['TOKEN']}|/a b"
     assert (tmp_path / "job 2" / "out").read_text() == "other|"
     for i in (1, 2):
@@ -127,3 +143,28 @@ def test_the_completion_watcher_dies_with_the_process_that_started_it():
     wait_until(lambda: len(watchers()) == 1, what="the watcher")
     subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
     assert watcher.wait(5) == 0
+
+
+def test_probe_reports_the_hosts_load_in_the_same_script(tmp_path, monkeypatch):
+    """CPU load, memory and GPUs come in the probe's own output (no round trip of their own).
+    The GPU lines come from a stand-in ``nvidia-smi`` on PATH (tests/programs): these machines
+    have no GPU; it prints what the real one prints for the query the probe makes."""
+    jobs = [(1, str(tmp_path / "d"), "s1")]
+    out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
+    load = probe.parse_probe_load(out)
+    assert load is not None and load.cpu is not None and load.cpus == os.cpu_count()
+    assert load.mem_total and 0 < load.mem_available <= load.mem_total and load.gpus == ()
+    assert probe.parse_probe(out, jobs)[1].log_size == 0  # the job sections are unchanged
+
+    programs = Path(__file__).parent / "programs"
+    monkeypatch.setenv("PATH", f"{programs}:{os.environ['PATH']}")
+    out = subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout
+    gpus = probe.parse_probe_load(out).gpus
+    assert gpus == (probe.Gpu(87.0, 10240.0, 24576.0), probe.Gpu(0.0, 3.0, 24576.0))
+    assert probe.local_load().gpus == gpus
+    row = probe.load_dict(probe.parse_probe_load(out))
+    from evopilot.core.formatting import host_load
+
+    cpu, mem, gpu = host_load(row)
+    assert cpu.endswith(f"/{os.cpu_count()}") and mem.endswith("%")
+    assert gpu == "87% 10.0/24G 0% 0.0/24G"

@@ -84,6 +84,15 @@ def seed(home: Path, log_dir: Path) -> None:
     db.close()
 
 
+@pytest.fixture(autouse=True)
+def fixed_load(monkeypatch):
+    """The local host's load differs between machines and moments: a fixed one (with a GPU)."""
+    from evopilot.core.hosts import probe
+
+    load = probe.Load(1.5, 8, 32_000_000, 20_000_000, (probe.Gpu(87, 10240, 24576),))
+    monkeypatch.setattr(probe, "local_load", lambda: load)
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory) -> Path:
     """One seeded home for every snapshot (the app only reads it: no job loop)."""
@@ -154,3 +163,35 @@ def test_seed_is_what_the_snapshots_show(tmp_path):
     assert jobs[0].metrics == {"objective": 12.5, "runtime": 3.2}
     assert [p.name for p in projects] == ["ml", "solver"] or [p.name for p in projects] == ["solver", "ml"]
     assert json.loads(json.dumps(jobs[1].public()))["error_message"].endswith("positive")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_job_detail_snapshot(snap_compare, seeded, size):
+    """d: every detail of the selected job instead of its log."""
+    async def run_before(pilot) -> None:
+        await _on_tab("3")(pilot)
+        await pilot.press("down", "down", "down", "down", "down", "d")  # job 1: succeeded, metrics
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app(seeded), terminal_size=size, run_before=run_before)
+
+
+def test_filter_hiding_every_job_snapshot(snap_compare, seeded):
+    async def run_before(pilot) -> None:
+        await _on_tab("3")(pilot)
+        await pilot.press("slash", *"nothing-matches", "enter")
+        for _ in range(100):
+            if pilot.app.jobs.table.count == 0:
+                break
+            await pilot.pause(0.02)
+        await pilot.app.workers.wait_for_complete()
+
+    assert snap_compare(make_app(seeded), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_empty_projects_snapshot(snap_compare, tmp_path):
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+
+    assert snap_compare(make_app(tmp_path / "home"), terminal_size=(80, 24), run_before=run_before)

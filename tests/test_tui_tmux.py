@@ -92,6 +92,9 @@ def test_real_app_in_tmux(cli, make_project):
         wait_screen(lambda s: "r runs on host: local" in s, what="the Projects tab")
         keys("Down")
         keys("r")
+        wait_screen(lambda s: "Timeout in seconds" in s, what="the run dialog")
+        keys("Enter")
+        wait_screen(lambda s: "Timeout in seconds" not in s, what="the run dialog to close")
         keys("3")
         wait_screen(lambda s: "succeeded" in s and "1/1" in s, what="the job to succeed")
 

@@ -3,6 +3,8 @@
 ``EvopilotApp(config, home)`` opens the engine in ``on_mount``, subscribes to its events and
 drives the job loop in the app's own event loop. Widgets never poll the database on timers: they
 change when an event says so (a batch of events is handled at most once per frame, ~30/s).
+Changes by other processes become events too: every poll interval the app asks the engine
+(``publish_changes``: one ``PRAGMA data_version`` while nothing changed).
 
 Each tab holds one ``Pane`` (``TABS``). The app knows panes only as panes: it awaits their
 ``engine_ready``, focuses them when shown, and posts each of them the typed messages of
@@ -52,8 +54,8 @@ TABS: list[tuple[str, str, Callable[[], Pane]]] = [
 ]
 """(tab id, title, the pane it shows), in order; the first tab is shown first."""
 
-SCOPE_TITLES = {"app": "App", "projects": "Projects", "tasks": "Tasks", "jobs": "Jobs", "archive": "Archive", "hosts": "Hosts",
-                "log": "Log"}
+SCOPE_TITLES = {"app": "App", "projects": "Projects", "tasks": "Tasks", "jobs": "Jobs", "archive": "Archive",
+                "hosts": "Hosts", "log": "Log"}
 
 
 class EvopilotApp(App):
@@ -70,7 +72,7 @@ class EvopilotApp(App):
         self.home = Path(home)
         self.clock = clock
         self.engine: Engine | None = None
-        self.key_overrides, self.key_warnings = keymap.check_keymap(dict(config.keys))
+        self.key_overrides = dict(config.keys)  # checked by the config (core.bindings)
         self._run_loop = engine_loop
         self._events: asyncio.Queue | None = None
         self._tasks: list[asyncio.Task] = []
@@ -117,8 +119,6 @@ class EvopilotApp(App):
     async def on_mount(self) -> None:
         if self.key_overrides:
             self.set_keymap(self.key_overrides)
-        for warning in self.key_warnings:
-            self.notify(warning, severity="warning", timeout=15)
         self._pane(TABS[0][0]).focus_default()
         try:
             self.engine = await Engine.open(self.config, self.home)
@@ -127,6 +127,8 @@ class EvopilotApp(App):
             return
         self._events = self.engine.subscribe()
         self._spawn(self._consume_events())
+        await self.engine.publish_changes()  # the baseline: changes after it are shown
+        self._spawn(self._watch_others())
         self.run_worker(self._first_load(), group="first-load")
 
     async def _first_load(self) -> None:
@@ -165,6 +167,17 @@ class EvopilotApp(App):
         """The engine's job loop, in the app's event loop; a failing tick is shown, not fatal."""
         assert self.engine is not None
         await self.engine.run_forever(on_error=self._loop_error)
+
+    async def _watch_others(self) -> None:
+        """Every poll interval, show what other processes (the CLI, another worker) changed:
+        their changes come as engine events, like this process's own."""
+        assert self.engine is not None
+        while True:
+            await asyncio.sleep(self.config.engine.poll_interval)
+            try:
+                await self.engine.publish_changes()
+            except Exception as e:  # noqa: BLE001 - a locked database now is not fatal
+                self._loop_error(e)
 
     def _loop_error(self, e: Exception) -> None:
         self.loop_errors += 1
@@ -233,7 +246,7 @@ class EvopilotApp(App):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.key_overrides, self.key_warnings))
+        self.push_screen(HelpScreen(self.key_overrides))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every active binding is also a command (title: what it does; help: id and key)."""

@@ -9,7 +9,6 @@ import argparse
 import functools
 import json
 import os
-import shutil
 import re
 import sqlite3
 import sys
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING
 from evopilot.core import locations
 from evopilot.core.errors import EvopilotError
 from evopilot.core.status import JobStatus, check_status
-from evopilot.tui import evolve_cli, task_cli
 
 if TYPE_CHECKING:
     from evopilot.core.engine import Engine
@@ -38,7 +36,8 @@ def _print_json(data) -> None:
     for a program. json's C encoder does not indent: `jobs --json` on thousands of jobs, or
     `deps --json` on a large package, would spend most of their time in the Python one."""
     if isinstance(data, list) and data:
-        print("[\n" + ",\n".join(json.dumps(x, default=str) for x in data) + "\n]")
+        encode = json.JSONEncoder(default=str).encode  # one encoder for every element
+        print("[\n" + ",\n".join(map(encode, data)) + "\n]")
     else:
         print(json.dumps(data, indent=2 if sys.stdout.isatty() else None, default=str))
 
@@ -268,21 +267,30 @@ def _deps_without_engine(args) -> int | None:
 
     if args.fix or getattr(args, "config", None):
         return None  # --fix runs uv as configured
-    found = listing.analyse_benchmark(locations.data_home(getattr(args, "home", None)), args.project,
-                                      args.benchmark, tree=not args.json)
+    home = locations.data_home(getattr(args, "home", None))
+    if args.json:  # a stored analysis that still holds is printed without loading the analysis
+        data = listing.stored_analysis(home, args.project, args.benchmark)
+        if data is not None:
+            _print_json({**data, "added": []})
+            return 0
+    found = listing.analyse_benchmark(home, args.project, args.benchmark, tree=not args.json)
     return None if found is None else _print_deps(args, *found, [])
 
 
 async def cmd_hosts(engine: Engine, args) -> int:
+    from evopilot.core import formatting
+
     rows = await engine.hosts()
     if args.connect:
         rows = [await _connect_row(engine, r["name"]) for r in rows]
-    if args.json:
-        _print_json(rows)
+    worker = await engine.worker_state()
+    if args.json:  # the worker (the database's, as the text's last line) on every host's row
+        _print_json([{**r, "worker": worker.public()} for r in rows])
     else:
-        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}", r["last_error"] or ""]
+        _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}",
+                 r["last_error"] or formatting.cluster(r.get("slurm"))]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
-        print(f"worker: {_worker_line(await engine.worker_state())}")
+        print(f"worker: {_worker_line(worker)}")
     return 0
 
 
@@ -611,6 +619,8 @@ async def cmd_demo(engine: Engine, args) -> int:
     """Register the bundled example (once) and run all its benchmarks, waiting for them; with
     --evolve, run the evolution example in a git repository of its own under the data dir."""
     if args.evolve:
+        from evopilot.tui import evolve_cli
+
         return await evolve_cli.demo(engine, args)
     name, example = "example", locations.bundled_example()
     try:
@@ -674,7 +684,14 @@ def usage_error(prog: str, message: str) -> str:
 
 @functools.cache
 def _help_width() -> int:
-    return max(shutil.get_terminal_size().columns - 2, 11)
+    """shutil.get_terminal_size's answer, without importing shutil (and its compression modules)."""
+    columns = os.environ.get("COLUMNS", "")
+    if not columns.isdigit() or int(columns) <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return max(int(columns) or 80, 13) - 2
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -689,7 +706,60 @@ class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands for the parser of a command that is not run: whatever is asked of it is
+    skipped (see ``_Commands``)."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kw: self
+
+
+class _Commands:
+    """The subparsers action, building only the chosen command's parser (with its actions):
+    argparse builds the ~60 parsers of every command in about a third of `evopilot jobs`'s
+    run. ``chosen`` None builds them all (for `--help`, a mistyped command)."""
+
+    def __init__(self, action, chosen: str | None) -> None:
+        self.action, self.chosen, self.found = action, chosen, False
+
+    def add_parser(self, name: str, **kw):
+        if self.chosen is not None and name != self.chosen:
+            return _Skipped()
+        self.found = True
+        return self.action.add_parser(name, **kw)
+
+
+_VALUE_OPTIONS = ("--config", "--home")
+"""The top-level options that take a value (before the command)."""
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command word of ``argv``, or None when it cannot be told without argparse (help
+    asked before it, an abbreviated option, no command)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUE_OPTIONS:
+            next(args, None)
+        elif arg in ("--json", "--headless") or arg.partition("=")[0] in _VALUE_OPTIONS:
+            continue
+        elif arg.startswith("-"):
+            return None  # -h, an abbreviation argparse would expand, `--`
+        else:
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``command``, only that command's (see ``_Commands``), or the
+    whole one if no command is named so."""
+    if command is not None:
+        parser = _build_parser(command)
+        if parser is not None:
+            return parser
+    return _build_parser(None)
+
+
+def _build_parser(command: str | None) -> argparse.ArgumentParser | None:
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config file merged over $EVOPILOT_CONFIG, ./evopilot.toml and the user "
@@ -706,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--headless", action="store_true",
                    help="run the engine without a UI (same as `evopilot worker`)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = _Commands(p.add_subparsers(dest="command", metavar="COMMAND"), command)
 
     def add(name, func, help_, parent=sub, epilog=None):
         sp = parent.add_parser(name, parents=[common], help=help_, description=help_, epilog=epilog,
@@ -813,25 +883,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--status", action="append", metavar="S,...",
                     help="only jobs with these statuses (default: every finished one)")
 
-    sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots")
+    sp = add("hosts", cmd_hosts, "list hosts with their state, running jobs and free slots, and the "
+             "worker that starts queued jobs (--json: each row's `worker`, as in `queue --json`)")
     sp.add_argument("--connect", action="store_true", help="connect to each host first")
     sp = add("doctor", cmd_doctor, "check a host (or all): reachable, host key, auth, tmux, uv, rsync, "
-             "python, disk, env paths; exit 1 if a check fails")
+             "python, disk, env paths; a Slurm host: sinfo and a test job end to end; exit 1 if a check fails")
     sp.add_argument("host", nargs="?")
     sp = add("sync", cmd_sync, "send a project's files (git-tracked and untracked-not-ignored) to a host")
     sp.add_argument("project")
     sp.add_argument("--host", required=True)
     sp.add_argument("--dry-run", action="store_true", help="only report what would be sent")
 
-    evolve_cli.register(sub, add)
-    task_cli.register(sub, add)
+    if command in (None, "evolve"):
+        from evopilot.tui import evolve_cli
+
+        evolve_cli.register(sub, add)
+    if command in (None, "task", "sweep"):
+        from evopilot.tui import task_cli
+
+        task_cli.register(sub, add)
 
     sp = add("worker", cmd_worker, "run the engine without a UI: dispatch, watch, print changes")
     sp.add_argument("--until-idle", action="store_true", help="exit when nothing is running or queued")
     sp.add_argument("--background", action="store_true",
                     help="as the background worker of this database (the one `run` starts): "
                          "exit at once if another runs; implies --until-idle")
-    return p
+    return p if sub.found else None
 
 
 async def _main_async(args) -> int:
@@ -851,7 +928,7 @@ async def _main_async(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parse(build_parser(), argv)
+        args = _parse(build_parser(_command(sys.argv[1:] if argv is None else argv)), argv)
     except UsageError as e:
         print(f"evopilot: error: {e}", file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 
 from textual.message import Message
 
-from evopilot.core.events import Event, EvolutionEvent, HostEvent, JobEvent, LogEvent, QueueEvent, TaskEvent
+from evopilot.core.events import (
+    Event, EvolutionEvent, HostEvent, JobEvent, LogEvent, QueueEvent, StoreEvent, TaskEvent,
+)
 from evopilot.core.models import Job
 
 
@@ -54,6 +56,15 @@ class QueueChanged(Message, bubble=False):
     def __init__(self, paused: bool) -> None:
         super().__init__()
         self.paused = paused
+
+
+class StoreChanged(Message, bubble=False):
+    """Another process changed projects (or their benchmarks), or removed jobs."""
+
+    def __init__(self, event: StoreEvent) -> None:
+        super().__init__()
+        self.projects = event.projects
+        self.jobs_removed = event.jobs_removed
 
 
 class EvolutionChanged(Message, bubble=False):
@@ -100,6 +111,8 @@ def from_events(events: Iterable[Event]) -> list[Message]:
             others.append(HostChanged(ev))
         elif isinstance(ev, QueueEvent):
             others.append(QueueChanged(ev.paused))
+        elif isinstance(ev, StoreEvent):
+            others.append(StoreChanged(ev))
         elif isinstance(ev, EvolutionEvent):
             runs[ev.experiment_id] = ev
         elif isinstance(ev, TaskEvent):

@@ -13,11 +13,9 @@ re-hashed, so a change is detected even when it keeps size and mtime.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,10 +24,10 @@ from pathlib import Path
 import tree_sitter
 import tree_sitter_python
 
-from evopilot.core.analysis import packages
+from evopilot.core.analysis import packages, stored
+from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
 from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
-from evopilot.core.errors import EvopilotError
 from evopilot.core.locations import ensure_private_dir
 
 # Nested models much deeper than this break a JSON round trip (recursion): a module at this
@@ -59,15 +57,11 @@ def analyze(project_root: Path, bench_file: Path, *, cache_dir: Path | None = No
     the project or the benchmark does not exist, the benchmark lies outside the project, or
     pyproject.toml cannot be read.
     """
-    root = Path(project_root).expanduser().resolve()
-    if not root.is_dir():
-        raise EvopilotError(f"project directory not found: {project_root}")
-    bench = _locate_benchmark(root, Path(bench_file).expanduser())
-    bench_key = _rel(root, bench)
+    root, bench_key = stored.locate(project_root, bench_file)
     if cache_dir is None:
         return _compute(root, bench_key, {}, None, None)
     cache_dir = Path(cache_dir)
-    result_file = cache_dir / f"result-{_digest(str(root / bench_key).encode())}.json"
+    result_file = stored.result_file(cache_dir, root, bench_key)
     cached = _load_result(result_file, root)
     if cached is not None:
         return cached
@@ -104,21 +98,6 @@ def _compute(
         external=_externals(graph, needs, declared, root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
-
-
-def _locate_benchmark(root: Path, bench_file: Path) -> Path:
-    candidates = [bench_file] if bench_file.is_absolute() else [root / bench_file, Path.cwd() / bench_file]
-    for candidate in candidates:
-        if candidate.is_file():
-            bench = candidate.resolve()
-            if not bench.is_relative_to(root):
-                raise EvopilotError(f"benchmark {bench_file} is outside the project {root}")
-            return bench
-    raise EvopilotError(f"benchmark not found: {bench_file} (in project {root})")
-
-
-def _rel(root: Path, path: Path) -> str:
-    return path.relative_to(root).as_posix()
 
 
 # Paths below are plain strings joined with "/": pathlib costs several times more per call, and
@@ -236,9 +215,12 @@ class _Graph:
         self.nodes[bench_key] = _Node(bench_key.rpartition("/")[2].removesuffix(".py"), bench_key, True)
         queue: deque[tuple[str, _Module | None]] = deque([(bench_key, None)])
         prefix = len(self.root) + 1
+        ready: dict[str, FileImports] = {}
         while queue:
             key, module = queue.popleft()
-            parsed = self._parse(f"{self.root}/{key}")
+            if key not in ready:  # the files queued so far, parsed together (see _extract_all)
+                ready.update(self._parse_all([key, *(k for k, _ in queue if k not in ready)]))
+            parsed = ready.pop(key)
             for problem in parsed.errors:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
             for imp in parsed.imports:
@@ -259,14 +241,20 @@ class _Graph:
                     if target_key != key:  # an edge imported two ways counts as the stronger
                         edges[target_key] = min(edges.get(target_key, OPTIONAL), _need(imp))
 
-    def _parse(self, path: str) -> FileImports:
+    def _parse_all(self, keys: list[str]) -> dict[str, FileImports]:
+        """The imports of each file (by node key); the same as parsing them one by one, in order."""
         if self.cache is not None:
-            return self.cache.imports(path)
-        try:
-            with open(path, "rb") as f:
-                return extract(f.read())
-        except OSError as e:
-            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+            return self.cache.imports_all(keys, self.root)
+        sources: dict[str, bytes] = {}
+        out: dict[str, FileImports] = {}
+        for key in keys:
+            try:
+                with open(f"{self.root}/{key}", "rb") as f:
+                    sources[key] = f.read()
+            except OSError as e:
+                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+        out.update(zip(sources, _extract_all(list(sources.values()))))
+        return out
 
     def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module | _Missing]:
         """The project modules one import statement loads, in order; records externals."""
@@ -472,8 +460,7 @@ def _walk(node: LocalDependency):
 
 # --- cache ---------------------------------------------------------------------------------
 
-# Bump when the analysis or the cached formats change meaning.
-_CACHE_VERSION = 3
+_CACHE_VERSION = stored.CACHE_VERSION
 # A file changed within this many ns before its stat was recorded could change again without a
 # new mtime or ctime (coarse file-system clocks): such a stat is not trusted to stand for content.
 _RACY_NS = 2_000_000_000
@@ -483,7 +470,8 @@ _RESULTS: dict[Path, tuple[dict, DependencyAnalysis]] = {}
 """In-process memo of stored analyses: result file -> (its input record, the analysis). Safe to
 share because the models are frozen."""
 _CODE = [
-    *(str(Path(__file__).resolve().with_name(name)) for name in ("deps.py", "imports.py", "models.py", "packages.py")),
+    *(str(Path(__file__).resolve().with_name(name))
+      for name in ("deps.py", "imports.py", "models.py", "packages.py", "stored.py")),
     *(str(Path(module.__file__ or "").parent) for module in (tree_sitter, tree_sitter_python)),
 ]
 """The analysis's own sources and the parser's package directories: editing or upgrading any of
@@ -494,23 +482,8 @@ def _code() -> list[list[int] | None]:
     return [_fingerprint(_stat(path)) for path in _CODE]
 
 
-def _stat(path: str) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _fingerprint(st: os.stat_result | None) -> list[int] | None:
-    return None if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
 def _settled(st: os.stat_result | None, now: int) -> bool:
     return st is None or now - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
@@ -518,26 +491,18 @@ def _load_result(result_file: Path, root: Path) -> DependencyAnalysis | None:
     directories, this code, the interpreter) has the stat it had when it was stored. The last
     one per file is also kept in memory: a long-lived process skips re-reading it."""
     memo = _RESULTS.get(result_file)
-    if memo is not None and _still_valid(memo[0], root):
+    if memo is not None and stored.still_valid(memo[0], root):
         return memo[1]
+    found = stored.load(result_file, root)
+    if found is None:
+        return None  # absent, stale or of another format: analyse afresh
+    record, body = found
     try:
-        header, _, body = result_file.read_bytes().partition(b"\n")
-        record = json.loads(header)
-        if not _still_valid(record, root):
-            return None
         result = DependencyAnalysis.model_validate_json(body)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent, stale format or corrupt: analyse afresh
+    except (ValueError, KeyError, TypeError):
+        return None  # corrupt
     _RESULTS[result_file] = (record, result)
     return result
-
-
-def _still_valid(record: dict, root: Path) -> bool:
-    if record["version"] != _CACHE_VERSION or record["python"] != sys.version:
-        return False
-    if record["sites"] != packages.site_dirs(root):
-        return False
-    return all(_fingerprint(_stat(path)) == fingerprint for path, fingerprint in record["paths"].items())
 
 
 def _save_result(
@@ -545,7 +510,7 @@ def _save_result(
 ) -> None:
     """Store the analysis with the stats of its inputs, unless one changed too recently for its
     stat to be trusted (then the next run recomputes, from the per-file cache)."""
-    sites = packages.site_dirs(root)
+    sites = stored.site_dirs(root)
     # stats taken before reading win over later ones: a change in between must not be hidden
     stats = {**{p: _stat(p) for p in (*sites, *_CODE)}, **inputs}
     now = time.time_ns()
@@ -556,6 +521,8 @@ def _save_result(
         "python": sys.version,
         "sites": sites,
         "paths": {path: _fingerprint(st) for path, st in stats.items()},
+        "ok": result.ok,  # what `deps --json` prints besides the analysis (stored.printed)
+        "fix_command": result.fix_command(),
     }
     body = result.model_dump_json()
     _write(result_file.parent, result_file, json.dumps(record).encode() + b"\n" + body.encode())
@@ -585,31 +552,42 @@ class _ParseCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
 
-    def imports(self, path: str) -> FileImports:
-        st = self.inputs[path] = _stat(path)
-        if st is None:
-            return FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
-        fingerprint = _fingerprint(st)
-        entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
-        if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
-            return _from_json(self.parsed[entry[1]])
-        try:
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError as e:
-            return FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        digest = _digest(source)
-        cached = self.parsed.get(digest)
-        if cached is None:
-            result = extract(source)
+    def imports_all(self, keys: list[str], root: str) -> dict[str, FileImports]:
+        """The imports of each file (by node key under ``root``); the new contents among them
+        are parsed together (``_extract_all``)."""
+        out: dict[str, FileImports] = {}
+        new: dict[bytes, str] = {}  # content -> its hash, to parse
+        read: list[tuple[str, str]] = []  # key and content hash of the files read
+        for key in keys:
+            path = f"{root}/{key}"
+            st = self.inputs[path] = _stat(path)
+            if st is None:
+                out[key] = FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
+                continue
+            fingerprint = _fingerprint(st)
+            entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
+            if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
+                out[key] = _from_json(self.parsed[entry[1]])
+                continue
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+            except OSError as e:
+                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+                continue
+            digest = _digest(source)
+            if digest not in self.parsed:
+                new[source] = digest
+            read.append((key, digest))
+            new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
+            if new_entry != entry:  # unchanged and still racy: nothing worth a write
+                self.stats[path] = new_entry
+                self.dirty = True
+        for digest, result in zip(new.values(), _extract_all(list(new))):
             self.parsed[digest] = _to_json(result)
-        else:
-            result = _from_json(cached)
-        new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
-        if new_entry != entry:  # unchanged and still racy: nothing worth a write
-            self.stats[path] = new_entry
-            self.dirty = True
-        return result
+        for key, digest in read:
+            out[key] = _from_json(self.parsed[digest])
+        return out
 
     def save(self) -> None:
         if not self.dirty:
@@ -623,6 +601,52 @@ class _ParseCache:
             "parsed": {h: v for h, v in self.parsed.items() if h in used},
         }
         _write(self.dir, self.file, json.dumps(data, separators=(",", ":")).encode())
+
+
+_FORK_BYTES = 200_000
+"""Below this much source to parse, a second process costs more than it saves."""
+
+
+def _extract_all(sources: list[bytes]) -> list[FileImports]:
+    """``extract`` of each source. tree-sitter holds the GIL while it parses, so with enough
+    to parse a forked child parses half of them (grimp, which bench/cli.py compares with, parses
+    on several threads); not in a process with other threads (the engine's), where a fork is
+    unsafe."""
+    total = sum(map(len, sources))
+    threading = sys.modules.get("threading")
+    if total < _FORK_BYTES or not hasattr(os, "fork") or (threading and threading.active_count() > 1):
+        return [extract(s) for s in sources]
+    # the child takes every other file by size, so both halves weigh about the same
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
+    theirs, mine = order[0::2], order[1::2]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: parse, send the results as JSON, leave without cleaning up
+        code = 1
+        try:
+            os.close(read_fd)
+            data = json.dumps([_to_json(extract(sources[i])) for i in theirs]).encode()
+            with os.fdopen(write_fd, "wb") as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    results: list[FileImports | None] = [None] * len(sources)
+    for i in mine:
+        results[i] = extract(sources[i])
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        if status != 0:
+            raise ValueError("the parsing child failed")
+        for i, parsed in zip(theirs, json.loads(data), strict=True):
+            results[i] = _from_json(parsed)
+    except (ValueError, TypeError):
+        for i in theirs:  # parse them here after all
+            results[i] = extract(sources[i])
+    return results
 
 
 def _to_json(result: FileImports) -> list:
@@ -640,7 +664,7 @@ def _installed(
 ) -> dict[str, list[str]]:
     """Import name -> installed distributions, recomputed only when a site directory changed
     (installing or removing a distribution adds or removes an entry there)."""
-    dirs = packages.site_dirs(root)
+    dirs = stored.site_dirs(root)
     stats = {d: _stat(d) for d in dirs}
     inputs.update(stats)
     fingerprint = [[d, _fingerprint(st)] for d, st in stats.items()]
@@ -671,7 +695,9 @@ def _write(directory: Path, target: Path, data: bytes) -> None:
     torn file: the last complete write wins. A cache that cannot be written is not an error."""
     try:
         ensure_private_dir(directory)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # created 0600
+        # unique and owner-only, as tempfile.mkstemp makes it (without importing tempfile)
+        tmp = str(directory / f".tmp-{os.getpid()}-{time.monotonic_ns()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

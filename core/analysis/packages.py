@@ -3,11 +3,8 @@ project's pyproject declares, and ``uv add`` for what is missing."""
 
 from __future__ import annotations
 
-import csv
-import glob
 import os
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -16,8 +13,6 @@ from typing import TYPE_CHECKING
 from evopilot.core.errors import EvopilotError
 
 if TYPE_CHECKING:
-    import importlib.metadata
-
     from evopilot.core.analysis.models import DependencyAnalysis
 
 _STDLIB = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
@@ -122,26 +117,17 @@ def known_distribution(module: str) -> tuple[str, tuple[str, ...]] | None:
 # --- installed distributions -------------------------------------------------------------------
 
 
-def site_dirs(project_root: Path) -> list[str]:
-    """Where installed distributions live: the project's own ``.venv`` first, then this
-    interpreter's site directories (not every sys.path entry: a source directory such as the
-    current one changes all the time and holds no distributions)."""
-    venv = sorted(glob.glob(str(project_root / ".venv" / "lib" / "python*" / "site-packages")))
-    interpreter = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
-    return [p for p in dict.fromkeys([*venv, *interpreter]) if os.path.isdir(p)]
-
-
 def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
     """Top-level import name -> distributions installed in ``dirs`` that provide it.
 
-    Like ``importlib.metadata.packages_distributions()`` but over chosen directories; it reads
-    every installed distribution's metadata (~0.1 s), so callers cache it by the directories' stat.
+    Like ``importlib.metadata.packages_distributions()`` but over chosen directories, and
+    reading only the ``Name`` header and the top-level names of each distribution (importlib's
+    e-mail parsing of every metadata file was most of a cold `deps`); callers cache it by the
+    directories' stat.
     """
-    import importlib.metadata  # only when an import is not declared (start-up time)
-
     mapping: dict[str, list[str]] = {}
-    for dist in importlib.metadata.distributions(path=dirs):
-        name = dist.metadata["Name"]
+    for dist in _distributions(dirs):
+        name = dist.name()
         if not name:
             continue
         for top in _top_levels(dist):
@@ -150,16 +136,63 @@ def installed_top_levels(dirs: list[str]) -> dict[str, list[str]]:
     return mapping
 
 
-def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
+def _distributions(dirs: list[str]) -> list[_Installed]:
+    """The ``*.dist-info`` and ``*.egg-info`` directories of ``dirs``, as importlib.metadata
+    finds them."""
+    found = []
+    for d in dirs:
+        try:
+            with os.scandir(d) as it:
+                found += [_Installed(e.path) for e in it if e.name.lower().endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue
+    return found
+
+
+class _Installed:
+    """One installed distribution's metadata directory (importlib.metadata's PathDistribution,
+    reading only what ``installed_top_levels`` needs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read_text(self, filename: str) -> str | None:
+        try:
+            with open(os.path.join(self.path, filename), encoding="utf-8") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+            return None
+
+    def name(self) -> str | None:
+        """The ``Name`` header of METADATA (PKG-INFO for an egg), the first one as e-mail
+        parsing finds it; headers end at the first empty line."""
+        text = self.read_text("METADATA") or self.read_text("PKG-INFO") or ""
+        for line in text.splitlines():
+            if not line.strip():
+                break
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == "name":
+                return value.strip() or None
+        return None
+
+    @property
+    def files(self) -> list:
+        """Its files as importlib.metadata lists them without a RECORD (an egg's
+        installed-files.txt or SOURCES.txt)."""
+        import importlib.metadata  # rare: most distributions have a RECORD or top_level.txt
+
+        return importlib.metadata.PathDistribution(Path(self.path)).files or []
+
+
+def _top_levels(dist: _Installed) -> set[str]:
     declared = dist.read_text("top_level.txt")
     if declared:
         return {line.strip() for line in declared.split() if line.strip()}
     record = dist.read_text("RECORD")
-    # RECORD's paths read as text: ``dist.files`` builds a path object per line, most of the
-    # time of a cold `deps` on a large environment
-    paths = ([next(csv.reader([line]))[0] if line.startswith('"') else line.partition(",")[0]
+    # RECORD's paths read as text: ``dist.files`` builds a path object per line
+    paths = ([_quoted_path(line) if line.startswith('"') else line.partition(",")[0]
               for line in record.splitlines() if line]
-             if record is not None else [str(f) for f in dist.files or ()])
+             if record is not None else [str(f) for f in dist.files])
     tops: set[str] = set()
     for path in paths:
         first, sep, _ = path.partition("/")
@@ -172,6 +205,13 @@ def _top_levels(dist: importlib.metadata.Distribution) -> set[str]:
         if top.isidentifier() and top != "__pycache__":
             tops.add(top)
     return tops
+
+
+def _quoted_path(line: str) -> str:
+    """The path of a RECORD line that CSV-quotes it (a comma in the name: rare)."""
+    import csv
+
+    return next(csv.reader([line]))[0]
 
 
 # --- pyproject -------------------------------------------------------------------------------
@@ -219,6 +259,8 @@ def fix(project_root: Path, analysis: DependencyAnalysis, uv_path: str = "uv") -
 
     Runs synchronously (uv resolves, locks and syncs); call it from a thread in async code.
     """
+    import subprocess  # only here: `deps` without --fix starts without it
+
     dists = [p.distribution for p in analysis.undeclared()]
     if not dists:
         return []

@@ -124,6 +124,19 @@ async def get_job(db: aiosqlite.Connection, job_id: int) -> Job:
     return (await _with_metrics(db, rows))[0]
 
 
+SORTS = {
+    "id": "jobs.id DESC",
+    "project": "projects.name, jobs.id DESC",
+    "benchmark": "jobs.name, jobs.id DESC",
+    "host": "jobs.host, jobs.id DESC",
+    "status": "jobs.status, jobs.id DESC",
+}
+"""Orders of the job table (``sort=``): a column, then the newest first."""
+
+TEXT_FIELDS = ("projects.name", "jobs.name", "jobs.host", "jobs.status", "jobs.error_message")
+"""What ``text=`` looks in (case-insensitive, anywhere in the value)."""
+
+
 async def list_jobs(
     db: aiosqlite.Connection,
     *,
@@ -134,9 +147,12 @@ async def list_jobs(
     offset: int = 0,
     newest_first: bool = False,
     with_metrics: bool = True,
+    text: str | None = None,
+    sort: str | None = None,
 ) -> list[Job]:
-    where, params = rows_sql.filters(status, project, host)
-    order = "jobs.id DESC" if newest_first else "jobs.id"
+    """Jobs matching the filters, oldest first (``newest_first``, or ``sort``: see ``SORTS``)."""
+    where, params = rows_sql.filters(status, project, host, text)
+    order = SORTS[sort] if sort else "jobs.id DESC" if newest_first else "jobs.id"
     sql = f"{_SELECT}{where} ORDER BY {order}"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
@@ -145,14 +161,52 @@ async def list_jobs(
     return await _with_metrics(db, rows) if with_metrics else [Job.from_row(r) for r in rows]
 
 
+async def metric_history(db: aiosqlite.Connection, job: Job, runs: int) -> dict[str, list[tuple[int, float]]]:
+    """Each metric of the last ``runs`` jobs of ``job``'s benchmark (same project and file) up
+    to ``job``, oldest first: name -> [(job id, value)]."""
+    rows = await db.execute_fetchall(
+        "SELECT m.job_id, m.name, m.value FROM metrics m WHERE m.job_id IN ("
+        " SELECT id FROM jobs WHERE project_id IS ? AND benchmark_path IS ? AND kind = ? AND id <= ?"
+        " AND id IN (SELECT job_id FROM metrics) ORDER BY id DESC LIMIT ?) ORDER BY m.job_id",
+        (job.project_id, job.benchmark_path, job.kind, job.id, runs))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for job_id, name, value in rows:
+        out.setdefault(name, []).append((job_id, value))
+    return out
+
+
+async def data_version(db: aiosqlite.Connection) -> int:
+    """SQLite's count of commits by other connections (other processes) to the database file,
+    as seen by this connection: unchanged means nobody else wrote anything."""
+    ((v,),) = await db.execute_fetchall("PRAGMA data_version")
+    return v
+
+
+async def updated_since(db: aiosqlite.Connection, since: str) -> list[Job]:
+    """Jobs whose row changed at or after ``since`` (ISO time; index jobs_updated), by id."""
+    # sorted here: ORDER BY jobs.id makes SQLite walk every row in id order instead of the index
+    rows = await db.execute_fetchall(f"{_SELECT} WHERE jobs.updated_at >= ?", (since,))
+    return sorted(await _with_metrics(db, rows), key=lambda j: j.id)
+
+
+async def store_signature(db: aiosqlite.Connection) -> tuple[tuple, int]:
+    """(what changes when projects or benchmarks do, the number of jobs): small reads, made
+    only when another process has written (see ``ExternalChanges``)."""
+    ((*projects, jobs),) = await db.execute_fetchall(
+        "SELECT (SELECT count(*) FROM projects), (SELECT max(updated_at) FROM projects), "
+        "(SELECT count(*) FROM benchmarks), (SELECT max(id) FROM benchmarks), (SELECT count(*) FROM jobs)")
+    return tuple(projects), jobs
+
+
 async def count_jobs(
     db: aiosqlite.Connection,
     *,
     status: Iterable[str] | None = None,
     project: str | None = None,
     host: str | None = None,
+    text: str | None = None,
 ) -> int:
-    where, params = rows_sql.filters(status, project, host)
+    where, params = rows_sql.filters(status, project, host, text)
     sql = f"SELECT count(*) FROM jobs LEFT JOIN projects ON projects.id = jobs.project_id{where}"
     ((n,),) = await db.execute_fetchall(sql, params)
     return n

@@ -13,8 +13,17 @@ QUEUE_POSITIONS = ("SELECT id FROM jobs WHERE status IN ('queued', 'pending') "
 """Queued and pending jobs in the order they start (``claim_next``'s and ``move_in_queue``'s)."""
 
 
-def filters(status: Iterable[str] | None, project: str | None, host: str | None) -> tuple[str, list]:
+TEXT_FIELDS = ("projects.name", "jobs.name", "jobs.host", "jobs.status", "jobs.error_message")
+"""What ``text=`` looks in (case-insensitive, anywhere in the value)."""
+
+
+def filters(status: Iterable[str] | None, project: str | None, host: str | None,
+            text: str | None = None) -> tuple[str, list]:
     where, params = [], []
+    if text:
+        like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(" + " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in TEXT_FIELDS) + ")")
+        params += [like] * len(TEXT_FIELDS)
     if status:
         status = list(status)
         where.append(f"jobs.status IN ({','.join('?' for _ in status)})")

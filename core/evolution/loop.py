@@ -35,14 +35,14 @@ from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, EvolutionEvent, IterationEvent
 from evopilot.core.evolution.evaluation import ORIGIN
 from evopilot.core.evolution.experiment import Experiment
-from evopilot.core.models import ExperimentRow, IterationRow
+from evopilot.core.models import CommitRow, ExperimentRow, IterationRow
 from evopilot.core.evolution.mutators import Mutation, MutationError, MutationRequest, Mutators
 from evopilot.core.evolution.mutators.command import parse_usage, render_command
 from evopilot.core.evolution.prompt import build_prompt
 from evopilot.core.evolution.search import Candidate, SearchState
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.jobs.monitor import tail
-from evopilot.core.models import JobStatus, Project, now_iso
+from evopilot.core.models import Benchmark, JobStatus, Project, now_iso
 
 HEARTBEAT = 2.0
 STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
@@ -100,10 +100,17 @@ class EvolutionLoop:
         self._failure: BaseException | None = None  # of a mutation or submission task: ends the run
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
         self._mutation_ended = asyncio.Event()
-        self._dollars = 0.0  # spent so far, as of the last budget check
+        self._resumed: set[int] = set()
+        self._benches: dict[int, Benchmark] = {}  # evaluation stage -> its benchmark
+        self._dollars = 0.0  # spent so far: read at the start, then added to as costs are recorded
+        self._requests = 0
         self._evaluations = 0  # queued or running, as of the last pass
         self._mutators = Mutators(exp.mutators)
         self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # placed commits (parents and inspirations; their metrics are final), by hash and id
+        self._placed: OrderedDict[str, CommitRow] = OrderedDict()
+        self._placed_ids: dict[int, str] = {}
+        self._git = gitops.Batch(self.repo)  # git processes kept open for the run: no new one per candidate
         self._state: SearchState | None = None
         self._seed_commit_id = 0
         self._started = time.monotonic()
@@ -120,7 +127,7 @@ class EvolutionLoop:
                                                     dead_owners([self.row.owner]))
         if not claimed:
             raise EvopilotError(f"experiment {self.row.name} is already running in {self.row.owner}")
-        events = self.bus.subscribe()
+        events = self.bus.subscribe(types=("iteration",))  # jobs' events are not read for it
         waker = asyncio.create_task(self._wake_on_events(events))
         state, reason = "failed", None
         try:
@@ -141,6 +148,7 @@ class EvolutionLoop:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._mutators.aclose()
+            await self._git.close()
             # in a transaction of its own: a write outside one joins whichever another task has
             # open on the connection, and is lost with it if that task is cancelled (the worker)
             async with jobs_db.transaction(self.db):
@@ -159,6 +167,7 @@ class EvolutionLoop:
 
     async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
         await self._restore()
+        self._mutators.prepare()
         planned = self.row.iterations_planned
         cap: str | None = None
         last_beat = 0.0
@@ -175,7 +184,7 @@ class EvolutionLoop:
                 return "stopped", "interrupted"
             if self._failure is not None:
                 raise self._failure
-            cap = cap or await self._budget_reached()
+            cap = cap or self._budget_reached()
             rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
             if rows and rows[0].number == 0 and rows[0].status == "failed":
                 return "failed", f"the seed program's evaluation failed: {rows[0].last_error}"
@@ -187,7 +196,7 @@ class EvolutionLoop:
                 return "finished", cap  # nothing paid for is left unevaluated
             # again, with no await before the start: a mutation that ended (and paid) since the
             # first check frees a slot, and must not let one more start past the cap
-            cap = cap or await self._budget_reached()
+            cap = cap or self._budget_reached()
             self._start_mutations(rows, cap)
             self._start_evaluations(rows)
             self._emit()
@@ -202,8 +211,8 @@ class EvolutionLoop:
     async def _restore(self) -> None:
         seed = await evo_db.commit_by_hash(self.db, self.row.id, self.row.base_commit)
         if seed is None:
-            tree = await gitops.tree_of(self.repo, self.row.base_commit)
-            files = await gitops.read_files(self.repo, self.row.base_commit, self.exp.files)
+            tree = await gitops.tree_of(self.repo, self.row.base_commit, batch=self._git)
+            files = await gitops.read_files(self.repo, self.row.base_commit, self.exp.files, batch=self._git)
             async with jobs_db.transaction(self.db):
                 cid = await evo_db.add_commit(
                     self.db, self.row.id, commit_hash=self.row.base_commit, parent=None, tree=tree,
@@ -213,10 +222,17 @@ class EvolutionLoop:
                                            payload={"seed": True}, candidate=self.row.base_commit)
             seed = (await evo_db.commits_by_id(self.db, [cid]))[cid]
         self._seed_commit_id = seed.id
+        spend = await evo_db.spend(self.db, self.row.id)  # only this loop adds to it from here on
+        self._dollars = sum(s["dollars"] or 0 for s in spend)
+        self._requests = sum(s["requests"] or 0 for s in spend)
         snaps = await evo_db.snapshots(self.db, self.row.id)
         applied = snaps.get(evo_db.GLOBAL_ISLAND, {}).get("applied", 0)
         cands = await self._candidates(applied)
         self._state = SearchState.restore(self.exp, seed.id, snaps, cands, evo_db.GLOBAL_ISLAND)
+        # candidates an earlier process may have queued an evaluation for without recording it
+        # (killed in between); those of this process are recorded before it looks again
+        self._resumed = {r.number for r in await evo_db.iterations(self.db, self.row.id, from_number=applied)
+                         if r.status == "mutated"}
 
     async def _candidates(self, applied: int) -> list[Candidate]:
         """The evaluated candidates of iterations 0 .. applied-1, in iteration order."""
@@ -260,6 +276,7 @@ class EvolutionLoop:
         if it.status == "evaluated":
             c = await evo_db.commit_by_hash(self.db, self.row.id, it.candidate_hash)
             cand = Candidate(c.id, it.island, c.objective, tuple(c.extra_context["raw"]))
+            self._keep(c)
         changed = self._state.apply(cand)
         async with jobs_db.transaction(self.db):
             for island in sorted(changed):
@@ -277,13 +294,30 @@ class EvolutionLoop:
 
     async def _plan(self, number: int) -> None:
         choice = self._state.choose(number)
-        commits = await evo_db.commits_by_id(self.db, [choice.parent, *choice.inspirations])
+        ids = [choice.parent, *choice.inspirations]
+        missing = [i for i in ids if i not in self._placed_ids]
+        for c in (await evo_db.commits_by_id(self.db, missing)).values() if missing else ():
+            self._keep(c)
+        hashes = {i: self._placed_ids[i] for i in ids}
         payload = {"mutator": choice.mutator, "seed": choice.seed}
         async with jobs_db.transaction(self.db):
             await evo_db.add_iteration(
-                self.db, self.row.id, number, status="planned", base=commits[choice.parent].commit_hash,
-                island=choice.island, inspirations=[commits[i].commit_hash for i in choice.inspirations],
+                self.db, self.row.id, number, status="planned", base=hashes[choice.parent],
+                island=choice.island, inspirations=[hashes[i] for i in choice.inspirations],
                 payload=payload)
+
+    def _keep(self, c: CommitRow) -> None:
+        """Remember a placed commit's row (read once: parents recur, the best above all)."""
+        self._placed[c.commit_hash] = c
+        self._placed.move_to_end(c.commit_hash)
+        self._placed_ids[c.id] = c.commit_hash
+        if len(self._placed) > FILES_CACHED:
+            del self._placed_ids[self._placed.popitem(last=False)[1].id]
+
+    async def _placed_row(self, commit: str) -> CommitRow:
+        c = self._placed.get(commit) or await evo_db.commit_by_hash(self.db, self.row.id, commit)
+        self._keep(c)
+        return c
 
     # ---- mutate ----------------------------------------------------------------------------
 
@@ -314,7 +348,7 @@ class EvolutionLoop:
         """The files in scope at ``commit`` (read with git once, then from memory)."""
         files = self._files.get(commit)
         if files is None:
-            files = await gitops.read_files(self.repo, commit, self.exp.files)
+            files = await gitops.read_files(self.repo, commit, self.exp.files, batch=self._git)
         self._remember(commit, files)
         return files
 
@@ -341,16 +375,23 @@ class EvolutionLoop:
                                                   answer=json.dumps({"error": e.reason, "raw": e.answer}),
                                                   payload={**it.payload, "prompt": prompt})
                     await self._add_costs(it, e.usage)
+                self._spent(e.usage)
                 return
             stored = {"files": m.files, "summary": m.summary, "raw": m.answer}
             async with jobs_db.transaction(self.db):  # the answer and its cost together, at once
                 await evo_db.update_iteration(self.db, it.id, answer=json.dumps(stored), plan_summary=m.summary,
                                               payload={**it.payload, "prompt": prompt}, started_at=now_iso())
                 await self._add_costs(it, m.usage)
+            self._spent(m.usage)
         else:
             stored = json.loads(it.answer)
             m = Mutation(files=stored["files"], summary=stored["summary"], answer=stored["raw"], usage=[])
         await self._commit(it, files, m)
+
+    def _spent(self, usage: list) -> None:
+        """Costs now recorded, added to the totals the budget is checked against."""
+        self._dollars += sum(u.dollars or 0 for u in usage)
+        self._requests += sum(u.requests or 0 for u in usage)
 
     async def _add_costs(self, it: IterationRow, usage: list) -> None:
         for u in usage:
@@ -416,11 +457,10 @@ class EvolutionLoop:
                 path.unlink()  # a slot's prompt
 
     async def _prompt(self, it: IterationRow, files: dict[str, str]) -> str:
-        parent = await evo_db.commit_by_hash(self.db, self.row.id, it.base_commit_hash)
+        parent = await self._placed_row(it.base_commit_hash)
         insp = []
         for h in it.inspiration_hashes:
-            c = await evo_db.commit_by_hash(self.db, self.row.id, h)
-            insp.append((h, c.metrics, await self._files_of(h)))
+            insp.append((h, (await self._placed_row(h)).metrics, await self._files_of(h)))
         return build_prompt(notes=self.exp.notes, objective=self.exp.evaluation.objective,
                             maximize=self.exp.maximize, files=files, metrics=parent.metrics,
                             inspirations=insp)
@@ -436,7 +476,7 @@ class EvolutionLoop:
             await self._skip(it, "the mutator changed nothing")
             return
         commit, tree = await gitops.commit_files(self.repo, it.base_commit_hash, changed, message,
-                                                 f"{COMMIT_EPOCH + it.number} +0000")
+                                                 f"{COMMIT_EPOCH + it.number} +0000", batch=self._git)
         # Twins (the same tree) resolve by iteration number, not by which mutator answered first:
         # a candidate is recorded only after every lower-numbered mutation under way (they
         # start in order, so none of them waits for this one).
@@ -454,7 +494,7 @@ class EvolutionLoop:
             if reason := self._too_close(extra):
                 await self._skip(it, reason)
                 return
-            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit)
+            await gitops.update_ref(self.repo, ref_name(self.row.id, it.number), commit, batch=self._git)
             async with jobs_db.transaction(self.db):
                 await evo_db.add_commit(self.db, self.row.id, commit_hash=commit, parent=it.base_commit_hash,
                                         tree=tree, island=it.island, iteration=it.number, message=message,
@@ -490,9 +530,14 @@ class EvolutionLoop:
         self._evaluations = submitted  # for the progress line
 
     async def _evaluate(self, it: IterationRow) -> None:
-        stage = self.exp.evaluation.stages[it.stage]
-        bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
-        job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
+        bench = self._benches.get(it.stage)
+        if bench is None:
+            stage = self.exp.evaluation.stages[it.stage]
+            bench = await self.submitter.projects.resolve_benchmark(self.project, stage.benchmark)
+            self._benches[it.stage] = bench
+        job_id = None
+        if it.number in self._resumed:
+            job_id = await evo_db.linked_job(self.db, it.id, bench.path)  # queued before a crash
         if job_id is None:
             hosts = self.exp.evaluation.hosts
             (job,) = await self.submitter.run(
@@ -507,18 +552,14 @@ class EvolutionLoop:
 
     # ---- budget and progress ---------------------------------------------------------------
 
-    async def _budget_reached(self) -> str | None:
+    def _budget_reached(self) -> str | None:
         b = self.exp.budget
         if b.minutes is not None and self._active() >= b.minutes * 60:
             return f"budget: {b.minutes:g} minutes reached"
-        spend = await evo_db.spend(self.db, self.row.id)
-        self._dollars = dollars = sum(s["dollars"] or 0 for s in spend)
-        if b.dollars is not None or b.requests is not None:
-            requests = sum(s["requests"] or 0 for s in spend)
-            if b.dollars is not None and dollars >= b.dollars:
-                return f"budget: ${b.dollars:g} reached (${dollars:.4f} spent)"
-            if b.requests is not None and requests >= b.requests:
-                return f"budget: {b.requests} requests reached"
+        if b.dollars is not None and self._dollars >= b.dollars:
+            return f"budget: ${b.dollars:g} reached (${self._dollars:.4f} spent)"
+        if b.requests is not None and self._requests >= b.requests:
+            return f"budget: {b.requests} requests reached"
         return None
 
     def _emit(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
+from evopilot.core.quoting import quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,25 @@ class CommandResult:
         return f"exit status {self.exit_status}"
 
 
+MAX_INLINE_SCRIPT = 100_000
+"""Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
+
+
+def env_file(env: dict[str, str]) -> str:
+    """A host's ``env`` as shell text: quoted export lines (sourced by a job's wrapper, and
+    evaluated before Slurm's commands)."""
+    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+
+
+def stdin_script(length: int, prefix: str = "") -> str:
+    """A ``bash -c`` script that reads the real script (``length`` bytes) from stdin ahead of the
+    script's own stdin, into a temporary file, and runs it (after ``prefix``, e.g. a timeout)."""
+    return ('f=$(mktemp) || exit 125\n'
+            f'dd bs={length} count=1 iflag=fullblock status=none of="$f" || '
+            '{ rm -f "$f"; exit 125; }\n'
+            f'{prefix}bash "$f"; rc=$?; rm -f "$f"; exit $rc\n')
+
+
 class HostState(enum.StrEnum):
     DISCONNECTED = "disconnected"
     CONNECTING = "connecting"
@@ -37,9 +57,13 @@ class HostState(enum.StrEnum):
 
 
 class Host(ABC):
-    """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``."""
+    """A place where jobs run. Subclasses: ``LocalHost``, ``SshHost``, and the Slurm hosts of
+    ``core.hosts.slurm`` (either of them with jobs started and ended through Slurm: see
+    ``core.jobs.launch``)."""
 
     is_local: bool = False
+    in_tmux: bool = True
+    """Jobs run in tmux sessions here (False: under a batch scheduler, with no terminal)."""
 
     def __init__(self, name: str, config: HostConfig) -> None:
         self.name = name
@@ -47,6 +71,8 @@ class Host(ABC):
         self.state = HostState.DISCONNECTED
         self.last_error: str | None = None
         self.base_dir: str = ""
+        self.load: probe_scripts.Load | None = None
+        """The host's load at its last probe (a monitor tick with running jobs)."""
         """Absolute base directory on the host, set by ``connect``."""
 
     @abstractmethod
@@ -75,6 +101,7 @@ class Host(ABC):
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, probe_scripts.Probe]:
         """What each (job id, job dir, session) looks like now: one round trip for all."""
         res = await self.run(probe_scripts.probe(jobs))
+        self.load = probe_scripts.parse_probe_load(res.stdout)
         return probe_scripts.parse_probe(res.stdout, jobs)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:

@@ -3,7 +3,9 @@
 For an SSH host, in order: reachable (TCP), host key known, authentication, base_dir; then, in
 one round trip, tmux, uv, rsync, python, free disk under base_dir and the configured env paths.
 A failed fatal check (the first four) marks every later one as not run. The local host gets
-the same list without the first three.
+the same list without the first three. A Slurm host (no tmux check) then gets Slurm's: its
+partition in ``sinfo``, and a tiny test job submitted and awaited end to end, reporting from its
+compute node whether ``base_dir`` is shared there and uv is there.
 """
 
 from __future__ import annotations
@@ -112,9 +114,10 @@ async def doctor(name: str, config: HostConfig, host_factory: HostFactory) -> li
     """Check host ``name``; ``host_factory(name, config)`` makes the (unconnected) host."""
     host = host_factory(name, config)
     try:
-        if host.is_local:
-            return await _tools(name, config, host, [])
-        return await _ssh(name, config, host)
+        checks = await _tools(name, config, host, []) if host.is_local else await _ssh(name, config, host)
+        if config.kind == "slurm":
+            checks += await _slurm(name, config, host, checks)
+        return checks
     finally:
         try:
             await host.close()
@@ -203,7 +206,9 @@ async def _ssh(name: str, config: HostConfig, host: Host) -> list[Check]:
 
 
 def _tool_names(config: HostConfig) -> list[str]:
-    names = ["tmux", "uv", "rsync", "python", "disk"]
+    names = ["uv", "rsync", "python", "disk"]
+    if config.kind != "slurm":  # Slurm jobs run without tmux
+        names.insert(0, "tmux")
     names += [f"env {key}={path}" for key, path in _env_paths(config)]
     return names
 
@@ -238,7 +243,8 @@ async def _tools(name: str, config: HostConfig, host: Host, checks: list[Check])
             return Check(label, True, out)
         return Check(label, False, out or f"exit status {code}", fix)
 
-    checks.append(tool("tmux", "tmux", f"install tmux {where} (e.g. apt-get install tmux)"))
+    if config.kind != "slurm":
+        checks.append(tool("tmux", "tmux", f"install tmux {where} (e.g. apt-get install tmux)"))
     checks.append(tool(
         "uv", "uv",
         f"install uv {where} (e.g. pip install --user uv) or set hosts.{name}.uv_path "
@@ -272,3 +278,52 @@ async def _tools(name: str, config: HostConfig, host: Host, checks: list[Check])
             checks.append(Check(label, False, f"{path} does not exist {where}",
                                 f"create it or fix hosts.{name}.env.{key}"))
     return checks
+
+
+SLURM_CHECKS = ["slurm", "test job", "base_dir on a compute node", "uv on a compute node"]
+
+
+async def _slurm(name: str, config: HostConfig, host: Host, checks: list[Check]) -> list[Check]:
+    """Slurm's partitions, then a tiny test job end to end: where it ran, whether it sees
+    ``base_dir`` and uv there."""
+    import secrets
+
+    from evopilot.core.hosts import slurm
+
+    if not any(c.name == "base_dir" and c.ok for c in checks):
+        return _not_run(SLURM_CHECKS, "base_dir is not usable")
+    script = slurm.doctor_script(config, host.base_dir, secrets.token_hex(4), _word(config.uv_path))
+    try:
+        res = await host.slurm(script, timeout=slurm.DOCTOR_WAIT + 30)  # type: ignore[attr-defined]
+    except EvopilotError as e:
+        return [Check("slurm", False, e.message, None)] + _not_run(SLURM_CHECKS[1:], "the host stopped answering")
+    p = parse_probe(res.stdout)
+    code, out = p.get("sinfo", (127, "no answer"))
+    if code != 0:
+        return [Check("slurm", False, f"sinfo: {out or f'exit status {code}'}",
+                      f"install Slurm's commands {'here' if host.is_local else 'on the login node'}, "
+                      f"or set hosts.{name}.env (SLURM_CONF, PATH) so that they reach the cluster")
+                ] + _not_run(SLURM_CHECKS[1:], "Slurm cannot be asked")
+    where = f"partition {config.partition}" if config.partition else "the default partition"
+    if not out:
+        return [Check("slurm", False, f"sinfo lists no {where}",
+                      f"set hosts.{name}.partition to one that `sinfo` lists")
+                ] + _not_run(SLURM_CHECKS[1:], f"there is no {where}")
+    out_checks = [Check("slurm", True, f"{where}: {out}")]
+    code, out = p.get("job", (127, "no answer"))
+    if code != 0:
+        fix = (f"check hosts.{name}.partition, account and resources against `sinfo`"
+               if code == 2 else f"check hosts.{name} sbatch settings and the job's log")
+        return out_checks + [Check("test job", False, out, fix)] + _not_run(
+            SLURM_CHECKS[2:], "the test job did not run")
+    node = p.get("node", (1, "?"))[1]
+    out_checks.append(Check("test job", True, f"{out} on node {node}"))
+    code, out = p.get("shared", (1, "no answer"))
+    out_checks.append(Check("base_dir on a compute node", code == 0, out,
+                            None if code == 0 else f"set hosts.{name}.base_dir to a directory the "
+                            "compute nodes share with the login node"))
+    code, out = p.get("uv", (127, "no answer"))
+    out_checks.append(Check("uv on a compute node", code == 0, out,
+                            None if code == 0 else f"install uv where the compute nodes see it, or "
+                            f"set hosts.{name}.uv_path to its full path"))
+    return out_checks

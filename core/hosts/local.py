@@ -8,12 +8,16 @@ import os
 from pathlib import Path
 
 from evopilot.core.config import HostConfig
-from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.base import MAX_INLINE_SCRIPT, CommandResult, Host, HostState, stdin_script
 from evopilot.core.hosts.probe import (
     EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, Probe, epoch_or_none,
 )
 from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
+
+
+INLINE_READ = 256 * 1024
+"""Bytes of job files read on the event loop itself; more are read in a thread."""
 
 
 class LocalHost(Host):
@@ -32,6 +36,9 @@ class LocalHost(Host):
     async def run(
         self, script: str, *, stdin: bytes | None = None, timeout: float | None = None
     ) -> CommandResult:
+        body = script.encode("utf-8", "surrogateescape")
+        if len(body) > MAX_INLINE_SCRIPT:  # too long for one argument: it goes ahead of stdin
+            script, stdin = stdin_script(len(body)), body + (stdin or b"")
         proc = await asyncio.create_subprocess_exec(
             "bash", "-c", script,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -70,6 +77,10 @@ class LocalHost(Host):
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         if not requests:
             return []
+        if sum(min(n, max(0, _size(p) - off)) for p, off, n in requests) <= INLINE_READ:
+            # a few bytes (a job's end: its last lines and results.json): a thread's round
+            # trip would cost more than the reads, and delay the next job's start
+            return [read_range(p, off, n) for p, off, n in requests]
         # megabytes per tick when a job floods its log: off the event loop the UI shares
         return await asyncio.to_thread(lambda: [read_range(p, off, n) for p, off, n in requests])
 

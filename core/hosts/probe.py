@@ -2,7 +2,7 @@
 
 A monitor tick asks each host two things: ``probe`` (each job's exit code, process group, log
 size, hangup marker, the wrapper's own start and end times and whether its tmux session is
-alive) and ``read_ranges`` (the new bytes of
+alive; and the host's load: CPU load, memory, GPUs where ``nvidia-smi`` exists) and ``read_ranges`` (the new bytes of
 logs and results files). Hosts send these scripts (``Host.probe``, ``Host.read_ranges``); the
 local host answers the same questions by reading the files directly. Pure functions, quoted with
 ``core.quoting``.
@@ -10,6 +10,9 @@ local host answers the same questions by reading the files directly. Pure functi
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 from evopilot.core.hosts.tmux import list_sessions
@@ -22,6 +25,19 @@ NOSPACE = "nospace"  # present when the job's exit code could be written only in
 # Epoch seconds written by the wrapper when it starts and just before its exit code: a job's
 # times are when it ran, not when some evopilot process noticed.
 STARTED, FINISHED = "started_at", "finished_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A job as a batch scheduler (Slurm, see ``core.hosts.slurm``) reports it."""
+
+    job_id: str | None
+    """Its id there, from the job directory; None: not submitted (yet)."""
+    state: str | None
+    """``PENDING``, ``RUNNING``, ``COMPLETED``...; None: the scheduler does not know the job."""
+    reason: str = ""
+    answered: bool = True
+    """False: the scheduler could not be asked this tick (its state and reason say nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +54,8 @@ class Probe:
     finished_at: float | None = None
     log_exists: bool = False
     """The start script got as far as the job's session (it creates ``log`` right before)."""
+    scheduled: Scheduled | None = None
+    """What a batch scheduler (Slurm) says about the job; None on hosts without one."""
 
     @property
     def never_started(self) -> bool:
@@ -48,26 +66,158 @@ class Probe:
 
 _SECTION = b"\0--evopilot--\n"
 
+NVIDIA_SMI = "nvidia-smi --query-gpu=utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits"
+LOAD_SCRIPT = (
+    "cat /proc/loadavg 2>/dev/null | cut -d' ' -f1; nproc 2>/dev/null || echo 0\n"
+    "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo 2>/dev/null\n"
+    f"if command -v nvidia-smi >/dev/null 2>&1; then timeout 5 {NVIDIA_SMI} 2>/dev/null; fi\n"
+)
+"""The host's load, the probe's last section (the same round trip)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    util: float
+    """Percent busy."""
+    mem_used: float
+    mem_total: float
+    """MiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A host's load when it was last probed."""
+
+    cpu: float | None
+    """1-minute load average."""
+    cpus: int | None
+    mem_total: int | None
+    mem_available: int | None
+    """kB, from /proc/meminfo."""
+    gpus: tuple[Gpu, ...] = ()
+
+
+def parse_load(text: str) -> Load | None:
+    """The load section's lines: load average, CPU count, two meminfo lines, then one CSV line
+    per GPU. None when the host said nothing (no /proc: another OS)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    cpu = cpus = total = avail = None
+    gpus = []
+    for i, line in enumerate(lines):
+        if line.startswith("MemTotal:"):
+            total = _int_or_none(line.split()[1])
+        elif line.startswith("MemAvailable:"):
+            avail = _int_or_none(line.split()[1])
+        elif "," in line:
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                gpus.append(Gpu(float(parts[0]), float(parts[1]), float(parts[2])))
+            except (ValueError, IndexError):
+                pass  # "[N/A]" on some boards
+        elif i == 0:
+            cpu = epoch_or_none(line)
+        elif i == 1:
+            cpus = _int_or_none(line) or None
+    return Load(cpu, cpus, total, avail, tuple(gpus))
+
+
+def local_load() -> Load:
+    """This machine's load, read directly (a process only for ``nvidia-smi``, where it exists).
+    Blocking: call it in a thread."""
+    try:
+        cpu: float | None = os.getloadavg()[0]
+    except OSError:
+        cpu = None
+    try:
+        with open("/proc/meminfo") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    meminfo = "\n".join(line for line in text.splitlines() if line.startswith(("MemTotal:", "MemAvailable:")))
+    gpus = ""
+    if shutil.which("nvidia-smi"):
+        try:
+            gpus = subprocess.run(NVIDIA_SMI.split(), capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            gpus = ""
+    base = parse_load(f"{cpu if cpu is not None else ''}\n{os.cpu_count() or 0}\n{meminfo}\n{gpus}")
+    return base or Load(None, None, None, None)
+
+
+def load_dict(load: Load | None) -> dict | None:
+    """A load as the hosts' rows give it (``evopilot hosts --json``): memory used in percent."""
+    if load is None:
+        return None
+    mem = (None if not load.mem_total or load.mem_available is None
+           else round(100 * (1 - load.mem_available / load.mem_total), 1))
+    return {"cpu_load": load.cpu, "cpus": load.cpus, "mem_used_pct": mem,
+            "mem_total_kb": load.mem_total,
+            "gpus": [{"util_pct": g.util, "mem_used_mib": g.mem_used, "mem_total_mib": g.mem_total}
+                     for g in load.gpus]}
+
+
+_SEP = "printf '\\0--evopilot--\\n'"
+SMALL_FILES = (EXIT_CODE, PID, STARTED, FINISHED)
+
 
 def probe(jobs: list[tuple[int, str, str]]) -> str:
     """One script reporting on every (job id, job dir, session) with three processes however
-    many jobs: tmux's session list, ``find`` for the sizes of logs and hangup markers, and
-    ``grep`` for the contents of the exit_code and pid files (NUL after each file name)."""
-    dirs = [d for _, d, _ in jobs]
-    small = [f"{d}/{name}" for d in dirs for name in (EXIT_CODE, PID, STARTED, FINISHED)]
-    sep = "printf '\\0--evopilot--\\n'"
+    many jobs: tmux's session list, then ``files`` (see there), then the host's load."""
+    return f"{list_sessions()}\n{_SEP}\n{files([d for _, d, _ in jobs])}{_SEP}\n{LOAD_SCRIPT}true\n"
+
+
+def files(dirs: list[str], small: tuple[str, ...] = SMALL_FILES) -> str:
+    """Two sections of a probe: ``find`` for the sizes of logs and markers, and ``grep`` for the
+    contents of the ``small`` files (NUL after each file name)."""
+    paths = [f"{d}/{name}" for d in dirs for name in small]
     return (
-        f"{list_sessions()}\n{sep}\n"
         f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} -o -name {NOSPACE} \\) "
-        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{sep}\n"
-        f"grep -s -H -Z '' {join(small)}\ntrue\n"
+        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{_SEP}\n"
+        f"grep -s -H -Z '' {join(paths)}\ntrue\n"
     )
 
 
+def parse_probe_load(out: bytes) -> Load | None:
+    """The host's load from a probe's output (its last section)."""
+    sections = out.split(_SECTION)
+    return parse_load(sections[3].decode("utf-8", "replace")) if len(sections) > 3 else None
+
+
 def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
+    first, found = parse_files(out)
+    sessions = set(first.decode("utf-8", "replace").splitlines())
+    return {job_id: found.probe(d, session_alive=session in sessions) for job_id, d, session in jobs}
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    """What ``files`` printed: sizes of logs and markers, contents of the small files."""
+
+    sizes: dict[str, int]
+    contents: dict[str, str]
+
+    def probe(self, d: str, **more) -> Probe:
+        """The ``Probe`` of job directory ``d`` (``more``: its other fields)."""
+        text, sizes = self.contents.get, self.sizes
+        return Probe(
+            exit_code=_int_or_none(text(f"{d}/{EXIT_CODE}", "")),
+            pgid=_int_or_none(text(f"{d}/{PID}", "")),
+            log_size=sizes.get(f"{d}/{LOG}", 0),
+            hangup=f"{d}/{HANGUP}" in sizes,
+            nospace=f"{d}/{NOSPACE}" in sizes,
+            started_at=epoch_or_none(text(f"{d}/{STARTED}", "")),
+            finished_at=epoch_or_none(text(f"{d}/{FINISHED}", "")),
+            log_exists=f"{d}/{LOG}" in sizes,
+            **more,
+        )
+
+
+def parse_files(out: bytes) -> tuple[bytes, Files]:
+    """A probe's first section (raw), and the two sections ``files`` printed after it."""
     sections = out.split(_SECTION)
     sections += [b""] * (3 - len(sections))
-    sessions = set(sections[0].decode("utf-8", "replace").splitlines())
     sizes: dict[str, int] = {}
     for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
         path, _, size = line.rpartition("\t")
@@ -76,20 +226,7 @@ def parse_probe(out: bytes, jobs: list[tuple[int, str, str]]) -> dict[int, Probe
     for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
         path, _, value = line.partition("\0")
         contents[path] = value
-    result = {}
-    for job_id, d, session in jobs:
-        result[job_id] = Probe(
-            exit_code=_int_or_none(contents.get(f"{d}/{EXIT_CODE}", "")),
-            pgid=_int_or_none(contents.get(f"{d}/{PID}", "")),
-            log_size=sizes.get(f"{d}/{LOG}", 0),
-            session_alive=session in sessions,
-            hangup=f"{d}/{HANGUP}" in sizes,
-            nospace=f"{d}/{NOSPACE}" in sizes,
-            started_at=epoch_or_none(contents.get(f"{d}/{STARTED}", "")),
-            finished_at=epoch_or_none(contents.get(f"{d}/{FINISHED}", "")),
-            log_exists=f"{d}/{LOG}" in sizes,
-        )
-    return result
+    return sections[0], Files(sizes, contents)
 
 
 def epoch_or_none(s: str) -> float | None:

@@ -14,6 +14,7 @@ from evopilot.core import locations
 from evopilot.core.config import LOCAL, Config, HostConfig
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, HostEvent
+from evopilot.core.hosts.probe import Load, load_dict
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.local import LocalHost
 
@@ -28,9 +29,13 @@ class HostRegistry:
     def _make(self, name: str, cfg: HostConfig) -> Host:
         if name == LOCAL:
             return LocalHost(name, cfg, locations.local_base(self.home))
+        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
+        if cfg.kind == "slurm":
+            from evopilot.core.hosts import slurm
+
+            return slurm.make(name, cfg, locations.local_base(self.home) / "slurm" / name, ssh_config)
         from evopilot.core.hosts.ssh import SshHost  # asyncssh only when a remote host is used
 
-        ssh_config = None if cfg.ssh_config is None else [cfg.ssh_config] if cfg.ssh_config else []
         return SshHost(name, cfg, ssh_config=ssh_config)
 
     async def get(self, name: str) -> Host:
@@ -76,14 +81,23 @@ class HostRegistry:
                 out[name] = ("connected" if name == LOCAL else "disconnected", None)
         return out
 
-    def rows(self, running: dict[str, int]) -> list[dict]:
-        """Each host with its state, running jobs, free slots and last error."""
+    def rows(self, running: dict[str, int], local_load: Load | None = None) -> list[dict]:
+        """Each host with its state, running jobs, free slots, last error and load (the local
+        one's ``local_load``, an SSH host's from its last probe: None while it runs nothing).
+        A host that cannot be reached has no free slots: nothing can start there now."""
         out = []
         for name, (state, error) in self.states().items():
             slots = self.config.host(name).slots(name == LOCAL)
             n = running.get(name, 0)
-            out.append({"name": name, "state": state, "running": n, "slots": slots,
-                        "free_slots": max(0, slots - n), "last_error": error})
+            host = self._hosts.get(name)
+            reachable = host is None or not host.unreachable
+            load = local_load if name == LOCAL else host.load if host is not None else None
+            row = {"name": name, "state": state, "running": n, "slots": slots,
+                   "free_slots": max(0, slots - n) if reachable else 0, "last_error": error,
+                   "load": load_dict(load)}
+            if self.config.host(name).kind == "slurm":
+                row["slurm"] = host.summary() if host is not None else None  # type: ignore[attr-defined]
+            out.append(row)
         return out
 
     async def reconnect(self, name: str) -> None:

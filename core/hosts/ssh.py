@@ -22,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import posixpath
 import signal
 import socket
 import time
@@ -34,7 +33,7 @@ import asyncssh
 
 from evopilot.core.config import HostConfig
 from evopilot.core.errors import EvopilotError
-from evopilot.core.hosts.base import CommandResult, Host, HostState
+from evopilot.core.hosts.base import MAX_INLINE_SCRIPT, CommandResult, Host, HostState, stdin_script
 from evopilot.core.quoting import join, quote
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,6 @@ KEEPALIVE_COUNT_MAX = 3
 """Keepalives without an answer before the connection is declared dead."""
 RECONNECT_INITIAL_DELAY = 0.5
 RECONNECT_MAX_DELAY = 30.0
-MAX_INLINE_SCRIPT = 100_000
-"""Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
 DEFAULT_REMOTE_BASE = "~/evopilot"
 # asyncssh's own order with AES-GCM first: with AES instructions it mirrors logs ~1.6x faster
 # than chacha20-poly1305 (bench/remote_jobs.py, "what if" rows). All are OpenSSH defaults.
@@ -700,13 +697,7 @@ class SshHost(Host):
         # channel leaves the command running. GNU timeout kills the whole process group.
         limit = f"timeout -k 2 {max(timeout, 0.001):.3f} " if timeout is not None else ""
         if len(body) > MAX_INLINE_SCRIPT:
-            # bootstrap: read exactly len(body) bytes of script from stdin into a temp file
-            command = "bash -c " + quote(
-                'f=$(mktemp) || exit 125\n'
-                f'dd bs={len(body)} count=1 iflag=fullblock status=none of="$f" || '
-                '{ rm -f "$f"; exit 125; }\n'
-                f'{limit}bash "$f"; rc=$?; rm -f "$f"; exit $rc\n'
-            )
+            command = "bash -c " + quote(stdin_script(len(body), limit))
             data = body + (stdin or b"")
         else:
             command = limit + "bash -c " + quote(script)

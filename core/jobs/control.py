@@ -11,7 +11,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, QueueEvent
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import scripts
+from evopilot.core.jobs import launch
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.scheduler import Scheduler
 from evopilot.core.models import Job, JobStatus
@@ -31,8 +31,7 @@ class Control:
         job = await self._running(job_id, "stop")
         host = await self.hosts.get(job.host)
         for _ in range(START_WAIT_TRIES):  # `run` then `stop` at once: its wrapper is still starting
-            res = await host.run(scripts.signal(job_dir=job.job_dir, sig="INT"))
-            if res.ok:
+            if await launch.stop(host, job):
                 break
             await asyncio.sleep(START_WAIT_STEP)
         else:
@@ -48,8 +47,7 @@ class Control:
         async with jobs_db.transaction(self.db):
             await jobs_db.update_job(self.db, job_id, requested="kill")
         host = await self.hosts.get(job.host)
-        await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
-                                    grace=self.config.engine.kill_grace))
+        await launch.kill(host, job, self.config.engine.kill_grace)
         await self.scheduler.tick_host(job.host)
         # No exit code could be recorded (the wrapper itself was gone): killed all the same.
         async with jobs_db.transaction(self.db):

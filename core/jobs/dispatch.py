@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import aiosqlite
 
 from evopilot.core.config import Config
@@ -9,7 +10,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.tmux import session_name
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.models import Job, JobStatus, now_iso
 
 
@@ -40,11 +41,18 @@ async def dispatch(
         return []
     specs = []
     async with jobs_db.transaction(db):
-        for job in claimed:
+        for job in list(claimed):
+            if job.mode == "tty" and not host.in_tmux:
+                claimed.remove(job)
+                await jobs_db.update_job(
+                    db, job.id, status=JobStatus.FAILED.value, finished_at=now_iso(),
+                    error_message=f"a tty job needs a terminal: {host.name} runs jobs under Slurm, without one")
+                continue
             specs.append(await _prepare(db, config, host, instance, job))
+    if not specs:
+        return claimed
     try:
-        res = await host.run(scripts.start(specs), stdin=scripts.start_stdin(specs))
-        started, error = scripts.parse_start(res.stdout), res.error_text()
+        started = await launch.start(host, specs)
     except EvopilotError:
         # The host is away. Starting is idempotent (the job directory and session tell), so
         # the jobs go back to the queue and the next dispatch sends the same start again.
@@ -55,12 +63,16 @@ async def dispatch(
         raise
     async with jobs_db.transaction(db):
         for job in claimed:
-            if started.get(job.id):
-                await jobs_db.add_step(db, job.id, "start", "tmux", "ok", job.tmux_session)
+            s = started[job.id]
+            if s.ok:
+                await jobs_db.add_step(db, job.id, "start", "tmux" if host.in_tmux else "sbatch",
+                                       "ok", s.detail)
+                if s.slurm_id:
+                    await jobs_db.update_job(db, job.id, slurm_id=s.slurm_id)
             else:
                 await jobs_db.update_job(
                     db, job.id, status=JobStatus.FAILED.value, finished_at=now_iso(),
-                    error_message=f"cannot start the job on {host.name}: {error}",
+                    error_message=f"cannot start the job on {host.name}: {s.detail}",
                 )
     return claimed
 
@@ -69,15 +81,17 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     """Record where the job lives before its session starts, so a crash in between leaves a job
     that reconcile can find."""
     job_dir = host.job_dir(job_key(instance, job.id))
-    session = session_name(config.engine.session_prefix, instance, job.id)
+    session = session_name(config.engine.session_prefix, instance, job.id)  # Slurm: the job name
     await jobs_db.update_job(
-        db, job.id, job_dir=job_dir, tmux_session=session,
+        db, job.id, job_dir=job_dir, tmux_session=session if host.in_tmux else None,
         results_path=f"{job_dir}/{scripts.RESULTS}",
         log_path=f"{job_dir}/{scripts.LOG}" if host.is_local else job.log_path,
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        done_channel=done_channel(config, instance, host.name),
-        done_fifo=wake.fifo_path(host, instance) if host.is_local else "", mode=job.mode,
+        done_channel=done_channel(config, instance, host.name) if host.in_tmux else "",
+        done_fifo=wake.fifo_path(host, instance) if host.is_local and host.in_tmux else "",
+        mode=job.mode, pane=host.in_tmux,
     )
-    return scripts.StartSpec(job.id, job_dir, session, wrapper, scripts.env_file(config.host(host.name).env))
+    return scripts.StartSpec(job.id, job_dir, session, wrapper,
+                             scripts.env_file(config.host(host.name).env), job.timeout_s)

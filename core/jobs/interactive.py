@@ -47,6 +47,9 @@ def attach_command(session: str, *, inside_tmux: bool, ssh: list[str] | None = N
 def check_attachable(job: Job) -> Job:
     """The job if it has a session to show (it is running); else a one-line reason."""
     if job.status != JobStatus.RUNNING or not job.tmux_session:
+        if job.slurm_id and job.status == JobStatus.RUNNING:
+            raise EvopilotError(f"job {job.id} runs under Slurm, without a terminal "
+                                f"(see `evopilot logs {job.id}`)")
         if job.status.finished:
             raise EvopilotError(f"job {job.id} is {job.status.value}: its session is gone "
                                 f"(see `evopilot logs {job.id}`)")

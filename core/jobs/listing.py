@@ -22,7 +22,7 @@ from typing import Any
 from evopilot.core import benchmarks
 from evopilot.core.db import rows
 from evopilot.core.errors import EvopilotError
-from evopilot.core.job_json import public_job
+from evopilot.core.job_json import PUBLIC_FIELDS, finish_metrics
 
 FRESH_BEAT = 10.0
 """A worker's beat younger than this keeps running jobs fresh: ``scheduler.BEAT_STALE`` (the
@@ -91,6 +91,16 @@ def analyse_benchmark(home: Path, project: str, ref: str, *, tree: bool):
     return analysis, render_tree(analysis) if tree else []
 
 
+def stored_analysis(home: Path, project: str, ref: str) -> dict | None:
+    """What `deps --json` prints of the benchmark's stored analysis, if one still holds
+    (``core.analysis.stored``); None when the analysis (or the engine) is needed."""
+    from evopilot.core import locations
+    from evopilot.core.analysis import stored
+
+    found = read_benchmark(locations.db_path(home), project, ref)
+    return None if found is None else stored.printed(Path(found[0]), Path(found[1]), locations.deps_cache_dir(home))
+
+
 @contextlib.contextmanager
 def _opened(db_path: Path) -> Iterator[sqlite3.Connection | None]:
     """The database, if it exists and is up to date; None otherwise, or when SQLite cannot
@@ -132,7 +142,7 @@ def _list(con: sqlite3.Connection, status: list[str], project: str | None, host:
     if project and con.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
         raise EvopilotError(f"no project named {project!r} (see `evopilot project list`)")
     where, params = rows.filters(status, project, host)
-    sql = rows.SELECT_JOBS + where
+    sql = _SELECT_PUBLIC + where
     if limit is not None:  # the newest N, listed oldest first as `jobs --limit` prints them
         sql = f"SELECT * FROM ({sql} ORDER BY jobs.id DESC LIMIT ?) ORDER BY id"
         params.append(limit)
@@ -142,12 +152,21 @@ def _list(con: sqlite3.Connection, status: list[str], project: str | None, host:
     cur.row_factory = None  # plain tuples zipped with the names once: a Row per job costs more
     names = [d[0] for d in cur.description]
     jobs = {}
-    for values in cur:
+    for values in cur:  # each row is already a job's public fields, in their order
         j = dict(zip(names, values))
-        j.update(args=json.loads(j["args"]), metrics={}, metric_units={}, metric_higher_is_better={})
+        j.update(args=json.loads(j["args"]), metrics={}, metric_units={}, metric_directions={})
         jobs[j["id"]] = j
     if jobs:
         rows.fill_metrics(con.execute(rows.metrics_query(list(jobs)), tuple(jobs)), {
-            i: (j["metrics"], j["metric_units"], j["metric_higher_is_better"]) for i, j in jobs.items()})
+            i: (j["metrics"], j["metric_units"], j["metric_directions"]) for i, j in jobs.items()})
     places = {r[0]: i for i, r in enumerate(con.execute(rows.QUEUE_POSITIONS), 1)}
-    return [{**public_job(j), "position": places.get(j["id"])} for j in jobs.values()]
+    for j in jobs.values():
+        finish_metrics(j)
+        j["position"] = places.get(j["id"])
+    return list(jobs.values())
+
+
+_COLUMNS = {"project": "projects.name", "metrics": "NULL", "metric_units": "NULL", "metric_higher_is_better": "NULL"}
+_SELECT_PUBLIC = rows.SELECT_JOBS.replace("jobs.*, projects.name AS project", ", ".join(
+    f'{_COLUMNS.get(attribute, "jobs." + attribute)} AS "{name}"' for name, attribute in PUBLIC_FIELDS), 1)
+"""``rows.SELECT_JOBS`` selecting a job's public fields under their public names, in order."""

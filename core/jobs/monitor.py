@@ -18,6 +18,7 @@ import aiosqlite
 from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import Host
 from evopilot.core.jobs import parse, scripts
 from evopilot.core.jobs.reap import needs_reap
@@ -27,6 +28,9 @@ from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
 ERROR_TAIL = 16 * 1024
 HANGUP_WAIT = 2.0
 """Seconds a hung-up wrapper has to write its exit code (it takes milliseconds)."""
+COMPLETING_WAIT = 10.0
+"""Seconds a Slurm job that has its exit code may stay COMPLETING (which hides whether Slurm
+cancelled it or it timed out) before it is settled by its exit code alone."""
 _CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
 
 
@@ -49,6 +53,7 @@ class Monitor:
         self.config = config
         self._carry: dict[int, bytes] = {}
         self._hung_up: dict[int, float] = {}  # job -> when its hangup was first seen, exit code pending
+        self._ending: dict[int, float] = {}  # Slurm job -> when it was first seen ending (see _scheduled)
 
     async def tick(self, host: Host) -> TickResult:
         jobs = await jobs_db.list_jobs(self.db, status=[JobStatus.RUNNING.value], host=host.name,
@@ -121,16 +126,26 @@ class Monitor:
             fields.update(pid=p.pgid, pgid=p.pgid)
         if p is not None and p.started_at is not None and _iso(p.started_at) != j.started_at:
             fields["started_at"] = _iso(p.started_at)
+        s = p.scheduled if p is not None else None
+        if s is not None and s.job_id and s.job_id != j.slurm_id:
+            fields["slurm_id"] = s.job_id
 
         metrics: list = []
         if p is not None and p.exit_code is not None and offset >= p.log_size:
-            ended = _iso(p.finished_at) if p.finished_at is not None else now
-            done, metrics = self._finish(j, p.exit_code, p.hangup, results, ended)
-            fields.update(done)
+            if s is not None and s.answered and s.state == "COMPLETING" and self._waited(j.id) < COMPLETING_WAIT:
+                pass  # how Slurm ended it (cancelled, time limit) shows once it has completed
+            else:
+                ended = _iso(p.finished_at) if p.finished_at is not None else now
+                done, metrics = self._finish(j, p.exit_code, p.hangup, results, ended)
+                if s is not None and s.answered and not j.requested:
+                    _slurm_end(done, s)
+                fields.update(done)
         elif (p is None or p.never_started) and await self._start_abandoned(j):
             # Claimed, but its start never reached the host (the claimer died in between, or
             # took far too long): back to the queue. Starting again is safe (see scripts.start).
             fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
+        elif s is not None:
+            self._scheduled(j, p, s, fields, now, out)
         elif p is not None and p.exit_code is None and not p.session_alive:
             if p.hangup and self._exit_code_due(j.id):
                 pass  # its wrapper was hung up and is writing the exit code: that says why it ended
@@ -160,6 +175,7 @@ class Monitor:
         if fields.get("status", JobStatus.QUEUED.value) != JobStatus.QUEUED.value:
             self._carry.pop(j.id, None)
             self._hung_up.pop(j.id, None)
+            self._ending.pop(j.id, None)
             await jobs_db.replace_metrics(self.db, j.id, metrics)
             ok = fields["status"] == JobStatus.SUCCEEDED.value
             released = await jobs_db.release_dependents(
@@ -168,17 +184,46 @@ class Monitor:
                 f"fix it and `evopilot retry {j.id}`",
             )
             out.changed.update(dict.fromkeys(released, JobStatus.PENDING))
-            if needs_reap(fields["status"], fields.get("exit_code"), j.requested):
+            # under Slurm, its proctrack takes down what is left of a job
+            if host.in_tmux and needs_reap(fields["status"], fields.get("exit_code"), j.requested):
                 out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
 
     def _quiet(self, j: Job, p, data: bytes | None) -> bool:
-        """Whether ``_update`` would leave the job as it is: alive in its session, no new log
-        bytes, its pid and start time recorded, not past a timeout."""
-        return (p is not None and not data and p.exit_code is None and p.session_alive
+        """Whether ``_update`` would leave the job as it is: alive in its session (not a Slurm
+        job: its state is Slurm's), no new log bytes, its pid and start time recorded, not past
+        a timeout."""
+        return (p is not None and p.scheduled is None and not data and p.exit_code is None
+                and p.session_alive
                 and (not p.pgid or p.pgid == j.pgid)
                 and (p.started_at is None or _iso(p.started_at) == j.started_at)
                 and not (j.timeout_s and self._age(j) > j.timeout_s))
+
+    def _scheduled(self, j: Job, p, s, fields: dict, now: str, out: TickResult) -> None:
+        """A Slurm job without its exit code yet (or its log not caught up): its waiting
+        reason while pending, its end when Slurm ended or forgot it without one, its timeout."""
+        if s.answered and s.state == "PENDING":
+            wait = f"Slurm: pending ({s.reason})" if s.reason else "Slurm: pending"
+            if j.error_message != wait:
+                fields["error_message"] = wait
+            return  # a timeout counts from the job's start
+        if s.answered and j.error_message is not None:
+            fields["error_message"] = None  # no longer waiting
+        if p.exit_code is not None:
+            return  # its end is settled once the log is caught up
+        if not p.session_alive:
+            if self._waited(j.id) < self.config.engine.lost_grace:
+                return  # its wrapper may be writing the exit code (a shared filesystem lags)
+            fields.update(finished_at=now, **_slurm_lost(j, s))
+        elif (j.timeout_s and j.requested in (None, "timeout") and p.started_at is not None
+              and time.time() - p.started_at > j.timeout_s):
+            if j.requested is None:
+                fields["requested"] = "timeout"
+            out.kills.append(j)
+
+    def _waited(self, job_id: int) -> float:
+        """Seconds since this monitor first saw the Slurm job ending."""
+        return time.monotonic() - self._ending.setdefault(job_id, time.monotonic())
 
     def _exit_code_due(self, job_id: int) -> bool:
         """A job whose wrapper recorded a hangup gets ``HANGUP_WAIT`` seconds (from when this
@@ -234,6 +279,36 @@ class Monitor:
         if started is None:
             return 0.0
         return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _slurm_end(done: dict, s) -> None:
+    """A job with an exit code that Slurm ended (cancelled, time limit...), not evopilot: that
+    is its status and reason (its exit 0 stands)."""
+    end = slurm.ENDS.get(s.state or "")
+    if end is not None and done["status"] != JobStatus.SUCCEEDED.value:
+        done["status"], reason = end
+        done["error_message"] = f"{reason}; exit code {done['exit_code']}"
+
+
+def _slurm_lost(j: Job, s) -> dict:
+    """The end of a Slurm job that has no exit code: what evopilot asked for, else what Slurm
+    says, else lost."""
+    what = f"Slurm job {s.job_id}"
+    if j.requested == "kill":
+        return {"status": JobStatus.KILLED.value}
+    if j.requested == "stop":
+        return {"status": JobStatus.CANCELLED.value}
+    if j.requested == "timeout":
+        return {"status": JobStatus.FAILED.value, "error_message": f"timeout: killed after {j.timeout_s:g}s"}
+    if s.job_id is None:
+        return {"status": JobStatus.LOST.value,
+                "error_message": "its submission to Slurm did not finish (no Slurm job id)"}
+    if s.state is None:
+        return {"status": JobStatus.LOST.value,
+                "error_message": f"Slurm forgot job {s.job_id} without an exit code"}
+    status, reason = slurm.ENDS.get(s.state, (JobStatus.LOST.value, f"ended {s.state}"))
+    who = f" {s.reason}" if s.reason.startswith("by ") else ""  # accounting says who: "by 1000"
+    return {"status": status, "error_message": f"{what}: {reason}{who}, without an exit code"}
 
 
 def _no_space(fields: dict, job_dir: str) -> None:

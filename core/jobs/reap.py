@@ -14,8 +14,8 @@ from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
-from evopilot.core.jobs import scripts
-from evopilot.core.models import JobStatus
+from evopilot.core.jobs import launch
+from evopilot.core.models import Job, JobStatus
 
 STEP = "reap process group"
 
@@ -27,15 +27,14 @@ def needs_reap(status: str, exit_code: int | None, requested: str | None) -> boo
     return status == JobStatus.FAILED.value and (requested == "timeout" or (exit_code or 0) > 128)
 
 
-async def reap(db: aiosqlite.Connection, config: Config, host: Host, job_id: int, job_dir: str,
-               session: str) -> None:
+async def reap(db: aiosqlite.Connection, config: Config, host: Host, job: Job) -> None:
     grace = config.engine.kill_grace
     try:
-        res = await host.run(scripts.kill(job_dir=job_dir, session=session, grace=grace))
+        res = await launch.kill(host, job, grace)
         status, detail = ("ok" if res.ok else "failed"), f"TERM, then KILL after {grace:g}s"
         if not res.ok:
             detail += f": {res.error_text()}"
     except EvopilotError as e:  # the host is away; the processes stay until a person looks
         status, detail = "failed", str(e)
     async with jobs_db.transaction(db):
-        await jobs_db.add_step(db, job_id, STEP, "signal", status, detail)
+        await jobs_db.add_step(db, job.id, STEP, "signal", status, detail)

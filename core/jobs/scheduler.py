@@ -25,7 +25,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
-from evopilot.core.jobs import scripts, wake
+from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
 from evopilot.core.jobs.listing import beat_fresh
@@ -80,6 +80,7 @@ class Scheduler:
         self._quiet: defaultdict[str, int] = defaultdict(int)  # ticks in a row that found nothing
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
         self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
         self._beating: asyncio.Task | None = None
 
@@ -93,7 +94,7 @@ class Scheduler:
         self._busy_checks.append(check)
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._watchers.values()]
+        tasks = [*self._tasks, *self._watchers.values(), *([self._housekeeping] if self._housekeeping else [])]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their subprocesses are reaped
@@ -166,7 +167,7 @@ class Scheduler:
                 self._killing.add(job.id)
                 self._spawn(self._kill_for_timeout(job))
         for job in result.reaps:
-            self._spawn(reap(self.db, self.config, host, job.id, job.job_dir, job.tmux_session))
+            self._spawn(reap(self.db, self.config, host, job))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
         started = False
@@ -183,8 +184,7 @@ class Scheduler:
     async def _kill_for_timeout(self, job: Job) -> None:
         try:
             host = await self.hosts.get(job.host)
-            await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session,
-                                        grace=self.config.engine.kill_grace))
+            await launch.kill(host, job, self.config.engine.kill_grace)
         finally:
             self._killing.discard(job.id)
 
@@ -245,6 +245,19 @@ class Scheduler:
 
     async def _after_passes(self) -> None:
         await self.handle_ends()
+        # Housekeeping (removing trees: SQL and a thread's rmtree) runs beside the loop, one run
+        # at a time: a job that ends meanwhile starts the next round at once, not after it. A
+        # failed run is raised here, on the next round.
+        done = self._housekeeping
+        if done is not None and not done.done():
+            return
+        self._housekeeping = None
+        if self._tick_hooks:
+            self._housekeeping = asyncio.create_task(self._run_hooks())
+        if done is not None and not done.cancelled() and done.exception() is not None:
+            raise done.exception()
+
+    async def _run_hooks(self) -> None:
         for hook in self._tick_hooks:
             await hook()
 
@@ -348,6 +361,9 @@ class Scheduler:
             for t in runs.values():
                 t.cancel()
             await asyncio.gather(*runs.values(), return_exceptions=True)
+            if self._housekeeping is not None:  # finished, not cut short: a sweep marks trees first
+                await asyncio.gather(self._housekeeping, return_exceptions=True)
+                self._housekeeping = None
             await self._stop_beating()
             with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
                 await self._beat(stop=True)
@@ -405,7 +421,7 @@ class Scheduler:
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
         loop when a job ends."""
-        if host.name in self._watchers:
+        if host.name in self._watchers or not host.in_tmux:  # Slurm: its ticks see ends
             return
         if host.is_local:
             self._watchers[host.name] = asyncio.create_task(

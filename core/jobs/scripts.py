@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
 from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
 from evopilot.core.hosts.tmux import LIST_SESSIONS, has_session, kill_session, new_session, new_session_args
 from evopilot.core.quoting import join, quote
@@ -22,7 +23,7 @@ ENV = "env"
 
 def wrapper(
     *, job_id: int, job_dir: str, workdir: str, command: str, done_channel: str,
-    done_fifo: str = "", mode: str = "batch",
+    done_fifo: str = "", mode: str = "batch", pane: bool = True,
 ) -> str:
     """The bash wrapper a job's tmux session runs.
 
@@ -30,16 +31,24 @@ def wrapper(
     wrapper of the same job, from a start sent again after a crash, leaves at once, so a job
     never runs twice), sources the ``env`` file ``start`` wrote, starts ``command`` as its own
     process group (``set -m``), records the group id in ``pid``, appends its output to ``log``,
-    writes its end time to ``finished_at`` and then the exit status to ``exit_code`` atomically
-    (temp file + rename), then wakes a watching engine at once: through ``done_fifo`` when given
-    (a local engine, see ``core.jobs.wake``) and ``tmux wait-for done_channel``. ``batch``: see
+    writes its end time to ``finished_at`` and then the exit status to ``exit_code`` (one
+    write of a few bytes by the shell itself: a reader sees it empty, that is no exit code yet,
+    or whole; a rename would cost a ``mv`` process between every job's end and its engine's
+    wake), then wakes a watching engine at once: through ``done_fifo`` when given
+    (a local job: its engines watch the FIFO, see ``core.jobs.wake``), else ``tmux wait-for
+    done_channel`` (a tmux client process per job, which a local job saves). ``batch``: see
     ``_batch``; ``tty``: see ``_tty``.
     """
     if mode not in ("batch", "tty"):
         raise ValueError(f"unknown wrapper mode {mode!r}")
-    body = _batch(command) if mode == "batch" else _tty(job_id, job_dir, command)
+    if mode == "tty" and not pane:
+        raise ValueError("a tty job needs a pane")
+    body = _batch(command, pane) if mode == "batch" else _tty(job_id, job_dir, command)
     # read-write: never blocks, with or without a reader
-    fifo = f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo else ""
+    wake = (f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo
+            else f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n" if done_channel else "")
+    # under Slurm (no pane) the job is recorded as FAILED or COMPLETED by the wrapper's exit
+    end = "" if pane else 'exit "$rc"\n'
     return f"""#!/usr/bin/env bash
 # evopilot job {job_id}
 set -u
@@ -51,19 +60,20 @@ set -C; : > "$D/{STARTED}" 2>/dev/null || exit 0; set +C; now >> "$D/{STARTED}" 
 # start (no new block needed), and an empty marker (an inode only) says why.
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
 finish() {{ now > "$D/{FINISHED}" 2>/dev/null
-  {{ printf '%s\\n' "$1" > "$D/{EXIT_CODE}.tmp" && mv -f "$D/{EXIT_CODE}.tmp" "$D/{EXIT_CODE}" && rm -f "$R"; }} ||
+  printf '%s\\n' "$1" > "$D/{EXIT_CODE}" ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
-cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
 {body}finish "$rc"
-{fifo}tmux wait-for -S {quote(done_channel)} 2>/dev/null
-"""
+{wake}rm -f "$R"  # after the wake: the next job's start does not wait for it
+{end}"""
 
 
-def _batch(command: str) -> str:
+def _batch(command: str, pane: bool = True) -> str:
     """stdin from /dev/null, stdout+stderr to ``log`` (shown in the pane by ``tail``);
     INT/TERM/HUP sent to the wrapper are forwarded to the group, a HUP also noted."""
+    show = f'tail -n +1 -f --pid="$child" "$D/{LOG}" 2>/dev/null &\n' if pane else ""
     return f"""set -m
 bash -c {quote(command)} </dev/null >>"$D/{LOG}" 2>&1 &
 child=$!
@@ -72,8 +82,7 @@ printf '%s\\n' "$child" > "$D/{PID}.tmp" && mv -f "$D/{PID}.tmp" "$D/{PID}"
 trap 'kill -INT -- -$child 2>/dev/null' INT
 trap 'kill -TERM -- -$child 2>/dev/null' TERM
 trap ': > "$D/{HANGUP}"; kill -HUP -- -$child 2>/dev/null' HUP
-tail -n +1 -f --pid="$child" "$D/{LOG}" 2>/dev/null &
-while :; do
+{show}while :; do
   wait "$child"; rc=$?
   kill -0 "$child" 2>/dev/null || break  # wait was cut short by a trapped signal
 done
@@ -105,7 +114,7 @@ def _tty(job_id: int, job_dir: str, command: str) -> str:
     that tmux has copied every byte before it; then the pipe is closed and the marker cut off.
     """
     pipe = f"cat >> {quote(job_dir + '/' + LOG)}"  # run by tmux with sh -c
-    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
+    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
 trap : INT
 stty susp undef 2>/dev/null
 set -m
@@ -132,10 +141,17 @@ class StartSpec:
     wrapper: str
     env: str = ""
     """The ``env`` file's text (``env_file``): sent on stdin, see ``start_stdin``."""
+    timeout_s: float | None = None
+    """The job's own timeout (a Slurm host asks for a time limit from it)."""
 
 
-def env_file(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={quote(v)}\n" for k, v in env.items())
+@dataclass(frozen=True, slots=True)
+class Started:
+    """How a job's start went: ``detail`` is its session or Slurm id, else the error."""
+
+    ok: bool
+    detail: str
+    slurm_id: str | None = None
 
 
 def start_stdin(specs: list[StartSpec]) -> bytes:

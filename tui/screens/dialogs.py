@@ -17,12 +17,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from evopilot.core import quoting
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Job
 from evopilot.tui import keymap
 from evopilot.tui.widgets.path_input import PathInput
 
-DIALOG_CANCEL = [s.binding() for s in keymap.DIALOG if s.id == "dialog.cancel"]
+DIALOG_CANCEL = [keymap.binding(s) for s in keymap.DIALOG if s.id == "dialog.cancel"]
 
 
 class _Dialog(ModalScreen):
@@ -50,13 +51,39 @@ class _Dialog(ModalScreen):
         self.dismiss(None)
 
 
-class AddProjectDialog(_Dialog):
+class _FormDialog(_Dialog):
+    """A dialog of inputs with an ``#error`` line: submitting runs a call, which closes the
+    dialog with its result or shows its error inline (the dialog stays open)."""
+
+    _busy = False
+
+    async def _send(self, doing: str, call: Callable[[], Awaitable[Any]]) -> None:
+        error = self.query_one("#error", Static)
+        self._busy = True
+        error.update(doing)
+        try:
+            result = await call()
+        except EvopilotError as e:
+            error.update(f"error: {e.message}")
+            return
+        finally:
+            self._busy = False
+        self.dismiss(result)
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        # An old error no longer applies once the input changes.
+        self.query_one("#error", Static).update("")
+
+
+class AddProjectDialog(_FormDialog):
     """Path (with completion) and an optional name; Enter adds, Escape cancels."""
 
-    def __init__(self, submit: Callable[[str, str | None], Awaitable[Any]]) -> None:
+    def __init__(self, submit: Callable[[str, str | None, str | None], Awaitable[Any]],
+                 default_python: str = "") -> None:
         super().__init__()
         self._submit = submit
-        self._busy = False
+        self._default_python = default_python
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -65,6 +92,9 @@ class AddProjectDialog(_Dialog):
             yield PathInput(placeholder="~/work/solver", id="path")
             yield Label("Name (empty: the directory's name):")
             yield Input(placeholder="", id="name", compact=True)
+            yield Label("Python version (empty: " + (self._default_python or "the running one") + "):",
+                        markup=False)
+            yield Input(placeholder=self._default_python or "3.12", id="python", compact=True)
             yield Static("", id="error", classes="error", markup=False)
             yield Static("Enter: add · Esc: cancel. Benchmarks are found by "
                          "config [projects] benchmark_globs.", classes="hint", markup=False)
@@ -79,25 +109,69 @@ class AddProjectDialog(_Dialog):
             return
         path = self.query_one("#path", Input).value.strip()
         name = self.query_one("#name", Input).value.strip() or None
+        python = self.query_one("#python", Input).value.strip() or None
         error = self.query_one("#error", Static)
         if not path:
             error.update("error: type a directory")
             return
-        self._busy = True
-        error.update("adding…")
-        try:
-            result = await self._submit(path, name)
-        except EvopilotError as e:
-            error.update(f"error: {e.message}")
-            return
-        finally:
-            self._busy = False
-        self.dismiss(result)
+        await self._send("adding…", lambda: self._submit(path, name, python))
 
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        # An old error no longer applies once the input changes.
-        self.query_one("#error", Static).update("")
+
+class RunDialog(_FormDialog):
+    """Options of a run: arguments, priority, timeout and host; Enter queues, Escape cancels."""
+
+    def __init__(self, what: str, host: str, hosts: list[str],
+                 submit: Callable[..., Awaitable[Any]]) -> None:
+        super().__init__()
+        self._what, self._host, self._hosts = what, host, hosts
+        self._submit = submit
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Run {self._what}", classes="title", markup=False)
+            yield Label("Arguments (as in a shell: a 'b c' gives two):", markup=False)
+            yield Input(id="args", compact=True)
+            yield Label("Priority (higher runs first):", markup=False)
+            yield Input("0", id="priority", compact=True, type="integer")
+            yield Label("Timeout in seconds (empty: none):", markup=False)
+            yield Input(id="timeout", compact=True, type="number")
+            yield Label(f"Host ({', '.join(self._hosts)}):", markup=False)
+            yield Input(self._host, id="host", compact=True)
+            yield Static("", id="error", classes="error", markup=False)
+            yield Static("Enter: queue · Tab: next field · Esc: cancel", classes="hint", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#args", Input).focus()
+
+    def options(self) -> dict:
+        """The typed options as ``Engine.run`` takes them; ValueError says what is wrong."""
+        value = {w.id: w.value.strip() for w in self.query(Input)}
+        try:
+            args = quoting.split(value["args"])
+        except ValueError as e:
+            raise ValueError(f"arguments: {e}") from None
+        try:
+            priority = int(value["priority"] or 0)
+        except ValueError:
+            raise ValueError(f"priority: not an integer: {value['priority']!r}") from None
+        try:
+            timeout = float(value["timeout"]) if value["timeout"] else None
+        except ValueError:
+            raise ValueError(f"timeout: not a number: {value['timeout']!r}") from None
+        return {"args": args, "priority": priority, "timeout": timeout, "host": value["host"] or self._host}
+
+    @on(Input.Submitted)
+    async def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self._busy:
+            return
+        error = self.query_one("#error", Static)
+        try:
+            options = self.options()
+        except ValueError as e:
+            error.update(f"error: {e}")
+            return
+        await self._send("queueing…", lambda: self._submit(**options))
 
 
 class AddBenchmarkDialog(_Dialog):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.containers import Vertical
@@ -38,30 +39,33 @@ class HelpScreen(ModalScreen):
         border: round $accent; background: $surface; padding: 0 1;
     }
     HelpScreen #help-title { text-style: bold; }
-    HelpScreen #help-notes { color: $text-warning; height: auto; }
     HelpScreen DataTable { height: 1fr; }
     HelpScreen .hint { color: $text-muted; }
     """
 
-    def __init__(self, overrides: dict[str, str], warnings: list[str]) -> None:
+    def __init__(self, overrides: dict[str, str]) -> None:
         super().__init__()
         self.overrides = overrides
-        self.warnings = warnings
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Keys — change any of them in config.toml: [keys] \"jobs.kill\" = \"ctrl+k\"",
                          id="help-title", markup=False)
-            yield Static("\n".join(self.warnings), id="help-notes", markup=False)
             table = DataTable(cursor_type="row", id="help-table")
-            table.add_columns("ID", "KEY", "ACTION")
-            for row in help_rows(self.app, self.overrides):
-                table.add_row(*row)
+            rows = help_rows(self.app, self.overrides)
+            id_w = max(len(r[0]) for r in rows)
+            key_w = max(len(r[1]) for r in rows)
+            # the box is 90 wide at most; less its border, padding, cell padding and scrollbar
+            room = min(90, self.app.size.width) - 4 - 6 - 2 - id_w - key_w
+            table.add_column("ID", width=id_w)
+            table.add_column("KEY", width=key_w)
+            table.add_column("ACTION", width=max(16, room))
+            for spec_id, key, text in rows:
+                table.add_row(spec_id, key, Text(text), height=None)  # wraps at words
             yield table
             yield Static("Esc / ? / q: close · ctrl+p: command palette", classes="hint", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one("#help-notes").display = bool(self.warnings)
         self.query_one(DataTable).focus()
 
     def action_close(self) -> None:

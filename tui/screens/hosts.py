@@ -1,7 +1,9 @@
-"""The Hosts tab: every configured host, its connection state, running jobs and free slots.
+"""The Hosts tab: every configured host, its connection state, running jobs and free slots;
+a Slurm host, when it has no error, its partition's nodes by state and evopilot's jobs there by
+Slurm state (pending, running), as its last tick saw them (``formatting.cluster``).
 
-Rows are ``Engine.hosts()`` as it gives them (state, running, slots, free slots, last error;
-connecting nothing), read once the engine is open and again when a host changes or a job
+Rows are ``Engine.hosts()`` as it gives them (state, running, slots, free slots, load, last
+error; connecting nothing); the head line says whether the queue is paused, read once the engine is open and again when a host changes or a job
 changes status, coalesced to at most one read per ``COUNT_INTERVAL``. ``d`` runs
 ``Engine.doctor`` on the highlighted host, ``r`` (re)connects it with ``Engine.connect_host``.
 """
@@ -17,9 +19,13 @@ from textual.widgets import DataTable, Static
 from evopilot.core import formatting
 from evopilot.core.errors import EvopilotError
 from evopilot.tui import keymap
-from evopilot.tui.messages import HostChanged, JobsChanged
+from evopilot.tui.messages import HostChanged, JobsChanged, QueueChanged
 from evopilot.tui.screens.dialogs import ReportDialog
 from evopilot.tui.screens.pane import Pane
+
+LOAD_INTERVAL = 2.0
+"""While the tab is shown, rows are re-read this often for the load (the local host's is read
+then; an SSH host's comes from its monitor's last probe: no round trip)."""
 
 COUNT_INTERVAL = 0.25
 """Host rows are re-read at most this often while jobs or hosts change."""
@@ -58,16 +64,22 @@ class HostsPane(Pane):
         return self.query_one(HostTable)
 
     def compose(self) -> ComposeResult:
-        yield Static("Hosts: config.toml [hosts] and local · d doctor · r reconnect",
-                     id="hosts-head", markup=False)
+        yield Static("", id="hosts-head", markup=False)
         table = HostTable(cursor_type="row", zebra_stripes=False)
         table.add_column("HOST")
         table.add_column("STATE", width=STATE_WIDTH)
-        table.add_columns("RUNNING", "SLOTS", "FREE", "LAST ERROR")
+        table.add_columns("RUNNING", "SLOTS", "FREE", "LOAD", "MEM", "GPU", "LAST ERROR")
         yield table
 
     def focus_default(self) -> None:
         self.table.focus()
+
+    def on_mount(self) -> None:
+        self.set_interval(LOAD_INTERVAL, self._refresh_load)
+
+    def _refresh_load(self) -> None:
+        if self.evo.engine is not None and self.is_on_screen:
+            self.changed()
 
     def names(self) -> list[str]:
         return [r["name"] for r in self.rows]
@@ -77,15 +89,26 @@ class HostsPane(Pane):
         row = t.cursor_row
         t.clear()
         for r in self.rows:
-            error = self.errors.get(r["name"]) or r.get("last_error") or ""
+            # a Slurm host without an error shows its cluster: nodes, evopilot's jobs there
+            error = (self.errors.get(r["name"]) or r.get("last_error")
+                     or formatting.cluster(r.get("slurm")))
             state = "error" if r["name"] in self.errors else STATE_WORDS.get(r["state"], r["state"])
             t.add_row(r["name"], state, str(r["running"]), str(r["slots"]), str(r["free_slots"]),
-                      formatting.last_line(error), key=r["name"])
+                      *formatting.host_load(r.get("load")), formatting.last_line(error), key=r["name"])
         if row:
             t.move_cursor(row=min(row, t.row_count - 1))
 
     async def engine_ready(self) -> None:
+        self._show_queue(await self.evo.engine.queue_paused())
         await self._read()
+
+    def _show_queue(self, paused: bool) -> None:
+        queue = "queue: PAUSED (p in Jobs resumes)" if paused else "queue: running"
+        self.query_one("#hosts-head", Static).update(
+            f"Hosts: config.toml [hosts] and local · {queue} · d doctor · r reconnect")
+
+    def on_queue_changed(self, message: QueueChanged) -> None:
+        self._show_queue(message.paused)
 
     def on_host_changed(self, message: HostChanged) -> None:
         self.changed()
@@ -107,7 +130,8 @@ class HostsPane(Pane):
         if engine is None:
             return
         self.rows = await engine.hosts()
-        self._fill()
+        if self.is_attached and self.query(HostTable):  # not while the app closes
+            self._fill()
 
     def _current(self) -> str | None:
         t = self.table

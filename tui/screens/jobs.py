@@ -17,17 +17,19 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
-from textual.widgets import Static
+from textual.containers import VerticalScroll
+from textual.widgets import Input, Static
 
 from evopilot.core import formatting
 from evopilot.core.models import Job, JobStatus
 from evopilot.tui import keymap
 from evopilot.tui.attach import attach
-from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged
+from evopilot.tui.messages import JobsChanged, LogGrew, QueueChanged, StoreChanged, TabShown
+from evopilot.tui.screens.compare import CompareScreen
 from evopilot.tui.screens.dialogs import ConfirmDialog, SendDialog
 from evopilot.tui.screens.pane import Pane
 from evopilot.tui.widgets.job_table import JobTable
-from evopilot.tui.widgets.log_view import LogView
+from evopilot.tui.widgets.log_view import LogLines, LogView
 
 FINISHED_WORDS = ["succeeded", "failed", "cancelled", "killed", "lost"]
 STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
@@ -39,6 +41,22 @@ STATUS_FILTERS: list[tuple[str, list[str] | None]] = [
     ("failed", ["failed", "killed", "lost"]),
     ("succeeded", ["succeeded"]),
 ]
+
+
+SORTS = ["id", "project", "benchmark", "host", "status"]
+"""The table's orders (``o`` cycles): newest first, or by a column (then newest first)."""
+
+EMPTY = "no jobs: queue benchmarks from the Projects tab (1, then r)"
+
+
+class FindInput(Input):
+    """The job table's text filter (``/``); Enter keeps it, Escape clears it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.JOB_FIND)
+
+    def action_close_find(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))
 
 
 class _Source:
@@ -56,8 +74,9 @@ class _Source:
         engine = self.pane.evo.engine
         if engine is None:
             return []
+        sort = SORTS[self.pane.sort_index]
         return await engine.jobs(limit=limit, offset=offset, newest_first=True, reconcile=False,
-                                 **self.pane.filters())
+                                 sort=None if sort == "id" else sort, **self.pane.filters())
 
 
 class JobsPane(Pane):
@@ -68,6 +87,13 @@ class JobsPane(Pane):
     JobsPane JobTable { height: 1fr; min-height: 4; border: round $foreground 30%; }
     JobsPane JobTable:focus { border: round $accent; }
     JobsPane #job-detail { height: auto; max-height: 3; padding: 0 1; }
+    JobsPane #job-full-box { display: none; height: 1fr; min-height: 5; border: round $foreground 30%; }
+    JobsPane #job-full { padding: 0 1; }
+    JobsPane.detail #job-full-box { display: block; }
+    JobsPane.detail LogView { display: none; }
+    JobsPane.detail #job-detail { display: none; }
+    JobsPane #jobs-find { display: none; height: 1; border: none; padding: 0 1; }
+    JobsPane #jobs-find.open { display: block; }
     JobsPane LogView { height: 1fr; min-height: 5; }
     """
 
@@ -79,6 +105,8 @@ class JobsPane(Pane):
         self.queue_paused = False
         self.selected: Job | None = None
         self.max_job_id = 0
+        self.text_filter = ""
+        self.sort_index = 0
 
     @property
     def table(self) -> JobTable:
@@ -90,9 +118,12 @@ class JobsPane(Pane):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="jobs-status", markup=False)
-        yield JobTable(_Source(self), clock=self.evo.clock,
-                       empty_text="no jobs: queue benchmarks from the Projects tab (1, then r)")
+        yield FindInput(placeholder="find: project, benchmark, host, status or error text", id="jobs-find",
+                        compact=True)
+        yield JobTable(_Source(self), clock=self.evo.clock, empty_text=EMPTY)
         yield Static("", id="job-detail", markup=False)
+        with VerticalScroll(id="job-full-box"):
+            yield Static("", id="job-full", markup=False)
         yield LogView(None, id="job-log")
 
     def on_mount(self) -> None:
@@ -103,7 +134,10 @@ class JobsPane(Pane):
 
     def filters(self) -> dict:
         return {"status": STATUS_FILTERS[self.status_index][1], "project": self.project_filter,
-                "host": self.host_filter}
+                "host": self.host_filter, "text": self.text_filter or None}
+
+    def filtered(self) -> bool:
+        return bool(self.status_index or self.project_filter or self.host_filter or self.text_filter)
 
     def matches(self, job: Job) -> bool:
         statuses = STATUS_FILTERS[self.status_index][1]
@@ -111,16 +145,31 @@ class JobsPane(Pane):
             return False
         if self.project_filter is not None and job.project != self.project_filter:
             return False
-        return self.host_filter is None or job.host == self.host_filter
+        if self.host_filter is not None and job.host != self.host_filter:
+            return False
+        text = self.text_filter.lower()
+        return not text or any(text in (v or "").lower() for v in (
+            job.project, job.name, job.host, job.status.value, job.error_message))
 
     def _update_status(self) -> None:
         t = self.table if self.is_mounted else None
         count = t.count if t is not None else 0
         parts = [f"status: {STATUS_FILTERS[self.status_index][0]}",
                  f"project: {self.project_filter or 'all'}", f"host: {self.host_filter or 'all'}"]
+        if self.text_filter:
+            parts.append(f"find: {self.text_filter!r}")
+        if self.sort_index:
+            parts.append(f"sort: {SORTS[self.sort_index]}")
+        marked = len(self.table.marked) if t is not None else 0
         queue = "queue: PAUSED (p resumes)" if self.queue_paused else "queue: running"
         self.query_one("#jobs-status", Static).update(
-            f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}")
+            f"{count:,} job{'s' if count != 1 else ''} · " + " · ".join(parts) + f" · {queue}"
+            + (f" · marked: {marked} (C compares)" if marked else ""))
+        if t is not None:
+            # the truth when the table is empty: nothing yet, or a filter hides every job
+            active = [p for p in parts if not p.endswith(": all")]
+            t.empty_text = (f"no job matches the filter (Esc clears it): {', '.join(active)}"
+                            if self.filtered() and self.max_job_id else EMPTY)
 
     async def action_cycle_filter(self, which: str) -> None:
         if which == "status":
@@ -136,9 +185,40 @@ class JobsPane(Pane):
         self._filters_changed()
 
     def action_clear_filters(self) -> None:
-        if self.status_index or self.project_filter or self.host_filter:
+        if self.filtered():
             self.status_index, self.project_filter, self.host_filter = 0, None, None
+            self._set_find("")
             self._filters_changed()
+
+    def action_cycle_sort(self) -> None:
+        self.sort_index = (self.sort_index + 1) % len(SORTS)
+        self._filters_changed()
+        self.app.notify(f"sorted by {SORTS[self.sort_index]}" + (" (newest first)" if not self.sort_index else ""))
+
+    @on(JobTable.FindRequested)
+    def _find(self, event: JobTable.FindRequested) -> None:
+        find = self.query_one(FindInput)
+        find.add_class("open")
+        find.focus()
+
+    def _set_find(self, text: str) -> None:
+        find = self.query_one(FindInput)
+        with find.prevent(Input.Changed):
+            find.value = text
+        find.set_class(bool(text), "open")
+        self.text_filter = text
+
+    @on(Input.Changed, "#jobs-find")
+    def _find_changed(self, event: Input.Changed) -> None:
+        self.text_filter = event.value.strip()
+        self._filters_changed()
+
+    @on(Input.Submitted, "#jobs-find")
+    def _find_done(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._set_find(event.value.strip())
+        self._filters_changed()
+        self.table.focus()
 
     def _filters_changed(self) -> None:
         self.table.cursor = 0
@@ -162,7 +242,7 @@ class JobsPane(Pane):
 
     def on_jobs_changed(self, message: JobsChanged) -> None:
         t = self.table
-        need = False
+        need = arrived = False
         status_filtered = STATUS_FILTERS[self.status_index][1] is not None
         for job in message.jobs:
             new = job.id > self.max_job_id
@@ -175,14 +255,27 @@ class JobsPane(Pane):
                     need = True  # it left the filter
             elif matches and (new or status_filtered):
                 need = True  # a new row, or one that entered the filter
+                arrived |= new
+        if self.sort_index and message.status_changed:
+            need = True  # rows may move (sorted by status)
         if need:
-            t.reload()
+            # New jobs come into view with the cursor on them, unless the user is reading an
+            # older job here (the cursor moved off the newest row while this tab is shown).
+            follow = arrived and not self.sort_index and (t.cursor == 0 or not self.is_on_screen)
+            t.reload(to_top=follow)
 
     def on_log_grew(self, message: LogGrew) -> None:
         sel = self.selected
         if sel is not None and sel.id == message.job_id:
             # A log that just got its path is opened by the row's update (Highlighted).
             self.log_view.notify_grew()
+
+    def on_tab_shown(self, message: TabShown) -> None:
+        self.table.scroll_to_cursor()
+
+    def on_store_changed(self, message: StoreChanged) -> None:
+        if message.jobs_removed:  # another process removed jobs (clean, a project's removal)
+            self.table.reload()
 
     def on_queue_changed(self, message: QueueChanged) -> None:
         self._show_queue(message.paused)
@@ -210,6 +303,49 @@ class JobsPane(Pane):
         job = self.selected
         text = "" if job is None else formatting.job_detail(job, self.evo.clock())
         self.query_one("#job-detail", Static).update(text)
+        if self.has_class("detail"):
+            self._update_full()
+
+    def _update_full(self) -> None:
+        """The detail view of the selected job, with its benchmark's metric history."""
+        job = self.selected
+        if job is None:
+            self.query_one("#job-full", Static).update("no job selected")
+            return
+
+        async def go() -> None:
+            history = await self.evo.call(self.evo.engine.metric_history, job.id) if job.metrics else {}
+            if self.selected is not None and self.selected.id == job.id:
+                lines = formatting.job_full_detail(self.selected, self.evo.clock(), history)
+                self.query_one("#job-full", Static).update("\n".join(lines))
+
+        self.evo.act(go())
+
+    def action_mark(self) -> None:
+        job = self._job()
+        if job is None:
+            return
+        self.table.marked ^= {job.id}
+        self.table.refresh_job(job.id)
+        self.table.move_cursor(self.table.cursor + 1)  # mark the next one with the next m
+        self._update_status()
+
+    def action_compare(self) -> None:
+        ids = sorted(self.table.marked)
+        if len(ids) < 2:
+            self.app.notify("mark two jobs or more with m, then C", severity="warning")
+            return
+
+        async def go() -> None:
+            jobs = [await self.evo.call(self.evo.engine.job, i) for i in ids]
+            self.app.push_screen(CompareScreen(jobs))
+
+        self.evo.act(go())
+
+    def action_toggle_detail(self) -> None:
+        self.toggle_class("detail")
+        if self.has_class("detail"):
+            self._update_full()
 
     def _tick_clock(self) -> None:
         """Once a second: repaint elapsed times of running jobs (no database access)."""
@@ -313,8 +449,16 @@ class JobsPane(Pane):
 
         self.evo.act(go())
 
+    @on(LogLines.Back)
+    def _log_back(self, event: LogLines.Back) -> None:
+        self.table.focus()
+
     def action_toggle_log(self) -> None:
+        """Between the table and what is under it: the log, or the detail view when shown."""
         if self.table.has_focus:
-            self.log_view.focus()
+            if self.has_class("detail"):
+                self.query_one("#job-full-box").focus()
+            else:
+                self.log_view.focus()
         else:
             self.table.focus()

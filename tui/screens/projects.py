@@ -25,11 +25,12 @@ from textual.widgets.tree import TreeNode
 from evopilot.core.errors import EvopilotError
 from evopilot.core.models import Benchmark, Project
 from evopilot.tui import keymap
-from evopilot.tui.messages import TabShown
-from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog
+from evopilot.tui.messages import StoreChanged, TabShown
+from evopilot.tui.screens.dialogs import AddBenchmarkDialog, AddProjectDialog, ConfirmDialog, RunDialog
 from evopilot.tui.screens.pane import Pane
 
-NO_PROJECTS = "No projects: press a to add one."
+NO_PROJECTS = ["No projects: press a to add one,", "or try the bundled example:", "run `evopilot demo` in a shell"]
+"""The empty tree's lines (short: the tree is half of 80 columns and does not wrap)."""
 
 
 class ProjectTree(Tree):
@@ -115,6 +116,10 @@ class ProjectsPane(Pane):
     def on_tab_shown(self, message: TabShown) -> None:
         self.run_worker(self.load(), group="projects-load", exclusive=True)
 
+    def on_store_changed(self, message: StoreChanged) -> None:
+        if message.projects:  # added, removed or given benchmarks by another process
+            self.run_worker(self.load(), group="projects-load", exclusive=True)
+
     # -- data ----------------------------------------------------------------------------
 
     async def load(self) -> None:
@@ -151,7 +156,8 @@ class ProjectsPane(Pane):
                 if keep == ("bench", p.name, b.path):
                     target_line = leaf
         if not self.projects:
-            tree.root.add_leaf(Text(NO_PROJECTS), data=None)
+            for line in NO_PROJECTS:
+                tree.root.add_leaf(Text(line), data=None)
         if target_line is not None:
             self.call_after_refresh(self._move_to, target_line)
         elif tree.cursor_line < 0:
@@ -233,8 +239,8 @@ class ProjectsPane(Pane):
         return self.projects[0] if len(self.projects) == 1 else None
 
     def add_project(self) -> None:
-        async def submit(path: str, name: str | None):
-            project, benches = await self.evo.call(self.evo.engine.add_project, path, name)
+        async def submit(path: str, name: str | None, python: str | None):
+            project, benches = await self.evo.call(self.evo.engine.add_project, path, name, python)
             return project, benches
 
         def done(result) -> None:
@@ -243,7 +249,7 @@ class ProjectsPane(Pane):
                 self.evo.notify(f"added project {project.name} with {len(benches)} benchmark(s)")
                 self.run_worker(self._reload_and_select(("project", project.name)))
 
-        self.app.push_screen(AddProjectDialog(submit), done)
+        self.app.push_screen(AddProjectDialog(submit, self.evo.config.projects.default_python), done)
 
     async def _reload_and_select(self, key: tuple) -> None:
         await self.load()
@@ -310,18 +316,24 @@ class ProjectsPane(Pane):
                 return
             _, p, b = node.data
             chosen[p.name] = [b.path]
-        host = self.host
+        count = sum(len(paths) for paths in chosen.values())
+        what = (f"{count} benchmarks" if count > 1 else
+                f"{next(iter(chosen))} {next(iter(chosen.values()))[0]}")
 
-        async def go() -> None:
+        async def submit(**options) -> tuple[int, str]:
             total = 0
             for project, paths in chosen.items():
-                jobs = await self.evo.call(self.evo.engine.run, project, paths, host=host)
+                jobs = await self.evo.call(self.evo.engine.run, project, paths, **options)
                 total += len(jobs)
-            self.selected.clear()
-            self._rebuild()
-            self.app.notify(f"queued {total} job(s) on {host}")
+            return total, options["host"]
 
-        self.evo.act(go())
+        def done(result: tuple[int, str] | None) -> None:
+            if result:
+                self.selected.clear()
+                self._rebuild()
+                self.app.notify(f"queued {result[0]} job(s) on {result[1]}")
+
+        self.app.push_screen(RunDialog(what, self.host, self.evo.config.host_names(), submit), done)
 
     def remove_project(self) -> None:
         project = self._current_project()

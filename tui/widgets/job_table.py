@@ -136,6 +136,9 @@ class JobTable(ScrollView, can_focus=True):
             self.table = table
             self.job = job
 
+    class FindRequested(Message):
+        """``/`` on the table: the pane opens its text filter."""
+
     class Reloaded(Message):
         """The count and the window were fetched again."""
 
@@ -156,6 +159,9 @@ class JobTable(ScrollView, can_focus=True):
         self._index: dict[int, int] = {}  # job id -> position in _rows
         self._fetching = False
         self._again = False
+        self._to_top = False
+        self.marked: set[int] = set()
+        """Jobs marked for Compare (shown with ✓ in the cursor column)."""
         self._loaded = False
         self._highlighted: tuple | None = None
         self.fetches = 0
@@ -184,8 +190,10 @@ class JobTable(ScrollView, can_focus=True):
     def current(self) -> Job | None:
         return self.job_at(self.cursor)
 
-    def reload(self) -> None:
-        """Fetch the count and the window again (coalesced)."""
+    def reload(self, *, to_top: bool = False) -> None:
+        """Fetch the count and the window again (coalesced); ``to_top``: then put the cursor on
+        the first row (a new job there) and scroll to it."""
+        self._to_top |= to_top
         if self._fetching:
             self._again = True
             return
@@ -196,10 +204,14 @@ class JobTable(ScrollView, can_focus=True):
         try:
             while True:
                 self._again = False
-                keep = self.current.id if self.current else None
+                to_top, self._to_top = self._to_top, False
+                keep = self.current.id if self.current and not to_top else None
+                if to_top:
+                    self.cursor = 0
+                    self.scroll_to(y=0, animate=False, immediate=True)
                 count = await self.source.count()
                 page = max(self.page, self.MIN_PAGE)
-                top = max(0, int(self.scroll_y))
+                top = 0 if to_top else max(0, int(self.scroll_y))
                 start = max(0, top - self.PAD_PAGES * page)
                 limit = page * (1 + 2 * self.PAD_PAGES) + 1
                 rows = await self.source.fetch(start, limit)
@@ -248,6 +260,14 @@ class JobTable(ScrollView, can_focus=True):
             self._post_highlight()
         return True
 
+    def refresh_job(self, job_id: int) -> None:
+        """Repaint a job's row (its mark changed)."""
+        i = self._index.get(job_id)
+        if i is not None:
+            y = self._offset + i - int(self.scroll_y) + 1
+            if 1 <= y < self.scrollable_content_region.height:
+                self.refresh_line(y)
+
     def has_running_visible(self) -> bool:
         top = int(self.scroll_y)
         for row in range(top, top + self.page):
@@ -280,6 +300,12 @@ class JobTable(ScrollView, can_focus=True):
         super().watch_scroll_y(old_value, new_value)
         if self._loaded and not self._covers_view():
             self.reload()
+
+    def scroll_to_cursor(self) -> None:
+        """Bring the cursor's row into view: a scroll asked while the table was hidden (a new
+        job came in while another tab was shown) does not take."""
+        self._scroll_cursor_visible()
+        self.refresh()
 
     def _scroll_cursor_visible(self) -> None:
         top = int(self.scroll_y)
@@ -319,6 +345,9 @@ class JobTable(ScrollView, can_focus=True):
     def action_page_down(self) -> None:
         self.move_cursor(self.cursor + self.page)
 
+    def action_find(self) -> None:
+        self.post_message(self.FindRequested())
+
     def action_first(self) -> None:
         self.move_cursor(0)
 
@@ -349,7 +378,7 @@ class JobTable(ScrollView, can_focus=True):
             text = " " + _fit("…", width - 1)
             style = base + self.get_component_rich_style("job-table--dim", partial=True)
         else:
-            mark = "▶" if row == self.cursor else " "
+            mark = "✓" if job.id in self.marked else "▶" if row == self.cursor else " "
             text = mark + render_row(job, widths, self.clock)
             style = base
         if row == self.cursor:

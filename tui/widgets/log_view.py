@@ -46,6 +46,8 @@ key        id                   action
                                 then ``n`` / ``N`` go to the next ones)
 ``End``    ``log.follow``       jump to the end and follow
 ``escape`` ``log.search_close`` close the search input (while it is focused)
+``escape`` ``log.back``         leave the log (``LogLines.Back``: the Jobs tab
+                                focuses its table)
 =========  ===================  ============================================
 
 The current match is shown with a ``▶`` marker in the gutter and the matching
@@ -77,7 +79,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import on
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.cache import LRUCache
 from textual.containers import Vertical
 from textual.geometry import Size
@@ -89,6 +91,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Input
 from textual.worker import get_current_worker
+
+from evopilot.tui import keymap
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -161,13 +165,10 @@ class LogLines(ScrollView, can_focus=True):
     LogLines > .log-lines--other-match { text-style: underline; }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "search", "Search", id="log.search", show=True),
-        Binding("n", "search_next", "Next match", id="log.search_next", show=True),
-        Binding("N", "search_prev", "Prev match", id="log.search_prev", show=True),
-        Binding("e", "first_error", "First error", id="log.first_error", show=True),
-        Binding("end", "follow", "Follow", id="log.follow", show=True),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.LOG)
+
+    class Back(Message):
+        """Escape in the log: the container puts the focus back where it came from."""
 
     def __init__(self, view: LogView) -> None:
         super().__init__()
@@ -194,6 +195,9 @@ class LogLines(ScrollView, can_focus=True):
 
     def action_follow(self) -> None:
         self._view.follow()
+
+    def action_back(self) -> None:
+        self.post_message(self.Back())
 
     # -- scrolling -------------------------------------------------------------
 
@@ -379,9 +383,7 @@ class LogLines(ScrollView, can_focus=True):
 
 
 class _SearchInput(Input):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close_search", "Close search", id="log.search_close", show=True),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = keymap.bindings(keymap.LOG_SEARCH)
 
     def action_close_search(self) -> None:
         view = self.parent

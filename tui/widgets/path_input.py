@@ -74,7 +74,7 @@ class PathInput(Input):
     """An Input with path completion; Tab accepts the suggestion."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        s.binding() for s in keymap.DIALOG if s.id == "dialog.complete"
+        keymap.binding(s) for s in keymap.DIALOG if s.id == "dialog.complete"
     ]
 
     def __init__(self, value: str = "", *, base: Path | None = None, dirs_only: bool = True,

@@ -21,6 +21,15 @@ class Mutators:
         self.configs = list(configs)
         self._llm: dict[int, object] = {}
 
+    def prepare(self) -> None:
+        """Make the LLM clients now (importing openai takes ~1 s): at a run's start, rather
+        than at its first mutation, between the seed's evaluation and the next."""
+        for index, cfg in enumerate(self.configs):
+            if cfg.kind == "llm" and index not in self._llm:
+                from evopilot.core.evolution.mutators.llm import LlmMutator  # openai only when used
+
+                self._llm[index] = LlmMutator(cfg)
+
     async def mutate(self, index: int, req: MutationRequest) -> Mutation:
         cfg = self.configs[index]
         if cfg.kind == "params":
@@ -28,10 +37,7 @@ class Mutators:
 
             return await params.mutate(req, cfg)
         if cfg.kind == "llm":
-            if index not in self._llm:
-                from evopilot.core.evolution.mutators.llm import LlmMutator  # openai only when used
-
-                self._llm[index] = LlmMutator(cfg)
+            self.prepare()
             return await self._llm[index].mutate(req)
         raise ValueError(f"the {cfg.kind} mutator runs as a job, not in process")
 

@@ -22,6 +22,7 @@ import random
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from evopilot.core.errors import EvopilotError
 from evopilot.core.evolution.mutators.base import (
@@ -127,8 +128,11 @@ class LlmMutator:
         attempt = 0
         while True:
             try:
-                return await self._client.chat.completions.create(
-                    model=model, messages=messages, seed=req.seed % 2**31, **extra)
+                # the client's generic request with the same body and auth: create() would
+                # first walk its parameters' type annotations (~3 ms of CPU per request here)
+                return await self._client.post(
+                    "/chat/completions", cast_to=ChatCompletion, options={"security": {"bearer_auth": True}},
+                    body={"model": model, "messages": messages, "seed": req.seed % 2**31, **extra})
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (401, 403):
