@@ -44,10 +44,6 @@ this machine is seen gone at once, see ``listing.beat_fresh``). Far above ``BEAT
 a busy machine a live loop's beat was seen 7 s late (2 cores, load 20,
 bench/hosts_faults.py), and a live loop taken for dead sends every command to connect to
 every host itself."""
-QUIET_BACKOFF_STEPS = 2
-"""A remote host whose ticks find nothing new, while its completion watcher waits for job
-ends, is probed every ``remote_poll_interval`` x 2, then x 4 (quiet logs are mirrored that
-much later; an end, a log that grows, or a queued job brings it back to every interval)."""
 
 
 async def worker_alive(db: aiosqlite.Connection, config: Config) -> bool:
@@ -76,8 +72,6 @@ class Scheduler:
         self._starts: defaultdict[str, int] = defaultdict(int)
         self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
-        self._last_remote_tick: dict[str, float] = {}
-        self._quiet: defaultdict[str, int] = defaultdict(int)  # ticks in a row that found nothing
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
@@ -134,7 +128,7 @@ class Scheduler:
         names = await jobs_db.hosts_with(self.db, statuses)
         return [n for n in names if n == LOCAL] if looped else names
 
-    async def _dispatch_host(self, host: Host) -> bool:
+    async def _dispatch_host(self, host: Host) -> None:
         async with self._host_locks[host.name]:
             started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
         if started:
@@ -142,7 +136,6 @@ class Scheduler:
             self._started[host.name].set()
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
-        return bool(started)
 
     async def tick_host(self, name: str, *, dispatch_jobs: bool = True) -> bool:
         """Monitor one host's running jobs, then fill its free slots; True when the loop
@@ -170,15 +163,8 @@ class Scheduler:
             self._spawn(reap(self.db, self.config, host, job))
         if result.backlog:  # a log is behind: the next tick of this host comes at once
             self._next_remote_tick.pop(name, None)
-        started = False
         if dispatch_jobs and await jobs_db.meta(self.db, "queue_paused") != "1":
-            started = await self._dispatch_host(host)
-        watcher = self._watchers.get(name)
-        if (result.changed or result.backlog or result.kills or started or watcher is None
-                or watcher.done()):
-            self._quiet[name] = 0
-        else:
-            self._quiet[name] += 1
+            await self._dispatch_host(host)
         return result.backlog or bool(result.changed)
 
     async def _kill_for_timeout(self, job: Job) -> None:
@@ -213,24 +199,19 @@ class Scheduler:
 
     # ---- the loop --------------------------------------------------------------------------
 
-    async def _due_hosts(self) -> list[str]:
-        """The hosts with jobs running or queued whose next tick is due (remote hosts are asked
-        less often: every tick is a round trip; quiet ones less still, see
-        ``QUIET_BACKOFF_STEPS``)."""
-        running = set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value]))
-        queued = set(await jobs_db.hosts_with(self.db, [JobStatus.QUEUED.value]))
+    async def _active_hosts(self) -> set[str]:
+        return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
+
+    def _due(self, hosts: Iterable[str]) -> list[str]:
+        """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
+        round trip)."""
         now = time.monotonic()
-        every = self.config.engine.remote_poll_interval
         due = []
-        for name in sorted(running | queued):
+        for name in sorted(hosts):
             if name != LOCAL:
-                at = self._next_remote_tick.get(name, 0)
-                if name in queued:  # a job may wait for a slot: no quiet backoff
-                    at = min(at, self._last_remote_tick.get(name, 0) + every)
-                if now < at:
+                if now < self._next_remote_tick.get(name, 0):
                     continue
-                self._last_remote_tick[name] = now
-                self._next_remote_tick[name] = now + every * 2 ** min(self._quiet[name], QUIET_BACKOFF_STEPS)
+                self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             due.append(name)
         return due
 
@@ -335,7 +316,7 @@ class Scheduler:
             while True:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
-                    self._start_passes(await self._due_hosts())
+                    self._start_passes(self._due(await self._active_hosts()))
                     await self._local_pass_done()
                     await self._after_passes()
                     self._keep_beating()
