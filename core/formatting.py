@@ -7,12 +7,14 @@ it matters, so a frozen clock gives frozen text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import combinations
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
+from evopilot.core.job_json import elapsed_seconds
 from evopilot.core.status import JobStatus
 
 if TYPE_CHECKING:  # the CLI formats without loading the row models (start-up time)
@@ -57,6 +59,20 @@ def duration(seconds: float | None) -> str:
 def elapsed(job: Job, now: datetime | None = None) -> str:
     """How long the job ran (or has been running, as of ``now``)."""
     return duration(job.elapsed(now))
+
+
+JOBS_HEADER = ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "POS", "PROGRESS", "EXIT", "ELAPSED",
+               "METRICS / ERROR"]
+
+
+def jobs_row(j: Mapping[str, Any], now: datetime | None = None) -> list:
+    """A row of `evopilot jobs` (``JOBS_HEADER``) from a job's public JSON and queue position,
+    which the engine-free listing (``core.jobs.listing``) reads without the row models."""
+    view = SimpleNamespace(**j)  # what progress() and outcome() read, as attributes
+    return [j["id"], j["project"] or "-", j["benchmark"], j["host"], j["status"],
+            "" if j["position"] is None else j["position"], progress(view),
+            "" if j["exit_code"] is None else j["exit_code"],
+            duration(elapsed_seconds(j["started_at"], j["finished_at"], now)), outcome(view)]
 
 
 def progress(job: Job) -> str:

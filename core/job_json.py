@@ -5,6 +5,7 @@ a module without imports, so that the models and the engine-free listing
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -44,3 +45,12 @@ def finish_metrics(out: dict[str, Any]) -> None:
 
 def _direction(higher_is_better: bool | None) -> str | None:
     return None if higher_is_better is None else "higher" if higher_is_better else "lower"
+
+
+def elapsed_seconds(started_at: str | None, finished_at: str | None,
+                    now: datetime | None = None) -> float | None:
+    """Seconds from start to finish, or to ``now`` (default: the current time) while it runs."""
+    if not started_at:
+        return None
+    end = datetime.fromisoformat(finished_at) if finished_at else now or datetime.now(UTC)
+    return (end - datetime.fromisoformat(started_at)).total_seconds()

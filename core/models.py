@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from evopilot.core.job_json import public_job
+from evopilot.core.job_json import elapsed_seconds, public_job
 from evopilot.core.status import FINISHED, TASK_STATUSES, JobStatus  # noqa: F401 (re-exported: models are where they are used from)
 
 
@@ -112,11 +112,7 @@ class Job(_Row):
 
     def elapsed(self, now: datetime | None = None) -> float | None:
         """Seconds from start to finish, or to ``now`` (default: the current time) while it runs."""
-        start = parse_iso(self.started_at)
-        if start is None:
-            return None
-        end = parse_iso(self.finished_at) or now or datetime.now(UTC)
-        return (end - start).total_seconds()
+        return elapsed_seconds(self.started_at, self.finished_at, now)
 
     def public(self) -> dict[str, Any]:
         """The fields `evopilot jobs --json` prints (names are a public interface; see

@@ -405,27 +405,28 @@ def _check_limit(args) -> None:
 
 
 async def cmd_jobs(engine: Engine, args) -> int:
-    from evopilot.core import formatting
-
     _check_limit(args)
     jobs = await engine.jobs(status=args.status, project=args.project, host=args.host,
                              limit=args.limit, newest_first=args.limit is not None)
     if args.limit is not None:
         jobs.reverse()
     places = await engine.queue_positions()
-    if args.json:
-        _print_json([{**j.public(), "position": places.get(j.id)} for j in jobs])
-        return 0
+    _print_jobs([{**j.public(), "position": places.get(j.id)} for j in jobs], args.json)
+    return 0
+
+
+def _print_jobs(jobs: list[dict], as_json: bool) -> None:
+    """What `jobs` prints, from each job's public JSON with its queue position (the engine's
+    path and the engine-free one print the same)."""
+    if as_json:
+        _print_json(jobs)
+        return
     if not jobs:
         print("no jobs")
-        return 0
-    rows = [[j.id, j.project or "-", j.name, j.host, j.status.value, places.get(j.id, ""),
-             formatting.progress(j), "" if j.exit_code is None else j.exit_code, formatting.elapsed(j),
-             formatting.outcome(j)]
-            for j in jobs]
-    _table(rows, ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "POS", "PROGRESS", "EXIT", "ELAPSED",
-                  "METRICS / ERROR"])
-    return 0
+        return
+    from evopilot.core import formatting
+
+    _table([formatting.jobs_row(j) for j in jobs], formatting.JOBS_HEADER)
 
 
 async def cmd_logs(engine: Engine, args) -> int:
@@ -969,7 +970,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not getattr(args, "needs_engine", True):
             return args.func(args)
-        if args.func is cmd_jobs and args.json and _jobs_without_engine(args):
+        if args.func is cmd_jobs and _jobs_without_engine(args):
             return 0
         if args.func is cmd_deps and (code := _deps_without_engine(args)) is not None:
             return code
@@ -990,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _jobs_without_engine(args) -> bool:
-    """`jobs --json` read straight from the database when nothing needs reconciling (see
+    """`jobs` read straight from the database when nothing needs reconciling (see
     core/jobs/listing.py); False: the engine is needed."""
     from evopilot.core.jobs import listing
 
@@ -1003,7 +1004,7 @@ def _jobs_without_engine(args) -> bool:
                              status=status, project=args.project, host=args.host, limit=args.limit)
     if jobs is None:
         return False
-    _print_json(jobs)
+    _print_jobs(jobs, args.json)
     return True
 
 

@@ -13,9 +13,14 @@ def session_name(prefix: str, instance: str, job_id: int) -> str:
     return f"{prefix}-{instance}-{job_id}"
 
 
+def new_session_args(session: str, command: str) -> list[str]:
+    """tmux's arguments that start ``command`` (shell text) detached in a new session."""
+    return ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", command]
+
+
 def new_session(session: str, command: str) -> str:
     """Start ``command`` (shell text) detached in a new session; fails if the session exists."""
-    return f"tmux new-session -d -s {quote(session)} -x 200 -y 50 {quote(command)}"
+    return join(["tmux", *new_session_args(session, command)])
 
 
 def has_session(session: str) -> str:

@@ -19,9 +19,11 @@ def job_key(instance: str, job_id: int) -> str:
     return f"{instance}-{job_id}"
 
 
-def done_channel(config: Config, instance: str) -> str:
-    """The tmux wait-for channel a job's wrapper signals when it ends."""
-    return f"{config.engine.session_prefix}-{instance}-done"
+def done_channel(config: Config, instance: str, host: str) -> str:
+    """The tmux wait-for channel a job's wrapper signals when it ends. One per host name:
+    several names may reach one machine (one tmux server), and a job's end must wake only
+    its own host's watcher (else each end costs a tick of every name)."""
+    return f"{config.engine.session_prefix}-{instance}-{host}-done"
 
 
 async def dispatch(
@@ -87,7 +89,7 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     )
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
-        done_channel=done_channel(config, instance) if host.in_tmux else "",
+        done_channel=done_channel(config, instance, host.name) if host.in_tmux else "",
         done_fifo=wake.fifo_path(host, instance) if host.is_local and host.in_tmux else "",
         mode=job.mode, pane=host.in_tmux,
     )

@@ -1,4 +1,4 @@
-"""`evopilot jobs --json` (and what `deps` needs to know) read straight from SQLite.
+"""`evopilot jobs` (text and --json; and what `deps` needs to know) read straight from SQLite.
 
 ``jobs`` is run in ``watch`` loops and shell prompts: when nothing needs reconciling (no job
 running, or a worker loop beating that keeps them fresh; no ended job whose end is still to be
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -23,10 +24,28 @@ from evopilot.core.db import rows
 from evopilot.core.errors import EvopilotError
 from evopilot.core.job_json import PUBLIC_FIELDS, finish_metrics
 
-FRESH_BEAT = 3.0
-"""A worker's beat younger than this keeps running jobs fresh (the engine's own test,
-``scheduler.worker_alive``, allows for a slower poll interval: an older beat just takes the
-engine's path)."""
+FRESH_BEAT = 10.0
+"""A worker's beat younger than this keeps running jobs fresh: ``scheduler.BEAT_STALE`` (the
+engine's own test, ``scheduler.worker_alive``, also allows for a slower poll interval: an
+older beat just takes the engine's path)."""
+
+
+def beat_fresh(beat: str | None, stale: float) -> bool:
+    """Whether a worker's beat (``"<machine>:<pid> <time>"``) is from a live loop: younger than
+    ``stale`` seconds, and, when its loop ran on this machine, its process still there (a loop
+    killed with -9 cannot withdraw its beat; that must not keep commands waiting)."""
+    if not beat:
+        return False
+    who, _, at = beat.rpartition(" ")
+    machine, _, pid = who.rpartition(":")
+    if machine == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: alive
+    return time.time() - float(at) < stale
 _ENDED = "('succeeded', 'failed', 'cancelled', 'killed', 'lost')"
 _MIGRATIONS = Path(__file__).resolve().parent.parent / "db" / "migrations"
 
@@ -37,7 +56,7 @@ def _latest_migration() -> int:
 
 def read_jobs(db_path: Path, *, status: Iterable[str] | None, project: str | None, host: str | None,
               limit: int | None) -> list[dict[str, Any]] | None:
-    """What `jobs --json` prints (each job's public fields and its queue position), or None
+    """What `jobs` prints (each job's public fields and its queue position), or None
     when the engine is needed: no database yet, one to migrate, or jobs to reconcile."""
     with _opened(db_path) as con:
         if con is None or not _fresh(con):
@@ -115,7 +134,7 @@ def _fresh(con: sqlite3.Connection) -> bool:
     if busy is None:
         return True
     beat = con.execute("SELECT value FROM meta WHERE key = 'worker_beat'").fetchone()
-    return beat is not None and time.time() - float(beat[0].rsplit(" ", 1)[1]) < FRESH_BEAT
+    return beat is not None and beat_fresh(beat[0], FRESH_BEAT)
 
 
 def _list(con: sqlite3.Connection, status: list[str], project: str | None, host: str | None,

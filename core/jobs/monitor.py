@@ -84,6 +84,11 @@ class Monitor:
             (new_bytes if what == "log" else results)[j.id] = data
             out.backlog |= what == "log" and len(data) >= chunk
 
+        # Most ticks find every job just running on: no transaction then (its turn on the
+        # shared connection's lock would queue behind every other host's writes).
+        jobs = [j for j in jobs if not self._quiet(j, probes.get(j.id), new_bytes.get(j.id))]
+        if not jobs:
+            return out
         now = now_iso()
         async with jobs_db.transaction(self.db):
             # A stop or kill may have been asked for while the probe was on its way (and be why
@@ -183,6 +188,16 @@ class Monitor:
             if host.in_tmux and needs_reap(fields["status"], fields.get("exit_code"), j.requested):
                 out.reaps.append(j)
         out.changed[j.id] = JobStatus.RUNNING
+
+    def _quiet(self, j: Job, p, data: bytes | None) -> bool:
+        """Whether ``_update`` would leave the job as it is: alive in its session (not a Slurm
+        job: its state is Slurm's), no new log bytes, its pid and start time recorded, not past
+        a timeout."""
+        return (p is not None and p.scheduled is None and not data and p.exit_code is None
+                and p.session_alive
+                and (not p.pgid or p.pgid == j.pgid)
+                and (p.started_at is None or _iso(p.started_at) == j.started_at)
+                and not (j.timeout_s and self._age(j) > j.timeout_s))
 
     def _scheduled(self, j: Job, p, s, fields: dict, now: str, out: TickResult) -> None:
         """A Slurm job without its exit code yet (or its log not caught up): its waiting

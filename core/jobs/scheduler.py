@@ -28,6 +28,7 @@ from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
+from evopilot.core.jobs.listing import beat_fresh
 from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
@@ -37,16 +38,19 @@ WAKE_COALESCE = 0.005
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
+BEAT_STALE = 10.0
+"""A beat older than this is a loop gone (a loop that ends withdraws its beat; one killed on
+this machine is seen gone at once, see ``listing.beat_fresh``). Far above ``BEAT_EVERY``: on
+a busy machine a live loop's beat was seen 7 s late (2 cores, load 20,
+bench/hosts_faults.py), and a live loop taken for dead sends every command to connect to
+every host itself."""
 
 
 async def worker_alive(db: aiosqlite.Connection, config: Config) -> bool:
     """Whether a worker loop (any process) has beaten recently enough to be ticking every host
     on its own schedule: a command then leaves the SSH hosts to it."""
-    beat = await jobs_db.meta(db, WORKER_BEAT)
-    if not beat:
-        return False
-    at = float(beat.rsplit(" ", 1)[1])
-    return time.time() - at < 2 * max(BEAT_EVERY, config.engine.poll_interval) + 1
+    return beat_fresh(await jobs_db.meta(db, WORKER_BEAT),
+                      max(BEAT_STALE, 2 * config.engine.poll_interval + 1))
 
 
 class Scheduler:
@@ -63,16 +67,16 @@ class Scheduler:
         self._host_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._wake = asyncio.Event()
         self._watchers: dict[str, asyncio.Task] = {}
-        # sessions started per host, and an event for any start: a tmux server that exited with
-        # its last session is back once a job starts, and its watcher with it
+        # sessions started per host, and an event per host for a start there: a tmux server that
+        # exited with its last session is back once a job starts, and its watcher with it
         self._starts: defaultdict[str, int] = defaultdict(int)
-        self._started = asyncio.Event()
+        self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
         self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
-        self._last_beat = 0.0
+        self._beating: asyncio.Task | None = None
 
     def add_tick_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Housekeeping run after each tick of the loop (removing trees no job needs)."""
@@ -134,7 +138,7 @@ class Scheduler:
             started = await dispatch(self.db, self.config, host, self.instance, self.claimer)
         if started:
             self._starts[host.name] += 1
-            self._started.set()
+            self._started[host.name].set()
         await publish_jobs(self.db, self.bus, [j.id for j in started],
                            {j.id: JobStatus.QUEUED for j in started})
 
@@ -320,12 +324,13 @@ class Scheduler:
                     self._start_passes(self._due(await self._active_hosts()))
                     await self._local_pass_done()
                     await self._after_passes()
-                    await self._beat()
+                    self._keep_beating()
                     if (until_idle and not self._tasks and not self._runs_in_flight()
                             and await self.idle()):
                         # take the beat back first, then look once more: a command that
                         # queued work meanwhile saw no loop (and starts a worker) or is
                         # seen here (see core/jobs/background.py)
+                        await self._stop_beating()
                         await self._beat(stop=True)
                         if await self.idle():
                             return
@@ -345,6 +350,7 @@ class Scheduler:
             if self._housekeeping is not None:  # finished, not cut short: a sweep marks trees first
                 await asyncio.gather(self._housekeeping, return_exceptions=True)
                 self._housekeeping = None
+            await self._stop_beating()
             with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
                 await self._beat(stop=True)
 
@@ -354,20 +360,39 @@ class Scheduler:
         skip = self._unreachable()
         return any(not t.done() for n, t in (self._runs or {}).items() if n not in skip)
 
+    def _keep_beating(self) -> None:
+        """Beat from a task of its own, every ``BEAT_EVERY`` seconds: a round of the loop can
+        take seconds with many hosts busy (each await waits its turn on a crowded event loop),
+        and a late beat would send every command to connect to every host itself. A failed
+        beat is raised here, on the loop's next round, and beating starts again."""
+        task = self._beating
+        if task is not None and not task.done():
+            return
+        self._beating = asyncio.create_task(self._beat_forever())
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await self._beat()
+            await asyncio.sleep(BEAT_EVERY)
+
+    async def _stop_beating(self) -> None:
+        task, self._beating = self._beating, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _beat(self, *, stop: bool = False) -> None:
         """Tell commands of other processes that this loop keeps every host fresh (see
         ``worker_alive``); on stop, withdraw it if it is ours."""
-        now = time.time()
-        if not stop and now - self._last_beat < BEAT_EVERY:
-            return
         mine = f"{self.claimer} "
         async with jobs_db.transaction(self.db):
             if stop:
                 if (await jobs_db.meta(self.db, WORKER_BEAT) or "").startswith(mine):
                     await jobs_db.delete_meta(self.db, WORKER_BEAT)
             else:
-                await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{now}")
-        self._last_beat = 0.0 if stop else now  # a loop that goes on beats again at once
+                await jobs_db.set_meta(self.db, WORKER_BEAT, f"{mine}{time.time()}")
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or a tick asked for
@@ -388,7 +413,7 @@ class Scheduler:
             self._watchers[host.name] = asyncio.create_task(
                 wake.watch(wake.fifo_path(host, self.instance), self._wake.set))
             return
-        script = scripts.wait_done(done_channel(self.config, self.instance))
+        script = scripts.wait_done(done_channel(self.config, self.instance, host.name))
 
         async def watch() -> None:
             while True:
@@ -402,10 +427,12 @@ class Scheduler:
                     self._wake.set()
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait
-                # until a job starts on it (the server is back), or the next poll.
-                self._started.clear()
+                # until a job starts on it (the server is back), or the next remote poll (a
+                # start by another process; faster would gain nothing over the host's ticks).
+                started = self._started[host.name]
+                started.clear()
                 if self._starts[host.name] == starts:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._started.wait(), self.config.engine.poll_interval)
+                        await asyncio.wait_for(started.wait(), self.config.engine.remote_poll_interval)
 
         self._watchers[host.name] = asyncio.create_task(watch())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
 from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
-from evopilot.core.hosts.tmux import has_session, kill_session, new_session
+from evopilot.core.hosts.tmux import LIST_SESSIONS, has_session, kill_session, new_session, new_session_args
 from evopilot.core.quoting import join, quote
 
 # Files in a job directory (besides those the monitor's probe reads, see core.hosts.probe).
@@ -153,6 +153,7 @@ class Started:
     detail: str
     slurm_id: str | None = None
 
+
 def start_stdin(specs: list[StartSpec]) -> bytes:
     """What ``start`` reads from stdin: each job's ``env`` file, one after the other."""
     return b"".join(s.env.encode() for s in specs)
@@ -168,25 +169,42 @@ def start(specs: list[StartSpec]) -> str:
     byte-exact by the builtin ``read`` (no process, so never in an argv), and is written 0600
     (umask) before the wrapper.
 
-    tmux exits when its last session ends, and a ``new-session`` racing that exit fails
-    ("server exited unexpectedly"): a failed ``new-session`` is tried again, twice, before the
-    job is reported not started.
+    All sessions are started by one tmux command (a process per job costs seconds when
+    hundreds start at once on a busy host), skipping those already there; a job whose session
+    that did not start goes the slow way, one ``new-session`` of its own: tmux exits when its
+    last session ends, and a ``new-session`` racing that exit fails ("server exited
+    unexpectedly"), so it is tried again, twice, before the job is reported not started.
     """
-    parts = ["umask 077"]
-    for s in specs:
+    # the sessions there, one per line between newlines (no process but tmux's)
+    there = f"""there=$'\\n'"$({join(LIST_SESSIONS)} 2>/dev/null)"$'\\n'"""
+    parts = ["umask 077", f"mkdir -p {join([s.job_dir for s in specs])} 2>/dev/null", there, "batch=()"]
+    for i, s in enumerate(specs):
         d = quote(s.job_dir)
         n = len(s.env.encode())
-        parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
+        cmd = join(["bash", s.job_dir + "/" + WRAPPER])
+        parts.append(
+            f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e\n"
+            f"r{i}=ERR\n"
+            f"if [ -e {d}/{EXIT_CODE} ]; then r{i}=OK\n"
+            f"elif [ -d {d} ] && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
+            f"&& : >> {d}/{LOG}; then\n"
+            f"  case \"$there\" in *$'\\n'{quote(s.session)}$'\\n'*) r{i}=OK ;; "
+            f"*) r{i}=NEW; batch+=(';' {join(new_session_args(s.session, cmd))}) ;; esac\n"
+            f"fi"
+        )
+    parts.append(f'if [ ${{#batch[@]}} -gt 0 ]; then tmux "${{batch[@]:1}}" 2>/dev/null; {there}; fi')
+    for i, s in enumerate(specs):
         new = new_session(s.session, join(["bash", s.job_dir + "/" + WRAPPER]))
-        # already started by an earlier attempt: the session is there
+        # already started by an earlier attempt (or the batch): the session is there
         has = has_session(s.session)
         parts.append(
-            f"if [ -e {d}/{EXIT_CODE} ]; then echo OK {s.job_id}\n"
-            f"elif mkdir -p {d} && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
-            f"&& : >> {d}/{LOG} && {{ {new} 2>/dev/null || {has} || {{ sleep 0.05; {new} 2>/dev/null; }} "
-            f"|| {has} || {{ sleep 0.2; {new}; }} || {has}; }}; "
-            f"then echo OK {s.job_id}\n"
-            f"else echo ERR {s.job_id}\nfi"
+            f"if [ \"$r{i}\" = NEW ]; then r{i}=ERR\n"
+            # a session not listed may have ended already: its wrapper's start time says so
+            f"  case \"$there\" in *$'\\n'{quote(s.session)}$'\\n'*) r{i}=OK ;; *) [ -e {quote(s.job_dir)}/{STARTED} ] || "
+            f"{{ {new} 2>/dev/null || {has} || {{ sleep 0.05; {new} 2>/dev/null; }} "
+            f"|| {has} || {{ sleep 0.2; {new}; }} || {has}; }} && r{i}=OK ;; esac\n"
+            f"fi\n"
+            f"echo \"$r{i}\" {s.job_id}"
         )
     return "\n".join(parts) + "\n"
 
