@@ -99,9 +99,10 @@ def job_row(app, job_id: int) -> str:
 
 
 @pytest.fixture
-def project(make_project) -> Path:
-    return make_project({"benchmarks/bench_quick.py": BENCH_QUICK,
-                         "benchmarks/bench_long.py": BENCH_LONG})
+def project(ready_project) -> Path:
+    """The project, its environment built: the app's tests count its benchmarks' jobs only."""
+    return ready_project({"benchmarks/bench_quick.py": BENCH_QUICK,
+                          "benchmarks/bench_long.py": BENCH_LONG})
 
 
 @pytest.mark.slow
@@ -378,6 +379,8 @@ async def test_queue_pause_and_move(project, home):
         await until(pilot, lambda: app.jobs.selected and app.jobs.selected.id == last, what="selection")
         await pilot.press("left_curly_bracket")  # move to the front of the queue
         await until(pilot, lambda: app.jobs.selected.seq < min(j.seq for j in jobs), what="moved to front")
+        await until(pilot, lambda: f"job {last}: moved front, now #1 of 3 in the queue" in
+                    [str(n.message) for n in app._notifications], what="where the job went")
         await pilot.press("c")  # cancel it
         await until(pilot, lambda: "cancelled" in job_row(app, last), what="cancelled")
         await pilot.press("r")  # retry it: a new queued job with the same inputs

@@ -436,7 +436,18 @@ class JobsPane(Pane):
         self.evo.act(go())
 
     def action_move(self, where: str) -> None:
-        self._do("move", where)
+        job = self._job()
+        if job is None:
+            return
+
+        async def go() -> None:  # say where it went, as `evopilot queue front|…` does
+            engine = self.evo.engine
+            await self.evo.call(engine.move, job.id, where)
+            places = await self.evo.call(engine.queue_positions)
+            self.app.notify(f"job {job.id}: moved {where}, now #{places[job.id]} of {len(places)} in the queue"
+                            if job.id in places else f"job {job.id}: moved {where}")
+
+        self.evo.act(go())
 
     def action_toggle_pause(self) -> None:
         paused = not self.queue_paused
