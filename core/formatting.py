@@ -168,6 +168,13 @@ def cluster(summary: dict | None) -> str:
     return f"cluster: {nodes}" + (f" · jobs: {jobs}" if jobs else "")
 
 
+def cluster_line(name: str, summary: dict | None) -> str:
+    """A Slurm host's line under the hosts table: ``c (Slurm, partition debug): cluster: 1
+    idle · jobs: 2 pending, 3 running``."""
+    where = f"Slurm, partition {summary['partition']}" if summary and summary.get("partition") else "Slurm"
+    return f"{name} ({where}): " + (cluster(summary) or "cluster: not seen yet (a tick watching jobs there asks)")
+
+
 def host_load(load: dict | None) -> tuple[str, str, str]:
     """(CPU, memory, GPUs) of a host row's load: ``1.2/8``, ``43%``, ``87% 10.2/24G`` (each
     GPU), "-" where unknown."""

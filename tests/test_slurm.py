@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -243,7 +244,7 @@ async def test_success_with_progress_and_metrics_and_failure_with_its_error(on_c
     assert bad.public()["slurm_id"] == bad.slurm_id
 
 
-async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm):
+async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm, capsys):
     run = await on_cluster(sbatch_options=["--hold"])
     await run.submit("echo never", "held")
     jobs = await run.until(lambda js: js["held"].error_message == "Slurm: pending (JobHeldUser)",
@@ -253,6 +254,15 @@ async def test_pending_shows_slurms_reason_and_stop_cancels_it(on_cluster, slurm
     [row] = [r for r in await run.engine.hosts() if r["name"] == "c"]
     assert row["slurm"]["jobs"] == {"PENDING": 1} and set(row["slurm"]["nodes"]) <= {"idle", "mixed"}
     assert formatting.cluster(row["slurm"]).endswith(" · jobs: 1 pending")
+    # `evopilot hosts`: the cluster on a line of its own, LAST ERROR left for errors
+    from argparse import Namespace
+
+    from evopilot.tui import cli
+    capsys.readouterr()
+    assert await cli.cmd_hosts(run.engine, Namespace(connect=False, json=False)) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^c \(Slurm, partition debug\): cluster: 1 (idle|mixed) · jobs: 1 pending$", text, re.M)
+    assert "jobs:" not in next(line for line in text.splitlines() if line.startswith("c "))
     assert (await run.engine.stop(held.id)).requested == "stop"
     jobs = await run.until(lambda js: js["held"].status.finished)
     assert jobs["held"].status == "cancelled" and slurm.state(held.slurm_id) == "CANCELLED"

@@ -455,3 +455,44 @@ async def test_new_jobs_come_into_view_with_the_cursor_on_them(home):
         app.action_show_tab("jobs")
         await until(pilot, lambda: job_row(app, job.id).startswith("▶"), what="the new job in view")
         assert table.current.id == job.id
+
+
+async def test_hosts_tab_shows_a_slurm_hosts_nodes_and_its_pending_and_running_jobs(slurm, home, tmp_path):
+    """A real single-node Slurm host (``local = true``): under the table, the highlighted
+    cluster's nodes by state and evopilot's jobs there, pending and running."""
+    from evopilot.core.config import parse_config
+    from tests.test_slurm import FOREVER, cluster_config
+
+    config = parse_config(cluster_config(slurm, tmp_path, sbatch_options=["--hold"]))
+    app = EvopilotApp(config, home)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot)
+        app.action_show_tab("hosts")
+        table = app.hosts.table
+        line = lambda: static_text(app, "#hosts-cluster")  # noqa: E731
+        table.move_cursor(row=app.hosts.names().index("local"))
+        await pilot.pause()
+        assert not app.screen.query_one("#hosts-cluster").display  # not a cluster
+        for name in ("runs", "waits"):  # held: one array of two, released one task at a time
+            await app.engine.submit(FOREVER, name=name, host="c", workdir=str(tmp_path))
+
+        async def slurm_ids() -> dict[str, str | None]:
+            return {j.name: j.slurm_id for j in await app.engine.jobs(reconcile=False)}
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not all((await slurm_ids()).values()):
+            assert asyncio.get_running_loop().time() < deadline, "the jobs were not submitted"
+            await pilot.pause(0.1)
+        ids = await slurm_ids()
+        try:
+            slurm.cmd("scontrol", "release", ids["runs"])
+            table.move_cursor(row=app.hosts.names().index("c"))
+            await until(pilot, lambda: "jobs: 1 running, 1 pending" in line(), timeout=30,
+                        what="one job running and one pending on the cluster")
+            assert app.screen.query_one("#hosts-cluster").display
+            # one 16-CPU node running one 1-CPU job
+            assert line() == "c (Slurm, partition debug): cluster: 1 mixed · jobs: 1 running, 1 pending"
+            assert table.get_row("c")[-1] == ""  # LAST ERROR stays for errors
+        finally:
+            slurm.cmd("scancel", ids["runs"], ids["waits"])
+        await until(pilot, lambda: "jobs:" not in line(), timeout=30, what="the jobs gone from the cluster line")

@@ -310,8 +310,11 @@ async def cmd_hosts(engine: Engine, args) -> int:
         _print_json([{**r, "worker": worker.public()} for r in rows])
     else:
         _table([[r["name"], r["state"], r["running"], f"{r['free_slots']}/{r['slots']}",
-                 r["last_error"] or formatting.cluster(r.get("slurm"))]
+                 r["last_error"] or ""]
                 for r in rows], ["HOST", "STATE", "RUNNING", "FREE", "LAST ERROR"])
+        for r in rows:
+            if "slurm" in r:
+                print(formatting.cluster_line(r["name"], r["slurm"]))
         print(f"worker: {_worker_line(worker)}")
     return 0
 

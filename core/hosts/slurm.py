@@ -194,7 +194,8 @@ class SlurmHost(Host):
     nodes: dict[str, int] | None = None
     """The partition's nodes by state, as the last tick saw them (None: not asked yet)."""
     queue: dict[str, int] = {}
-    """evopilot's jobs there by Slurm state (``PENDING``, ``RUNNING``...), as the last tick saw them."""
+    """evopilot's jobs there that Slurm has not ended, by state (``PENDING``, ``RUNNING``...),
+    as the last tick saw them."""
 
     @property
     def _env(self) -> str:
@@ -212,7 +213,8 @@ class SlurmHost(Host):
         self.nodes = parse_nodes(probe_scripts.parse_files(res.stdout)[0].decode("utf-8", "replace"))
         queue: dict[str, int] = {}
         for p in got.values():
-            if p.scheduled is not None and p.scheduled.state:
+            # ended ones are left out: no tick asks again once no job runs there
+            if p.scheduled is not None and p.scheduled.state in ACTIVE:
                 queue[p.scheduled.state] = queue.get(p.scheduled.state, 0) + 1
         self.queue = queue
         return got

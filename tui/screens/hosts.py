@@ -1,6 +1,7 @@
 """The Hosts tab: every configured host, its connection state, running jobs and free slots;
-a Slurm host, when it has no error, its partition's nodes by state and evopilot's jobs there by
-Slurm state (pending, running), as its last tick saw them (``formatting.cluster``).
+under the table, the highlighted Slurm host's partition nodes by state and evopilot's jobs there
+by Slurm state (pending, running), as its last tick saw them (``formatting.cluster_line``): a
+line of its own, which the table's 80 columns have no room for.
 
 Rows are ``Engine.hosts()`` as it gives them (state, running, slots, free slots, load, last
 error; connecting nothing); the head line says whether the queue is paused, read once the engine is open and again when a host changes or a job
@@ -50,6 +51,7 @@ class HostsPane(Pane):
     HostsPane #hosts-head { height: 1; padding: 0 1; }
     HostsPane HostTable { height: 1fr; border: round $foreground 30%; }
     HostsPane HostTable:focus { border: round $accent; }
+    HostsPane #hosts-cluster { height: 1; padding: 0 1; display: none; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -70,6 +72,7 @@ class HostsPane(Pane):
         table.add_column("STATE", width=STATE_WIDTH)
         table.add_columns("RUNNING", "SLOTS", "FREE", "LOAD", "MEM", "GPU", "LAST ERROR")
         yield table
+        yield Static("", id="hosts-cluster", markup=False)
 
     def focus_default(self) -> None:
         self.table.focus()
@@ -89,14 +92,25 @@ class HostsPane(Pane):
         row = t.cursor_row
         t.clear()
         for r in self.rows:
-            # a Slurm host without an error shows its cluster: nodes, evopilot's jobs there
-            error = (self.errors.get(r["name"]) or r.get("last_error")
-                     or formatting.cluster(r.get("slurm")))
+            error = self.errors.get(r["name"]) or r.get("last_error")
             state = "error" if r["name"] in self.errors else STATE_WORDS.get(r["state"], r["state"])
             t.add_row(r["name"], state, str(r["running"]), str(r["slots"]), str(r["free_slots"]),
                       *formatting.host_load(r.get("load")), formatting.last_line(error), key=r["name"])
         if row:
             t.move_cursor(row=min(row, t.row_count - 1))
+        self._show_cluster()
+
+    def _show_cluster(self) -> None:
+        """The highlighted host's cluster line; hidden for a host that is not a Slurm cluster."""
+        name = self._current()
+        row = next((r for r in self.rows if r["name"] == name), None)
+        line = self.query_one("#hosts-cluster", Static)
+        line.display = row is not None and "slurm" in row
+        if line.display:
+            line.update(formatting.cluster_line(name, row["slurm"]))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_cluster()
 
     async def engine_ready(self) -> None:
         self._show_queue(await self.evo.engine.queue_paused())
