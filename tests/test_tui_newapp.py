@@ -42,9 +42,10 @@ async def evopilot(home: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def project(make_project) -> Path:
-    return make_project({"benchmarks/bench_quick.py": BENCH_QUICK,
-                         "benchmarks/bench_args.py": BENCH_ARGS})
+def project(ready_project) -> Path:
+    """Its environment built: these tests count its benchmarks' jobs, not a setup job."""
+    return ready_project({"benchmarks/bench_quick.py": BENCH_QUICK,
+                          "benchmarks/bench_args.py": BENCH_ARGS})
 
 
 @pytest.mark.slow
