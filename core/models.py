@@ -20,6 +20,15 @@ def parse_iso(s: str | None) -> datetime | None:
     return datetime.fromisoformat(s) if s else None
 
 
+def _decode_json(cls, v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def json_columns(*fields: str):
+    """A validator for the fields a row stores as JSON text (decoded; given values pass)."""
+    return field_validator(*fields, mode="before")(_decode_json)
+
+
 class _Row(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -105,10 +114,7 @@ class Job(_Row):
     metric_higher_is_better: dict[str, bool] = {}
     """The direction of each metric that has one (results.json's ``"higher_is_better"``)."""
 
-    @field_validator("args", mode="before")
-    @classmethod
-    def _args_json(cls, v: Any) -> Any:
-        return json.loads(v) if isinstance(v, str) else v
+    _json = json_columns("args")
 
     def elapsed(self, now: datetime | None = None) -> float | None:
         """Seconds from start to finish, or to ``now`` (default: the current time) while it runs."""
@@ -159,10 +165,7 @@ class IterationRow(_Row):
     created_at: str
     updated_at: str
 
-    @field_validator("inspiration_hashes", "payload", mode="before")
-    @classmethod
-    def _json(cls, v: Any) -> Any:
-        return json.loads(v) if isinstance(v, str) else v
+    _json = json_columns("inspiration_hashes", "payload")
 
 
 class CommitRow(_Row):
@@ -180,10 +183,7 @@ class CommitRow(_Row):
     created_at: str
     metrics: dict[str, float] = {}
 
-    @field_validator("extra_context", mode="before")
-    @classmethod
-    def _json(cls, v: Any) -> Any:
-        return json.loads(v) if isinstance(v, str) else v
+    _json = json_columns("extra_context")
 
 
 # ---- tasks and coding-agent attempts (core/tasks) ------------------------------------------
@@ -246,10 +246,7 @@ class AttemptRow(_Row):
     dollars: float = 0.0
     requests: int = 0
 
-    @field_validator("params", mode="before")
-    @classmethod
-    def _json(cls, v: Any) -> Any:
-        return json.loads(v) if isinstance(v, str) else v
+    _json = json_columns("params")
 
     @property
     def lines_changed(self) -> int | None:
@@ -286,7 +283,4 @@ class SweepRow(_Row):
     created_at: str
     updated_at: str
 
-    @field_validator("matrix", "limits", mode="before")
-    @classmethod
-    def _json(cls, v: Any) -> Any:
-        return json.loads(v) if isinstance(v, str) else v
+    _json = json_columns("matrix", "limits")
