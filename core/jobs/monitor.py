@@ -20,7 +20,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import Host
-from evopilot.core.jobs import parse, scripts
+from evopilot.core.jobs import parse, scripts, warm
 from evopilot.core.jobs.reap import needs_reap
 from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
@@ -140,7 +140,7 @@ class Monitor:
                 if s is not None and s.answered and not j.requested:
                     _slurm_end(done, s)
                 fields.update(done)
-        elif (p is None or p.never_started) and await self._start_abandoned(j):
+        elif (p is None or p.never_started or _warm_unstarted(j, p)) and await self._start_abandoned(j):
             # Claimed, but its start never reached the host (the claimer died in between, or
             # took far too long): back to the queue. Starting again is safe (see scripts.start).
             fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
@@ -194,7 +194,7 @@ class Monitor:
         job: its state is Slurm's), no new log bytes, its pid and start time recorded, not past
         a timeout."""
         return (p is not None and p.scheduled is None and not data and p.exit_code is None
-                and p.session_alive
+                and p.session_alive and not _warm_unstarted(j, p)
                 and (not p.pgid or p.pgid == j.pgid)
                 and (p.started_at is None or _iso(p.started_at) == j.started_at)
                 and not (j.timeout_s and self._age(j) > j.timeout_s))
@@ -279,6 +279,14 @@ class Monitor:
         if started is None:
             return 0.0
         return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _warm_unstarted(j: Job, p) -> bool:
+    """A job sent to a warm runner (``core.jobs.warm``) that shows no trace of its wrapper: the
+    runner's session is alive, but it may have died with the job's line unread (a new runner
+    takes over the session's name), or the line was never sent."""
+    return (warm.is_runner(j.tmux_session) and p.exit_code is None and p.pgid is None
+            and p.started_at is None)
 
 
 def _slurm_end(done: dict, s) -> None:
