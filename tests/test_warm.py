@@ -69,9 +69,9 @@ def test_only_batch_evaluations_with_the_environments_command_go_warm():
 
 def test_the_runner_writes_the_job_files_the_probe_reads():
     assert (warm_runner.LOG, warm_runner.PID, warm_runner.EXIT_CODE, warm_runner.STARTED, warm_runner.FINISHED,
-            warm_runner.HANGUP, warm_runner.NOSPACE, warm_runner.RESULTS) == (
+            warm_runner.HANGUP, warm_runner.NOSPACE, warm_runner.RESULTS, warm_runner.WARM_WRAPPER) == (
         probe.LOG, probe.PID, probe.EXIT_CODE, probe.STARTED, probe.FINISHED, probe.HANGUP, probe.NOSPACE,
-        scripts.RESULTS)
+        scripts.RESULTS, probe.WARM_WRAPPER)
 
 
 def _engine_run(home: Path, root: Path, jobs: list[list[str]], config: str = "", wait: bool = True,
@@ -164,32 +164,40 @@ def test_stop_kill_and_timeout_of_jobs_in_a_warm_slot(ready_project, home, tmp_p
     assert _runner_pids() == runner
 
 
-def test_a_runner_killed_under_its_job_loses_the_job_and_the_next_start_gets_a_new_runner(ready_project, home, tmp_path):
+def test_a_runner_killed_under_its_jobs_leaves_them_to_end_and_a_dead_wrapper_loses_its_job(ready_project, home, tmp_path):
+    """The runner is only a starter: killed with -9, its jobs run on to their exit codes and the
+    next start gets a new runner. A job's own wrapper killed with -9 is a vanished job: lost,
+    its processes taken down."""
     root = ready_project({"benchmarks/ev.py": EVAL})
     conf = "[engine]\nkill_grace = 0.5\nlost_grace = 0.5\npoll_interval = 0.1\n"
-    release = tmp_path / "release"
-    (job,) = _engine_run(home, root, [["0", str(release)]], config=conf, wait=False)
-    wait_until(lambda: "[1/2]" in Path(job.log_path).read_text(), what="the job runs")
+    release, never = tmp_path / "release", tmp_path / "never"
+    survivor, orphan = _engine_run(home, root, [["4", str(release)], ["0", str(never)]], config=conf, wait=False)
+    for j in (survivor, orphan):
+        wait_until(lambda j=j: "[1/2]" in Path(j.log_path).read_text(), what="the jobs run")
     (runner,) = _runner_pids()
-    pgid = int((Path(job.job_dir) / "pid").read_text())
-    os.kill(runner, signal.SIGKILL)
-    wait_until(lambda: not _runner_pids(), what="the runner's session ends")
+    pgid = int((Path(orphan.job_dir) / "pid").read_text())
+    os.kill(int((Path(orphan.job_dir) / "wrapper_pid").read_text()), signal.SIGKILL)
 
     from evopilot.core.config import parse_config
     from evopilot.core.engine import Engine
 
-    async def main() -> tuple[Job, Job]:
+    async def main() -> tuple[Job, Job, Job]:
         engine = await Engine.open(parse_config("[hosts.local]\nmax_parallel = 4\n" + conf), home)
         try:
-            await engine.run_forever(until_done=[job.id])
+            await engine.run_forever(until_done=[orphan.id])  # its runner still alive
+            os.kill(runner, signal.SIGKILL)
+            while _runner_pids():
+                await asyncio.sleep(0.05)
+            release.touch()
             (nxt,) = await engine.submitter.run("proj", ["ev.py"], args=["0"], check=False, kind="evaluation")
-            await engine.run_forever(until_done=[nxt.id])
-            return await engine.job(job.id), await engine.job(nxt.id)
+            await engine.run_forever(until_done=[survivor.id, nxt.id])
+            return await engine.job(survivor.id), await engine.job(orphan.id), await engine.job(nxt.id)
         finally:
             await engine.close()
 
-    lost, nxt = asyncio.run(main())
-    assert lost.status == "lost" and "vanished" in lost.error_message
+    done, lost, nxt = asyncio.run(main())
+    assert (done.status, done.exit_code, done.metrics) == ("failed", 4, {"score": 1.5})
+    assert lost.status == "lost" and "wrapper" in lost.error_message
     wait_until(lambda: not _group_alive(pgid), what="the lost job's processes reaped")
     assert nxt.status == "succeeded" and warm.is_runner(nxt.tmux_session)
     assert len(_runner_pids()) == 1 and _runner_pids() != [runner]

@@ -150,10 +150,10 @@ class Monitor:
             if p.hangup and self._exit_code_due(j.id):
                 pass  # its wrapper was hung up and is writing the exit code: that says why it ended
             elif self._age(j) > self.config.engine.lost_grace:
-                fields.update(
-                    status=JobStatus.LOST.value, finished_at=now,
-                    error_message=f"tmux session {j.tmux_session} vanished without an exit code",
-                )
+                gone = (f"its wrapper in warm slot {j.tmux_session}" if warm.is_runner(j.tmux_session)
+                        else f"tmux session {j.tmux_session}")
+                fields.update(status=JobStatus.LOST.value, finished_at=now,
+                              error_message=f"{gone} vanished without an exit code")
         elif j.timeout_s and j.requested in (None, "timeout") and self._age(j) > j.timeout_s:
             # asked again on every tick until it ends: a kill cut short (evopilot exited) resumes
             if j.requested is None:

@@ -4,10 +4,12 @@ tmux session, a bash wrapper and an interpreter each.
 
 An evaluation is a job like any other (its row, directory, log, exit code, results, stop, kill,
 timeout; it outlives the engine), and costs a line on the runner's FIFO and a fork. The job's
-``tmux_session`` is the runner's: the monitor takes the job as alive while the runner is. A
-runner that died (its session gone) leaves its running jobs lost as any vanished session does,
-and the next start finds no reader on the FIFO and starts a new runner; when that fails, the job
-takes the normal path (``launch.start_here``).
+``tmux_session`` is the runner's, but the job is alive while its own wrapper process is (its pid
+in ``wrapper_pid``, see ``core.hosts.local``): a wrapper that died without an exit code leaves
+the job lost, as a vanished session does. The wrappers do not depend on the runner: a runner
+that died leaves its jobs running to their end, and the next start finds no reader on the FIFO
+and starts a new runner; when that fails, the job takes the normal path
+(``launch.start_here``).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Run by the environment's own python as ``python warm_runner.py FIFO``; stdlib on
 of any candidate is imported here: it imports nothing from the project or its packages before it
 forks. Each line on the FIFO is a job (JSON, see ``core.jobs.warm.line``). For each, the runner
 forks a *wrapper* that keeps the bash wrapper's contract (``core.jobs.scripts.wrapper``): it
-leaves a session of its own (it outlives this runner and its tmux session), creates
-``started_at`` exclusively (a job sent twice runs once), forks the job as the leader of its own
+leaves for a session of its own (it outlives this runner and its tmux session), creates
+``started_at`` exclusively (a job sent twice runs once), records its pid in ``wrapper_pid``
+(the job is alive while it runs: ``core.hosts.local``), forks the job as the leader of its own
 process group, records the group in ``pid``, forwards INT/TERM/HUP to the group, and writes
 ``finished_at``, then ``exit_code`` in one write, then wakes the engines through their FIFO.
 The job process is a fork of this interpreter made fresh for the benchmark: ``__main__`` is the
@@ -38,7 +39,7 @@ import traceback
 # The job directory's files (core.hosts.probe, core.jobs.scripts): this file imports nothing of
 # evopilot (it runs in the project's environment), the engine's tests check they agree.
 LOG, PID, EXIT_CODE, STARTED, FINISHED = "log", "pid", "exit_code", "started_at", "finished_at"
-HANGUP, NOSPACE, RESULTS = "hangup", "nospace", "results.json"
+HANGUP, NOSPACE, RESULTS, WARM_WRAPPER = "hangup", "nospace", "results.json", "wrapper_pid"
 # sys.path as this interpreter started, less this file's own directory: a job's sys.path is the
 # benchmark's directory, the import roots, then these (what a new interpreter would have).
 BASE_PATH = sys.path[1:]
@@ -75,6 +76,7 @@ def wrapper(spec: dict) -> None:
     except OSError:
         return
     _write_fd(fd, _now())
+    _write(f"{d}/{WARM_WRAPPER}", f"{os.getpid()}\n")  # the job is alive while this process is
     reserved = f"{d}/{EXIT_CODE}.reserved"
     try:
         _write(reserved, " " * 16 + "\n")
