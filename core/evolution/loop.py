@@ -167,7 +167,7 @@ class EvolutionLoop:
 
     async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
         await self._restore()
-        self._mutators.prepare()
+        self._mutators.start()
         planned = self.row.iterations_planned
         cap: str | None = None
         last_beat = 0.0

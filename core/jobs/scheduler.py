@@ -34,7 +34,7 @@ from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
-WAKE_COALESCE = 0.005
+WAKE_COALESCE = 0.0
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
