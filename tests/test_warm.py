@@ -54,9 +54,13 @@ def test_run_command_parses_back_exactly_and_nothing_else_does():
 
 
 def test_only_batch_evaluations_with_the_environments_command_go_warm():
-    args = dict(job_dir="/d/jobs/i-7", jobs_dir="/d/jobs", prefix="evp", host_env={}, wake="/d/jobs/i.done")
+    args = dict(job_dir="/d/jobs/i-7", jobs_dir="/d/jobs", prefix="evp", host_env={}, wake="/d/jobs/i.done",
+                stamp=lambda python: "1:2:3" if python == "/e/bin/python" else None)
     w = warm.plan(_job(), **args)
     assert w is not None and w.python == "/e/bin/python" and warm.is_runner(w.session)
+    rebuilt = warm.plan(_job(), **{**args, "stamp": lambda python: "1:2:4"})
+    assert rebuilt.session != w.session, "an environment built again gets a runner of its own"
+    assert warm.plan(_job(command=environments.run_command("/gone", ["/w"], "b.py", [])), **args) is None
     assert w.fifo == f"/d/jobs/{w.session}.fifo" and w.line.endswith(b"\n") and w.line.count(b"\n") == 1
     assert json.loads(w.line)["argv"] == ["b.py", "1"]
     assert warm.plan(_job(kind="benchmark"), **args) is None
@@ -255,3 +259,27 @@ def _group_alive(pgid: int) -> bool:
         return False
     return True
 
+
+
+def test_an_idle_runner_leaves_and_its_jobs_hold_nothing_of_it(tmp_path):
+    """A runner without jobs for a while removes its FIFO and exits (the next start makes a new
+    one); a job it started keeps neither the FIFO nor the runner's terminal open."""
+    fifo, job_dir, bench = tmp_path / "r.fifo", tmp_path / "job", tmp_path / "fds.py"
+    os.mkfifo(fifo, 0o600)
+    job_dir.mkdir()
+    bench.write_text("import os\nfor fd in os.listdir('/proc/self/fd'):\n"
+                     "    try:\n        print(os.readlink(f'/proc/self/fd/{fd}'))\n    except OSError:\n        pass\n")
+    runner = subprocess.Popen([sys.executable, "-c", "import sys; sys.argv = sys.argv[1:]; import runpy; "
+                               "g = runpy.run_path(sys.argv[0]); g['IDLE'] = 1.0; g['main'].__globals__['IDLE'] = 1.0; "
+                               "g['main'](sys.argv[1])", warm.RUNNER, str(fifo)])
+    spec = {"job_id": 1, "job_dir": str(job_dir), "workdir": str(tmp_path), "env_dir": str(Path(sys.executable).parent.parent),
+            "roots": [str(tmp_path)], "argv": [str(bench)], "env": {}, "wake": ""}
+    fd = os.open(fifo, os.O_WRONLY)
+    os.write(fd, json.dumps(spec).encode() + b"\n")
+    os.close(fd)
+    wait_until(lambda: (job_dir / "exit_code").exists(), what="the job ends")
+    assert (job_dir / "exit_code").read_text() == "0\n"
+    held = (job_dir / "log").read_text().splitlines()
+    assert str(fifo) not in held and not any(p.startswith("/dev/pts") for p in held), held
+    runner.wait(timeout=30)
+    assert not fifo.exists()

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,19 @@ class WarmStart:
     line: bytes
 
 
-def runner_session(prefix: str, env_dir: str) -> str:
-    return f"{prefix}{_MARK}{hashlib.sha1(env_dir.encode()).hexdigest()[:12]}"
+def runner_session(prefix: str, env_dir: str, stamp: str) -> str:
+    """The runner of an environment's interpreter as it is now (``stamp``): an environment
+    built again (another Python, say) gets a runner of its own."""
+    return f"{prefix}{_MARK}{hashlib.sha1((env_dir + chr(0) + stamp).encode()).hexdigest()[:12]}"
+
+
+def stamp(python: str) -> str | None:
+    """What tells one build of an interpreter from the next; None when there is none."""
+    try:
+        st = os.stat(python)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
 
 
 def is_runner(session: str | None) -> bool:
@@ -54,17 +66,21 @@ def is_runner(session: str | None) -> bool:
 
 
 def plan(job: Job, *, job_dir: str, jobs_dir: str, prefix: str, host_env: dict[str, str],
-         wake: str) -> WarmStart | None:
+         wake: str, stamp: Callable[[str], str | None] = stamp) -> WarmStart | None:
     """The warm start of ``job``, or None when it takes the normal path: not an evaluation,
-    a terminal job, a command other than ``environments.run_command``'s, or a host environment
-    that sets interpreter options (``PYTHON*``: read by a new interpreter only)."""
+    a terminal job, a command other than ``environments.run_command``'s, a host environment
+    that sets interpreter options (``PYTHON*``: read by a new interpreter only), or no
+    interpreter there (the normal path says so in the job's log)."""
     if job.kind != KIND or job.mode != "batch" or any(k.startswith("PYTHON") for k in host_env):
         return None
     parsed = environments.parse_run_command(job.command)
     if parsed is None:
         return None
     env_dir, roots, bench, args = parsed
-    session = runner_session(prefix, env_dir)
+    build = stamp(f"{env_dir}/bin/python")
+    if build is None:
+        return None
+    session = runner_session(prefix, env_dir, build)
     line = json.dumps({"job_id": job.id, "job_dir": job_dir, "workdir": job.workdir, "env_dir": env_dir,
                        "roots": roots, "argv": [bench, *args], "env": host_env, "wake": wake}).encode() + b"\n"
     if len(line) > 4096:  # PIPE_BUF: a longer write may interleave with another engine's

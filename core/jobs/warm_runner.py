@@ -30,6 +30,7 @@ import io
 import json
 import os
 import runpy
+import select
 import signal
 import stat
 import sys
@@ -45,31 +46,58 @@ HANGUP, NOSPACE, RESULTS, WARM_WRAPPER = "hangup", "nospace", "results.json", "w
 BASE_PATH = sys.path[1:]
 
 
+IDLE = 600.0
+"""Seconds without a job after which the runner leaves (the next job starts a new one)."""
+
+
 def main(fifo: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the wrappers are reaped by the kernel
     fd = os.open(fifo, os.O_RDWR)  # read-write: no end-of-file between writers
     buf = b""
     while True:
-        data = os.read(fd, 65536)
-        buf += data
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            if line.strip():
-                try:
-                    spec = json.loads(line)
-                except ValueError:
-                    continue
-                if os.fork() == 0:
-                    try:
-                        wrapper(spec)
-                    finally:
-                        os._exit(0)
+        if not select.select([fd], [], [], IDLE)[0]:
+            # idle: new starts find no FIFO (and start a new runner); lines already in it run
+            os.unlink(fifo)
+            os.set_blocking(fd, False)
+            try:
+                buf += os.read(fd, 65536)
+            except BlockingIOError:
+                pass
+            run_lines(buf + b"\n", fd)
+            return
+        buf += os.read(fd, 65536)
+        buf = run_lines(buf, fd)
+
+
+def run_lines(buf: bytes, fifo_fd: int) -> bytes:
+    """Start the job of each whole line; returns what is left of a line."""
+    *lines, rest = buf.split(b"\n")
+    for line in lines:
+        try:
+            spec = json.loads(line)
+        except ValueError:
+            continue
+        try:
+            pid = os.fork()
+        except OSError:
+            continue  # the engine sees the job never started and queues it again
+        if pid == 0:
+            try:
+                os.close(fifo_fd)  # the job must not keep the FIFO open after this runner
+                wrapper(spec)
+            finally:
+                os._exit(0)
+    return rest
 
 
 def wrapper(spec: dict) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     os.umask(0o077)
+    null = os.open(os.devnull, os.O_RDWR)  # not the runner's pane
+    for i in (0, 1, 2):
+        os.dup2(null, i)
+    os.close(null)
     d = spec["job_dir"]
     try:  # exclusive: a second start of the job leaves at once
         fd = os.open(f"{d}/{STARTED}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -83,6 +111,7 @@ def wrapper(spec: dict) -> None:
     except OSError:
         _touch(f"{d}/{NOSPACE}")
     log = os.open(f"{d}/{LOG}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 2)  # this wrapper's own errors, if any, in the job's log
     try:
         os.chdir(spec["workdir"])
     except OSError as e:
