@@ -283,3 +283,19 @@ def test_an_idle_runner_leaves_and_its_jobs_hold_nothing_of_it(tmp_path):
     assert str(fifo) not in held and not any(p.startswith("/dev/pts") for p in held), held
     runner.wait(timeout=30)
     assert not fifo.exists()
+
+
+def test_a_job_whose_runner_cannot_start_takes_the_normal_path(tmp_path):
+    """No runner can take the job (here its FIFO's path is a plain file): the job starts in a
+    session of its own with the bash wrapper, and runs."""
+    from evopilot.core.jobs.launch import start_here
+
+    d = tmp_path / "job"
+    w = scripts.wrapper(job_id=1, job_dir=str(d), workdir=str(tmp_path), command="echo normal path",
+                        done_channel="t-done")
+    blocked = tmp_path / "evp-warm-x.fifo"
+    blocked.write_text("not a FIFO")
+    spec = scripts.StartSpec(1, str(d), "t-1", w, warm=warm.WarmStart(sys.executable, "evp-warm-x", str(blocked), b"{}\n"))
+    assert asyncio.run(start_here([spec])) == ({1: "t-1"}, "")
+    wait_until(lambda: (d / "exit_code").exists(), what="the job ends")
+    assert (d / "log").read_text() == "normal path\n" and not _runner_pids()

@@ -125,10 +125,15 @@ async def send(w: WarmStart, tmux) -> bool:
 
 
 def _open(fifo: str) -> int | None:
-    """The FIFO open for writing, or None when no runner reads it."""
+    """The FIFO open for writing, or None when no runner reads it; OSError when the path is
+    not a FIFO."""
     try:
-        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as e:
         if e.errno in (errno.ENXIO, errno.ENOENT):
             return None
         raise
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{fifo} is not a FIFO")
+    return fd
