@@ -161,6 +161,10 @@ def test_stop_kill_and_timeout_of_jobs_in_a_warm_slot(ready_project, home, tmp_p
     assert "KeyboardInterrupt" in cli("logs", str(stop.id), "--config", cfg)[1]
     assert (jobs[kill.id]["status"], jobs[kill.id]["exit_code"]) == ("killed", 143)
     assert _runner_pids() == runner, "the slot outlives the jobs killed in it"
+    (late_attach,) = _engine_run(home, root, [["0", never]], wait=False)
+    code, _, err = cli("attach", str(late_attach.id), "--config", cfg)
+    assert code != 0 and "warm evaluation slot" in err and f"evopilot logs {late_attach.id}" in err
+    assert cli("kill", str(late_attach.id), "--config", cfg)[0] == 0
     # a timeout: killed by the engine that watches it, the slot again left alone
     (late,) = _engine_run(home, root, [["0", never]], config="[engine]\nkill_grace = 0.5\npoll_interval = 0.1\n",
                           timeout=1)
