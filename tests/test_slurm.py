@@ -281,6 +281,47 @@ async def test_a_job_slurm_forgot_without_an_exit_code_is_lost_with_the_reason(o
     assert jobs["forgotten"].error_message == "Slurm forgot job 999999 without an exit code"
 
 
+def test_an_idle_cluster_shows_its_nodes_in_evopilot_hosts(cli, slurm, tmp_path):
+    """No job of evopilot's on it: `evopilot hosts` asks the cluster for its nodes (a Slurm
+    host with ``local = true`` needs no connection)."""
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text(cluster_config(slurm, tmp_path))
+    code, out, err = cli("hosts", "--config", cfg)
+    assert code == 0, err
+    assert re.search(r"^c \(Slurm, partition debug\): cluster: 1 (idle|mixed)$", out, re.M), out
+    code, out, err = cli("hosts", "--json", "--config", cfg)
+    [row] = [r for r in json.loads(out) if r["name"] == "c"]
+    assert row["slurm"]["jobs"] == {} and row["slurm"]["error"] is None
+    assert sum(row["slurm"]["nodes"].values()) == 1 and set(row["slurm"]["nodes"]) <= {"idle", "mixed"}
+
+
+async def test_an_array_tasks_log_gets_slurms_own_lines(on_cluster, slurm, capsys):
+    """Slurm writes what it did to a task ("*** JOB 12 ON node CANCELLED AT ... ***") in the
+    array's output file: the task's own log gets it when it ends. Every wait is bounded."""
+    import asyncio
+    from argparse import Namespace
+
+    from evopilot.tui import cli
+
+    run = await on_cluster()
+    for name in ("cut", "other"):  # one array of two
+        await run.submit(FOREVER, name)
+    jobs = await asyncio.wait_for(run.until(lambda js: all(j.progress_current == 1 for j in js.values()),
+                                            what="both running"), 60)
+    assert jobs["cut"].slurm_id.split("_")[0] == jobs["other"].slurm_id.split("_")[0]
+    slurm.cmd("scancel", jobs["cut"].slurm_id)
+    await run.engine.kill(jobs["other"].id)
+    jobs = await asyncio.wait_for(run.until(lambda js: all(j.status.finished for j in js.values())), 60)
+    assert jobs["cut"].status == "cancelled" and jobs["other"].status == "killed"
+    for j in jobs.values():  # `evopilot logs`: the task's output, then Slurm's line, once
+        capsys.readouterr()
+        assert await cli.cmd_logs(run.engine, Namespace(job=j.id, lines=None, follow=False, json=False)) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("[1/2] up\n")
+        said = re.findall(r"^slurmstepd\S*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ \*\*\*$", text, re.M)
+        assert len(said) == 1, text
+
+
 async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
     run = await on_cluster()
     for name in ("stopped", "killed", "outside"):

@@ -25,6 +25,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.registry import HostRegistry
+from evopilot.core.hosts.slurm import CLUSTER_EVERY
 from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
 from evopilot.core.jobs.kinds import KindRegistry
@@ -72,6 +73,7 @@ class Scheduler:
         self._starts: defaultdict[str, int] = defaultdict(int)
         self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
+        self._next_cluster: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
@@ -157,6 +159,7 @@ class Scheduler:
         host = await self.hosts.get(name)
         async with self._host_locks[name]:
             result = await self._monitor.tick(host)
+        await host.refresh()
         await publish_jobs(self.db, self.bus, result.changed, result.changed)
         for ev in result.logs:
             self.bus.emit(ev)
@@ -206,6 +209,18 @@ class Scheduler:
 
     async def _active_hosts(self) -> set[str]:
         return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
+
+    def _clusters_due(self, active: set[str]) -> list[str]:
+        """Slurm hosts with no job of evopilot's, due for a look at their nodes (their ticks
+        do only that, ``Host.refresh``, every ``CLUSTER_EVERY`` seconds)."""
+        now = time.monotonic()
+        due = []
+        for name in self.config.host_names():
+            if name not in active and self.config.host(name).kind == "slurm":
+                if now >= self._next_cluster.get(name, 0):
+                    self._next_cluster[name] = now + CLUSTER_EVERY
+                    due.append(name)
+        return due
 
     def _due(self, hosts: Iterable[str]) -> list[str]:
         """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
@@ -321,7 +336,9 @@ class Scheduler:
             while True:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
-                    self._start_passes(self._due(await self._active_hosts()))
+                    active = await self._active_hosts()
+                    # an idle cluster's nodes only for a loop that stays (the app, a worker)
+                    self._start_passes(self._due(active) + ([] if until_idle else self._clusters_due(active)))
                     await self._local_pass_done()
                     await self._after_passes()
                     self._keep_beating()
