@@ -99,8 +99,8 @@ class Host(ABC):
         self.state = HostState.DISCONNECTED
 
     async def refresh(self) -> None:
-        """Between ticks that probe it, what the host shows of itself (a Slurm cluster's nodes,
-        see ``core.hosts.slurm``); nothing here."""
+        """On a tick with no job to probe, what the host shows of itself (a Slurm cluster's
+        nodes, see ``core.hosts.slurm``); nothing here."""
 
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, probe_scripts.Probe]:
         """What each (job id, job dir, session) looks like now: one round trip for all."""

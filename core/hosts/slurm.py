@@ -274,9 +274,11 @@ class SlurmHost(Host):
         await self.refresh(force=True)
 
     async def refresh(self, *, force: bool = False) -> None:
-        """The partition's nodes (``sinfo``) when no tick has asked for ``CLUSTER_EVERY``
-        seconds: the Hosts tab shows a cluster evopilot runs nothing on."""
-        if force or self.nodes_at is None or time.monotonic() - self.nodes_at > CLUSTER_EVERY:
+        """The partition's nodes (``sinfo``; a tick with no job to probe calls this) when not
+        asked for ``CLUSTER_EVERY`` seconds, or the last look found Slurm failing: the Hosts
+        tab shows a cluster evopilot runs nothing on, and an error no longer true goes."""
+        if (force or self.nodes_at is None or self.slurm_error
+                or time.monotonic() - self.nodes_at > CLUSTER_EVERY):
             res = await self.slurm(cluster(self.config.partition))
             self._saw(res.stdout.decode("utf-8", "replace"))
 

@@ -159,7 +159,8 @@ class Scheduler:
         host = await self.hosts.get(name)
         async with self._host_locks[name]:
             result = await self._monitor.tick(host)
-        await host.refresh()
+        if not result.probed:
+            await host.refresh()
         await publish_jobs(self.db, self.bus, result.changed, result.changed)
         for ev in result.logs:
             self.bus.emit(ev)
