@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -471,6 +472,11 @@ async def test_hosts_tab_shows_a_slurm_hosts_nodes_and_its_pending_and_running_j
         app.action_show_tab("hosts")
         table = app.hosts.table
         line = lambda: static_text(app, "#hosts-cluster")  # noqa: E731
+        await until(pilot, lambda: "c" in app.hosts.names(), timeout=10, what="the hosts listed")
+        table.move_cursor(row=app.hosts.names().index("c"))
+        # no job there yet: the cluster's nodes all the same
+        await until(pilot, lambda: re.fullmatch(r"c \(Slurm, partition debug\): cluster: 1 (idle|mixed)", line()),
+                    timeout=30, what="the idle cluster's nodes")
         table.move_cursor(row=app.hosts.names().index("local"))
         await pilot.pause()
         assert not app.screen.query_one("#hosts-cluster").display  # not a cluster
