@@ -131,17 +131,18 @@ def probe(dirs: list[str], partition: str | None = None) -> str:
 
     An array task that has ended (its ``exit_code`` written) gets Slurm's own lines for it
     ("CANCELLED ... DUE TO TIME LIMIT", in the array's output file that its ``task_out``
-    names) appended to its log, once (then ``task_out.done``), before the logs' sizes are read:
-    the tick that settles it reads them (``parse_probe`` holds its exit code back until then)."""
+    names) appended to its log, once (then ``task_out.done``), before the logs' sizes are read,
+    and a line ``ended|<dir>``: the tick that settles it reads them (``parse_probe`` holds back
+    an exit code written after that line's check)."""
     ids = join(f"{d}/{SLURM_ID}" for d in dirs)
     fmt = quote(SQUEUE_FORMAT)
     squeue = _bounded(["squeue", "-h", "-r", "--states=all"])
     sacct = " || ".join(f'{_bounded([*argv, "-j"])} "${{m%,}}" {join(["-o", fields])} 2>/dev/null'
                         for argv, fields in ((["sacct", "-X", "-n", "-P"], "JobID,State"),
                                              (["sacct", "-c", "-n", "-P"], "jobid,state")))
-    appends = (f'for d in {join(dirs)}; do [ -e "$d/{EXIT_CODE}" ] && [ ! -e "$d/{TASK_OUT}.done" ] '
-               f'&& read -r o 2>/dev/null < "$d/{TASK_OUT}" && {{ cat -- "$o" >> "$d/{LOG}" 2>/dev/null; '
-               f'echo 1 > "$d/{TASK_OUT}.done"; }}; done\n')
+    appends = (f'for d in {join(dirs)}; do [ -e "$d/{EXIT_CODE}" ] && read -r o 2>/dev/null < "$d/{TASK_OUT}" '
+               f'|| continue; echo "ended|$d"; [ -e "$d/{TASK_OUT}.done" ] || '
+               f'{{ cat -- "$o" >> "$d/{LOG}" 2>/dev/null; echo 1 > "$d/{TASK_OUT}.done"; }}; done\n')
     return (
         f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,); rc=0\n"
         f'if [ -n "$ids" ]; then q=$({squeue} -j "${{ids%,}}" -o {fmt} 2>&1); rc=$?\n'
@@ -153,7 +154,7 @@ def probe(dirs: list[str], partition: str | None = None) -> str:
         f"else echo rc=0; fi\n"
         f"if [ $rc -ne {TIMED_OUT} ]; then {cluster(partition)}fi\n"
         f"{appends}printf '\\0--evopilot--\\n'\n"
-        f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID, TASK_OUT, TASK_OUT + '.done'))}"
+        f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID, TASK_OUT))}"
     )
 
 
@@ -206,7 +207,9 @@ def not_answering(text: str) -> str | None:
 
 def parse_probe(out: bytes, jobs: list[tuple[int, str]]) -> dict[int, Probe]:
     first, found = probe_scripts.parse_files(out)
-    answered, known = parse_squeue(first.decode("utf-8", "replace"))
+    text = first.decode("utf-8", "surrogateescape")
+    answered, known = parse_squeue(text)
+    ended = {line[len("ended|"):] for line in text.splitlines() if line.startswith("ended|")}
     result = {}
     for job_id, d in jobs:
         slurm_id = found.contents.get(f"{d}/{SLURM_ID}", "").strip() or None
@@ -216,7 +219,7 @@ def parse_probe(out: bytes, jobs: list[tuple[int, str]]) -> dict[int, Probe]:
         p = found.probe(
             d, session_alive=slurm_id is not None and (not answered or state in ACTIVE),
             scheduled=Scheduled(slurm_id, state, "" if reason == "None" else reason, answered))
-        if f"{d}/{TASK_OUT}" in found.contents and f"{d}/{TASK_OUT}.done" not in found.contents:
+        if f"{d}/{TASK_OUT}" in found.contents and d not in ended:
             # an array task whose exit code came after the probe appended Slurm's lines: next tick
             p = dataclasses.replace(p, exit_code=None)
         result[job_id] = p
