@@ -332,14 +332,16 @@ class Scheduler:
         locked database).
         """
         waiting = list(until_done or ())
+        # idle clusters' nodes only for a loop that stays (the app, a worker): a command's loop
+        # does not connect to a login node it has no job on
+        stays = not until_idle and until_done is None
         self._runs = {}
         try:
             while True:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
                     active = await self._active_hosts()
-                    # an idle cluster's nodes only for a loop that stays (the app, a worker)
-                    self._start_passes(self._due(active) + ([] if until_idle else self._clusters_due(active)))
+                    self._start_passes(self._due(active) + (self._clusters_due(active) if stays else []))
                     await self._local_pass_done()
                     await self._after_passes()
                     self._keep_beating()
