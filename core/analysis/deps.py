@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import tree_sitter_python
 
 from evopilot.core.analysis import packages, stored
 from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
-from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
+from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract, is_dotted
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
 from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.locations import ensure_private_dir
@@ -87,8 +89,20 @@ def _compute(
     for directory in (root, bench_dir):  # a new src/ or .venv shows in the root's listing
         inputs[str(directory)] = _stat(str(directory))
     roots = list(dict.fromkeys([str(bench_dir), *import_roots(str(root), has_src(root))]))
-    graph = _Graph(str(root), _Finder(roots, inputs), parse_cache)
-    graph.build(bench_key)
+    finder = _Finder(roots, inputs)
+    if parse_cache is not None:
+        def parse(keys: list[str]) -> dict[str, FileImports]:
+            return parse_cache.imports_all(keys, str(root))
+    else:
+        def parse(keys: list[str]) -> dict[str, FileImports]:
+            return _parse_files(str(root), keys)
+    # The files the benchmark probably reaches, found by a cheap regex guess at their imports,
+    # are parsed in one batch, so that a forked child can take half of them (_extract_all);
+    # parsed level by level as the graph is built, most batches are too small to share.
+    scout = _Graph(str(root), finder, lambda keys: {k: _guess_imports(f"{root}/{k}") for k in keys})
+    scout.build(bench_key)
+    graph = _Graph(str(root), finder, parse)
+    graph.build(bench_key, parse([k for k, n in scout.nodes.items() if n.exists]))
     needs = graph.needs()
     pyproject = str(root / "pyproject.toml")
     inputs[pyproject] = _stat(pyproject)
@@ -201,26 +215,29 @@ class _Graph:
     Nodes are keyed by project-relative path (a missing module by ``missing:<name>``), so a
     module reached under two names or through a cycle is visited once."""
 
-    def __init__(self, root: str, finder: _Finder, cache: _ParseCache | None) -> None:
+    def __init__(self, root: str, finder: _Finder, parse: Callable[[list[str]], dict[str, FileImports]]) -> None:
         self.root = root
         self.finder = finder
-        self.cache = cache
+        self.parse = parse
+        """The imports of each file (by node key) of a list, as ``_parse_files`` gives them."""
         self.nodes: dict[str, _Node] = {}
         self.root_key = ""
         self.externals: dict[str, list[tuple[str, int]]] = {}
         """Import name -> (importing node key, how it is needed) for each import of it."""
         self.syntax_errors: list[SyntaxIssue] = []
 
-    def build(self, bench_key: str) -> None:
+    def build(self, bench_key: str, ready: dict[str, FileImports] | None = None) -> None:
+        """The graph from ``bench_key``; ``ready`` holds files already parsed (others are parsed
+        as they are reached)."""
         self.root_key = bench_key
         self.nodes[bench_key] = _Node(bench_key.rpartition("/")[2].removesuffix(".py"), bench_key, True)
         queue: deque[tuple[str, _Module | None]] = deque([(bench_key, None)])
         prefix = len(self.root) + 1
-        ready: dict[str, FileImports] = {}
+        ready = dict(ready or {})
         while queue:
             key, module = queue.popleft()
             if key not in ready:  # the files queued so far, parsed together (see _extract_all)
-                ready.update(self._parse_all([key, *(k for k, _ in queue if k not in ready)]))
+                ready.update(self.parse([key, *(k for k, _ in queue if k not in ready)]))
             parsed = ready.pop(key)
             for problem in parsed.errors:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
@@ -241,21 +258,6 @@ class _Graph:
                     edges = self.nodes[key].edges
                     if target_key != key:  # an edge imported two ways counts as the stronger
                         edges[target_key] = min(edges.get(target_key, OPTIONAL), _need(imp))
-
-    def _parse_all(self, keys: list[str]) -> dict[str, FileImports]:
-        """The imports of each file (by node key); the same as parsing them one by one, in order."""
-        if self.cache is not None:
-            return self.cache.imports_all(keys, self.root)
-        sources: dict[str, bytes] = {}
-        out: dict[str, FileImports] = {}
-        for key in keys:
-            try:
-                with open(f"{self.root}/{key}", "rb") as f:
-                    sources[key] = f.read()
-            except OSError as e:
-                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        out.update(zip(sources, _extract_all(list(sources.values()))))
-        return out
 
     def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module | _Missing]:
         """The project modules one import statement loads, in order; records externals."""
@@ -327,6 +329,50 @@ class _Graph:
             for key in seen:
                 need.setdefault(key, level)
         return need
+
+
+def _parse_files(root: str, keys: list[str]) -> dict[str, FileImports]:
+    """The imports of each file (by key under ``root``); the same as parsing them one by one."""
+    sources: dict[str, bytes] = {}
+    out: dict[str, FileImports] = {}
+    for key in keys:
+        try:
+            with open(f"{root}/{key}", "rb") as f:
+                sources[key] = f.read()
+        except OSError as e:
+            out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+    out.update(zip(sources, _extract_all(list(sources.values()))))
+    return out
+
+
+# A line that starts an import statement, wherever it is (a string, a TYPE_CHECKING block):
+# a guess that only decides which files are parsed early, never the analysis's result.
+_GUESS = re.compile(
+    r"^[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]*))",
+    re.MULTILINE,
+)
+
+
+def _guess_imports(path: str) -> FileImports:
+    """The imports a regex finds in the file at ``path``, without parsing it."""
+    try:
+        with open(path, "rb") as f:
+            source = f.read().decode("utf-8", "replace")
+    except OSError:
+        return FileImports([], [])
+    found: list[Import] = []
+    for dots, module, names, modules in _GUESS.findall(source):
+        if modules:
+            found.extend(Import(0, m, (), 0, False) for m in _names(modules) if is_dotted(m))
+        elif (dots or module) and (not module or is_dotted(module)):
+            found.append(Import(len(dots), module, tuple(n for n in _names(names) if n.isidentifier()), 0, False))
+    return FileImports(found, [])
+
+
+def _names(listed: str) -> list[str]:
+    """``a as b, c`` (parenthesised, continued with backslashes, with comments) as ``[a, c]``."""
+    listed = re.sub("#.*", "", listed)
+    return [part.split(" as ")[0].strip(" \t\n\\()") for part in listed.split(",")]
 
 
 # --- results ---------------------------------------------------------------------------------
