@@ -96,10 +96,15 @@ def _compute(
     else:
         def parse(keys: list[str]) -> dict[str, FileImports]:
             return _parse_files(str(root), keys)
-    # The files the benchmark probably reaches, found by a cheap regex guess at their imports,
-    # are parsed in one batch, so that a forked child can take half of them (_extract_all);
-    # parsed level by level as the graph is built, most batches are too small to share.
-    scout = _Graph(str(root), finder, lambda keys: {k: _guess_imports(f"{root}/{k}") for k in keys})
+    # The files the benchmark probably reaches (their imports guessed by a regex, or stored) are
+    # parsed in one batch, so that a forked child can take half of them (_extract_all); parsed
+    # level by level as the graph is built, most batches are too small to share. A guessed file
+    # the benchmark does not reach only adds its stat to the inputs (a needless recompute later).
+    def guess(keys: list[str]) -> dict[str, FileImports]:
+        known = parse_cache.known if parse_cache is not None else lambda path: None
+        return {k: known(f"{root}/{k}") or _guess_imports(f"{root}/{k}") for k in keys}
+
+    scout = _Graph(str(root), finder, guess)
     scout.build(bench_key)
     graph = _Graph(str(root), finder, parse)
     graph.build(bench_key, parse([k for k, n in scout.nodes.items() if n.exists]))
@@ -599,6 +604,16 @@ class _ParseCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
 
+    def known(self, path: str) -> FileImports | None:
+        """The stored imports of the file at ``path`` if its stat says it did not change."""
+        return self._stored(path, _fingerprint(_stat(path)))
+
+    def _stored(self, path: str, fingerprint: list[int] | None) -> FileImports | None:
+        entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
+        if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
+            return _from_json(self.parsed[entry[1]])
+        return None
+
     def imports_all(self, keys: list[str], root: str) -> dict[str, FileImports]:
         """The imports of each file (by node key under ``root``); the new contents among them
         are parsed together (``_extract_all``)."""
@@ -612,9 +627,9 @@ class _ParseCache:
                 out[key] = FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
                 continue
             fingerprint = _fingerprint(st)
-            entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
-            if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
-                out[key] = _from_json(self.parsed[entry[1]])
+            stored = self._stored(path, fingerprint)
+            if stored is not None:
+                out[key] = stored
                 continue
             try:
                 with open(path, "rb") as f:
@@ -627,7 +642,7 @@ class _ParseCache:
                 new[source] = digest
             read.append((key, digest))
             new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
-            if new_entry != entry:  # unchanged and still racy: nothing worth a write
+            if new_entry != self.stats.get(path):  # unchanged and still racy: nothing worth a write
                 self.stats[path] = new_entry
                 self.dirty = True
         for digest, result in zip(new.values(), _extract_all(list(new))):
