@@ -904,3 +904,21 @@ def test_parsing_the_guessed_files_ahead_changes_nothing(tmp_path, monkeypatch, 
     reached = analyze(root, Path("bench.py"))
     assert len(reached.local) > 50
     assert ahead == reached == cached
+
+
+def test_a_bad_pyproject_while_a_child_parses_is_reported_and_leaves_no_child(tmp_path, monkeypatch):
+    """pyproject.toml is read while a forked child parses (deps._extract_all's ``meanwhile``):
+    its error is the analysis's error, and the child is waited for, not left running."""
+    import os
+
+    monkeypatch.setattr(deps, "_FORK_BYTES", 1)
+    children: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(deps.os, "fork", lambda: (pid := real_fork()) and children.append(pid) or pid)
+    files = {BENCH: "import helper\n" + "x = 1\n" * 2000, "benchmarks/helper.py": "import os\n" * 2000}
+    root = project(tmp_path, files, pyproject="[project\nname = 'x'\n")
+    with pytest.raises(EvopilotError, match="pyproject.toml: cannot read"):
+        analyze(root, Path(BENCH), cache_dir=tmp_path / "cache")
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):  # already waited for
+        os.waitpid(children[0], os.WNOHANG)

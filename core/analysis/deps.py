@@ -15,6 +15,7 @@ re-hashed, so a change is detected even when it keeps size and mtime.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import sys
@@ -91,11 +92,11 @@ def _compute(
     roots = list(dict.fromkeys([str(bench_dir), *import_roots(str(root), has_src(root))]))
     finder = _Finder(roots, inputs)
     if parse_cache is not None:
-        def parse(keys: list[str]) -> dict[str, FileImports]:
-            return parse_cache.imports_all(keys, str(root))
+        def parse(keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+            return parse_cache.imports_all(keys, str(root), meanwhile)
     else:
-        def parse(keys: list[str]) -> dict[str, FileImports]:
-            return _parse_files(str(root), keys)
+        def parse(keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+            return _parse_files(str(root), keys, meanwhile)
     # The files the benchmark probably reaches (their imports guessed by a regex, or stored) are
     # parsed in one batch, so that a forked child can take half of them (_extract_all); parsed
     # level by level as the graph is built, most batches are too small to share. A guessed file
@@ -106,17 +107,25 @@ def _compute(
 
     scout = _Graph(str(root), finder, guess)
     scout.build(bench_key)
-    graph = _Graph(str(root), finder, parse)
-    graph.build(bench_key, parse([k for k, n in scout.nodes.items() if n.exists]))
-    needs = graph.needs()
     pyproject = str(root / "pyproject.toml")
-    inputs[pyproject] = _stat(pyproject)
-    declared = packages.declared_distributions(root)
+    declared: list[set[str] | None] = []
+
+    def meanwhile() -> None:
+        """What needs no parse, done while the child parses: pyproject, and the installed
+        distributions if the guess has an undeclared import (``_externals`` needs them then)."""
+        inputs[pyproject] = _stat(pyproject)
+        declared.append(packages.declared_distributions(root))
+        if not all(_is_declared(name, declared[0] or set()) for name in scout.externals):
+            _installed(root, cache_dir, inputs)
+
+    graph = _Graph(str(root), finder, parse)
+    graph.build(bench_key, parse([k for k, n in scout.nodes.items() if n.exists], meanwhile))
+    needs = graph.needs()
     return DependencyAnalysis(
         benchmark=bench_key,
         root=_tree(graph),
         local=[_dependency(n, needs.get(key, OPTIONAL)) for key, n in graph.nodes.items() if key != graph.root_key],
-        external=_externals(graph, needs, declared, root, cache_dir, inputs),
+        external=_externals(graph, needs, declared[0], root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
 
@@ -336,8 +345,9 @@ class _Graph:
         return need
 
 
-def _parse_files(root: str, keys: list[str]) -> dict[str, FileImports]:
-    """The imports of each file (by key under ``root``); the same as parsing them one by one."""
+def _parse_files(root: str, keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+    """The imports of each file (by key under ``root``); the same as parsing them one by one.
+    ``meanwhile`` runs while they are parsed (``_extract_all``)."""
     sources: dict[str, bytes] = {}
     out: dict[str, FileImports] = {}
     for key in keys:
@@ -346,7 +356,7 @@ def _parse_files(root: str, keys: list[str]) -> dict[str, FileImports]:
                 sources[key] = f.read()
         except OSError as e:
             out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-    out.update(zip(sources, _extract_all(list(sources.values()))))
+    out.update(zip(sources, _extract_all(list(sources.values()), meanwhile)))
     return out
 
 
@@ -427,6 +437,11 @@ def _dependency(node: _Node, need: int, children: list[LocalDependency] | None =
     )
 
 
+def _is_declared(name: str, declared: set[str]) -> bool:
+    """Whether pyproject declares a distribution the import ``name`` may come from."""
+    return any(packages.normalize(c) in declared for c in packages.KNOWN_DISTRIBUTIONS.get(name) or [name])
+
+
 def _externals(
     graph: _Graph,
     needs: dict[str, int],
@@ -441,7 +456,7 @@ def _externals(
     for name, uses in sorted(graph.externals.items(), key=lambda kv: kv[0].lower()):
         known = packages.KNOWN_DISTRIBUTIONS.get(name)
         candidates = list(known) if known else [name]
-        if not any(packages.normalize(c) in declared for c in candidates):
+        if not _is_declared(name, declared):
             if installed is None:
                 installed = _installed(root, cache_dir, inputs)
             provided = installed.get(name.partition(".")[0], [])
@@ -614,9 +629,11 @@ class _ParseCache:
             return _from_json(self.parsed[entry[1]])
         return None
 
-    def imports_all(self, keys: list[str], root: str) -> dict[str, FileImports]:
+    def imports_all(
+        self, keys: list[str], root: str, meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, FileImports]:
         """The imports of each file (by node key under ``root``); the new contents among them
-        are parsed together (``_extract_all``)."""
+        are parsed together, ``meanwhile`` running while they are (``_extract_all``)."""
         out: dict[str, FileImports] = {}
         new: dict[bytes, str] = {}  # content -> its hash, to parse
         read: list[tuple[str, str]] = []  # key and content hash of the files read
@@ -645,7 +662,7 @@ class _ParseCache:
             if new_entry != self.stats.get(path):  # unchanged and still racy: nothing worth a write
                 self.stats[path] = new_entry
                 self.dirty = True
-        for digest, result in zip(new.values(), _extract_all(list(new))):
+        for digest, result in zip(new.values(), _extract_all(list(new), meanwhile)):
             self.parsed[digest] = _to_json(result)
         for key, digest in read:
             out[key] = _from_json(self.parsed[digest])
@@ -669,46 +686,68 @@ _FORK_BYTES = 200_000
 """Below this much source to parse, a second process costs more than it saves."""
 
 
-def _extract_all(sources: list[bytes]) -> list[FileImports]:
-    """``extract`` of each source. tree-sitter holds the GIL while it parses, so with enough
-    to parse a forked child parses half of them (grimp, which bench/cli.py compares with, parses
-    on several threads); not in a process with other threads (the engine's), where a fork is
-    unsafe."""
+def _extract_all(sources: list[bytes], meanwhile: Callable[[], None] | None = None) -> list[FileImports]:
+    """``extract`` of each source, after calling ``meanwhile`` (work that needs no parse).
+
+    tree-sitter holds the GIL while it parses, so with enough to parse a forked child shares
+    the work (grimp, which bench/cli.py compares with, parses on several threads): the child
+    takes files from the largest down while this process runs ``meanwhile`` and then takes them
+    from the smallest up, each claiming a file in a shared byte map, until they meet; so the one
+    that gets more CPU parses more. Not in a process with other threads (the engine's), where a
+    fork is unsafe."""
     total = sum(map(len, sources))
     threading = sys.modules.get("threading")
     if total < _FORK_BYTES or not hasattr(os, "fork") or (threading and threading.active_count() > 1):
+        if meanwhile is not None:
+            meanwhile()
         return [extract(s) for s in sources]
-    # the child takes every other file by size, so both halves weigh about the same
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    theirs, mine = order[0::2], order[1::2]
+    claimed = mmap.mmap(-1, len(order))  # shared with the child; position k claims order[k]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: parse, send the results as JSON, leave without cleaning up
+    if pid == 0:  # the child: parse from the largest, send the results as JSON, leave without cleaning up
         code = 1
         try:
             os.close(read_fd)
-            data = json.dumps([_to_json(extract(sources[i])) for i in theirs]).encode()
+            parsed = []
+            for k, i in enumerate(order):
+                if claimed[k]:
+                    break  # this process's part ends where the parent's begins
+                claimed[k] = 1
+                parsed.append([i, _to_json(extract(sources[i]))])
             with os.fdopen(write_fd, "wb") as f:
-                f.write(data)
+                f.write(json.dumps(parsed).encode())
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
     results: list[FileImports | None] = [None] * len(sources)
-    for i in mine:
-        results[i] = extract(sources[i])
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
+    reader = os.fdopen(read_fd, "rb")
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        for k in range(len(order) - 1, -1, -1):
+            if claimed[k]:
+                break  # both may take the file where they meet: parsed twice, no harm
+            claimed[k] = 1
+            results[order[k]] = extract(sources[order[k]])
+        data = reader.read()
+    except BaseException:
+        claimed[:] = b"\1" * len(order)  # the child stops at its next file
+        raise
+    finally:
+        reader.close()  # before waiting: a child still writing gets a broken pipe, not a hang
+        _, status = os.waitpid(pid, 0)
     try:
         if status != 0:
             raise ValueError("the parsing child failed")
-        for i, parsed in zip(theirs, json.loads(data), strict=True):
-            results[i] = _from_json(parsed)
+        for i, found in json.loads(data):
+            if results[i] is None:
+                results[i] = _from_json(found)
     except (ValueError, TypeError):
-        for i in theirs:  # parse them here after all
-            results[i] = extract(sources[i])
-    return results
+        pass
+    # what the child did not send (it failed) is parsed here after all
+    return [extract(sources[i]) if r is None else r for i, r in enumerate(results)]
 
 
 def _to_json(result: FileImports) -> list:
