@@ -22,8 +22,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import tree_sitter
 import tree_sitter_python
@@ -134,8 +134,7 @@ def _compute(
 # a cached analysis is mostly such calls. evopilot runs on POSIX systems only (tmux).
 
 
-@dataclass
-class _Module:
+class _Module(NamedTuple):
     """Where an importable name lives: a file, or (namespace package) only directories."""
 
     name: str
@@ -144,8 +143,7 @@ class _Module:
     """Directories its submodules are looked up in; empty for a plain module."""
 
 
-@dataclass
-class _Missing:
+class _Missing(NamedTuple):
     """A module an import needs that is not there."""
 
     name: str
@@ -153,15 +151,17 @@ class _Missing:
     problem: str
 
 
-@dataclass
 class _Node:
-    name: str
-    path: str | None
-    exists: bool
-    problem: str | None = None
-    edges: dict[str, int] = field(default_factory=dict)
-    """Target node key -> how it is needed (``REQUIRED``, ``LAZY``, ``OPTIONAL``); an edge
-    imported two ways counts as the stronger."""
+    __slots__ = ("name", "path", "exists", "problem", "edges")
+
+    def __init__(self, name: str, path: str | None, exists: bool, problem: str | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.exists = exists
+        self.problem = problem
+        self.edges: dict[str, int] = {}
+        """Target node key -> how it is needed (``REQUIRED``, ``LAZY``, ``OPTIONAL``); an edge
+        imported two ways counts as the stronger."""
 
 
 class _Finder:
