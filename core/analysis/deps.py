@@ -361,10 +361,10 @@ def _parse_files(root: str, keys: list[str], meanwhile: Callable[[], None] | Non
 
 
 # A line that starts an import statement, wherever it is (a string, a TYPE_CHECKING block):
-# a guess that only decides which files are parsed early, never the analysis's result.
+# a guess that only decides which files are parsed early, never the analysis's result. It
+# starts with the newline before the line (a literal: twice as fast as ``^`` in MULTILINE).
 _GUESS = re.compile(
-    r"^[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]*))",
-    re.MULTILINE,
+    r"\n[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]*))"
 )
 
 
@@ -372,7 +372,7 @@ def _guess_imports(path: str) -> FileImports:
     """The imports a regex finds in the file at ``path``, without parsing it."""
     try:
         with open(path, "rb") as f:
-            source = f.read().decode("utf-8", "replace")
+            source = "\n" + f.read().decode("utf-8", "replace")
     except OSError:
         return FileImports([], [])
     found: list[Import] = []
