@@ -98,9 +98,9 @@ def _compute(
         def parse(keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
             return _parse_files(str(root), keys, meanwhile)
     # The files the benchmark probably reaches (their imports guessed by a regex, or stored) are
-    # parsed in one batch, so that a forked child can take half of them (_extract_all); parsed
-    # level by level as the graph is built, most batches are too small to share. A guessed file
-    # the benchmark does not reach only adds its stat to the inputs (a needless recompute later).
+    # parsed in one batch, which a forked child shares (_extract_all); parsed level by level as
+    # the graph is built, most batches are too small to share. A guessed file the benchmark does
+    # not reach only adds its stat to the inputs (a needless recompute later).
     def guess(keys: list[str]) -> dict[str, FileImports]:
         known = parse_cache.known if parse_cache is not None else lambda path: None
         return {k: known(f"{root}/{k}") or _guess_imports(f"{root}/{k}") for k in keys}
