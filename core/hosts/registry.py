@@ -112,11 +112,14 @@ class HostRegistry:
         return out
 
     async def reconnect(self, name: str) -> None:
+        """Connect a host now (a user asked: ``hosts --connect``, the Hosts tab), and look at
+        it so that its row shows its load (a Slurm cluster: its nodes) at once."""
         host = self._hosts.get(name)
         if host is not None and hasattr(host, "reconnect"):
             await host.reconnect()
         else:
-            await self.get(name)
+            host = await self.get(name)
+        await host.refresh()
 
     async def doctor(self, name: str) -> list:
         from evopilot.core.hosts.doctor import doctor

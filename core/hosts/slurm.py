@@ -34,7 +34,7 @@ from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
-from evopilot.core.hosts.base import CommandResult, Host, env_file
+from evopilot.core.hosts.base import IDLE_EVERY, CommandResult, Host, env_file
 from evopilot.core.hosts.local import LocalHost
 from evopilot.core.hosts.probe import EXIT_CODE, LOG, Probe, Scheduled
 from evopilot.core.quoting import join, quote
@@ -104,9 +104,6 @@ sinfo retry for ~9 s (Slurm's MessageTimeout, 10 s by default) before they fail,
 tick of the host would wait that long; one that answers does so in milliseconds. A command cut
 short means "not answering": nothing is taken for ended (see ``parse_squeue``)."""
 TIMED_OUT = 124  # ``timeout``'s exit status
-CLUSTER_EVERY = 30.0
-"""Seconds between ``sinfo`` calls for a cluster no tick asks (nothing of evopilot's runs
-there): the Hosts tab's nodes by state, cheaply."""
 
 
 def _bounded(argv: list[str]) -> str:
@@ -278,10 +275,10 @@ class SlurmHost(Host):
 
     async def refresh(self, *, force: bool = False) -> None:
         """The partition's nodes (``sinfo``; a tick with no job to probe calls this) when not
-        asked for ``CLUSTER_EVERY`` seconds, or the last look found Slurm failing: the Hosts
+        asked for ``IDLE_EVERY`` seconds, or the last look found Slurm failing: the Hosts
         tab shows a cluster evopilot runs nothing on, and an error no longer true goes."""
         if (force or self.nodes_at is None or self.slurm_error
-                or time.monotonic() - self.nodes_at > CLUSTER_EVERY):
+                or time.monotonic() - self.nodes_at > IDLE_EVERY):
             res = await self.slurm(cluster(self.config.partition))
             self._saw(res.stdout.decode("utf-8", "replace"))
 
