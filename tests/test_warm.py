@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from evopilot.core import environments
 from evopilot.core.hosts import probe
 from evopilot.core.jobs import scripts, warm, warm_runner
@@ -33,6 +35,22 @@ if len(sys.argv) > 2:
         time.sleep(0.05)
 sys.exit(int(sys.argv[1]))
 """
+
+
+@pytest.fixture(autouse=True)
+def no_job_left(tmp_path):
+    """A warm job outlives its runner's tmux server (the suite's cleanup): a test that fails
+    while its jobs wait takes them down here."""
+    yield
+    for wrapper in tmp_path.glob("**/jobs/*/wrapper_pid"):
+        d = wrapper.parent
+        if (d / "exit_code").exists():
+            continue
+        for path, kill in ((d / "pid", os.killpg), (wrapper, os.kill)):
+            try:
+                kill(int(path.read_text()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 def _job(**kw) -> Job:
