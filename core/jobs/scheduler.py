@@ -209,12 +209,15 @@ class Scheduler:
 
     def _due(self, hosts: Iterable[str]) -> list[str]:
         """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
-        round trip)."""
+        round trip). A host whose pass is still under way keeps its due time: a tick asked for
+        meanwhile (its completion watcher saw a job end, after the pass's probe) comes when the
+        pass ends (see ``_host_pass``), not a poll interval later."""
         now = time.monotonic()
         due = []
+        busy = {n for n, t in (self._runs or {}).items() if not t.done()}
         for name in sorted(hosts):
             if name != LOCAL:
-                if now < self._next_remote_tick.get(name, 0):
+                if now < self._next_remote_tick.get(name, 0) or name in busy:
                     continue
                 self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             due.append(name)
@@ -226,7 +229,8 @@ class Scheduler:
         host = self.hosts.known(name)
         if host is not None and host.state == "connected":
             self._watch_completions(host)
-        if again:  # last, so that the round this wakes finds this pass ended
+        # last, so that the round this wakes finds this pass ended
+        if again or (name != LOCAL and self._next_remote_tick.get(name, 0) <= time.monotonic()):
             self._wake.set()
 
     async def _after_passes(self) -> None:
