@@ -192,7 +192,8 @@ def probe(jobs: list[tuple[int, str, str]]) -> str:
     session (read from /proc by bash itself); tmux's session list is asked only when some job
     without an exit code is not so: most probes find every job running and start no ``tmux``
     (the script costs its shell and one ``find``, however many jobs)."""
-    checks = "".join(f"[ -e {quote(d)}/{EXIT_CODE} ] || {{ wrapped {quote(d)} && echo {quote(session)} || u=1; }}\n"
+    # an exit code being written is empty (not yet an exit code): its session is asked for
+    checks = "".join(f"[ -s {quote(d)}/{EXIT_CODE} ] || {{ wrapped {quote(d)} && echo {quote(session)} || u=1; }}\n"
                      for _, d, session in jobs)
     sessions = f"{_WRAPPED}u=\n{checks}[ -z \"$u\" ] || {list_sessions()}\n"
     return f"{sessions}{_SEP}\n{files([d for _, d, _ in jobs])}{_SEP}\n{LOAD_SCRIPT}true\n"

@@ -112,6 +112,9 @@ class Scheduler:
         host keeps its queue. SSH hosts that a live worker ticks are left to it. Without
         ``connect``, only hosts that need no connect now are visited; returns the SSH hosts
         left with queued jobs and no loop to start them."""
+        if self._runs is not None:  # this process's loop: its hosts' ticks (and starts) come now
+            self._next_remote_tick.clear()
+            self._wake.set()
         looped = await self._loop_alive()
         names = await self._command_hosts([JobStatus.QUEUED.value], looped)
         left = [] if connect else [n for n in names if n != LOCAL and self.hosts.connected(n) is None]
