@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evopilot.core import locations  # noqa: E402
 from evopilot.core.config import Config, EngineConfig, HostConfig  # noqa: E402
 from evopilot.core.engine import Engine  # noqa: E402
+from evopilot.core.errors import EvopilotError  # noqa: E402
 from evopilot.core.hosts.ssh import ssh_command_args  # noqa: E402
 from evopilot.core.models import JobStatus  # noqa: E402
 from tests.sshd import SshdServer  # noqa: E402
@@ -233,10 +234,15 @@ async def many(home: Path, cfg: Path, hosts: dict[str, HostConfig], per_host: in
         print("many: `evopilot jobs` with no worker alive (connects to every host, in "
               "parallel): " + ", ".join(f"{s:.2f} s" for s in alone), flush=True)
         for i in long:  # a job whose start the cancelled loop cut short is queued again
-            if (await engine.job(i)).status == JobStatus.RUNNING:
-                await engine.kill(i)
-            else:
-                await engine.cancel(i)
+            for _ in range(20):
+                try:
+                    if (await engine.job(i)).status == JobStatus.RUNNING:
+                        await engine.kill(i)
+                    else:
+                        await engine.cancel(i)
+                    break
+                except EvopilotError:  # "still starting; try again"
+                    await asyncio.sleep(0.5)
 
 
 def case_many(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
