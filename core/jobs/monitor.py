@@ -45,6 +45,8 @@ class TickResult:
     """Jobs that ended other than by their own clean exit: their process group is taken down."""
     backlog: bool = False
     """Some log had more new bytes than one read takes: tick again soon."""
+    probed: bool = False
+    """The host was asked about its jobs (no job running there: not)."""
 
 
 class Monitor:
@@ -63,6 +65,7 @@ class Monitor:
             return out
         probed = [(j.id, j.job_dir, j.tmux_session) for j in jobs if j.job_dir]
         probes = await host.probe(probed) if probed else {}
+        out.probed = bool(probed)
 
         chunk = self.config.engine.log_chunk_bytes
         reqs, req_jobs = [], []
