@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -251,7 +252,7 @@ class Scheduler:
         if host is not None and host.state == "connected":
             self._watch_completions(host)
         # last, so that the round this wakes finds this pass ended
-        if again or (name != LOCAL and self._next_remote_tick.get(name, 0) <= time.monotonic()):
+        if again or self._next_remote_tick.get(name, math.inf) <= time.monotonic():
             self._wake.set()
 
     async def _after_passes(self) -> None:
@@ -456,7 +457,7 @@ class Scheduler:
                 except Exception:
                     res = None
                 if res is not None and res.ok:  # a job ended there: tick that host now
-                    self._next_remote_tick.pop(host.name, None)
+                    self._next_remote_tick[host.name] = 0  # due now
                     self._wake.set()
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait
