@@ -91,9 +91,9 @@ def test_parse_probe_maps_ids_states_and_files():
                              + b"/b/1/slurm_id\x0012\n" + sep, [(1, "/b/1")])
     assert down[1].session_alive and not down[1].scheduled.answered  # unknown is not ended
     # an array task's exit code counts once the probe has put Slurm's lines for it in its log
-    tasks = slurm.parse_probe(b"7_0|COMPLETED|None\n7_1|COMPLETED|None\nrc=0\nended|/b/6\n" + sep + sep
+    tasks = slurm.parse_probe(b"7_0|COMPLETED|None\n7_1|COMPLETED|None\nrc=0\nended|/b/6\n" + sep
                               + b"/b/5/slurm_id\x007_0\n/b/5/task_out\x00/a/0.out\n/b/5/exit_code\x000\n"
-                              + b"/b/6/slurm_id\x007_1\n/b/6/task_out\x00/a/1.out\n/b/6/exit_code\x000\n",
+                              + b"/b/6/slurm_id\x007_1\n/b/6/task_out\x00/a/1.out\n/b/6/exit_code\x000\n" + sep,
                               [(5, "/b/5"), (6, "/b/6")])
     assert tasks[5].exit_code is None and tasks[6].exit_code == 0
 

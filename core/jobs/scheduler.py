@@ -364,11 +364,7 @@ class Scheduler:
                         await self._beat(stop=True)
                         if await self.idle():
                             return
-                    # not while a host's pass is under way: its transaction, uncommitted, is seen by
-                    # this read on the shared connection, and the return cancels the pass, which
-                    # rolls it back (jobs counted finished were then running again)
-                    if (waiting and not self._runs_in_flight()
-                            and not await jobs_db.count_unfinished(self.db, waiting)
+                    if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
                             and not self._tasks):
                         return
                 except Exception as e:
