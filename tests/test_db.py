@@ -120,3 +120,35 @@ async def test_a_task_cancelled_while_beginning_leaves_no_open_transaction(home)
         assert await jobs_db.meta(db, "k") == "2"
     finally:
         await db.close()
+
+
+async def test_a_loop_waiting_for_jobs_does_not_count_another_tasks_uncommitted_end(home):
+    """``run_forever(until_done=...)`` stops on ``count_unfinished`` and then cancels its host
+    passes; a pass cancelled inside its transaction rolls back the ends it wrote. Read on the
+    shared connection while that transaction was open, those ends were counted: the loop
+    returned with jobs that were running again. The count waits for the transaction's end."""
+    import asyncio
+
+    from evopilot.core.config import Config
+    from evopilot.core.db import jobs as jobs_db
+    from evopilot.core.engine import Engine
+
+    async with await Engine.open(Config(), home) as engine:
+        await engine.set_queue_paused(True)
+        job = await engine.submit("true", name="j")
+        inside, never = asyncio.Event(), asyncio.Event()
+
+        async def pass_cancelled_after_its_write() -> None:
+            async with jobs_db.transaction(engine.db):
+                await jobs_db.update_job(engine.db, job.id, status="succeeded")
+                inside.set()
+                await never.wait()
+
+        writer = asyncio.create_task(pass_cancelled_after_its_write())
+        await inside.wait()
+        count = asyncio.create_task(jobs_db.count_unfinished(engine.db, [job.id]))
+        await asyncio.wait([count], timeout=1)  # read now, or waiting its turn
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        assert await count == 1
+        assert (await engine.job(job.id)).status.value == "queued"

@@ -61,6 +61,36 @@ def test_probe_reports_files_and_sessions(tmp_path):
     assert asyncio.run(local.probe(jobs)) == got
 
 
+def test_probe_finds_a_wrapped_job_alive_without_tmux_and_asks_tmux_when_unsure(tmp_path):
+    """A job whose command runs under its wrapper is alive from /proc alone: the probe then
+    starts no ``tmux`` (here: none on its PATH). A job whose exit code is being written (the
+    file there, still empty) is no job without a session: tmux is asked, and says it is alive
+    (else the monitor would take it for lost)."""
+    d = tmp_path / "it's a $dir"
+    d.mkdir()
+    (d / "run.sh").write_text(scripts.wrapper(job_id=1, job_dir=str(d), workdir=str(tmp_path),
+                                              command="sleep 30", done_channel="t-done"))
+    subprocess.run(["bash", "-c", new_session("t-1", f"bash {quote(str(d / 'run.sh'))}")], check=True)
+    wait_until(lambda: (d / "pid").exists() and (d / "pid").read_text().endswith("\n"))
+    no_tmux = tmp_path / "bin"
+    no_tmux.mkdir()
+    for tool in ("find", "nproc"):
+        (no_tmux / tool).symlink_to(subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True,
+                                                   text=True).stdout.strip())
+    jobs = [(1, str(d), "t-1")]
+    out = subprocess.run(["/bin/bash", "-c", probe.probe(jobs)], capture_output=True,
+                         env={**os.environ, "PATH": str(no_tmux)}).stdout
+    got = probe.parse_probe(out, jobs)[1]
+    assert got.session_alive and got.exit_code is None and got.pgid == int((d / "pid").read_text())
+
+    other = tmp_path / "ending"  # its command has ended; its wrapper writes the exit code
+    other.mkdir()
+    (other / "exit_code").write_bytes(b"")
+    jobs = [(2, str(other), "t-1")]  # the session of a wrapper still there
+    got = probe.parse_probe(subprocess.run(["bash", "-c", probe.probe(jobs)], capture_output=True).stdout, jobs)[2]
+    assert got.session_alive and got.exit_code is None
+
+
 def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     """The tty wrapper run by tmux as a job's session would be, in a directory whose name needs
     quoting at two levels (the wrapper's bash, and pipe-pane's sh); a line typed by send_keys."""

@@ -79,21 +79,21 @@ def test_parse_squeue_tells_an_answer_from_a_failure():
 def test_parse_probe_maps_ids_states_and_files():
     sep = b"\0--evopilot--\n"
     out = (b"12|PENDING|Priority\n13|CANCELLED|None\nrc=0\n" + sep
-           + b"/b/1/log\t40\n/b/2/log\t3\n" + sep
-           + b"/b/1/slurm_id\x0012\n/b/2/slurm_id\x0013\n/b/2/exit_code\x00143\n/b/4/slurm_id\x0099\n")
+           + b"/b/1/slurm_id\x0012\n/b/2/slurm_id\x0013\n/b/2/exit_code\x00143\n/b/4/slurm_id\x0099\n"
+           + sep + b"/b/1/log\t40\n/b/2/log\t3\n")
     got = slurm.parse_probe(out, [(1, "/b/1"), (2, "/b/2"), (3, "/b/3"), (4, "/b/4")])
     assert got[1].scheduled == slurm.Scheduled("12", "PENDING", "Priority", True) and got[1].session_alive
     assert got[1].log_size == 40
     assert got[2].exit_code == 143 and got[2].scheduled.state == "CANCELLED" and not got[2].session_alive
     assert got[3].scheduled.job_id is None and got[3].never_started  # its start never reached the host
     assert got[4].scheduled.state is None and not got[4].session_alive  # Slurm forgot it
-    down = slurm.parse_probe(b"error: Unable to contact slurm controller\nrc=1\n" + sep + sep
-                             + b"/b/1/slurm_id\x0012\n", [(1, "/b/1")])
+    down = slurm.parse_probe(b"error: Unable to contact slurm controller\nrc=1\n" + sep
+                             + b"/b/1/slurm_id\x0012\n" + sep, [(1, "/b/1")])
     assert down[1].session_alive and not down[1].scheduled.answered  # unknown is not ended
     # an array task's exit code counts once the probe has put Slurm's lines for it in its log
-    tasks = slurm.parse_probe(b"7_0|COMPLETED|None\n7_1|COMPLETED|None\nrc=0\nended|/b/6\n" + sep + sep
+    tasks = slurm.parse_probe(b"7_0|COMPLETED|None\n7_1|COMPLETED|None\nrc=0\nended|/b/6\n" + sep
                               + b"/b/5/slurm_id\x007_0\n/b/5/task_out\x00/a/0.out\n/b/5/exit_code\x000\n"
-                              + b"/b/6/slurm_id\x007_1\n/b/6/task_out\x00/a/1.out\n/b/6/exit_code\x000\n",
+                              + b"/b/6/slurm_id\x007_1\n/b/6/task_out\x00/a/1.out\n/b/6/exit_code\x000\n" + sep,
                               [(5, "/b/5"), (6, "/b/6")])
     assert tasks[5].exit_code is None and tasks[6].exit_code == 0
 

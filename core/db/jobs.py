@@ -227,13 +227,19 @@ async def claimed_by(db: aiosqlite.Connection, job_id: int) -> str | None:
 
 async def count_unfinished(db: aiosqlite.Connection, ids: list[int]) -> int:
     """How many of ``ids`` may still run: queued, running, or pending on a job that has not
-    failed (a job waiting on a failed setup stays pending until that is retried)."""
+    failed (a job waiting on a failed setup stays pending until that is retried).
+
+    Counted between transactions (their turn, see ``transaction``): a read on the shared
+    connection sees another task's uncommitted writes, and the loop that stops on this count
+    cancels that task, whose transaction is then rolled back (jobs counted ended were running
+    again)."""
     marks = ",".join("?" for _ in ids)
-    ((n,),) = await db.execute_fetchall(
-        f"SELECT count(*) FROM jobs j WHERE id IN ({marks}) AND (status IN ('queued', 'running') "
-        f"OR (status = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.id = j.depends_on "
-        f"AND d.status IN ('failed', 'cancelled', 'killed', 'lost'))))", ids,
-    )
+    async with _TX_LOCKS.setdefault(db, asyncio.Lock()):
+        ((n,),) = await db.execute_fetchall(
+            f"SELECT count(*) FROM jobs j WHERE id IN ({marks}) AND (status IN ('queued', 'running') "
+            f"OR (status = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.id = j.depends_on "
+            f"AND d.status IN ('failed', 'cancelled', 'killed', 'lost'))))", ids,
+        )
     return n
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import MAX_INLINE_SCRIPT, CommandResult, Host, HostState, stdin_script
 from evopilot.core.hosts.probe import (
-    EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, WARM_WRAPPER, Probe, epoch_or_none,
+    EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, RESULTS, STARTED, WARM_WRAPPER, Probe,
+    epoch_or_none,
 )
 from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
@@ -101,6 +102,7 @@ class LocalHost(Host):
                 started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
                 finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
                 log_exists=os.path.exists(f"{d}/{LOG}"),
+                results_exists=os.path.exists(f"{d}/{RESULTS}"),  # after the exit code, see Probe
             )
             for job_id, d, _ in jobs
         }

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from evopilot.core.hosts.tmux import list_sessions
 from evopilot.core.quoting import join, quote
 
-# Files of a job directory that the probe reads (the job's wrapper writes them).
-LOG, PID, EXIT_CODE = "log", "pid", "exit_code"
+# Files of a job directory that the probe reads (the job's wrapper writes them; the job itself
+# writes ``results.json``, if at all, before its exit).
+LOG, PID, EXIT_CODE, RESULTS = "log", "pid", "exit_code", "results.json"
 HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
 NOSPACE = "nospace"  # present when the job's exit code could be written only in its reserved file
 # The pid of a warm slot's wrapper (core/jobs/warm_runner.py), which has no session of its own:
@@ -57,6 +58,9 @@ class Probe:
     finished_at: float | None = None
     log_exists: bool = False
     """The start script got as far as the job's session (it creates ``log`` right before)."""
+    results_exists: bool = False
+    """The job wrote its ``results.json`` (seen after its exit code: a job that has one and
+    wrote results has them there)."""
     scheduled: Scheduled | None = None
     """What a batch scheduler (Slurm) says about the job; None on hosts without one."""
 
@@ -71,8 +75,13 @@ _SECTION = b"\0--evopilot--\n"
 
 NVIDIA_SMI = "nvidia-smi --query-gpu=utilization.gpu,memory.used,memory.total --format=csv,noheader,nounits"
 LOAD_SCRIPT = (
-    "cat /proc/loadavg 2>/dev/null | cut -d' ' -f1; nproc 2>/dev/null || echo 0\n"
-    "grep -E '^(MemTotal|MemAvailable):' /proc/meminfo 2>/dev/null\n"
+    # bash builtins reading /proc (a probe per host per second: each process counts); the CPU
+    # count is the shell's allowed CPUs, as ``nproc`` counts them
+    "{ read -r l _ && echo \"$l\"; } 2>/dev/null </proc/loadavg\n"
+    "n=0; while read -r k v; do [ \"$k\" = Cpus_allowed_list: ] || continue\n"
+    "  for r in ${v//,/ }; do n=$((n + ${r#*-} - ${r%-*} + 1)); done; done 2>/dev/null </proc/self/status\n"
+    "[ $n -gt 0 ] && echo $n || nproc 2>/dev/null || echo 0\n"
+    "while read -r k v _; do case $k in MemTotal:|MemAvailable:) echo \"$k $v\" ;; esac; done 2>/dev/null </proc/meminfo\n"
     f"if command -v nvidia-smi >/dev/null 2>&1; then timeout 5 {NVIDIA_SMI} 2>/dev/null; fi\n"
 )
 """The host's load, the probe's last section (the same round trip)."""
@@ -165,20 +174,46 @@ _SEP = "printf '\\0--evopilot--\\n'"
 SMALL_FILES = (EXIT_CODE, PID, STARTED, FINISHED)
 
 
+# Whether the job in directory $1 runs on under its wrapper, as ``core.hosts.local`` tells it:
+# its group leader (``pid``) is alive, not a zombie, and a child of the job's ``run.sh``. Bash
+# builtins reading /proc; false where they cannot tell (then tmux is asked).
+_WRAPPED = r"""wrapped() {
+  local pg= st a x
+  { IFS= read -r pg && [ -n "$pg" ] && IFS= read -r st <"/proc/$pg/stat"; } 2>/dev/null <"$1/pid" || return 1
+  st=${st##*) }; set -- "$1" $st
+  case $2 in Z|X) return 1 ;; esac
+  mapfile -d '' a 2>/dev/null <"/proc/$3/cmdline" || return 1
+  for x in "${a[@]}"; do [ "$x" = "$1/run.sh" ] && return 0; done
+  return 1
+}
+"""
+
+
 def probe(jobs: list[tuple[int, str, str]]) -> str:
-    """One script reporting on every (job id, job dir, session) with three processes however
-    many jobs: tmux's session list, then ``files`` (see there), then the host's load."""
-    return f"{list_sessions()}\n{_SEP}\n{files([d for _, d, _ in jobs])}{_SEP}\n{LOAD_SCRIPT}true\n"
+    """One script reporting on every (job id, job dir, session): the sessions, then ``files``
+    (see there), then the host's load. A job whose command runs on under its wrapper has its
+    session (read from /proc by bash itself); tmux's session list is asked only when some job
+    without an exit code is not so: most probes find every job running and start no ``tmux``
+    (the script costs its shell and one ``find``, however many jobs)."""
+    # an exit code being written is empty (not yet an exit code): its session is asked for
+    checks = "".join(f"[ -s {quote(d)}/{EXIT_CODE} ] || {{ wrapped {quote(d)} && echo {quote(session)} || u=1; }}\n"
+                     for _, d, session in jobs)
+    sessions = f"{_WRAPPED}u=\n{checks}[ -z \"$u\" ] || {list_sessions()}\n"
+    return f"{sessions}{_SEP}\n{files([d for _, d, _ in jobs])}{_SEP}\n{LOAD_SCRIPT}true\n"
 
 
 def files(dirs: list[str], small: tuple[str, ...] = SMALL_FILES) -> str:
-    """Two sections of a probe: ``find`` for the sizes of logs and markers, and ``grep`` for the
-    contents of the ``small`` files (NUL after each file name)."""
+    """Two sections of a probe: the contents of the ``small`` files (read by bash itself, NUL
+    after each file name), then ``find`` for the sizes of logs, markers and results files. In
+    this order: a results file is written before the exit code, so one read with the exit
+    code is listed."""
     paths = [f"{d}/{name}" for d in dirs for name in small]
     return (
-        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} -o -name {NOSPACE} \\) "
-        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\n{_SEP}\n"
-        f"grep -s -H -Z '' {join(paths)}\ntrue\n"
+        f"for f in {join(paths)}; do v=\n"
+        f"  {{ IFS= read -r v || [ -n \"$v\" ]; }} 2>/dev/null <\"$f\" && printf '%s\\0%s\\n' \"$f\" \"$v\"\n"
+        f"done\n{_SEP}\n"
+        f"find {join(dirs)} -maxdepth 1 \\( -name {LOG} -o -name {HANGUP} -o -name {NOSPACE} -o -name {RESULTS} \\) "
+        f"-printf '%h/%f\\t%s\\n' 2>/dev/null\ntrue\n"
     )
 
 
@@ -213,6 +248,7 @@ class Files:
             started_at=epoch_or_none(text(f"{d}/{STARTED}", "")),
             finished_at=epoch_or_none(text(f"{d}/{FINISHED}", "")),
             log_exists=f"{d}/{LOG}" in sizes,
+            results_exists=f"{d}/{RESULTS}" in sizes,
             **more,
         )
 
@@ -222,11 +258,11 @@ def parse_files(out: bytes) -> tuple[bytes, Files]:
     sections = out.split(_SECTION)
     sections += [b""] * (3 - len(sections))
     sizes: dict[str, int] = {}
-    for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
+    for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
         path, _, size = line.rpartition("\t")
         sizes[path] = _int_or_none(size) or 0
     contents: dict[str, str] = {}
-    for line in sections[2].decode("utf-8", "surrogateescape").splitlines():
+    for line in sections[1].decode("utf-8", "surrogateescape").splitlines():
         path, _, value = line.partition("\0")
         contents[path] = value
     return sections[0], Files(sizes, contents)

@@ -76,7 +76,7 @@ class Monitor:
             if p.log_size > j.log_offset:
                 reqs.append((f"{j.job_dir}/{scripts.LOG}", j.log_offset, chunk))
                 req_jobs.append((j, "log"))
-            if p.exit_code is not None:
+            if p.exit_code is not None and p.results_exists:
                 # one byte past the limit tells a file over it from one that fits exactly
                 reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, self.config.engine.results_max_bytes + 1))
                 req_jobs.append((j, "results"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -113,6 +114,9 @@ class Scheduler:
         host keeps its queue. SSH hosts that a live worker ticks are left to it. Without
         ``connect``, only hosts that need no connect now are visited; returns the SSH hosts
         left with queued jobs and no loop to start them."""
+        if self._runs is not None:  # this process's loop: its hosts' ticks (and starts) come now
+            self._next_remote_tick.clear()
+            self._wake.set()
         looped = await self._loop_alive()
         names = await self._command_hosts([JobStatus.QUEUED.value], looped)
         left = [] if connect else [n for n in names if n != LOCAL and self.hosts.connected(n) is None]
@@ -227,12 +231,15 @@ class Scheduler:
 
     def _due(self, hosts: Iterable[str]) -> list[str]:
         """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
-        round trip)."""
+        round trip). A host whose pass is still under way keeps its due time: a tick asked for
+        meanwhile (its completion watcher saw a job end, after the pass's probe) comes when the
+        pass ends (see ``_host_pass``), not a poll interval later."""
         now = time.monotonic()
         due = []
+        busy = {n for n, t in (self._runs or {}).items() if not t.done()}
         for name in sorted(hosts):
             if name != LOCAL:
-                if now < self._next_remote_tick.get(name, 0):
+                if now < self._next_remote_tick.get(name, 0) or name in busy:
                     continue
                 self._next_remote_tick[name] = now + self.config.engine.remote_poll_interval
             due.append(name)
@@ -244,7 +251,8 @@ class Scheduler:
         host = self.hosts.known(name)
         if host is not None and host.state == "connected":
             self._watch_completions(host)
-        if again:  # last, so that the round this wakes finds this pass ended
+        # last, so that the round this wakes finds this pass ended
+        if again or self._next_remote_tick.get(name, math.inf) <= time.monotonic():
             self._wake.set()
 
     async def _after_passes(self) -> None:
@@ -445,7 +453,7 @@ class Scheduler:
                 except Exception:
                     res = None
                 if res is not None and res.ok:  # a job ended there: tick that host now
-                    self._next_remote_tick.pop(host.name, None)
+                    self._next_remote_tick[host.name] = 0  # due now
                     self._wake.set()
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
-from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
+from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, RESULTS, STARTED
 from evopilot.core.hosts.tmux import LIST_SESSIONS, has_session, kill_session, new_session, new_session_args
 from evopilot.core.quoting import join, quote
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from evopilot.core.jobs.warm import WarmStart
 
 # Files in a job directory (besides those the monitor's probe reads, see core.hosts.probe).
-RESULTS, WRAPPER = "results.json", "run.sh"
+WRAPPER = "run.sh"
 # The host's ``env`` (licence paths, tokens), mode 0600: never in a script's text, which is a
 # ``bash -c`` argument that every user of the host can read in /proc/*/cmdline.
 ENV = "env"
@@ -38,7 +38,7 @@ def wrapper(
     writes its end time to ``finished_at`` and then the exit status to ``exit_code`` (one
     write of a few bytes by the shell itself: a reader sees it empty, that is no exit code yet,
     or whole; a rename would cost a ``mv`` process between every job's end and its engine's
-    wake), then wakes a watching engine at once: through ``done_fifo`` when given
+    wake; ``pid`` is written the same way), then wakes a watching engine at once: through ``done_fifo`` when given
     (a local job: its engines watch the FIFO, see ``core.jobs.wake``), else ``tmux wait-for
     done_channel`` (a tmux client process per job, which a local job saves). ``batch``: see
     ``_batch``; ``tty``: see ``_tty``.
@@ -50,7 +50,8 @@ def wrapper(
     body = _batch(command, pane) if mode == "batch" else _tty(job_id, job_dir, command)
     # read-write: never blocks, with or without a reader
     wake = (f"[ -p {quote(done_fifo)} ] && printf x 2>/dev/null 1<>{quote(done_fifo)}\n" if done_fifo
-            else f"tmux wait-for -S {quote(done_channel)} 2>/dev/null\n" if done_channel else "")
+            else f"{'exec ' if pane else ''}tmux wait-for -S {quote(done_channel)} 2>/dev/null\n"
+            if done_channel else "")  # the wrapper's last command (in a pane): no fork
     # under Slurm (no pane) the job is recorded as FAILED or COMPLETED by the wrapper's exit
     end = "" if pane else 'exit "$rc"\n'
     return f"""#!/usr/bin/env bash
@@ -61,17 +62,18 @@ now() {{ printf '%s\\n' "${{EPOCHREALTIME:-$(date +%s)}}"; }}
 # exclusive and empty first (an inode only, so a full disk does not stop it), the time after
 set -C; : > "$D/{STARTED}" 2>/dev/null || exit 0; set +C; now >> "$D/{STARTED}" 2>/dev/null
 # A full disk must not lose the exit code: it then overwrites, in place, a file reserved at the
-# start (no new block needed), and an empty marker (an inode only) says why.
+# start (no new block needed), and an empty marker (an inode only) says why. The reserved file
+# stays when unused (removing it would cost an ``rm`` process per job; it goes with the job
+# directory).
 R="$D/{EXIT_CODE}.reserved"; printf '%16s\\n' '' > "$R" || : > "$D/{NOSPACE}"
 finish() {{ now > "$D/{FINISHED}" 2>/dev/null
   printf '%s\\n' "$1" > "$D/{EXIT_CODE}" ||
   {{ : > "$D/{NOSPACE}"; printf '%-16s\\n' "$1" 1<> "$R" && mv -f "$R" "$D/{EXIT_CODE}"; }}; }}
 export EVOPILOT_JOB_ID={quote(job_id)} EVOPILOT_JOB_DIR="$D" EVOPILOT_RESULTS="$D/{RESULTS}"
 [ ! -e "$D/{ENV}" ] || . "$D/{ENV}"
-cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
+cd {quote(workdir)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 {body}finish "$rc"
-{wake}rm -f "$R"  # after the wake: the next job's start does not wait for it
-{end}"""
+{wake}{end}"""
 
 
 def _batch(command: str, pane: bool = True) -> str:
@@ -82,7 +84,7 @@ def _batch(command: str, pane: bool = True) -> str:
 bash -c {quote(command)} </dev/null >>"$D/{LOG}" 2>&1 &
 child=$!
 set +m
-printf '%s\\n' "$child" > "$D/{PID}.tmp" && mv -f "$D/{PID}.tmp" "$D/{PID}"
+printf '%s\\n' "$child" > "$D/{PID}"
 trap 'kill -INT -- -$child 2>/dev/null' INT
 trap 'kill -TERM -- -$child 2>/dev/null' TERM
 trap ': > "$D/{HANGUP}"; kill -HUP -- -$child 2>/dev/null' HUP
@@ -95,7 +97,7 @@ done
 
 # Run in the foreground by the tty wrapper: record its own process group (it leads it), then run
 # the command. Arguments: the job directory, the command.
-_TTY_LAUNCH = f'printf "%s\\n" "$$" > "$1/{PID}.tmp" && mv -f "$1/{PID}.tmp" "$1/{PID}" && exec bash -c "$2"'
+_TTY_LAUNCH = f'printf "%s\\n" "$$" > "$1/{PID}" && exec bash -c "$2"'
 
 
 def _tty(job_id: int, job_dir: str, command: str) -> str:
@@ -118,7 +120,7 @@ def _tty(job_id: int, job_dir: str, command: str) -> str:
     that tmux has copied every byte before it; then the pipe is closed and the marker cut off.
     """
     pipe = f"cat >> {quote(job_dir + '/' + LOG)}"  # run by tmux with sh -c
-    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; rm -f "$R"; exit 127; }}
+    return f"""tmux pipe-pane -t "$TMUX_PANE" {quote(pipe)} 2>>"$D/{LOG}" || {{ finish 127; exit 127; }}
 trap : INT
 stty susp undef 2>/dev/null
 set -m
