@@ -10,7 +10,10 @@
 
 grimp is a bench-only dependency: `pip install grimp` in the venv.
 
-Run: .venv/bin/python bench/cli.py [--runs 15] [--package rich]
+Run: .venv/bin/python bench/cli.py [--runs 15] [--package rich] [--before OTHER/.venv/bin/evopilot]
+
+``--before`` adds another checkout's `evopilot deps --json`, cold, to the same run (before/after
+figures side by side).
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--package", default="rich", help="an installed pure-Python package to analyse")
+    ap.add_argument("--before", help="another checkout's evopilot executable: its cold deps run beside this one")
     opts = ap.parse_args()
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="evp-bench-cli-"))
@@ -129,6 +133,9 @@ def main() -> None:
             "grimp build_graph, warm": ([sys.executable, "-c", GRIMP, str(pkg_project), opts.package,
                                          str(grimp_cache)], nothing),
         }
+        if opts.before:
+            cases["before: evopilot deps --json, cold"] = (
+                [opts.before, "deps", "pkg", "bench.py", "--json", *env_home], no_deps_cache)
         med = measure(cases, opts.runs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,6 +155,9 @@ def main() -> None:
          f"{med['evopilot deps --json, warm'] / med['grimp build_graph, warm']:.2f}x of grimp, warm", "target <= 1x"),
         ("grimp build_graph, warm", med["grimp build_graph, warm"], "", ""),
     ]
+    if opts.before:
+        name = "before: evopilot deps --json, cold"
+        rows.insert(3, (name, med[name], f"{med[name] / med['grimp build_graph, cold']:.2f}x of grimp, cold", ""))
     width = max(len(r[0]) for r in rows)
     for name, t, ratio, target in rows:
         print(f"{name.ljust(width)}  {t * 1000:7.0f} ms  {ratio:28}  {target}")

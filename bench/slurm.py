@@ -17,6 +17,11 @@ Run: python3 bench/slurm.py [--jobs 100] [--watch-jobs 200] [--ticks 10] [--late
    ``remote_poll_interval`` (1 s); for each, the time from its wrapper's end (``finished_at``,
    written before its exit code and before Slurm's end) to the event saying it finished.
    Target: under 2 ticks.
+4. slurmctld down: 3 jobs of ``sleep 90`` running (one then exits 3), slurmctld killed (6 s after the last
+   submission, see notes-slurm.md), then ``tick_host`` x ticks: Slurm's commands bounded
+   (``core.hosts.slurm.SLURM_TIMEOUT``) against the baseline of unbounded ones (Slurm gives up
+   by itself, ~9 s each), and a healthy tick beside them; then slurmctld is started again and
+   the jobs must end with their true status. ``--down-only`` runs only this part.
 
 Results: bench/RESULTS.md.
 """
@@ -39,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from evopilot.core.config import parse_config  # noqa: E402
 from evopilot.core.engine import Engine  # noqa: E402
 from evopilot.core.events import JobEvent  # noqa: E402
+from evopilot.core.hosts import slurm  # noqa: E402
 from evopilot.core.jobs import sbatch  # noqa: E402
 from tests.slurm import SlurmCluster  # noqa: E402
 from tests.sshd import SshdServer  # noqa: E402
@@ -163,6 +169,42 @@ async def end_to_status(cluster: SlurmCluster, tmp: Path, n: int) -> dict:
             "median_ticks": statistics.median(lat) / poll, "max_ticks": max(lat) / poll}
 
 
+async def controller_down(tmp: Path, ticks: int) -> dict:
+    cluster = SlurmCluster(tmp / "down")
+    cluster.start()
+    home = Path(tempfile.mkdtemp(dir=tmp))
+    engine = await Engine.open(parse_config(config(cluster, home / "base", 1.0)), home)
+    bounded = slurm.SLURM_TIMEOUT
+
+    async def timed() -> float:
+        t0 = time.perf_counter()
+        await engine.tick_host("c", dispatch_jobs=False)
+        return time.perf_counter() - t0
+
+    try:
+        ids = [(await engine.submit(cmd, name=f"d{i}", host="c", workdir=str(tmp))).id
+               for i, cmd in enumerate(["sleep 90", "sleep 90", "sleep 90; exit 3"])]
+        await engine.dispatch()
+        healthy = [await timed() for _ in range(ticks)]
+        await asyncio.sleep(6)
+        cluster.kill_slurmctld()
+        down = [await timed() for _ in range(ticks)]
+        error = engine.hosts_registry.known("c").last_error
+        running = [(await engine.job(i)).status.value for i in ids]
+        slurm.SLURM_TIMEOUT = 3600  # the baseline: Slurm's commands as they were, unbounded
+        unbounded = [await timed() for _ in range(ticks)]
+        slurm.SLURM_TIMEOUT = bounded
+        cluster.start_slurmctld()
+        await engine.run_forever(until_done=ids)
+        ended = [(await engine.job(i)).status.value for i in ids]
+    finally:
+        slurm.SLURM_TIMEOUT = bounded
+        await engine.close()
+        cluster.stop()
+    return {"healthy_s": healthy, "down_bounded_s": down, "down_unbounded_s": unbounded,
+            "error": error, "while_down": running, "after": ended}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=100)
@@ -170,13 +212,28 @@ async def main() -> None:
     ap.add_argument("--ticks", type=int, default=10)
     ap.add_argument("--latency-jobs", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--down-ticks", type=int, default=3)
+    ap.add_argument("--down-only", action="store_true")
     args = ap.parse_args()
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="evs-"))
     os.chmod(tmp, 0o755)
+    raw: dict = {"down": await controller_down(tmp, args.down_ticks)}
+    down = raw["down"]
+    print(f"4. slurmctld down, 3 jobs running, {args.down_ticks} ticks each (load {os.getloadavg()[0]:.2f}):\n"
+          f"  healthy tick          {statistics.median(down['healthy_s']):6.2f} s median\n"
+          f"  down, bounded ({slurm.SLURM_TIMEOUT} s)  {statistics.median(down['down_bounded_s']):6.2f} s median "
+          f"{[round(t, 2) for t in down['down_bounded_s']]}\n"
+          f"  baseline, unbounded   {statistics.median(down['down_unbounded_s']):6.2f} s median "
+          f"{[round(t, 2) for t in down['down_unbounded_s']]}\n"
+          f"  ratio x{statistics.median(down['down_unbounded_s']) / statistics.median(down['down_bounded_s']):.1f}; "
+          f"host error: {down['error']!r}; jobs while down {down['while_down']}, after {down['after']}")
+    if args.down_only:
+        if args.json:
+            print(json.dumps(raw))
+        return
     cluster = SlurmCluster(tmp / "c")
     cluster.start()
-    raw: dict = {}
     try:
         raw["evopilot_array"] = await evopilot_submission(cluster, tmp, args.jobs, True)
         raw["evopilot_sbatch_each"] = await evopilot_submission(cluster, tmp, args.jobs, False)

@@ -259,7 +259,7 @@ def report(r: dict) -> list[tuple[str, ...]]:
     c = r["counted"]
     changed = c["changed_file_bytes"]
     target = 2 * (changed + r["file_list"])
-    diff, full = c["commit_diff"], c["commit_full"]
+    diff = c["commit_diff"]
     rows.append(("1 file changed of", f"{r['files']} files, {r['project_bytes'] / 1e6:.1f} MB",
                  f"changed file {changed} B, file list {r['file_list']} B", ""))
     rows.append(("bytes to the host (run -> job running)", "up", "down", "vs run --commit B"))

@@ -176,6 +176,7 @@ class Engine:
         memory, GPUs: the local one read now, an SSH host's from its monitor's last probe)."""
         from evopilot.core.hosts.probe import local_load
 
+        await self.hosts_registry.ask_local_clusters()
         return self.hosts_registry.rows(await jobs_db.running_per_host(self.db),
                                         await asyncio.to_thread(local_load))
 

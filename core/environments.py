@@ -30,7 +30,7 @@ from pathlib import Path
 from evopilot.core.config import HostConfig
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
-from evopilot.core.quoting import join, quote
+from evopilot.core.quoting import join, quote, split
 from evopilot.core.models import Project
 
 MARKER = ".venv/.evopilot-env"
@@ -130,6 +130,29 @@ def run_command(env_dir: str, roots: Sequence[str], bench_path: str, args: Seque
     path = ":".join(roots)
     return (f"PYTHONPATH={quote(path)}${{PYTHONPATH:+:$PYTHONPATH}} VIRTUAL_ENV={quote(env_dir)} "
             f"PATH={quote(env_dir + '/bin')}:\"$PATH\" " + join([f"{env_dir}/bin/python", bench_path, *args]))
+
+
+_RUN = re.compile(r'PYTHONPATH=(.*?)\$\{PYTHONPATH:\+:\$PYTHONPATH\} VIRTUAL_ENV=(.*?) PATH=(.*?):"\$PATH" (.*)', re.S)
+
+
+def parse_run_command(command: str) -> tuple[str, list[str], str, list[str]] | None:
+    """``run_command``'s arguments (environment, import roots, benchmark, its arguments) back
+    from its text; None for any other command. Only a command that ``run_command`` rebuilds
+    exactly from them is taken, so nothing of it is lost (a warm evaluation slot runs the
+    benchmark from these: ``core.jobs.warm``)."""
+    m = _RUN.fullmatch(command)
+    if m is None:
+        return None
+    try:
+        path, env_dir, words = split(m[1]), split(m[2]), split(m[4])
+    except ValueError:
+        return None
+    if len(path) != 1 or len(env_dir) != 1 or len(words) < 2:
+        return None
+    roots, env_dir = path[0].split(":"), env_dir[0]
+    if words[0] != f"{env_dir}/bin/python" or run_command(env_dir, roots, words[1], words[2:]) != command:
+        return None
+    return env_dir, roots, words[1], words[2:]
 
 
 async def check_python(uv_path: str, version: str) -> None:

@@ -160,10 +160,14 @@ def job_detail(job: Job, now: datetime | None = None) -> str:
 
 def cluster(summary: dict | None) -> str:
     """A Slurm host's row detail: ``cluster: 3 idle, 1 down · jobs: 2 pending, 16 running``
-    (its partition's nodes and evopilot's jobs there, as the last tick saw them)."""
-    if not summary or summary.get("nodes") is None:
+    (its partition's nodes and evopilot's jobs there, as last seen), or what is wrong with
+    Slurm's controller: ``cluster: slurmctld not answering (...) · jobs: 2 running``."""
+    if not summary or (summary.get("nodes") is None and not summary.get("error")):
         return ""
-    nodes = ", ".join(f"{n} {state}" for state, n in sorted(summary["nodes"].items())) or "no nodes"
+    if summary.get("error"):
+        nodes = summary["error"]
+    else:
+        nodes = ", ".join(f"{n} {state}" for state, n in sorted(summary["nodes"].items())) or "no nodes"
     jobs = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary["jobs"].items(), reverse=True))
     return f"cluster: {nodes}" + (f" · jobs: {jobs}" if jobs else "")
 
@@ -172,7 +176,7 @@ def cluster_line(name: str, summary: dict | None) -> str:
     """A Slurm host's line under the hosts table: ``c (Slurm, partition debug): cluster: 1
     idle · jobs: 2 pending, 3 running``."""
     where = f"Slurm, partition {summary['partition']}" if summary and summary.get("partition") else "Slurm"
-    return f"{name} ({where}): " + (cluster(summary) or "cluster: not seen yet (a tick watching jobs there asks)")
+    return f"{name} ({where}): " + (cluster(summary) or "cluster: not asked yet (connecting the host asks)")
 
 
 def host_load(load: dict | None) -> tuple[str, str, str]:

@@ -885,3 +885,40 @@ def test_parsing_in_a_forked_child_gives_what_parsing_here_does(monkeypatch):
     ]
     assert deps._extract_all(sources) == [extract(s) for s in sources]
     assert forks == [1]
+
+
+@pytest.mark.parametrize("package", ["rich", "textual"])
+def test_parsing_the_guessed_files_ahead_changes_nothing(tmp_path, monkeypatch, package):
+    """The files a regex guess says the benchmark reaches are parsed ahead in one batch
+    (deps._compute); on a copy of a real package the analysis is the one built by parsing
+    each file only when it is reached (the guess finds nothing), cold and from the cache."""
+    import shutil
+
+    src = Path(__import__(package).__file__).parent
+    root = tmp_path / "proj"
+    shutil.copytree(src, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    write(root, {"bench.py": f"import {package}\n", "pyproject.toml": "[project]\nname = 'x'\ndependencies = []\n"})
+    ahead = analyze(root, Path("bench.py"))
+    cached = analyze(root, Path("bench.py"), cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(deps, "_guess_imports", lambda path: deps.FileImports([], []))
+    reached = analyze(root, Path("bench.py"))
+    assert len(reached.local) > 50
+    assert ahead == reached == cached
+
+
+def test_a_bad_pyproject_while_a_child_parses_is_reported_and_leaves_no_child(tmp_path, monkeypatch):
+    """pyproject.toml is read while a forked child parses (deps._extract_all's ``meanwhile``):
+    its error is the analysis's error, and the child is waited for, not left running."""
+    import os
+
+    monkeypatch.setattr(deps, "_FORK_BYTES", 1)
+    children: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(deps.os, "fork", lambda: (pid := real_fork()) and children.append(pid) or pid)
+    files = {BENCH: "import helper\n" + "x = 1\n" * 2000, "benchmarks/helper.py": "import os\n" * 2000}
+    root = project(tmp_path, files, pyproject="[project\nname = 'x'\n")
+    with pytest.raises(EvopilotError, match="pyproject.toml: cannot read"):
+        analyze(root, Path(BENCH), cache_dir=tmp_path / "cache")
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):  # already waited for
+        os.waitpid(children[0], os.WNOHANG)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -333,6 +336,48 @@ def test_evolve_stop_from_another_process_then_resume_finishes(evo, home):
     assert st["state"] == "finished" and st["iterations_done"] == 30
     numbers = [n for (n,) in db_rows(home, "SELECT number FROM evolution_iterations ORDER BY number")]
     assert numbers == list(range(31))
+
+
+@pytest.mark.slow
+def test_an_answer_received_before_a_kill_is_not_paid_for_again(evo, chat_api, home):
+    """The run is killed (-9) after the stand-in answered but before the loop could store the
+    answer (another process holds the database's write lock): resume takes the answer from
+    the run's journal instead of asking, and paying, again."""
+    answered, lock_db = threading.Event(), sqlite3.connect(home / "evopilot.db", check_same_thread=False,
+                                                            isolation_level=None)
+
+    def model(body: dict):
+        reply = nudge_a(body)
+        if body["seed"] and not answered.is_set() and len(api.requests) == 3:
+            lock_db.execute("BEGIN IMMEDIATE")  # the loop's next write waits for this
+            answered.set()
+        return reply
+
+    api = chat_api(model)
+    exp = write_experiment(evo.root, mutators=llm_mutator(api), budget="[budget]\niterations = 8\n")
+    proc = subprocess.Popen(evopilot_cmd("evolve", "start", exp, "--config", evo.root.parent / "evopilot.toml"),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert answered.wait(60), "the third request never came"
+        time.sleep(1.5)  # every answer sent is received, and waits for the database
+        asked = len(api.requests)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        lock_db.execute("ROLLBACK")
+        lock_db.close()
+    unstored = db_rows(home, "SELECT count(*) FROM evolution_iterations WHERE number > 0 AND answer IS NULL")
+    assert asked >= 3 and unstored[0][0] >= 1, "the kill came before an answer was stored"
+
+    code, out, err = evo("evolve", "resume", "approx-sin", "--json")
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["iterations_done"] == 8
+    seeds = [body["seed"] for _, _, body in api.requests]  # one per iteration
+    assert len(seeds) == 8 and len(set(seeds)) == 8, f"each answer paid for once: {seeds}"
+    [spend] = st["spend"]
+    assert spend["requests"] == 8 and spend["dollars"] == pytest.approx(8 * REQUEST_DOLLARS)
 
 
 # --- the search state: migration, sampling ratios, determinism --------------------------------

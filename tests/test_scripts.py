@@ -104,11 +104,11 @@ def test_start_takes_env_from_stdin_not_from_its_text(tmp_path, starter):
         res = subprocess.run(["bash", "-c", script], input=scripts.start_stdin(specs), capture_output=True)
         assert scripts.parse_start(res.stdout) == {1: True, 2: True}, res.stderr
     else:
-        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
+        assert asyncio.run(start_here(specs)) == ({1: "t-1", 2: "t-2"}, "")
     wait_until(lambda: all((tmp_path / f"job {i}" / "exit_code").exists() for i in (1, 2)))
     if starter == "here":
         (tmp_path / "job 1" / "out").unlink()
-        assert asyncio.run(start_here(specs)) == ({1: True, 2: True}, "")
+        assert asyncio.run(start_here(specs)) == ({1: "t-1", 2: "t-2"}, "")
         assert not (tmp_path / "job 1" / "out").exists(), "started twice"
         assert (tmp_path / "job 1").stat().st_mode & 0o777 == 0o700
         assert (tmp_path / "job 1" / "run.sh").stat().st_mode & 0o777 == 0o600

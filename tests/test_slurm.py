@@ -90,6 +90,26 @@ def test_parse_probe_maps_ids_states_and_files():
     down = slurm.parse_probe(b"error: Unable to contact slurm controller\nrc=1\n" + sep + sep
                              + b"/b/1/slurm_id\x0012\n", [(1, "/b/1")])
     assert down[1].session_alive and not down[1].scheduled.answered  # unknown is not ended
+    # an array task's exit code counts once the probe has put Slurm's lines for it in its log
+    tasks = slurm.parse_probe(b"7_0|COMPLETED|None\n7_1|COMPLETED|None\nrc=0\nended|/b/6\n" + sep + sep
+                              + b"/b/5/slurm_id\x007_0\n/b/5/task_out\x00/a/0.out\n/b/5/exit_code\x000\n"
+                              + b"/b/6/slurm_id\x007_1\n/b/6/task_out\x00/a/1.out\n/b/6/exit_code\x000\n",
+                              [(5, "/b/5"), (6, "/b/6")])
+    assert tasks[5].exit_code is None and tasks[6].exit_code == 0
+
+
+def test_slurmctld_not_answering_is_told_apart_and_bounded():
+    assert "timeout 2 squeue" in slurm.probe(["/b/1"]) and "timeout 2 sinfo" in slurm.cluster()
+    assert slurm.not_answering("rc=124\n") == "slurmctld not answering (no answer within 2 s)"
+    assert slurm.not_answering("sinfo=124\n") == "slurmctld not answering (no answer within 2 s)"
+    assert slurm.not_answering("rc=0\nnode|idle|1|\nsinfo=0\n") is None
+    assert slurm.not_answering("error: Unable to contact slurm controller\nrc=1\n") == (
+        "squeue failed: error: Unable to contact slurm controller")
+    assert slurm.parse_nodes("sinfo=124\n") is None and slurm.parse_nodes("node|idle|2|\nsinfo=0\n") == {"idle": 2}
+    down = {"partition": "debug", "nodes": {"idle": 1}, "jobs": {"RUNNING": 2},
+            "error": "slurmctld not answering (no answer within 2 s)"}
+    assert formatting.cluster_line("c", down) == (
+        "c (Slurm, partition debug): cluster: slurmctld not answering (no answer within 2 s) · jobs: 2 running")
 
 
 def test_stop_and_cancel_read_the_id_from_the_job_directory(tmp_path):
@@ -281,6 +301,47 @@ async def test_a_job_slurm_forgot_without_an_exit_code_is_lost_with_the_reason(o
     assert jobs["forgotten"].error_message == "Slurm forgot job 999999 without an exit code"
 
 
+def test_an_idle_cluster_shows_its_nodes_in_evopilot_hosts(cli, slurm, tmp_path):
+    """No job of evopilot's on it: `evopilot hosts` asks the cluster for its nodes (a Slurm
+    host with ``local = true`` needs no connection)."""
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text(cluster_config(slurm, tmp_path))
+    code, out, err = cli("hosts", "--config", cfg)
+    assert code == 0, err
+    assert re.search(r"^c \(Slurm, partition debug\): cluster: 1 (idle|mixed)$", out, re.M), out
+    code, out, err = cli("hosts", "--json", "--config", cfg)
+    [row] = [r for r in json.loads(out) if r["name"] == "c"]
+    assert row["slurm"]["jobs"] == {} and row["slurm"]["error"] is None
+    assert sum(row["slurm"]["nodes"].values()) == 1 and set(row["slurm"]["nodes"]) <= {"idle", "mixed"}
+
+
+async def test_an_array_tasks_log_gets_slurms_own_lines(on_cluster, slurm, capsys):
+    """Slurm writes what it did to a task ("*** JOB 12 ON node CANCELLED AT ... ***") in the
+    array's output file: the task's own log gets it when it ends. Every wait is bounded."""
+    import asyncio
+    from argparse import Namespace
+
+    from evopilot.tui import cli
+
+    run = await on_cluster()
+    for name in ("cut", "other"):  # one array of two
+        await run.submit(FOREVER, name)
+    jobs = await asyncio.wait_for(run.until(lambda js: all(j.progress_current == 1 for j in js.values()),
+                                            what="both running"), 60)
+    assert jobs["cut"].slurm_id.split("_")[0] == jobs["other"].slurm_id.split("_")[0]
+    slurm.cmd("scancel", jobs["cut"].slurm_id)
+    await run.engine.kill(jobs["other"].id)
+    jobs = await asyncio.wait_for(run.until(lambda js: all(j.status.finished for j in js.values())), 60)
+    assert jobs["cut"].status == "cancelled" and jobs["other"].status == "killed"
+    for j in jobs.values():  # `evopilot logs`: the task's output, then Slurm's line, once
+        capsys.readouterr()
+        assert await cli.cmd_logs(run.engine, Namespace(job=j.id, lines=None, follow=False, json=False)) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("[1/2] up\n")
+        said = re.findall(r"^slurmstepd\S*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ \*\*\*$", text, re.M)
+        assert len(said) == 1, text
+
+
 async def test_stop_kill_and_a_scancel_from_outside(on_cluster, slurm):
     run = await on_cluster()
     for name in ("stopped", "killed", "outside"):
@@ -422,6 +483,12 @@ async def test_through_a_login_node_over_ssh(sshd, slurm, home, tmp_path):
     engine = await Engine.open(parse_config(ENGINE + host_toml("c", cfg)), home)
     try:
         run = Run(engine, tmp_path)
+        # no job there yet: the loop connects and asks for the nodes (the Hosts tab shows them)
+        await run.until(lambda js: getattr(engine.hosts_registry.known("c"), "nodes", None) is not None,
+                        what="the idle cluster's nodes")
+        [row] = [r for r in await engine.hosts() if r["name"] == "c"]
+        assert row["state"] == "connected" and row["slurm"]["jobs"] == {}
+        assert re.fullmatch(r"cluster: 1 (idle|mixed)", formatting.cluster(row["slurm"]))
         await run.submit(PROGRESS, "ok")
         await run.submit(FOREVER, "outside")
         jobs = await run.until(lambda js: js["outside"].progress_current == 1 and js["ok"].status.finished,
@@ -459,14 +526,21 @@ async def test_slurmctld_restarted_while_jobs_run_every_job_ends_once_with_its_t
         ids = {j.name: j.slurm_id for j in jobs.values()}
         time.sleep(6)
         cluster.kill_slurmctld()
-        # squeue takes ~9 s to give up on slurmctld: ticks are that slow while it is down
+        # Slurm's commands are cut short (squeue alone retries ~9 s): ticks go on, the host says why
         jobs = await run.until(lambda js: js["early"].status.finished, timeout=40,
                                what="early settled from its files")
         # the others run on (on a loaded machine they may have ended too: with their true status)
         assert jobs["early"].status == "succeeded"
         assert jobs["ok"].status in ("running", "succeeded") and jobs["bad"].status in ("running", "failed")
+        [row] = [r for r in await engine.hosts() if r["name"] == "c"]
+        down = f"slurmctld not answering (no answer within {slurm.SLURM_TIMEOUT} s)"
+        if not all(j.status.finished for j in jobs.values()):  # a tick asked Slurm meanwhile
+            assert row["last_error"] == down and row["slurm"]["error"] == down
+            assert formatting.cluster(row["slurm"]).startswith(f"cluster: {down}")
         cluster.start_slurmctld()
         jobs = await run.until(lambda js: all(j.status.finished for j in js.values()), timeout=60)
+        host = engine.hosts_registry.known("c")  # a tick or, with no job left, a look at its nodes
+        await run.until(lambda js: host.last_error is None, timeout=15, what="the host's error gone")
     finally:
         await engine.close()
     assert {n: (j.status.value, j.exit_code) for n, j in jobs.items()} == {

@@ -6,8 +6,11 @@ app (waits on conditions, no fixed sleeps)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -351,6 +354,41 @@ async def test_ssh_host_load_comes_in_the_monitors_round_trip(sshd, home):
         await engine.kill(job.id)
 
 
+@pytest.mark.slow
+async def test_an_idle_ssh_host_shows_its_load_once_connected_and_a_staying_loop_keeps_it_fresh(
+        sshd, home, monkeypatch):
+    """No job ever ran on the host: connecting it (`hosts --connect`, the Hosts tab's `r`)
+    shows its load at once, and the app's or a worker's loop looks at it again every
+    ``IDLE_EVERY`` seconds (made short here), one round trip each."""
+    from evopilot.core.hosts import base
+    from evopilot.core.jobs import scheduler
+
+    config = Config(engine=EngineConfig(poll_interval=0.1),
+                    hosts={"h1": sshd.host_config(ssh_config=sshd.ssh_config)})
+    async with await Engine.open(config, home) as engine:
+        (row,) = [r for r in await engine.hosts() if r["name"] == "h1"]
+        assert row["load"] is None  # not connected: nothing known, and nothing connects for it
+        row = await engine.connect_host("h1")
+        assert row["load"]["cpus"] and row["load"]["mem_used_pct"] is not None, row
+
+        host = await engine.host("h1")
+        seen = host.load_at
+        monkeypatch.setattr(base, "IDLE_EVERY", 0.2)
+        monkeypatch.setattr(scheduler, "IDLE_EVERY", 0.2)
+        loop = asyncio.create_task(engine.run_forever())
+        try:
+            deadline = time.monotonic() + 20
+            while host.load_at == seen:
+                assert time.monotonic() < deadline, "the idle host was not looked at again"
+                await asyncio.sleep(0.05)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        (row,) = [r for r in await engine.hosts() if r["name"] == "h1"]
+        assert row["load"]["cpus"], row
+
+
 async def until_running(engine, job_id: int, timeout: float = 30) -> None:
     import time
 
@@ -471,6 +509,11 @@ async def test_hosts_tab_shows_a_slurm_hosts_nodes_and_its_pending_and_running_j
         app.action_show_tab("hosts")
         table = app.hosts.table
         line = lambda: static_text(app, "#hosts-cluster")  # noqa: E731
+        await until(pilot, lambda: "c" in app.hosts.names(), timeout=10, what="the hosts listed")
+        table.move_cursor(row=app.hosts.names().index("c"))
+        # no job there yet: the cluster's nodes all the same
+        await until(pilot, lambda: re.fullmatch(r"c \(Slurm, partition debug\): cluster: 1 (idle|mixed)", line()),
+                    timeout=30, what="the idle cluster's nodes")
         table.move_cursor(row=app.hosts.names().index("local"))
         await pilot.pause()
         assert not app.screen.query_one("#hosts-cluster").display  # not a cluster

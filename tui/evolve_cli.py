@@ -153,7 +153,7 @@ def _status_text(st: dict) -> str:
         + (f" — {st['stop_reason']}" if st.get("stop_reason") else ""),
         f"  iterations  {st['iterations_done']}/{st['iterations_planned']}"
         f"  ({', '.join(f'{k} {v}' for k, v in sorted(st['counts'].items())) or 'none yet'})",
-        f"  best        " + (f"{st['objective']} {best['objective']:g} at {best['commit'][:12]} "
+        "  best        " + (f"{st['objective']} {best['objective']:g} at {best['commit'][:12]} "
                              f"(iteration {best['iteration']})" if best else "-")
         + (f"; the seed program: {st['seed_objective']:g}" if st.get("seed_objective") is not None else ""),
         f"  coverage    {st['coverage']:.1%}   QD score {st['qd_score']:g}",

@@ -15,19 +15,22 @@ re-hashed, so a change is detected even when it keeps size and mtime.
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import re
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import tree_sitter
 import tree_sitter_python
 
 from evopilot.core.analysis import packages, stored
 from evopilot.core.analysis.stored import digest as _digest, fingerprint as _fingerprint, stat as _stat
-from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract
+from evopilot.core.analysis.imports import FileImports, Import, SyntaxProblem, extract, is_dotted
 from evopilot.core.analysis.models import DependencyAnalysis, ExternalPackage, LocalDependency, SyntaxIssue
 from evopilot.core.importroots import has_src, import_roots
 from evopilot.core.locations import ensure_private_dir
@@ -87,17 +90,42 @@ def _compute(
     for directory in (root, bench_dir):  # a new src/ or .venv shows in the root's listing
         inputs[str(directory)] = _stat(str(directory))
     roots = list(dict.fromkeys([str(bench_dir), *import_roots(str(root), has_src(root))]))
-    graph = _Graph(str(root), _Finder(roots, inputs), parse_cache)
-    graph.build(bench_key)
-    needs = graph.needs()
+    finder = _Finder(roots, inputs)
+    if parse_cache is not None:
+        def parse(keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+            return parse_cache.imports_all(keys, str(root), meanwhile)
+    else:
+        def parse(keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+            return _parse_files(str(root), keys, meanwhile)
+    # The files the benchmark probably reaches (their imports guessed by a regex, or stored) are
+    # parsed in one batch, which a forked child shares (_extract_all); parsed level by level as
+    # the graph is built, most batches are too small to share. A guessed file the benchmark does
+    # not reach only adds its stat to the inputs (a needless recompute later).
+    def guess(keys: list[str]) -> dict[str, FileImports]:
+        known = parse_cache.known if parse_cache is not None else lambda path: None
+        return {k: known(f"{root}/{k}") or _guess_imports(f"{root}/{k}") for k in keys}
+
+    scout = _Graph(str(root), finder, guess)
+    scout.build(bench_key)
     pyproject = str(root / "pyproject.toml")
-    inputs[pyproject] = _stat(pyproject)
-    declared = packages.declared_distributions(root)
+    declared: list[set[str] | None] = []
+
+    def meanwhile() -> None:
+        """What needs no parse, done while the child parses: pyproject, and the installed
+        distributions if the guess has an undeclared import (``_externals`` needs them then)."""
+        inputs[pyproject] = _stat(pyproject)
+        declared.append(packages.declared_distributions(root))
+        if not all(_is_declared(name, declared[0] or set()) for name in scout.externals):
+            _installed(root, cache_dir, inputs)
+
+    graph = _Graph(str(root), finder, parse)
+    graph.build(bench_key, parse([k for k, n in scout.nodes.items() if n.exists], meanwhile))
+    needs = graph.needs()
     return DependencyAnalysis(
         benchmark=bench_key,
         root=_tree(graph),
         local=[_dependency(n, needs.get(key, OPTIONAL)) for key, n in graph.nodes.items() if key != graph.root_key],
-        external=_externals(graph, needs, declared, root, cache_dir, inputs),
+        external=_externals(graph, needs, declared[0], root, cache_dir, inputs),
         syntax_errors=graph.syntax_errors,
     )
 
@@ -106,8 +134,7 @@ def _compute(
 # a cached analysis is mostly such calls. evopilot runs on POSIX systems only (tmux).
 
 
-@dataclass
-class _Module:
+class _Module(NamedTuple):
     """Where an importable name lives: a file, or (namespace package) only directories."""
 
     name: str
@@ -116,8 +143,7 @@ class _Module:
     """Directories its submodules are looked up in; empty for a plain module."""
 
 
-@dataclass
-class _Missing:
+class _Missing(NamedTuple):
     """A module an import needs that is not there."""
 
     name: str
@@ -125,15 +151,17 @@ class _Missing:
     problem: str
 
 
-@dataclass
 class _Node:
-    name: str
-    path: str | None
-    exists: bool
-    problem: str | None = None
-    edges: dict[str, int] = field(default_factory=dict)
-    """Target node key -> how it is needed (``REQUIRED``, ``LAZY``, ``OPTIONAL``); an edge
-    imported two ways counts as the stronger."""
+    __slots__ = ("name", "path", "exists", "problem", "edges")
+
+    def __init__(self, name: str, path: str | None, exists: bool, problem: str | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.exists = exists
+        self.problem = problem
+        self.edges: dict[str, int] = {}
+        """Target node key -> how it is needed (``REQUIRED``, ``LAZY``, ``OPTIONAL``); an edge
+        imported two ways counts as the stronger."""
 
 
 class _Finder:
@@ -201,26 +229,29 @@ class _Graph:
     Nodes are keyed by project-relative path (a missing module by ``missing:<name>``), so a
     module reached under two names or through a cycle is visited once."""
 
-    def __init__(self, root: str, finder: _Finder, cache: _ParseCache | None) -> None:
+    def __init__(self, root: str, finder: _Finder, parse: Callable[[list[str]], dict[str, FileImports]]) -> None:
         self.root = root
         self.finder = finder
-        self.cache = cache
+        self.parse = parse
+        """The imports of each file (by node key) of a list, as ``_parse_files`` gives them."""
         self.nodes: dict[str, _Node] = {}
         self.root_key = ""
         self.externals: dict[str, list[tuple[str, int]]] = {}
         """Import name -> (importing node key, how it is needed) for each import of it."""
         self.syntax_errors: list[SyntaxIssue] = []
 
-    def build(self, bench_key: str) -> None:
+    def build(self, bench_key: str, ready: dict[str, FileImports] | None = None) -> None:
+        """The graph from ``bench_key``; ``ready`` holds files already parsed (others are parsed
+        as they are reached)."""
         self.root_key = bench_key
         self.nodes[bench_key] = _Node(bench_key.rpartition("/")[2].removesuffix(".py"), bench_key, True)
         queue: deque[tuple[str, _Module | None]] = deque([(bench_key, None)])
         prefix = len(self.root) + 1
-        ready: dict[str, FileImports] = {}
+        ready = dict(ready or {})
         while queue:
             key, module = queue.popleft()
             if key not in ready:  # the files queued so far, parsed together (see _extract_all)
-                ready.update(self._parse_all([key, *(k for k, _ in queue if k not in ready)]))
+                ready.update(self.parse([key, *(k for k, _ in queue if k not in ready)]))
             parsed = ready.pop(key)
             for problem in parsed.errors:
                 self.syntax_errors.append(SyntaxIssue(path=key, line=problem.line, message=problem.message))
@@ -241,21 +272,6 @@ class _Graph:
                     edges = self.nodes[key].edges
                     if target_key != key:  # an edge imported two ways counts as the stronger
                         edges[target_key] = min(edges.get(target_key, OPTIONAL), _need(imp))
-
-    def _parse_all(self, keys: list[str]) -> dict[str, FileImports]:
-        """The imports of each file (by node key); the same as parsing them one by one, in order."""
-        if self.cache is not None:
-            return self.cache.imports_all(keys, self.root)
-        sources: dict[str, bytes] = {}
-        out: dict[str, FileImports] = {}
-        for key in keys:
-            try:
-                with open(f"{self.root}/{key}", "rb") as f:
-                    sources[key] = f.read()
-            except OSError as e:
-                out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
-        out.update(zip(sources, _extract_all(list(sources.values()))))
-        return out
 
     def _resolve(self, key: str, importer: _Module | None, imp: Import) -> list[_Module | _Missing]:
         """The project modules one import statement loads, in order; records externals."""
@@ -329,6 +345,51 @@ class _Graph:
         return need
 
 
+def _parse_files(root: str, keys: list[str], meanwhile: Callable[[], None] | None = None) -> dict[str, FileImports]:
+    """The imports of each file (by key under ``root``); the same as parsing them one by one.
+    ``meanwhile`` runs while they are parsed (``_extract_all``)."""
+    sources: dict[str, bytes] = {}
+    out: dict[str, FileImports] = {}
+    for key in keys:
+        try:
+            with open(f"{root}/{key}", "rb") as f:
+                sources[key] = f.read()
+        except OSError as e:
+            out[key] = FileImports([], [SyntaxProblem(1, f"cannot read: {e.strerror}")])
+    out.update(zip(sources, _extract_all(list(sources.values()), meanwhile)))
+    return out
+
+
+# A line that starts an import statement, wherever it is (a string, a TYPE_CHECKING block):
+# a guess that only decides which files are parsed early, never the analysis's result. It
+# starts with the newline before the line (a literal: twice as fast as ``^`` in MULTILINE).
+_GUESS = re.compile(
+    r"\n[ \t]*(?:from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]*(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]*))"
+)
+
+
+def _guess_imports(path: str) -> FileImports:
+    """The imports a regex finds in the file at ``path``, without parsing it."""
+    try:
+        with open(path, "rb") as f:
+            source = "\n" + f.read().decode("utf-8", "replace")
+    except OSError:
+        return FileImports([], [])
+    found: list[Import] = []
+    for dots, module, names, modules in _GUESS.findall(source):
+        if modules:
+            found.extend(Import(0, m, (), 0, False) for m in _names(modules) if is_dotted(m))
+        elif (dots or module) and (not module or is_dotted(module)):
+            found.append(Import(len(dots), module, tuple(n for n in _names(names) if n.isidentifier()), 0, False))
+    return FileImports(found, [])
+
+
+def _names(listed: str) -> list[str]:
+    """``a as b, c`` (parenthesised, continued with backslashes, with comments) as ``[a, c]``."""
+    listed = re.sub("#.*", "", listed)
+    return [part.split(" as ")[0].strip(" \t\n\\()") for part in listed.split(",")]
+
+
 # --- results ---------------------------------------------------------------------------------
 
 
@@ -376,6 +437,11 @@ def _dependency(node: _Node, need: int, children: list[LocalDependency] | None =
     )
 
 
+def _is_declared(name: str, declared: set[str]) -> bool:
+    """Whether pyproject declares a distribution the import ``name`` may come from."""
+    return any(packages.normalize(c) in declared for c in packages.KNOWN_DISTRIBUTIONS.get(name) or [name])
+
+
 def _externals(
     graph: _Graph,
     needs: dict[str, int],
@@ -390,7 +456,7 @@ def _externals(
     for name, uses in sorted(graph.externals.items(), key=lambda kv: kv[0].lower()):
         known = packages.KNOWN_DISTRIBUTIONS.get(name)
         candidates = list(known) if known else [name]
-        if not any(packages.normalize(c) in declared for c in candidates):
+        if not _is_declared(name, declared):
             if installed is None:
                 installed = _installed(root, cache_dir, inputs)
             provided = installed.get(name.partition(".")[0], [])
@@ -553,9 +619,21 @@ class _ParseCache:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # absent or corrupt: start empty
 
-    def imports_all(self, keys: list[str], root: str) -> dict[str, FileImports]:
+    def known(self, path: str) -> FileImports | None:
+        """The stored imports of the file at ``path`` if its stat says it did not change."""
+        return self._stored(path, _fingerprint(_stat(path)))
+
+    def _stored(self, path: str, fingerprint: list[int] | None) -> FileImports | None:
+        entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
+        if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
+            return _from_json(self.parsed[entry[1]])
+        return None
+
+    def imports_all(
+        self, keys: list[str], root: str, meanwhile: Callable[[], None] | None = None
+    ) -> dict[str, FileImports]:
         """The imports of each file (by node key under ``root``); the new contents among them
-        are parsed together (``_extract_all``)."""
+        are parsed together, ``meanwhile`` running while they are (``_extract_all``)."""
         out: dict[str, FileImports] = {}
         new: dict[bytes, str] = {}  # content -> its hash, to parse
         read: list[tuple[str, str]] = []  # key and content hash of the files read
@@ -566,9 +644,9 @@ class _ParseCache:
                 out[key] = FileImports([], [SyntaxProblem(1, "cannot read: no such file")])
                 continue
             fingerprint = _fingerprint(st)
-            entry = self.stats.get(path)  # [fingerprint, content hash, whether settled when recorded]
-            if entry is not None and entry[2] and entry[0] == fingerprint and entry[1] in self.parsed:
-                out[key] = _from_json(self.parsed[entry[1]])
+            stored = self._stored(path, fingerprint)
+            if stored is not None:
+                out[key] = stored
                 continue
             try:
                 with open(path, "rb") as f:
@@ -581,10 +659,10 @@ class _ParseCache:
                 new[source] = digest
             read.append((key, digest))
             new_entry = [fingerprint, digest, _settled(st, time.time_ns())]
-            if new_entry != entry:  # unchanged and still racy: nothing worth a write
+            if new_entry != self.stats.get(path):  # unchanged and still racy: nothing worth a write
                 self.stats[path] = new_entry
                 self.dirty = True
-        for digest, result in zip(new.values(), _extract_all(list(new))):
+        for digest, result in zip(new.values(), _extract_all(list(new), meanwhile)):
             self.parsed[digest] = _to_json(result)
         for key, digest in read:
             out[key] = _from_json(self.parsed[digest])
@@ -608,46 +686,68 @@ _FORK_BYTES = 200_000
 """Below this much source to parse, a second process costs more than it saves."""
 
 
-def _extract_all(sources: list[bytes]) -> list[FileImports]:
-    """``extract`` of each source. tree-sitter holds the GIL while it parses, so with enough
-    to parse a forked child parses half of them (grimp, which bench/cli.py compares with, parses
-    on several threads); not in a process with other threads (the engine's), where a fork is
-    unsafe."""
+def _extract_all(sources: list[bytes], meanwhile: Callable[[], None] | None = None) -> list[FileImports]:
+    """``extract`` of each source, after calling ``meanwhile`` (work that needs no parse).
+
+    tree-sitter holds the GIL while it parses, so with enough to parse a forked child shares
+    the work (grimp, which bench/cli.py compares with, parses on several threads): the child
+    takes files from the largest down while this process runs ``meanwhile`` and then takes them
+    from the smallest up, each claiming a file in a shared byte map, until they meet; so the one
+    that gets more CPU parses more. Not in a process with other threads (the engine's), where a
+    fork is unsafe."""
     total = sum(map(len, sources))
     threading = sys.modules.get("threading")
     if total < _FORK_BYTES or not hasattr(os, "fork") or (threading and threading.active_count() > 1):
+        if meanwhile is not None:
+            meanwhile()
         return [extract(s) for s in sources]
-    # the child takes every other file by size, so both halves weigh about the same
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
-    theirs, mine = order[0::2], order[1::2]
+    claimed = mmap.mmap(-1, len(order))  # shared with the child; position k claims order[k]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: parse, send the results as JSON, leave without cleaning up
+    if pid == 0:  # the child: parse from the largest, send the results as JSON, leave without cleaning up
         code = 1
         try:
             os.close(read_fd)
-            data = json.dumps([_to_json(extract(sources[i])) for i in theirs]).encode()
+            parsed = []
+            for k, i in enumerate(order):
+                if claimed[k]:
+                    break  # this process's part ends where the parent's begins
+                claimed[k] = 1
+                parsed.append([i, _to_json(extract(sources[i]))])
             with os.fdopen(write_fd, "wb") as f:
-                f.write(data)
+                f.write(json.dumps(parsed).encode())
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
     results: list[FileImports | None] = [None] * len(sources)
-    for i in mine:
-        results[i] = extract(sources[i])
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
+    reader = os.fdopen(read_fd, "rb")
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        for k in range(len(order) - 1, -1, -1):
+            if claimed[k]:
+                break  # both may take the file where they meet: parsed twice, no harm
+            claimed[k] = 1
+            results[order[k]] = extract(sources[order[k]])
+        data = reader.read()
+    except BaseException:
+        claimed[:] = b"\1" * len(order)  # the child stops at its next file
+        raise
+    finally:
+        reader.close()  # before waiting: a child still writing gets a broken pipe, not a hang
+        _, status = os.waitpid(pid, 0)
     try:
         if status != 0:
             raise ValueError("the parsing child failed")
-        for i, parsed in zip(theirs, json.loads(data), strict=True):
-            results[i] = _from_json(parsed)
+        for i, found in json.loads(data):
+            if results[i] is None:
+                results[i] = _from_json(found)
     except (ValueError, TypeError):
-        for i in theirs:  # parse them here after all
-            results[i] = extract(sources[i])
-    return results
+        pass
+    # what the child did not send (it failed) is parsed here after all
+    return [extract(sources[i]) if r is None else r for i, r in enumerate(results)]
 
 
 def _to_json(result: FileImports) -> list:

@@ -168,7 +168,7 @@ def _is_type_checking(condition: Node | None) -> bool:
     return False
 
 
-def _is_dotted(name: str) -> bool:
+def is_dotted(name: str) -> bool:
     return all(part.isidentifier() for part in name.split("."))
 
 
@@ -199,7 +199,7 @@ def _dotted(node: Node | None) -> str | None:
     if node is None or node.kind_id != _DOTTED_NAME:
         return None
     text = _text(node)
-    if _is_dotted(text):  # the usual case: no spaces or comments inside
+    if is_dotted(text):  # the usual case: no spaces or comments inside
         return text
     parts = [_text(c) for c in node.named_children]
     if not parts or not all(p.isidentifier() for p in parts):

@@ -1,22 +1,66 @@
 """The result of a dependency analysis (``deps.analyze``), which ``packages.fix`` acts on.
 
-Frozen dataclasses (not pydantic: `evopilot deps` starts without it, see bench/cli.py):
-analyses are cached and shared, and stored as JSON in the cache. ``model_dump``,
-``model_dump_json``, ``model_validate`` and ``model_validate_json`` keep the names callers
-knew from pydantic.
+Immutable records (not pydantic: `evopilot deps` starts without it, see bench/cli.py; nor
+dataclasses, whose import and class building were ~5 % of a cold `deps`): analyses are cached
+and shared, and stored as JSON in the cache. ``model_dump``, ``model_dump_json``,
+``model_validate`` and ``model_validate_json`` keep the names callers knew from pydantic.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 from evopilot.core.quoting import join
 
 
 class _Frozen:
+    """A record whose fields are its class's annotations, in order: a class attribute is a
+    field's default (``_FACTORIES`` makes a fresh mutable one); equal when of the same class
+    with equal fields; immutable."""
+
+    _fields: tuple[str, ...] = ()
+    _FACTORIES: dict[str, Any] = {}
+
+    def __init_subclass__(cls) -> None:
+        cls._fields = tuple(cls.__dict__.get("__annotations__", {}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__}: too many arguments")
+        values = dict(zip(self._fields, args))
+        for name, value in kwargs.items():
+            if name not in self._fields or name in values:
+                raise TypeError(f"{type(self).__name__}: unexpected or repeated argument {name!r}")
+            values[name] = value
+        for name in self._fields:
+            if name not in values:
+                if name in self._FACTORIES:
+                    values[name] = self._FACTORIES[name]()
+                elif hasattr(type(self), name):
+                    values[name] = getattr(type(self), name)
+                else:
+                    raise TypeError(f"{type(self).__name__}: missing argument {name!r}")
+        self.__dict__.update(values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(self.__dict__[name] for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={v!r}' for n, v in zip(self._fields, self._values()))})"
+
     def model_dump(self, mode: str = "json") -> dict[str, Any]:
         return _dump(self)
 
@@ -28,8 +72,7 @@ class _Frozen:
         """From ``model_dump``'s dict; a wrong shape raises TypeError or KeyError."""
         if not isinstance(data, dict):
             raise TypeError(f"{cls.__name__}: expected an object")
-        kinds = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(data) - set(kinds)
+        unknown = set(data) - set(cls._fields)
         if unknown:
             raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
         return cls(**{name: _NESTED.get((cls.__name__, name), lambda v: v)(value) for name, value in data.items()})
@@ -39,14 +82,12 @@ class _Frozen:
         return cls.model_validate(json.loads(text))
 
 
-@dataclass(frozen=True)
 class SyntaxIssue(_Frozen):
     path: str
     line: int
     message: str
 
 
-@dataclass(frozen=True)
 class LocalDependency(_Frozen):
     module_name: str
     file_path: str | None
@@ -60,10 +101,10 @@ class LocalDependency(_Frozen):
     checks warn about it and do not refuse the run)."""
     problem: str | None = None
     """Why a module that does not exist cannot be imported."""
-    children: list[LocalDependency] = field(default_factory=list)
+    children: list[LocalDependency]
+    _FACTORIES = {"children": list}
 
 
-@dataclass(frozen=True)
 class ExternalPackage(_Frozen):
     import_name: str
     distribution: str
@@ -75,7 +116,6 @@ class ExternalPackage(_Frozen):
     """Imported only inside function bodies (see ``LocalDependency.lazy``)."""
 
 
-@dataclass(frozen=True)
 class DependencyAnalysis(_Frozen):
     benchmark: str
     root: LocalDependency
@@ -111,9 +151,9 @@ class DependencyAnalysis(_Frozen):
 
 
 def _dump(value: Any) -> Any:
-    """``dataclasses.asdict`` without its deep copies (a large tree dumps several times faster)."""
+    """The fields as plain JSON values, models as dicts."""
     if isinstance(value, _Frozen):
-        return {f.name: _dump(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _dump(value.__dict__[name]) for name in value._fields}
     if isinstance(value, list):
         return [_dump(x) for x in value]
     return value

@@ -34,6 +34,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.events import EventBus, EvolutionEvent, IterationEvent
 from evopilot.core.evolution.evaluation import ORIGIN
+from evopilot.core.evolution.journal import AnswerJournal, Entry
 from evopilot.core.evolution.experiment import Experiment
 from evopilot.core.models import CommitRow, ExperimentRow, IterationRow
 from evopilot.core.evolution.mutators import Mutation, MutationError, MutationRequest, Mutators
@@ -167,7 +168,7 @@ class EvolutionLoop:
 
     async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
         await self._restore()
-        self._mutators.prepare()
+        self._mutators.start()
         planned = self.row.iterations_planned
         cap: str | None = None
         last_beat = 0.0
@@ -229,6 +230,14 @@ class EvolutionLoop:
         applied = snaps.get(evo_db.GLOBAL_ISLAND, {}).get("applied", 0)
         cands = await self._candidates(applied)
         self._state = SearchState.restore(self.exp, seed.id, snaps, cands, evo_db.GLOBAL_ISLAND)
+        # answers an earlier process received and was killed before storing
+        self._journal = AnswerJournal(locations.evolution_dir(self.submitter.home, self.row.id) / "answers.jsonl")
+        unstored = {r.id: r for r in await evo_db.iterations(self.db, self.row.id, from_number=applied)
+                    if r.answer is None and r.status != "failed"}
+        for entry in self._journal.read():
+            if entry.iteration_id in unstored:
+                await self._store_answer(unstored.pop(entry.iteration_id), entry)
+        self._journal.clear()
         # candidates an earlier process may have queued an evaluation for without recording it
         # (killed in between); those of this process are recorded before it looks again
         self._resumed = {r.number for r in await evo_db.iterations(self.db, self.row.id, from_number=applied)
@@ -370,23 +379,32 @@ class EvolutionLoop:
                     m = await self._mutators.mutate(it.payload["mutator"], MutationRequest(
                         files=files, prompt=prompt, seed=it.payload["seed"]))
             except MutationError as e:
-                async with jobs_db.transaction(self.db):
-                    await evo_db.update_iteration(self.db, it.id, status="failed", last_error=e.reason,
-                                                  answer=json.dumps({"error": e.reason, "raw": e.answer}),
-                                                  payload={**it.payload, "prompt": prompt})
-                    await self._add_costs(it, e.usage)
-                self._spent(e.usage)
+                entry = Entry(it.id, prompt, e.usage, {"error": e.reason, "raw": e.answer}, e.reason)
+            else:
+                entry = Entry(it.id, prompt, m.usage, {"files": m.files, "summary": m.summary, "raw": m.answer})
+            self._journal.write(entry)  # before any await: paid for, it is never asked again
+            await self._store_answer(it, entry)
+            if entry.error is not None:
                 return
-            stored = {"files": m.files, "summary": m.summary, "raw": m.answer}
-            async with jobs_db.transaction(self.db):  # the answer and its cost together, at once
-                await evo_db.update_iteration(self.db, it.id, answer=json.dumps(stored), plan_summary=m.summary,
-                                              payload={**it.payload, "prompt": prompt}, started_at=now_iso())
-                await self._add_costs(it, m.usage)
-            self._spent(m.usage)
         else:
             stored = json.loads(it.answer)
             m = Mutation(files=stored["files"], summary=stored["summary"], answer=stored["raw"], usage=[])
         await self._commit(it, files, m)
+
+    async def _store_answer(self, it: IterationRow, entry: Entry) -> None:
+        """A mutator's answer (or its failure: the iteration fails with the reason) and its cost,
+        in one transaction."""
+        payload = {**it.payload, "prompt": entry.prompt}
+        async with jobs_db.transaction(self.db):
+            if entry.error is not None:
+                await evo_db.update_iteration(self.db, it.id, status="failed", last_error=entry.error,
+                                              answer=json.dumps(entry.answer), payload=payload)
+            else:
+                await evo_db.update_iteration(self.db, it.id, answer=json.dumps(entry.answer),
+                                              plan_summary=entry.answer["summary"], payload=payload,
+                                              started_at=now_iso())
+            await self._add_costs(it, entry.usage)
+        self._spent(entry.usage)
 
     def _spent(self, usage: list) -> None:
         """Costs now recorded, added to the totals the budget is checked against."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ class CommandResult:
                 return lines[-1].strip()
         return f"exit status {self.exit_status}"
 
+
+IDLE_EVERY = 30.0
+"""Seconds between looks at a host no tick asks about its jobs (its load; a Slurm cluster's
+nodes): what the Hosts tab shows of an idle host, cheaply."""
 
 MAX_INLINE_SCRIPT = 100_000
 """Scripts longer than this (bytes) go over stdin: Linux caps one argument at 128 KiB."""
@@ -71,9 +76,11 @@ class Host(ABC):
         self.state = HostState.DISCONNECTED
         self.last_error: str | None = None
         self.base_dir: str = ""
-        self.load: probe_scripts.Load | None = None
-        """The host's load at its last probe (a monitor tick with running jobs)."""
         """Absolute base directory on the host, set by ``connect``."""
+        self.load: probe_scripts.Load | None = None
+        """The host's load at its last probe (a tick with running jobs, or ``refresh``)."""
+        self.load_at: float | None = None
+        """``time.monotonic()`` of that probe."""
 
     @abstractmethod
     async def connect(self) -> None:
@@ -98,10 +105,23 @@ class Host(ABC):
     async def close(self) -> None:
         self.state = HostState.DISCONNECTED
 
+    async def refresh(self, *, force: bool = False) -> None:
+        """On a tick with no job to probe (and when a user connects the host), what the host
+        shows of itself when not looked at for ``IDLE_EVERY`` seconds: its load, in a round
+        trip of its own (a probe with jobs reads it in the probe's). This machine's load is read
+        directly; a Slurm cluster shows its nodes (``core.hosts.slurm``)."""
+        if self.is_local or not (force or self.load_at is None or time.monotonic() - self.load_at > IDLE_EVERY):
+            return
+        res = await self.run(probe_scripts.LOAD_SCRIPT)
+        self._loaded(probe_scripts.parse_load(res.stdout.decode("utf-8", "replace")))
+
+    def _loaded(self, load: probe_scripts.Load | None) -> None:
+        self.load, self.load_at = load, time.monotonic()
+
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, probe_scripts.Probe]:
         """What each (job id, job dir, session) looks like now: one round trip for all."""
         res = await self.run(probe_scripts.probe(jobs))
-        self.load = probe_scripts.parse_probe_load(res.stdout)
+        self._loaded(probe_scripts.parse_probe_load(res.stdout))
         return probe_scripts.parse_probe(res.stdout, jobs)
 
     async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.base import MAX_INLINE_SCRIPT, CommandResult, Host, HostState, stdin_script
 from evopilot.core.hosts.probe import (
-    EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, Probe, epoch_or_none,
+    EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED, WARM_WRAPPER, Probe, epoch_or_none,
 )
 from evopilot.core.hosts.tmux import LIST_SESSIONS
 from evopilot.core.locations import ensure_private_dir
@@ -106,8 +106,13 @@ class LocalHost(Host):
         }
         running = {i for i, p in probes.items() if p.exit_code is None}
         dirs = {i: d for i, d, _ in jobs}
-        alive = {i for i in running if _wrapped(probes[i].pgid, dirs[i])}
-        unsure = {i: session for i, _, session in jobs if i in running and i not in alive}
+        # a warm slot's job lives as long as its wrapper (not the slot's session)
+        warm = {i: _warm_alive(dirs[i]) for i in running if os.path.exists(f"{dirs[i]}/{WARM_WRAPPER}")}
+        for i in [i for i, ok in warm.items() if not ok]:  # it may have ended since its exit code was read
+            probes[i] = dataclasses.replace(probes[i], exit_code=_read_int(f"{dirs[i]}/{EXIT_CODE}"),
+                                            finished_at=epoch_or_none(_read(f"{dirs[i]}/{FINISHED}")))
+        alive = {i for i in running if warm.get(i) or (i not in warm and _wrapped(probes[i].pgid, dirs[i]))}
+        unsure = {i: session for i, _, session in jobs if i in running and i not in alive and i not in warm}
         if unsure:
             sessions = set((await self._exec(LIST_SESSIONS)).decode("utf-8", "replace").split())
             alive |= {i for i, session in unsure.items() if session in sessions}
@@ -141,6 +146,20 @@ def _wrapped(pgid: int | None, job_dir: str) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return fields[0] not in (b"Z", b"X") and f"{job_dir}/run.sh".encode() in parent
+
+
+def _warm_alive(job_dir: str) -> bool:
+    """Whether the warm slot's wrapper of the job in ``job_dir`` runs: its pid is a live
+    process of ``warm_runner.py`` (not a zombie, not a reused pid)."""
+    pid = _read_int(f"{job_dir}/{WARM_WRAPPER}")
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X") and b"warm_runner.py" in cmdline
 
 
 def _read(path: str) -> str:

@@ -22,6 +22,9 @@ from evopilot.core.quoting import join, quote
 LOG, PID, EXIT_CODE = "log", "pid", "exit_code"
 HANGUP = "hangup"  # present when the job's tmux session went away under it (SIGHUP)
 NOSPACE = "nospace"  # present when the job's exit code could be written only in its reserved file
+# The pid of a warm slot's wrapper (core/jobs/warm_runner.py), which has no session of its own:
+# while it lives, the job is alive.
+WARM_WRAPPER = "wrapper_pid"
 # Epoch seconds written by the wrapper when it starts and just before its exit code: a job's
 # times are when it ran, not when some evopilot process noticed.
 STARTED, FINISHED = "started_at", "finished_at"

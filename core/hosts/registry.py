@@ -57,6 +57,17 @@ class HostRegistry:
             await host.ensure_connected()
         return host
 
+    async def ask_local_clusters(self) -> None:
+        """Make the Slurm hosts whose commands run here (``local = true``): they need no
+        connection, and making one asks for its nodes (``evopilot hosts`` shows them)."""
+        for name in self.config.host_names():
+            cfg = self.config.host(name)
+            if cfg.kind == "slurm" and cfg.local and name not in self._hosts:
+                try:
+                    await self.get(name)
+                except EvopilotError:
+                    pass  # its row says what it can; a tick gives the error
+
     def connected(self, name: str) -> Host | None:
         """The host if it is connected now (never connects)."""
         host = self._hosts.get(name)
@@ -101,11 +112,14 @@ class HostRegistry:
         return out
 
     async def reconnect(self, name: str) -> None:
+        """Connect a host now (a user asked: ``hosts --connect``, the Hosts tab), and look at
+        it so that its row shows its load (a Slurm cluster: its nodes) at once."""
         host = self._hosts.get(name)
         if host is not None and hasattr(host, "reconnect"):
             await host.reconnect()
         else:
-            await self.get(name)
+            host = await self.get(name)
+        await host.refresh()
 
     async def doctor(self, name: str) -> list:
         from evopilot.core.hosts.doctor import doctor

@@ -26,18 +26,23 @@ The builders here are pure and quote with ``core.quoting``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import time
 from pathlib import Path
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts import probe as probe_scripts
-from evopilot.core.hosts.base import CommandResult, Host, env_file
+from evopilot.core.hosts.base import IDLE_EVERY, CommandResult, Host, env_file
 from evopilot.core.hosts.local import LocalHost
-from evopilot.core.hosts.probe import LOG, Probe, Scheduled
+from evopilot.core.hosts.probe import EXIT_CODE, LOG, Probe, Scheduled
 from evopilot.core.quoting import join, quote
 
 SLURM_ID = "slurm_id"  # in a job directory: the job's Slurm id, written right after sbatch
+TASK_OUT = "task_out"
+"""In an array task's job directory: the path of the array's output file for that task, where
+Slurm writes its own lines ("CANCELLED ... DUE TO TIME LIMIT"); see ``probe``."""
 SQUEUE_FORMAT = "%i|%T|%r"
 ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
                     "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT",
@@ -93,29 +98,60 @@ def env_stdin(env: str, rest: bytes = b"") -> bytes:
     return env.encode() + rest
 
 
+SLURM_TIMEOUT = 2
+"""Seconds each Slurm command of a tick may take: a slurmctld that is down makes squeue and
+sinfo retry for ~9 s (Slurm's MessageTimeout, 10 s by default) before they fail, and every
+tick of the host would wait that long; one that answers does so in milliseconds. A command cut
+short means "not answering": nothing is taken for ended (see ``parse_squeue``)."""
+TIMED_OUT = 124  # ``timeout``'s exit status
+
+
+def _bounded(argv: list[str]) -> str:
+    return join(["timeout", str(SLURM_TIMEOUT), *argv])
+
+
+def cluster(partition: str | None = None) -> str:
+    """The partition's nodes by state: ``sinfo`` lines ``node|<state>|<count>|``, then
+    ``sinfo=<its exit status>``."""
+    part = ["-p", partition] if partition else []
+    return f"{_bounded(['sinfo', '-h', *part, '-o', 'node|%T|%D|'])} 2>/dev/null; echo sinfo=$?\n"
+
+
 def probe(dirs: list[str], partition: str | None = None) -> str:
     """Slurm's view of the jobs in ``dirs`` (one ``squeue`` for the ids in their ``slurm_id``
-    files, then a line ``rc=<its exit status>``), the partition's nodes by state (``sinfo``,
-    lines ``node|<state>|<count>|``), then the directories' files.
+    files, then a line ``rc=<its exit status>``), the partition's nodes (``cluster``; not asked
+    when squeue found slurmctld not answering), then the directories' files.
 
     Ids squeue has forgotten (past MinJobAge, or lost by a slurmctld restart) are asked of
     Slurm's accounting (``sacct``), else its job-completion log (``sacct -c``): lines
-    ``acct|<id>|<state>``, e.g. ``CANCELLED by 1000``."""
+    ``acct|<id>|<state>``, e.g. ``CANCELLED by 1000``.
+
+    An array task that has ended (its ``exit_code`` written) gets Slurm's own lines for it
+    ("CANCELLED ... DUE TO TIME LIMIT", in the array's output file that its ``task_out``
+    names) appended to its log, once (then ``task_out.done``), before the logs' sizes are read,
+    and a line ``ended|<dir>``: the tick that settles it reads them (``parse_probe`` holds back
+    an exit code written after that line's check)."""
     ids = join(f"{d}/{SLURM_ID}" for d in dirs)
     fmt = quote(SQUEUE_FORMAT)
-    part = ["-p", partition] if partition else []
+    squeue = _bounded(["squeue", "-h", "-r", "--states=all"])
+    sacct = " || ".join(f'{_bounded([*argv, "-j"])} "${{m%,}}" {join(["-o", fields])} 2>/dev/null'
+                        for argv, fields in ((["sacct", "-X", "-n", "-P"], "JobID,State"),
+                                             (["sacct", "-c", "-n", "-P"], "jobid,state")))
+    appends = (f'for d in {join(dirs)}; do [ -e "$d/{EXIT_CODE}" ] && read -r o 2>/dev/null < "$d/{TASK_OUT}" '
+               f'|| continue; echo "ended|$d"; [ -e "$d/{TASK_OUT}.done" ] || '
+               f'{{ cat -- "$o" >> "$d/{LOG}" 2>/dev/null; echo 1 > "$d/{TASK_OUT}.done"; }}; done\n')
     return (
-        f"{join(['sinfo', '-h', *part, '-o', 'node|%T|%D|'])} 2>/dev/null\n"
-        f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,)\n"
-        f'if [ -n "$ids" ]; then q=$(squeue -h -r --states=all -j "${{ids%,}}" -o {fmt} 2>&1); rc=$?\n'
+        f"ids=$(cat {ids} 2>/dev/null | tr '\\n' ,); rc=0\n"
+        f'if [ -n "$ids" ]; then q=$({squeue} -j "${{ids%,}}" -o {fmt} 2>&1); rc=$?\n'
         'printf \'%s\\nrc=%s\\n\' "$q" "$rc"; n=$\'\\n\'; m=\n'
         'if [ $rc -eq 0 ] || case "$q" in *"Invalid job id"*) true;; *) false;; esac; then\n'
         '  for i in ${ids//,/ }; do case "$n$q" in *"$n$i|"*) ;; *) m=$m$i,;; esac; done\n'
         "fi\n"
-        'if [ -n "$m" ]; then { sacct -X -n -P -j "${m%,}" -o JobID,State 2>/dev/null '
-        '|| sacct -c -n -P -j "${m%,}" -o jobid,state 2>/dev/null; } | sed \'s/^/acct|/\'; fi\n'
-        f"else echo rc=0; fi\nprintf '\\0--evopilot--\\n'\n"
-        f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID))}"
+        f'if [ -n "$m" ]; then {{ {sacct}; }} | sed \'s/^/acct|/\'; fi\n'
+        f"else echo rc=0; fi\n"
+        f"if [ $rc -ne {TIMED_OUT} ]; then {cluster(partition)}fi\n"
+        f"{appends}printf '\\0--evopilot--\\n'\n"
+        f"{probe_scripts.files(dirs, (*probe_scripts.SMALL_FILES, SLURM_ID, TASK_OUT))}"
     )
 
 
@@ -138,9 +174,11 @@ def parse_squeue(text: str) -> tuple[bool, dict[str, tuple[str, str]]]:
     return answered, jobs
 
 
-def parse_nodes(text: str) -> dict[str, int]:
+def parse_nodes(text: str) -> dict[str, int] | None:
     """The partition's nodes by state (``idle``, ``mixed``, ``allocated``, ``down``...) from
-    the ``sinfo`` lines of ``probe``."""
+    the lines of ``cluster``; None when sinfo did not answer."""
+    if "sinfo=0" not in text.splitlines():
+        return None
     nodes: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split("|")
@@ -150,18 +188,38 @@ def parse_nodes(text: str) -> dict[str, int]:
     return nodes
 
 
+def not_answering(text: str) -> str | None:
+    """What is wrong with Slurm's controller, from a probe's first section (squeue's output and
+    ``rc=`` line) or ``cluster``'s lines; None when it answered."""
+    lines = text.splitlines()
+    if f"rc={TIMED_OUT}" in lines or f"sinfo={TIMED_OUT}" in lines:
+        return f"slurmctld not answering (no answer within {SLURM_TIMEOUT} s)"
+    if any(line.startswith("rc=") for line in lines) and not parse_squeue(text)[0]:
+        said = next((line for line in lines if line.strip() and not line.startswith("rc=")), "")
+        return f"squeue failed: {said}" if said else "squeue failed"
+    if "sinfo=0" not in lines and any(line.startswith("sinfo=") for line in lines):
+        return "sinfo failed"
+    return None
+
+
 def parse_probe(out: bytes, jobs: list[tuple[int, str]]) -> dict[int, Probe]:
     first, found = probe_scripts.parse_files(out)
-    answered, known = parse_squeue(first.decode("utf-8", "replace"))
+    text = first.decode("utf-8", "surrogateescape")
+    answered, known = parse_squeue(text)
+    ended = {line[len("ended|"):] for line in text.splitlines() if line.startswith("ended|")}
     result = {}
     for job_id, d in jobs:
         slurm_id = found.contents.get(f"{d}/{SLURM_ID}", "").strip() or None
         state, reason = known.get(slurm_id, (None, "")) if slurm_id else (None, "")
         # "alive": Slurm may still run it (or cannot be asked); a job with no id was never
         # submitted, and one whose start never reached the host goes back to the queue
-        result[job_id] = found.probe(
+        p = found.probe(
             d, session_alive=slurm_id is not None and (not answered or state in ACTIVE),
             scheduled=Scheduled(slurm_id, state, "" if reason == "None" else reason, answered))
+        if f"{d}/{TASK_OUT}" in found.contents and d not in ended:
+            # an array task whose exit code came after the probe appended Slurm's lines: next tick
+            p = dataclasses.replace(p, exit_code=None)
+        result[job_id] = p
     return result
 
 
@@ -192,10 +250,15 @@ class SlurmHost(Host):
 
     in_tmux = False
     nodes: dict[str, int] | None = None
-    """The partition's nodes by state, as the last tick saw them (None: not asked yet)."""
+    """The partition's nodes by state, as last seen (None: not asked yet)."""
+    nodes_at: float | None = None
+    """When they were last asked (``time.monotonic``)."""
     queue: dict[str, int] = {}
     """evopilot's jobs there that Slurm has not ended, by state (``PENDING``, ``RUNNING``...),
     as the last tick saw them."""
+    slurm_error: str | None = None
+    """Slurm's controller not answering (or its commands failing) at the last look; it is the
+    host's ``last_error`` meanwhile."""
 
     @property
     def _env(self) -> str:
@@ -206,11 +269,34 @@ class SlurmHost(Host):
         return await self.run(with_env(script, self._env), stdin=env_stdin(self._env, stdin),
                               timeout=timeout)
 
+    async def connect(self) -> None:
+        await super().connect()
+        await self.refresh(force=True)
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """The partition's nodes (``sinfo``; a tick with no job to probe calls this) when not
+        asked for ``IDLE_EVERY`` seconds, or the last look found Slurm failing: the Hosts
+        tab shows a cluster evopilot runs nothing on, and an error no longer true goes."""
+        if (force or self.nodes_at is None or self.slurm_error
+                or time.monotonic() - self.nodes_at > IDLE_EVERY):
+            res = await self.slurm(cluster(self.config.partition))
+            self._saw(res.stdout.decode("utf-8", "replace"))
+
+    def _saw(self, text: str) -> None:
+        """Record the cluster's nodes and its controller's error from Slurm's output ``text``."""
+        nodes = parse_nodes(text)
+        if nodes is not None:
+            self.nodes = nodes
+        self.nodes_at = time.monotonic()
+        old, self.slurm_error = self.slurm_error, not_answering(text)
+        if self.last_error is None or self.last_error == old:  # a connection's error stays
+            self.last_error = self.slurm_error
+
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         dirs = [(job_id, d) for job_id, d, _ in jobs]
         res = await self.slurm(probe([d for _, d in dirs], self.config.partition))
         got = parse_probe(res.stdout, dirs)
-        self.nodes = parse_nodes(probe_scripts.parse_files(res.stdout)[0].decode("utf-8", "replace"))
+        self._saw(probe_scripts.parse_files(res.stdout)[0].decode("utf-8", "replace"))
         queue: dict[str, int] = {}
         for p in got.values():
             # ended ones are left out: no tick asks again once no job runs there
@@ -221,9 +307,10 @@ class SlurmHost(Host):
 
     def summary(self) -> dict:
         """The cluster for the Hosts tab and ``evopilot hosts --json``: the partition's nodes
-        by state and evopilot's jobs there by Slurm state, as the last tick saw them."""
-        return {"partition": self.config.partition, "nodes": self.nodes, "jobs": self.queue}
-
+        by state, evopilot's jobs there by Slurm state, as last seen, and what is wrong with
+        Slurm's controller (None: nothing)."""
+        return {"partition": self.config.partition, "nodes": self.nodes, "jobs": self.queue,
+                "error": self.slurm_error}
 
 
 class LocalSlurmHost(SlurmHost, LocalHost):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 import aiosqlite
 
@@ -10,7 +11,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.tmux import session_name
-from evopilot.core.jobs import launch, scripts, wake
+from evopilot.core.jobs import launch, scripts, wake, warm
 from evopilot.core.models import Job, JobStatus, now_iso
 
 
@@ -51,6 +52,7 @@ async def dispatch(
             specs.append(await _prepare(db, config, host, instance, job))
     if not specs:
         return claimed
+    recorded = {s.job_id: s.warm.session if s.warm is not None else s.session for s in specs}
     try:
         started = await launch.start(host, specs)
     except EvopilotError:
@@ -67,6 +69,8 @@ async def dispatch(
             if s.ok:
                 await jobs_db.add_step(db, job.id, "start", "tmux" if host.in_tmux else "sbatch",
                                        "ok", s.detail)
+                if warm.is_runner(recorded[job.id]) and s.detail != recorded[job.id]:  # not warm after all
+                    await jobs_db.update_job(db, job.id, tmux_session=s.detail)
                 if s.slurm_id:
                     await jobs_db.update_job(db, job.id, slurm_id=s.slurm_id)
             else:
@@ -82,16 +86,20 @@ async def _prepare(db: aiosqlite.Connection, config: Config, host: Host, instanc
     that reconcile can find."""
     job_dir = host.job_dir(job_key(instance, job.id))
     session = session_name(config.engine.session_prefix, instance, job.id)  # Slurm: the job name
-    await jobs_db.update_job(
-        db, job.id, job_dir=job_dir, tmux_session=session if host.in_tmux else None,
-        results_path=f"{job_dir}/{scripts.RESULTS}",
-        log_path=f"{job_dir}/{scripts.LOG}" if host.is_local else job.log_path,
-    )
+    w = (warm.plan(job, job_dir=job_dir, jobs_dir=os.path.dirname(job_dir), prefix=config.engine.session_prefix,
+                   host_env=config.host(host.name).env, wake=wake.fifo_path(host, instance))
+         if host.is_local and host.in_tmux else None)
     wrapper = scripts.wrapper(
         job_id=job.id, job_dir=job_dir, workdir=job.workdir, command=job.command,
         done_channel=done_channel(config, instance, host.name) if host.in_tmux else "",
         done_fifo=wake.fifo_path(host, instance) if host.is_local and host.in_tmux else "",
         mode=job.mode, pane=host.in_tmux,
     )
+    await jobs_db.update_job(
+        db, job.id, job_dir=job_dir,
+        tmux_session=(w.session if w is not None else session) if host.in_tmux else None,
+        results_path=f"{job_dir}/{scripts.RESULTS}",
+        log_path=f"{job_dir}/{scripts.LOG}" if host.is_local else job.log_path,
+    )
     return scripts.StartSpec(job.id, job_dir, session, wrapper,
-                             scripts.env_file(config.host(host.name).env), job.timeout_s)
+                             scripts.env_file(config.host(host.name).env), job.timeout_s, w)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts.base import Host
 from evopilot.core.hosts.tmux import send_keys
+from evopilot.core.jobs import warm
 from evopilot.core.quoting import join
 from evopilot.core.models import Job, JobStatus
 
@@ -54,6 +55,9 @@ def check_attachable(job: Job) -> Job:
             raise EvopilotError(f"job {job.id} is {job.status.value}: its session is gone "
                                 f"(see `evopilot logs {job.id}`)")
         raise EvopilotError(f"job {job.id} is {job.status.value}: it has no session yet")
+    if warm.is_runner(job.tmux_session):
+        raise EvopilotError(f"job {job.id} runs in a warm evaluation slot, without a terminal of its own "
+                            f"(see `evopilot logs {job.id}`)")
     return job
 
 

@@ -10,7 +10,7 @@ import os
 from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import CommandResult, Host
 from evopilot.core.hosts.probe import EXIT_CODE
-from evopilot.core.jobs import sbatch, scripts
+from evopilot.core.jobs import sbatch, scripts, warm
 from evopilot.core.models import Job
 
 
@@ -24,33 +24,43 @@ async def start(host: Host, specs: list[scripts.StartSpec]) -> dict[int, scripts
         return {s.job_id: started.get(s.job_id) or scripts.Started(False, res.error_text())
                 for s in specs}
     if host.is_local:
-        ok, error = await start_here(specs)
+        sessions, error = await start_here(specs)
     else:
         res = await host.run(scripts.start(specs), stdin=scripts.start_stdin(specs))
         ok, error = scripts.parse_start(res.stdout), res.error_text()
-    return {s.job_id: scripts.Started(True, s.session) if ok.get(s.job_id)
+        sessions = {s.job_id: s.session for s in specs if ok.get(s.job_id)}
+    return {s.job_id: scripts.Started(True, sessions[s.job_id]) if s.job_id in sessions
             else scripts.Started(False, error) for s in specs}
 
 
-async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, bool], str]:
+async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, str], str]:
     """``scripts.start`` done by this process for jobs on this machine: the same files (mode
     0600 in 0700 directories), the same idempotence and the same retries of ``new-session``,
     without a bash and its mkdir per dispatch (every evolution candidate is a job). The session
-    runs the wrapper without a shell in between."""
+    runs the wrapper without a shell in between. A job with a warm start goes to its runner
+    first (``core.jobs.warm``). Returns the session of each job started (a runner's for a warm
+    start, else its own), and the last error."""
     started, error = {}, ""
     for s in specs:
         d = s.job_dir
         if os.path.exists(f"{d}/{EXIT_CODE}"):
-            started[s.job_id] = True
+            started[s.job_id] = s.warm.session if s.warm is not None else s.session
             continue
         try:
             os.makedirs(d, mode=0o700, exist_ok=True)
+        except OSError as e:
+            error = f"{d}: {e.strerror}"
+            continue
+        if s.warm is not None and await warm.send(s.warm, _tmux):
+            started[s.job_id] = s.warm.session
+            continue
+        try:
             _write(f"{d}/{scripts.ENV}", s.env.encode(), truncate=True)
             if not os.path.exists(f"{d}/{scripts.WRAPPER}"):
                 _write(f"{d}/{scripts.WRAPPER}", s.wrapper.encode(), truncate=True)
             _write(f"{d}/{scripts.LOG}", b"", truncate=False)
         except OSError as e:
-            started[s.job_id], error = False, f"{d}: {e.strerror}"
+            error = f"{d}: {e.strerror}"
             continue
         new = ["tmux", "new-session", "-d", "-s", s.session, "-x", "200", "-y", "50",
                "--", "bash", f"{d}/{scripts.WRAPPER}"]
@@ -61,8 +71,9 @@ async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, bool], s
             if code == 0 or (await _tmux(["tmux", "has-session", "-t", f"={s.session}"]))[0] == 0:
                 ok = True
                 break
-        started[s.job_id] = ok
-        if not ok:
+        if ok:
+            started[s.job_id] = s.session
+        else:
             error = err.decode("utf-8", "replace").strip().splitlines()[-1:][0] if err.strip() else "tmux failed"
     return started, error
 
@@ -98,4 +109,6 @@ async def kill(host: Host, job: Job, grace: float) -> CommandResult:
     Slurm: ``scancel``, which does the same after its KillWait)."""
     if isinstance(host, slurm.SlurmHost):
         return await host.slurm(slurm.cancel(job.job_dir))
-    return await host.run(scripts.kill(job_dir=job.job_dir, session=job.tmux_session, grace=grace))
+    # a warm runner's session is shared by its jobs: it stays
+    session = None if warm.is_runner(job.tmux_session) else job.tmux_session
+    return await host.run(scripts.kill(job_dir=job.job_dir, session=session, grace=grace))

@@ -20,7 +20,7 @@ from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
 from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import Host
-from evopilot.core.jobs import parse, scripts
+from evopilot.core.jobs import parse, scripts, warm
 from evopilot.core.jobs.reap import needs_reap
 from evopilot.core.events import LogEvent
 from evopilot.core.models import Job, JobStatus, now_iso, parse_iso
@@ -45,6 +45,8 @@ class TickResult:
     """Jobs that ended other than by their own clean exit: their process group is taken down."""
     backlog: bool = False
     """Some log had more new bytes than one read takes: tick again soon."""
+    probed: bool = False
+    """The host was asked about its jobs (no job running there: not)."""
 
 
 class Monitor:
@@ -63,6 +65,7 @@ class Monitor:
             return out
         probed = [(j.id, j.job_dir, j.tmux_session) for j in jobs if j.job_dir]
         probes = await host.probe(probed) if probed else {}
+        out.probed = bool(probed)
 
         chunk = self.config.engine.log_chunk_bytes
         reqs, req_jobs = [], []
@@ -140,7 +143,7 @@ class Monitor:
                 if s is not None and s.answered and not j.requested:
                     _slurm_end(done, s)
                 fields.update(done)
-        elif (p is None or p.never_started) and await self._start_abandoned(j):
+        elif (p is None or p.never_started or _warm_unstarted(j, p)) and await self._start_abandoned(j):
             # Claimed, but its start never reached the host (the claimer died in between, or
             # took far too long): back to the queue. Starting again is safe (see scripts.start).
             fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
@@ -150,10 +153,10 @@ class Monitor:
             if p.hangup and self._exit_code_due(j.id):
                 pass  # its wrapper was hung up and is writing the exit code: that says why it ended
             elif self._age(j) > self.config.engine.lost_grace:
-                fields.update(
-                    status=JobStatus.LOST.value, finished_at=now,
-                    error_message=f"tmux session {j.tmux_session} vanished without an exit code",
-                )
+                gone = (f"its wrapper in warm slot {j.tmux_session}" if warm.is_runner(j.tmux_session)
+                        else f"tmux session {j.tmux_session}")
+                fields.update(status=JobStatus.LOST.value, finished_at=now,
+                              error_message=f"{gone} vanished without an exit code")
         elif j.timeout_s and j.requested in (None, "timeout") and self._age(j) > j.timeout_s:
             # asked again on every tick until it ends: a kill cut short (evopilot exited) resumes
             if j.requested is None:
@@ -194,7 +197,7 @@ class Monitor:
         job: its state is Slurm's), no new log bytes, its pid and start time recorded, not past
         a timeout."""
         return (p is not None and p.scheduled is None and not data and p.exit_code is None
-                and p.session_alive
+                and p.session_alive and not _warm_unstarted(j, p)
                 and (not p.pgid or p.pgid == j.pgid)
                 and (p.started_at is None or _iso(p.started_at) == j.started_at)
                 and not (j.timeout_s and self._age(j) > j.timeout_s))
@@ -279,6 +282,14 @@ class Monitor:
         if started is None:
             return 0.0
         return (parse_iso(now_iso()) - started).total_seconds()
+
+
+def _warm_unstarted(j: Job, p) -> bool:
+    """A job sent to a warm runner (``core.jobs.warm``) that shows no trace of its wrapper: the
+    runner's session is alive, but it may have died with the job's line unread (a new runner
+    takes over the session's name), or the line was never sent."""
+    return (warm.is_runner(j.tmux_session) and p.exit_code is None and p.pgid is None
+            and p.started_at is None)
 
 
 def _slurm_end(done: dict, s) -> None:

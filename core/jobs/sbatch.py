@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from evopilot.core.config import HostConfig
 from evopilot.core.hosts.probe import LOG
-from evopilot.core.hosts.slurm import SLURM_ID, sbatch_argv
+from evopilot.core.hosts.slurm import SLURM_ID, TASK_OUT, sbatch_argv
 from evopilot.core.jobs import scripts
 from evopilot.core.quoting import join, quote
 
@@ -66,8 +66,9 @@ def array(cfg: HostConfig, group: list[scripts.StartSpec], arrays_dir: str) -> s
     of them was submitted before (a start sent again). Task ``i`` runs the wrapper of the
     ``i``-th job (its directory is line ``i`` of the array's ``dirs``), and each job's
     ``slurm_id`` is ``<array id>_<i>``. Slurm's own lines for task ``i`` ("CANCELLED ... DUE TO
-    TIME LIMIT") go to the array's ``i.out``, not the job's log: linking each would cost a
-    process per job (the job's reason says what Slurm did all the same)."""
+    TIME LIMIT") go to the array's ``i.out``, which the job's ``task_out`` names: the probe
+    appends them to the job's log once it has ended (``core.hosts.slurm.probe``; a link per
+    job would cost a process each)."""
     a = f"{arrays_dir}/{group[0].session}"
     qa = quote(a)
     runner = ('#!/usr/bin/env bash\n'
@@ -79,7 +80,8 @@ def array(cfg: HostConfig, group: list[scripts.StartSpec], arrays_dir: str) -> s
     ids = join(f"{s.job_dir}/{SLURM_ID}" for s in group)
     ready = " && ".join(f'[ -n "$p_{s.job_id}" ]' for s in group)
     dirs = "".join(f"{s.job_dir}\n" for s in group)
-    marks = "\n".join(f"  printf '%s\\n' \"${{id}}_{i}\" > {quote(s.job_dir + '/' + SLURM_ID)}"
+    marks = "\n".join(f"  printf '%s\\n' {quote(f'{a}/{i}.out')} > {quote(s.job_dir + '/' + TASK_OUT)}\n"
+                      f"  printf '%s\\n' \"${{id}}_{i}\" > {quote(s.job_dir + '/' + SLURM_ID)}"
                       for i, s in enumerate(group))
     return (
         f'if [ -z "$(cat {ids} 2>/dev/null)" ] && {ready} && mkdir -p {qa} '

@@ -23,7 +23,7 @@ import aiosqlite
 from evopilot.core.config import LOCAL, Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.events import EventBus
-from evopilot.core.hosts.base import Host
+from evopilot.core.hosts.base import IDLE_EVERY, Host
 from evopilot.core.hosts.registry import HostRegistry
 from evopilot.core.jobs import launch, scripts, wake
 from evopilot.core.jobs.dispatch import dispatch, done_channel
@@ -34,7 +34,7 @@ from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
-WAKE_COALESCE = 0.005
+WAKE_COALESCE = 0.0
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
@@ -72,6 +72,7 @@ class Scheduler:
         self._starts: defaultdict[str, int] = defaultdict(int)
         self._started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self._next_remote_tick: dict[str, float] = {}
+        self._next_idle: dict[str, float] = {}
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
@@ -157,6 +158,8 @@ class Scheduler:
         host = await self.hosts.get(name)
         async with self._host_locks[name]:
             result = await self._monitor.tick(host)
+        if not result.probed:
+            await host.refresh()
         await publish_jobs(self.db, self.bus, result.changed, result.changed)
         for ev in result.logs:
             self.bus.emit(ev)
@@ -206,6 +209,21 @@ class Scheduler:
 
     async def _active_hosts(self) -> set[str]:
         return set(await jobs_db.hosts_with(self.db, [JobStatus.RUNNING.value, JobStatus.QUEUED.value]))
+
+    def _idle_due(self, active: set[str]) -> list[str]:
+        """Hosts with no job of evopilot's, due for a look (their ticks do only that,
+        ``Host.refresh``, every ``IDLE_EVERY`` seconds): Slurm clusters for their nodes, SSH
+        hosts already connected for their load (an idle host is not connected for it)."""
+        now = time.monotonic()
+        due = []
+        for name in self.config.host_names():
+            if name in active or name == LOCAL:
+                continue
+            if self.config.host(name).kind == "slurm" or self.hosts.connected(name) is not None:
+                if now >= self._next_idle.get(name, 0):
+                    self._next_idle[name] = now + IDLE_EVERY
+                    due.append(name)
+        return due
 
     def _due(self, hosts: Iterable[str]) -> list[str]:
         """The hosts whose next tick is due (remote hosts are asked less often: every tick is a
@@ -316,12 +334,16 @@ class Scheduler:
         locked database).
         """
         waiting = list(until_done or ())
+        # idle hosts only for a loop that stays (the app, a worker): a command's loop does not
+        # connect to a login node it has no job on
+        stays = not until_idle and until_done is None
         self._runs = {}
         try:
             while True:
                 try:
                     self._wake.clear()  # what wakes us from here on asks for another round
-                    self._start_passes(self._due(await self._active_hosts()))
+                    active = await self._active_hosts()
+                    self._start_passes(self._due(active) + (self._idle_due(active) if stays else []))
                     await self._local_pass_done()
                     await self._after_passes()
                     self._keep_beating()

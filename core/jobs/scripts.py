@@ -8,11 +8,15 @@ Pure functions: each returns a bash script built with ``core.quoting.quote``. A 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evopilot.core.hosts.base import env_file  # noqa: F401  (the wrapper's env file, for dispatch)
 from evopilot.core.hosts.probe import EXIT_CODE, FINISHED, HANGUP, LOG, NOSPACE, PID, STARTED
 from evopilot.core.hosts.tmux import LIST_SESSIONS, has_session, kill_session, new_session, new_session_args
 from evopilot.core.quoting import join, quote
+
+if TYPE_CHECKING:
+    from evopilot.core.jobs.warm import WarmStart
 
 # Files in a job directory (besides those the monitor's probe reads, see core.hosts.probe).
 RESULTS, WRAPPER = "results.json", "run.sh"
@@ -143,6 +147,9 @@ class StartSpec:
     """The ``env`` file's text (``env_file``): sent on stdin, see ``start_stdin``."""
     timeout_s: float | None = None
     """The job's own timeout (a Slurm host asks for a time limit from it)."""
+    warm: WarmStart | None = None
+    """A local evaluation's start in its environment's warm runner (``core.jobs.warm``): tried
+    first, the session above when that fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +231,9 @@ def signal(*, job_dir: str, sig: str) -> str:
     return f'pg=$(cat {d}/{PID} 2>/dev/null) || exit 3\nkill -{quote(sig)} -- "-$pg"\n'
 
 
-def kill(*, job_dir: str, session: str, grace: float) -> str:
-    """SIGTERM the job's process group, SIGKILL it after ``grace`` seconds, remove the session."""
+def kill(*, job_dir: str, session: str | None, grace: float) -> str:
+    """SIGTERM the job's process group, SIGKILL it after ``grace`` seconds, remove the session
+    (None: a session that is not the job's own, see ``core.jobs.warm``)."""
     d = quote(job_dir)
     steps = max(1, int(grace * 10))
     return (
@@ -237,7 +245,7 @@ def kill(*, job_dir: str, session: str, grace: float) -> str:
         # give the wrapper a moment to record the exit code before its session goes
         f"  for _ in $(seq 20); do [ -e {d}/{EXIT_CODE} ] && break; sleep 0.05; done\n"
         f"fi\n"
-        f"{kill_session(session)}\n"
+        + (f"{kill_session(session)}\n" if session else "")
     )
 
 
