@@ -31,6 +31,10 @@ def private_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("EVOPILOT_CONFIG", raising=False)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    # pytest-xdist's workers start with COLUMNS=80 and LINES=24: the CLI would fit its tables
+    # to them, as to a terminal
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
     # no background worker unless a test asks for one (tests/test_cli_worker.py): most tests
     # queue jobs and then run the worker they mean to observe
     monkeypatch.setenv("EVOPILOT_BACKGROUND_WORKER", "0")

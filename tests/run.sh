@@ -35,4 +35,6 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
 # tests run real `uv` (and jobs started by tests find it too): put the venv's tools first
 export PATH="$PWD/.venv/bin:$PATH"
-exec .venv/bin/python -m pytest "$@"
+# the tests mostly wait (on jobs, sshd outages, Slurm's minute-long limits): four workers on
+# two cores finish in a fraction of the time (`-n 0` in the arguments runs them in this process)
+exec .venv/bin/python -m pytest -n 4 "$@"

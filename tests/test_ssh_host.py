@@ -146,6 +146,30 @@ async def test_fifty_concurrent_runs_share_one_connection(sshd):
         await host.close()
 
 
+async def test_quick_commands_on_a_busy_loop_give_their_status_not_a_lost_connection(sshd):
+    """The server may close a quick command's channel before the task that started it writes
+    its stdin (the loop busy elsewhere): that command ended, the connection is fine."""
+    host = sshd.make_host()
+    await host.connect()
+    busy = True
+
+    async def hog():  # blocks the loop in slices, so replies pile up before a task resumes
+        while busy:
+            time.sleep(0.003)
+            await asyncio.sleep(0)
+
+    hogging = asyncio.create_task(hog())
+    try:
+        for _ in range(10):
+            results = await asyncio.gather(*(host.run("exit 3", stdin=b"x") for _ in range(8)))
+            assert [r.exit_status for r in results] == [3] * 8
+        assert host.generation == 1
+    finally:
+        busy = False
+        await hogging
+        await host.close()
+
+
 async def test_read_ranges_byte_exact(sshd, tmp_path):
     host = sshd.make_host()
     await host.connect()

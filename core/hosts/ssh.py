@@ -716,9 +716,14 @@ class SshHost(Host):
         except (asyncssh.Error, OSError) as e:
             raise self._lost_error(conn, e, may_have_run=False) from None
         try:
-            if data:
-                proc.stdin.write(data)
-            proc.stdin.write_eof()
+            try:
+                if data:
+                    proc.stdin.write(data)
+                proc.stdin.write_eof()
+            except BrokenPipeError:
+                # the server closed the channel first: a quick command ended before this task
+                # resumed (a busy loop). Its exit status tells; a lost connection has none.
+                pass
             out, err = await asyncio.wait_for(proc.communicate(), wait)
         except TimeoutError:
             with contextlib.suppress(Exception):
