@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -245,21 +246,28 @@ async def many(home: Path, cfg: Path, hosts: dict[str, HostConfig], per_host: in
                     await asyncio.sleep(0.5)
 
 
-def case_many(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
-    servers = [SshdServer(tmp / f"sshd{k}", max_sessions=64) for k in range(n_sshd)]
+@contextlib.contextmanager
+def many_hosts(tmp: Path, name: str, n_hosts: int, n_sshd: int, per_host: int):
+    """``n_hosts`` host entries served round-robin by ``n_sshd`` sshds, started; yields
+    (servers, hosts) and takes the sshds and their tmux servers down afterwards."""
+    servers = [SshdServer(tmp / f"{name}{k}", max_sessions=64) for k in range(n_sshd)]
     try:
         for s in servers:
             s.start()
-        hosts = {f"h{i:02d}": ssh_host(servers[i % n_sshd], max_parallel=per_host, max_sessions=8)
-                 for i in range(n_hosts)}
-        cfg = tmp / "many.toml"
-        write_toml(cfg, hosts)
-        asyncio.run(many(tmp / "home-many", cfg, hosts, per_host))
-        return []
+        yield servers, {f"h{i:02d}": ssh_host(servers[i % n_sshd], max_parallel=per_host, max_sessions=8)
+                        for i in range(n_hosts)}
     finally:
         for s in servers:
             subprocess.run(["tmux", "kill-server"], env=s.tmux_env(), stderr=subprocess.DEVNULL)
             s.close()
+
+
+def case_many(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
+    with many_hosts(tmp, "sshd", n_hosts, n_sshd, per_host) as (_, hosts):
+        cfg = tmp / "many.toml"
+        write_toml(cfg, hosts)
+        asyncio.run(many(tmp / "home-many", cfg, hosts, per_host))
+        return []
 
 
 class Census:
@@ -295,12 +303,7 @@ class Census:
 
 
 def case_cost(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
-    servers = [SshdServer(tmp / f"sshd-cost{k}", max_sessions=64) for k in range(n_sshd)]
-    try:
-        for s in servers:
-            s.start()
-        hosts = {f"h{i:02d}": ssh_host(servers[i % n_sshd], max_parallel=per_host, max_sessions=8)
-                 for i in range(n_hosts)}
+    with many_hosts(tmp, "sshd-cost", n_hosts, n_sshd, per_host) as (servers, hosts):
         census = Census([s.proc.pid for s in servers], tmp)
 
         async def run() -> None:
@@ -318,9 +321,6 @@ def case_cost(tmp: Path, n_hosts: int, n_sshd: int, per_host: int) -> list[str]:
                 f"5 s: {forks} processes ({forks / n:.1f} per job), {cpu:.1f} CPU s "
                 f"({1000 * cpu / n:.0f} ms per job); programs run, per job: "
                 + ", ".join(f"{k} {v / n:.1f}" for k, v in execs.most_common())]
-    finally:
-        for s in servers:
-            s.close()
 
 
 async def catchup(home: Path, hosts: dict[str, HostConfig], host: str, src: Path) -> tuple[float, int]:
