@@ -31,10 +31,15 @@ def private_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("EVOPILOT_CONFIG", raising=False)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    # pytest-xdist's workers start with COLUMNS=80 and LINES=24: the CLI would fit its tables
-    # to them, as to a terminal
-    monkeypatch.delenv("COLUMNS", raising=False)
-    monkeypatch.delenv("LINES", raising=False)
+    # No test nor any process it starts sees COLUMNS or LINES: the CLI would fit its tables to
+    # them, and Textual takes them over a terminal's real size (an app in a 120x40 tmux pane drew
+    # 80x24). pytest-xdist's workers start with COLUMNS=80 and LINES=24; in a run without xdist
+    # they are only in the C environment, where GNU readline (imported by pytest's capture
+    # plugin) puts them when it finds no terminal, and where os.environ does not see them: set
+    # first, so that deleting them unsets them there too.
+    for name in ("COLUMNS", "LINES"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     # no background worker unless a test asks for one (tests/test_cli_worker.py): most tests
     # queue jobs and then run the worker they mean to observe
     monkeypatch.setenv("EVOPILOT_BACKGROUND_WORKER", "0")

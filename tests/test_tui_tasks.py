@@ -234,6 +234,14 @@ async def test_a_large_diff_is_paged(repo, home, tmp_path):
         await pilot.press("n")
         await until(pilot, lambda: dv.pages == 2, what="its second page")
         assert dv.lines == 2 * diff_view.PAGE_LINES and not dv.done and len(git_diffs()) == 1
+        # its tests run again (held in the queue until the screen shows them) and end: the
+        # attempt's state changes, its diff does not, and the pages read stay
+        await app.engine.set_queue_paused(True)
+        await app.engine.tasks.test(2)
+        await until(pilot, lambda: app.tasks.attempt["state"] == "testing", what="the tests queued")
+        await app.engine.set_queue_paused(False)
+        await until(pilot, lambda: app.tasks.attempt["state"] == "ready", timeout=60, what="the tests to end")
+        assert dv.pages == 2 and dv.lines == 2 * diff_view.PAGE_LINES
         await pilot.press("l")
         await until(pilot, lambda: not git_diffs(), what="git diff to end")
 

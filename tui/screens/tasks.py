@@ -124,6 +124,8 @@ class TasksPane(Pane):
         """``engine.tasks.attempt`` of the attempt shown (branch problem, merges)."""
         self._shown_key: tuple | None = None
         """(attempt id, state, head, archived, view) of what the views show."""
+        self._diff_key: tuple | None = None
+        """(attempt id, head, archived) of the diff shown: what the diff is read from."""
 
     @property
     def board(self) -> TaskBoard:
@@ -240,9 +242,10 @@ class TasksPane(Pane):
         self.query_one("#task-detail", Static).update(text)
 
     def _sync_views(self, *, force: bool = False) -> None:
-        """Re-read what the attempt's state decides (its session, details, the diff) when the
-        attempt or its state changed, or ``force``; a sweep's table at every change (its other
-        attempts move too)."""
+        """Re-read what the attempt's state decides (its session, details) when the attempt or its
+        state changed, or ``force``; the diff only when what it is read from changed (a state
+        change alone, such as its tests ending, would throw the reader back to the first page);
+        a sweep's table at every change (its other attempts move too)."""
         a = self.attempt
         key = None if a is None else (a["id"], a["state"], a["head"], a["archived"], self.view)
         same = key == self._shown_key and not force
@@ -256,10 +259,13 @@ class TasksPane(Pane):
             self.session = None
             self.log_view.set_reader(None)
             self.diff_view.clear("no attempt")
+            self._diff_key = None
             self.query_one("#task-sweep-text", Static).update("no attempt")
             return
         self._run(self._load_session())
-        if self.view == "diff":
+        diff_key = (a["id"], a["head"], a["archived"])
+        if self.view == "diff" and (force or diff_key != self._diff_key):
+            self._diff_key = diff_key
             engine = self.evo.engine
             attempt_id = a["id"]
             self.diff_view.load(lambda: engine.tasks.diff(attempt_id))
