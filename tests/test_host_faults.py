@@ -233,3 +233,24 @@ async def test_a_log_backlog_is_caught_up_without_waiting_for_polls(where, reque
         assert job.log_offset == len(on_host) > 3000000
         assert Path(job.log_path).read_bytes() == on_host
         assert len(waits) >= 3000000 // chunk  # a round per chunk, none of them a whole poll
+
+
+async def test_an_ssh_job_that_ends_before_its_watcher_waits_is_seen_at_once(sshd):
+    """A job that ends at once can signal its end before the completion watcher's ``tmux
+    wait-for`` is there; the tmux server then exits with its last session and the signal is
+    gone. The loop still sees that end without waiting a poll interval (60 s here)."""
+    hosts = {"h1": sshd.host_config().model_copy(update={"ssh_config": sshd.ssh_config})}
+    config = Config(engine=EngineConfig(poll_interval=60, remote_poll_interval=60), hosts=hosts)
+    for _ in range(3):  # each engine's first start races its watcher's first wait
+        async with await Engine.open(config, home()) as engine:
+            job = await engine.submit("true", host="h1", workdir="/tmp")
+            wait = engine.scheduler.wait_for_work
+
+            async def timed_wait(timeout: float) -> None:
+                t = time.monotonic()
+                await wait(timeout)
+                assert time.monotonic() - t < 30, "the loop waited a whole poll interval"
+
+            engine.scheduler.wait_for_work = timed_wait
+            await engine.run_forever(until_done=[job.id])
+            assert (await engine.job(job.id)).status == JobStatus.SUCCEEDED

@@ -446,15 +446,23 @@ class Scheduler:
         script = scripts.wait_done(done_channel(self.config, self.instance, host.name))
 
         async def watch() -> None:
+            seen = 0  # starts there whose ends a tick has looked for since
             while True:
                 starts = self._starts[host.name]
                 try:
                     res = await host.run(script)
                 except Exception:
                     res = None
-                if res is not None and res.ok:  # a job ended there: tick that host now
+                ended = res is not None and res.ok  # a job ended there: tick that host now
+                # A job that ended before this wait began signalled a server that then exited
+                # with its last session: the wait fails ("no server running", "server exited
+                # unexpectedly"), and that end would wait for the next poll. So the first
+                # failed wait after a start asks for a tick too.
+                if ended or starts != seen:
+                    seen = starts
                     self._next_remote_tick[host.name] = 0  # due now
                     self._wake.set()
+                if ended:
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait
                 # until a job starts on it (the server is back), or the next remote poll (a
