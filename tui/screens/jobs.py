@@ -261,7 +261,7 @@ class JobsPane(Pane):
         if need:
             # New jobs come into view with the cursor on them, unless the user is reading an
             # older job here (the cursor moved off the newest row while this tab is shown).
-            follow = arrived and not self.sort_index and (t.cursor == 0 or not self.is_on_screen)
+            follow = arrived and not self.sort_index and (t.cursor == 0 or not self.shown)
             t.reload(to_top=follow)
 
     def on_log_grew(self, message: LogGrew) -> None:
@@ -349,7 +349,7 @@ class JobsPane(Pane):
 
     def _tick_clock(self) -> None:
         """Once a second: repaint elapsed times of running jobs (no database access)."""
-        if self.evo.engine is None or not self.is_on_screen:  # another tab is shown
+        if self.evo.engine is None or not self.shown:  # another tab is shown
             return
         if self.table.has_running_visible():
             self.table.refresh()
