@@ -91,6 +91,32 @@ def test_probe_finds_a_wrapped_job_alive_without_tmux_and_asks_tmux_when_unsure(
     assert got.session_alive and got.exit_code is None
 
 
+async def test_local_probe_reads_an_exit_code_written_while_it_asked_tmux(tmp_path):
+    """This machine's probe reads a job's files, then, its command gone, asks tmux for its
+    session. A wrapper that writes the exit code, the last log line and results.json and ends
+    in between is seen ended with all of them, not taken for a session gone without an exit
+    code (which made a 12-step benchmark of the demo `lost` in a full run)."""
+    d = tmp_path / "job"
+    d.mkdir()
+    (d / "log").write_bytes(b"step 11\n")
+    (d / "pid").write_text("999999999\n")  # its command: gone
+    host = LocalHost("local", HostConfig(), tmp_path)
+    asked = []
+
+    async def tmux_while_the_wrapper_ends(script: str) -> bytes:
+        asked.append(script)
+        with open(d / "log", "ab") as f:
+            f.write(b"step 12\n")
+        (d / "results.json").write_text('{"metrics": {}}')
+        (d / "exit_code").write_text("0\n")
+        return b""  # its session is gone with it
+
+    host._exec = tmux_while_the_wrapper_ends
+    got = (await host.probe([(1, str(d), "evp-1")]))[1]
+    assert asked, "tmux was asked"
+    assert got.exit_code == 0 and got.results_exists and got.log_size == len(b"step 11\nstep 12\n")
+
+
 def test_tty_wrapper_and_send_keys_with_awkward_paths_and_text(tmp_path):
     """The tty wrapper run by tmux as a job's session would be, in a directory whose name needs
     quoting at two levels (the wrapper's bash, and pipe-pane's sh); a line typed by send_keys."""

@@ -88,38 +88,40 @@ class LocalHost(Host):
     async def probe(self, jobs: list[tuple[int, str, str]]) -> dict[int, Probe]:
         # Same answers as the script, read directly. Whether the session is alive matters only
         # for a job without an exit code, and one whose command still runs under its wrapper is
-        # running:
-        # only for the others does a tick fork `tmux list-sessions` (between a job's end and
-        # the next job's start, it is the probe's whole cost).
-        probes = {
-            job_id: Probe(
-                exit_code=_read_int(f"{d}/{EXIT_CODE}"),
-                pgid=_read_int(f"{d}/{PID}"),
-                log_size=_size(f"{d}/{LOG}"),
-                session_alive=False,
-                hangup=os.path.exists(f"{d}/{HANGUP}"),
-                nospace=os.path.exists(f"{d}/{NOSPACE}"),
-                started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
-                finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
-                log_exists=os.path.exists(f"{d}/{LOG}"),
-                results_exists=os.path.exists(f"{d}/{RESULTS}"),  # after the exit code, see Probe
-            )
-            for job_id, d, _ in jobs
-        }
+        # running: only for the others does a tick fork `tmux list-sessions` (between a job's
+        # end and the next job's start, it is the probe's whole cost).
+        probes = {job_id: _files(d) for job_id, d, _ in jobs}
         running = {i for i, p in probes.items() if p.exit_code is None}
         dirs = {i: d for i, d, _ in jobs}
         # a warm slot's job lives as long as its wrapper (not the slot's session)
         warm = {i: _warm_alive(dirs[i]) for i in running if os.path.exists(f"{dirs[i]}/{WARM_WRAPPER}")}
-        for i in [i for i, ok in warm.items() if not ok]:  # it may have ended since its exit code was read
-            probes[i] = dataclasses.replace(probes[i], exit_code=_read_int(f"{dirs[i]}/{EXIT_CODE}"),
-                                            finished_at=epoch_or_none(_read(f"{dirs[i]}/{FINISHED}")))
         alive = {i for i in running if warm.get(i) or (i not in warm and _wrapped(probes[i].pgid, dirs[i]))}
         unsure = {i: session for i, _, session in jobs if i in running and i not in alive and i not in warm}
         if unsure:
             sessions = set((await self._exec(LIST_SESSIONS)).decode("utf-8", "replace").split())
             alive |= {i for i, session in unsure.items() if session in sessions}
+        # Gone now, so its wrapper had written all it writes (exit code, log, results) before:
+        # read again, or a job that ended since the first read would be taken as vanished. The
+        # script asks in the other order, sessions first.
+        probes.update({i: _files(dirs[i]) for i in running - alive})
         return {i: dataclasses.replace(p, session_alive=True) if i in alive else p
                 for i, p in probes.items()}
+
+
+def _files(d: str) -> Probe:
+    """What job directory ``d`` holds now (the probe's ``files`` sections, read directly)."""
+    return Probe(
+        exit_code=_read_int(f"{d}/{EXIT_CODE}"),
+        pgid=_read_int(f"{d}/{PID}"),
+        log_size=_size(f"{d}/{LOG}"),
+        session_alive=False,
+        hangup=os.path.exists(f"{d}/{HANGUP}"),
+        nospace=os.path.exists(f"{d}/{NOSPACE}"),
+        started_at=epoch_or_none(_read(f"{d}/{STARTED}")),
+        finished_at=epoch_or_none(_read(f"{d}/{FINISHED}")),
+        log_exists=os.path.exists(f"{d}/{LOG}"),
+        results_exists=os.path.exists(f"{d}/{RESULTS}"),  # after the exit code, see Probe
+    )
 
 
 def read_range(path: str, offset: int, limit: int) -> bytes:
