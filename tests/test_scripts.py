@@ -197,7 +197,14 @@ def test_the_completion_watcher_dies_with_the_process_that_started_it():
 
     watcher = subprocess.Popen(["bash", "-c", scripts.wait_done("chan-watch")])
     wait_until(lambda: len(watchers()) == 1, what="the watcher")
-    subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
+
+    def woken() -> bool:
+        # pgrep sees the client before the server has its wait: a signal before that wakes
+        # only the killed watcher's wait the server still holds, so signal until it ends
+        subprocess.run(["tmux", "wait-for", "-S", "chan-watch"], check=True)
+        return watcher.poll() is not None
+
+    wait_until(woken, 10, "the watcher woken")
     assert watcher.wait(5) == 0
 
 
