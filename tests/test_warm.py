@@ -213,8 +213,13 @@ def test_a_runner_killed_under_its_jobs_leaves_them_to_end_and_a_dead_wrapper_lo
         engine = await Engine.open(parse_config("[hosts.local]\nmax_parallel = 4\n" + conf), home)
         try:
             await engine.run_forever(until_done=[orphan.id])  # its runner still alive
+            session = (await engine.job(survivor.id)).tmux_session
+            assert warm.is_runner(session)
             os.kill(runner, signal.SIGKILL)
-            while _runner_pids():
+            # its tmux session goes a moment after it (tmux reaps it): a start before that finds
+            # the runner's session name taken and starts the job the normal way
+            while _runner_pids() or subprocess.run(["tmux", "has-session", "-t", f"={session}"],
+                                                   stderr=subprocess.DEVNULL).returncode == 0:
                 await asyncio.sleep(0.05)
             release.touch()
             (nxt,) = await engine.submitter.run("proj", ["ev.py"], args=["0"], check=False, kind="evaluation")
