@@ -453,16 +453,19 @@ class Scheduler:
                     res = await host.run(script)
                 except Exception:
                     res = None
-                ended = res is not None and res.ok  # a job ended there: tick that host now
-                # A job that ended before this wait began signalled a server that then exited
-                # with its last session: the wait fails ("no server running", "server exited
-                # unexpectedly"), and that end would wait for the next poll. So the first
-                # failed wait after a start asks for a tick too.
-                if ended or starts != seen:
+                # A job ended there (the wait returned), or no tmux server runs there (it
+                # failed: "no server running", "server exited unexpectedly"): either way a job
+                # may have ended unseen (one that ended before this wait began signalled a
+                # server that then exited with its last session), so tick that host now.
+                self._next_remote_tick[host.name] = 0  # due now
+                self._wake.set()
+                if res is not None and res.ok:
+                    continue
+                if starts != seen:
+                    # the first failure since a start may have come before that job's session
+                    # existed: wait again once it does, rather than for the next start
                     seen = starts
-                    self._next_remote_tick[host.name] = 0  # due now
-                    self._wake.set()
-                if ended:
+                    await asyncio.sleep(0.2)
                     continue
                 # No tmux server (it exits with its last session), or the host is away: wait
                 # until a job starts on it (the server is back), or the next remote poll (a
