@@ -140,30 +140,38 @@ def _wrapped(pgid: int | None, job_dir: str) -> bool:
     """Whether the job's command (its group's leader) runs under its wrapper: not gone, not a
     zombie, and its parent is the job's ``run.sh`` (a wrapper killed under it leaves an orphan,
     and the job is then lost). False where /proc cannot tell: the caller then asks tmux."""
-    if not pgid:
-        return False
-    try:
-        with open(f"/proc/{pgid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        with open(f"/proc/{int(fields[1])}/cmdline", "rb") as f:
-            parent = f.read()
-    except (OSError, ValueError, IndexError):
-        return False
-    return fields[0] not in (b"Z", b"X") and f"{job_dir}/run.sh".encode() in parent
+    fields = _live_stat(pgid)
+    parent = _cmdline(fields[1]) if fields and len(fields) > 1 else None
+    return parent is not None and f"{job_dir}/run.sh".encode() in parent
 
 
 def _warm_alive(job_dir: str) -> bool:
     """Whether the warm slot's wrapper of the job in ``job_dir`` runs: its pid is a live
     process of ``warm_runner.py`` (not a zombie, not a reused pid)."""
     pid = _read_int(f"{job_dir}/{WARM_WRAPPER}")
+    cmdline = _cmdline(pid) if _live_stat(pid) else None
+    return cmdline is not None and b"warm_runner.py" in cmdline
+
+
+def _live_stat(pid: int | None) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent, ...) of a
+    process that is neither gone nor a zombie; None otherwise."""
+    if not pid:
+        return None
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rpartition(b")")[2].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X") and b"warm_runner.py" in cmdline
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return fields if fields and fields[0] not in (b"Z", b"X") else None
+
+
+def _cmdline(pid: int | bytes) -> bytes | None:
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
 
 
 def _read(path: str) -> str:
