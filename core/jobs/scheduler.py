@@ -35,6 +35,7 @@ from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 
+WAKE_COALESCE = 0.0
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
@@ -429,6 +430,7 @@ class Scheduler:
         it, not here: one made during the last tick must not be lost."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
         except TimeoutError:
             pass
 
