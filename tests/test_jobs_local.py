@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -206,6 +207,49 @@ def test_stop_sends_sigint_to_the_whole_group(cli, make_project, tmp_path):
     assert _group_alive(pgid)
     assert cli("kill", str(job["id"]))[0] == 2  # the job itself is over
     os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_stopped_job_whose_end_is_recorded_before_stop_returns_is_cancelled(tmp_path, monkeypatch):
+    """A worker may record a stopped job's end before `stop` is done with it (under load, the
+    background worker did): the job is cancelled, not failed. Here that end is recorded right
+    after the signal, inside `stop`."""
+    from evopilot.core.config import Config
+    from evopilot.core.engine import Engine
+    from evopilot.core.jobs import launch
+
+    real = launch.stop
+
+    async def stop_then_recorded(host, job):
+        sent = await real(host, job)
+        if sent:  # the job ends of the signal, and a tick records that end at once
+            exit_code = Path(job.job_dir) / "exit_code"
+            for _ in range(200):
+                if exit_code.exists():
+                    break
+                await asyncio.sleep(0.05)
+            await engine.tick_host(job.host, dispatch_jobs=False)
+        return sent
+
+    async def main():
+        nonlocal engine
+        engine = await Engine.open(Config(), tmp_path / "home")
+        try:
+            job = await engine.submit("trap 'exit 130' INT; echo started; while :; do sleep 0.05; done")
+            await engine.dispatch()
+            pid = Path((await engine.job(job.id)).job_dir) / "pid"
+            for _ in range(200):
+                if pid.exists():
+                    break
+                await asyncio.sleep(0.05)
+            monkeypatch.setattr(launch, "stop", stop_then_recorded)
+            await engine.stop(job.id)
+            return await engine.job(job.id)
+        finally:
+            await engine.close()
+
+    engine = None
+    job = asyncio.run(main())
+    assert (job.status, job.exit_code) == ("cancelled", 130), job.error_message
 
 
 def test_kill_takes_down_the_process_group_and_session(cli, make_project, tmp_path):

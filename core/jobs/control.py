@@ -30,14 +30,18 @@ class Control:
         """SIGINT to the job's process group; it ends as cancelled unless it exits 0."""
         job = await self._running(job_id, "stop")
         host = await self.hosts.get(job.host)
+        # recorded before the signal: a worker may see the job end before this returns, and
+        # must then take it as stopped (cancelled), not failed
+        async with jobs_db.transaction(self.db):
+            await jobs_db.update_job(self.db, job_id, requested="stop")
         for _ in range(START_WAIT_TRIES):  # `run` then `stop` at once: its wrapper is still starting
             if await launch.stop(host, job):
                 break
             await asyncio.sleep(START_WAIT_STEP)
         else:
+            async with jobs_db.transaction(self.db):
+                await jobs_db.update_job(self.db, job_id, requested=None)
             raise EvopilotError(f"job {job_id} has not started its process yet; try again")
-        async with jobs_db.transaction(self.db):
-            await jobs_db.update_job(self.db, job_id, requested="stop")
         await self.scheduler.tick_host(job.host)
         return await jobs_db.get_job(self.db, job_id)
 
