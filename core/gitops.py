@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,12 @@ async def _git(repo: str, *args: str, stdin: bytes | None = None,
     return proc.returncode or 0, out, err
 
 
-def _first_line(err: bytes) -> str:
+def _error_line(err: bytes) -> str:
+    """The line that says what went wrong (git may say what it was doing first)."""
     lines = err.decode("utf-8", "replace").strip().splitlines()
+    for line in lines:
+        if line.startswith(("fatal:", "error:")):
+            return line
     return lines[0] if lines else "unknown error"
 
 
@@ -101,7 +106,7 @@ class _Proc:
             except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
                 await self._reset()  # it died (update-ref exits on a failed update)
                 err = await proc.stderr.read() if proc.stderr else b""
-                raise EvopilotError(f"git {self.args[0]} in {self.repo}: {_first_line(err) if err else e}") from None
+                raise EvopilotError(f"git {self.args[0]} in {self.repo}: {_error_line(err) if err else e}") from None
             except BaseException:  # cancelled half-way: its answer would go to the next request
                 await self._reset()
                 raise
@@ -249,7 +254,7 @@ async def toplevel(project_dir: str | Path, project_name: str) -> tuple[str, str
     code, out, err = await _git(str(project_dir), "rev-parse", "--show-toplevel", "--show-prefix")
     if code != 0:
         raise EvopilotError(f"project {project_name} ({project_dir}) is not in a git repository: "
-                            f"--commit needs one ({_first_line(err)})")
+                            f"--commit needs one ({_error_line(err)})")
     repo, prefix = (out.decode("utf-8", "surrogateescape").split("\n") + [""])[:2]
     return repo, prefix
 
@@ -322,7 +327,7 @@ async def archive(commit: Commit, paths: list[str] | None = None) -> bytes:
         args += ["--", *paths]
     code, out, err = await _git(commit.repo, *args)
     if code != 0:
-        raise EvopilotError(f"git archive failed in {commit.repo}: {_first_line(err)}")
+        raise EvopilotError(f"git archive failed in {commit.repo}: {_error_line(err)}")
     return trim_tar(out)
 
 
@@ -352,12 +357,27 @@ def trim_tar(data: bytes) -> bytes:
 # ---- writing: evolution's candidates ------------------------------------------------------
 
 
+# git's worktree commands read every other worktree's admin directory, and fail ("failed to read
+# .git/worktrees/X/commondir") while another `worktree add` is half-way through making one:
+# this process runs one at a time per repository (per event loop: a lock belongs to one).
+_worktree_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _worktree_lock(repo: str) -> asyncio.Lock:
+    locks = _worktree_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(os.path.abspath(repo), asyncio.Lock())
+
+
 async def git(repo: str | Path, *args: str, input: bytes | None = None,
               env: Mapping[str, str] | None = None) -> bytes:
     """Run git in ``repo``; its stdout, or a one-line error."""
-    code, out, err = await _git(str(repo), *args, stdin=input, env=env)
+    if args and args[0] == "worktree":
+        async with _worktree_lock(str(repo)):
+            code, out, err = await _git(str(repo), *args, stdin=input, env=env)
+    else:
+        code, out, err = await _git(str(repo), *args, stdin=input, env=env)
     if code != 0:
-        raise EvopilotError(f"git {args[0]} in {repo}: {_first_line(err)}")
+        raise EvopilotError(f"git {args[0]} in {repo}: {_error_line(err)}")
     return out
 
 
@@ -445,7 +465,7 @@ async def diff_head(repo: str | Path, a: str, b: str, limit: int) -> tuple[str, 
         del out[out.rfind(b"\n", 0, limit + 1) + 1:]
     err = await proc.stderr.read()
     if await proc.wait() != 0 and not cut:
-        raise EvopilotError(f"git diff in {repo}: {_first_line(err)}")
+        raise EvopilotError(f"git diff in {repo}: {_error_line(err)}")
     return out.decode("utf-8", "replace"), cut
 
 

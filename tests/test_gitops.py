@@ -8,7 +8,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from evopilot.core import gitops
+from evopilot.core.errors import EvopilotError
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -132,3 +135,25 @@ def test_batch_starts_a_new_process_when_one_went_away(tmp_path):
             assert b._cat.proc is not proc
 
     asyncio.run(main())
+
+
+def test_worktrees_made_at_once_in_one_repository_all_succeed(tmp_path):
+    """git fails a `worktree add` that reads another one's half-made admin directory ("failed to
+    read .git/worktrees/X/commondir"): evolution makes its slots' worktrees concurrently."""
+    root, commit = one_file_repo(tmp_path, "A = 1\n")
+
+    async def main():
+        for batch in range(3):
+            await asyncio.gather(*(gitops.git(root, "worktree", "add", "--detach", "--force",
+                                              str(tmp_path / f"slot-{batch}-{i}"), commit) for i in range(8)))
+        return await gitops.git(root, "worktree", "list", "--porcelain")
+
+    assert asyncio.run(main()).decode().count("\nworktree ") == 24
+
+
+def test_a_git_error_names_what_went_wrong_not_what_git_was_doing(tmp_path):
+    root, commit = one_file_repo(tmp_path, "A = 1\n")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "f").write_text("x")
+    with pytest.raises(EvopilotError, match=r"^git worktree in .*: fatal: .*taken.* already exists$"):
+        asyncio.run(gitops.git(root, "worktree", "add", "--detach", str(tmp_path / "taken"), commit))
