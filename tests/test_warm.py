@@ -216,10 +216,7 @@ def test_a_runner_killed_under_its_jobs_leaves_them_to_end_and_a_dead_wrapper_lo
             session = (await engine.job(survivor.id)).tmux_session
             assert warm.is_runner(session)
             os.kill(runner, signal.SIGKILL)
-            # its tmux session goes a moment after it (tmux reaps it): a start before that finds
-            # the runner's session name taken and starts the job the normal way
-            while _runner_pids() or subprocess.run(["tmux", "has-session", "-t", f"={session}"],
-                                                   stderr=subprocess.DEVNULL).returncode == 0:
+            while _runner_pids():  # its session may still be there: the start waits for it to go
                 await asyncio.sleep(0.05)
             release.touch()
             (nxt,) = await engine.submitter.run("proj", ["ev.py"], args=["0"], check=False, kind="evaluation")
@@ -328,3 +325,21 @@ def test_a_job_whose_runner_cannot_start_takes_the_normal_path(tmp_path):
     assert asyncio.run(start_here([spec])) == ({1: "t-1"}, "")
     wait_until(lambda: (d / "exit_code").exists(), what="the job ends")
     assert (d / "log").read_text() == "normal path\n" and not _runner_pids()
+
+
+def test_a_runner_session_name_taken_by_a_dying_runner_is_taken_over_when_it_goes(tmp_path):
+    """A start right after a runner died finds its tmux session still there for a moment (tmux
+    removes it after the process is gone): it starts a runner as soon as the name is free
+    instead of giving up after START_WAIT and starting the job cold. The dying runner stands
+    here as a session of that name that ends 0.5 s later."""
+    session, fifo = "evp-warm-test-dying", str(tmp_path / "runner.fifo")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "sleep 0.5"], check=True)
+    w = warm.WarmStart(sys.executable, session, fifo, b"not a job: the runner skips it\n")
+
+    from evopilot.core.jobs.launch import _tmux
+
+    assert asyncio.run(warm.send(w, _tmux)) is True
+    panes = subprocess.run(["tmux", "list-panes", "-t", f"={session}", "-F", "#{pane_start_command}"],
+                           capture_output=True, text=True).stdout
+    assert warm.RUNNER in panes
+    subprocess.run(["tmux", "kill-session", "-t", f"={session}"])

@@ -105,12 +105,16 @@ async def send(w: WarmStart, tmux) -> bool:
         except OSError:
             return False
         # a second engine starting it at the same time fails here: the session is the lock
-        await tmux(["tmux", "new-session", "-d", "-s", w.session, "-x", "200", "-y", "50",
-                    "--", w.python, RUNNER, w.fifo])
+        new = ["tmux", "new-session", "-d", "-s", w.session, "-x", "200", "-y", "50", "--", w.python, RUNNER, w.fifo]
+        started, _ = await tmux(new)
         loop = asyncio.get_running_loop()
         end = loop.time() + START_WAIT
         try:
             while (fd := _open(w.fifo)) is None and loop.time() < end:
+                if started != 0 and (await tmux(["tmux", "has-session", "-t", f"={w.session}"]))[0] != 0:
+                    # the name was taken by a runner that has died since (tmux removes its
+                    # session a moment after): ours, at once, not a cold start 5 s later
+                    started, _ = await tmux(new)
                 await asyncio.sleep(0.01)
         except OSError:
             return False
