@@ -50,6 +50,7 @@ from evopilot.core.models import Job, JobStatus
 from evopilot.core.projects import Projects
 from evopilot.core.status import check_status
 from evopilot.core.tasks.kinds import TaskKinds
+from evopilot.core.waits import wait_set
 
 if TYPE_CHECKING:
     from evopilot.core.jobs.logread import LogReader
@@ -159,11 +160,8 @@ class Engine:
         """Run detached or orphaned experiments until ``stop`` (the worker's and the app's
         share of evolution); the evolution code is loaded once the first experiment exists."""
         while not await evo_db.any_experiment(self.db):
-            try:
-                await asyncio.wait_for(stop.wait(), ADOPT_POLL)
+            if await wait_set(stop, ADOPT_POLL):
                 return
-            except TimeoutError:
-                pass
         await self.evolution.adopt(stop)
 
     # ---- hosts -----------------------------------------------------------------------------

@@ -165,7 +165,8 @@ async def check_python(uv_path: str, version: str) -> None:
     except OSError as e:
         raise EvopilotError(f"cannot run uv ({uv_path}): {e.strerror}; set hosts.local.uv_path") from None
     try:
-        code = await asyncio.wait_for(proc.wait(), PYTHON_FIND_TIMEOUT)
+        async with asyncio.timeout(PYTHON_FIND_TIMEOUT):
+            code = await proc.wait()
     except TimeoutError:
         proc.kill()
         await proc.wait()

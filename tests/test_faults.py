@@ -116,6 +116,28 @@ async def _run_short_jobs(home: Path, cfg_text: str, n: int, command: str) -> li
         await engine.close()
 
 
+def test_a_worker_loop_cancelled_as_a_wake_comes_stops(tmp_path):
+    """The worker loop is stopped by cancelling it (`evolve start` does so once its experiment
+    ends). A cancel in the same step as a wake (a job's end) must still stop it: 3.11's
+    asyncio.wait_for returned the wake and lost the cancel, and `evolve start` never exited."""
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async def main() -> bool:
+        engine = await Engine.open(parse_config("[engine]\npoll_interval = 10\n"), tmp_path / "home")
+        try:
+            worker = asyncio.create_task(engine.run_forever())
+            await asyncio.sleep(0.5)  # nothing to do: it waits for work
+            engine.scheduler._wake.set()  # what a job's end does
+            worker.cancel()
+            await asyncio.wait({worker}, timeout=10)
+            return worker.cancelled()
+        finally:
+            await engine.close()
+
+    assert asyncio.run(main()), "the worker loop ran on after it was cancelled"
+
+
 def test_next_job_starts_when_one_ends_not_at_the_next_poll(tmp_path):
     """One slot and a 10 s poll: each start must follow the previous job's end at once. The
     tmux server exits between jobs here (its only session ends), so a wake that depends on

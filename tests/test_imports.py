@@ -1,5 +1,6 @@
 """The core never imports Textual; the headless CLI imports it only to open the app; no module
-of the package imports itself through others (no import cycles)."""
+of the package imports itself through others (no import cycles); nothing waits with
+``asyncio.wait_for``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def test_no_core_module_imports_tui_or_textual():
     offenders = subprocess.run(["git", "grep", "-nE", r"^\s*(from|import) (textual|tui|evopilot\.tui)\b", "--", "core"],
                                capture_output=True, text=True, cwd=REPO).stdout
     assert offenders == ""
+
+
+def test_nothing_waits_with_asyncio_wait_for():
+    """Python 3.11's wait_for loses a cancellation that comes as the awaited thing finishes
+    (see core/waits.py): a loop stopped by cancelling it can run on for ever."""
+    found = []
+    for path in sorted([*(REPO / "core").rglob("*.py"), *(REPO / "tui").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and node.attr == "wait_for"
+                    and isinstance(node.value, ast.Name) and node.value.id == "asyncio") or (
+                    isinstance(node, ast.ImportFrom) and node.module == "asyncio"
+                    and any(a.name == "wait_for" for a in node.names)):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []
 
 
 PACKAGES = {"core": "evopilot.core", "tui": "evopilot.tui"}

@@ -44,6 +44,7 @@ from evopilot.core.evolution.search import Candidate, SearchState
 from evopilot.core.jobs.submit import Submitter
 from evopilot.core.jobs.monitor import tail
 from evopilot.core.models import Benchmark, JobStatus, Project, now_iso
+from evopilot.core.waits import wait_set
 
 HEARTBEAT = 2.0
 STALE_AFTER = 15.0  # a claim not renewed for this long is free to take over
@@ -202,10 +203,7 @@ class EvolutionLoop:
             self._start_evaluations(rows)
             self._emit()
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.5)
-            except TimeoutError:
-                pass
+            await wait_set(self._wake, 0.5)
 
     # ---- restore ---------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from evopilot.core.evolution.experiment import Experiment, load_experiment, pars
 from evopilot.core.evolution.loop import STALE_AFTER, EvolutionLoop, dead_owners, ref_name
 from evopilot.core.models import CommitRow, ExperimentRow
 from evopilot.core.jobs.submit import Submitter
+from evopilot.core.waits import wait_set
 
 ADOPT_EVERY = 2.0
 
@@ -135,10 +136,7 @@ class Evolution:
                     task = asyncio.create_task(loop.run(stop))
                     running[row.id] = task
                     task.add_done_callback(lambda t, i=row.id: running.pop(i, None))
-                try:
-                    await asyncio.wait_for(stop.wait(), ADOPT_EVERY)
-                except TimeoutError:
-                    pass
+                await wait_set(stop, ADOPT_EVERY)
         finally:
             if not stop.is_set():  # cancelled: the loops let go of their experiments
                 for t in running.values():

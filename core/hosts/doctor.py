@@ -94,7 +94,8 @@ def parse_probe(out: bytes) -> dict[str, tuple[int, str]]:
 async def _tcp_check(host: str, port: int, timeout: float) -> str | None:
     """None when ``host``:``port`` accepts a TCP connection, else why not."""
     try:
-        _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _r, w = await asyncio.open_connection(host, port)
     except socket.gaierror as e:
         return f"cannot resolve {host!r}: {e.strerror}"
     except TimeoutError:

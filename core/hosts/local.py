@@ -48,7 +48,8 @@ class LocalHost(Host):
             start_new_session=True,  # a Ctrl-C meant for evopilot must not hit host scripts
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate(stdin)
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -491,7 +491,8 @@ class SshHost(Host):
         if conn is not None:
             conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await conn.wait_closed()
         self._set_state(HostState.DISCONNECTED)
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
@@ -724,7 +725,8 @@ class SshHost(Host):
                 # the server closed the channel first: a quick command ended before this task
                 # resumed (a busy loop). Its exit status tells; a lost connection has none.
                 pass
-            out, err = await asyncio.wait_for(proc.communicate(), wait)
+            async with asyncio.timeout(wait):
+                out, err = await proc.communicate()
         except TimeoutError:
             with contextlib.suppress(Exception):
                 proc.kill()
@@ -826,9 +828,8 @@ async def check_host_key(
     trust = f"trust it with: {scan} >> {quote(kh_file)}"
     keys, cas = _known_keys(config, t.host, t.port)
     try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(t.host, t.port, config=None), config.connect_timeout
-        )
+        async with asyncio.timeout(config.connect_timeout):
+            key = await asyncssh.get_server_host_key(t.host, t.port, config=None)
     except (OSError, asyncssh.Error, TimeoutError) as e:
         # a timeout has no message of its own: a server that accepts and never answers
         why = f"no answer within {config.connect_timeout:g}s" if isinstance(e, TimeoutError) else (

@@ -34,6 +34,7 @@ from evopilot.core.jobs.monitor import Monitor
 from evopilot.core.jobs.publish import publish_jobs
 from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
+from evopilot.core.waits import wait_set
 
 WAKE_COALESCE = 0.0
 WORKER_BEAT = "worker_beat"
@@ -428,11 +429,8 @@ class Scheduler:
         """Sleep up to ``timeout`` seconds, less if a job ends meanwhile or a tick asked for
         the next one at once (a log behind). The request is cleared by the tick that serves
         it, not here: one made during the last tick must not be lost."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        if await wait_set(self._wake, timeout):
             await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
-        except TimeoutError:
-            pass
 
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
@@ -473,7 +471,6 @@ class Scheduler:
                 started = self._started[host.name]
                 started.clear()
                 if self._starts[host.name] == starts:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(started.wait(), self.config.engine.remote_poll_interval)
+                    await wait_set(started, self.config.engine.remote_poll_interval)
 
         self._watchers[host.name] = asyncio.create_task(watch())
