@@ -29,7 +29,6 @@ each engine tick); an SSH host keeps its newest trees as bases for the next comm
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import os
@@ -342,8 +341,9 @@ class Workspaces:
             raise
         finally:
             renew.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renew
+            # not suppress(CancelledError) around an await: that would also swallow a cancel
+            # of this task meanwhile
+            await asyncio.gather(renew, return_exceptions=True)
 
         async def release(job_ids: Sequence[int]) -> None:
             async with jobs_db.transaction(self.db):
