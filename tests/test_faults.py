@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -136,6 +138,41 @@ def test_a_worker_loop_cancelled_as_a_wake_comes_stops(tmp_path):
             await engine.close()
 
     assert asyncio.run(main()), "the worker loop ran on after it was cancelled"
+
+
+def test_a_users_remain_on_exit_keeps_no_job_session_alive(tmp_path):
+    """A user's tmux config may keep a pane whose command has ended (remain-on-exit on). A job's
+    session must still end with its wrapper: else one dead session per job piles up in the
+    user's tmux, and a job whose wrapper was killed looks alive for ever instead of lost."""
+    conf = tmp_path / "tmux.conf"
+    conf.write_text("set -g remain-on-exit on\n")
+    subprocess.run(["tmux", "-f", str(conf), "new-session", "-d", "-s", "users-own", "sleep 600"], check=True)
+    from evopilot.core.config import parse_config
+    from evopilot.core.engine import Engine
+
+    async def main():
+        engine = await Engine.open(parse_config("[engine]\nlost_grace = 0.5\n"), tmp_path / "home")
+        try:
+            short = [(await engine.submit("true", name="short")).id for _ in range(3)]
+            await asyncio.wait_for(engine.run_forever(until_done=short), 60)
+            wrapped = await engine.submit("sleep 60", name="killed")
+            await engine.dispatch()
+            session = (await engine.job(wrapped.id)).tmux_session
+            pane_pid = subprocess.run(["tmux", "list-panes", "-t", f"={session}", "-F", "#{pane_pid}"],
+                                      capture_output=True, text=True, check=True).stdout.split()[0]
+            os.kill(int(pane_pid), signal.SIGKILL)  # the wrapper, not the job's own group
+            await asyncio.wait_for(engine.run_forever(until_done=[wrapped.id]), 60)
+            return [await engine.job(i) for i in [*short, wrapped.id]]
+        finally:
+            await engine.close()
+
+    *short, killed = asyncio.run(main())
+    with contextlib.suppress(OSError, ValueError):  # its command, left running by the wrapper's death
+        os.killpg(int((Path(killed.job_dir) / "pid").read_text()), signal.SIGKILL)
+    assert [j.status for j in short] == ["succeeded"] * 3
+    assert killed.status == "lost", killed
+    sessions = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"], capture_output=True, text=True)
+    assert sessions.stdout.split() == ["users-own"]
 
 
 def test_next_job_starts_when_one_ends_not_at_the_next_poll(tmp_path):

@@ -15,7 +15,15 @@ def session_name(prefix: str, instance: str, job_id: int) -> str:
 
 def new_session_args(session: str, command: str) -> list[str]:
     """tmux's arguments that start ``command`` (shell text) detached in a new session."""
-    return ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", command]
+    return ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", command, *ends_with_command(session)]
+
+
+def ends_with_command(session: str) -> list[str]:
+    """What follows a ``new-session`` of ``session`` in the same tmux command so that the
+    session ends with its command even under a user's ``remain-on-exit on``: a dead pane kept
+    would keep a job alive to evopilot (a killed wrapper never seen lost) and leave a session
+    per job behind. In the same command, it runs before the server can see the command end."""
+    return [";", "set-option", "-w", "-t", f"={session}:", "remain-on-exit", "off"]
 
 
 def new_session(session: str, command: str) -> str:

@@ -35,6 +35,7 @@ import aiosqlite
 from evopilot.core.config import Config
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.errors import EvopilotError
+from evopilot.core.hosts.tmux import ends_with_command
 from evopilot.core.jobs.scheduler import WORKER_BEAT, worker_alive
 from evopilot.core.quoting import join, quote
 
@@ -151,7 +152,7 @@ async def ensure(db: aiosqlite.Connection, config: Config, home: Path, instance:
         await jobs_db.set_meta(db, META, f"starting {session} {time.time()}")
     cwd = os.getcwd() if os.path.isdir(os.getcwd()) else str(home)  # ./evopilot.toml is read there
     argv = ["tmux", "new-session", "-d", "-s", session, "-c", cwd,
-            command(home, config_file, home / LOG_FILE)]
+            command(home, config_file, home / LOG_FILE), *ends_with_command(session)]
     res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if res.returncode != 0:
         async with jobs_db.transaction(db):

@@ -10,6 +10,7 @@ import os
 from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import CommandResult, Host
 from evopilot.core.hosts.probe import EXIT_CODE
+from evopilot.core.hosts.tmux import ends_with_command
 from evopilot.core.jobs import sbatch, scripts, warm
 from evopilot.core.models import Job
 
@@ -63,7 +64,7 @@ async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, str], st
             error = f"{d}: {e.strerror}"
             continue
         new = ["tmux", "new-session", "-d", "-s", s.session, "-x", "200", "-y", "50",
-               "--", "bash", f"{d}/{scripts.WRAPPER}"]
+               "--", "bash", f"{d}/{scripts.WRAPPER}", *ends_with_command(s.session)]
         ok, err = False, b""
         for pause in (0.0, 0.05, 0.2):  # tmux exiting after its last session: try again
             await asyncio.sleep(pause)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evopilot.core import environments
+from evopilot.core.hosts.tmux import ends_with_command
 from evopilot.core.models import Job
 
 RUNNER = str(Path(__file__).with_name("warm_runner.py"))
@@ -105,7 +106,8 @@ async def send(w: WarmStart, tmux) -> bool:
         except OSError:
             return False
         # a second engine starting it at the same time fails here: the session is the lock
-        new = ["tmux", "new-session", "-d", "-s", w.session, "-x", "200", "-y", "50", "--", w.python, RUNNER, w.fifo]
+        new = ["tmux", "new-session", "-d", "-s", w.session, "-x", "200", "-y", "50", "--", w.python, RUNNER, w.fifo,
+               *ends_with_command(w.session)]
         started, _ = await tmux(new)
         loop = asyncio.get_running_loop()
         end = loop.time() + START_WAIT
