@@ -36,7 +36,6 @@ from evopilot.core.jobs.reap import reap
 from evopilot.core.models import Job, JobStatus
 from evopilot.core.waits import wait_set
 
-WAKE_COALESCE = 0.0
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
 """Seconds between a loop's heartbeats in the database."""
@@ -430,7 +429,9 @@ class Scheduler:
         the next one at once (a log behind). The request is cleared by the tick that serves
         it, not here: one made during the last tick must not be lost."""
         if await wait_set(self._wake, timeout):
-            await asyncio.sleep(WAKE_COALESCE)  # jobs that end together: one tick for all
+            # one pass of the event loop first: wakes already due (jobs that ended together)
+            # join this tick instead of making one each
+            await asyncio.sleep(0)
 
     def _watch_completions(self, host: Host) -> None:
         """Keep a ``tmux wait-for`` open on ``host`` (the FIFO on the local host) that wakes the
