@@ -371,10 +371,8 @@ def _worktree_lock(repo: str) -> asyncio.Lock:
 async def git(repo: str | Path, *args: str, input: bytes | None = None,
               env: Mapping[str, str] | None = None) -> bytes:
     """Run git in ``repo``; its stdout, or a one-line error."""
-    if args and args[0] == "worktree":
-        async with _worktree_lock(str(repo)):
-            code, out, err = await _git(str(repo), *args, stdin=input, env=env)
-    else:
+    one_at_a_time = _worktree_lock(str(repo)) if args[:1] == ("worktree",) else contextlib.nullcontext()
+    async with one_at_a_time:
         code, out, err = await _git(str(repo), *args, stdin=input, env=env)
     if code != 0:
         raise EvopilotError(f"git {args[0]} in {repo}: {_error_line(err)}")

@@ -18,6 +18,16 @@ def new_session_args(session: str, command: str) -> list[str]:
     return ["new-session", "-d", "-s", session, "-x", "200", "-y", "50", command, *ends_with_command(session)]
 
 
+def new_session_argv(session: str, argv: list[str]) -> list[str]:
+    """The tmux command that starts ``argv`` (no shell) detached in a new session."""
+    return ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "--", *argv,
+            *ends_with_command(session)]
+
+
+def has_session_argv(session: str) -> list[str]:
+    return ["tmux", "has-session", "-t", f"={session}"]
+
+
 def ends_with_command(session: str) -> list[str]:
     """What follows a ``new-session`` of ``session`` in the same tmux command so that the
     session ends with its command even under a user's ``remain-on-exit on``: a dead pane kept

@@ -10,7 +10,7 @@ import os
 from evopilot.core.hosts import slurm
 from evopilot.core.hosts.base import CommandResult, Host
 from evopilot.core.hosts.probe import EXIT_CODE
-from evopilot.core.hosts.tmux import ends_with_command
+from evopilot.core.hosts.tmux import has_session_argv, new_session_argv
 from evopilot.core.jobs import sbatch, scripts, warm
 from evopilot.core.models import Job
 
@@ -63,13 +63,12 @@ async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, str], st
         except OSError as e:
             error = f"{d}: {e.strerror}"
             continue
-        new = ["tmux", "new-session", "-d", "-s", s.session, "-x", "200", "-y", "50",
-               "--", "bash", f"{d}/{scripts.WRAPPER}", *ends_with_command(s.session)]
+        new = new_session_argv(s.session, ["bash", f"{d}/{scripts.WRAPPER}"])
         ok, err = False, b""
         for pause in (0.0, 0.05, 0.2):  # tmux exiting after its last session: try again
             await asyncio.sleep(pause)
             code, err = await _tmux(new)
-            if code == 0 or (await _tmux(["tmux", "has-session", "-t", f"={s.session}"]))[0] == 0:
+            if code == 0 or (await _tmux(has_session_argv(s.session)))[0] == 0:
                 ok = True
                 break
         if ok:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evopilot.core import environments
-from evopilot.core.hosts.tmux import ends_with_command
+from evopilot.core.hosts.tmux import has_session_argv, new_session_argv
 from evopilot.core.models import Job
 
 RUNNER = str(Path(__file__).with_name("warm_runner.py"))
@@ -106,14 +106,13 @@ async def send(w: WarmStart, tmux) -> bool:
         except OSError:
             return False
         # a second engine starting it at the same time fails here: the session is the lock
-        new = ["tmux", "new-session", "-d", "-s", w.session, "-x", "200", "-y", "50", "--", w.python, RUNNER, w.fifo,
-               *ends_with_command(w.session)]
+        new = new_session_argv(w.session, [w.python, RUNNER, w.fifo])
         started, _ = await tmux(new)
         loop = asyncio.get_running_loop()
         end = loop.time() + START_WAIT
         try:
             while (fd := _open(w.fifo)) is None and loop.time() < end:
-                if started != 0 and (await tmux(["tmux", "has-session", "-t", f"={w.session}"]))[0] != 0:
+                if started != 0 and (await tmux(has_session_argv(w.session)))[0] != 0:
                     # the name was taken by a runner that has died since (tmux removes its
                     # session a moment after): ours, at once, not a cold start 5 s later
                     started, _ = await tmux(new)
