@@ -14,6 +14,7 @@ is wrong.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import tomllib
@@ -263,7 +264,7 @@ class Config(_Strict):
 
     def host(self, name: str) -> HostConfig:
         if name == LOCAL:
-            return self.hosts.get(LOCAL, HostConfig())
+            return self.hosts.get(LOCAL) or _default_host()
         try:
             return self.hosts[name]
         except KeyError:
@@ -279,6 +280,13 @@ class Config(_Strict):
 
     def host_names(self) -> list[str]:
         return [LOCAL] + sorted(n for n in self.hosts if n != LOCAL)
+
+
+@functools.cache
+def _default_host() -> HostConfig:
+    """The local host's settings when none are configured (models are frozen: one serves all;
+    asked on every job's start)."""
+    return HostConfig()
 
 
 class BindingError(ValueError):

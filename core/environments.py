@@ -22,6 +22,7 @@ a version that is not installed is refused with one line before anything is queu
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -135,11 +136,13 @@ def run_command(env_dir: str, roots: Sequence[str], bench_path: str, args: Seque
 _RUN = re.compile(r'PYTHONPATH=(.*?)\$\{PYTHONPATH:\+:\$PYTHONPATH\} VIRTUAL_ENV=(.*?) PATH=(.*?):"\$PATH" (.*)', re.S)
 
 
+@functools.lru_cache(maxsize=64)
 def parse_run_command(command: str) -> tuple[str, list[str], str, list[str]] | None:
     """``run_command``'s arguments (environment, import roots, benchmark, its arguments) back
     from its text; None for any other command. Only a command that ``run_command`` rebuilds
     exactly from them is taken, so nothing of it is lost (a warm evaluation slot runs the
-    benchmark from these: ``core.jobs.warm``)."""
+    benchmark from these: ``core.jobs.warm``). Cached (every evaluation's start asks): the
+    lists are shared, not to be changed."""
     m = _RUN.fullmatch(command)
     if m is None:
         return None

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
+import tarfile
 import tempfile
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -146,6 +148,7 @@ class Batch:
         self._tree = _Proc(self.repo, ("mktree", "-z", "--batch"))
         self._refs = _Proc(self.repo, ("update-ref", "--stdin"))
         self._tmp: str | None = None
+        self._plain: bool | None = None
 
     async def __aenter__(self) -> Batch:
         return self
@@ -159,6 +162,24 @@ class Batch:
         if self._tmp is not None:
             os.rmdir(self._tmp)
             self._tmp = None
+
+    async def plain_checkout(self) -> bool:
+        """Whether a checkout writes every blob's bytes as they are, whatever the tree holds:
+        no line-ending conversion, no attributes file outside the trees, git's own tar umask.
+        Asked of git once per batch."""
+        if self._plain is None:
+            code, out, _ = await _git(self.repo, "config", "-z", "--get-regexp",
+                                      r"^(core\.autocrlf|core\.attributesfile|tar\.umask)$")
+            settings = [item.split(b"\n", 1) for item in out.split(b"\0") if item]
+            converting = any(k != b"core.autocrlf" or v.strip().lower() not in (b"false", b"0", b"no", b"off")
+                             for k, v in (s if len(s) == 2 else (s[0], b"true") for s in settings))
+            code2, info, _ = await _git(self.repo, "rev-parse", "--git-path", "info/attributes")
+            config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+            files = [Path(self.repo, info.decode().strip()), config / "git" / "attributes",
+                     Path("/etc/gitattributes")]
+            self._plain = code in (0, 1) and code2 == 0 and not converting and \
+                not any(f.exists() for f in files)
+        return self._plain
 
     async def cat(self, names: list[str]) -> list[tuple[str, str, bytes] | None]:
         """Each object name's (id, type, contents), or None when it names nothing."""
@@ -317,18 +338,65 @@ async def _entries(batch: Batch, trees: list[str]) -> list[dict[str, tuple[str, 
     return out
 
 
-async def archive(commit: Commit, paths: list[str] | None = None) -> bytes:
+async def archive(commit: Commit, paths: list[str] | None = None, *, batch: Batch | None = None) -> bytes:
     """A tar stream of the project's files at ``commit`` (all, or only ``paths``), with the
-    same contents a checkout would give (git's filters and attributes apply)."""
+    same contents a checkout would give (git's filters and attributes apply). With ``batch``,
+    a few regular files that no attribute or line-ending setting can touch are packed from
+    their objects here, without a ``git archive`` process (evolution sends a candidate's changed
+    files for every evaluation)."""
     args = ["archive", "--format=tar", commit.treeish]
     if paths is not None:
         if not paths:
             return b""
+        if batch is not None and (packed := await _pack_plain(commit, paths, batch)) is not None:
+            return packed
         args += ["--", *paths]
     code, out, err = await _git(commit.repo, *args)
     if code != 0:
         raise EvopilotError(f"git archive failed in {commit.repo}: {_error_line(err)}")
     return trim_tar(out)
+
+
+async def _pack_plain(commit: Commit, paths: list[str], batch: Batch) -> bytes | None:
+    """``git archive``'s tar of ``paths`` made from their blobs, or None where git could give
+    other bytes or modes: a setting that converts line endings or names attributes, a
+    ``.gitattributes`` in any directory above a file, a file that is not a regular one."""
+    if not await batch.plain_checkout():
+        return None
+    full = [commit.prefix + p for p in paths]
+    dirs = sorted({f[: i + 1] for f in full for i, c in enumerate(f) if c == "/"} | {""})
+    got = await batch.cat([commit.sha, *(f"{commit.sha}:{d}" for d in dirs)])
+    if got[0] is None or got[0][1] != "commit":
+        return None
+    listings = dict(zip(dirs, await _entries(batch, [f"{commit.sha}:{d}" for d in dirs])))
+    if any(".gitattributes" in entries for entries in listings.values()):
+        return None
+    members = []
+    for f in full:
+        d, _, name = f.rpartition("/")
+        entry = listings[d + "/" if d else ""].get(name)
+        if entry is None or entry[0] not in ("100644", "100755"):
+            return None
+        members.append(entry)
+    blobs = await batch.cat([e[2] for e in members])
+    when = _commit_time(got[0][2])
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, (mode, _, _), blob in zip(paths, members, blobs):
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime = len(blob[2]), when
+            info.mode = 0o775 if mode == "100755" else 0o664  # git's default tar.umask, 002
+            tar.addfile(info, io.BytesIO(blob[2]))
+    return trim_tar(out.getvalue())
+
+
+def _commit_time(raw: bytes) -> int:
+    for line in raw.split(b"\n"):
+        if line.startswith(b"committer "):
+            return int(line.rsplit(b" ", 2)[1])
+        if not line:
+            break
+    return 0
 
 
 def trim_tar(data: bytes) -> bytes:

@@ -397,13 +397,14 @@ class Workspaces:
                 gitops.Commit(commit.repo, basis.commit_sha, commit.prefix), commit, batch=self._batch(commit.repo))
             if len(changed) > MAX_DIFF_FILES:
                 basis, changed, removed = None, [], []
-        payload = await gitops.archive(commit, changed if basis else None)
+        payload = await gitops.archive(commit, changed if basis else None, batch=self._batch(commit.repo))
         answer = await _build_step(host, tree, commit.sha, basis=(basis.path, basis.commit_sha) if basis else None,
                                    drop=[*changed, *removed], payload=payload, env_marker=env_marker)
         sent = {"basis": basis.commit_sha if basis else None,
                 "sent": changed if basis else "all", "removed": removed, "bytes": len(payload)}
         if not answer.ready:  # the basis went away, or some of its files were edited in place
-            again = await gitops.archive(commit, None if answer.basis == "gone" else answer.missing)
+            again = await gitops.archive(commit, None if answer.basis == "gone" else answer.missing,
+                                         batch=self._batch(commit.repo))
             final = await _build_step(host, tree, commit.sha, basis=None, drop=(), payload=again)
             if not final.ready:
                 raise EvopilotError(f"host {host.name}: could not build the tree {tree}")

@@ -157,3 +157,67 @@ def test_a_git_error_names_what_went_wrong_not_what_git_was_doing(tmp_path):
     (tmp_path / "taken" / "f").write_text("x")
     with pytest.raises(EvopilotError, match=r"^git worktree in .*: fatal: .*taken.* already exists$"):
         asyncio.run(gitops.git(root, "worktree", "add", "--detach", str(tmp_path / "taken"), commit))
+
+
+def _tar_files(data: bytes) -> dict[str, tuple[int, bytes]]:
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: (m.mode, tar.extractfile(m).read()) for m in tar if m.isfile()}
+
+
+def test_changed_files_packed_from_objects_are_what_git_archive_gives(tmp_path, monkeypatch):
+    """Evolution sends a candidate's changed files for every evaluation: packed from the batch's
+    objects, with no `git archive` process, unless an attribute or setting could change them."""
+    root = tmp_path / "repo"
+    files = {"proj/run.py": "print(1)\n", "proj/pkg/deep/m.py": "M = 1\n", "proj/pkg/x.txt": "x\ny\n",
+             "top.txt": "t\n"}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / "proj/run.py").chmod(0o755)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    sha = git(root, "rev-parse", "HEAD").strip()
+    commit = gitops.Commit(str(root), sha, "proj/")
+    paths = ["run.py", "pkg/deep/m.py", "pkg/x.txt"]
+    archives = []
+    real_start = gitops._start
+
+    async def counting(repo, *args, **kw):
+        archives.extend(a for a in args if a == "archive")
+        return await real_start(repo, *args, **kw)
+
+    monkeypatch.setattr(gitops, "_start", counting)
+
+    async def both() -> tuple[bytes, bytes]:
+        async with gitops.Batch(root) as b:
+            packed = await gitops.archive(commit, paths, batch=b)
+        return packed, await gitops.archive(commit, paths)
+
+    packed, by_git = asyncio.run(both())
+    assert archives == ["archive"], "only the call without a batch ran git archive"
+    assert _tar_files(packed) == _tar_files(by_git)
+    assert _tar_files(packed)["run.py"][0] == 0o775
+
+    # an attribute in a directory above a file converts it: git archive packs it then
+    (root / "proj/.gitattributes").write_text("*.txt text eol=crlf\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "crlf")
+    commit = gitops.Commit(str(root), git(root, "rev-parse", "HEAD").strip(), "proj/")
+    archives.clear()
+    packed, by_git = asyncio.run(both())
+    assert archives == ["archive", "archive"]
+    assert _tar_files(packed)["pkg/x.txt"][1] == b"x\r\ny\r\n" == _tar_files(by_git)["pkg/x.txt"][1]
+
+    # so does a setting of the repository (line endings converted for files git finds text)
+    git(root, "rm", "-q", "proj/.gitattributes")
+    git(root, "commit", "-qm", "no attributes")
+    git(root, "config", "core.autocrlf", "true")
+    commit = gitops.Commit(str(root), git(root, "rev-parse", "HEAD").strip(), "proj/")
+    archives.clear()
+    packed, by_git = asyncio.run(both())
+    assert archives == ["archive", "archive"]
+    assert _tar_files(packed)["pkg/x.txt"][1] == b"x\r\ny\r\n"
