@@ -152,3 +152,67 @@ async def test_a_loop_waiting_for_jobs_does_not_count_another_tasks_uncommitted_
         await asyncio.gather(writer, return_exceptions=True)
         assert await count == 1
         assert (await engine.job(job.id)).status.value == "queued"
+
+
+async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_event_loop(home):
+    """Statements run on the loop's own thread, but a lock another process holds is waited for
+    in aiosqlite's thread: the loop goes on meanwhile, and the transaction then goes through."""
+    import asyncio
+    import subprocess
+    import sys
+    import time
+
+    from evopilot.core.db import connect as db_connect, jobs as jobs_db
+
+    home.mkdir(parents=True)
+    db = await db_connect.connect(home / "evopilot.db")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(home / 'evopilot.db')!r}, isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); c.execute(\"INSERT INTO meta VALUES ('held', '1')\")\n"
+         "print('locked', flush=True); time.sleep(1.0); c.execute('COMMIT')"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        ticks, gaps = [], []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        t = asyncio.create_task(ticker())
+        started = time.monotonic()
+        async with jobs_db.transaction(db):
+            await jobs_db.set_meta(db, "mine", "2")
+        waited = time.monotonic() - started
+        t.cancel()
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        assert waited > 0.5, "the transaction began only once the other process committed"
+        assert max(gaps) < 0.3, f"the event loop stood still for {max(gaps):.2f} s"
+        assert await jobs_db.meta(db, "held") == "1" and await jobs_db.meta(db, "mine") == "2"
+    finally:
+        holder.wait(5)
+        await db.close()
+
+
+async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
+    """COMMITs on the loop make no checkpoint; one made in a worker thread keeps the WAL from
+    growing with every write."""
+    import asyncio
+
+    from evopilot.core.db import connect as db_connect, jobs as jobs_db
+
+    home.mkdir(parents=True)
+    db = await db_connect.connect(home / "evopilot.db")
+    wal = home / "evopilot.db-wal"
+    try:
+        largest = 0
+        for i in range(400):  # 400 x 64 KiB of new rows: 25 MiB written
+            async with jobs_db.transaction(db):
+                await jobs_db.set_meta(db, f"k{i}", "x" * 65536)
+            largest = max(largest, wal.stat().st_size)
+            await asyncio.sleep(0.002)
+        assert largest < 3 * db_connect.CHECKPOINT_AT, f"the WAL grew to {largest} bytes"
+    finally:
+        await db.close()
