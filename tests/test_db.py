@@ -206,6 +206,9 @@ async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
     home.mkdir(parents=True)
     db = await db_connect.connect(home / "evopilot.db")
     wal = home / "evopilot.db-wal"
+    made = []
+    checkpoint = db._checkpoint
+    db._checkpoint = lambda: made.append(1) or checkpoint()
     try:
         largest = 0
         for i in range(400):  # 400 x 64 KiB of new rows: 25 MiB written
@@ -214,5 +217,6 @@ async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
             largest = max(largest, wal.stat().st_size)
             await asyncio.sleep(0.002)
         assert largest < 3 * db_connect.CHECKPOINT_AT, f"the WAL grew to {largest} bytes"
+        assert 3 <= len(made) <= 40, f"{len(made)} checkpoints: one per commit, not per CHECKPOINT_AT written"
     finally:
         await db.close()

@@ -82,14 +82,16 @@ class Connection(aiosqlite.Connection):
     Checkpoints (copying the WAL into the database, tens of ms) are not made by a COMMIT on
     the loop either: this connection's automatic ones are off, and a COMMIT that leaves the WAL
     over ``CHECKPOINT_AT`` has a passive checkpoint made by a connection of its own in a
-    worker thread (it waits for no one, and no one waits for it).
+    worker thread (it waits for no one, and no one waits for it). The WAL is cut back when it
+    starts over (``journal_size_limit``), so its size is what was written since.
     """
 
-    def __init__(self, connector, wal: Path | None) -> None:
+    def __init__(self, connector, database: Path | None) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._queued = 0  # calls handed to aiosqlite's thread and not finished there
-        self._wal = wal
+        self._database = database  # None: nothing to checkpoint (read-only)
         self._checkpointer: asyncio.Future | None = None
+        self._checkpoint_con: sqlite3.Connection | None = None
 
     async def _execute(self, fn, *args, **kwargs):
         if not self._queued and self._connection is not None:
@@ -106,16 +108,30 @@ class Connection(aiosqlite.Connection):
         return await self._in_thread(partial(fn, *args, **kwargs))
 
     def _checkpoint_if_due(self) -> None:
-        if self._wal is None or (self._checkpointer is not None and not self._checkpointer.done()):
+        if self._database is None or (self._checkpointer is not None and not self._checkpointer.done()):
             return
         try:
-            if os.stat(self._wal).st_size < CHECKPOINT_AT:
+            if os.stat(f"{self._database}-wal").st_size < CHECKPOINT_AT:
                 return
         except OSError:
             return
-        self._checkpointer = asyncio.get_running_loop().run_in_executor(
-            None, _checkpoint, self._wal.with_name(self._wal.name[: -len("-wal")]))
+        self._checkpointer = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
         self._checkpointer.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _checkpoint(self) -> None:
+        """In a worker thread, one at a time."""
+        if self._checkpoint_con is None:
+            self._checkpoint_con = sqlite3.connect(self._database, timeout=0, isolation_level=None,
+                                                   check_same_thread=False)
+        self._checkpoint_con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+        if self._checkpoint_con is not None:
+            self._checkpoint_con.close()
+            self._checkpoint_con = None
+        await super().close()
 
     async def _in_thread(self, function):
         if not self._running or self._connection is None:
@@ -144,11 +160,6 @@ class Connection(aiosqlite.Connection):
                 conn.execute("PRAGMA busy_timeout = 0")
 
 
-def _checkpoint(path: Path) -> None:
-    with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as con:
-        con.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-
 def _connector(database: str, **kwargs) -> sqlite3.Connection:
     # timeout=0: no busy wait on the event loop's thread (see Connection)
     return sqlite3.connect(database, timeout=0, check_same_thread=False, isolation_level=None, **kwargs)
@@ -169,7 +180,7 @@ async def connect(path: Path) -> aiosqlite.Connection:
             db = await Connection(partial(_connector, f"file:{pathname2url(str(path))}?mode=ro&immutable=1",
                                           uri=True), None)
         else:
-            db = await Connection(partial(_connector, str(path)), path.with_name(path.name + "-wal"))
+            db = await Connection(partial(_connector, str(path)), path)
     except sqlite3.Error as e:
         raise EvopilotError(f"{path}: cannot open database: {e}") from None
     db.row_factory = aiosqlite.Row
@@ -177,6 +188,7 @@ async def connect(path: Path) -> aiosqlite.Connection:
         if not read_only:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA wal_autocheckpoint = 0")  # see Connection
+            await db.execute(f"PRAGMA journal_size_limit = {CHECKPOINT_AT // 4}")
         await db.execute("PRAGMA foreign_keys = ON")
         await db.execute("PRAGMA synchronous = NORMAL")
         await migrate(db, path)
