@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 import weakref
@@ -95,23 +96,27 @@ class _Proc:
 
     async def ask(self, request: bytes, answer: Callable[[asyncio.StreamReader], Awaitable]):
         async with self.lock:
-            if self.proc is not None and self.proc.returncode is not None:
-                self.proc = None  # it went away between requests (killed): start another
-            if self.proc is None:
-                self.proc = await _start(self.repo, *self.args, stdin=True)
-            proc = self.proc
-            assert proc.stdin is not None and proc.stdout is not None
-            try:
-                proc.stdin.write(request)
-                await proc.stdin.drain()
-                return await answer(proc.stdout)
-            except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
-                await self._reset()  # it died (update-ref exits on a failed update)
-                err = await proc.stderr.read() if proc.stderr else b""
-                raise EvopilotError(f"git {self.args[0]} in {self.repo}: {_error_line(err) if err else e}") from None
-            except BaseException:  # cancelled half-way: its answer would go to the next request
-                await self._reset()
-                raise
+            return await self.ask_locked(request, answer)
+
+    async def ask_locked(self, request: bytes, answer: Callable[[asyncio.StreamReader], Awaitable]):
+        """``ask``, by a caller holding ``lock``."""
+        if self.proc is not None and self.proc.returncode is not None:
+            self.proc = None  # it went away between requests (killed): start another
+        if self.proc is None:
+            self.proc = await _start(self.repo, *self.args, stdin=True)
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(request)
+            await proc.stdin.drain()
+            return await answer(proc.stdout)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as e:
+            await self._reset()  # it died (update-ref exits on a failed update)
+            err = await proc.stderr.read() if proc.stderr else b""
+            raise EvopilotError(f"git {self.args[0]} in {self.repo}: {_error_line(err) if err else e}") from None
+        except BaseException:  # cancelled half-way: its answer would go to the next request
+            await self._reset()
+            raise
 
     async def _reset(self) -> None:
         proc, self.proc = self.proc, None
@@ -160,7 +165,7 @@ class Batch:
         for p in (self._cat, self._blob, self._commit, self._tree, self._refs):
             await p.close()
         if self._tmp is not None:
-            os.rmdir(self._tmp)
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     async def plain_checkout(self) -> bool:
@@ -200,23 +205,22 @@ class Batch:
             raise EvopilotError("a path with a newline cannot be read from git")
         return await self._cat.ask("".join(f"{n}\n" for n in names).encode("utf-8", "surrogateescape"), answer)
 
-    async def _write(self, proc: _Proc, data: bytes) -> str:
-        """An object written from ``data`` through a file (``--stdin-paths`` reads paths)."""
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="evopilot-git-")
-        fd, path = tempfile.mkstemp(dir=self._tmp)
-        try:
-            with os.fdopen(fd, "wb") as f:
+    async def _write(self, proc: _Proc, name: str, data: bytes) -> str:
+        """An object written from ``data`` through a file (``--stdin-paths`` reads paths): one
+        file per kind of object, written again under its process's lock."""
+        async with proc.lock:
+            if self._tmp is None:
+                self._tmp = tempfile.mkdtemp(prefix="evopilot-git-")
+            path = os.path.join(self._tmp, name)
+            with open(path, "wb") as f:
                 f.write(data)
-            return (await proc.ask(f"{path}\n".encode(), _line)).decode()
-        finally:
-            os.unlink(path)
+            return (await proc.ask_locked(f"{path}\n".encode(), _line)).decode()
 
     async def blob(self, data: bytes) -> str:
-        return await self._write(self._blob, data)
+        return await self._write(self._blob, "blob", data)
 
     async def commit(self, text: bytes) -> str:
-        return await self._write(self._commit, text)
+        return await self._write(self._commit, "commit", text)
 
     async def mktree(self, listing: str) -> str:
         """A tree from ``mktree -z`` entries ("mode type id\tname\0" each)."""
@@ -321,21 +325,22 @@ async def diff(old: Commit, new: Commit, *, batch: Batch | None = None) -> tuple
 
 async def _entries(batch: Batch, trees: list[str]) -> list[dict[str, tuple[str, str, str]]]:
     """Each tree's entries: name -> (mode, type, id); empty when absent or not a tree."""
-    out = []
-    for got in await batch.cat(trees):
-        entries: dict[str, tuple[str, str, str]] = {}
-        out.append(entries)
-        if got is None or got[1] != "tree":
-            continue
-        raw, width, i = got[2], len(got[0]) // 2, 0  # the object id's bytes (SHA-1 or SHA-256)
-        while i < len(raw):
-            sp = raw.index(b" ", i)
-            nul = raw.index(b"\0", sp)
-            mode = raw[i:sp].decode().rjust(6, "0")
-            kind = "tree" if mode == "040000" else "commit" if mode == "160000" else "blob"
-            entries[raw[sp + 1 : nul].decode("utf-8", "surrogateescape")] = (mode, kind, raw[nul + 1 : nul + 1 + width].hex())
-            i = nul + 1 + width
-    return out
+    return [_tree_entries(got) for got in await batch.cat(trees)]
+
+
+def _tree_entries(got: tuple[str, str, bytes] | None) -> dict[str, tuple[str, str, str]]:
+    entries: dict[str, tuple[str, str, str]] = {}
+    if got is None or got[1] != "tree":
+        return entries
+    raw, width, i = got[2], len(got[0]) // 2, 0  # the object id's bytes (SHA-1 or SHA-256)
+    while i < len(raw):
+        sp = raw.index(b" ", i)
+        nul = raw.index(b"\0", sp)
+        mode = raw[i:sp].decode().rjust(6, "0")
+        kind = "tree" if mode == "040000" else "commit" if mode == "160000" else "blob"
+        entries[raw[sp + 1 : nul].decode("utf-8", "surrogateescape")] = (mode, kind, raw[nul + 1 : nul + 1 + width].hex())
+        i = nul + 1 + width
+    return entries
 
 
 async def archive(commit: Commit, paths: list[str] | None = None, *, batch: Batch | None = None) -> bytes:
@@ -365,20 +370,19 @@ async def _pack_plain(commit: Commit, paths: list[str], batch: Batch) -> bytes |
         return None
     full = [commit.prefix + p for p in paths]
     dirs = sorted({f[: i + 1] for f in full for i, c in enumerate(f) if c == "/"} | {""})
-    got = await batch.cat([commit.sha, *(f"{commit.sha}:{d}" for d in dirs)])
+    got = await batch.cat([commit.sha, *(f"{commit.sha}:{n}" for n in (*dirs, *full))])
     if got[0] is None or got[0][1] != "commit":
         return None
-    listings = dict(zip(dirs, await _entries(batch, [f"{commit.sha}:{d}" for d in dirs])))
+    listings = {d: _tree_entries(g) for d, g in zip(dirs, got[1:])}
     if any(".gitattributes" in entries for entries in listings.values()):
         return None
-    members = []
-    for f in full:
+    members, blobs = [], got[1 + len(dirs):]
+    for f, blob in zip(full, blobs):
         d, _, name = f.rpartition("/")
         entry = listings[d + "/" if d else ""].get(name)
-        if entry is None or entry[0] not in ("100644", "100755"):
+        if entry is None or entry[0] not in ("100644", "100755") or blob is None or blob[0] != entry[2]:
             return None
         members.append(entry)
-    blobs = await batch.cat([e[2] for e in members])
     when = _commit_time(got[0][2])
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:

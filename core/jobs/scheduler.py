@@ -38,6 +38,7 @@ from evopilot.core.waits import wait_set
 
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
+HOUSEKEEPING_EVERY = 0.5  # seconds between the tick hooks' runs (a round comes per job's end)
 """Seconds between a loop's heartbeats in the database."""
 BEAT_STALE = 10.0
 """A beat older than this is a loop gone (a loop that ends withdraws its beat; one killed on
@@ -77,6 +78,7 @@ class Scheduler:
         self._busy_checks: list[Callable[[], Awaitable[bool]]] = []
         self._tick_hooks: list[Callable[[], Awaitable[None]]] = []
         self._housekeeping: asyncio.Task | None = None  # the tick hooks' run, beside the loop
+        self._housekeeping_due = 0.0  # monotonic time from which the next run may start
         self._runs: dict[str, asyncio.Task] | None = None  # the loop's host passes, while it runs
         self._beating: asyncio.Task | None = None
 
@@ -260,11 +262,15 @@ class Scheduler:
         # Housekeeping (removing trees: SQL and a thread's rmtree) runs beside the loop, one run
         # at a time: a job that ends meanwhile starts the next round at once, not after it. A
         # failed run is raised here, on the next round.
+        # With jobs ending every few ms (evolution), a run per round would cost more than the
+        # rounds: one per ``HOUSEKEEPING_EVERY`` at most, and one owed is made before the loop
+        # returns.
         done = self._housekeeping
         if done is not None and not done.done():
             return
         self._housekeeping = None
-        if self._tick_hooks:
+        if self._tick_hooks and time.monotonic() >= self._housekeeping_due:
+            self._housekeeping_due = time.monotonic() + HOUSEKEEPING_EVERY
             self._housekeeping = asyncio.create_task(self._run_hooks())
         if done is not None and not done.cancelled() and done.exception() is not None:
             raise done.exception()
@@ -272,6 +278,14 @@ class Scheduler:
     async def _run_hooks(self) -> None:
         for hook in self._tick_hooks:
             await hook()
+
+    async def _housekeeping_owed(self) -> None:
+        """Before the loop returns: one more run (the last rounds may have skipped theirs)."""
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+            self._housekeeping = None
+        self._housekeeping_due = 0.0
+        await self._run_hooks()
 
     def _start_passes(self, due: list[str]) -> None:
         """The loop's ticks: each host's pass is a task of its own, so a host that is slow to
@@ -363,9 +377,11 @@ class Scheduler:
                         await self._stop_beating()
                         await self._beat(stop=True)
                         if await self.idle():
+                            await self._housekeeping_owed()
                             return
                     if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
                             and not self._tasks):
+                        await self._housekeeping_owed()
                         return
                 except Exception as e:
                     if on_error is None:
