@@ -100,11 +100,7 @@ class _Proc:
 
     async def ask_locked(self, request: bytes, answer: Callable[[asyncio.StreamReader], Awaitable]):
         """``ask``, by a caller holding ``lock``."""
-        if self.proc is not None and self.proc.returncode is not None:
-            self.proc = None  # it went away between requests (killed): start another
-        if self.proc is None:
-            self.proc = await _start(self.repo, *self.args, stdin=True)
-        proc = self.proc
+        proc = await self._started()
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(request)
@@ -117,6 +113,17 @@ class _Proc:
         except BaseException:  # cancelled half-way: its answer would go to the next request
             await self._reset()
             raise
+
+    async def start(self) -> None:
+        async with self.lock:
+            await self._started()
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self.proc is not None and self.proc.returncode is not None:
+            self.proc = None  # it went away between requests (killed): start another
+        if self.proc is None:
+            self.proc = await _start(self.repo, *self.args, stdin=True)
+        return self.proc
 
     async def _reset(self) -> None:
         proc, self.proc = self.proc, None
@@ -160,6 +167,13 @@ class Batch:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
+
+    async def warm(self) -> None:
+        """Start every process and ask the settings now (while there is time: a run waiting
+        for its seed's evaluation), not at the first candidate."""
+        for p in (self._cat, self._blob, self._commit, self._tree, self._refs):
+            await p.start()
+        await self.plain_checkout()
 
     async def close(self) -> None:
         for p in (self._cat, self._blob, self._commit, self._tree, self._refs):

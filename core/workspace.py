@@ -286,6 +286,17 @@ class Workspaces:
         for b in batches:
             await b.close()
 
+    async def warm(self, project: Project) -> None:
+        """Ready the git processes that trees of ``project``'s commits are made with."""
+        await self._batch((await self._top(project))[0]).warm()
+
+    async def _top(self, project: Project) -> tuple[str, str]:
+        """The project's repository top level and its prefix there (asked of git once)."""
+        top = self._tops.get(project.path)
+        if top is None:
+            top = self._tops[project.path] = await gitops.toplevel(project.path, project.name)
+        return top
+
     def _batch(self, repo: str) -> gitops.Batch:
         if repo not in self._batches:
             self._batches[repo] = gitops.Batch(repo)
@@ -298,9 +309,7 @@ class Workspaces:
         """Resolve ``rev`` and put the commit's tree on ``host_name`` (built or reused), with
         its environment there (or the setup job that builds it). ``check`` (the dependency
         check) gets a local tree of the commit before anything is sent."""
-        top = self._tops.get(project.path)
-        if top is None:
-            top = self._tops[project.path] = await gitops.toplevel(project.path, project.name)
+        top = await self._top(project)
         batch = self._batch(top[0])
         commit, parents = await gitops.resolve(project.path, rev, project.name, batch=batch, top=top)
         files = await gitops.read(commit, [*environments.ENV_FILES, "src", *benches], batch=batch)

@@ -113,6 +113,7 @@ class EvolutionLoop:
         self._placed: OrderedDict[str, CommitRow] = OrderedDict()
         self._placed_ids: dict[int, str] = {}
         self._git = gitops.Batch(self.repo)  # git processes kept open for the run: no new one per candidate
+        self._warming: asyncio.Future | None = None
         self._state: SearchState | None = None
         self._seed_commit_id = 0
         self._started = time.monotonic()
@@ -145,7 +146,7 @@ class EvolutionLoop:
         finally:
             waker.cancel()
             self.bus.unsubscribe(events)
-            tasks = [*self._mutating.values(), *self._submitting.values()]
+            tasks = [*self._mutating.values(), *self._submitting.values(), *filter(None, [self._warming])]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,7 +170,6 @@ class EvolutionLoop:
 
     async def _run(self, stop: asyncio.Event) -> tuple[str, str | None]:
         await self._restore()
-        self._mutators.start()
         planned = self.row.iterations_planned
         cap: str | None = None
         last_beat = 0.0
@@ -201,6 +201,13 @@ class EvolutionLoop:
             cap = cap or self._budget_reached()
             self._start_mutations(rows, cap)
             self._start_evaluations(rows)
+            if self._warming is None and not (rows and rows[0].number == 0 and rows[0].status == "mutated"):
+                # once the seed's evaluation is queued, not while its tree and environment are
+                # made: the LLM clients (openai's import holds the GIL for ~0.4 s), git's
+                # processes for candidates
+                self._mutators.start()
+                self._warming = asyncio.ensure_future(asyncio.gather(
+                    self._git.warm(), self.submitter.workspaces.warm(self.project)))
             self._emit()
             self._wake.clear()
             await wait_set(self._wake, 0.5)

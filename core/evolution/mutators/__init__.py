@@ -24,9 +24,9 @@ class Mutators:
         self._preparing: asyncio.Future | None = None
 
     def start(self) -> None:
-        """Make the LLM clients (importing openai takes ~0.4-1 s) in a thread from a run's start,
-        rather than at its first mutation, between the seed's evaluation and the next; and
-        without holding up the seed's evaluation, which starts meanwhile."""
+        """Make the LLM clients (importing openai takes ~0.4-1 s) in a thread while the seed is
+        evaluated, rather than at the first mutation, between the seed's evaluation and the
+        next."""
         if self._preparing is None:
             self._preparing = asyncio.ensure_future(asyncio.to_thread(self.prepare))
 
