@@ -19,6 +19,7 @@ from evopilot.core.quoting import quote
 
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_AT = 4 * 1024 * 1024  # WAL bytes (SQLite's own default: 1,000 pages of 4 KiB)
+CHECKPOINT_PASSES = 4
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -119,11 +120,15 @@ class Connection(aiosqlite.Connection):
         self._checkpointer.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _checkpoint(self) -> None:
-        """In a worker thread, one at a time."""
+        """In a worker thread, one at a time. Again while the loop wrote meanwhile (a few
+        times at most): the WAL starts over only once all of it is in the database."""
         if self._checkpoint_con is None:
             self._checkpoint_con = sqlite3.connect(self._database, timeout=0, isolation_level=None,
                                                    check_same_thread=False)
-        self._checkpoint_con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        for _ in range(CHECKPOINT_PASSES):
+            busy, frames, copied = self._checkpoint_con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or frames == copied:
+                return
 
     async def close(self) -> None:
         if self._checkpointer is not None:
