@@ -150,6 +150,25 @@ def test_an_evaluation_in_a_warm_slot_sees_what_a_new_interpreter_sees(ready_pro
     assert ("start", "ok", ok.tmux_session) in _steps(home, ok.id)
 
 
+# A file left open at module level, in a module with a function (the two reference each other
+# through the module's globals: only a collection frees them): a new interpreter's shutdown
+# closes it and writes its buffer.
+LEFT_OPEN = """
+import os
+def helper():
+    return 1
+out = open(os.path.join(os.environ["EVOPILOT_JOB_DIR"], "left-open.txt"), "w")
+out.write("buffered, never flushed by the benchmark\\n")
+"""
+
+
+def test_a_file_left_open_by_an_evaluation_in_a_warm_slot_is_written_at_its_end(ready_project, home):
+    root = ready_project({"benchmarks/ev.py": LEFT_OPEN})
+    (job,) = _engine_run(home, root, [[]])
+    assert (job.status, warm.is_runner(job.tmux_session)) == ("succeeded", True)
+    assert Path(job.job_dir, "left-open.txt").read_text() == "buffered, never flushed by the benchmark\n"
+
+
 def _steps(home: Path, job_id: int) -> list[tuple]:
     import sqlite3
 
