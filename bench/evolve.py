@@ -84,6 +84,9 @@ def serve_stand_in(delay: float, log_path: str) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body are two writes: with Nagle's algorithm the body waited for the
+        # client's delayed ACK, ~40 ms per answer on a kept-alive connection (not "at once")
+        disable_nagle_algorithm = True
 
         def log_message(self, *args) -> None:
             pass
