@@ -190,8 +190,8 @@ class EvolutionLoop:
             rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
             if rows and rows[0].number == 0 and rows[0].status == "failed":
                 return "failed", f"the seed program's evaluation failed: {rows[0].last_error}"
-            await self._apply_and_plan(rows, None if cap else planned)
-            rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
+            if await self._apply_and_plan(rows, None if cap else planned):
+                rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
             if not rows and (self._state.applied > planned or cap):
                 return "finished", cap or f"{planned} iterations done"
             if cap and all(r.status == "planned" and r.answer is None for r in rows) and not self._mutating:
@@ -271,19 +271,22 @@ class EvolutionLoop:
 
     # ---- apply -----------------------------------------------------------------------------
 
-    async def _apply_and_plan(self, rows: list[IterationRow], planned: int | None) -> None:
+    async def _apply_and_plan(self, rows: list[IterationRow], planned: int | None) -> bool:
         """Apply finished iterations in order (each with its snapshots in one transaction), and
         after each, plan the iterations it makes eligible: iteration n is planned right after
-        ``n - window + 1`` iterations are applied (up to ``planned``; None: plan nothing)."""
+        ``n - window + 1`` iterations are applied (up to ``planned``; None: plan nothing).
+        Whether it applied or planned any (else ``rows`` are still what is under way)."""
         next_n = rows[-1].number + 1 if rows else self._state.applied
+        first, applied = next_n, self._state.applied
         for it in [*rows, None]:
             if planned is not None and self._state.applied >= 1:
                 while next_n <= planned and next_n <= self._state.applied + self.window - 1:
                     await self._plan(next_n)
                     next_n += 1
             if it is None or it.number != self._state.applied or it.status not in TERMINAL:
-                return
+                break
             await self._apply(it)
+        return next_n != first or self._state.applied != applied
 
     async def _apply(self, it: IterationRow) -> None:
         cand = None
