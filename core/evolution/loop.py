@@ -174,6 +174,9 @@ class EvolutionLoop:
         cap: str | None = None
         last_beat = 0.0
         while True:
+            # cleared before the round looks, not after: what ends while it looks (an
+            # evaluation, a mutation) asks for the next round, or it waits a whole timeout
+            self._wake.clear()
             if time.monotonic() - last_beat > HEARTBEAT:
                 last_beat = time.monotonic()
                 async with jobs_db.transaction(self.db):
@@ -209,7 +212,6 @@ class EvolutionLoop:
                 self._warming = asyncio.ensure_future(asyncio.gather(
                     self._git.warm(), self.submitter.workspaces.warm(self.project)))
             self._emit()
-            self._wake.clear()
             await wait_set(self._wake, 0.5)
 
     # ---- restore ---------------------------------------------------------------------------
