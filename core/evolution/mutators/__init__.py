@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ class Mutators:
                 # event loop between the seed's evaluation and the first candidates'
                 with contextlib.suppress(ImportError):
                     importlib.import_module("anyio._backends._asyncio")
+                gc.freeze()  # openai's modules: as the worker loop's start does (core.jobs.scheduler)
 
     async def mutate(self, index: int, req: MutationRequest) -> Mutation:
         cfg = self.configs[index]
