@@ -125,14 +125,13 @@ class Monitor:
             out.logs.append(LogEvent(job_id=j.id, log_path=j.log_path or "", size=offset))
         else:
             offset = j.log_offset
-        if p is not None and p.exit_code is not None and offset > p.log_size:
+        if not host.is_local and p is not None and p.exit_code is not None and offset > p.log_size:
             # The wrapper cut its log's tail after a tick copied it (a tty job's end marker, see
             # scripts._tty): the mirror ends where the host's log ends.
-            if not host.is_local:
-                try:
-                    os.truncate(j.log_path, p.log_size)
-                except OSError as e:  # the tick is undone; the next one cuts it again
-                    raise EvopilotError(f"cannot cut the mirror of job {j.id}'s log: {e.strerror}") from None
+            try:
+                os.truncate(j.log_path, p.log_size)
+            except OSError as e:  # the tick is undone; the next one cuts it again
+                raise EvopilotError(f"cannot cut the mirror of job {j.id}'s log: {e.strerror}") from None
             offset = fields["log_offset"] = p.log_size
         if p is not None and p.pgid and p.pgid != j.pgid:
             fields.update(pid=p.pgid, pgid=p.pgid)
