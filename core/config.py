@@ -33,6 +33,16 @@ from evopilot.core.errors import EvopilotError
 M = TypeVar("M", bound=BaseModel)
 LOCAL = "local"
 HOST_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# A job's timeout has a bound like every duration: inf or nan would mean "never" (and Slurm's
+# --time is computed from it); a year is past any job's real need.
+MAX_TIMEOUT_S = 365 * 86400.0
+
+
+def check_timeout(value: float | None, option: str) -> None:
+    """Refuse a timeout that is not a positive number of seconds up to ``MAX_TIMEOUT_S``
+    (nan fails both comparisons, so it is refused too)."""
+    if value is not None and not 0 < value <= MAX_TIMEOUT_S:
+        raise EvopilotError(f"{option} must be a positive number of seconds, at most {MAX_TIMEOUT_S:.0f}")
 
 
 class _Strict(BaseModel):

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from evopilot.core.config import EngineConfig, HostConfig, load_config, parse_config
+from evopilot.core.errors import EvopilotError
+from evopilot.core.evolution.experiment import load_experiment
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("text,expect", [
@@ -38,6 +41,27 @@ def test_every_duration_is_bounded(cli, tmp_path, table, key):
     code, _, err = cli("jobs", "--config", cfg)
     assert code == 2 and err.count("\n") == 1 and f"{table}.{key}" in err, err
     assert "less than or equal" in err, err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e12"])
+def test_a_jobs_timeout_is_bounded_too(cli, make_project, tmp_path, value):
+    """A job's timeout is a duration as well: `--timeout inf` (or nan) would mean none at all,
+    and on a Slurm host its --time is computed from it. Refused in one line, from the command
+    line and from an experiment file (its evaluations' and mutators' timeouts)."""
+    cli("project", "add", make_project({"benchmarks/a.py": "print(1)\n"}))
+    code, _, err = cli("run", "proj", "a.py", "--timeout", value)
+    assert code == 2 and err.count("\n") == 1 and "--timeout must be a positive number" in err, err
+    assert json.loads(cli("jobs", "--json")[1]) == []
+    text = (REPO / "examples" / "evolve" / "experiment.toml").read_text()
+    params = '[[mutators]]\nkind = "params"\nchanges = 2\nscale = 0.3\n'
+    assert "timeout_s = 60\n" in text and params in text
+    command = f'[[mutators]]\nkind = "command"\ntemplate = "true {{prompt_file}}"\ntimeout_s = {value}\n'
+    for where, bad in (("evaluation", text.replace("timeout_s = 60\n", f"timeout_s = {value}\n", 1)),
+                       ("mutators", text.replace(params, command, 1))):
+        exp = tmp_path / f"{where}.toml"
+        exp.write_text(bad)
+        with pytest.raises(EvopilotError, match=rf"{where}.*timeout_s.*less than or equal"):
+            load_experiment(exp)
 
 
 def test_missing_explicit_config(cli, tmp_path):

@@ -42,8 +42,11 @@ def _dead_pid() -> int:
 
 
 def test_job_claimed_by_a_worker_that_died_before_starting_it_runs_once(cli, make_project, tmp_path):
-    """Two crash points of a dispatch: right after the claim, and after the job's directory and
-    session were recorded but before the start script ran. Both jobs go back to the queue."""
+    """Three crash points of a dispatch: right after the claim; after the job's directory and
+    session were recorded but before the start script ran; and in the start script, killed
+    between creating the wrapper file and writing it (an empty run.sh, seen in the kill drill:
+    the next start took it for written, its session ran nothing and the job was lost). Each
+    job runs once."""
     ledger = tmp_path / "ledger"
     cfg = tmp_path / "c.toml"
     cfg.write_text("[engine]\npoll_interval = 0.05\n")  # lost_grace stays at its 5 s default
@@ -51,25 +54,43 @@ def test_job_claimed_by_a_worker_that_died_before_starting_it_runs_once(cli, mak
     # the project's environment first (forced back to the queue, the jobs no longer wait for it)
     assert cli("run", "proj", "once.py", "--arg", tmp_path / "warm", "--wait", "--config", cfg)[0] == 0
     cli("queue", "pause", "--config", cfg)
-    code, out, err = cli("run", "proj", "once.py", "once.py", "--arg", ledger, "--config", cfg)
+    code, out, err = cli("run", "proj", "once.py", "once.py", "once.py", "once.py", "--arg", ledger, "--config", cfg)
     assert code == 0, err
-    first, second = sorted(_jobs(cli, cfg))[-2:]
+    first, second, third, fourth = sorted(_jobs(cli, cfg))[-4:]
+    # job directories are named <database tag>-<job id>, side by side: the warm run's shows where
+    (warm,) = [Path(j["log_path"]).parent for i, j in _jobs(cli, cfg).items()
+               if j["kind"] == "benchmark" and i not in (first, second, third, fourth)]
+    cut, untold = (warm.parent / f"{warm.name.rsplit('-', 1)[0]}-{i}" for i in (third, fourth))
     db = sqlite3.connect(Path(os.environ["EVOPILOT_HOME"]) / "evopilot.db")
     claimer = f"{socket.gethostname()}:{_dead_pid()}"
     with db:
         # what claim_next commits, then the claimer was killed
-        db.execute("UPDATE jobs SET status = 'running', claimed_by = ?, started_at = ? WHERE id IN (?, ?)",
-                   (claimer, now_iso(), first, second))
+        db.execute("UPDATE jobs SET status = 'running', claimed_by = ?, started_at = ? WHERE id IN (?, ?, ?, ?)",
+                   (claimer, now_iso(), first, second, third, fourth))
         # the second also got as far as recording where it would live
         db.execute("UPDATE jobs SET job_dir = ?, tmux_session = ? WHERE id = ?",
                    (str(tmp_path / "never-created"), f"evp-never-{second}", second))
+        # the third's start script was killed right after `> run.sh` created the file (in the
+        # directory its next start uses)
+        cut.mkdir(mode=0o700)
+        for name in ("env", "run.sh"):  # the log comes after the wrapper
+            (cut / name).touch(mode=0o600)
+        db.execute("UPDATE jobs SET job_dir = ?, tmux_session = ? WHERE id = ?",
+                   (str(cut), f"evp-cut-{third}", third))
+        # the fourth's files were written, its log too, then the claimer died before tmux (its
+        # wrapper is left for the next start to write: it is the job's own, long to copy here)
+        untold.mkdir(mode=0o700)
+        for name in ("env", "log"):
+            (untold / name).touch(mode=0o600)
+        db.execute("UPDATE jobs SET job_dir = ?, tmux_session = ? WHERE id = ?",
+                   (str(untold), f"evp-untold-{fourth}", fourth))
     db.close()
     cli("queue", "resume", "--config", cfg)
     t0 = time.monotonic()
     assert cli("worker", "--until-idle", "--config", cfg)[0] == 0
     jobs = _jobs(cli, cfg)
-    assert [jobs[i]["status"] for i in (first, second)] == ["succeeded", "succeeded"], jobs
-    assert collections.Counter(ledger.read_text().split()) == {str(first): 1, str(second): 1}
+    assert [jobs[i]["status"] for i in (first, second, third, fourth)] == ["succeeded"] * 4, jobs
+    assert collections.Counter(ledger.read_text().split()) == {str(i): 1 for i in (first, second, third, fourth)}
     # the claimer is known dead: no waiting for lost_grace
     assert time.monotonic() - t0 < 5
 

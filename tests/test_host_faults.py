@@ -254,3 +254,32 @@ async def test_an_ssh_job_that_ends_before_its_watcher_waits_is_seen_at_once(ssh
             engine.scheduler.wait_for_work = timed_wait
             await engine.run_forever(until_done=[job.id])
             assert (await engine.job(job.id)).status == JobStatus.SUCCEEDED
+
+
+async def test_a_log_cut_on_the_host_after_it_was_mirrored_is_cut_in_the_mirror(sshd, tmp_path):
+    """A tty job's wrapper writes an end marker into its log and cuts it off again once tmux has
+    copied it (scripts._tty): a tick that mirrored the marker in between must not leave it in
+    the mirror. Here the job cuts its own log's tail once the mirror has it."""
+    flag = tmp_path / "cut"
+    config = Config(engine=EngineConfig(poll_interval=0.1, remote_poll_interval=0.1),
+                    hosts={"h1": sshd.host_config().model_copy(update={"ssh_config": sshd.ssh_config})})
+    command = (f"printf 'keep\\n'; printf 'cut-me'; while [ ! -e {flag} ]; do sleep 0.05; done; "
+               'truncate -s 5 "$EVOPILOT_JOB_DIR/log"')
+    async with await Engine.open(config, home()) as engine:
+        job = await engine.submit(command, host="h1", workdir="/tmp")
+        loop = asyncio.create_task(engine.run_forever(until_done=[job.id]))
+        try:
+            for _ in range(600):
+                mirror = (await engine.job(job.id)).log_path
+                if mirror and os.path.exists(mirror) and Path(mirror).read_bytes().endswith(b"cut-me"):
+                    break
+                await asyncio.sleep(0.05)
+            assert Path(mirror).read_bytes() == b"keep\ncut-me"
+            flag.touch()
+            await asyncio.wait_for(loop, 60)
+        finally:
+            loop.cancel()
+        done = await engine.job(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done
+    assert (Path(done.job_dir) / "log").read_bytes() == b"keep\n"
+    assert Path(done.log_path).read_bytes() == b"keep\n" and done.log_offset == 5

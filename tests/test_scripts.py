@@ -177,6 +177,26 @@ def test_start_takes_env_from_stdin_not_from_its_text(tmp_path, starter):
         assert env.read_text() == scripts.env_file(envs[i - 1])
 
 
+@pytest.mark.parametrize("starter", ["script", "here"])
+def test_a_start_killed_before_writing_the_wrapper_leaves_nothing_the_next_start_trusts(tmp_path, starter):
+    """A start killed (with evopilot, kill -9) right after creating run.sh and before writing
+    it leaves an empty file: the next start must write it, not run the empty file (bash runs
+    it without a word, and the job was lost in the kill drill)."""
+    d = tmp_path / "job 1"
+    d.mkdir(mode=0o700)
+    (d / "run.sh").touch(mode=0o600)
+    w = scripts.wrapper(job_id=1, job_dir=str(d), workdir=str(tmp_path),
+                        command='echo ran > "$EVOPILOT_JOB_DIR/out"', done_channel="t-done")
+    specs = [scripts.StartSpec(1, str(d), "t-1", w)]
+    if starter == "script":
+        res = subprocess.run(["bash", "-c", scripts.start(specs)], input=b"", capture_output=True)
+        assert scripts.parse_start(res.stdout) == {1: True}, res.stderr
+    else:
+        assert asyncio.run(start_here(specs)) == ({1: "t-1"}, "")
+    wait_until(lambda: (d / "exit_code").exists(), what="the exit code")
+    assert (d / "run.sh").read_text() == w and (d / "out").read_text() == "ran\n"
+
+
 def test_the_completion_watcher_dies_with_the_process_that_started_it():
     """A kill -9 of evopilot must not leave its `tmux wait-for` waiting on (a process of the run
     that outlives it); a watcher whose parent lives on still wakes on a job's end."""

@@ -732,3 +732,22 @@ async def test_a_job_squeue_forgot_is_settled_from_the_job_completion_log(slurm_
         await engine.close()
     assert held.status == "cancelled"
     assert held.error_message.startswith(f"Slurm job {slurm_id}: cancelled in Slurm (CANCELLED")
+
+
+def test_doctor_of_a_slurm_host_through_its_login_node(cli, sshd, slurm, tmp_path):
+    """The login node is the test sshd: its SSH checks, then Slurm's, all over that connection."""
+    cfg = tmp_path / "evopilot.toml"
+    cfg.write_text(ENGINE + host_toml("c", sshd.host_config(
+        kind="slurm", partition=slurm.partition, env={"SLURM_CONF": str(slurm.conf)},
+        ssh_config=sshd.ssh_config)))
+    code, out, err = cli("doctor", "c", "--json", "--config", cfg)
+    assert code == 0, out + err
+    checks = {c["name"]: c for c in json.loads(out)["c"]}
+    assert all(c["ok"] and c["ran"] for c in checks.values()), checks
+    assert {"host key", *slurm_checks()} <= set(checks) and "tmux" not in checks
+    assert "COMPLETED" in checks["test job"]["detail"]
+
+
+def slurm_checks() -> list[str]:
+    from evopilot.core.hosts.doctor import SLURM_CHECKS
+    return SLURM_CHECKS

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evopilot.core.config import validate_toml
+from evopilot.core.config import MAX_TIMEOUT_S, validate_toml
 from evopilot.core.errors import EvopilotError
 from evopilot.core.evolution.mutators import MutatorConfig
 
@@ -36,7 +36,7 @@ class Evaluation(_Strict):
     objective: str = "objective"
     """The metric (in results.json) that MAP-Elites maximises or minimises."""
     direction: Literal["max", "min"] = "max"
-    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 600.0
     hosts: Annotated[list[str], Field(min_length=1)] = ["local"]
     parallel: Annotated[int, Field(ge=1, le=256)] = 2
     """Evaluations running at once (over all hosts)."""

@@ -57,8 +57,12 @@ async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, str], st
             continue
         try:
             _write(f"{d}/{scripts.ENV}", s.env.encode(), truncate=True)
-            if not os.path.exists(f"{d}/{scripts.WRAPPER}"):
-                _write(f"{d}/{scripts.WRAPPER}", s.wrapper.encode(), truncate=True)
+            if not _written(f"{d}/{scripts.WRAPPER}"):
+                # written whole under another name, then renamed: a start killed between creating
+                # the file and writing it left it empty, the next start took it for written,
+                # and bash ran the empty file (the job lost; seen in the kill drill)
+                _write(f"{d}/{scripts.WRAPPER}.tmp", s.wrapper.encode(), truncate=True)
+                os.replace(f"{d}/{scripts.WRAPPER}.tmp", f"{d}/{scripts.WRAPPER}")
             _write(f"{d}/{scripts.LOG}", b"", truncate=False)
         except OSError as e:
             error = f"{d}: {e.strerror}"
@@ -76,6 +80,14 @@ async def start_here(specs: list[scripts.StartSpec]) -> tuple[dict[int, str], st
         else:
             error = err.decode("utf-8", "replace").strip().splitlines()[-1:][0] if err.strip() else "tmux failed"
     return started, error
+
+
+def _written(path: str) -> bool:
+    """Whether the file is there and not empty (an empty one: see start_here)."""
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def _write(path: str, data: bytes, *, truncate: bool) -> None:

@@ -125,6 +125,14 @@ class Monitor:
             out.logs.append(LogEvent(job_id=j.id, log_path=j.log_path or "", size=offset))
         else:
             offset = j.log_offset
+        if not host.is_local and p is not None and p.exit_code is not None and offset > p.log_size:
+            # The wrapper cut its log's tail after a tick copied it (a tty job's end marker, see
+            # scripts._tty): the mirror ends where the host's log ends.
+            try:
+                os.truncate(j.log_path, p.log_size)
+            except OSError as e:  # the tick is undone; the next one cuts it again
+                raise EvopilotError(f"cannot cut the mirror of job {j.id}'s log: {e.strerror}") from None
+            offset = fields["log_offset"] = p.log_size
         if p is not None and p.pgid and p.pgid != j.pgid:
             fields.update(pid=p.pgid, pgid=p.pgid)
         if p is not None and p.started_at is not None and _iso(p.started_at) != j.started_at:
@@ -143,7 +151,8 @@ class Monitor:
                 if s is not None and s.answered and not j.requested:
                     _slurm_end(done, s)
                 fields.update(done)
-        elif (p is None or p.never_started or _warm_unstarted(j, p)) and await self._start_abandoned(j):
+        elif (p is None or p.never_started or _warm_unstarted(j, p) or _session_unstarted(p)) \
+                and await self._start_abandoned(j):
             # Claimed, but its start never reached the host (the claimer died in between, or
             # took far too long): back to the queue. Starting again is safe (see scripts.start).
             fields.update(status=JobStatus.QUEUED.value, started_at=None, claimed_by=None)
@@ -289,6 +298,15 @@ def _warm_unstarted(j: Job, p) -> bool:
     runner's session is alive, but it may have died with the job's line unread (a new runner
     takes over the session's name), or the line was never sent."""
     return (warm.is_runner(j.tmux_session) and p.exit_code is None and p.pgid is None
+            and p.started_at is None)
+
+
+def _session_unstarted(p) -> bool:
+    """A job of a tmux host whose session is not there and whose wrapper never began (it
+    creates ``started_at`` before the command, exclusively): its start was cut short after the
+    job's files were written (the log among them) and before tmux started it, so it never ran.
+    Not for Slurm, whose pending jobs look the same until they run."""
+    return (p.scheduled is None and p.exit_code is None and p.pgid is None and not p.session_alive
             and p.started_at is None)
 
 

@@ -31,9 +31,10 @@ def submit(cfg: HostConfig, specs: list[scripts.StartSpec], arrays_dir: str = ""
         n = len(s.env.encode())
         parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
         d = quote(s.job_dir)
-        # the env, wrapper (once: a start sent again keeps it) and empty log
+        # the env, wrapper (once: a start sent again keeps it; -s: not an empty one, left by a
+        # start killed between `>` and printf's write) and empty log
         parts.append(f"p_{s.job_id}=; printf '%s' \"$e\" > {d}/{scripts.ENV} "
-                     f"&& {{ [ -e {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
+                     f"&& {{ [ -s {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
                      f"&& : >> {d}/{LOG} && p_{s.job_id}=1")
     if arrays_dir:
         for group in _shapes(specs):

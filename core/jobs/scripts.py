@@ -195,7 +195,9 @@ def start(specs: list[StartSpec]) -> str:
             f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e\n"
             f"r{i}=ERR\n"
             f"if [ -e {d}/{EXIT_CODE} ]; then r{i}=OK\n"
-            f"elif [ -d {d} ] && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -e {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
+            # -s: an attempt killed between `>` creating the wrapper and printf's one write
+            # leaves it empty, and bash runs an empty file without a word (the job is lost)
+            f"elif [ -d {d} ] && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -s {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
             f"&& : >> {d}/{LOG}; then\n"
             f"  case \"$there\" in *$'\\n'{quote(s.session)}$'\\n'*) r{i}=OK ;; "
             f"*) r{i}=NEW; batch+=(';' {join(new_session_args(s.session, cmd))}) ;; esac\n"

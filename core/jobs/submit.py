@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 
 from evopilot.core import locations
-from evopilot.core.config import LOCAL, Config
+from evopilot.core.config import LOCAL, Config, check_timeout
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.errors import EvopilotError
@@ -58,8 +58,7 @@ class Submitter:
         self.config.host(host)
         if self.kinds.get(kind).workspace != "project":
             raise ValueError(f"jobs of kind {kind!r} run in a given workdir: queue them with submit()")
-        if timeout is not None and timeout <= 0:
-            raise EvopilotError("--timeout must be a positive number of seconds")
+        check_timeout(timeout, "--timeout")
         project = await projects_db.get_project(self.db, project_name)
         resolved = [await self.projects.resolve_benchmark(project, b) for b in benches]
         warnings: list[str] = []
@@ -109,6 +108,7 @@ class Submitter:
         """Queue an arbitrary shell command as a job (of ``kind``, owned by ``origin``; ``tty``:
         on its pane's terminal, else the kind's mode)."""
         self.config.host(host)
+        check_timeout(timeout, "a job's timeout")
         if self.kinds.get(kind).workspace != "workdir":
             raise ValueError(f"jobs of kind {kind!r} run in their project's files: queue them with run()")
         origin_kind, origin_id = origin or (None, None)

@@ -45,7 +45,7 @@ from pathlib import Path
 import aiosqlite
 
 from evopilot.core import locations
-from evopilot.core.config import LOCAL, Config
+from evopilot.core.config import LOCAL, Config, check_timeout
 from evopilot.core.db import jobs as jobs_db
 from evopilot.core.db import projects as projects_db
 from evopilot.core.db import tasks as tasks_db
@@ -448,8 +448,7 @@ class Tasks:
             raise EvopilotError("--param: a parameter is given twice")
         if max_parallel is not None and max_parallel < 1:
             raise EvopilotError("--max-parallel must be 1 or more")
-        if time_budget is not None and time_budget <= 0:
-            raise EvopilotError("--time-budget must be a positive number of seconds")
+        check_timeout(time_budget, "--time-budget")
         cells = sweeps.expand(agent_names, params)
         for agent, cell in cells:
             agents.check_params(agent, self.config.agent(agent), cell)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypeVar
 
+from evopilot.core.config import MAX_TIMEOUT_S
 from evopilot.core.usage import Usage  # noqa: F401  (mutators import it from here)
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -115,7 +116,7 @@ class LlmMutatorConfig(_Strict):
     """Retries of a request refused for rate (429), overload (408/409/5xx) or a connection error."""
     backoff_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     """First retry delay; doubled per retry, with jitter, unless the server sends Retry-After."""
-    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 600.0
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     diff_mode: Literal["diff", "full"] = "diff"
     """What the model is asked for: SEARCH/REPLACE blocks or whole files. Either answer applies."""
@@ -152,7 +153,7 @@ class CommandMutatorConfig(_Strict):
     do not quote them in the template. e.g. `claude -p "$(cat {prompt_file})" --output-format json`."""
     tty: bool = False
     """Run the job in a terminal (for CLIs that need one)."""
-    timeout_s: Annotated[float, Field(gt=0)] = 1800.0
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] = 1800.0
     usage: Literal["json", "none"] = "none"
     """"json": the CLI prints a JSON object with usage.input_tokens, usage.output_tokens and
     total_cost_usd (Claude Code's --output-format json) as its last JSON line."""
