@@ -220,3 +220,34 @@ async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
         assert 3 <= len(made) <= 40, f"{len(made)} checkpoints: one per commit, not per CHECKPOINT_AT written"
     finally:
         await db.close()
+
+
+async def test_a_database_locked_while_it_is_opened_still_takes_transactions(home):
+    """Four `run`s starting at once on a new database: one opening it while another holds it
+    waits in aiosqlite's thread for its journal mode; the answer left there (a row not read)
+    kept a statement open, and every later COMMIT failed with "SQL statements in progress"."""
+    import subprocess
+    import sys
+
+    from evopilot.core.db import connect as db_connect, jobs as jobs_db
+
+    home.mkdir(parents=True)
+    path = home / "evopilot.db"
+    db_connect._create_private(path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, time\n"
+         f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(0.5); c.execute('COMMIT')"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        db = await db_connect.connect(path)
+        try:
+            for i in range(3):
+                async with jobs_db.transaction(db):
+                    await jobs_db.set_meta(db, "k", str(i))
+            assert await jobs_db.meta(db, "k") == "2"
+        finally:
+            await db.close()
+    finally:
+        holder.wait(5)

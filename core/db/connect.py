@@ -141,10 +141,16 @@ class Connection(aiosqlite.Connection):
     async def _in_thread(self, function):
         if not self._running or self._connection is None:
             raise ValueError("Connection closed")
-        future = asyncio.get_running_loop().create_future()
-        self._queued += 1
+        loop = asyncio.get_running_loop()
+        future, released = loop.create_future(), loop.create_future()
+        self._queued += 2
         future.add_done_callback(self._thread_done)
+        released.add_done_callback(self._thread_done)
         self._tx.put_nowait((future, partial(self._waiting, function)))
+        # aiosqlite's thread keeps its last call's result until its next call: a cursor with
+        # rows left (a PRAGMA's) would hold its statement open, and every COMMIT made here
+        # after would fail ("SQL statements in progress"). A call that returns nothing next.
+        self._tx.put_nowait((released, _nothing))
         # shielded: a caller cancelled does not end the call in the thread, and the count
         # must go down only when the thread is done with it
         return await asyncio.shield(future)
@@ -163,6 +169,10 @@ class Connection(aiosqlite.Connection):
         finally:
             with contextlib.suppress(sqlite3.ProgrammingError):  # the call closed the connection
                 conn.execute("PRAGMA busy_timeout = 0")
+
+
+def _nothing() -> None:
+    return None
 
 
 def _connector(database: str, **kwargs) -> sqlite3.Connection:
@@ -207,7 +217,7 @@ async def connect(path: Path) -> aiosqlite.Connection:
 
 
 async def migrate(db: aiosqlite.Connection, path: Path) -> None:
-    (current,) = await (await db.execute("PRAGMA user_version")).fetchone()
+    ((current,),) = await db.execute_fetchall("PRAGMA user_version")
     latest = latest_version()
     if current > latest:
         raise EvopilotError(
@@ -220,7 +230,7 @@ async def migrate(db: aiosqlite.Connection, path: Path) -> None:
         # one transaction per migration; user_version moves with it
         await db.execute("BEGIN IMMEDIATE")
         try:
-            (now,) = await (await db.execute("PRAGMA user_version")).fetchone()
+            ((now,),) = await db.execute_fetchall("PRAGMA user_version")
             if now >= version:  # another process migrated meanwhile
                 await db.execute("ROLLBACK")
                 continue

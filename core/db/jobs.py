@@ -360,16 +360,15 @@ async def move_in_queue(db: aiosqlite.Connection, job_id: int, where: str) -> No
         return
     # up/down: swap order keys with the neighbour in queue order
     cmp, order = ("<", "DESC") if where == "up" else (">", "")
-    row = await (
-        await db.execute(
-            f"SELECT id, priority, seq FROM jobs WHERE status IN ('queued','pending') "
-            f"AND (-priority, seq, id) {cmp} (?, ?, ?) "
-            f"ORDER BY -priority {order}, seq {order}, id {order} LIMIT 1",
-            (-job.priority, job.seq, job.id),
-        )
-    ).fetchone()
-    if row is None:
+    rows = await db.execute_fetchall(
+        f"SELECT id, priority, seq FROM jobs WHERE status IN ('queued','pending') "
+        f"AND (-priority, seq, id) {cmp} (?, ?, ?) "
+        f"ORDER BY -priority {order}, seq {order}, id {order} LIMIT 1",
+        (-job.priority, job.seq, job.id),
+    )
+    if not rows:
         return
+    row = rows[0]
     await update_job(db, row["id"], priority=job.priority, seq=job.seq)
     await update_job(db, job_id, priority=row["priority"], seq=row["seq"])
 
@@ -401,12 +400,12 @@ async def running_per_host(db: aiosqlite.Connection) -> dict[str, int]:
 async def active_setup_job(db: aiosqlite.Connection, project_id: int, host: str) -> int | None:
     """A setup job of the project's working tree on the host that is still to run or running
     (commits have their own: ``db.workspaces.active_setup``)."""
-    row = await (await db.execute(
+    rows = await db.execute_fetchall(
         "SELECT id FROM jobs WHERE kind = 'setup' AND project_id = ? AND host = ? "
         "AND commit_sha IS NULL AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1",
         (project_id, host),
-    )).fetchone()
-    return row[0] if row else None
+    )
+    return rows[0][0] if rows else None
 
 
 _ENDED = "('succeeded', 'failed', 'cancelled', 'killed', 'lost')"

@@ -29,17 +29,17 @@ async def list_projects(db: aiosqlite.Connection) -> list[Project]:
 
 
 async def get_project(db: aiosqlite.Connection, name: str) -> Project:
-    row = await (await db.execute("SELECT * FROM projects WHERE name = ?", (name,))).fetchone()
-    if row is None:
+    rows = await db.execute_fetchall("SELECT * FROM projects WHERE name = ?", (name,))
+    if not rows:
         raise EvopilotError(f"no project named {name!r} (see `evopilot project list`)")
-    return Project.from_row(row)
+    return Project.from_row(rows[0])
 
 
 async def get_project_by_id(db: aiosqlite.Connection, project_id: int) -> Project:
-    row = await (await db.execute("SELECT * FROM projects WHERE id = ?", (project_id,))).fetchone()
-    if row is None:
+    rows = await db.execute_fetchall("SELECT * FROM projects WHERE id = ?", (project_id,))
+    if not rows:
         raise EvopilotError(f"no project with id {project_id} (it was removed)")
-    return Project.from_row(row)
+    return Project.from_row(rows[0])
 
 
 async def remove_project(db: aiosqlite.Connection, project_id: int) -> None:
@@ -61,12 +61,12 @@ async def add_benchmark(db: aiosqlite.Connection, project_id: int, name: str, pa
 
 async def list_benchmarks(db: aiosqlite.Connection, project_id: int | None = None) -> list[Benchmark]:
     if project_id is None:
-        cur = await db.execute("SELECT * FROM benchmarks ORDER BY project_id, path")
+        rows = await db.execute_fetchall("SELECT * FROM benchmarks ORDER BY project_id, path")
     else:
-        cur = await db.execute(
+        rows = await db.execute_fetchall(
             "SELECT * FROM benchmarks WHERE project_id = ? ORDER BY path", (project_id,)
         )
-    return [Benchmark.from_row(r) for r in await cur.fetchall()]
+    return [Benchmark.from_row(r) for r in rows]
 
 
 async def remove_benchmark(db: aiosqlite.Connection, benchmark_id: int) -> None:

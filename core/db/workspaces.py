@@ -139,7 +139,7 @@ async def delete(db: aiosqlite.Connection, ids: Sequence[int]) -> None:
 
 async def active_setup(db: aiosqlite.Connection, host: str, command: str) -> int | None:
     """A setup job building the same shared environment (same command) still to run or running."""
-    row = await (await db.execute(
+    rows = await db.execute_fetchall(
         "SELECT id FROM jobs WHERE kind = 'setup' AND host = ? AND command = ? "
-        "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (host, command))).fetchone()
-    return row[0] if row else None
+        "AND status IN ('queued', 'running') ORDER BY id DESC LIMIT 1", (host, command))
+    return rows[0][0] if rows else None
