@@ -21,16 +21,23 @@ def git(root: Path, *args: str, env: dict | None = None, input: bytes | None = N
                           env={**os.environ, **(env or {})}).stdout.decode()
 
 
-def test_commit_files_equals_the_index_made_commit_and_keeps_modes(tmp_path):
-    root = tmp_path / "repo"
-    for rel, text in {"a.py": "A = 1\n", "pkg/sub/m.py": "M = 1\n", "pkg/x.txt": "x\n", "b": "file\n"}.items():
+def committed_repo(root: Path, files: dict[str, str], executable: str) -> str:
+    """A repository at ``root`` with ``files`` (``executable`` among them with mode 755) in
+    one commit; the commit."""
+    for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    (root / "pkg/sub/m.py").chmod(0o755)
+    (root / executable).chmod(0o755)
     git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "base")
-    parent = git(root, "rev-parse", "HEAD").strip()
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+def test_commit_files_equals_the_index_made_commit_and_keeps_modes(tmp_path):
+    root = tmp_path / "repo"
+    parent = committed_repo(root, {"a.py": "A = 1\n", "pkg/sub/m.py": "M = 1\n", "pkg/x.txt": "x\n",
+                                   "b": "file\n"}, "pkg/sub/m.py")
     before = (git(root, "status", "--porcelain"), (root / ".git" / "index").read_bytes())
     change = {"a.py": "A = 2\n", "pkg/sub/m.py": "M = 2 # é\n", "new/deep/f.py": "F = 1\n", "b/c.py": "C\n"}
 
@@ -171,16 +178,8 @@ def test_changed_files_packed_from_objects_are_what_git_archive_gives(tmp_path, 
     """Evolution sends a candidate's changed files for every evaluation: packed from the batch's
     objects, with no `git archive` process, unless an attribute or setting could change them."""
     root = tmp_path / "repo"
-    files = {"proj/run.py": "print(1)\n", "proj/pkg/deep/m.py": "M = 1\n", "proj/pkg/x.txt": "x\ny\n",
-             "top.txt": "t\n"}
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    (root / "proj/run.py").chmod(0o755)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "base")
-    sha = git(root, "rev-parse", "HEAD").strip()
+    sha = committed_repo(root, {"proj/run.py": "print(1)\n", "proj/pkg/deep/m.py": "M = 1\n",
+                                "proj/pkg/x.txt": "x\ny\n", "top.txt": "t\n"}, "proj/run.py")
     commit = gitops.Commit(str(root), sha, "proj/")
     paths = ["run.py", "pkg/deep/m.py", "pkg/x.txt"]
     archives = []

@@ -74,7 +74,7 @@ class Connection(aiosqlite.Connection):
     aiosqlite's thread has nothing to do.
 
     A round trip through that thread costs 100-200 us of CPU on a 2-core machine, a statement
-    on this database ~5 us, and an evolution iteration makes ~160 of them. Nothing waits for a
+    on this database 5-100 us, and an evolution iteration makes ~90 of them. Nothing waits for a
     lock on the loop: the connection's busy timeout is 0 there, and a statement refused as busy
     goes to the thread, which waits up to ``BUSY_TIMEOUT_MS``; while anything is queued there,
     every later statement queues behind it, so statements keep their order. Each statement
