@@ -159,6 +159,7 @@ class Batch:
         self._commit = _Proc(self.repo, ("hash-object", "-w", "-t", "commit", "--stdin-paths"))
         self._tree = _Proc(self.repo, ("mktree", "-z", "--batch"))
         self._refs = _Proc(self.repo, ("update-ref", "--stdin"))
+        self._procs = (self._cat, self._blob, self._commit, self._tree, self._refs)
         self._tmp: str | None = None
         self._plain: bool | None = None
 
@@ -171,12 +172,12 @@ class Batch:
     async def warm(self) -> None:
         """Start every process and ask the settings now (while there is time: a run waiting
         for its seed's evaluation), not at the first candidate."""
-        for p in (self._cat, self._blob, self._commit, self._tree, self._refs):
+        for p in self._procs:
             await p.start()
         await self.plain_checkout()
 
     async def close(self) -> None:
-        for p in (self._cat, self._blob, self._commit, self._tree, self._refs):
+        for p in self._procs:
             await p.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -189,9 +190,13 @@ class Batch:
         if self._plain is None:
             code, out, _ = await _git(self.repo, "config", "-z", "--get-regexp",
                                       r"^(core\.autocrlf|core\.attributesfile|tar\.umask)$")
-            settings = [item.split(b"\n", 1) for item in out.split(b"\0") if item]
-            converting = any(k != b"core.autocrlf" or v.strip().lower() not in (b"false", b"0", b"no", b"off")
-                             for k, v in (s if len(s) == 2 else (s[0], b"true") for s in settings))
+            # "key\nvalue" each; a key alone is a boolean set true. Any of these set changes
+            # what git archive writes, but core.autocrlf set false.
+            converting = False
+            for item in filter(None, out.split(b"\0")):
+                key, _, value = item.partition(b"\n")
+                off = key == b"core.autocrlf" and value.strip().lower() in (b"false", b"0", b"no", b"off")
+                converting = converting or not off
             code2, info, _ = await _git(self.repo, "rev-parse", "--git-path", "info/attributes")
             config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
             files = [Path(self.repo, info.decode().strip()), config / "git" / "attributes",
@@ -273,8 +278,7 @@ async def resolve(project_dir: str | Path, rev: str, project_name: str, *,
     if batch is not None and top is not None and len(rev) in (40, 64) and all(c in "0123456789abcdef" for c in rev):
         (got,) = await batch.cat([f"{rev}^{{commit}}"])
         if got is not None:
-            head = got[2].split(b"\n\n", 1)[0].decode("utf-8", "surrogateescape").split("\n")
-            return Commit(top[0], got[0], top[1]), [h[7:] for h in head if h.startswith("parent ")]
+            return Commit(top[0], got[0], top[1]), [h[7:] for h in _header(got[2]) if h.startswith("parent ")]
     # one git process when all is well
     code, out, _ = await _git(str(project_dir), "rev-parse", "--show-toplevel", "--show-prefix",
                               f"{rev}^{{commit}}", f"{rev}^@", "--")
@@ -410,13 +414,13 @@ async def _pack_plain(commit: Commit, paths: list[str], batch: Batch) -> bytes |
     return trim_tar(out.getvalue())
 
 
-def _commit_time(raw: bytes) -> int:
-    for line in raw.split(b"\n"):
-        if line.startswith(b"committer "):
-            return int(line.rsplit(b" ", 2)[1])
-        if not line:
-            break
-    return 0
+def _header(commit: bytes) -> list[str]:
+    """A commit object's header lines (tree, parent..., author, committer)."""
+    return commit.split(b"\n\n", 1)[0].decode("utf-8", "surrogateescape").split("\n")
+
+
+def _commit_time(commit: bytes) -> int:
+    return next((int(h.rsplit(" ", 2)[1]) for h in _header(commit) if h.startswith("committer ")), 0)
 
 
 def trim_tar(data: bytes) -> bytes:

@@ -31,11 +31,9 @@ def submit(cfg: HostConfig, specs: list[scripts.StartSpec], arrays_dir: str = ""
         n = len(s.env.encode())
         parts.append(f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e")
         d = quote(s.job_dir)
-        # the env, wrapper (once: a start sent again keeps it; -s: not an empty one, left by a
-        # start killed between `>` and printf's write) and empty log
+        # the env, wrapper (once) and empty log
         parts.append(f"p_{s.job_id}=; printf '%s' \"$e\" > {d}/{scripts.ENV} "
-                     f"&& {{ [ -s {d}/{scripts.WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{scripts.WRAPPER}; }} "
-                     f"&& : >> {d}/{LOG} && p_{s.job_id}=1")
+                     f"&& {scripts.wrapper_once(d, s.wrapper)} && : >> {d}/{LOG} && p_{s.job_id}=1")
     if arrays_dir:
         for group in _shapes(specs):
             if len(group) >= ARRAY_MIN:

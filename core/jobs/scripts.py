@@ -168,6 +168,14 @@ def start_stdin(specs: list[StartSpec]) -> bytes:
     return b"".join(s.env.encode() for s in specs)
 
 
+def wrapper_once(job_dir_quoted: str, wrapper: str) -> str:
+    """Shell that writes the job's wrapper unless a start sent before wrote it (a start sent
+    again keeps it). -s, not -e: an attempt killed between `>` creating the file and printf's
+    one write leaves it empty, and bash runs an empty file without a word (the job is lost)."""
+    d = job_dir_quoted
+    return f"{{ [ -s {d}/{WRAPPER} ] || printf '%s' {quote(wrapper)} > {d}/{WRAPPER}; }}"
+
+
 def start(specs: list[StartSpec]) -> str:
     """Create each job's directory, write its wrapper and start its session: one script for
     all, printing ``OK <id>`` or ``ERR <id>`` per job.
@@ -195,9 +203,7 @@ def start(specs: list[StartSpec]) -> str:
             f"e=; [ {n} -eq 0 ] || LC_ALL=C IFS= read -r -N {n} e\n"
             f"r{i}=ERR\n"
             f"if [ -e {d}/{EXIT_CODE} ]; then r{i}=OK\n"
-            # -s: an attempt killed between `>` creating the wrapper and printf's one write
-            # leaves it empty, and bash runs an empty file without a word (the job is lost)
-            f"elif [ -d {d} ] && printf '%s' \"$e\" > {d}/{ENV} && {{ [ -s {d}/{WRAPPER} ] || printf '%s' {quote(s.wrapper)} > {d}/{WRAPPER}; }} "
+            f"elif [ -d {d} ] && printf '%s' \"$e\" > {d}/{ENV} && {wrapper_once(d, s.wrapper)} "
             f"&& : >> {d}/{LOG}; then\n"
             f"  case \"$there\" in *$'\\n'{quote(s.session)}$'\\n'*) r{i}=OK ;; "
             f"*) r{i}=NEW; batch+=(';' {join(new_session_args(s.session, cmd))}) ;; esac\n"
