@@ -198,8 +198,10 @@ async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_event_
 
 async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
     """COMMITs on the loop make no checkpoint; one made in a worker thread keeps the WAL from
-    growing with every write."""
+    growing with every write, also when the disk is slow (CI's was: the WAL reached 13 MB there,
+    the checkpoints never catching up with the writes)."""
     import asyncio
+    import time
 
     from evopilot.core.db import connect as db_connect, jobs as jobs_db
 
@@ -208,7 +210,14 @@ async def test_the_wal_is_checkpointed_beside_the_loop_and_stays_bounded(home):
     wal = home / "evopilot.db-wal"
     made = []
     checkpoint = db._checkpoint
-    db._checkpoint = lambda: made.append(1) or checkpoint()
+
+
+    def slow_checkpoint():  # a slow disk: each checkpoint takes as long as ~25 commits
+        made.append(1)
+        time.sleep(0.05)
+        checkpoint()
+
+    db._checkpoint = slow_checkpoint
     try:
         largest = 0
         for i in range(400):  # 400 x 64 KiB of new rows: 25 MiB written

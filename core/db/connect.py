@@ -20,6 +20,7 @@ from evopilot.core.quoting import quote
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_AT = 4 * 1024 * 1024  # WAL bytes (SQLite's own default: 1,000 pages of 4 KiB)
 CHECKPOINT_PASSES = 4
+WAL_MOST = 2 * CHECKPOINT_AT  # past this a COMMIT waits for the checkpoint (see Connection)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -83,8 +84,10 @@ class Connection(aiosqlite.Connection):
     Checkpoints (copying the WAL into the database, tens of ms) are not made by a COMMIT on
     the loop either: this connection's automatic ones are off, and a COMMIT that leaves the WAL
     over ``CHECKPOINT_AT`` has a passive checkpoint made by a connection of its own in a
-    worker thread (it waits for no one, and no one waits for it). The WAL is cut back when it
-    starts over (``journal_size_limit``), so its size is what was written since.
+    worker thread (it waits for no one). The WAL is cut back when it starts over
+    (``journal_size_limit``), so its size is what was written since. A writer faster than the
+    checkpoints (a slow disk) would grow it without end: a COMMIT that leaves it over
+    ``WAL_MOST`` waits for the running checkpoint, whose next pass then finds no new frames.
     """
 
     def __init__(self, connector, database: Path | None) -> None:
@@ -102,22 +105,26 @@ class Connection(aiosqlite.Connection):
                 if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
             else:
-                if args and args[0] == "COMMIT":
-                    self._checkpoint_if_due()
-                await asyncio.sleep(0)
+                if args and args[0] == "COMMIT" and self._checkpoint_if_due() >= WAL_MOST:
+                    await asyncio.shield(self._checkpointer)
+                else:
+                    await asyncio.sleep(0)
                 return result
         return await self._in_thread(partial(fn, *args, **kwargs))
 
-    def _checkpoint_if_due(self) -> None:
-        if self._database is None or (self._checkpointer is not None and not self._checkpointer.done()):
-            return
+    def _checkpoint_if_due(self) -> int:
+        """The WAL's size; a checkpoint is running (started here if none was) when it is
+        CHECKPOINT_AT or more."""
+        if self._database is None:
+            return 0
         try:
-            if os.stat(f"{self._database}-wal").st_size < CHECKPOINT_AT:
-                return
+            size = os.stat(f"{self._database}-wal").st_size
         except OSError:
-            return
-        self._checkpointer = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
-        self._checkpointer.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return 0
+        if size >= CHECKPOINT_AT and (self._checkpointer is None or self._checkpointer.done()):
+            self._checkpointer = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
+            self._checkpointer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return size
 
     def _checkpoint(self) -> None:
         """In a worker thread, one at a time. Again while the loop wrote meanwhile (a few

@@ -192,7 +192,11 @@ class Scheduler:
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._wake.set()  # a loop that ends when nothing is left to do looks again
 
     # ---- ends ------------------------------------------------------------------------------
 
@@ -385,8 +389,10 @@ class Scheduler:
                         if await self.idle():
                             await self._housekeeping_owed()
                             return
-                    if (waiting and not await jobs_db.count_unfinished(self.db, waiting)
-                            and not self._tasks):
+                    # a pass that recorded their ends may still have their clean-up to
+                    # start (a reap): it is waited for, or it would be cancelled at return
+                    if (waiting and not self._tasks and not self._runs_in_flight()
+                            and not await jobs_db.count_unfinished(self.db, waiting)):
                         await self._housekeeping_owed()
                         return
                 except Exception as e:
