@@ -392,6 +392,13 @@ async def hosts_with(db: aiosqlite.Connection, statuses: Iterable[str]) -> list[
     return [r[0] for r in rows]
 
 
+async def hosts_of(db: aiosqlite.Connection, ids: list[int]) -> set[str]:
+    rows = await db.execute_fetchall(
+        f"SELECT DISTINCT host FROM jobs WHERE id IN ({','.join('?' for _ in ids)})", ids
+    )
+    return {r[0] for r in rows}
+
+
 async def running_per_host(db: aiosqlite.Connection) -> dict[str, int]:
     rows = await db.execute_fetchall("SELECT host, count(*) FROM jobs WHERE status = 'running' GROUP BY host")
     return {host: n for host, n in rows}

@@ -379,7 +379,7 @@ class Scheduler:
                     await self._local_pass_done()
                     await self._after_passes()
                     self._keep_beating()
-                    if (until_idle and not self._tasks and not self._runs_in_flight()
+                    if (until_idle and not self._tasks and not self._passes_in_flight()
                             and await self.idle()):
                         # take the beat back first, then look once more: a command that
                         # queued work meanwhile saw no loop (and starts a worker) or is
@@ -389,10 +389,15 @@ class Scheduler:
                         if await self.idle():
                             await self._housekeeping_owed()
                             return
-                    # a pass that recorded their ends may still have their clean-up to
-                    # start (a reap): it is waited for, or it would be cancelled at return
-                    if (waiting and not self._tasks and not self._runs_in_flight()
+                    if (waiting and not self._tasks
                             and not await jobs_db.count_unfinished(self.db, waiting)):
+                        # a pass of their hosts that recorded their ends may still have their
+                        # clean-up to start (a reap): it is waited for, or it would be
+                        # cancelled at return; other hosts' passes are not (slow to connect)
+                        passes = self._passes_in_flight(await jobs_db.hosts_of(self.db, waiting))
+                        if passes:
+                            await asyncio.wait(passes)
+                            continue
                         await self._housekeeping_owed()
                         return
                 except Exception as e:
@@ -412,11 +417,12 @@ class Scheduler:
             with contextlib.suppress(Exception):  # best effort: an old beat expires by itself
                 await self._beat(stop=True)
 
-    def _runs_in_flight(self) -> bool:
-        """A pass under way on a host that can be reached (an unreachable host's connect
-        attempt may take its whole timeout: it holds up nothing)."""
+    def _passes_in_flight(self, hosts: set[str] | None = None) -> list[asyncio.Task]:
+        """The passes under way on hosts (of ``hosts``) that can be reached (an unreachable
+        host's connect attempt may take its whole timeout: it holds up nothing)."""
         skip = self._unreachable()
-        return any(not t.done() for n, t in (self._runs or {}).items() if n not in skip)
+        return [t for n, t in (self._runs or {}).items()
+                if not t.done() and n not in skip and (hosts is None or n in hosts)]
 
     def _keep_beating(self) -> None:
         """Beat from a task of its own, every ``BEAT_EVERY`` seconds: a round of the loop can
