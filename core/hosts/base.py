@@ -124,8 +124,9 @@ class Host(ABC):
         self._loaded(probe_scripts.parse_probe_load(res.stdout))
         return probe_scripts.parse_probe(res.stdout, jobs)
 
-    async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
-        """For each (path, offset, limit), up to ``limit`` bytes of the file from ``offset``.
+    async def read_ranges(self, requests: list[tuple[str, int, int]]) -> list[bytes | memoryview]:
+        """For each (path, offset, limit), up to ``limit`` bytes of the file from ``offset``
+        (views of one answer over SSH).
 
         One round trip for all of them; a missing file gives b"".
         """

@@ -81,10 +81,13 @@ class Monitor:
                 reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, self.config.engine.results_max_bytes + 1))
                 req_jobs.append((j, "results"))
         got = await host.read_ranges(reqs)
-        new_bytes: dict[int, bytes] = {}
+        new_bytes: dict[int, bytes | memoryview] = {}
         results: dict[int, bytes] = {}
         for (j, what), data in zip(req_jobs, got):
-            (new_bytes if what == "log" else results)[j.id] = data
+            if what == "log":
+                new_bytes[j.id] = data
+            else:
+                results[j.id] = bytes(data)
             out.backlog |= what == "log" and len(data) >= chunk
 
         # Most ticks find every job just running on: no transaction then (its turn on the
@@ -118,8 +121,8 @@ class Monitor:
                     raise EvopilotError(f"{why}: cannot mirror the log of job {j.id}") from None
             offset = j.log_offset + len(data)
             fields["log_offset"] = offset
-            prog = parse.parse_progress(self._carry.get(j.id, b"") + data)
-            self._carry[j.id] = data[-_CARRY:]
+            prog = parse.parse_progress(data, self._carry.get(j.id, b""))
+            self._carry[j.id] = bytes(data[-_CARRY:])
             if prog and prog != (j.progress_current, j.progress_total):
                 fields["progress_current"], fields["progress_total"] = prog
             out.logs.append(LogEvent(job_id=j.id, log_path=j.log_path or "", size=offset))
