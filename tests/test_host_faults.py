@@ -202,20 +202,38 @@ def test_commands_leave_ssh_hosts_to_a_live_worker(cli, tarpit, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["local", "ssh"])
-async def test_a_log_backlog_is_caught_up_without_waiting_for_polls(where, request):
+@pytest.mark.parametrize("where", ["local", "ssh", "ssh, no OpenSSH login"])
+async def test_a_log_backlog_is_caught_up_without_waiting_for_polls(where, request, monkeypatch, tmp_path):
     """A job writes many chunks' worth of log and exits: the loop reads chunk after chunk at
-    once. With a poll interval of 60 s, a single poll spent waiting would be seen."""
+    once. With a poll interval of 60 s, a single poll spent waiting would be seen. Over SSH
+    the log is copied by OpenSSH's ``ssh`` (asyncssh's reads are several times slower); where
+    ``ssh`` cannot log in (here an ``ssh`` that is refused), chunk by chunk through asyncssh."""
+    from evopilot.core.hosts.ssh import SshHost
+
     chunk = 64 * 1024
     hosts = {}
-    if where == "ssh":
+    copies = []
+    if where.startswith("ssh"):
         sshd = request.getfixturevalue("sshd")
         hosts["h1"] = sshd.host_config().model_copy(update={"ssh_config": sshd.ssh_config})
+        copy_from = SshHost.copy_from
+
+        async def counted(self, *args):
+            copies.append(await copy_from(self, *args))
+            return copies[-1]
+
+        monkeypatch.setattr(SshHost, "copy_from", counted)
+    if where == "ssh, no OpenSSH login":
+        refused = tmp_path / "bin" / "ssh"
+        refused.parent.mkdir()
+        refused.write_text("#!/bin/sh\necho 'Permission denied (publickey).' >&2\nexit 255\n")
+        refused.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{refused.parent}:{os.environ['PATH']}")
     config = Config(engine=EngineConfig(poll_interval=60, remote_poll_interval=60,
                                         log_chunk_bytes=chunk), hosts=hosts)
     script = "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 99"  # 3 MB: 46 chunks
     async with await Engine.open(config, home()) as engine:
-        job = await engine.submit(script, host="h1" if where == "ssh" else "local", workdir="/tmp")
+        job = await engine.submit(script, host="h1" if hosts else "local", workdir="/tmp")
         waits = []
         wait = engine.scheduler.wait_for_work
 
@@ -232,7 +250,11 @@ async def test_a_log_backlog_is_caught_up_without_waiting_for_polls(where, reque
         on_host = Path(job.job_dir, "log").read_bytes()  # the sshd's base dir is on this machine
         assert job.log_offset == len(on_host) > 3000000
         assert Path(job.log_path).read_bytes() == on_host
-        assert len(waits) >= 3000000 // chunk  # a round per chunk, none of them a whole poll
+        if where == "ssh":  # copied by ssh in a few goes, not chunk by chunk
+            assert copies and sum(copies) == len(on_host) and len(copies) <= 5, copies
+        else:  # a round per chunk, none of them a whole poll
+            assert len(waits) >= 3000000 // chunk
+            assert copies == ([None] if where.startswith("ssh") else []), copies
 
 
 async def test_an_ssh_job_that_ends_before_its_watcher_waits_is_seen_at_once(sshd):

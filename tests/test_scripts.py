@@ -39,6 +39,16 @@ def test_read_ranges_is_byte_exact(tmp_path, variant):
     assert probe.parse_read_ranges(out, len(reqs)) == want
 
 
+def test_copy_from_prints_the_file_from_an_offset(tmp_path):
+    data = b"ab\xff\xfe\n" + b"y" * (3 * 1024 * 1024) + b"\r\nend"
+    log = tmp_path / "it's a log"
+    log.write_bytes(data)
+    for path, offset, want in [(log, 0, data), (log, 3, data[3:]), (log, len(data), b""),
+                               (log, len(data) + 5, b""), (tmp_path / "missing", 0, b"")]:
+        out = subprocess.run(["bash", "-c", probe.copy_from(str(path), offset)], capture_output=True)
+        assert (out.stdout, out.stderr) == (want, b"")
+
+
 def test_probe_reports_files_and_sessions(tmp_path):
     d = tmp_path / "job dir"
     d.mkdir()

@@ -297,6 +297,12 @@ _READ_RANGES_PY = (
 )
 
 
+def copy_from(path: str, offset: int) -> str:
+    """Shell text printing ``path`` from ``offset`` to its end (nothing when it is shorter or
+    missing), one process: see ``SshHost.copy_from``."""
+    return f"exec tail -c +{int(offset) + 1} {quote(path)} 2>/dev/null\n"
+
+
 def read_ranges(requests: list[tuple[str, int, int]]) -> str:
     """Print, for each (path, offset, limit), a length line then that many bytes of the file.
 

@@ -6,6 +6,7 @@ Reconcile after a restart is the same tick: the files and ``tmux has-session`` a
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -31,6 +32,10 @@ HANGUP_WAIT = 2.0
 COMPLETING_WAIT = 10.0
 """Seconds a Slurm job that has its exit code may stay COMPLETING (which hides whether Slurm
 cancelled it or it timed out) before it is settled by its exit code alone."""
+COPY_SECONDS = 3.0
+"""A log more than ``log_chunk_bytes`` behind on an SSH host is copied by ``ssh`` straight into
+its mirror, for up to this long a tick (the tick holds up the host's other jobs); one ``ssh``
+costs a handshake (0.1-0.5 s), so not one per chunk."""
 _CARRY = 64  # bytes kept from the previous chunk, so a marker split across reads is still seen
 
 
@@ -54,6 +59,7 @@ class Monitor:
         self.db = db
         self.config = config
         self._carry: dict[int, bytes] = {}
+        self._no_copy: set[str] = set()  # hosts whose logs cannot be copied (see _copy_logs)
         self._hung_up: dict[int, float] = {}  # job -> when its hangup was first seen, exit code pending
         self._ending: dict[int, float] = {}  # Slurm job -> when it was first seen ending (see _scheduled)
 
@@ -68,19 +74,22 @@ class Monitor:
         out.probed = bool(probed)
 
         chunk = self.config.engine.log_chunk_bytes
-        reqs, req_jobs = [], []
+        copies = host.name not in self._no_copy and hasattr(host, "copy_from")
+        reqs, req_jobs, far_behind = [], [], []
         for j in jobs:
             p = probes.get(j.id)
             if p is None:
                 continue
-            if p.log_size > j.log_offset:
+            if copies and j.log_path and p.log_size - j.log_offset > chunk:
+                far_behind.append(j)
+            elif p.log_size > j.log_offset:
                 reqs.append((f"{j.job_dir}/{scripts.LOG}", j.log_offset, chunk))
                 req_jobs.append((j, "log"))
             if p.exit_code is not None and p.results_exists:
                 # one byte past the limit tells a file over it from one that fits exactly
                 reqs.append((f"{j.job_dir}/{scripts.RESULTS}", 0, self.config.engine.results_max_bytes + 1))
                 req_jobs.append((j, "results"))
-        got = await host.read_ranges(reqs)
+        got, mirrored = await asyncio.gather(host.read_ranges(reqs), self._copy_logs(host, far_behind))
         new_bytes: dict[int, bytes | memoryview] = {}
         results: dict[int, bytes] = {}
         for (j, what), data in zip(req_jobs, got):
@@ -89,6 +98,10 @@ class Monitor:
             else:
                 results[j.id] = bytes(data)
             out.backlog |= what == "log" and len(data) >= chunk
+        for j in far_behind:  # copied or not, more is left: the next tick comes at once
+            out.backlog = True
+            if mirrored.get(j.id):
+                new_bytes[j.id] = _tail(j.log_path, j.log_offset + mirrored[j.id], parse.PROGRESS_WINDOW)
 
         # Most ticks find every job just running on: no transaction then (its turn on the
         # shared connection's lock would queue behind every other host's writes).
@@ -105,21 +118,41 @@ class Monitor:
                 if j.id in requested:
                     j = j.model_copy(update={"requested": requested[j.id]})
                 await self._update(host, j, probes.get(j.id), new_bytes.get(j.id, b""),
-                                   results.get(j.id), now, out)
+                                   results.get(j.id), now, out, mirrored.get(j.id))
         return out
 
+    async def _copy_logs(self, host, jobs: list[Job]) -> dict[int, int]:
+        """Logs far behind copied into their mirrors by the host's ``copy_from``, for up to
+        ``COPY_SECONDS`` in all: the bytes copied per job. A host whose ``ssh`` cannot do it is
+        read chunk by chunk from then on."""
+        copied: dict[int, int] = {}
+        until = time.monotonic() + COPY_SECONDS
+        for j in jobs:
+            if time.monotonic() >= until:
+                break
+            try:
+                n = await host.copy_from(f"{j.job_dir}/{scripts.LOG}", j.log_offset, j.log_path,
+                                         j.log_offset, until - time.monotonic())
+            except OSError as e:
+                raise _mirror_error(j, e) from None
+            if n is None:
+                self._no_copy.add(host.name)
+                break
+            copied[j.id] = n
+        return copied
+
     async def _update(self, host, j: Job, p, data: bytes, results: bytes | None, now: str,
-                      out: TickResult) -> None:
+                      out: TickResult, mirrored: int | None = None) -> None:
+        """``data``: the log's new bytes; with ``mirrored``, the last of the bytes copied into
+        the mirror already, ``mirrored`` of them."""
         fields: dict = {}
         if data:
-            if not host.is_local:
+            if mirrored is None and not host.is_local:
                 try:
                     _pwrite(j.log_path, j.log_offset, data)
                 except OSError as e:  # the tick is undone; the next one fetches these bytes again
-                    where = os.path.dirname(j.log_path or "")
-                    why = f"no space left on {where}" if e.errno == errno.ENOSPC else f"{where}: {e.strerror}"
-                    raise EvopilotError(f"{why}: cannot mirror the log of job {j.id}") from None
-            offset = j.log_offset + len(data)
+                    raise _mirror_error(j, e) from None
+            offset = j.log_offset + (len(data) if mirrored is None else mirrored)
             fields["log_offset"] = offset
             prog = parse.parse_progress(data, self._carry.get(j.id, b""))
             self._carry[j.id] = bytes(data[-_CARRY:])
@@ -364,6 +397,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _mirror_error(j: Job, e: OSError) -> EvopilotError:
+    where = os.path.dirname(j.log_path or "")
+    why = f"no space left on {where}" if e.errno == errno.ENOSPC else f"{where}: {e.strerror}"
+    return EvopilotError(f"{why}: cannot mirror the log of job {j.id}")
+
+
+def _tail(path: str, end: int, n: int) -> bytes:
+    """The ``n`` bytes of the file ``path`` before ``end``."""
+    with open(path, "rb") as f:
+        return os.pread(f.fileno(), min(n, end), max(0, end - n))
 
 
 def _pwrite(path: str | None, offset: int, data: bytes) -> None:

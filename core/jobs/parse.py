@@ -18,7 +18,7 @@ _PROGRESS = re.compile(
     rb"|(?<![\w.])(?P<pct>\d{1,3}(?:\.\d+)?)%"  # 24%
 )
 _HINT = re.compile(rb"\d\s*/\s*\d|\d%")
-_TAIL_WINDOW = 64 * 1024
+PROGRESS_WINDOW = 64 * 1024
 _LINE_BREAK = re.compile(rb"[\r\n]")
 # Control characters no line of text has (tab and ESC, for colours, are text here).
 _BINARY = re.compile(rb"[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
@@ -32,7 +32,7 @@ def parse_progress(data: bytes, before: bytes = b"") -> tuple[int, int] | None:
     milliseconds per tick; a job that reports progress does so far more often than that. The
     two are not joined whole: a catch-up reads 16 MiB at a time.
     """
-    return _last_progress((before + data[-_TAIL_WINDOW:])[-_TAIL_WINDOW:])
+    return _last_progress((before + data[-PROGRESS_WINDOW:])[-PROGRESS_WINDOW:])
 
 
 def _last_progress(data: bytes) -> tuple[int, int] | None:
