@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import CLI_ENV  # noqa: E402
+
 BIN = Path(sys.executable).parent
 EVOPILOT = [str(BIN / "evopilot")] if (BIN / "evopilot").exists() else [sys.executable, "-m", "evopilot"]
 
@@ -66,14 +68,9 @@ async def fill(home: Path, project: Path, n: int) -> None:
                     Metric(name="score", value=0.9, higher_is_better=True)])
 
 
-# as installed: bytecode is cached (a PYTHONDONTWRITEBYTECODE=1 would compile evopilot's
-# modules on every start, which no installed copy does)
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
 def wall(argv: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=ENV)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=CLI_ENV)
     return time.perf_counter() - t
 
 

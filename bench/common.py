@@ -1,10 +1,15 @@
-"""What the bench scripts share: the closing summary of a run on a loopback sshd."""
+"""What the bench scripts share: the environment of a timed CLI, the closing summary of a run
+on a loopback sshd."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+
+# A CLI timed as installed: bytecode is cached (a PYTHONDONTWRITEBYTECODE=1, as this machine's
+# shells set, would compile evopilot's modules on every start, which no installed copy does)
+CLI_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def print_summary(rows: list[tuple[str, ...]], *, connect_s: float, started: float, note: str = "",
