@@ -736,6 +736,8 @@ async def test_a_job_squeue_forgot_is_settled_from_the_job_completion_log(slurm_
 
 def test_doctor_of_a_slurm_host_through_its_login_node(cli, sshd, slurm, tmp_path):
     """The login node is the test sshd: its SSH checks, then Slurm's, all over that connection."""
+    from evopilot.core.hosts.doctor import SLURM_CHECKS
+
     cfg = tmp_path / "evopilot.toml"
     cfg.write_text(ENGINE + host_toml("c", sshd.host_config(
         kind="slurm", partition=slurm.partition, env={"SLURM_CONF": str(slurm.conf)},
@@ -744,10 +746,5 @@ def test_doctor_of_a_slurm_host_through_its_login_node(cli, sshd, slurm, tmp_pat
     assert code == 0, out + err
     checks = {c["name"]: c for c in json.loads(out)["c"]}
     assert all(c["ok"] and c["ran"] for c in checks.values()), checks
-    assert {"host key", *slurm_checks()} <= set(checks) and "tmux" not in checks
+    assert {"host key", *SLURM_CHECKS} <= set(checks) and "tmux" not in checks
     assert "COMPLETED" in checks["test job"]["detail"]
-
-
-def slurm_checks() -> list[str]:
-    from evopilot.core.hosts.doctor import SLURM_CHECKS
-    return SLURM_CHECKS

@@ -78,6 +78,11 @@ def dead_owners(owners: list[str | None]) -> list[str]:
     return dead
 
 
+def _seed_is(rows: list[IterationRow], status: str) -> bool:
+    """Whether the first of the iterations under way is the seed's (number 0), in ``status``."""
+    return bool(rows) and rows[0].number == 0 and rows[0].status == status
+
+
 def ref_name(exp_id: int, number: int) -> str:
     return f"refs/evopilot/exp-{exp_id}/{number}"
 
@@ -146,7 +151,7 @@ class EvolutionLoop:
         finally:
             waker.cancel()
             self.bus.unsubscribe(events)
-            tasks = [*self._mutating.values(), *self._submitting.values(), *filter(None, [self._warming])]
+            tasks = [*self._mutating.values(), *self._submitting.values(), *([self._warming] if self._warming else [])]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -191,7 +196,7 @@ class EvolutionLoop:
                 raise self._failure
             cap = cap or self._budget_reached()
             rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
-            if rows and rows[0].number == 0 and rows[0].status == "failed":
+            if _seed_is(rows, "failed"):
                 return "failed", f"the seed program's evaluation failed: {rows[0].last_error}"
             if await self._apply_and_plan(rows, None if cap else planned):
                 rows = await evo_db.iterations(self.db, self.row.id, from_number=self._state.applied)
@@ -204,7 +209,7 @@ class EvolutionLoop:
             cap = cap or self._budget_reached()
             self._start_mutations(rows, cap)
             self._start_evaluations(rows)
-            if self._warming is None and not (rows and rows[0].number == 0 and rows[0].status == "mutated"):
+            if self._warming is None and not _seed_is(rows, "mutated"):
                 # once the seed's evaluation is queued, not while its tree and environment are
                 # made: the LLM clients (openai's import holds the GIL for ~0.4 s), git's
                 # processes for candidates

@@ -65,10 +65,15 @@ class Probe:
     """What a batch scheduler (Slurm) says about the job; None on hosts without one."""
 
     @property
+    def wrapper_never_began(self) -> bool:
+        """No session, and no trace of the wrapper (its pid, its start time, its exit code)."""
+        return (self.exit_code is None and self.pgid is None and not self.session_alive
+                and self.started_at is None)
+
+    @property
     def never_started(self) -> bool:
         """Nothing on the host shows that the job's start reached tmux: it cannot have run."""
-        return (self.exit_code is None and self.pgid is None and not self.session_alive
-                and not self.log_exists and self.started_at is None)
+        return self.wrapper_never_began and not self.log_exists
 
 
 _SECTION = b"\0--evopilot--\n"

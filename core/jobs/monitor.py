@@ -342,8 +342,7 @@ def _session_unstarted(p) -> bool:
     creates ``started_at`` before the command, exclusively): its start was cut short after the
     job's files were written (the log among them) and before tmux started it, so it never ran.
     Not for Slurm, whose pending jobs look the same until they run."""
-    return (p.scheduled is None and p.exit_code is None and p.pgid is None and not p.session_alive
-            and p.started_at is None)
+    return p.scheduled is None and p.wrapper_never_began
 
 
 def _slurm_end(done: dict, s) -> None:

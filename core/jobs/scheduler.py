@@ -39,8 +39,9 @@ from evopilot.core.waits import wait_set
 
 WORKER_BEAT = "worker_beat"
 BEAT_EVERY = 1.0
-HOUSEKEEPING_EVERY = 0.5  # seconds between the tick hooks' runs (a round comes per job's end)
 """Seconds between a loop's heartbeats in the database."""
+HOUSEKEEPING_EVERY = 0.5
+"""Seconds between the tick hooks' runs (a round comes per job's end)."""
 BEAT_STALE = 10.0
 """A beat older than this is a loop gone (a loop that ends withdraws its beat; one killed on
 this machine is seen gone at once, see ``listing.beat_fresh``). Far above ``BEAT_EVERY``: on
