@@ -121,7 +121,7 @@ def test_stop_and_cancel_read_the_id_from_the_job_directory(tmp_path):
 
 
 def test_monitor_names_what_ended_a_slurm_job():
-    from evopilot.core.jobs.monitor import _slurm_end, _slurm_lost
+    from evopilot.core.jobs.monitor import _slurm_end, _slurm_lost, _slurm_may_explain
     from evopilot.core.models import Job
 
     done = {"status": "failed", "exit_code": 143}
@@ -140,6 +140,15 @@ def test_monitor_names_what_ended_a_slurm_job():
         tmux_session=None, job_dir="/d", pid=None, pgid=None, exit_code=None, progress_current=0,
         progress_total=0, results_path=None, error_message=None, log_path=None, log_offset=0,
         requested=None, retry_of=None, created_at="", started_at=None, finished_at=None, updated_at=""))
+    # an error exit beside an active state waits for Slurm's end: squeue ran before the files
+    # were read, and the time limit came between them (CI: "RUNNING" and exit 143)
+    assert _slurm_may_explain(job, 143, slurm.Scheduled("5", "RUNNING"))
+    assert _slurm_may_explain(job, 143, slurm.Scheduled("5", "COMPLETING"))
+    assert not _slurm_may_explain(job, 143, slurm.Scheduled("5", "TIMEOUT"))  # ended: settle now
+    assert not _slurm_may_explain(job, 0, slurm.Scheduled("5", "RUNNING"))  # a clean exit stands
+    assert not _slurm_may_explain(job, 143, slurm.Scheduled("5", "RUNNING", answered=False))
+    assert not _slurm_may_explain(job.model_copy(update={"requested": "stop"}), 130,
+                                  slurm.Scheduled("5", "COMPLETING"))  # evopilot's own end
     assert _slurm_lost(job, slurm.Scheduled("5", None)) == {
         "status": "lost", "error_message": "Slurm forgot job 5 without an exit code"}
     assert _slurm_lost(job, slurm.Scheduled("5", "NODE_FAIL"))["status"] == "lost"

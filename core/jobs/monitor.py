@@ -30,8 +30,8 @@ ERROR_TAIL = 16 * 1024
 HANGUP_WAIT = 2.0
 """Seconds a hung-up wrapper has to write its exit code (it takes milliseconds)."""
 COMPLETING_WAIT = 10.0
-"""Seconds a Slurm job that has its exit code may stay COMPLETING (which hides whether Slurm
-cancelled it or it timed out) before it is settled by its exit code alone."""
+"""Seconds a Slurm job that exited with an error may stay active in Slurm (``_slurm_may_explain``)
+before it is settled by its exit code alone."""
 COPY_SECONDS = 3.0
 """A log more than ``log_chunk_bytes`` behind on an SSH host is copied by ``ssh`` straight into
 its mirror, for up to this long a tick (the tick holds up the host's other jobs); one ``ssh``
@@ -179,8 +179,8 @@ class Monitor:
 
         metrics: list = []
         if p is not None and p.exit_code is not None and offset >= p.log_size:
-            if s is not None and s.answered and s.state == "COMPLETING" and self._waited(j.id) < COMPLETING_WAIT:
-                pass  # how Slurm ended it (cancelled, time limit) shows once it has completed
+            if _slurm_may_explain(j, p.exit_code, s) and self._waited(j.id) < COMPLETING_WAIT:
+                pass  # how Slurm ended it (cancelled, time limit) shows on a later tick
             else:
                 ended = _iso(p.finished_at) if p.finished_at is not None else now
                 done, metrics = self._finish(j, p.exit_code, p.hangup, results, ended)
@@ -343,6 +343,16 @@ def _session_unstarted(p) -> bool:
     job's files were written (the log among them) and before tmux started it, so it never ran.
     Not for Slurm, whose pending jobs look the same until they run."""
     return p.scheduled is None and p.wrapper_never_began
+
+
+def _slurm_may_explain(j: Job, code: int, s) -> bool:
+    """Whether a job that exited with an error may yet get Slurm's reason (``_slurm_end``): Slurm
+    still shows it active. ``COMPLETING`` hides how it ended; and squeue runs before the job's
+    files are read, so a job Slurm ended (a time limit, an scancel) between the two shows its
+    exit code beside its old ``RUNNING``. A clean exit, or an end evopilot asked for, needs no
+    reason from Slurm."""
+    return (s is not None and s.answered and s.state in slurm.ACTIVE and code != 0
+            and not j.requested)
 
 
 def _slurm_end(done: dict, s) -> None:
