@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,6 +238,23 @@ def test_the_completion_watcher_dies_with_the_process_that_started_it():
 
     wait_until(woken, 10, "the watcher woken")
     assert watcher.wait(5) == 0
+
+
+@pytest.mark.slow
+def test_the_completion_watcher_wakes_when_a_job_ends_as_its_wait_begins():
+    """tmux 3.3a: a ``wait-for`` that reaches a server whose last session has just ended can
+    wait until another client comes (here 2 of 300 before the fix, with none other there for
+    ever: an SSH job's end was seen a poll interval late). Each round a job signals its end and
+    the watcher begins waiting at about that moment: every wait ends by itself."""
+    for i in range(300):
+        # a new-session that reaches the last one's exiting server fails: start it again
+        wait_until(lambda: subprocess.run(["tmux", "new-session", "-d", "-s", f"j{i}", f"exec tmux wait-for -S c{i}"],
+                                          stderr=subprocess.DEVNULL).returncode == 0, what="the job's session")
+        time.sleep(random.random() * 0.02)
+        try:  # the wait ends woken, or failing for want of a server: both wake the loop
+            subprocess.run(["bash", "-c", scripts.wait_done(f"c{i}")], stderr=subprocess.DEVNULL, timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"round {i}: the watcher's wait did not end")
 
 
 def test_probe_reports_the_hosts_load_in_the_same_script(tmp_path, monkeypatch):

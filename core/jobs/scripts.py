@@ -259,10 +259,21 @@ def kill(*, job_dir: str, session: str | None, grace: float) -> str:
     )
 
 
+NUDGES = (0.2, 1, 3)
+"""Seconds after which ``wait_done`` asks the tmux server for its sessions (each after the last)."""
+
+
 def wait_done(done_channel: str) -> str:
     """Block until some job of this database finishes (see ``wrapper``), or until the process
     that runs this script dies (util-linux's setpriv, where there is one: a kill -9 of evopilot
-    must not leave it waiting)."""
+    must not leave it waiting).
+
+    A ``wait-for`` that reaches a tmux server whose last session has just ended (it is exiting,
+    and its ``wait-for -S`` left with it) can wait until some other client comes (tmux 3.3a:
+    ~1 in 100 such races, for ever): a few ``list-sessions`` after it began bring that client.
+    They run beside it with their output away from the channel, whose end is the wait's."""
     wait = f"tmux wait-for {quote(done_channel)}"
-    return (f"if command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig KILL {wait}; fi\n"
+    nudge = "; ".join(f"sleep {s}; kill -0 $$ 2>/dev/null || exit; tmux list-sessions" for s in NUDGES)
+    return (f"( {nudge} ) </dev/null >/dev/null 2>&1 &\n"
+            f"if command -v setpriv >/dev/null 2>&1; then exec setpriv --pdeathsig KILL {wait}; fi\n"
             f"exec {wait}\n")
