@@ -183,9 +183,12 @@ import json, os, random, re, subprocess, sys
 from pathlib import Path
 
 prompt_file, workdir = sys.argv[1], sys.argv[2]
-worktrees = subprocess.run(["git", "worktree", "list", "--porcelain"], capture_output=True, text=True).stdout
+# not `git worktree list`: it reads every worktree's admin directory, and fails half-way while
+# evopilot adds another slot's worktree (see gitops._worktree_lock)
+git = subprocess.run(["git", "rev-parse", "--show-toplevel", "--git-common-dir"], capture_output=True, text=True).stdout
+branch = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], capture_output=True, text=True).stdout
 with open(RECORD, "a") as f:
-    f.write(json.dumps({"cwd": os.getcwd(), "workdir": workdir, "worktrees": worktrees}) + "\n")
+    f.write(json.dumps({"cwd": os.getcwd(), "workdir": workdir, "git": git.split("\n")[:2], "branch": branch}) + "\n")
 assert "Goal: make the metric 'objective' higher" in Path(prompt_file).read_text()
 try:
     os.mkdir(FAIL_ONCE)
@@ -239,7 +242,8 @@ def test_command_mutator_script_edits_its_worktree_and_one_failure_is_one_failed
     slots = {r["workdir"] for r in runs}
     for r in runs:
         assert r["cwd"] == r["workdir"] and Path(r["workdir"]).is_relative_to(home / "evolution")
-        assert f"worktree {r['workdir']}\n" in r["worktrees"] and "detached" in r["worktrees"]
+        # a worktree of the user's repository, on no branch of theirs
+        assert r["git"] == [r["workdir"], str(evo.root / ".git")] and r["branch"] == "", r
     # ... which are gone once the experiment has finished, leaving the user's checkout as it was
     assert not any(Path(s).exists() for s in slots)
     listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=evo.root, capture_output=True,
