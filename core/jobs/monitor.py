@@ -101,7 +101,7 @@ class Monitor:
         for j in far_behind:  # copied or not, more is left: the next tick comes at once
             out.backlog = True
             if mirrored.get(j.id):
-                new_bytes[j.id] = _tail(j.log_path, j.log_offset + mirrored[j.id], parse.PROGRESS_WINDOW)
+                new_bytes[j.id] = tail(j.log_path, parse.PROGRESS_WINDOW, j.log_offset + mirrored[j.id])
 
         # Most ticks find every job just running on: no transaction then (its turn on the
         # shared connection's lock would queue behind every other host's writes).
@@ -414,12 +414,6 @@ def _mirror_error(j: Job, e: OSError) -> EvopilotError:
     return EvopilotError(f"{why}: cannot mirror the log of job {j.id}")
 
 
-def _tail(path: str, end: int, n: int) -> bytes:
-    """The ``n`` bytes of the file ``path`` before ``end``."""
-    with open(path, "rb") as f:
-        return os.pread(f.fileno(), min(n, end), max(0, end - n))
-
-
 def _pwrite(path: str | None, offset: int, data: bytes) -> None:
     """Write log bytes at their offset in the local mirror: idempotent if two processes do it."""
     if not path:
@@ -431,13 +425,15 @@ def _pwrite(path: str | None, offset: int, data: bytes) -> None:
         os.close(fd)
 
 
-def tail(path: str | None, n: int) -> bytes:
+def tail(path: str | None, n: int, end: int | None = None) -> bytes:
+    """The last ``n`` bytes of the file ``path``, or of its first ``end`` bytes; b"" when it
+    cannot be read."""
     if not path:
         return b""
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - n))
-            return f.read()
+            if end is None:
+                end = os.fstat(f.fileno()).st_size
+            return os.pread(f.fileno(), min(n, end), max(0, end - n))
     except OSError:
         return b""
