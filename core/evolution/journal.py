@@ -32,14 +32,15 @@ class AnswerJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def write(self, entry: Entry) -> None:
-        line = json.dumps({"iteration": entry.iteration_id, "prompt": entry.prompt,
-                           "usage": [dataclasses.asdict(u) for u in entry.usage],
-                           "answer": entry.answer, "error": entry.error}) + "\n"
+    def write(self, *entries: Entry) -> None:
+        """The answers of one call of a mutator (several when it answers a group)."""
+        lines = "".join(json.dumps({"iteration": e.iteration_id, "prompt": e.prompt,
+                                    "usage": [dataclasses.asdict(u) for u in e.usage],
+                                    "answer": e.answer, "error": e.error}) + "\n" for e in entries)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())  # one call: a kill lands before it or after it
+            os.write(fd, lines.encode())  # one call: a kill lands before it or after it
         finally:
             os.close(fd)
 

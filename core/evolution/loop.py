@@ -99,10 +99,12 @@ class EvolutionLoop:
         # iterations under way at once: enough to keep every slot busy (evaluations running and
         # as many queued ahead, mutations in flight), few enough per island that parents come
         # from recent results
-        self.window = min(2 * exp.evaluation.parallel + exp.mutations_in_flight,
+        choices = max(getattr(m, "choices", 1) for m in exp.mutators)
+        self.window = min(2 * exp.evaluation.parallel + exp.mutations_in_flight * choices,
                           exp.islands.count * exp.islands.in_flight)
         self._wake = asyncio.Event()
         self._mutating: dict[int, asyncio.Task] = {}
+        self._asking: set[int] = set()  # of those, the ones waiting for a mutator's answer
         self._submitting: dict[int, asyncio.Task] = {}
         self._failure: BaseException | None = None  # of a mutation or submission task: ends the run
         self._recording = asyncio.Lock()  # a tree is checked as unseen and recorded at once
@@ -246,9 +248,8 @@ class EvolutionLoop:
         self._journal = AnswerJournal(locations.evolution_dir(self.submitter.home, self.row.id) / "answers.jsonl")
         unstored = {r.id: r for r in await evo_db.iterations(self.db, self.row.id, from_number=applied)
                     if r.answer is None and r.status != "failed"}
-        for entry in self._journal.read():
-            if entry.iteration_id in unstored:
-                await self._store_answer(unstored.pop(entry.iteration_id), entry)
+        await self._store_answers([(unstored.pop(e.iteration_id), e) for e in self._journal.read()
+                                   if e.iteration_id in unstored])
         self._journal.clear()
         # candidates an earlier process may have queued an evaluation for without recording it
         # (killed in between); those of this process are recorded before it looks again
@@ -288,8 +289,7 @@ class EvolutionLoop:
         for it in [*rows, None]:
             if planned is not None and self._state.applied >= 1:
                 while next_n <= planned and next_n <= self._state.applied + self.window - 1:
-                    await self._plan(next_n)
-                    next_n += 1
+                    next_n += await self._plan(next_n, planned)
             if it is None or it.number != self._state.applied or it.status not in TERMINAL:
                 break
             await self._apply(it)
@@ -316,19 +316,27 @@ class EvolutionLoop:
 
     # ---- plan ------------------------------------------------------------------------------
 
-    async def _plan(self, number: int) -> None:
+    async def _plan(self, number: int, last: int) -> int:
+        """Plan iteration ``number``, and with it the rest of its group when its mutator gives
+        several candidates per call (they share its parent, inspirations, island and prompt);
+        returns how many iterations were planned. The group is decided at the first one's
+        planning, so it does not depend on timing either."""
         choice = self._state.choose(number)
+        size = min(self._mutators.choices(choice.mutator), last - number + 1)
         ids = [choice.parent, *choice.inspirations]
         missing = [i for i in ids if i not in self._placed_ids]
         for c in (await evo_db.commits_by_id(self.db, missing)).values() if missing else ():
             self._keep(c)
         hashes = {i: self._placed_ids[i] for i in ids}
-        payload = {"mutator": choice.mutator, "seed": choice.seed}
         async with jobs_db.transaction(self.db):
-            await evo_db.add_iteration(
-                self.db, self.row.id, number, status="planned", base=hashes[choice.parent],
-                island=choice.island, inspirations=[hashes[i] for i in choice.inspirations],
-                payload=payload)
+            for k in range(size):
+                payload = {"mutator": choice.mutator, "seed": choice.seed,
+                           **({"leader": number} if k else {"choices": size} if size > 1 else {})}
+                await evo_db.add_iteration(
+                    self.db, self.row.id, number + k, status="planned", base=hashes[choice.parent],
+                    island=choice.island, inspirations=[hashes[i] for i in choice.inspirations],
+                    payload=payload)
+        return size
 
     def _keep(self, c: CommitRow) -> None:
         """Remember a placed commit's row (read once: parents recur, the best above all)."""
@@ -346,20 +354,31 @@ class EvolutionLoop:
     # ---- mutate ----------------------------------------------------------------------------
 
     def _start_mutations(self, rows: list[IterationRow], cap: str | None) -> None:
+        """Start the planned iterations' mutations in order, at most ``mutations_in_flight``
+        waiting for an answer. A group's later iterations go with its first (one answer for
+        all of them), unless that one is done with and they are still to commit (a resume)."""
+        planned = {it.number for it in rows if it.status == "planned"}
         for it in rows:
-            if len(self._mutating) >= self.exp.mutations_in_flight:
-                return
             if it.status != "planned" or it.number in self._mutating:
                 continue
-            if cap and it.answer is None:
-                continue  # past a budget cap: only what is already paid for goes on
-            self._spawn(self._mutating, it.number, self._mutate(it))
+            leader = it.payload.get("leader")
+            if leader in self._mutating or leader in planned:
+                continue
+            if it.answer is None:
+                if cap:
+                    continue  # past a budget cap: only what is already paid for goes on
+                if len(self._asking) >= self.exp.mutations_in_flight:
+                    return
+                self._asking.add(it.number)
+            group = [it, *(r for r in rows if r.status == "planned" and r.payload.get("leader") == it.number)]
+            self._spawn(self._mutating, it.number, self._mutate(group))
 
     def _spawn(self, tasks: dict[int, asyncio.Task], number: int, coro) -> None:
         """Run an iteration's step beside the loop; the loop wakes when it ends, and its error
         (an EvopilotError: a refused API key, a host away) ends the run."""
         def done(t: asyncio.Task) -> None:
             tasks.pop(number, None)
+            self._asking.discard(number)
             self._mutation_ended.set()
             if not t.cancelled() and t.exception() is not None and self._failure is None:
                 self._failure = t.exception()
@@ -382,44 +401,58 @@ class EvolutionLoop:
         if len(self._files) > FILES_CACHED:
             self._files.popitem(last=False)
 
-    async def _mutate(self, it: IterationRow) -> None:
+    async def _mutate(self, group: list[IterationRow]) -> None:
+        """Mutate the parent of a group's iterations (one call of the mutator answers them all,
+        or their answers are stored already), then commit each candidate in order."""
+        it = group[0]
         files = await self._files_of(it.base_commit_hash)
         if it.answer is None:
             cfg = self.exp.mutators[it.payload["mutator"]]
             prompt = await self._prompt(it, files)
             try:
                 if cfg.kind == "command":
-                    m = await self._command_mutation(it, cfg, prompt)
+                    outcomes = [await self._command_mutation(it, cfg, prompt)]
                 else:
-                    m = await self._mutators.mutate(it.payload["mutator"], MutationRequest(
+                    outcomes = await self._mutators.mutate(it.payload["mutator"], MutationRequest(
                         files=files, prompt=prompt, seed=it.payload["seed"]))
             except MutationError as e:
-                entry = Entry(it.id, prompt, e.usage, {"error": e.reason, "raw": e.answer}, e.reason)
-            else:
-                entry = Entry(it.id, prompt, m.usage, {"files": m.files, "summary": m.summary, "raw": m.answer})
-            self._journal.write(entry)  # before any await: paid for, it is never asked again
-            await self._store_answer(it, entry)
-            if entry.error is not None:
-                return
+                outcomes = [e] + [MutationError(f"the call that answers this iteration failed: {e.reason}")
+                                  for _ in group[1:]]
+            usage = outcomes[0].usage
+            share = sum(u.dollars for u in usage) / len(group)  # each candidate's part of the call
+            entries = [Entry(member.id, prompt, usage if k == 0 else [],
+                             {"error": m.reason, "raw": m.answer} if isinstance(m, MutationError)
+                             else {"files": m.files, "summary": m.summary, "raw": m.answer, "cost": share},
+                             m.reason if isinstance(m, MutationError) else None)
+                       for k, (member, m) in enumerate(zip(group, outcomes))]
+            self._journal.write(*entries)  # before any await: paid for, it is never asked again
+            await self._store_answers(list(zip(group, entries)))
+            answers = [e.answer if e.error is None else None for e in entries]
         else:
-            stored = json.loads(it.answer)
-            m = Mutation(files=stored["files"], summary=stored["summary"], answer=stored["raw"], usage=[])
-        await self._commit(it, files, m)
+            answers = [json.loads(member.answer) for member in group]
+        for member, answer in zip(group, answers):
+            if answer is not None and "error" not in answer:
+                m = Mutation(files=answer["files"], summary=answer["summary"], answer=answer["raw"])
+                await self._commit(member, files, m, answer.get("cost", 0.0), it.number)
 
-    async def _store_answer(self, it: IterationRow, entry: Entry) -> None:
-        """A mutator's answer (or its failure: the iteration fails with the reason) and its cost,
+    async def _store_answers(self, answered: list[tuple[IterationRow, Entry]]) -> None:
+        """Mutator answers (or failures: the iteration fails with the reason) and their cost,
         in one transaction."""
-        payload = {**it.payload, "prompt": entry.prompt}
+        if not answered:
+            return
         async with jobs_db.transaction(self.db):
-            if entry.error is not None:
-                await evo_db.update_iteration(self.db, it.id, status="failed", last_error=entry.error,
-                                              answer=json.dumps(entry.answer), payload=payload)
-            else:
-                await evo_db.update_iteration(self.db, it.id, answer=json.dumps(entry.answer),
-                                              plan_summary=entry.answer["summary"], payload=payload,
-                                              started_at=now_iso())
-            await self._add_costs(it, entry.usage)
-        self._spent(entry.usage)
+            for it, entry in answered:
+                payload = {**it.payload, "prompt": entry.prompt}
+                if entry.error is not None:
+                    await evo_db.update_iteration(self.db, it.id, status="failed", last_error=entry.error,
+                                                  answer=json.dumps(entry.answer), payload=payload)
+                else:
+                    await evo_db.update_iteration(self.db, it.id, answer=json.dumps(entry.answer),
+                                                  plan_summary=entry.answer["summary"], payload=payload,
+                                                  started_at=now_iso())
+                await self._add_costs(it, entry.usage)
+        for _, entry in answered:
+            self._spent(entry.usage)
 
     def _spent(self, usage: list) -> None:
         """Costs now recorded, added to the totals the budget is checked against."""
@@ -498,10 +531,12 @@ class EvolutionLoop:
                             maximize=self.exp.maximize, files=files, metrics=parent.metrics,
                             inspirations=insp)
 
-    async def _commit(self, it: IterationRow, parent_files: dict[str, str], m: Mutation) -> None:
+    async def _commit(self, it: IterationRow, parent_files: dict[str, str], m: Mutation, cost: float,
+                      task: int) -> None:
+        """Commit the candidate and record it (``task``: the number of the mutation task
+        committing it, its group's first)."""
         changed = {p: s for p, s in m.files.items() if parent_files.get(p) != s}
         cfg = self.exp.mutators[it.payload["mutator"]]
-        cost = sum(u.dollars for u in m.usage)
         message = (f"evopilot {self.row.name} iteration {it.number}\n\n{m.summary.strip()}\n\n"
                    f"Evopilot-Parent: {it.base_commit_hash}\nEvopilot-Island: {it.island}\n"
                    f"Evopilot-Mutator: {cfg.kind}\nEvopilot-Cost: {cost:.6f}\n")
@@ -513,7 +548,7 @@ class EvolutionLoop:
         # Twins (the same tree) resolve by iteration number, not by which mutator answered first:
         # a candidate is recorded only after every lower-numbered mutation under way (they
         # start in order, so none of them waits for this one).
-        while any(n < it.number for n in self._mutating):
+        while any(n < it.number and n != task for n in self._mutating):
             self._mutation_ended.clear()
             await self._mutation_ended.wait()
         async with self._recording:  # else twins mutated at once would both pass the check

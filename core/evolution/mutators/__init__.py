@@ -45,17 +45,23 @@ class Mutators:
                     importlib.import_module("anyio._backends._asyncio")
                 gc.freeze()  # openai's modules: as the worker loop's start does (core.jobs.scheduler)
 
-    async def mutate(self, index: int, req: MutationRequest) -> Mutation:
+    def choices(self, index: int) -> int:
+        """Candidates one call of the mutator gives (iterations planned together)."""
+        return getattr(self.configs[index], "choices", 1)
+
+    async def mutate(self, index: int, req: MutationRequest) -> list[Mutation | MutationError]:
+        """``choices(index)`` outcomes, each a candidate or the reason it gave none; a call that
+        failed as a whole raises MutationError."""
         cfg = self.configs[index]
         if cfg.kind == "params":
             from evopilot.core.evolution.mutators import params
 
-            return await params.mutate(req, cfg)
+            return [await params.mutate(req, cfg)]
         if cfg.kind == "llm":
             if self._preparing is not None:
                 await self._preparing
             self.prepare()
-            return await self._llm[index].mutate(req)
+            return await self._llm[index].mutate_choices(req, cfg.choices)
         raise ValueError(f"the {cfg.kind} mutator runs as a job, not in process")
 
     async def aclose(self) -> None:

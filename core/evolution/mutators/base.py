@@ -120,6 +120,10 @@ class LlmMutatorConfig(_Strict):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     diff_mode: Literal["diff", "full"] = "diff"
     """What the model is asked for: SEARCH/REPLACE blocks or whole files. Either answer applies."""
+    choices: Annotated[int, Field(ge=1, le=16, exclude_if=lambda v: v == 1)] = 1
+    """Candidates asked of one request (the API's ``n``): that many iterations share a parent and
+    a prompt, sent and paid for once. Left out of the experiment's hash at 1 (added later: an
+    experiment stored before keeps its hash)."""
 
     @field_validator("api_key_env")
     @classmethod

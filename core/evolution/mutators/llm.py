@@ -1,8 +1,9 @@
 """The `llm` mutator: an OpenAI-compatible chat endpoint through the official `openai` client.
 
 One request per mutation: the loop's prompt as the user message, the answer format as the system
-message (``instructions``). The model is drawn by weight with the request's seed, and the seed
-is passed on (providers that honour it answer more reproducibly). The client's
+message (``instructions``); with ``choices`` > 1, one request answers that many iterations (the
+API's ``n``; see ``core.evolution.loop``). The model is drawn by weight with the request's seed,
+and the seed is passed on (providers that honour it answer more reproducibly). The client's
 own retries are off; ours retry a request refused for rate or overload (429, 408, 409, 5xx) or
 lost to a connection error or timeout, up to ``max_retries`` times, waiting the server's
 Retry-After when it sends one, else ``backoff_s * 2**n`` (at most 60 s) times a jitter in
@@ -96,31 +97,51 @@ class LlmMutator:
         await self._client.close()
 
     async def mutate(self, req: MutationRequest) -> Mutation:
+        """One candidate: its Mutation, or MutationError."""
+        (outcome,) = await self.mutate_choices(req, 1)
+        if isinstance(outcome, MutationError):
+            raise outcome
+        return outcome
+
+    async def mutate_choices(self, req: MutationRequest, choices: int) -> list[Mutation | MutationError]:
+        """``choices`` candidates from one request (the API's ``n``: the prompt is sent and paid
+        for once), each a Mutation or the MutationError saying why that answer gave none; the
+        request's usage is on the first. A request that fails raises MutationError."""
         cfg = self.cfg
         rng = random.Random(req.seed)
         model = weighted_choice(cfg.model_names(), [m.weight for m in cfg.models] or [1.0], rng)
-        response = await self._complete(model, req, rng)
+        response = await self._complete(model, req, rng, choices)
         tokens_in = response.usage.prompt_tokens if response.usage else 0
         tokens_out = response.usage.completion_tokens if response.usage else 0
         usage = [Usage(self.provider, model, tokens_in, tokens_out,
                        dollars(cfg, model, tokens_in, tokens_out))]
-        choice = response.choices[0] if response.choices else None
-        answer = (choice.message.content or "") if choice else ""
-        if not answer.strip():
+        answered = sorted(response.choices or [], key=lambda c: c.index)[:choices]
+        if not answered:
             raise MutationError(f"{model} gave an empty answer", usage=usage)
+        out: list[Mutation | MutationError] = [self._candidate(model, req, c) for c in answered]
+        out += [MutationError(f"{model} answered {len(answered)} of the {choices} choices asked for "
+                              "(an endpoint that ignores `n`: set choices = 1)")
+                for _ in range(choices - len(answered))]
+        out[0].usage = usage
+        return out
+
+    @staticmethod
+    def _candidate(model: str, req: MutationRequest, choice) -> Mutation | MutationError:
+        answer = choice.message.content or ""
+        if not answer.strip():
+            return MutationError(f"{model} gave an empty answer")
         if choice.finish_reason == "length":
-            raise MutationError(f"{model}'s answer was cut off at its token limit",
-                                usage=usage, answer=answer)
+            return MutationError(f"{model}'s answer was cut off at its token limit", answer=answer)
         try:
             files = apply_answer(req.files, answer)
         except MutationError as e:
-            raise MutationError(e.reason, usage=usage, answer=answer) from None
+            return MutationError(e.reason, answer=answer)
         idea = first_prose_line(answer)
         changed = ", ".join(sorted(files)) or "no change"
         summary = f"{model}: {changed}" + (f": {idea}" if idea else "")
-        return Mutation(files=files, summary=summary, answer=answer, usage=usage)
+        return Mutation(files=files, summary=summary, answer=answer)
 
-    async def _complete(self, model: str, req: MutationRequest, rng: random.Random):
+    async def _complete(self, model: str, req: MutationRequest, rng: random.Random, choices: int):
         cfg = self.cfg
         extra = {} if cfg.temperature is None else {"temperature": cfg.temperature}
         messages = [{"role": "system", "content": instructions(cfg)},
@@ -132,7 +153,8 @@ class LlmMutator:
                 # first walk its parameters' type annotations (~3 ms of CPU per request here)
                 return await self._client.post(
                     "/chat/completions", cast_to=ChatCompletion, options={"security": {"bearer_auth": True}},
-                    body={"model": model, "messages": messages, "seed": req.seed % 2**31, **extra})
+                    body={"model": model, "messages": messages, "seed": req.seed % 2**31, **extra,
+                          **({"n": choices} if choices > 1 else {})})
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status in (401, 403):
