@@ -11,7 +11,8 @@ Cases (default: all):
   points), the ``llm`` mutator against a stand-in answering at once, 4 slots, 4 answers in
   flight. Per iteration: the gap between consecutive placements (median, mean), CPU.
 - ``utilisation``: the same with evaluations of 0.5 s; busy evaluation time / (4 x the run).
-- ``mutator``: evaluations of 0.5 s and answers that take 1 s, with 4 and with 8 in flight.
+- ``mutator``: evaluations of 0.5 s and answers that take 1 s, with 4 and with 8 in flight, each
+  answer one candidate or two (``choices = 2``: one request, the API's ``n``).
 - ``growth``: 1,000 iterations as ``overhead``; iterations 901-1,000 beside 1-100.
 - ``resume``: ``evopilot evolve start`` of 100 iterations (answers of 1 s, evaluations of
   0.5 s) killed with SIGKILL at 10 random moments, each followed by ``evolve resume``; then
@@ -96,7 +97,8 @@ def serve_stand_in(delay: float, log_path: str) -> None:
             received = time.time()
             prompt = body["messages"][-1]["content"]
             seed = body.get("seed")
-            answer = stand_in_answer(prompt, seed)
+            answers = [stand_in_answer(prompt, seed + i if seed is not None else f"{prompt}{i}")
+                       for i in range(body.get("n", 1))]  # one per choice asked for
             if delay:
                 time.sleep(delay)
             # a client killed meanwhile has closed its socket: its answer is never delivered
@@ -110,10 +112,10 @@ def serve_stand_in(delay: float, log_path: str) -> None:
             data = json.dumps({
                 "id": "stand-in", "object": "chat.completion", "created": int(received),
                 "model": body.get("model", "stand-in"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(answer) // 4,
-                          "total_tokens": (len(prompt) + len(answer)) // 4},
+                "choices": [{"index": i, "message": {"role": "assistant", "content": a},
+                             "finish_reason": "stop"} for i, a in enumerate(answers)],
+                "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": sum(map(len, answers)) // 4,
+                          "total_tokens": (len(prompt) + sum(map(len, answers))) // 4},
             }).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -233,13 +235,14 @@ def make_project(dest: Path, delay: float) -> Path:
 
 
 def experiment_toml(path: Path, *, name: str, url: str | None, iterations: int, parallel: int,
-                    in_flight: int, seed: int = 1) -> Path:
-    # the loop's window (iterations under way) is min(2 x parallel + answers in flight, islands
-    # x in_flight per island): with more than 4 answers in flight, per island enough that the
-    # window does not cap them (the default 4 per island, 8 in all, did in earlier runs)
-    per_island = 4 if in_flight <= 4 else -(-(2 * parallel + in_flight) // 2)
-    mutator = (f'kind = "llm"\nbase_url = "{url}"\nmodel = "stand-in"\napi_key_env = ""\n' if url
-               else 'kind = "params"\nchanges = 2\nscale = 0.3\n')
+                    in_flight: int, seed: int = 1, choices: int = 1) -> Path:
+    # the loop's window (iterations under way) is min(2 x parallel + answers in flight x choices,
+    # islands x in_flight per island): with more than 4 candidates mutating, per island enough
+    # that the window does not cap them (the default 4 per island, 8 in all, did in earlier runs)
+    mutating = in_flight * choices
+    per_island = 4 if mutating <= 4 else -(-(2 * parallel + mutating) // 2)
+    mutator = (f'kind = "llm"\nbase_url = "{url}"\nmodel = "stand-in"\napi_key_env = ""\nchoices = {choices}\n'
+               if url else 'kind = "params"\nchanges = 2\nscale = 0.3\n')
     path.write_text(f'''name = "{name}"
 project = "evo-bench"
 files = ["approx.py"]
@@ -307,11 +310,15 @@ class Probe:
         marks = self.marks
 
         async def wrapped(this, it, *args):
+            # `_mutate` takes a group of iterations (one answer for them all): each is marked
+            group = it if isinstance(it, list) else [it]
             if before:
-                marks.setdefault(it.number, {})[before] = time.time()
+                for g in group:
+                    marks.setdefault(g.number, {})[before] = time.time()
             result = await orig(this, it, *args)
             if after:
-                marks.setdefault(it.number, {})[after] = time.time()
+                for g in group:
+                    marks.setdefault(g.number, {})[after] = time.time()
             return result
         setattr(cls, name, wrapped)
 
@@ -323,7 +330,7 @@ class Probe:
 
 
 async def run_evopilot(work: Path, *, iterations: int, delay: float, answer_delay: float,
-                       slots: int = 4, in_flight: int = 4, seed: int = 1, llm: bool = True,
+                       slots: int = 4, in_flight: int = 4, choices: int = 1, seed: int = 1, llm: bool = True,
                        profile: str | None = None) -> dict:
     """One experiment run in this process, as `evolve start` runs it (the engine's worker loop
     beside the experiment's loop)."""
@@ -342,7 +349,8 @@ async def run_evopilot(work: Path, *, iterations: int, delay: float, answer_dela
     try:
         await engine.add_project(str(root))
         exp = experiment_toml(work / "exp.toml", name="bench", url=stand_in.url if stand_in else None,
-                              iterations=iterations, parallel=slots, in_flight=in_flight, seed=seed)
+                              iterations=iterations, parallel=slots, in_flight=in_flight, seed=seed,
+                              choices=choices)
         row = await engine.evolution.create(exp, iterations)
         worker = asyncio.create_task(engine.run_forever())
         prof = None
@@ -524,9 +532,9 @@ def table(title: str, ours: dict, peer: dict | None) -> None:
 
 
 async def case_run(args, tmp: Path, name: str, *, iterations: int, delay: float, answer_delay: float,
-                   in_flight: int = 4, peer: bool = True) -> tuple[dict, dict | None]:
+                   in_flight: int = 4, choices: int = 1, peer: bool = True) -> tuple[dict, dict | None]:
     r = await run_evopilot(tmp / f"{name}-evopilot", iterations=iterations, delay=delay,
-                           answer_delay=answer_delay, in_flight=in_flight, profile=args.profile)
+                           answer_delay=answer_delay, in_flight=in_flight, choices=choices, profile=args.profile)
     ours = evopilot_figures(r, 4)
     if not (peer and args.openevolve):
         return ours, None
@@ -554,15 +562,21 @@ async def case_utilisation(args, tmp: Path) -> dict:
 
 async def case_mutator(args, tmp: Path) -> dict:
     out = {}
-    for in_flight in args.in_flight:  # OpenEvolve has one answer per worker: only its 4-worker run
-        ours, peer = await case_run(args, tmp, f"mutator{in_flight}", iterations=args.iterations, delay=0.5,
-                                    answer_delay=1.0, in_flight=in_flight, peer=in_flight == 4)
-        bound = min(1.0, in_flight * 0.5 / 4)
-        table(f"mutator: {args.iterations} iterations, evaluations of 0.5 s, answers of 1 s, {in_flight} in flight "
-              f"(OpenEvolve: 4 workers, each answer then evaluation)", ours, peer if in_flight == 4 else None)
-        print(f"  bound by the answers' rate: {bound:.2f}; target >= {TARGETS['mutator_utilisation']:.0%}: "
-              f"{'met' if ours['utilisation_run'] >= TARGETS['mutator_utilisation'] else 'NOT met'}")
-        out[in_flight] = {"evopilot": ours, "openevolve": peer if in_flight == 4 else None}
+    for in_flight in args.in_flight:
+        for choices in args.choices:
+            # OpenEvolve has one answer per worker and one candidate per answer: only beside the
+            # 4-in-flight run of single answers
+            peer = in_flight == 4 and choices == 1
+            ours, theirs = await case_run(args, tmp, f"mutator{in_flight}x{choices}", iterations=args.iterations,
+                                          delay=0.5, answer_delay=1.0, in_flight=in_flight, choices=choices,
+                                          peer=peer)
+            bound = min(1.0, in_flight * choices * 0.5 / 4)
+            table(f"mutator: {args.iterations} iterations, evaluations of 0.5 s, answers of 1 s, {in_flight} in "
+                  f"flight, {choices} candidate{'s' if choices > 1 else ''} each (`choices`; OpenEvolve: 4 workers, "
+                  "each answer then evaluation)", ours, theirs if peer else None)
+            print(f"  bound by the answers' rate: {bound:.2f}; target >= {TARGETS['mutator_utilisation']:.0%}: "
+                  f"{'met' if ours['utilisation_run'] >= TARGETS['mutator_utilisation'] else 'NOT met'}")
+            out[f"{in_flight}x{choices}"] = {"evopilot": ours, "openevolve": theirs if peer else None}
     return out
 
 
@@ -744,6 +758,8 @@ def main() -> None:
     ap.add_argument("--growth-iterations", type=int, default=1000)
     ap.add_argument("--in-flight", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8],
                     help="answers in flight in the mutator case (comma-separated)")
+    ap.add_argument("--choices", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+                    help="candidates per answer in the mutator case (the llm mutator's `choices`)")
     ap.add_argument("--seed", type=int, default=7, help="for the kill moments")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the evopilot run(s) into FILE")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")

@@ -55,11 +55,13 @@ class FakeChatApi:
         self.server.server_close()
 
 
-def completion(answer: str, tokens_in: int = 1200, tokens_out: int = 300,
+def completion(answer: str | list[str], tokens_in: int = 1200, tokens_out: int = 300,
                finish: str = "stop") -> Reply:
+    """One answer, or several choices (a request's ``n``) in the order given."""
+    answers = [answer] if isinstance(answer, str) else answer
     return 200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-                 "choices": [{"index": 0, "finish_reason": finish,
-                              "message": {"role": "assistant", "content": answer}}],
+                 "choices": [{"index": i, "finish_reason": finish,
+                              "message": {"role": "assistant", "content": a}} for i, a in enumerate(answers)],
                  "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
                            "total_tokens": tokens_in + tokens_out}}, {}
 

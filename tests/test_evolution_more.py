@@ -49,13 +49,16 @@ def llm_mutator(api: FakeChatApi) -> str:
 
 def nudge_a(body: dict):
     """A stand-in model: a SEARCH/REPLACE block moving approx.py's A by an amount the request's
-    seed decides (so a run does not depend on which request comes first)."""
+    seed decides (so a run does not depend on which request comes first); one per choice asked
+    for (``n``), each by another amount."""
     prompt = body["messages"][-1]["content"]
     current = re.search(r"^A = (\S+)$", prompt, re.M).group(1)
-    step = (body["seed"] % 9 + 1) / 100 * (1 if body["seed"] % 2 else -1)
-    answer = (f"Move A by {step:+.2f}.\napprox.py\n<<<<<<< SEARCH\nA = {current}\n=======\n"
-              f"A = {float(current) + step:.4f}\n>>>>>>> REPLACE\n")
-    return completion(answer, TOKENS_IN, TOKENS_OUT)
+    answers = []
+    for seed in range(body["seed"], body["seed"] + body.get("n", 1)):
+        step = (seed % 9 + 1) / 100 * (1 if seed % 2 else -1)
+        answers.append(f"Move A by {step:+.2f}.\napprox.py\n<<<<<<< SEARCH\nA = {current}\n=======\n"
+                       f"A = {float(current) + step:.4f}\n>>>>>>> REPLACE\n")
+    return completion(answers, TOKENS_IN, TOKENS_OUT)
 
 
 @pytest.fixture
@@ -130,6 +133,36 @@ def test_llm_mutator_end_to_end_spend_per_model_prompt_and_answer(evo, chat_api)
     assert prompt.startswith("You improve a program") and "A = 0.5" in prompt
     assert answer.startswith("Move A by") and "<<<<<<< SEARCH\nA = 0.5\n" in answer, \
         "the answer shown is the model's own text"
+
+
+def test_llm_choices_answer_a_group_of_iterations_with_one_request(evo, chat_api, home):
+    """``choices = 2``: iterations are planned in pairs sharing a parent, island and prompt, and
+    one request (``n = 2``) answers both; the request is counted once and its cost is shared."""
+    api = chat_api(nudge_a)
+    exp = write_experiment(evo.root, mutators=llm_mutator(api) + "choices = 2\n",
+                           budget="[budget]\niterations = 8\n")
+    code, out, err = evo("evolve", "start", exp, "--json")
+    assert code == 0, err
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["iterations_done"] == 8
+    assert st["counts"].get("failed", 0) == 0
+    assert [body["n"] for _, _, body in api.requests] == [2, 2, 2, 2]
+    [spend] = st["spend"]
+    assert (spend["tokens_in"], spend["tokens_out"], spend["requests"]) == (4 * TOKENS_IN, 4 * TOKENS_OUT, 4)
+    assert spend["dollars"] == pytest.approx(4 * REQUEST_DOLLARS)
+
+    its = db_rows(home, "SELECT number, base_commit_hash, island, payload, candidate_hash FROM "
+                        "evolution_iterations WHERE number > 0 ORDER BY number")
+    assert [n for n, *_ in its] == list(range(1, 9))
+    for first, second in zip(its[::2], its[1::2]):
+        assert first[1:3] == second[1:3], "a pair shares its parent and island"
+        assert json.loads(first[3])["prompt"] == json.loads(second[3])["prompt"]
+        assert json.loads(second[3])["leader"] == first[0]
+    sent = [body["messages"][-1]["content"] for _, _, body in api.requests]
+    assert sorted(json.loads(p)["prompt"] for _, _, _, p, _ in its[::2]) == sorted(sent)
+    assert all(a[4] != b[4] for a, b in zip(its[::2], its[1::2])), "each choice is a candidate of its own"
+    candidates = [c for c in json.loads(evo("evolve", "export", "1")[1]) if c["iteration"]]
+    assert candidates and [c["cost"] for c in candidates] == pytest.approx([REQUEST_DOLLARS / 2] * len(candidates))
 
 
 @pytest.mark.parametrize("cap, budget, reason", [
@@ -343,10 +376,12 @@ def test_evolve_stop_from_another_process_then_resume_finishes(evo, home):
 
 
 @pytest.mark.slow
-def test_an_answer_received_before_a_kill_is_not_paid_for_again(evo, chat_api, home):
+@pytest.mark.parametrize("choices", [1, 2])
+def test_an_answer_received_before_a_kill_is_not_paid_for_again(evo, chat_api, home, choices):
     """The run is killed (-9) after the stand-in answered but before the loop could store the
     answer (another process holds the database's write lock): resume takes the answer from
-    the run's journal instead of asking, and paying, again."""
+    the run's journal instead of asking, and paying, again; with ``choices``, every answer of
+    the request."""
     answered, lock_db = threading.Event(), sqlite3.connect(home / "evopilot.db", check_same_thread=False,
                                                             isolation_level=None)
 
@@ -358,7 +393,8 @@ def test_an_answer_received_before_a_kill_is_not_paid_for_again(evo, chat_api, h
         return reply
 
     api = chat_api(model)
-    exp = write_experiment(evo.root, mutators=llm_mutator(api), budget="[budget]\niterations = 8\n")
+    exp = write_experiment(evo.root, mutators=llm_mutator(api) + f"choices = {choices}\n",
+                           budget="[budget]\niterations = 8\n")
     proc = subprocess.Popen(evopilot_cmd("evolve", "start", exp, "--config", evo.root.parent / "evopilot.toml"),
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -378,10 +414,12 @@ def test_an_answer_received_before_a_kill_is_not_paid_for_again(evo, chat_api, h
     assert code == 0, err
     st = json.loads(out)
     assert st["state"] == "finished" and st["iterations_done"] == 8
-    seeds = [body["seed"] for _, _, body in api.requests]  # one per iteration
-    assert len(seeds) == 8 and len(set(seeds)) == 8, f"each answer paid for once: {seeds}"
+    assert st["counts"].get("failed", 0) == 0
+    requests = 8 // choices
+    seeds = [body["seed"] for _, _, body in api.requests]  # one per request
+    assert len(seeds) == requests and len(set(seeds)) == requests, f"each answer paid for once: {seeds}"
     [spend] = st["spend"]
-    assert spend["requests"] == 8 and spend["dollars"] == pytest.approx(8 * REQUEST_DOLLARS)
+    assert spend["requests"] == requests and spend["dollars"] == pytest.approx(requests * REQUEST_DOLLARS)
 
 
 # --- the search state: migration, sampling ratios, determinism --------------------------------

@@ -371,7 +371,7 @@ async def test_llm_backs_off_on_rate_limits_then_applies_the_diff(chat_api, api_
     path, headers, body = api.requests[-1]
     assert path == "/v1/chat/completions"
     assert headers["authorization"] == "Bearer sk-test-123"
-    assert body["model"] == "m1" and body["temperature"] == 0.7 and body["seed"] == 1
+    assert body["model"] == "m1" and body["temperature"] == 0.7 and body["seed"] == 1 and "n" not in body
     assert [msg["role"] for msg in body["messages"]] == ["system", "user"]
     assert "<<<<<<< SEARCH" in body["messages"][0]["content"] and body["messages"][1]["content"] == "Improve it."
 
@@ -454,6 +454,41 @@ async def test_llm_cut_off_answer_fails(chat_api, api_key):
     finally:
         await mutator.aclose()
     assert "fenced code block" in api.requests[0][2]["messages"][0]["content"]
+
+
+async def test_llm_choices_are_candidates_of_one_request_paid_once(chat_api, api_key):
+    """``choices`` asks one request for several answers (the API's ``n``): each choice is a
+    candidate or its own failure, and the request's usage is counted once. An endpoint that
+    returns fewer choices than asked (one that ignores ``n``) fails the rest with the reason."""
+    cooler = "Cool down.\nsolver.py\n" + sr(None, "TEMPERATURE = 0.5\n", "TEMPERATURE = 0.2\n")
+    stale = "solver.py\n" + sr(None, "TEMPERATURE = 0.7\n", "TEMPERATURE = 0.9\n")
+    api = chat_api(completion([GOOD, stale, cooler], 100, 60), completion(GOOD, 100, 20))
+    prices = {"m1": {"input_per_mtok": 1, "output_per_mtok": 2}}
+    mutator = LlmMutator(llm_config(api.url, api_key, choices=3, prices=prices))
+    try:
+        req = MutationRequest(files={"solver.py": SOLVER}, prompt="p", seed=4)
+        first, bad, third = await mutator.mutate_choices(req, 3)
+        only, *missing = await mutator.mutate_choices(req, 3)
+    finally:
+        await mutator.aclose()
+    assert [body["n"] for _, _, body in api.requests] == [3, 3]
+    assert first.files == {"solver.py": SOLVER.replace("TEMPERATURE = 0.5", "TEMPERATURE = 0.9")}
+    assert third.files == {"solver.py": SOLVER.replace("TEMPERATURE = 0.5", "TEMPERATURE = 0.2")}
+    assert isinstance(bad, MutationError) and bad.answer == stale and "does not match" in bad.reason
+    assert [(u.tokens_in, u.tokens_out, u.requests) for u in first.usage] == [(100, 60, 1)]
+    assert first.usage[0].dollars == pytest.approx((100 + 2 * 60) / 1e6)
+    assert bad.usage == [] and third.usage == [], "the request is paid for once"
+    assert only.files == first.files and len(only.usage) == 1
+    assert [e.reason for e in missing] == ["m1 answered 1 of the 3 choices asked for "
+                                           "(an endpoint that ignores `n`: set choices = 1)"] * 2
+
+
+def test_choices_at_one_leave_an_experiments_hash_as_it_was():
+    """``choices`` came after experiments were stored by their hash: at its default it is left
+    out of the canonical form, so the same file is still the same experiment."""
+    one = LlmMutatorConfig(model="m", api_key_env="")
+    assert "choices" not in one.model_dump(mode="json")
+    assert LlmMutatorConfig(model="m", api_key_env="", choices=2).model_dump(mode="json")["choices"] == 2
 
 
 async def test_llm_draws_models_by_weight_with_the_seed(chat_api, api_key):
