@@ -26,8 +26,10 @@ with a SEARCH/REPLACE edit of one coefficient of the current program (chosen fro
 seed, or from the prompt when there is none), and logs every request with whether the client
 was still there to receive its answer.
 
-An evaluation's time is its evaluator's: for evopilot the benchmark process from its start
-(``/proc``) to its end, for OpenEvolve the ``evaluate()`` call; both append their start and end
+An evaluation's time is its evaluator's: for evopilot the job from its start (the ``started_at``
+its wrapper writes just before it starts the benchmark process; the process's own start in
+``/proc`` is in 10 ms ticks, which made spans up to 10 ms longer and gaps between them shorter)
+to the benchmark's end, for OpenEvolve the ``evaluate()`` call; both append their start and end
 to a timeline file. Results: bench/RESULTS.md.
 """
 
@@ -163,11 +165,15 @@ mse = sum(e * e for e in errors) / N
 metrics = {"objective": -mse, "bias": sum(errors) / N, "max_error": max(abs(e) for e in errors)}
 '''
 
-EVOPILOT_EVAL = '''"""The bench's evaluator: the example's fit, lasting DELAY seconds from the process's start."""
+EVOPILOT_EVAL = '''"""The bench's evaluator: the example's fit, lasting DELAY seconds from the job's start."""
 import json, math, os, sys, time
-with open("/proc/self/stat") as f:  # the process's start, in clock ticks since boot
-    ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-T0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+try:  # the job's start as its wrapper wrote it, just before it started this process
+    with open(os.path.join(os.path.dirname(os.environ["EVOPILOT_RESULTS"]), "started_at")) as f:
+        T0 = float(f.read())
+except (OSError, ValueError):  # else this process's start, in clock ticks (10 ms) since boot
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    T0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from approx import approx
 {fit}
