@@ -414,7 +414,7 @@ class EvolutionLoop:
                     outcomes = [await self._command_mutation(it, cfg, prompt)]
                 else:
                     outcomes = await self._mutators.mutate(it.payload["mutator"], MutationRequest(
-                        files=files, prompt=prompt, seed=it.payload["seed"]))
+                        files=files, prompt=prompt, seed=it.payload["seed"]), len(group))
             except MutationError as e:
                 outcomes = [e] + [MutationError(f"the call that answers this iteration failed: {e.reason}")
                                   for _ in group[1:]]

@@ -49,9 +49,10 @@ class Mutators:
         """Candidates one call of the mutator gives (iterations planned together)."""
         return getattr(self.configs[index], "choices", 1)
 
-    async def mutate(self, index: int, req: MutationRequest) -> list[Mutation | MutationError]:
-        """``choices(index)`` outcomes, each a candidate or the reason it gave none; a call that
-        failed as a whole raises MutationError."""
+    async def mutate(self, index: int, req: MutationRequest, choices: int = 1) -> list[Mutation | MutationError]:
+        """``choices`` outcomes (at most ``choices(index)``: a group cut short by the end of the
+        run asks for fewer), each a candidate or the reason it gave none; a call that failed as
+        a whole raises MutationError."""
         cfg = self.configs[index]
         if cfg.kind == "params":
             from evopilot.core.evolution.mutators import params
@@ -61,7 +62,7 @@ class Mutators:
             if self._preparing is not None:
                 await self._preparing
             self.prepare()
-            return await self._llm[index].mutate_choices(req, cfg.choices)
+            return await self._llm[index].mutate_choices(req, choices)
         raise ValueError(f"the {cfg.kind} mutator runs as a job, not in process")
 
     async def aclose(self) -> None:
