@@ -18,7 +18,8 @@ Cases (default: all):
   0.5 s) killed with SIGKILL at 10 random moments, each followed by ``evolve resume``; then
   the candidates beside an uninterrupted run's, evaluations and requests per iteration, and
   the processes of each killed run still alive 2 s after its kill.
-- ``repro``: two runs with the same seed and one slot; their candidate commits.
+- ``repro``: two runs with the same seed and one slot (llm stand-in with 1 and 2 candidates
+  per answer, params); their candidate commits.
 
 The stand-in (``--stand-in``, started by the bench in its own process) stands in for a paid
 OpenAI-compatible API on 127.0.0.1: it answers each chat completion, after an optional delay,
@@ -610,17 +611,19 @@ async def case_growth(args, tmp: Path) -> dict:
 
 async def case_repro(args, tmp: Path) -> dict:
     out = {}
-    for llm in (True, False):
+    for name, llm, choices in (("llm", True, 1), ("llm-choices-2", True, 2), ("params", False, 1)):
         runs = []
         for k in range(2):
-            r = await run_evopilot(tmp / f"repro-{'llm' if llm else 'params'}-{k}", iterations=30, delay=0.0,
-                                   answer_delay=0.0, slots=1, llm=llm)
+            r = await run_evopilot(tmp / f"repro-{name}-{k}", iterations=30, delay=0.0, answer_delay=0.0,
+                                   slots=1, llm=llm, choices=choices)
             runs.append([(n, s, c) for n, s, c, _ in r["iterations"]])
         same = runs[0] == runs[1]
         commits = sum(1 for n, _, c in runs[0] if c and n)
-        print(f"\nrepro ({'llm stand-in' if llm else 'params'} mutator, seed 1, one slot, 30 iterations): "
+        what = f"llm stand-in mutator, {choices} candidate{'s' if choices > 1 else ''} per answer" if llm \
+            else "params mutator"
+        print(f"\nrepro ({what}, seed 1, one slot, 30 iterations): "
               f"{commits} candidate commits; identical: {same}")
-        out["llm" if llm else "params"] = {"identical": same, "commits": commits}
+        out[name] = {"identical": same, "commits": commits}
     return out
 
 
