@@ -8,11 +8,10 @@ it matters, so a frozen clock gives frozen text.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import combinations
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from evopilot.core.job_json import elapsed_seconds
 from evopilot.core.status import JobStatus
@@ -32,7 +31,8 @@ def table(rows: list[list], header: list[str], width: int | None = None) -> list
     if not rows:
         return []
     cells = [[str(x) for x in row] for row in [header, *rows]]
-    widths = [max(len(x) for x in col) for col in zip(*cells)]
+    natural = [max(len(x) for x in col) for col in zip(*cells)]
+    widths = natural[:]
     if width is not None:
         floor = [min(w, 4) for w in widths]  # the widest give way first, headers only last
         while sum(widths) + 2 * (len(widths) - 1) > width:
@@ -40,6 +40,8 @@ def table(rows: list[list], header: list[str], width: int | None = None) -> list
             if widths[i] <= floor[i]:
                 break  # narrower than the headers: let the terminal wrap
             widths[i] -= 1
+    if widths == natural:  # nothing to cut (a pipe, a wide terminal): one call less per cell
+        return ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
     return ["  ".join(cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
 
 
@@ -65,10 +67,13 @@ JOBS_HEADER = ["ID", "PROJECT", "BENCHMARK", "HOST", "STATUS", "POS", "PROGRESS"
                "METRICS / ERROR"]
 
 
+_ROW_READS = ("progress_current", "progress_total", "metrics", "metric_units", "error_message")
+
+
 def jobs_row(j: Mapping[str, Any], now: datetime | None = None) -> list:
     """A row of `evopilot jobs` (``JOBS_HEADER``) from a job's public JSON and queue position,
     which the engine-free listing (``core.jobs.listing``) reads without the row models."""
-    view = SimpleNamespace(**j)  # what progress() and outcome() read, as attributes
+    view = SimpleNamespace(**{k: j[k] for k in _ROW_READS})  # what progress() and outcome() read
     return [j["id"], j["project"] or "-", j["benchmark"], j["host"], j["status"],
             "" if j["position"] is None else j["position"], progress(view),
             "" if j["exit_code"] is None else j["exit_code"],
@@ -251,8 +256,9 @@ def job_full_detail(job: Job, now: datetime | None = None,
     return lines
 
 
-@dataclass(frozen=True)
-class ComparedMetric:
+# NamedTuples, not dataclasses: importing dataclasses (and inspect with it) cost ~8 ms of every
+# `evopilot jobs`, which loads this module to print its table
+class ComparedMetric(NamedTuple):
     name: str
     unit: str
     direction: str
@@ -299,16 +305,14 @@ RAMP = ".:-=+*#%@"
 """One character per level, worst to best: a grid reads without colour."""
 
 
-@dataclass(frozen=True, slots=True)
-class Cell:
+class Cell(NamedTuple):
     x: int
     y: int
     commit: str
     objective: float
 
 
-@dataclass(frozen=True, slots=True)
-class Axis:
+class Axis(NamedTuple):
     name: str
     bins: int
     lower: float
@@ -320,17 +324,12 @@ class Axis:
         return self.lower + i * width, self.lower + (i + 1) * width
 
 
-@dataclass
 class Grid:
     """What the heatmap draws: ``x`` across, ``y`` up (None: a one-descriptor archive, one row)."""
 
-    x: Axis
-    y: Axis | None
-    cells: dict[tuple[int, int], Cell]
-    maximize: bool
-
-    def __post_init__(self) -> None:
-        values = [c.objective for c in self.cells.values()]
+    def __init__(self, x: Axis, y: Axis | None, cells: dict[tuple[int, int], Cell], maximize: bool) -> None:
+        self.x, self.y, self.cells, self.maximize = x, y, cells, maximize
+        values = [c.objective for c in cells.values()]
         self._range = (min(values), max(values)) if values else (0.0, 0.0)
 
     @property
