@@ -753,6 +753,11 @@ CASES = {"overhead": case_overhead, "utilisation": case_utilisation, "mutator": 
          "growth": case_growth, "repro": case_repro}
 
 
+def int_list(text: str) -> list[int]:
+    """A comma-separated list of numbers (an argument)."""
+    return [int(x) for x in text.split(",")]
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--stand-in":
         serve_stand_in(float(sys.argv[2]), sys.argv[3])
@@ -765,9 +770,9 @@ def main() -> None:
     ap.add_argument("--openevolve", metavar="PYTHON", help="a python with openevolve 0.4.0 installed")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--growth-iterations", type=int, default=1000)
-    ap.add_argument("--in-flight", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8],
+    ap.add_argument("--in-flight", type=int_list, default=[4, 8],
                     help="answers in flight in the mutator case (comma-separated)")
-    ap.add_argument("--choices", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2],
+    ap.add_argument("--choices", type=int_list, default=[1, 2],
                     help="candidates per answer in the mutator case (the llm mutator's `choices`)")
     ap.add_argument("--seed", type=int, default=7, help="for the kill moments")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the evopilot run(s) into FILE")

@@ -40,9 +40,9 @@ def table(rows: list[list], header: list[str], width: int | None = None) -> list
             if widths[i] <= floor[i]:
                 break  # narrower than the headers: let the terminal wrap
             widths[i] -= 1
-    if widths == natural:  # nothing to cut (a pipe, a wide terminal): one call less per cell
-        return ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
-    return ["  ".join(cut(x, w).ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
+    if widths != natural:  # a column gave way: cut its values (none does in a pipe or a wide terminal)
+        cells = [[cut(x, w) for x, w in zip(row, widths)] for row in cells]
+    return ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells]
 
 
 def duration(seconds: float | None) -> str:

@@ -99,7 +99,8 @@ class EvolutionLoop:
         # iterations under way at once: enough to keep every slot busy (evaluations running and
         # as many queued ahead, mutations in flight), few enough per island that parents come
         # from recent results
-        choices = max(getattr(m, "choices", 1) for m in exp.mutators)
+        self._mutators = Mutators(exp.mutators)
+        choices = max(self._mutators.choices(i) for i in range(len(exp.mutators)))
         self.window = min(2 * exp.evaluation.parallel + exp.mutations_in_flight * choices,
                           exp.islands.count * exp.islands.in_flight)
         self._wake = asyncio.Event()
@@ -114,7 +115,6 @@ class EvolutionLoop:
         self._dollars = 0.0  # spent so far: read at the start, then added to as costs are recorded
         self._requests = 0
         self._evaluations = 0  # queued or running, as of the last pass
-        self._mutators = Mutators(exp.mutators)
         self._files: OrderedDict[str, dict[str, str]] = OrderedDict()
         # placed commits (parents and inspirations; their metrics are final), by hash and id
         self._placed: OrderedDict[str, CommitRow] = OrderedDict()
@@ -427,13 +427,12 @@ class EvolutionLoop:
                        for k, (member, m) in enumerate(zip(group, outcomes))]
             self._journal.write(*entries)  # before any await: paid for, it is never asked again
             await self._store_answers(list(zip(group, entries)))
-            answers = [e.answer if e.error is None else None for e in entries]
+            answered = [(member, e.answer) for member, e in zip(group, entries) if e.error is None]
         else:
-            answers = [json.loads(member.answer) for member in group]
-        for member, answer in zip(group, answers):
-            if answer is not None and "error" not in answer:
-                m = Mutation(files=answer["files"], summary=answer["summary"], answer=answer["raw"])
-                await self._commit(member, files, m, answer.get("cost", 0.0), it.number)
+            answered = [(member, json.loads(member.answer)) for member in group]
+        for member, answer in answered:
+            m = Mutation(files=answer["files"], summary=answer["summary"], answer=answer["raw"])
+            await self._commit(member, files, m, answer.get("cost", 0.0), it.number)
 
     async def _store_answers(self, answered: list[tuple[IterationRow, Entry]]) -> None:
         """Mutator answers (or failures: the iteration fails with the reason) and their cost,
