@@ -234,9 +234,13 @@ def test_a_runner_killed_under_its_jobs_leaves_them_to_end_and_a_dead_wrapper_lo
             await engine.run_forever(until_done=[orphan.id])  # its runner still alive
             session = (await engine.job(survivor.id)).tmux_session
             assert warm.is_runner(session)
+            # its children: the wrappers of its jobs, and a spare one forked ahead of the next job
+            wrappers = {int(p.read_text()) for p in home.glob("**/jobs/*/wrapper_pid")}
+            (spare,) = [p for p in _children(runner) if p not in wrappers]
             os.kill(runner, signal.SIGKILL)
             while _runner_pids():  # its session may still be there: the start waits for it to go
                 await asyncio.sleep(0.05)
+            wait_until(lambda: not Path(f"/proc/{spare}").exists(), what="the killed runner's spare gone")
             release.touch()
             (nxt,) = await engine.submitter.run("proj", ["ev.py"], args=["0"], check=False, kind="evaluation")
             await engine.run_forever(until_done=[survivor.id, nxt.id])
@@ -297,6 +301,30 @@ def test_an_engine_killed_with_jobs_in_a_slot_finds_them_again(ready_project, ho
     assert _runner_pids() == runner, "the same runner: nothing started again"
 
 
+def _with_argv(text: str) -> list[int]:
+    """The processes whose argv holds ``text`` (a runner's FIFO: the runner, its spare, the
+    wrappers and jobs it forked)."""
+    pids = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if (d / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                out.append(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -328,6 +356,7 @@ def test_an_idle_runner_leaves_and_its_jobs_hold_nothing_of_it(tmp_path):
     assert str(fifo) not in held and not any(p.startswith("/dev/pts") for p in held), held
     runner.wait(timeout=30)
     assert not fifo.exists()
+    wait_until(lambda: not _with_argv(str(fifo)), what="the runner's spare gone with it")
 
 
 def test_a_job_whose_runner_cannot_start_takes_the_normal_path(tmp_path):
