@@ -6,11 +6,12 @@ Run by the environment's own python as ``python warm_runner.py FIFO``; stdlib on
 of any candidate is imported here: it imports nothing from the project or its packages before it
 forks. Each line on the FIFO is a job (JSON, see ``core.jobs.warm.line``). Each goes to a
 *wrapper* the runner forked ahead of it (waiting on a pipe: a start costs no fork), that keeps
-the bash wrapper's contract (``core.jobs.scripts.wrapper``): it leaves for a session of its own (it outlives this runner and its tmux session), creates
-``started_at`` exclusively (a job sent twice runs once), records its pid in ``wrapper_pid``
-(the job is alive while it runs: ``core.hosts.local``), forks the job as the leader of its own
-process group, records the group in ``pid``, forwards INT/TERM/HUP to the group, and writes
-``finished_at``, then ``exit_code`` in one write, then wakes the engines through their FIFO.
+the bash wrapper's contract (``core.jobs.scripts.wrapper``): it is in a session of its own (it
+outlives this runner and its tmux session), creates ``started_at`` exclusively (a job sent
+twice runs once), records its pid in ``wrapper_pid`` (the job is alive while it runs:
+``core.hosts.local``), forks the job as the leader of its own process group, records the group
+in ``pid``, forwards INT/TERM/HUP to the group, and writes ``finished_at``, then ``exit_code``
+in one write, then wakes the engines through their FIFO.
 The job process is a fork of this interpreter made fresh for the benchmark: ``__main__`` is the
 benchmark, run as ``runpy.run_path`` runs a file, with its argv, its working directory, the
 environment and ``sys.path`` that ``environments.run_command`` gives a new interpreter, stdin
@@ -86,7 +87,7 @@ def run_lines(buf: bytes, fifo_fd: int, spare: int | None) -> tuple[bytes, int |
         try:
             os.write(spare, line)  # at most PIPE_BUF (core.jobs.warm): one write, never partial
         except OSError:
-            pass
+            pass  # the spare was killed: the engine sees the job never started, as above
         os.close(spare)
         spare = fork_spare(fifo_fd)
     return rest, spare
