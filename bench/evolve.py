@@ -359,6 +359,9 @@ async def run_evopilot(work: Path, *, iterations: int, delay: float, answer_dela
         if env_ready:
             (job,) = await engine.submitter.run("evo-bench", ["benchmarks/eval.py"], check=False, commit="HEAD")
             await engine.run_forever(until_done=[job.id])
+            done = await engine.job(job.id)
+            if done.status != "succeeded":
+                raise SystemExit(f"the run building the environment {done.status}: see {done.log_path}")
             tl.unlink()  # its evaluation is not the run's
         exp = experiment_toml(work / "exp.toml", name="bench", url=stand_in.url if stand_in else None,
                               iterations=iterations, parallel=slots, in_flight=in_flight, seed=seed,
