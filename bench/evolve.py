@@ -169,13 +169,9 @@ metrics = {"objective": -mse, "bias": sum(errors) / N, "max_error": max(abs(e) f
 
 EVOPILOT_EVAL = '''"""The bench's evaluator: the example's fit, lasting DELAY seconds from the job's start."""
 import json, math, os, sys, time
-try:  # the job's start as its wrapper wrote it, just before it started this process
-    with open(os.path.join(os.path.dirname(os.environ["EVOPILOT_RESULTS"]), "started_at")) as f:
-        T0 = float(f.read())
-except (OSError, ValueError):  # else this process's start, in clock ticks (10 ms) since boot
-    with open("/proc/self/stat") as f:
-        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    T0 = time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+# the job's start as its wrapper wrote it, just before it started this process
+with open(os.path.join(os.environ["EVOPILOT_JOB_DIR"], "started_at")) as f:
+    T0 = float(f.read())
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from approx import approx
 {fit}

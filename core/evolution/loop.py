@@ -432,7 +432,7 @@ class EvolutionLoop:
             answered = [(member, json.loads(member.answer)) for member in group]
         for member, answer in answered:
             m = Mutation(files=answer["files"], summary=answer["summary"], answer=answer["raw"])
-            await self._commit(member, files, m, answer.get("cost", 0.0), it.number)
+            await self._commit(member, files, m, answer.get("cost", 0.0))
 
     async def _store_answers(self, answered: list[tuple[IterationRow, Entry]]) -> None:
         """Mutator answers (or failures: the iteration fails with the reason) and their cost,
@@ -530,10 +530,8 @@ class EvolutionLoop:
                             maximize=self.exp.maximize, files=files, metrics=parent.metrics,
                             inspirations=insp)
 
-    async def _commit(self, it: IterationRow, parent_files: dict[str, str], m: Mutation, cost: float,
-                      task: int) -> None:
-        """Commit the candidate and record it (``task``: the number of the mutation task
-        committing it, its group's first)."""
+    async def _commit(self, it: IterationRow, parent_files: dict[str, str], m: Mutation, cost: float) -> None:
+        """Commit the candidate and record it."""
         changed = {p: s for p, s in m.files.items() if parent_files.get(p) != s}
         cfg = self.exp.mutators[it.payload["mutator"]]
         message = (f"evopilot {self.row.name} iteration {it.number}\n\n{m.summary.strip()}\n\n"
@@ -546,7 +544,9 @@ class EvolutionLoop:
                                                  f"{COMMIT_EPOCH + it.number} +0000", batch=self._git)
         # Twins (the same tree) resolve by iteration number, not by which mutator answered first:
         # a candidate is recorded only after every lower-numbered mutation under way (they
-        # start in order, so none of them waits for this one).
+        # start in order, so none of them waits for this one). Not for its own task: a group's
+        # later candidates are committed by its first one's.
+        task = it.payload.get("leader", it.number)
         while any(n < it.number and n != task for n in self._mutating):
             self._mutation_ended.clear()
             await self._mutation_ended.wait()
